@@ -1,0 +1,90 @@
+# farm -- build, test and benchmark.
+#
+#   make            build build/farm, build/libfarm.{a,so} and build/farm.so (the Lua module)
+#   make test       install what is missing, build, and run every test (TAP through prove)
+#   make demo       install what is missing, build, and run examples/pi.lua on the local pool
+#   make bench      print the benchmark figures
+#   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
+#   make fuzz       build the decoder fuzzer with libFuzzer (clang)
+
+CC      ?= cc
+B       ?= build
+PKGS     = lua5.4 nanomsg libsodium
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium 2>/dev/null) -lm -ldl
+LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
+
+CORE_SRC = $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
+LUA_SRC  = $(wildcard lua/*.lua)
+CTEST_SRC = $(wildcard spec/c/*.c)
+CTESTS   = $(CTEST_SRC:spec/c/%.c=$(B)/tests/%)
+
+all: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS)
+
+deps:
+	@scripts/deps.sh
+
+$(B)/obj/%.o: core/%.c $(wildcard core/*.h) include/farm.h | $(B)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/luasrc.c: $(LUA_SRC) scripts/embed.lua | $(B)/obj
+	lua5.4 scripts/embed.lua $@ $(LUA_SRC)
+
+$(B)/obj/luasrc.o: $(B)/luasrc.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libfarm.a: $(CORE_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/libfarm.so: $(CORE_OBJ)
+	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS)
+
+# The Lua module: not linked with liblua (the interpreter that loads it has Lua).
+$(B)/farm.so: $(CORE_OBJ)
+	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS_NOLUA)
+
+# -Wl,-E: Lua C modules that a job requires find the Lua API in the executable.
+$(B)/farm: $(B)/obj/main.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) -Wl,-E -o $@ $^ $(LIBS)
+
+$(B)/farm.pc: scripts/farm.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|' $< > $@
+
+$(B)/tests/%: spec/c/%.c $(CORE_OBJ) | $(B)/tests
+	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LIBS)
+
+$(B)/obj $(B)/tests:
+	mkdir -p $@
+
+PREFIX ?= /usr/local
+
+test: deps
+	$(MAKE) all
+	scripts/test.sh $(B)
+
+demo: deps
+	$(MAKE) all
+	$(B)/farm run examples/pi.lua
+
+bench: deps
+	$(MAKE) all
+	scripts/bench.sh $(B)
+
+asan: deps
+	$(MAKE) B=build-asan CC=clang OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" all
+	ASAN_OPTIONS=detect_leaks=1 scripts/test.sh build-asan
+
+fuzz: deps
+	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" all
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
+	  $$(pkg-config --cflags lua5.4) -o build-fuzz/fuzz_decode spec/fuzz/fuzz_decode.c \
+	  $(filter-out %/luasrc.o,$(CORE_OBJ:$(B)/%=build-fuzz/%)) build-fuzz/obj/luasrc.o $(LIBS)
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+.PHONY: all deps test demo bench asan fuzz clean

@@ -1,0 +1,2 @@
+#include "farm.h"
+int farm_main(int argc, char **argv) { (void)argc; (void)argv; return 0; }

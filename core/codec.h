@@ -1,0 +1,76 @@
+/*
+ * codec.h -- the one binary codec for Lua values on the wire.
+ *
+ * A *block* is what travels for a job's function, its arguments or its results:
+ *
+ *     block   := uvar(n) value*n globals
+ *     globals := (str(name) value)* str("")        -- ends with an empty name
+ *     value   := NIL | FALSE | TRUE
+ *              | INT svar | FLT u64le(bits) | SMALLINT (tag 0x80+v, v in 0..127)
+ *              | STR str
+ *              | TABLE uvar(narr) uvar(nhash) value*narr (value value)*nhash
+ *              | TABLEMT ...as TABLE... value(metatable)
+ *              | REF uvar(index)            -- a table or function seen before
+ *              | FUNC str(chunk) uvar(line) str(text) uvar(nup) (str(name) value)*nup
+ *              | MODREF str(qualified name) -- package.loaded value, e.g. "math.sqrt"
+ *              | GLOBALS                    -- the sender's global table
+ *
+ * Tables and functions are numbered in the order they are first met (a FUNC or
+ * TABLE gets its number before its contents are read), so cycles and shared
+ * references come back as they were. FUNC text compiles, in text mode, to a
+ * chunk that returns the function; the chunk is compiled as if it began on
+ * `line` of `chunk`, so tracebacks name the sender's file and line. Upvalues
+ * are restored by name, never by position. A function's global names (from
+ * the describe hook) are gathered into the block's globals section.
+ *
+ * Every decoder checks every length and count against the bytes left before it
+ * trusts it, and limits nesting depth: malformed input raises a Lua error
+ * ("malformed message: ..."), never crashes and never hangs.
+ */
+#ifndef FARM_CODEC_H
+#define FARM_CODEC_H
+
+#include <lua.h>
+#include "buf.h"
+
+enum {
+  FARM_T_NIL = 0, FARM_T_FALSE, FARM_T_TRUE, FARM_T_INT, FARM_T_FLT, FARM_T_STR,
+  FARM_T_TABLE, FARM_T_TABLEMT, FARM_T_REF, FARM_T_FUNC, FARM_T_MODREF,
+  FARM_T_GLOBALS,
+  FARM_T_SMALLINT = 0x80
+};
+
+#define FARM_CODEC_MAXDEPTH 200
+
+typedef struct farm_encoder {
+  /* Absolute Lua stack indices, or 0 when absent. */
+  int names;     /* table: value -> qualified name; such values travel as MODREF */
+  int describe;  /* function(f) -> {chunk=, line=, text=, name=, where=, globals={...}};
+                    called for every Lua function not found in names; may raise */
+  int globals;   /* the table that travels as GLOBALS, and where global names are
+                    looked up (rawget) for the globals section */
+  const char *root;  /* what the values are, for messages: "argument", "result" */
+} farm_encoder;
+
+typedef struct farm_decoder {
+  int env;       /* table that GLOBALS decodes to and that functions get as _ENV;
+                    0: a new table with __index = the global table, made when first needed */
+  int resolve;   /* function(name) -> value, for MODREF; 0: MODREF is an error */
+  int cache;     /* table caching compiled chunks by chunk/line/text; 0: no cache */
+} farm_decoder;
+
+/* Append the block of the n values at L[first..] to b. Raises a Lua error
+   naming the path to anything that cannot travel:
+     cannot ship argument 2.conn (userdata)
+     cannot ship upvalue 'conn' (userdata) of function 'work' (job.lua:12)
+     cannot ship global 'db' (userdata) used by function 'work' (job.lua:12)
+   b must be owned by something that outlives a Lua error (it is not freed here). */
+void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
+                       const farm_encoder *e);
+
+/* Decode one block from p[0..len): pushes its values and returns how many.
+   Raises "malformed message: <reason>" on bad input. Trailing bytes are an error. */
+int farm_codec_decode(lua_State *L, const void *p, size_t len,
+                      const farm_decoder *d);
+
+#endif

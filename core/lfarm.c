@@ -1,0 +1,61 @@
+/*
+ * lfarm.c -- luaopen_farm: the `farm` Lua module, the same for plain lua5.4,
+ * the farm executable and C hosts.
+ *
+ * It builds the `farm.core` table of C functions, makes the embedded Lua modules
+ * (lua/*.lua) requirable as "farm.<name>", and runs lua/farm.lua, which is the
+ * public module. Nothing here is global: all state lives in the Lua state.
+ */
+#include <string.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "farm.h"
+#include "luafuncs.h"
+#include "luasrc.h"
+
+static const farm_luasrc *find_src(const char *name) {
+  for (const farm_luasrc *s = farm__luasrc; s->name; s++)
+    if (strcmp(s->name, name) == 0) return s;
+  return NULL;
+}
+
+/* package.preload loader for an embedded module: upvalue 1 is its basename. */
+static int load_embedded(lua_State *L) {
+  const farm_luasrc *s = find_src(lua_tostring(L, lua_upvalueindex(1)));
+  if (!s) return luaL_error(L, "farm: embedded module missing");
+  if (luaL_loadbufferx(L, s->text, s->len, s->chunk, "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushstring(L, lua_tostring(L, 1));
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+int luaopen_farm(lua_State *L) {
+  luaL_checkversion(L);
+  /* farm.core: the C side, shared by every embedded module */
+  lua_newtable(L);
+  int core = lua_gettop(L);
+  farm__open_codec(L, core);
+  farm__open_dump(L, core);
+  farm__open_client(L, core);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, core);
+  lua_setfield(L, -2, "farm.core");
+  lua_pop(L, 1);
+  /* package.preload["farm.<name>"] for every embedded module but farm itself */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const farm_luasrc *s = farm__luasrc; s->name; s++) {
+    if (strcmp(s->name, "farm") == 0) continue;
+    lua_pushfstring(L, "farm.%s", s->name);
+    lua_pushstring(L, s->name);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_settable(L, -3);
+  }
+  lua_pop(L, 1);
+  lua_pop(L, 1);  /* core */
+  lua_pushstring(L, "farm");
+  lua_pushcclosure(L, load_embedded, 1);
+  lua_pushstring(L, "farm");
+  lua_call(L, 1, 1);
+  return 1;
+}

@@ -1,0 +1,12 @@
+/* luasrc.h -- the Lua sources under lua/, embedded at build time (scripts/embed.lua). */
+#ifndef FARM_LUASRC_H
+#define FARM_LUASRC_H
+#include <stddef.h>
+typedef struct farm_luasrc {
+  const char *name;    /* module basename: "farm", "ship", ... */
+  const char *chunk;   /* chunk name for load: "@lua/farm.lua" */
+  const char *text;
+  size_t len;
+} farm_luasrc;
+extern const farm_luasrc farm__luasrc[];
+#endif

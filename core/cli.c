@@ -1,2 +1,174 @@
+/*
+ * cli.c -- the farm command line: `farm run`, `farm worker`, help and version.
+ *
+ * Every mistake on the command line gets one line naming it and the fix, and
+ * exit status 2; an error in the script gets "farm: <message>" and status 1.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
 #include "farm.h"
-int farm_main(int argc, char **argv) { (void)argc; (void)argv; return 0; }
+#include "worker.h"
+
+static const char usage[] =
+  "usage: farm run SCRIPT.lua [-n N] [--quiet-jobs] [--traceback] [-- ARGS...]\n"
+  "       farm worker --connect URL [--slot N] [--parent PID]   (started by farm itself)\n"
+  "       farm --version | farm --help\n"
+  "\n"
+  "  run       run SCRIPT with `farm` loaded; its jobs run on N local workers\n"
+  "            (default: one per online CPU)\n"
+  "  -n N      number of local workers\n"
+  "  --quiet-jobs  do not echo what jobs print (future.stdout still has it)\n"
+  "  --traceback   on an error in the script, print the client's traceback too\n";
+
+const char *farm_version(void) { return FARM_VERSION; }
+
+const char *farm_strerror(int code) {
+  switch (code) {
+  case FARM_OK: return "success";
+  case FARM_ENOMEM: return "out of memory";
+  case FARM_EINVAL: return "invalid argument";
+  case FARM_EPROTO: return "malformed or unexpected message";
+  case FARM_EVERSION: return "the peer speaks another protocol version";
+  case FARM_ETOOBIG: return "a message or value exceeds a limit";
+  case FARM_ELINK: return "a link failed";
+  case FARM_ESPAWN: return "a worker process could not be started";
+  case FARM_ECLOSED: return "the farm was closed";
+  case FARM_ETIMEDOUT: return "timed out";
+  default: return "unknown error";
+  }
+}
+
+static int fail(const char *fmt, const char *a) {
+  fputs("farm: ", stderr);
+  fprintf(stderr, fmt, a);
+  fputs("\n", stderr);
+  return 2;
+}
+
+/* ---- Ctrl-C: as lua.c does it. The handler can reach no context, so the one
+   state `farm run` drives is kept here; this is the executable's process-wide
+   signal plumbing, not library state (a C host handles its own signals). */
+static lua_State *run_state;
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig) {
+  signal(sig, SIG_DFL);               /* a second Ctrl-C kills outright */
+  if (run_state)
+    lua_sethook(run_state, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static int msghandler(lua_State *L) {
+  int tb = lua_toboolean(L, lua_upvalueindex(1));
+  const char *msg;
+  if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
+  else if (!(msg = lua_tostring(L, 1))) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  if (tb) luaL_traceback(L, L, msg, 1); else lua_pushstring(L, msg);
+  return 1;
+}
+
+static int cmd_run(int argc, char **argv) {
+  const char *script = NULL;
+  long nworkers = 0;
+  int quiet = 0, traceback = 0, i, first_arg = argc;
+  for (i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) { first_arg = i + 1; break; }
+    if (strcmp(a, "-n") == 0 || strcmp(a, "--workers") == 0) {
+      char *end;
+      if (i + 1 >= argc) return fail("%s needs a number of workers, e.g. -n 4", a);
+      nworkers = strtol(argv[++i], &end, 10);
+      if (*end || nworkers < 1 || nworkers > 256)
+        return fail("-n takes a number of workers from 1 to 256, not '%s'", argv[i]);
+    } else if (strcmp(a, "--quiet-jobs") == 0) quiet = 1;
+    else if (strcmp(a, "--traceback") == 0) traceback = 1;
+    else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
+    else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm run' (see farm --help)", a);
+    else if (!script) script = a;
+    else { first_arg = i; break; }
+  }
+  if (!script) return fail("%s", "'farm run' needs a script: farm run SCRIPT.lua");
+  lua_State *L = luaL_newstate();
+  if (!L) return fail("%s", "out of memory");
+  luaL_openlibs(L);
+  luaL_requiref(L, "farm", luaopen_farm, 1);
+  lua_getfield(L, -1, "config");
+  lua_createtable(L, 0, 2);
+  if (nworkers) { lua_pushinteger(L, nworkers); lua_setfield(L, -2, "workers"); }
+  lua_pushboolean(L, !quiet);
+  lua_setfield(L, -2, "echo");
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
+  /* arg, as lua sets it: arg[0] the script, arg[1..] its arguments */
+  lua_createtable(L, argc - first_arg, 3);
+  lua_pushstring(L, argv[0]); lua_rawseti(L, -2, -2);
+  lua_pushstring(L, "run"); lua_rawseti(L, -2, -1);
+  lua_pushstring(L, script); lua_rawseti(L, -2, 0);
+  for (i = first_arg; i < argc; i++) { lua_pushstring(L, argv[i]); lua_rawseti(L, -2, i - first_arg + 1); }
+  lua_setglobal(L, "arg");
+  int rc = 0;
+  lua_pushboolean(L, traceback);
+  lua_pushcclosure(L, msghandler, 1);
+  int mh = lua_gettop(L);
+  if (luaL_loadfilex(L, script, "t") != LUA_OK) {
+    fprintf(stderr, "farm: %s\n", lua_tostring(L, -1));
+    rc = 1;
+  } else {
+    for (i = first_arg; i < argc; i++) lua_pushstring(L, argv[i]);
+    run_state = L;
+    signal(SIGINT, on_sigint);
+    signal(SIGPIPE, SIG_IGN);
+    if (lua_pcall(L, argc - first_arg, 0, mh) != LUA_OK) {
+      fprintf(stderr, "farm: %s\n", lua_tostring(L, -1));
+      rc = strcmp(lua_tostring(L, -1), "interrupted") == 0 ? 130 : 1;
+    }
+    signal(SIGINT, SIG_DFL);
+    run_state = NULL;
+  }
+  lua_close(L);                        /* closes the pool: workers stop */
+  return rc;
+}
+
+static int cmd_worker(int argc, char **argv) {
+  const char *url = NULL;
+  long slot = 0, parent = 0;
+  size_t maxmsg = 256u << 20;
+  for (int i = 2; i < argc; i++) {
+    if (i + 1 >= argc) return fail("worker option '%s' needs a value", argv[i]);
+    if (strcmp(argv[i], "--connect") == 0) url = argv[++i];
+    else if (strcmp(argv[i], "--slot") == 0) slot = atol(argv[++i]);
+    else if (strcmp(argv[i], "--parent") == 0) parent = atol(argv[++i]);
+    else if (strcmp(argv[i], "--max-message") == 0) maxmsg = (size_t)atoll(argv[++i]);
+    else return fail("unknown option '%s' for 'farm worker'", argv[i]);
+  }
+  if (!url) return fail("%s", "'farm worker' needs --connect URL (workers are started by farm itself)");
+  return farm__worker_main(url, (int)slot, parent, maxmsg);
+}
+
+int farm_main(int argc, char **argv) {
+  if (argc < 2) { fputs(usage, stderr); return 2; }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv);
+  if (strcmp(cmd, "worker") == 0) return cmd_worker(argc, argv);
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+    printf("farm %s (protocol %d, %s)\n", FARM_VERSION, FARM_PROTOCOL, LUA_RELEASE);
+    return 0;
+  }
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "node") == 0 || strcmp(cmd, "repl") == 0)
+    return fail("'farm %s' is not built yet in this version; use 'farm run SCRIPT.lua'", cmd);
+  if (strstr(cmd, ".lua")) return fail("to run a script, say 'farm run %s'", cmd);
+  return fail("unknown command '%s' (commands: run; see farm --help)", cmd);
+}

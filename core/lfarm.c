@@ -3,7 +3,7 @@
  * the farm executable and C hosts.
  *
  * It builds the `farm.core` table of C functions, makes the embedded Lua modules
- * (lua/*.lua) requirable as "farm.<name>", and runs lua/farm.lua, which is the
+ * (lua/ files) requirable as "farm.<name>", and runs lua/farm.lua, which is the
  * public module. Nothing here is global: all state lives in the Lua state.
  */
 #include <string.h>

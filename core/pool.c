@@ -1,0 +1,135 @@
+/*
+ * pool.c -- local worker processes: spawn, reap, stop.
+ *
+ * A worker is the farm executable run as `farm worker`, never a bare fork of
+ * the client: the client may be any program (lua5.4, a C host) and nanomsg's
+ * threads do not survive fork. The child asks the kernel to kill it when its
+ * parent dies, so a client killed with SIGKILL leaves no worker behind.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include "farm.h"
+#include "pool.h"
+
+pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
+                         char *err, size_t errlen) {
+  char sslot[16], sparent[24], smax[24];
+  snprintf(smax, sizeof smax, "%zu", maxmsg);
+  snprintf(sslot, sizeof sslot, "%d", slot);
+  snprintf(sparent, sizeof sparent, "%ld", (long)getpid());
+  char *argv[] = { (char *)"farm", (char *)"worker", (char *)"--connect", (char *)url,
+                   (char *)"--slot", sslot, (char *)"--parent", sparent,
+                   (char *)"--max-message", smax, NULL };
+  pid_t pid = fork();
+  if (pid < 0) {
+    snprintf(err, errlen, "cannot start a worker: fork: %s", strerror(errno));
+    return FARM_ESPAWN;
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != (pid_t)atol(sparent)) _exit(127);   /* parent already gone */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+#ifdef SYS_close_range
+    syscall(SYS_close_range, 3, ~0U, 0);
+#endif
+    execv(exe, argv);
+    fprintf(stderr, "farm: cannot run worker %s: %s\n", exe, strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+int farm__reaped(pid_t pid, char *desc, size_t n) {
+  int st;
+  pid_t r = waitpid(pid, &st, WNOHANG);
+  if (r == 0) return 0;
+  if (r < 0) { snprintf(desc, n, "worker lost: %s", strerror(errno)); return 1; }
+  if (WIFSIGNALED(st))
+    snprintf(desc, n, "worker died: SIG%s", sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+  else
+    snprintf(desc, n, "worker exited with status %d", WEXITSTATUS(st));
+  return 1;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void farm__stop_pids(const pid_t *pids, int n, int grace_ms) {
+  double until = now_ms() + grace_ms;
+  int alive;
+  char *gone = calloc((size_t)n + 1, 1);
+  do {
+    alive = 0;
+    for (int i = 0; i < n; i++) {
+      if (pids[i] <= 0 || (gone && gone[i])) continue;
+      pid_t r = waitpid(pids[i], NULL, WNOHANG);
+      if (r == 0) alive++;
+      else if (gone) gone[i] = 1;
+    }
+    if (alive) usleep(2000);
+  } while (alive && now_ms() < until);
+  for (int i = 0; i < n; i++) {
+    if (pids[i] <= 0 || (gone && gone[i])) continue;
+    kill(pids[i], SIGKILL);
+    while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR) {}
+  }
+  free(gone);
+}
+
+int farm__online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : (int)n;
+}
+
+static int executable(const char *p) { return access(p, X_OK) == 0; }
+
+int farm__find_exe(char *out, size_t n) {
+  const char *env = getenv("FARM_EXE");
+  if (env && *env) { snprintf(out, n, "%s", env); return executable(out) ? 0 : FARM_ESPAWN; }
+  char self[PATH_MAX];
+  ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (k > 0) {
+    self[k] = 0;
+    const char *base = strrchr(self, '/');
+    if (base && strcmp(base + 1, "farm") == 0) { snprintf(out, n, "%s", self); return 0; }
+  }
+  Dl_info info;
+  if (dladdr((void *)farm__find_exe, &info) && info.dli_fname) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", info.dli_fname);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+      *slash = 0;
+      snprintf(out, n, "%s/farm", dir);                    /* build tree */
+      if (executable(out)) return 0;
+      snprintf(out, n, "%s/../../../bin/farm", dir);       /* lib/lua/5.4 -> bin */
+      if (executable(out)) return 0;
+    }
+  }
+  const char *path = getenv("PATH");
+  if (path) {
+    char *copy = strdup(path), *save = NULL;
+    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save)) {
+      snprintf(out, n, "%s/farm", d);
+      if (executable(out)) { free(copy); return 0; }
+    }
+    free(copy);
+  }
+  snprintf(out, n, "farm");
+  return FARM_ESPAWN;
+}

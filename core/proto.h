@@ -1,0 +1,63 @@
+/*
+ * proto.h -- the messages on a farm link.
+ *
+ * Every message starts with 'F' 'm' VERSION TYPE, so a peer that speaks another
+ * protocol version is told so ("protocol version 3, this node speaks 1") instead
+ * of being fed garbage. Bodies are built from buf.h primitives and codec blocks:
+ *
+ *   HELLO    w->c  uvar(pid) uvar(slot)
+ *   JOBS     c->w  u8(flags: 1 = forget cached functions) u32le(count)
+ *                  count * { uvar(id) uvar(attempt) u8(mode) hash[16]
+ *                            u8(has_fn) [str(fn block)] str(args block) }
+ *   RESULTS  w->c  u32le(count) count * { uvar(id) uvar(attempt) u8(status)
+ *                  uvar(busy ns) str(stdout) (status 0: str(block)
+ *                                             | status 1: str(message) str(traceback)) }
+ *   QUIT     c->w  (empty)
+ *
+ * A job's mode is CALL (fn(args...), all results) or MAP (args are n, then one
+ * slice per list; the worker calls fn on each row and returns one table of the
+ * first results).
+ */
+#ifndef FARM_PROTO_H
+#define FARM_PROTO_H
+#include <stdint.h>
+#include <string.h>
+#include <stdio.h>
+#include "farm.h"
+#include "buf.h"
+
+enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT };
+enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
+enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
+#define FARM_HASHLEN 16
+
+static inline int farm__msg_begin(farm_buf *b, int type) {
+  b->n = 0;
+  unsigned char h[4] = { 'F', 'm', FARM_PROTOCOL, (unsigned char)type };
+  return farm__buf_put(b, h, 4);
+}
+
+/* Check a message's header; returns its type or a negative code with a message. */
+static inline int farm__msg_open(farm_rd *r, const void *p, size_t n,
+                                 char *err, size_t errlen) {
+  farm__rd_init(r, p, n);
+  const unsigned char *h = farm__rd_bytes(r, 4);
+  if (!h || h[0] != 'F' || h[1] != 'm') {
+    snprintf(err, errlen, "malformed message: not a farm message");
+    return FARM_EPROTO;
+  }
+  if (h[2] != FARM_PROTOCOL) {
+    snprintf(err, errlen, "protocol version %d, this node speaks %d", h[2], FARM_PROTOCOL);
+    return FARM_EVERSION;
+  }
+  return h[3];
+}
+
+static inline void farm__put_u32le_at(farm_buf *b, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; i++) b->p[at + i] = (char)(v >> (8 * i));
+}
+static inline uint32_t farm__rd_u32le(farm_rd *r) {
+  const unsigned char *p = farm__rd_bytes(r, 4);
+  return p ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24 : 0;
+}
+#endif

@@ -1,0 +1,36 @@
+/*
+ * transport.h -- every link farm has, behind one small interface.
+ *
+ * This is the only file pair that knows nanomsg. A link is one NN_PAIR socket
+ * to one peer (never REQ/REP, which re-sends after 60 s, nor PUSH/PULL, which
+ * deals work round-robin). Sends never block the caller when asked not to: the
+ * scheduler keeps what could not go yet and polls the link's send fd. To move
+ * to nng, rewrite transport.c.
+ */
+#ifndef FARM_TRANSPORT_H
+#define FARM_TRANSPORT_H
+#include <stddef.h>
+
+typedef struct farm_link farm_link;
+
+/* Open a link that binds (listen) or connects to url ("ipc:///path", "tcp://h:p").
+   maxmsg: largest message accepted, in bytes (0: no limit).
+   On failure returns a negative FARM_E* code and writes a message to err. */
+int  farm__link_open(farm_link **out, const char *url, int bind, size_t maxmsg,
+                     char *err, size_t errlen);
+void farm__link_close(farm_link *l);
+
+/* Send n bytes (copied). nowait: return FARM_EAGAIN instead of blocking. */
+int  farm__link_send(farm_link *l, const void *p, size_t n, int nowait);
+/* Receive one message; *msg must be released with farm__link_free.
+   nowait: FARM_EAGAIN when nothing is waiting. */
+int  farm__link_recv(farm_link *l, void **msg, size_t *n, int nowait);
+void farm__link_free(void *msg);
+
+/* File descriptors that poll readable when a message can be received / sent. */
+int  farm__link_rcvfd(farm_link *l);
+int  farm__link_sndfd(farm_link *l);
+const char *farm__link_error(void);   /* text of the last transport error */
+
+#define FARM_EAGAIN (-100)            /* internal: try again later */
+#endif

@@ -1,0 +1,439 @@
+/*
+ * worker.c -- `farm worker`: one process, one lua_State, jobs from one link.
+ *
+ * The worker compiles each function package once and keeps it by hash. Every
+ * job runs as a coroutine (so a later version can let a job wait on sub-jobs
+ * without blocking this loop). What a job prints through print/io.write is
+ * captured and sent with its result. Results go back in batches: after each
+ * job the batch is sent if RESULT_DELAY has passed or no job is waiting.
+ *
+ * The worker exits when told (QUIT), when its link reports nonsense it cannot
+ * answer, or when its parent is gone (PR_SET_PDEATHSIG, and a getppid check).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <poll.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include "farm.h"
+#include "codec.h"
+#include "proto.h"
+#include "transport.h"
+#include "worker.h"
+
+#define RESULT_DELAY 0.001
+
+typedef struct worker {
+  lua_State *L;
+  farm_link *link;
+  int slot;
+  pid_t parent;
+  size_t maxmsg;
+  farm_buf res;          /* RESULTS message being built */
+  uint32_t nres;
+  double last_flush;
+  farm_buf cap;          /* what the running job printed */
+  farm_buf enc;          /* scratch for encoding results */
+  int fns;               /* registry refs: hash -> function; compiled chunk cache; */
+  int chunks;            /*   ship.resolve; ship.describe; ship.names */
+  int resolve, describe, names;
+  lua_State *co;         /* the coroutine jobs run in, reused while it ends cleanly */
+  int co_ref;
+} worker;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- captured output ------------------------------------------------------ */
+
+static int cap_print(lua_State *L) {
+  worker *w = lua_touserdata(L, lua_upvalueindex(1));
+  int n = lua_gettop(L);
+  for (int i = 1; i <= n; i++) {
+    size_t len;
+    const char *s = luaL_tolstring(L, i, &len);
+    if (i > 1) farm__buf_u8(&w->cap, '\t');
+    farm__buf_put(&w->cap, s, len);
+    lua_pop(L, 1);
+  }
+  farm__buf_u8(&w->cap, '\n');
+  return 0;
+}
+
+static int cap_write(lua_State *L) {
+  worker *w = lua_touserdata(L, lua_upvalueindex(1));
+  int n = lua_gettop(L);
+  for (int i = 1; i <= n; i++) {
+    size_t len;
+    const char *s = luaL_checklstring(L, i, &len);   /* numbers convert, as io.write does */
+    farm__buf_put(&w->cap, s, len);
+  }
+  lua_getglobal(L, "io");
+  lua_getfield(L, -1, "stdout");
+  return 1;
+}
+
+/* ---- results --------------------------------------------------------------- */
+
+static void flush(worker *w) {
+  if (!w->nres) return;
+  farm__put_u32le_at(&w->res, 4, w->nres);
+  if (farm__link_send(w->link, w->res.p, w->res.n, 0) != 0) {
+    fprintf(stderr, "farm worker %d: cannot send results: %s\n", w->slot + 1, farm__link_error());
+    exit(3);
+  }
+  farm__msg_begin(&w->res, FARM_MSG_RESULTS);
+  farm__buf_put(&w->res, "\0\0\0\0", 4);
+  w->nres = 0;
+  w->last_flush = now();
+}
+
+static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, double busy) {
+  farm__buf_uvar(&w->res, id);
+  farm__buf_uvar(&w->res, attempt);
+  farm__buf_u8(&w->res, (uint8_t)status);
+  farm__buf_uvar(&w->res, (uint64_t)(busy * 1e9));
+  farm__buf_str(&w->res, w->cap.p, w->cap.n);
+  w->cap.n = 0;
+  w->nres++;
+}
+
+static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy,
+                         const char *msg, size_t nmsg, const char *tb, size_t ntb) {
+  result_head(w, id, attempt, FARM_JOB_ERROR, busy);
+  farm__buf_str(&w->res, msg, nmsg);
+  farm__buf_str(&w->res, tb, ntb);
+}
+
+/* ---- protected helpers (every Lua error in them is the job's, not ours) --- */
+
+/* decode(block) -> values ; upvalue-free, the decoder tables come as arguments */
+static int p_decode(lua_State *L) {
+  worker *w = lua_touserdata(L, 1);
+  size_t n;
+  const char *p = lua_touserdata(L, 2);
+  n = (size_t)lua_tointeger(L, 3);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->chunks);
+  farm_decoder d = { 0, 1, 2 };
+  return farm_codec_decode(L, p, n, &d);
+}
+
+/* encode(w, values...) into w->enc */
+static int p_encode(lua_State *L) {
+  worker *w = lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 1;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->describe);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->names);
+  lua_call(L, 0, 1);
+  lua_pushglobaltable(L);
+  farm_encoder e = { top + 2, top + 1, top + 3, "result" };
+  w->enc.n = 0;
+  farm_codec_encode(L, &w->enc, 2, n, &e);
+  return 0;
+}
+
+/* Decode a block in protected mode: pushes the values and returns their count,
+   or leaves the error message on the stack and returns -1. */
+static int decode_block(worker *w, const char *p, size_t n) {
+  lua_State *L = w->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, p_decode);
+  lua_pushlightuserdata(L, w);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, (lua_Integer)n);
+  if (lua_pcall(L, 3, LUA_MULTRET, 0) != LUA_OK) return -1;
+  return lua_gettop(L) - top;
+}
+
+/* ---- running jobs ----------------------------------------------------------- */
+
+static lua_State *coroutine(worker *w) {
+  if (!w->co) {
+    w->co = lua_newthread(w->L);
+    w->co_ref = luaL_ref(w->L, LUA_REGISTRYINDEX);
+  }
+  return w->co;
+}
+
+static void drop_coroutine(worker *w) {
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  lua_closethread(w->co, w->L);
+#else
+  lua_resetthread(w->co);
+#endif
+  luaL_unref(w->L, LUA_REGISTRYINDEX, w->co_ref);
+  w->co = NULL;
+}
+
+/* Call the function on top of L's stack, under it nargs arguments, in the job
+   coroutine. Leaves the results (or the error message and traceback) on L and
+   returns the count of results, or -1 for an error (message, traceback on L). */
+static int run(worker *w, int nargs) {
+  lua_State *L = w->L, *co = coroutine(w);
+  lua_xmove(L, co, nargs + 1);
+  int nres = 0;
+  int st = lua_resume(co, L, nargs, &nres);
+  if (st == LUA_OK) {
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  if (st == LUA_YIELD) {
+    lua_pop(co, nres);
+    lua_pushliteral(L, "the job yielded: coroutine.yield outside a coroutine of its own is not supported");
+    lua_pushliteral(L, "");
+  } else {
+    luaL_traceback(L, co, NULL, 0);
+    const char *msg = luaL_tolstring(co, -1, NULL);
+    lua_pushstring(L, msg);
+    lua_insert(L, -2);                   /* message, traceback */
+  }
+  drop_coroutine(w);                     /* a failed coroutine is not reused */
+  return -1;
+}
+
+/* Encode the n values on top of L as the job's result; pops them. 0 or -1 (error on L). */
+static int encode_results(worker *w, int n) {
+  lua_State *L = w->L;
+  lua_pushcfunction(L, p_encode);
+  lua_insert(L, -n - 1);
+  lua_pushlightuserdata(L, w);
+  lua_insert(L, -n - 1);
+  if (lua_pcall(L, n + 1, 0, 0) != LUA_OK) return -1;
+  if (w->enc.n + (4u << 10) > w->maxmsg) {
+    lua_pushfstring(L, "the job's results take %d MiB encoded; a link carries at most %d MiB",
+                    (int)(w->enc.n >> 20), (int)(w->maxmsg >> 20));
+    return -1;
+  }
+  return 0;
+}
+
+static void job_call(worker *w, uint64_t id, uint64_t att, const char *a, size_t na) {
+  lua_State *L = w->L;
+  int top = lua_gettop(L) - 1;           /* the function is on top */
+  double t0 = now();
+  int nargs = decode_block(w, a, na);
+  int n = -1;
+  if (nargs >= 0) n = run(w, nargs);
+  else lua_pushliteral(L, "");           /* no traceback for a bad argument block */
+  double busy = now() - t0;
+  if (n >= 0 && encode_results(w, n) == 0) {
+    result_head(w, id, att, FARM_JOB_OK, busy);
+    farm__buf_str(&w->res, w->enc.p, w->enc.n);
+  } else {
+    if (n >= 0) lua_pushliteral(L, "");
+    size_t nm, nt;
+    const char *tb = lua_tolstring(L, -1, &nt);
+    const char *m = lua_tolstring(L, -2, &nm);
+    result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
+  }
+  lua_settop(L, top);
+}
+
+/* A MAP job: its block is n, then one slice per list; returns one table. */
+static void job_map(worker *w, uint64_t id, uint64_t att, const char *a, size_t na) {
+  lua_State *L = w->L;
+  int fn = lua_gettop(L);
+  int top = fn - 1;
+  double t0 = now();
+  int k = decode_block(w, a, na);
+  int err = 0;
+  if (k < 2 || !lua_isinteger(L, fn + 1)) {
+    if (k >= 0) { lua_settop(L, fn); lua_pushliteral(L, "malformed message: bad map chunk"); }
+    lua_pushliteral(L, "");
+    err = 1;
+  } else {
+    lua_Integer n = lua_tointeger(L, fn + 1);
+    int nl = k - 1, out;
+    lua_createtable(L, (int)(n > 0 && n < 1 << 24 ? n : 0), 0);
+    out = lua_gettop(L);
+    for (lua_Integer i = 1; i <= n && !err; i++) {
+      lua_pushvalue(L, fn);
+      for (int l = 0; l < nl; l++) lua_geti(L, fn + 2 + l, i);
+      int r = run(w, nl);
+      if (r < 0) { err = 1; break; }
+      if (r > 0) { lua_pop(L, r - 1); lua_rawseti(L, out, i); }
+    }
+    if (!err) {
+      lua_pushvalue(L, out);
+      if (encode_results(w, 1) < 0) { lua_pushliteral(L, ""); err = 1; }
+    }
+  }
+  double busy = now() - t0;
+  if (!err) {
+    result_head(w, id, att, FARM_JOB_OK, busy);
+    farm__buf_str(&w->res, w->enc.p, w->enc.n);
+  } else {
+    size_t nm, nt;
+    const char *tb = lua_tolstring(L, -1, &nt);
+    const char *m = lua_tolstring(L, -2, &nm);
+    result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
+  }
+  lua_settop(L, top);
+}
+
+/* Find (or compile from its block) the function for hash; pushes it, or pushes
+   an error message and returns -1. */
+static int get_function(worker *w, const unsigned char *hash, const char *pkg, size_t npkg) {
+  lua_State *L = w->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fns);
+  lua_pushlstring(L, (const char *)hash, FARM_HASHLEN);
+  if (lua_rawget(L, -2) == LUA_TFUNCTION) { lua_remove(L, -2); return 0; }
+  lua_pop(L, 1);
+  if (!pkg) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "protocol error: function not cached on this worker");
+    return -1;
+  }
+  int n = decode_block(w, pkg, npkg);
+  if (n != 1 || !lua_isfunction(L, -1)) {
+    if (n >= 0) { lua_pop(L, n); lua_pushliteral(L, "malformed message: function block"); }
+    lua_remove(L, -2);
+    return -1;
+  }
+  lua_pushlstring(L, (const char *)hash, FARM_HASHLEN);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+  return 0;
+}
+
+static int on_jobs(worker *w, farm_rd *r) {
+  lua_State *L = w->L;
+  int flags = farm__rd_u8(r);
+  if (flags & 1) {                       /* the client forgot what we have: so do we */
+    lua_newtable(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, w->fns);
+  }
+  uint32_t count = farm__rd_u32le(r);
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    uint64_t id = farm__rd_uvar(r), att = farm__rd_uvar(r);
+    int mode = farm__rd_u8(r);
+    const unsigned char *hash = farm__rd_bytes(r, FARM_HASHLEN);
+    int has = farm__rd_u8(r);
+    size_t npkg = 0, na;
+    const char *pkg = has ? farm__rd_str(r, &npkg) : NULL;
+    const char *a = farm__rd_str(r, &na);
+    if (r->err || (has && !pkg) || !a) break;
+    int top = lua_gettop(L);
+    if (get_function(w, hash, pkg, npkg) < 0) {
+      size_t nm;
+      const char *m = lua_tolstring(L, -1, &nm);
+      result_error(w, id, att, 0, m, nm, "", 0);
+    } else if (mode == FARM_MODE_MAP) {
+      job_map(w, id, att, a, na);
+    } else {
+      job_call(w, id, att, a, na);
+    }
+    lua_settop(L, top);
+    if (w->res.n >= (4u << 20) || now() - w->last_flush >= RESULT_DELAY) flush(w);
+  }
+  flush(w);
+  return r->err ? FARM_EPROTO : 0;
+}
+
+/* ---- set-up and the loop ----------------------------------------------------- */
+
+static int setup(worker *w) {
+  lua_State *L = w->L;
+  luaL_openlibs(L);
+  luaL_requiref(L, "farm", luaopen_farm, 0);
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "farm.ship");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return -1;
+  lua_getfield(L, -1, "resolve");
+  w->resolve = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "describe");
+  w->describe = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "names");
+  w->names = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "hook");             /* chunks compiled here are remembered too */
+  lua_pushglobaltable(L);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) return -1;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  w->fns = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  w->chunks = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* captured output */
+  lua_pushlightuserdata(L, w);
+  lua_pushcclosure(L, cap_print, 1);
+  lua_setglobal(L, "print");
+  lua_getglobal(L, "io");
+  lua_pushlightuserdata(L, w);
+  lua_pushcclosure(L, cap_write, 1);
+  lua_setfield(L, -2, "write");
+  lua_pop(L, 1);
+  return 0;
+}
+
+int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg) {
+  worker w;
+  memset(&w, 0, sizeof w);
+  w.slot = slot;
+  w.parent = (pid_t)parent;
+  w.maxmsg = maxmsg;
+  signal(SIGINT, SIG_IGN);               /* Ctrl-C is the client's to handle */
+  signal(SIGPIPE, SIG_IGN);
+  farm__buf_init(&w.res);
+  farm__buf_init(&w.cap);
+  farm__buf_init(&w.enc);
+  char err[256];
+  if (farm__link_open(&w.link, url, 0, maxmsg + (1u << 16), err, sizeof err) < 0) {
+    fprintf(stderr, "farm worker: %s\n", err);
+    return 2;
+  }
+  w.L = luaL_newstate();
+  if (!w.L || setup(&w) < 0) {
+    fprintf(stderr, "farm worker: cannot set up Lua: %s\n", w.L ? lua_tostring(w.L, -1) : "out of memory");
+    return 2;
+  }
+  farm_buf hello;
+  farm__buf_init(&hello);
+  farm__msg_begin(&hello, FARM_MSG_HELLO);
+  farm__buf_uvar(&hello, (uint64_t)getpid());
+  farm__buf_uvar(&hello, (uint64_t)slot);
+  farm__link_send(w.link, hello.p, hello.n, 0);
+  farm__buf_free(&hello);
+  farm__msg_begin(&w.res, FARM_MSG_RESULTS);
+  farm__buf_put(&w.res, "\0\0\0\0", 4);
+  w.last_flush = now();
+  int rc = 0;
+  for (;;) {
+    struct pollfd pfd = { .fd = farm__link_rcvfd(w.link), .events = POLLIN };
+    int pr = poll(&pfd, 1, 1000);
+    if (w.parent > 0 && getppid() != w.parent) break;    /* orphaned: nobody wants our results */
+    if (pr <= 0) continue;
+    void *m;
+    size_t n;
+    if (farm__link_recv(w.link, &m, &n, 1) != 0) continue;
+    farm_rd r;
+    int type = farm__msg_open(&r, m, n, err, sizeof err);
+    if (type == FARM_MSG_QUIT) { farm__link_free(m); break; }
+    if (type != FARM_MSG_JOBS || on_jobs(&w, &r) < 0) {
+      fprintf(stderr, "farm worker %d: %s\n", slot + 1,
+              type < 0 ? err : "malformed message from the client");
+      farm__link_free(m);
+      rc = 3;
+      break;
+    }
+    farm__link_free(m);
+  }
+  lua_close(w.L);
+  farm__link_close(w.link);
+  farm__buf_free(&w.res);
+  farm__buf_free(&w.cap);
+  farm__buf_free(&w.enc);
+  return rc;
+}

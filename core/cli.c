@@ -76,6 +76,21 @@ static int msghandler(lua_State *L) {
   return 1;
 }
 
+/* Standard libraries, and farm configured as the command line says (protected). */
+static int open_farm(lua_State *L) {
+  lua_Integer nworkers = lua_tointeger(L, 1);
+  int echo = lua_toboolean(L, 2);
+  luaL_openlibs(L);
+  luaL_requiref(L, "farm", luaopen_farm, 1);
+  lua_getfield(L, -1, "config");
+  lua_createtable(L, 0, 2);
+  if (nworkers) { lua_pushinteger(L, nworkers); lua_setfield(L, -2, "workers"); }
+  lua_pushboolean(L, echo);
+  lua_setfield(L, -2, "echo");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 static int cmd_run(int argc, char **argv) {
   const char *script = NULL;
   long nworkers = 0;
@@ -99,15 +114,14 @@ static int cmd_run(int argc, char **argv) {
   if (!script) return fail("%s", "'farm run' needs a script: farm run SCRIPT.lua");
   lua_State *L = luaL_newstate();
   if (!L) return fail("%s", "out of memory");
-  luaL_openlibs(L);
-  luaL_requiref(L, "farm", luaopen_farm, 1);
-  lua_getfield(L, -1, "config");
-  lua_createtable(L, 0, 2);
-  if (nworkers) { lua_pushinteger(L, nworkers); lua_setfield(L, -2, "workers"); }
+  lua_pushcfunction(L, open_farm);
+  lua_pushinteger(L, nworkers);
   lua_pushboolean(L, !quiet);
-  lua_setfield(L, -2, "echo");
-  lua_call(L, 1, 0);
-  lua_pop(L, 1);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    fprintf(stderr, "farm: cannot load the farm module: %s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return 1;
+  }
   /* arg, as lua sets it: arg[0] the script, arg[1..] its arguments */
   lua_createtable(L, argc - first_arg, 3);
   lua_pushstring(L, argv[0]); lua_rawseti(L, -2, -2);

@@ -344,24 +344,21 @@ static int on_jobs(worker *w, farm_rd *r) {
 
 /* ---- set-up and the loop ----------------------------------------------------- */
 
-static int setup(worker *w) {
-  lua_State *L = w->L;
+static int setup(lua_State *L) {
+  worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
   luaL_requiref(L, "farm", luaopen_farm, 0);
   lua_pop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "farm.ship");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return -1;
+  lua_call(L, 1, 1);
   lua_getfield(L, -1, "resolve");
   w->resolve = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "describe");
   w->describe = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "names");
   w->names = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -1, "hook");             /* chunks compiled here are remembered too */
-  lua_pushglobaltable(L);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) return -1;
-  lua_pop(L, 1);
+  lua_pop(L, 1);                           /* (farm.lua hooked load: chunks are remembered) */
   lua_newtable(L);
   w->fns = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
@@ -395,7 +392,11 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg) {
     return 2;
   }
   w.L = luaL_newstate();
-  if (!w.L || setup(&w) < 0) {
+  if (w.L) {
+    lua_pushcfunction(w.L, setup);
+    lua_pushlightuserdata(w.L, &w);
+  }
+  if (!w.L || lua_pcall(w.L, 1, 0, 0) != LUA_OK) {
     fprintf(stderr, "farm worker: cannot set up Lua: %s\n", w.L ? lua_tostring(w.L, -1) : "out of memory");
     return 2;
   }

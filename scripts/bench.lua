@@ -1,0 +1,68 @@
+-- bench.lua WHAT -- one benchmark figure, printed as "name value unit (detail)".
+--   submit: 100,000 trivial jobs submitted one by one, then every result()
+--   map:    one farm.map over 1,000,000 items
+--   pi:     parallel efficiency of the pi workload against the same Lua run serially
+--   bytes:  MB/s for 1,000 jobs with a 1 MB string argument
+local farm = require "farm"
+local now = require("farm.core").now
+local what = arg[1] or "submit"
+
+local function inc(x) return x + 1 end
+
+farm.submit(inc, 0):result()       -- the pool is up and the function cached
+
+if what == "submit" then
+  local n = 100000
+  local t0 = now()
+  local fs = {}
+  for i = 1, n do fs[i] = farm.submit(inc, i) end
+  local sum = 0
+  for i = 1, n do sum = sum + fs[i]:result() end
+  local dt = now() - t0
+  assert(sum == n * (n + 1) // 2 + n)
+  print(("submit_one_by_one %.0f jobs/s (%d jobs in %.3f s)"):format(n / dt, n, dt))
+elseif what == "map" then
+  local n = 1000000
+  local list = {}
+  for i = 1, n do list[i] = i end
+  local t0 = now()
+  local out = farm.map(inc, list)
+  local dt = now() - t0
+  assert(#out == n and out[n] == n + 1)
+  print(("map %.0f items/s (%d items in %.3f s)"):format(n / dt, n, dt))
+elseif what == "pi" then
+  local function throw(n, seed)
+    math.randomseed(seed)
+    local random, hits = math.random, 0
+    for _ = 1, n do
+      local x, y = random(), random()
+      if x * x + y * y <= 1.0 then hits = hits + 1 end
+    end
+    return hits
+  end
+  local jobs, points = 32, 500000
+  local sizes, seeds = {}, {}
+  for i = 1, jobs do sizes[i], seeds[i] = points, i end
+  local t0 = now()
+  for i = 1, jobs do throw(points, i) end
+  local serial = now() - t0
+  t0 = now()
+  farm.map(throw, sizes, seeds)
+  local parallel = now() - t0
+  local eff = serial / (parallel * farm.workers())
+  print(("pi_parallel_efficiency %.1f %% (serial %.3f s, parallel %.3f s on %d workers)")
+    :format(100 * eff, serial, parallel, farm.workers()))
+elseif what == "bytes" then
+  local n, size = 1000, 1000000
+  local s = string.rep("x", size)
+  local len = function(x) return #x end
+  farm.submit(len, "warm"):result()
+  local t0 = now()
+  local fs = {}
+  for i = 1, n do fs[i] = farm.submit(len, s) end
+  for i = 1, n do assert(fs[i]:result() == size) end
+  local dt = now() - t0
+  print(("large_args %.0f MB/s (%d jobs of %d bytes in %.3f s)"):format(n * size / dt / 1e6, n, size, dt))
+else
+  error("bench.lua: unknown benchmark '" .. tostring(what) .. "' (submit, map, pi, bytes)")
+end

@@ -1,0 +1,13 @@
+#!/bin/sh
+# test.sh [BUILD_DIR] -- every test, as TAP through prove: the C tests in
+# BUILD_DIR/tests and the busted specs in spec/ (under Lua 5.4, against the
+# build's farm.so and farm executable). Ends with prove's count of tests.
+set -eu
+B=${1:-build}
+cd "$(dirname "$0")/.."
+export FARM_BUILD="$PWD/$B"
+export FARM_EXE="$PWD/$B/farm"
+export LUA_CPATH="$PWD/$B/?.so;;"
+export LUA_PATH="$PWD/spec/?.lua;;"
+tests=$(ls "$B"/tests/* 2>/dev/null || true)
+exec prove --timer --exec "$PWD/scripts/run-test" $tests spec/*_spec.lua

@@ -1,0 +1,194 @@
+-- cli_spec.lua -- `farm run` as a user runs it: real processes, real exit codes.
+local H = require "helper"
+
+local function one_line(s) return H.lines(s) == 1 end
+
+describe("farm run", function()
+  after_each(H.cleanup)
+
+  it("estimates pi with examples/pi.lua on the local pool", function()
+    local r = H.farm_cmd("run examples/pi.lua 16 200000")
+    assert.are.equal(0, r.code, r.err)
+    local pi = tonumber(r.out:match("pi = ([%d.]+)"))
+    assert.is_truthy(pi, r.out)
+    assert.is_true(math.abs(pi - math.pi) < 0.01, r.out)
+  end)
+
+  it("runs pp's sum_primes with isprime travelling as a global", function()
+    local r = H.farm_cmd("run examples/sum_primes.lua")
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("Sum of primes below 100000 is 454396537", 1, true), r.out)
+    assert.is_truthy(r.out:find("Sum of primes below 100700 is 460217613", 1, true), r.out)
+    assert.is_truthy(r.out:find("job count | % of all jobs", 1, true), r.out)
+  end)
+
+  it("takes -n, and passes arguments after the script as arg and ...", function()
+    local r = H.run_script([[
+      local a, b = ...
+      print(farm.workers(), arg[0] ~= nil, arg[1], arg[2], a, b, select('#', ...))
+    ]], "-n 3 -- x 'y z'")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("3\ttrue\tx\ty z\tx\ty z\t2\n", r.out)
+  end)
+
+  it("echoes what jobs print, unless --quiet-jobs", function()
+    local text = [[
+      local f = farm.submit(function(x) print("hello from", x); io.write("w\n") end, 7)
+      f:result()
+      io.stderr:write("stdout field: ", f.stdout)
+    ]]
+    local r = H.run_script(text)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("hello from\t7\nw\n", r.out)
+    assert.is_truthy(r.err:find("stdout field: hello from\t7\nw\n", 1, true))
+    r = H.run_script(text, "--quiet-jobs")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("", r.out)
+    assert.is_truthy(r.err:find("stdout field: hello from", 1, true))
+  end)
+
+  describe("bad input gets one clear line and a non-zero exit", function()
+    it("an unknown option", function()
+      local r = H.farm_cmd("run --frobnicate examples/pi.lua")
+      assert.are.equal(2, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("unknown option '--frobnicate'", 1, true), r.err)
+    end)
+
+    it("a bad worker count", function()
+      local r = H.farm_cmd("run -n zero examples/pi.lua")
+      assert.are.equal(2, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("-n takes a number", 1, true), r.err)
+    end)
+
+    it("an unknown command", function()
+      local r = H.farm_cmd("frobnicate")
+      assert.are.equal(2, r.code)
+      assert.is_true(one_line(r.err), r.err)
+    end)
+
+    it("a missing script", function()
+      local r = H.farm_cmd("run /nonexistent/job.lua")
+      assert.are.equal(1, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("cannot open /nonexistent/job.lua", 1, true), r.err)
+    end)
+
+    it("an unreadable script", function()
+      local r = H.farm_cmd("run /")
+      assert.are_not.equal(0, r.code)
+      assert.is_true(one_line(r.err), r.err)
+    end)
+
+    it("a syntax error in the script, with file:line", function()
+      local r = H.run_script("local x = 1\nlocal y = = 2\n")
+      assert.are.equal(1, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find(r.script .. ":2:", 1, true), r.err)
+    end)
+
+    it("submit of a non-function", function()
+      local r = H.run_script("farm.submit(42)")
+      assert.are.equal(1, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("farm.submit: argument #1 must be a function (got number)", 1, true), r.err)
+    end)
+
+    it("an unshippable upvalue, with its name and where the function is", function()
+      local r = H.run_script("local conn = io.stdout\nlocal function work(x)\n  return conn, x\nend\nfarm.submit(work, 1)\n")
+      assert.are.equal(1, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("cannot ship upvalue 'conn' (userdata) of function 'work'", 1, true), r.err)
+      assert.is_truthy(r.err:find(":2)", 1, true), r.err)
+    end)
+
+    it("an argument too large for the link", function()
+      local r = H.run_script("farm.submit(function(s) return #s end, string.rep('x', 2 * 1024 * 1024))",
+                             "", 60, "FARM_MAX_MESSAGE=1048576")
+      assert.are.equal(1, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("a link carries at most 1.0 MiB", 1, true), r.err)
+    end)
+
+    it("a job that raises: the message, where it ran, and the remote traceback", function()
+      local r = H.run_script("local function boom(x)\n  error('boom ' .. x)\nend\nfarm.submit(boom, 5):result()\n")
+      assert.are.equal(1, r.code)
+      assert.is_truthy(r.err:find("^farm: [^\n]*:2: boom 5\n"), r.err)
+      assert.is_truthy(r.err:find("ran on local:%d"), r.err)
+      assert.is_truthy(r.err:find("remote stack traceback", 1, true), r.err)
+    end)
+  end)
+
+  describe("leaves no worker behind", function()
+    -- the script reports the pool's pids and its own, then does what the test says
+    local prelude = [[
+      farm.submit(function() return 1 end):result()
+      local f = assert(io.open(arg[1], "w"))
+      local me = io.open("/proc/self/stat"):read("n")
+      f:write(me, " ", table.concat(farm._pids(), " "), "\n")
+      f:close()
+    ]]
+
+    local function pids_in(path)
+      local pids = {}
+      for p in H.slurp(path):gmatch("%d+") do pids[#pids + 1] = tonumber(p) end
+      return pids
+    end
+
+    it("after an error in the script", function()
+      local out = H.tmp("", ".pids")
+      local r = H.run_script(prelude .. "error('script failed')", H.quote(out))
+      assert.are.equal(1, r.code)
+      assert.is_truthy(r.err:find("script failed", 1, true))
+      local pids = pids_in(out)
+      assert.is_true(#pids >= 2, "the script wrote its pids")
+      assert.is_true(H.wait_gone(pids, 10))
+    end)
+
+    local function started(body)
+      local out = H.tmp("", ".pids")
+      local script = H.tmp(prelude .. body)
+      local log = H.tmp("", ".log")
+      os.execute(("%s run %s %s >%s 2>&1 &"):format(H.quote(H.farm), H.quote(script),
+                                                     H.quote(out), H.quote(log)))
+      local pids
+      for _ = 1, 400 do
+        pids = pids_in(out)
+        if #pids >= 2 then break end
+        os.execute("sleep 0.05")
+      end
+      assert.is_true(#pids >= 2, "the script started: " .. H.slurp(log))
+      return pids, log
+    end
+
+    it("after SIGKILL of the client", function()
+      local pids = started("farm.submit(function() while true do end end)\nwhile true do end\n")
+      os.execute("kill -KILL " .. pids[1])
+      assert.is_true(H.wait_gone(pids, 10), "workers outlived their client")
+    end)
+
+    it("after Ctrl-C (SIGINT) while the script waits on a job", function()
+      local pids, log = started("farm.submit(function() while true do end end):result()\n")
+      os.execute("sleep 0.2; kill -INT " .. pids[1])
+      assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
+      assert.is_truthy(H.slurp(log):find("interrupted", 1, true), H.slurp(log))
+    end)
+
+    it("after Ctrl-C while the script itself computes", function()
+      local pids, log = started("while true do end\n")
+      os.execute("sleep 0.2; kill -INT " .. pids[1])
+      assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
+      assert.is_truthy(H.slurp(log):find("interrupted", 1, true), H.slurp(log))
+    end)
+
+    it("after os.exit in the script, leaving no socket directory", function()
+      local before = H.sh("ls -d /tmp/farm-* 2>/dev/null | wc -l").out
+      local out = H.tmp("", ".pids")
+      local r = H.run_script(prelude .. "os.exit(3)", H.quote(out))
+      assert.are.equal(3, r.code)
+      assert.is_true(H.wait_gone(pids_in(out), 10))
+      assert.are.equal(before, H.sh("ls -d /tmp/farm-* 2>/dev/null | wc -l").out)
+    end)
+  end)
+end)

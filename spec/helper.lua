@@ -1,0 +1,101 @@
+-- helper.lua -- what the integration specs share: running the real farm
+-- executable on a script, and watching processes by pid.
+local H = {}
+
+H.build = os.getenv("FARM_BUILD") or "build"
+H.farm = H.build .. "/farm"
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+H.slurp = slurp
+
+function H.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+--- a temporary file holding text; removed by H.cleanup()
+local made = {}
+function H.tmp(text, suffix)
+  local base = os.tmpname()
+  local path = base .. (suffix or ".lua")
+  made[#made + 1] = base
+  made[#made + 1] = path
+  return H.write(path, text or "")
+end
+
+function H.cleanup()
+  for _, p in ipairs(made) do os.remove(p) end
+  made = {}
+end
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+H.quote = quote
+
+--- Run a shell command line with a time bound; returns { code =, out =, err = }.
+function H.sh(cmdline, timeout)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, how, code = os.execute(("timeout -k 3 %d sh -c %s >%s 2>%s </dev/null")
+    :format(timeout or 120, quote(cmdline), out, err))
+  local r = { out = slurp(out), err = slurp(err), code = code, ok = ok, how = how }
+  os.remove(out)
+  os.remove(err)
+  return r
+end
+
+--- farm ARGS (a string, already quoted as the shell needs)
+function H.farm_cmd(args, timeout, env)
+  return H.sh((env or "") .. " " .. quote(H.farm) .. " " .. args, timeout)
+end
+
+--- farm run on a script given as text; extra is appended to the command line
+function H.run_script(text, extra, timeout, env)
+  local path = H.tmp(text)
+  local r = H.farm_cmd("run " .. quote(path) .. " " .. (extra or ""), timeout, env)
+  r.script = path
+  return r
+end
+
+function H.alive(pid)
+  -- a zombie is dead for our purposes: it runs nothing
+  local stat = slurp("/proc/" .. pid .. "/stat")
+  if stat == "" then return false end
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= "Z" and state ~= "X"
+end
+
+--- true once none of pids is alive, false if some still are after seconds
+function H.wait_gone(pids, seconds)
+  local deadline = os.time() + (seconds or 10)
+  repeat
+    local any = false
+    for _, pid in ipairs(pids) do if H.alive(pid) then any = true end end
+    if not any then return true end
+    os.execute("sleep 0.05")
+  until os.time() > deadline
+  return false
+end
+
+--- pids of the processes whose parent is ppid
+function H.children(ppid)
+  local r = H.sh("ps -o pid= --ppid " .. ppid)
+  local pids = {}
+  for pid in r.out:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+  return pids
+end
+
+--- number of lines in s
+function H.lines(s)
+  local n = 0
+  for _ in s:gmatch("[^\n]+") do n = n + 1 end
+  return n
+end
+
+return H

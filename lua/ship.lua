@@ -1,0 +1,609 @@
+-- ship.lua -- find the source text of a Lua function, so that farm can ship it.
+--
+-- farm never sends bytecode: a job's function travels as text, compiled on the
+-- worker in text mode. This module finds that text. debug.getinfo gives the
+-- chunk and the lines a function spans; the text is cut from there, and a cut is
+-- accepted only when it compiles to the very same function (core.fnsig compares
+-- the bytecode with its debug information, upvalue descriptors aside). Where no
+-- cut verifies, describe() raises and says why; it never guesses.
+--
+--   ship.describe(f)   -> { chunk, line, text, name, where, globals }
+--   ship.remember(chunkname, text), ship.hook(G)   -- the text of loaded chunks
+--   ship.names()       -> { [value] = "qualified.name" } over package.loaded
+--   ship.resolve(name) -> value: the worker-side inverse of names()
+--
+-- Tables returned by describe() and names() are shared caches: read, don't write.
+
+local core = package.loaded["farm.core"] or require "farm.core"
+
+local fnsig, fnglobals = core.fnsig, core.globals
+local getinfo, getupvalue = debug.getinfo, debug.getupvalue
+local find, match, sub, gsub, gmatch, rep, format =
+  string.find, string.match, string.sub, string.gsub, string.gmatch, string.rep, string.format
+local concat, sort = table.concat, table.sort
+local type, ipairs, next, pcall, error, load, rawequal, tostring, setmetatable =
+  type, ipairs, next, pcall, error, load, rawequal, tostring, setmetatable
+local open, max = io.open, math.max
+
+-- The global table of this state (LUA_RIDX_GLOBALS), whatever `_G` is now.
+local G = debug.getregistry()[2]
+local package = package
+local require = require
+
+local ship = {}
+
+-- (spelled with string.char: scripts/embed.lua mangles backslash-digit escapes)
+local ESC, BOM = string.char(27), string.char(0xEF, 0xBB, 0xBF)
+
+local cfuncs = setmetatable({}, { __mode = "k" })   -- function -> is it a C function?
+local function iscfunc(v)
+  local c = cfuncs[v]
+  if c == nil then
+    c = getinfo(v, "S").what == "C"
+    cfuncs[v] = c
+  end
+  return c
+end
+
+-- ---- chunk texts -----------------------------------------------------------
+--
+-- A text record is { text = string, lines = array or nil (split on demand) }.
+
+local files = {}       -- path -> record of a file read from disk
+local memory = {}      -- chunk name -> array of records (several chunks may share a name)
+local remembered = {}  -- chunk name -> { [text] = true }
+local literal = {}     -- source string that is its own text -> record
+
+--- ship.remember(chunkname, text): the text of a chunk loaded under chunkname.
+function ship.remember(chunkname, text)
+  if type(chunkname) ~= "string" or type(text) ~= "string" then
+    error("ship.remember: chunk name and text must be strings", 2)
+  end
+  if chunkname == text or sub(text, 1, 1) == ESC then return end  -- nothing to learn
+  local seen = remembered[chunkname]
+  if not seen then
+    seen = {}
+    remembered[chunkname] = seen
+    memory[chunkname] = {}
+  end
+  if not seen[text] then
+    seen[text] = true
+    local list = memory[chunkname]
+    list[#list + 1] = { text = text }
+  end
+end
+
+local function lines_of(rec)
+  local lines = rec.lines
+  if lines then return lines end
+  lines = {}
+  local text, pos, n = rec.text, 1, 0
+  while true do
+    local nl = find(text, "\n", pos, true)
+    n = n + 1
+    if not nl then
+      lines[n] = sub(text, pos)
+      break
+    end
+    lines[n] = sub(text, pos, nl - 1)
+    pos = nl + 1
+  end
+  rec.lines = lines
+  return lines
+end
+
+-- A file's text as luaL_loadfile sees it: no UTF-8 BOM, a first line starting
+-- with '#' blanked (its newline kept, so line numbers hold).
+local function file_record(path)
+  local rec = files[path]
+  if rec then return rec end
+  local fh, err = open(path, "rb")
+  if not fh then return nil, format("cannot open %s", err or path) end
+  local text = fh:read("a")
+  fh:close()
+  if not text then return nil, format("cannot read %s", path) end
+  if sub(text, 1, 3) == BOM then text = sub(text, 4) end
+  if sub(text, 1, 1) == "#" then text = gsub(text, "^[^\n]*", "", 1) end
+  rec = { text = text }
+  files[path] = rec
+  return rec
+end
+
+-- The candidate texts for a chunk, most likely first; or nil and why none.
+local function records_for(info)
+  local source, list, err = info.source, {}, nil
+  local c = sub(source, 1, 1)
+  if c == "@" then
+    list[1], err = file_record(sub(source, 2))
+  end
+  -- then texts loaded under that name, newest first (a worker that compiles a
+  -- shipped function remembers its text under the sender's chunk name too)
+  local mem = memory[source] or {}
+  for i = #mem, 1, -1 do list[#list + 1] = mem[i] end
+  if c == "@" then
+    if #list == 0 then return nil, err end
+  elseif c ~= "=" then
+    -- load(string) without a chunk name: the name is the text itself (or a
+    -- bare name given to load, which then has too few lines: see below)
+    local rec = literal[source]
+    if not rec then
+      rec = { text = source, literal = true }
+      literal[source] = rec
+    end
+    list[#list + 1] = rec
+  end
+  if #list == 0 then
+    return nil, format("the text of chunk '%s' is unknown: it was not loaded through "
+      .. "load() after require 'farm', nor given to ship.remember", source)
+  end
+  return list
+end
+
+-- ---- candidate spans ---------------------------------------------------------
+
+local function positions(line, word)
+  local t = {}
+  for p in gmatch(line, "()%f[%w_]" .. word .. "%f[^%w_]") do t[#t + 1] = p end
+  return t
+end
+
+local function span(lines, l1, c1, l2, c2)
+  if l1 == l2 then return sub(lines[l1], c1, c2) end
+  local parts = { sub(lines[l1], c1) }
+  for i = l1 + 1, l2 - 1 do parts[#parts + 1] = lines[i] end
+  parts[#parts + 1] = sub(lines[l2], 1, c2)
+  return concat(parts, "\n")
+end
+
+-- The name a header gives: `local function work`, `function M.work`,
+-- `function M:work`, `work = function`, `M.work = function`; else "?".
+local function header_name(funcname, before)
+  if funcname ~= "" then return funcname end
+  local pre, name = match(before, "^(.-)([%a_][%w_%.]*)%s*=%s*$")
+  if name and not match(pre, ",%s*$") then return name end
+  return "?"
+end
+
+-- "function NAME(params) ..." -> "function(params) ...", methods get `self`.
+-- Returns the anonymous text and the name, or nil when this is no header.
+local function anonymous(cand, before)
+  local head, rest = match(cand, "^function([^(]*)%((.*)$")
+  if not head or not find(head, "^[%s%w_%.:]*$") then return nil end
+  local funcname = gsub(head, "%s+", "")
+  local self = ""
+  if find(funcname, ":", 1, true) then
+    self = find(rest, "^%s*%)") and "self" or "self, "
+  end
+  -- keep the header's line breaks: the function must start on the same line
+  local breaks = gsub(head, "[^\n]+", "")
+  return "function" .. breaks .. "(" .. self .. rest, header_name(funcname, before)
+end
+
+-- Compile `text` as if it began on `line` of `chunk` and run it (it only
+-- declares locals and returns a function). A private empty environment: running
+-- a candidate touches nothing.
+local function compile(text, line, chunk)
+  local chunkfn = load(rep("\n", line - 1) .. text, chunk, "t", {})
+  if not chunkfn then return nil end
+  local ok, g = pcall(chunkfn)
+  if ok and type(g) == "function" then return g end
+  return nil
+end
+
+local function is_name(s)
+  return find(s, "^[%a_][%w_]*$") ~= nil
+end
+
+-- `local NAME <const> = EXPR` before `line`, with EXPR safe to evaluate: no
+-- calls, no indexing, no constructors. Returns the declaration text and line.
+local function const_decl(lines, line, col, name)
+  local pat = "%f[%w_]local%s+" .. name .. "%s*<%s*const%s*>%s*=%s*(.*)$"
+  for l = line, 1, -1 do
+    local s = l == line and sub(lines[l], 1, col - 1) or lines[l]
+    local expr = match(s, pat)
+    if expr then
+      expr = gsub(gsub(expr, "%s*%-%-.*$", ""), "%s*;.*$", "")
+      local plain = gsub(gsub(expr, '"[^"]*"', "0"), "'[^']*'", "0")
+      if expr == "" or find(plain, "[%[{:]") or find(gsub(plain, "%.%.", " "), "%.%s*[%a_]")
+        or find(plain, "[%w_%]%)\"']%s*[%(\"'{]") or find(plain, "%f[%w_]function%f[^%w_]") then
+        return nil
+      end
+      return { line = l, text = format("local %s <const> = %s; ", name, expr) }
+    end
+  end
+  return nil
+end
+
+-- A candidate that compiled but not to f: maybe f folded `local N <const> = 10`
+-- into its code, and the candidate reads N as a global. Rebuild such
+-- declarations in front of the text and try again.
+local function with_consts(g, cand, env)
+  local decls, have = {}, {}
+  for _ = 1, 8 do
+    local missing = {}
+    for _, n in ipairs(fnglobals(g)) do
+      if not env.fglobals[n] and not have[n] then missing[#missing + 1] = n end
+    end
+    if #missing == 0 then return nil end
+    for _, n in ipairs(missing) do
+      local d = const_decl(env.lines, cand.line, cand.col, n)
+      if not d then return nil, n end
+      have[n] = true
+      decls[#decls + 1] = d
+    end
+    sort(decls, function(a, b) return a.line < b.line end)
+    local parts = {}
+    for i, d in ipairs(decls) do parts[i] = d.text end
+    local text = concat(parts) .. cand.text
+    g = compile(text, cand.line, env.chunk)
+    if not g then return nil end
+    if fnsig(g, true) == env.sig then return text end
+  end
+  return nil
+end
+
+local function upvalue_decl(f)
+  local names = {}
+  for i = 1, 255 do
+    local name = getupvalue(f, i)
+    if not name then break end
+    if not is_name(name) then return nil end
+    if name ~= "_ENV" then names[#names + 1] = name end
+  end
+  if #names == 0 then return "" end
+  return "local " .. concat(names, ", ") .. "; "
+end
+
+-- Lines with `function` keywords: linedefined, or when the keyword sits on an
+-- earlier line (`local f = function` + newline + `(x)`), the nearest before it.
+local function start_line(lines, first)
+  for l = first, max(1, first - 3), -1 do
+    if #positions(lines[l], "function") > 0 then return l end
+  end
+  return nil
+end
+
+-- Tries every span from a `function` on the first line to an `end` on the last.
+-- Returns { text, line, name } or nil, the reason.
+local function verify_function(rec, env)
+  local info, lines = env.info, lines_of(rec)
+  local first, last = info.linedefined, info.lastlinedefined
+  if last > #lines then
+    if rec.literal then
+      return nil, format("the text of chunk '%s' is unknown", info.short_src)
+    end
+    return nil, format("the text has %d lines but the function spans lines %d-%d "
+      .. "(was it changed after it was loaded?)", #lines, first, last)
+  end
+  local sl = start_line(lines, first)
+  if not sl then return nil, format("no 'function' keyword on line %d", first) end
+  local starts, ends = positions(lines[sl], "function"), positions(lines[last], "end")
+  local mismatched, guess = {}, nil
+  for _, sc in ipairs(starts) do
+    local before = sub(lines[sl], 1, sc - 1)
+    for _, ec in ipairs(ends) do
+      if sl < last or ec > sc then
+        local body, name = anonymous(span(lines, sl, sc, last, ec + 2), before)
+        if body then
+          guess = guess or name
+          local cand = { text = env.prefix .. "return " .. body, line = sl, col = sc, name = name }
+          local g = compile(cand.text, sl, env.chunk)
+          if g then
+            if fnsig(g, true) == env.sig then return cand end
+            mismatched[#mismatched + 1] = { g = g, cand = cand }
+          end
+        end
+      end
+    end
+  end
+  env.guess = env.guess or guess
+  env.lines = lines
+  local why
+  for _, m in ipairs(mismatched) do
+    local text, const = with_consts(m.g, m.cand, env)
+    if text then
+      m.cand.text = text
+      return m.cand
+    end
+    why = why or const
+  end
+  if why then
+    return nil, format("it uses '%s', folded in as a compile-time constant "
+      .. "(<const>) whose declaration farm cannot rebuild", why)
+  end
+  if #mismatched > 0 then
+    return nil, format("the text on lines %d-%d compiles to another function "
+      .. "(was it changed after it was loaded?)", sl, last)
+  end
+  return nil, format("no span from 'function' on line %d to 'end' on line %d compiles", sl, last)
+end
+
+-- A main chunk ships whole, as `return load(<its text>, <chunk>, "t")`: text
+-- that, compiled and called, returns a function with f's very bytecode.
+local function verify_main(rec, env)
+  local text = format("return load(%q, %q, \"t\")", rec.text, env.chunk)
+  local chunkfn = load(text, env.chunk, "t", { load = load })
+  local ok, g = pcall(chunkfn)
+  if ok and type(g) == "function" and fnsig(g, true) == env.sig then
+    return { text = text, line = 1, name = "main chunk" }
+  end
+  return nil, "the chunk's text compiles to another function (was it changed after it was loaded?)"
+end
+
+-- ---- describe --------------------------------------------------------------
+
+local STDNAMES = {}
+for name in gmatch("assert collectgarbage dofile error getmetatable ipairs load loadfile "
+  .. "next pairs pcall print rawequal rawget rawlen rawset require select setmetatable "
+  .. "tonumber tostring type warn xpcall _G _VERSION coroutine debug io math os package "
+  .. "string table utf8 farm", "%S+") do
+  STDNAMES[name] = true
+end
+
+local byfunc = setmetatable({}, { __mode = "k" })  -- closure -> description
+local byproto = {}  -- source -> fnsig(f, true) -> { desc =, bare = }
+
+-- Distinct reasons, the first few of them: one per text tried.
+local function summary(reasons)
+  local out, seen = {}, {}
+  for _, r in ipairs(reasons) do
+    if not seen[r] then
+      seen[r] = true
+      out[#out + 1] = r
+    end
+  end
+  if #out > 3 then
+    local more = #out - 3
+    out = { out[1], out[2], out[3], format("and %d other texts of that chunk", more) }
+  end
+  return concat(out, "; ")
+end
+
+local function fail(name, where, why)
+  error(format("cannot ship function '%s' (%s): no source text for it verifies (%s)",
+    name, where, why), 0)
+end
+
+-- Is f's _ENV upvalue the global table of this state?
+local function env_is_global(f)
+  for i = 1, 255 do
+    local name, v = getupvalue(f, i)
+    if not name then return false end
+    if name == "_ENV" then return rawequal(v, G) end
+  end
+  return false
+end
+
+local function analyse(f, info, sig)
+  local where = format("%s:%d", info.short_src, info.linedefined)
+  local chunk = info.source
+  if not find(chunk, "^[@=]") and not memory[chunk] then chunk = "=" .. info.short_src end
+  local raw = fnglobals(f)
+  local env = { info = info, sig = sig, chunk = chunk, fglobals = {} }
+  for _, n in ipairs(raw) do env.fglobals[n] = true end
+  local found, reasons = nil, {}
+  local recs, why = records_for(info)
+  if not recs then reasons[1] = why end
+  env.prefix = upvalue_decl(f)
+  if not env.prefix then
+    recs, reasons[1] = nil, "its upvalues have no names (stripped bytecode)"
+  end
+  for _, rec in ipairs(recs or {}) do
+    if info.what == "main" then found, why = verify_main(rec, env)
+    else found, why = verify_function(rec, env) end
+    if found then break end
+    reasons[#reasons + 1] = why
+  end
+  if not found then fail(env.guess or "?", where, summary(reasons)) end
+  local globals = {}
+  for _, n in ipairs(raw) do
+    if not STDNAMES[n] then globals[#globals + 1] = n end
+  end
+  local desc = { chunk = chunk, line = found.line, text = found.text, name = found.name,
+                 where = format("%s:%d", info.short_src, found.line), globals = globals }
+  local entry = { desc = desc }
+  if #globals > 0 then
+    entry.bare = { chunk = chunk, line = desc.line, text = desc.text, name = desc.name,
+                   where = desc.where, globals = {} }
+  end
+  return entry
+end
+
+--- ship.describe(f) -> { chunk, line, text, name, where, globals }; raises when
+--- f's text cannot be found or does not verify.
+function ship.describe(f)
+  local d = byfunc[f]
+  if d then return d end
+  if type(f) ~= "function" then
+    error(format("ship.describe: function expected, got %s", type(f)), 2)
+  end
+  local info = getinfo(f, "S")
+  if info.what == "C" then
+    error("cannot ship a C function by source: only functions of loaded modules "
+      .. "travel (by name)", 2)
+  end
+  local sig = fnsig(f, true)
+  local per = byproto[info.source]
+  local entry = per and per[sig]
+  if not entry then
+    entry = analyse(f, info, sig)
+    if not per then
+      per = {}
+      byproto[info.source] = per
+    end
+    per[sig] = entry
+  end
+  d = entry.desc
+  if entry.bare and not env_is_global(f) then d = entry.bare end
+  byfunc[f] = d
+  return d
+end
+
+-- ---- remembering loaded chunks ----------------------------------------------
+
+local wrappers = setmetatable({}, { __mode = "k" })
+
+-- After load(text, name, ...) returned `...`: remember the text if it compiled.
+local function remember_loaded(text, name, ...)
+  if (...) and type(name) == "string" and type(text) == "string" then
+    ship.remember(name, text)
+  end
+  return ...
+end
+
+-- The same for a reader function, whose pieces were collected as load read them.
+local function remember_read(pieces, name, ...)
+  if (...) and type(name) == "string" then ship.remember(name, concat(pieces)) end
+  return ...
+end
+
+-- (the original is called `load` here so that its argument errors name `load`)
+local function wrap_load(load, reader_name)
+  if type(load) ~= "function" or wrappers[load] then return load end
+  local function hooked(chunk, ...)
+    local name = (...)
+    if type(chunk) ~= "function" then
+      return remember_loaded(chunk, name, load(chunk, ...))
+    end
+    local pieces = {}
+    local function collect()
+      local p = chunk()
+      if type(p) == "string" or type(p) == "number" then pieces[#pieces + 1] = tostring(p) end
+      return p
+    end
+    if name == nil then name = reader_name end
+    return remember_read(pieces, name, load(collect, ...))
+  end
+  wrappers[hooked] = true
+  return hooked
+end
+
+--- ship.hook([G]): from now on, every text chunk G.load (and G.loadstring, if
+--- any) compiles is remembered under its chunk name.
+function ship.hook(g)
+  g = g or G
+  if type(g) ~= "table" then error("ship.hook: table expected", 2) end
+  g.load = wrap_load(g.load, "=(load)")
+  if g.loadstring then g.loadstring = wrap_load(g.loadstring, nil) end
+end
+
+-- ---- module names ------------------------------------------------------------
+
+-- The libraries luaL_openlibs loads: only their C functions are "theirs" (a Lua
+-- function a script stores in `string` or in _G travels by source).
+local STDLIBS = { _G = true, package = true, coroutine = true, table = true, io = true,
+                  os = true, string = true, math = true, utf8 = true, debug = true }
+
+local snapshot, snapshot_n, names_map = {}, -1, nil
+
+local function loaded_changed(loaded)
+  local n = 0
+  for k, v in next, loaded do
+    if not rawequal(snapshot[k], v) then return true end
+    n = n + 1
+  end
+  return n ~= snapshot_n
+end
+
+local function better(old, new)
+  return #new < #old or (#new == #old and new < old)
+end
+
+local function field_wanted(modname, key, v)
+  local t = type(v)
+  if modname == "_G" then
+    return (t == "function" and iscfunc(v)) or (t == "table" and STDLIBS[key] == true)
+  elseif STDLIBS[modname] then
+    return (t == "function" and iscfunc(v)) or t == "table"
+  end
+  return t == "function" or t == "table"
+end
+
+local function build_names(loaded)
+  local map, mods, fieldname = {}, {}, {}
+  snapshot, snapshot_n = {}, 0
+  for k, v in next, loaded do
+    snapshot[k], snapshot_n = v, snapshot_n + 1
+    if type(k) == "string" and (type(v) == "table" or type(v) == "function") then
+      mods[#mods + 1] = k
+    end
+  end
+  sort(mods)
+  for _, m in ipairs(mods) do
+    local v = loaded[m]
+    if map[v] == nil or better(map[v], m) then map[v] = m end
+  end
+  for _, m in ipairs(mods) do
+    local mod = loaded[m]
+    if type(mod) == "table" then
+      for k, v in next, mod do
+        if type(k) == "string" and not find(k, ".", 1, true) and field_wanted(m, k, v) then
+          local qn = m .. "." .. k
+          local old = map[v]
+          -- a module of that very name would shadow the field in resolve()
+          if loaded[qn] == nil and (old == nil or (fieldname[v] and better(old, qn))) then
+            map[v], fieldname[v] = qn, true
+          end
+        end
+      end
+    end
+  end
+  return map
+end
+
+--- ship.names() -> { [value] = "qualified.name" } for the modules in
+--- package.loaded and their function and table fields.
+function ship.names()
+  local loaded = package.loaded
+  if not names_map or loaded_changed(loaded) then names_map = build_names(loaded) end
+  return names_map
+end
+
+local function split(name)
+  local parts = {}
+  for p in gmatch(name, "[^.]+") do parts[#parts + 1] = p end
+  return parts
+end
+
+local function index_rest(v, parts, from)
+  for i = from, #parts do
+    if type(v) ~= "table" then return nil end
+    v = v[parts[i]]
+  end
+  return v
+end
+
+--- ship.resolve(name) -> the value names() called `name`, found in
+--- package.loaded or required here; raises when this state does not have it.
+function ship.resolve(name)
+  if type(name) ~= "string" then
+    error(format("ship.resolve: module name expected, got %s", type(name)), 2)
+  end
+  local loaded = package.loaded
+  local v = loaded[name]
+  if v ~= nil then return v end
+  local parts = split(name)
+  for i = #parts - 1, 1, -1 do
+    local m = loaded[concat(parts, ".", 1, i)]
+    if m ~= nil then
+      v = index_rest(m, parts, i + 1)
+      if v ~= nil then return v end
+      break
+    end
+  end
+  local why
+  for i = #parts, 1, -1 do
+    local modname = concat(parts, ".", 1, i)
+    local ok, m = pcall(require, modname)
+    if ok then
+      v = index_rest(m, parts, i + 1)
+      if v ~= nil then return v end
+    elseif not why and not find(tostring(m), "module '" .. modname .. "' not found", 1, true) then
+      why = match(tostring(m), "^[^\n]*")
+    end
+  end
+  error(format("module '%s' is not available on this worker%s", name,
+    why and " (" .. why .. ")" or ""), 2)
+end
+
+return ship

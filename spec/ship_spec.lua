@@ -1,0 +1,324 @@
+-- ship_spec.lua -- source shipping: core.fnsig/core.globals (core/dump.c) and
+-- lua/ship.lua (describe, chunk memory, names, resolve).
+--
+--   make && LUA_CPATH='build/?.so' busted --lua=lua5.4 spec/ship_spec.lua
+--
+-- Functions under test come from fixture files or from load(), never from this
+-- file: busted runs a spec in its own environment, not in the global table.
+
+require "farm"
+local ship = require "farm.ship"
+local core = require "farm.core"
+
+local G = debug.getregistry()[2]       -- the real global table
+local FIXTURES = "spec/fixtures/"
+
+local function upvalue(f, name)
+  for i = 1, 255 do
+    local n, v = debug.getupvalue(f, i)
+    if n == nil then return nil end
+    if n == name then return v end
+  end
+end
+
+-- Compile f's description the way a worker does: as if on line d.line of
+-- d.chunk, in text mode, in `env`; then restore upvalues by name (f itself
+-- stands for the rebuilt function, as the codec's shared references do).
+local function rebuild(f, env)
+  local d = ship.describe(f)
+  local chunk = assert(load(string.rep("\n", d.line - 1) .. d.text, d.chunk, "t", env or G))
+  local g = chunk()
+  assert.is_function(g)
+  for i = 1, 255 do
+    local n = debug.getupvalue(g, i)
+    if n == nil then break end
+    if n ~= "_ENV" then
+      local v = upvalue(f, n)
+      if rawequal(v, f) then v = g end
+      debug.setupvalue(g, i, v)
+    end
+  end
+  assert.are.equal(core.fnsig(f), core.fnsig(g))
+  return g, d
+end
+
+local function describe_error(f, instance)
+  local ok, err = pcall((instance or ship).describe, f)
+  assert.is_false(ok)
+  return tostring(err)
+end
+
+local function sorted(t)
+  local c = { table.unpack(t) }
+  table.sort(c)
+  return c
+end
+
+ship.hook(G)   -- farm does this already; hooking twice is harmless
+
+local J = dofile(FIXTURES .. "jobs.lua")
+
+describe("core.fnsig", function()
+  it("is equal for the same text compiled in different scopes", function()
+    local a = load("local x, y = 1, 2\nreturn function(z) return x + y + z end")()
+    local b = load("local q; local y, x\nreturn function(z) return x + y + z end")()
+    assert.are.equal(core.fnsig(a), core.fnsig(b))
+    assert.are.equal(core.fnsig(a, true), core.fnsig(b, true))
+  end)
+
+  it("tells different code apart, and full signatures tell names apart", function()
+    local a = load("local x\nreturn function() return x end")()
+    local b = load("local x\nreturn function() return x + 1 end")()
+    local c = load("local y\nreturn function() return y end")()
+    assert.are_not.equal(core.fnsig(a), core.fnsig(b))
+    assert.are.equal(core.fnsig(a), core.fnsig(c))
+    assert.are_not.equal(core.fnsig(a, true), core.fnsig(c, true))
+  end)
+
+  it("refuses C functions and non-functions", function()
+    assert.has_error(function() core.fnsig(print) end)
+    assert.has_error(function() core.fnsig(42) end)
+    assert.has_error(function() core.globals(print) end)
+  end)
+end)
+
+describe("core.globals", function()
+  it("finds globals read and written in a function and its nested functions", function()
+    local f = load("local up = 1\nreturn function(a) x = y + up; return function() return z, x end end")()
+    assert.are.same({ "x", "y", "z" }, sorted(core.globals(f)))
+  end)
+
+  it("does not count names read through a local _ENV", function()
+    local f = load("return function() local _ENV = {} return function() return hidden end end")()
+    assert.are.same({}, core.globals(f))
+  end)
+
+  it("finds globals with long names and beyond constant 255", function()
+    local parts = {}
+    for i = 1, 300 do parts[#parts + 1] = ("t[%d] = 's%d'"):format(i, i) end
+    local long = string.rep("g", 50)
+    local f = load("return function(t) " .. table.concat(parts, "; ")
+      .. "; t.x = late_read; late_write = 1; " .. long .. " = " .. long .. " end")()
+    assert.are.same(sorted({ "late_read", "late_write", long }), sorted(core.globals(f)))
+  end)
+end)
+
+describe("ship.describe", function()
+  it("ships a plain local function with its upvalue", function()
+    local g, d = rebuild(J.work)
+    assert.are.equal("work", d.name)
+    assert.are.equal("@" .. FIXTURES .. "jobs.lua", d.chunk)
+    assert.are.equal(FIXTURES .. "jobs.lua:" .. d.line, d.where)
+    assert.are.equal(debug.getinfo(J.work, "S").linedefined, d.line)
+    assert.are.equal("local k; return function(x)\n  return x * k\nend", d.text)
+    assert.are.equal(15, g(3))
+  end)
+
+  it("ships a global function", function()
+    local g, d = rebuild(G.global_job)
+    assert.are.equal("global_job", d.name)
+    assert.are.equal(101, g(1))
+  end)
+
+  it("tells two functions on one line apart", function()
+    local g1, d1 = rebuild(J.one)
+    local g2, d2 = rebuild(J.two)
+    assert.are.equal(d1.line, d2.line)
+    assert.are.equal("return function(x) return x + 1 end", d1.text)
+    assert.are.equal("return function(x) return x + 2 end", d2.text)
+    assert.are.equal(11, g1(10))
+    assert.are.equal(12, g2(10))
+  end)
+
+  it("ships a recursive local function", function()
+    local g, d = rebuild(J.fact)
+    assert.are.equal("fact", d.name)
+    assert.matches("^local fact; return function%(n%)", d.text)
+    assert.are.equal(120, g(5))
+  end)
+
+  it("ships the inner function of a closure, over several lines and on one line", function()
+    local inner = J.adder(3)
+    local g, d = rebuild(inner)
+    assert.are.equal("local n; return function(x)\n    return x + n\n  end", d.text)
+    assert.are.equal(13, g(10))
+    local g2, d2 = rebuild(J.scaler(4))
+    assert.are.equal("local n; return function(x) return x * n end", d2.text)
+    assert.are.equal(40, g2(10))
+  end)
+
+  it("ships methods with self and dotted functions", function()
+    local get, d = rebuild(J.M.get)
+    assert.are.equal("M:get", d.name)
+    assert.matches("^return function%(self, x%)", d.text)
+    assert.are.equal(15, get(J.M, 5))
+    local none, d2 = rebuild(J.M.none)
+    assert.matches("^return function%(self%)", d2.text)
+    assert.are.equal(10, none(J.M))
+    local twice, d3 = rebuild(J.M.twice)
+    assert.are.equal("M.twice", d3.name)
+    assert.are.equal("return function(x) return 2 * x end", d3.text)
+    assert.are.equal(8, twice(4))
+  end)
+
+  it("rebuilds <const> literals the function folded in", function()
+    local g, d = rebuild(J.uses_const)
+    assert.matches("local N <const> = 7; ", d.text, 1, true)
+    assert.matches('local LABEL <const> = "n="; ', d.text, 1, true)
+    local a, b = g(3)
+    assert.are.equal(21, a)
+    assert.are.equal("n=3", b)
+  end)
+
+  it("analyses a prototype once for all its closures", function()
+    local d1 = ship.describe(J.adder(1))
+    local d2 = ship.describe(J.adder(2))
+    assert.are.equal(d1, d2)
+  end)
+
+  it("ships a function from load(string) without a chunk name", function()
+    local f = load("local base = 7\nreturn function(x)\n  return x + base\nend")()
+    local g, d = rebuild(f)
+    assert.are.equal(2, d.line)
+    assert.matches("^=%[string", d.chunk)
+    assert.are.equal(10, g(3))
+  end)
+
+  it("keeps every text loaded under one chunk name", function()
+    local f1 = load("local a = 1\nreturn function(x) return x + a end", "=inline")()
+    local f2 = load("local b = 2\nreturn function(x) return x * b end", "=inline")()
+    local g1, d1 = rebuild(f1)
+    local g2, d2 = rebuild(f2)
+    assert.are.equal("=inline", d1.chunk)
+    assert.are.equal("inline:2", d1.where)
+    assert.are.equal("local a; return function(x) return x + a end", d1.text)
+    assert.are.equal("local b; return function(x) return x * b end", d2.text)
+    assert.are.equal(6, g1(5))
+    assert.are.equal(10, g2(5))
+  end)
+
+  it("ships a function from load with a reader function", function()
+    local pieces = { "local bang = '!'\n", "return function(s)\n", "  return s .. bang\n", "end\n" }
+    local i = 0
+    local f = load(function() i = i + 1; return pieces[i] end, "=reader")()
+    local g, d = rebuild(f)
+    assert.are.equal("=reader", d.chunk)
+    assert.are.equal("hi!", g("hi"))
+    local j = 0
+    local f2 = load(function() j = j + 1; return pieces[j] end)()
+    assert.are.equal("=(load)", ship.describe(f2).chunk)
+    assert.are.equal("ho!", (rebuild(f2))("ho"))
+  end)
+
+  it("ships a main chunk as a text that returns it", function()
+    local main = load("local a = ...\nreturn (a or 1) + 1", "=mainchunk")
+    local d = ship.describe(main)
+    local g = assert(load(d.text, d.chunk, "t", G))()
+    assert.are.equal(core.fnsig(main), core.fnsig(g))
+    assert.are.equal(2, g())
+    assert.are.equal(11, g(10))
+  end)
+
+  it("says so when the source file is gone", function()
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "w"))
+    fh:write("local function gone(x)\n  return x\nend\nreturn gone\n")
+    fh:close()
+    local f = dofile(path)
+    os.remove(path)
+    local err = describe_error(f)
+    assert.matches("cannot ship function '?' (" .. path, err, 1, true)
+    assert.matches("no source text for it verifies", err, 1, true)
+    assert.matches("cannot open " .. path, err, 1, true)
+  end)
+
+  it("says so when the file changed after it was loaded", function()
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "w"))
+    fh:write("local function changing(x)\n  return x + 1\nend\nreturn changing\n")
+    fh:close()
+    local f = dofile(path)
+    fh = assert(io.open(path, "w"))
+    fh:write("local function changing(x)\n  return x - 1\nend\nreturn changing\n")
+    fh:close()
+    local err = describe_error(f)
+    os.remove(path)
+    assert.matches("cannot ship function 'changing'", err, 1, true)
+    assert.matches("compiles to another function", err, 1, true)
+  end)
+
+  it("says so when a chunk's text was never seen", function()
+    local f = load("return function() return 1 end", "=ghost")()
+    local fresh = package.preload["farm.ship"]("farm.ship")  -- a memory without "=ghost"
+    local err = describe_error(f, fresh)
+    assert.matches("the text of chunk '=ghost' is unknown", err, 1, true)
+  end)
+
+  it("refuses C functions and non-functions", function()
+    assert.has_error(function() ship.describe(print) end)
+    assert.has_error(function() ship.describe({}) end)
+  end)
+end)
+
+describe("ship.describe globals", function()
+  dofile(FIXTURES .. "primes.lua")
+
+  it("lists the script's globals a job uses, not the standard ones", function()
+    local d = ship.describe(G.sum_primes)
+    assert.are.same({ "isprime" }, d.globals)
+    assert.are.same({}, ship.describe(G.isprime).globals)
+  end)
+
+  it("lets a worker run the job with the shipped globals", function()
+    local env = setmetatable({}, { __index = G })
+    env.isprime = rebuild(G.isprime, env)
+    env.print = function() end
+    local sum = rebuild(G.sum_primes, env)
+    assert.are.equal(17, sum(10))
+  end)
+
+  it("is empty when the function's _ENV is not the global table", function()
+    assert.are.same({}, ship.describe(J.private_env).globals)
+    assert.are.same({ "foo" }, ship.describe(J.env_factory(G)).globals)
+    assert.are.same({}, ship.describe(J.env_factory({})).globals)
+  end)
+end)
+
+describe("ship.names and ship.resolve", function()
+  it("name standard values and resolve them back", function()
+    local names = ship.names()
+    assert.are.equal("math.sqrt", names[math.sqrt])
+    assert.are.equal("string", names[string])
+    assert.are.equal("_G.print", names[print])
+    assert.are.equal(math.sqrt, ship.resolve("math.sqrt"))
+    assert.are.equal(string, ship.resolve("string"))
+    assert.are.equal(print, ship.resolve("_G.print"))
+  end)
+
+  it("round-trip every name", function()
+    for v, name in pairs(ship.names()) do
+      assert.is_true(rawequal(v, ship.resolve(name)), name)
+    end
+  end)
+
+  it("leave the script's own Lua functions out", function()
+    dofile(FIXTURES .. "primes.lua")
+    assert.is_nil(ship.names()[G.sum_primes])
+  end)
+
+  it("follow changes to package.loaded", function()
+    local mod = { f = function() end }
+    package.loaded["ship_spec.fake"] = mod
+    assert.are.equal("ship_spec.fake.f", ship.names()[mod.f])
+    assert.are.equal(mod.f, ship.resolve("ship_spec.fake.f"))
+    package.loaded["ship_spec.fake"] = nil
+    assert.is_nil(ship.names()[mod.f])
+  end)
+
+  it("refuse what this state does not have", function()
+    local ok, err = pcall(ship.resolve, "no_such_module.f")
+    assert.is_false(ok)
+    assert.matches("module 'no_such_module.f' is not available on this worker", err, 1, true)
+    assert.has_error(function() ship.resolve("math.no_such_function") end)
+  end)
+end)

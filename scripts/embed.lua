@@ -12,10 +12,12 @@ for i = 2, #arg do
   local name = path:match("([^/]+)%.lua$")
   names[#names + 1] = { name = name, path = path, len = #text }
   out:write(("static const char src_%s[] =\n"):format(name))
+  -- every byte that is not plainly printable becomes a three-digit octal
+  -- escape, which can never swallow a digit that follows it
   for line in (text .. "\n"):gmatch("(.-)\n") do
-    out:write('  "', (line .. "\n"):gsub('[^%w%p ]', function(c)
+    out:write('  "', (line .. "\n"):gsub('[^%w %!%#%$%%%&%(%)%*%+%,%-%./:;<=>@%[%]%^_`{|}~\']', function(c)
       return ("\\%03o"):format(c:byte())
-    end):gsub('["\\?]', "\\%0"):gsub("\\\\(%d%d%d)", "\\%1"), '"\n')
+    end), '"\n')
   end
   out:write(";\n\n")
 end

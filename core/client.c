@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@
 #define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
 #define MAX_RETRIES 2              /* a job whose worker died is tried this often more */
 #define DEFAULT_MAX_MESSAGE (256u << 20)
+#define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
 
 typedef struct wslot {
   int slot, gen;
@@ -523,6 +525,21 @@ static int ctx_open(farm_ctx *c, int nworkers, const char *exe, int echo, size_t
     int rc = slot_start(c, &c->w[i]);
     if (rc < 0) return rc;
   }
+  /* Wait for every worker to say hello: start-up errors show here, and the
+     socket directory is gone before the caller goes on. */
+  double until = now() + START_TIMEOUT;
+  for (;;) {
+    int waiting = 0;
+    for (int i = 0; i < c->nw; i++) waiting += !c->w[i].ready && !c->w[i].dead;
+    if (!waiting) break;
+    if (now() > until) {
+      snprintf(c->err, sizeof c->err, "%d of %d workers (%.300s) did not start within %g s",
+               waiting, c->nw, c->exe, START_TIMEOUT);
+      return FARM_ESPAWN;
+    }
+    pump(c, 0.05);
+  }
+  if (live_workers(c) == 0) return FARM_ESPAWN;
   return 0;
 }
 
@@ -535,9 +552,18 @@ static int ctx_open(farm_ctx *c, int nworkers, const char *exe, int echo, size_t
 typedef struct { farm_fn *fn; } fn_ud;
 typedef struct { farm_job *job; } job_ud;
 
+/* Raise a message as it is: luaL_error would put farm.lua's line in front. */
+static int raise(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
 static farm_ctx *check_ctx(lua_State *L, int i) {
   farm_ctx *c = luaL_checkudata(L, i, CTX_MT);
-  if (c->closed) luaL_error(L, "the farm is closed");
+  if (c->closed) raise(L, "farm: the pool is closed");
   return c;
 }
 
@@ -557,7 +583,7 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "max_message");
   lua_Integer maxmsg = luaL_optinteger(L, -1, 0);
   lua_pop(L, 4);
-  if (nw < 0 || nw > 256) return luaL_error(L, "farm: workers must be between 1 and 256 (got %d)", nw);
+  if (nw < 0 || nw > 256) return raise(L, "farm: workers must be between 1 and 256 (got %d)", nw);
   farm_ctx *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   c->closed = 1;                   /* until opened: __gc has nothing to undo */
@@ -568,7 +594,7 @@ static int l_new(lua_State *L) {
     memcpy(why, c->err, sizeof why);
     c->closed = 0;
     ctx_close(c);
-    return luaL_error(L, "farm: %s", why[0] ? why : farm_strerror(rc));
+    return raise(L, "farm: %s", why[0] ? why : farm_strerror(rc));
   }
   return 1;
 }
@@ -670,10 +696,12 @@ static char *take_enc(farm_ctx *c, size_t *n) {
 }
 
 static void check_size(lua_State *L, farm_ctx *c, size_t n, const char *what) {
-  if (n + (4u << 10) > c->maxmsg)
-    luaL_error(L, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB per job "
-               "(farm.config{max_message = bytes} raises it)", what,
-               n / 1048576.0, c->maxmsg / 1048576.0);
+  if (n + (4u << 10) <= c->maxmsg) return;
+  char msg[256];   /* lua_pushfstring knows no %.1f */
+  snprintf(msg, sizeof msg, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB "
+           "per job (farm.config{max_message = bytes} raises it)", what,
+           n / 1048576.0, c->maxmsg / 1048576.0);
+  raise(L, "%s", msg);
 }
 
 static void submitted(farm_ctx *c) {

@@ -553,7 +553,7 @@ typedef struct { farm_fn *fn; } fn_ud;
 typedef struct { farm_job *job; } job_ud;
 
 /* Raise a message as it is: luaL_error would put farm.lua's line in front. */
-static int raise(lua_State *L, const char *fmt, ...) {
+static int fail_lua(lua_State *L, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
@@ -563,7 +563,7 @@ static int raise(lua_State *L, const char *fmt, ...) {
 
 static farm_ctx *check_ctx(lua_State *L, int i) {
   farm_ctx *c = luaL_checkudata(L, i, CTX_MT);
-  if (c->closed) raise(L, "farm: the pool is closed");
+  if (c->closed) fail_lua(L, "farm: the pool is closed");
   return c;
 }
 
@@ -583,7 +583,7 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "max_message");
   lua_Integer maxmsg = luaL_optinteger(L, -1, 0);
   lua_pop(L, 4);
-  if (nw < 0 || nw > 256) return raise(L, "farm: workers must be between 1 and 256 (got %d)", nw);
+  if (nw < 0 || nw > 256) return fail_lua(L, "farm: workers must be between 1 and 256 (got %d)", nw);
   farm_ctx *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   c->closed = 1;                   /* until opened: __gc has nothing to undo */
@@ -594,7 +594,7 @@ static int l_new(lua_State *L) {
     memcpy(why, c->err, sizeof why);
     c->closed = 0;
     ctx_close(c);
-    return raise(L, "farm: %s", why[0] ? why : farm_strerror(rc));
+    return fail_lua(L, "farm: %s", why[0] ? why : farm_strerror(rc));
   }
   return 1;
 }
@@ -701,7 +701,7 @@ static void check_size(lua_State *L, farm_ctx *c, size_t n, const char *what) {
   snprintf(msg, sizeof msg, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB "
            "per job (farm.config{max_message = bytes} raises it)", what,
            n / 1048576.0, c->maxmsg / 1048576.0);
-  raise(L, "%s", msg);
+  fail_lua(L, "%s", msg);
 }
 
 static void submitted(farm_ctx *c) {

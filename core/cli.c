@@ -142,7 +142,8 @@ static int cmd_run(int argc, char **argv) {
     signal(SIGINT, on_sigint);
     signal(SIGPIPE, SIG_IGN);
     if (lua_pcall(L, argc - first_arg, 0, mh) != LUA_OK) {
-      fprintf(stderr, "farm: %s\n", lua_tostring(L, -1));
+      const char *msg = lua_tostring(L, -1);
+      fprintf(stderr, "farm: %s\n", strncmp(msg, "farm: ", 6) == 0 ? msg + 6 : msg);
       rc = strcmp(lua_tostring(L, -1), "interrupted") == 0 ? 130 : 1;
     }
     signal(SIGINT, SIG_DFL);

@@ -79,6 +79,7 @@ typedef struct farm_ctx {
   farm_buf msg;                    /* scratch: message being built */
   farm_buf enc;                    /* scratch: values being encoded */
   int rr;                          /* where the next dispatch round starts */
+  uint64_t fn_sent, bytes_sent;    /* stats: function blocks and bytes sent */
   char err[512];
 } farm_ctx;
 
@@ -294,7 +295,7 @@ static void send_batch(farm_ctx *c, wslot *w, int k) {
     farm__buf_u8(b, j->mode);
     farm__buf_put(b, j->fn->hash, FARM_HASHLEN);
     farm__buf_u8(b, !has);
-    if (!has) farm__buf_str(b, j->fn->p, j->fn->n);
+    if (!has) { farm__buf_str(b, j->fn->p, j->fn->n); c->fn_sent++; }
     farm__buf_str(b, j->args, j->nargs);
     j->state = JOB_SENT;
     j->slot = w->slot;
@@ -306,6 +307,7 @@ static void send_batch(farm_ctx *c, wslot *w, int k) {
     if (b->n >= BATCH_BYTES) break;
   }
   if (!count) return;
+  c->bytes_sent += b->n;
   b->p[flags_at] = (char)(w->forget ? 1 : 0);
   w->forget = 0;
   farm__put_u32le_at(b, count_at, count);
@@ -896,6 +898,10 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "elapsed");
   lua_pushinteger(L, (lua_Integer)c->nqueued);
   lua_setfield(L, -2, "queued");
+  lua_pushinteger(L, (lua_Integer)c->fn_sent);
+  lua_setfield(L, -2, "functions_sent");
+  lua_pushinteger(L, (lua_Integer)c->bytes_sent);
+  lua_setfield(L, -2, "bytes_sent");
   return 1;
 }
 

@@ -1,0 +1,191 @@
+-- shipping_spec.lua -- functions and values travelling to real workers and back.
+local farm = require "farm"
+
+local function run(fn, ...) return farm.submit(fn, ...):result() end
+
+describe("shipping", function()
+  setup(function() farm.close(); farm.config { workers = 1, echo = false } end)
+  teardown(function() farm.close(); farm.config { workers = 2, echo = true } end)
+
+  describe("values", function()
+    it("keeps integers integers and floats floats", function()
+      local a, b, c, d = run(function(...) return ... end, 1, 1.0, -0.0, 2^53)
+      assert.are.equal("integer", math.type(a))
+      assert.are.equal("float", math.type(b))
+      assert.are.equal(-math.huge, 1 / c)
+      assert.are.equal("float", math.type(d))
+      local types = run(function(x, y) return math.type(x) .. " " .. math.type(y) end, 1, 1.0)
+      assert.are.equal("integer float", types)
+    end)
+
+    it("keeps inf, -inf, nan, and integer limits", function()
+      local i, ni, n, mx, mn = run(function(...) return ... end,
+        math.huge, -math.huge, 0 / 0, math.maxinteger, math.mininteger)
+      assert.are.equal(math.huge, i)
+      assert.are.equal(-math.huge, ni)
+      assert.is_true(n ~= n)
+      assert.are.equal(math.maxinteger, mx)
+      assert.are.equal(math.mininteger, mn)
+    end)
+
+    it("keeps strings with NUL bytes", function()
+      local s = "a\0b\0\0c\255"
+      assert.are.equal(s, run(function(x) return x end, s))
+      assert.are.equal(7, run(function(x) return #x end, s))
+    end)
+
+    it("carries a 16 MiB string there and back", function()
+      local s = string.rep("0123456789abcdef", 1024 * 1024)
+      local back, len = run(function(x) return x, #x end, s)
+      assert.are.equal(16 * 1024 * 1024, len)
+      assert.is_true(back == s)
+    end)
+
+    it("keeps cycles and shared references, in arguments and results", function()
+      local t = { name = "t" }
+      t.self = t
+      local shared = { 1, 2 }
+      local out = run(function(x, a, b)
+        return { same = x.self == x, shared = a == b, a = a, b = b, x = x }
+      end, t, shared, shared)
+      assert.is_true(out.same)
+      assert.is_true(out.shared)
+      assert.are.equal(out.a, out.b)
+      assert.are.equal(out.x, out.x.self)
+    end)
+
+    it("carries metatables with their methods", function()
+      local Point = {}
+      Point.__index = Point
+      function Point.norm2(p) return p.x * p.x + p.y * p.y end
+      local p = setmetatable({ x = 3, y = 4 }, Point)
+      assert.are.equal(25, run(function(q) return q:norm2() end, p))
+    end)
+  end)
+
+  describe("functions", function()
+    it("takes upvalues by value at submit time", function()
+      local k = 10
+      local function add(x) return x + k end
+      local f1 = farm.submit(add, 1)
+      k = 20
+      local f2 = farm.submit(add, 1)
+      assert.are.equal(11, f1:result())
+      assert.are.equal(21, f2:result())
+    end)
+
+    it("keeps a table shared by two upvalues shared", function()
+      local t = { n = 1 }
+      local a, b = t, t
+      assert.is_true(run(function() return a == b and a.n == 1 end))
+    end)
+
+    it("ships cyclic table upvalues", function()
+      local ring = { v = 1 }
+      ring.next = { v = 2, next = ring }
+      assert.are.equal(1, run(function() return ring.next.next.v end))
+    end)
+
+    it("tells apart two functions on one line", function()
+      local inc, dec = function(x) return x + 1 end, function(x) return x - 1 end
+      assert.are.equal(11, run(inc, 10))
+      assert.are.equal(9, run(dec, 10))
+    end)
+
+    it("ships a recursive local function", function()
+      local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end
+      assert.are.equal(6765, run(fib, 20))
+    end)
+
+    it("ships nested closures, and functions in upvalues by source", function()
+      local function adder(k) return function(x) return x + k end end
+      local add5 = adder(5)
+      local function twice(x) return add5(add5(x)) end
+      assert.are.equal(11, run(add5, 6))
+      assert.are.equal(12, run(twice, 2))
+      local make = run(function() return adder(3)(4) end)
+      assert.are.equal(7, make)
+    end)
+
+    it("ships the script's global functions and values a job names", function()
+      SPEC_SCALE = 3
+      function spec_isprime(n)
+        if n < 2 then return false end
+        for i = 2, math.floor(math.sqrt(n)) do if n % i == 0 then return false end end
+        return true
+      end
+      function spec_sum_primes(n)
+        local s = 0
+        for x = 2, n - 1 do if spec_isprime(x) then s = s + x end end
+        return s * SPEC_SCALE
+      end
+      assert.are.equal(3 * 1060, run(spec_sum_primes, 100))
+      SPEC_SCALE, spec_isprime, spec_sum_primes = nil, nil, nil
+    end)
+
+    it("ships module values by name", function()
+      local sqrt, fmt, str = math.sqrt, string.format, string
+      assert.are.equal("4.0 x", run(function(x) return fmt("%.1f", sqrt(x)) .. str.rep(" x", 1) end, 16))
+      assert.are.equal(4.0, run(math.sqrt, 16))
+    end)
+
+    it("rebinds _ENV to the worker's globals", function()
+      local pid = run(function() return type(print) == "function" and _G ~= nil and io.open("/proc/self/stat"):read("n") end)
+      assert.are_not.equal(io.open("/proc/self/stat"):read("n"), pid)
+    end)
+
+    it("ships functions from load()ed strings, with and without a chunk name", function()
+      local f1 = load("return function(x) return x * 2 end")()
+      local f2 = load("return function(x) return x * 3 end", "=inline")()
+      local f3 = load("return function(x) return x * 4 end", "=inline")()
+      local f4 = load("return function(x) return x * 5 end", "@nowhere.lua")()
+      assert.are.equal(2, run(f1, 1))
+      assert.are.equal(3, run(f2, 1))
+      assert.are.equal(4, run(f3, 1))
+      assert.are.equal(5, run(f4, 1))
+    end)
+
+    it("ships a function given as an argument", function()
+      assert.are.equal(9, run(function(g, x) return g(x) end, function(y) return y * y end, 3))
+    end)
+
+    it("refuses an unshippable upvalue at submit, naming it and the function", function()
+      local conn = io.stdout
+      local function work() return conn end
+      local ok, err = pcall(farm.submit, work)
+      assert.is_false(ok)
+      assert.is_truthy(err:find("cannot ship upvalue 'conn' (userdata) of function 'work' (", 1, true), err)
+      assert.is_truthy(err:find("shipping_spec.lua:%d+%)"), err)
+    end)
+
+    it("refuses a nested unshippable value with its path", function()
+      local cfg = { db = { handle = io.stderr } }
+      local ok, err = pcall(farm.submit, function() return cfg end)
+      assert.is_false(ok)
+      assert.is_truthy(err:find("cannot ship upvalue 'cfg.db.handle' (userdata)", 1, true), err)
+      ok, err = pcall(farm.submit, function(x) return x end, { co = coroutine.create(print) })
+      assert.is_false(ok)
+      assert.is_truthy(err:find("cannot ship argument 1.co (thread)", 1, true), err)
+    end)
+
+    it("refuses a function whose source cannot be found", function()
+      local g = load("return function() return 1 end", "=gone")()
+      -- a stripped binary chunk: no text anywhere for it
+      local ok, err = pcall(farm.submit, load(string.dump(g, true), "=never-seen", "b"))
+      assert.is_false(ok)
+      assert.is_truthy(err:find("cannot ship function", 1, true), err)
+    end)
+  end)
+
+  describe("caching", function()
+    it("sends a function's source once per worker, then only its hash", function()
+      farm.close()
+      local function work(x) return x * 2 end
+      local before = farm.stats().functions_sent or 0
+      local fs = {}
+      for i = 1, 50 do fs[i] = farm.submit(work, i) end
+      for i = 1, 50 do assert.are.equal(2 * i, fs[i]:result()) end
+      assert.are.equal(before + 1, farm.stats().functions_sent)
+    end)
+  end)
+end)

@@ -17,7 +17,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
 LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium 2>/dev/null) -lm -ldl
 LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
 
-CORE_SRC = $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_SRC = $(filter-out core/main.c core/cli.c,$(wildcard core/*.c))
 CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
 LUA_SRC  = $(wildcard lua/*.lua)
 CTEST_SRC = $(wildcard spec/c/*.c)
@@ -48,7 +48,7 @@ $(B)/farm.so: $(CORE_OBJ)
 	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS_NOLUA)
 
 # -Wl,-E: Lua C modules that a job requires find the Lua API in the executable.
-$(B)/farm: $(B)/obj/main.o $(CORE_OBJ)
+$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
 $(B)/farm.pc: scripts/farm.pc.in

@@ -1,5 +1,7 @@
 /*
  * cli.c -- the farm command line: `farm run`, `farm worker`, help and version.
+ * Part of the executable only, not of the library: it owns the process's
+ * signal handling, which a C host embedding libfarm keeps for itself.
  *
  * Every mistake on the command line gets one line naming it and the fix, and
  * exit status 2; an error in the script gets "farm: <message>" and status 1.
@@ -13,6 +15,7 @@
 #include <lualib.h>
 #include "farm.h"
 #include "worker.h"
+#include "cli.h"
 
 static const char usage[] =
   "usage: farm run SCRIPT.lua [-n N] [--quiet-jobs] [--traceback] [-- ARGS...]\n"
@@ -24,24 +27,6 @@ static const char usage[] =
   "  -n N      number of local workers\n"
   "  --quiet-jobs  do not echo what jobs print (future.stdout still has it)\n"
   "  --traceback   on an error in the script, print the client's traceback too\n";
-
-const char *farm_version(void) { return FARM_VERSION; }
-
-const char *farm_strerror(int code) {
-  switch (code) {
-  case FARM_OK: return "success";
-  case FARM_ENOMEM: return "out of memory";
-  case FARM_EINVAL: return "invalid argument";
-  case FARM_EPROTO: return "malformed or unexpected message";
-  case FARM_EVERSION: return "the peer speaks another protocol version";
-  case FARM_ETOOBIG: return "a message or value exceeds a limit";
-  case FARM_ELINK: return "a link failed";
-  case FARM_ESPAWN: return "a worker process could not be started";
-  case FARM_ECLOSED: return "the farm was closed";
-  case FARM_ETIMEDOUT: return "timed out";
-  default: return "unknown error";
-  }
-}
 
 static int fail(const char *fmt, const char *a) {
   fputs("farm: ", stderr);

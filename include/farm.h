@@ -37,10 +37,6 @@ const char *farm_version(void);
 /* Open the `farm` Lua module into L and leave it on the stack (as require does). */
 int luaopen_farm(struct lua_State *L);
 
-/* Run the `farm` command line (farm run / farm worker ...) in this process;
-   returns the exit status. */
-int farm_main(int argc, char **argv);
-
 #ifdef __cplusplus
 }
 #endif

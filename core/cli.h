@@ -1,0 +1,6 @@
+/* cli.h -- the farm command line (the executable's, not the library's). */
+#ifndef FARM_CLI_H
+#define FARM_CLI_H
+/* Run `farm ARGS...` (run, worker, --help, --version); returns the exit status. */
+int farm_main(int argc, char **argv);
+#endif

@@ -182,6 +182,32 @@ describe("farm run", function()
       assert.is_truthy(H.slurp(log):find("interrupted", 1, true), H.slurp(log))
     end)
 
+    it("in plain lua5.4, when the state closes at the end of the script", function()
+      local out = H.tmp("", ".pids")
+      local script = H.tmp("local farm = require 'farm'\n" .. prelude .. "print(farm.map(function(x) return x + 1 end, {1, 2})[2])\n")
+      local r = H.sh(("lua5.4 %s %s"):format(H.quote(script), H.quote(out)))
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("3\n", r.out)
+      local pids = pids_in(out)
+      assert.is_true(#pids >= 2)
+      assert.is_true(H.wait_gone(pids, 10))
+    end)
+
+    it("in plain lua5.4, after SIGKILL of the interpreter", function()
+      local out = H.tmp("", ".pids")
+      local script = H.tmp("local farm = require 'farm'\n" .. prelude .. "while true do end\n")
+      os.execute(("lua5.4 %s %s >/dev/null 2>&1 &"):format(H.quote(script), H.quote(out)))
+      local pids
+      for _ = 1, 400 do
+        pids = pids_in(out)
+        if #pids >= 2 then break end
+        os.execute("sleep 0.05")
+      end
+      assert.is_true(#pids >= 2)
+      os.execute("kill -KILL " .. pids[1])
+      assert.is_true(H.wait_gone(pids, 10))
+    end)
+
     it("after os.exit in the script, leaving no socket directory", function()
       local before = H.sh("ls -d /tmp/farm-* 2>/dev/null | wc -l").out
       local out = H.tmp("", ".pids")

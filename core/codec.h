@@ -16,12 +16,13 @@
  *              | GLOBALS                    -- the sender's global table
  *
  * Tables and functions are numbered in the order they are first met (a FUNC or
- * TABLE gets its number before its contents are read), so cycles and shared
- * references come back as they were. FUNC text compiles, in text mode, to a
- * chunk that returns the function; the chunk is compiled as if it began on
- * `line` of `chunk`, so tracebacks name the sender's file and line. Upvalues
- * are restored by name, never by position. A function's global names (from
- * the describe hook) are gathered into the block's globals section.
+ * TABLE gets its number before its contents are read; REF indices count from
+ * 1), so cycles and shared references come back as they were. FUNC text
+ * compiles, in text mode, to a chunk that returns the function; the chunk is
+ * compiled as if it began on `line` of `chunk`, so tracebacks name the
+ * sender's file and line. Upvalues are restored by name, never by position.
+ * A function's global names (from the describe hook) are gathered into the
+ * block's globals section.
  *
  * Every decoder checks every length and count against the bytes left before it
  * trusts it, and limits nesting depth: malformed input raises a Lua error
@@ -47,8 +48,9 @@ typedef struct farm_encoder {
   int names;     /* table: value -> qualified name; such values travel as MODREF */
   int describe;  /* function(f) -> {chunk=, line=, text=, name=, where=, globals={...}};
                     called for every Lua function not found in names; may raise */
-  int globals;   /* the table that travels as GLOBALS, and where global names are
-                    looked up (rawget) for the globals section */
+  int globals;   /* the table that travels as GLOBALS (checked before names, so
+                    it does so even when names has it, as "_G"), and where global
+                    names are looked up (rawget) for the globals section */
   const char *root;  /* what the values are, for messages: "argument", "result" */
 } farm_encoder;
 

@@ -1,0 +1,994 @@
+/*
+ * codec.c -- the binary codec for Lua values on the wire (format in codec.h).
+ *
+ * The encoder walks values through the Lua C API and appends to a farm_buf;
+ * the decoder reads through a farm_rd and pushes values. Both keep every piece
+ * of scratch state either in a C struct on the C stack or in slots of the Lua
+ * stack, so a Lua error anywhere (a describe hook that raises, a value that
+ * cannot travel, a malformed message) leaks nothing: the slots go away with
+ * the unwound stack frame and the caller owns the output buffer.
+ *
+ * Costs were chosen for the common cases: a block of scalars allocates nothing
+ * but its output bytes (the table of values already seen is made when the
+ * first table or function is met); a table's two counts are written as
+ * one-byte placeholders and widened afterwards, so a table is walked once
+ * (see encode_table). The Lua C API call is the unit of cost: about 5 ns each
+ * on the machine this was measured on, six per element of an integer array.
+ *
+ * Functions travel as source text (from the describe hook) plus their upvalues
+ * by name. On decode a compiled chunk may be cached and called again for the
+ * next copy of the same function; each call must give the new closure its own
+ * _ENV cell, or setting the environment of one copy would change it for every
+ * copy made before. See give_fresh_env().
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "farm.h"
+#include "codec.h"
+#include "luafuncs.h"
+
+#define DEPTH_MSG "table nesting too deep (more than 200 levels)"
+/* Lua itself stops at INT_MAX lines; no real source file comes near this, and
+   a bound keeps a few bytes from making the lexer count billions of newlines. */
+#define MAX_LINE (1 << 24)
+
+/* ------------------------------------------------------------------------
+ * Encoder
+ * ------------------------------------------------------------------------ */
+
+/* One step of the path to the value being encoded, for error messages. */
+enum { SEG_ROOT, SEG_GLOBAL, SEG_UPVAL, SEG_INT, SEG_KEY, SEG_OTHER, SEG_META };
+
+typedef struct seg {
+  int kind;
+  int idx;           /* SEG_KEY: stack index of the key;
+                        SEG_UPVAL, SEG_GLOBAL: stack index of the describe table */
+  lua_Integer i;     /* SEG_ROOT: value number; SEG_INT: the key */
+  const char *name;  /* SEG_UPVAL, SEG_GLOBAL: upvalue or global name */
+} seg;
+
+typedef struct enc {
+  lua_State *L;
+  farm_buf *b;
+  const farm_encoder *e;
+  int base;          /* stack top on entry; restored on return */
+  int seen;          /* stack index of value -> ref number; 0 until needed */
+  int pend;          /* stack index of the pending global names:
+                        [i] = name, [name] = describe table of the first asker */
+  lua_Integer nref, npend;
+  int depth;
+  seg path[FARM_CODEC_MAXDEPTH + 1];
+} enc;
+
+static void raise_nomem(lua_State *L) {
+  lua_pushliteral(L, "not enough memory");
+  lua_error(L);
+}
+
+/* Pointer to at least k writable bytes at the end of the buffer. */
+static inline unsigned char *room(enc *E, size_t k) {
+  farm_buf *b = E->b;
+  if (b->cap - b->n < k && farm__buf_reserve(b, k) != FARM_OK) raise_nomem(E->L);
+  return (unsigned char *)b->p + b->n;
+}
+
+static inline size_t uvar_to(unsigned char *q, uint64_t v) {
+  size_t i = 0;
+  while (v >= 0x80) {
+    q[i++] = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  q[i++] = (unsigned char)v;
+  return i;
+}
+
+static inline size_t uvar_len(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) { v >>= 7; n++; }
+  return n;
+}
+
+static inline void put_u8(enc *E, unsigned v) {
+  *room(E, 1) = (unsigned char)v;
+  E->b->n++;
+}
+
+static inline void put_uvar(enc *E, uint64_t v) {
+  unsigned char *q = room(E, 10);
+  E->b->n += uvar_to(q, v);
+}
+
+static inline void put_tag_uvar(enc *E, unsigned tag, uint64_t v) {
+  unsigned char *q = room(E, 11);
+  q[0] = (unsigned char)tag;
+  E->b->n += 1 + uvar_to(q + 1, v);
+}
+
+static void put_str(enc *E, const char *s, size_t n) {
+  unsigned char *q = room(E, 10);
+  E->b->n += uvar_to(q, n);
+  if (n) {
+    memcpy(room(E, n), s, n);
+    E->b->n += n;
+  }
+}
+
+/* ---- error messages ---- */
+
+static int is_identifier(const char *s, size_t n) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!alpha && !(i > 0 && c >= '0' && c <= '9')) return 0;
+  }
+  return 1;
+}
+
+/* Push one path step as a string. */
+static void push_seg(lua_State *L, const seg *s) {
+  switch (s->kind) {
+  case SEG_INT:
+    lua_pushfstring(L, "[%I]", (LUAI_UACINT)s->i);
+    return;
+  case SEG_KEY:
+    if (lua_type(L, s->idx) == LUA_TSTRING) {
+      size_t n;
+      const char *k = lua_tolstring(L, s->idx, &n);
+      if (is_identifier(k, n)) {
+        lua_pushfstring(L, ".%s", k);
+        return;
+      }
+    } else if (lua_isinteger(L, s->idx)) {
+      lua_pushfstring(L, "[%I]", (LUAI_UACINT)lua_tointeger(L, s->idx));
+      return;
+    }
+    break;
+  case SEG_META:
+    lua_pushliteral(L, "<metatable>");
+    return;
+  }
+  lua_pushliteral(L, "[?]");
+}
+
+/* Push "'name' (where)" for the function described by the table at desc. */
+static void push_fn(lua_State *L, int desc) {
+  const char *name = "?";
+  if (desc && lua_getfield(L, desc, "name") == LUA_TSTRING) name = lua_tostring(L, -1);
+  if (desc && lua_getfield(L, desc, "where") == LUA_TSTRING)
+    lua_pushfstring(L, "'%s' (%s)", name, lua_tostring(L, -1));
+  else
+    lua_pushfstring(L, "'%s'", name);
+  if (desc) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+  }
+}
+
+/* Raise "cannot ship <path> (<type>)" for the value at idx, naming the innermost
+   function whose upvalue (or the global) the value was reached through. */
+static void refuse(enc *E, int idx) {
+  lua_State *L = E->L;
+  const char *tname = lua_iscfunction(L, idx) ? "C function" : luaL_typename(L, idx);
+  int u = E->depth, top0;
+  while (u > 0 && E->path[u].kind != SEG_UPVAL) u--;
+  const seg *s = &E->path[u];
+  luaL_checkstack(L, E->depth + 10, NULL);
+  top0 = lua_gettop(L);
+  if (s->kind == SEG_UPVAL)
+    lua_pushfstring(L, "cannot ship upvalue '%s", s->name);
+  else if (s->kind == SEG_GLOBAL)
+    lua_pushfstring(L, "cannot ship global '%s", s->name);
+  else
+    lua_pushfstring(L, "cannot ship %s %I", E->e->root ? E->e->root : "value",
+                    (LUAI_UACINT)s->i);
+  for (int j = u + 1; j <= E->depth; j++) push_seg(L, &E->path[j]);
+  if (s->kind != SEG_ROOT) lua_pushliteral(L, "'");
+  lua_pushfstring(L, " (%s)", tname);
+  if (s->kind != SEG_ROOT) {
+    lua_pushstring(L, s->kind == SEG_UPVAL ? " of function " : " used by function ");
+    push_fn(L, s->idx);
+  }
+  lua_concat(L, lua_gettop(L) - top0);
+  lua_error(L);
+}
+
+static void enc_enter(enc *E) {
+  if (++E->depth > FARM_CODEC_MAXDEPTH) {
+    lua_pushliteral(E->L, DEPTH_MSG);
+    lua_error(E->L);
+  }
+  luaL_checkstack(E->L, 8, NULL);
+}
+
+/* The seen table and the pending-globals slot are pushed together when the
+   first table or function is met. That is always a top-level value (tables
+   and functions are only found inside tables and functions), so nothing of
+   ours is above base yet and the slots stay put until we return. */
+static void make_seen(enc *E) {
+  lua_State *L = E->L;
+  luaL_checkstack(L, 10, NULL);
+  lua_newtable(L);
+  E->seen = lua_gettop(L);
+  lua_pushnil(L);
+  E->pend = lua_gettop(L);
+}
+
+/* GLOBALS and MODREF come before anything else: a value with a name travels as
+   that name even when it was also reached some other way. */
+static int encode_named(enc *E, int idx) {
+  lua_State *L = E->L;
+  const farm_encoder *e = E->e;
+  if (e->globals && lua_rawequal(L, idx, e->globals)) {
+    put_u8(E, FARM_T_GLOBALS);
+    return 1;
+  }
+  if (e->names) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, e->names) == LUA_TSTRING) {
+      size_t n;
+      const char *s = lua_tolstring(L, -1, &n);
+      put_u8(E, FARM_T_MODREF);
+      put_str(E, s, n);
+      lua_pop(L, 1);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* A table or function met before travels as REF; else it gets the next number. */
+static int encode_seen(enc *E, int idx) {
+  lua_State *L = E->L;
+  if (!E->seen) make_seen(E);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, E->seen) == LUA_TNUMBER) {
+    put_tag_uvar(E, FARM_T_REF, (uint64_t)lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, ++E->nref);
+  lua_rawset(L, E->seen);
+  return 0;
+}
+
+static void encode_value(enc *E, int idx);
+
+/* Encode the key and value at the top of the stack as a hash pair; pops the value. */
+static void encode_pair(enc *E, int d) {
+  lua_State *L = E->L;
+  int k = lua_gettop(L) - 1;
+  E->path[d].kind = SEG_OTHER;
+  encode_value(E, k);
+  E->path[d].kind = SEG_KEY;
+  E->path[d].idx = k;
+  encode_value(E, k + 1);
+  lua_pop(L, 1);
+}
+
+/* The array part is t[1..k], the longest run of non-nil values from 1; the
+   rest are pairs. Lua's own traversal visits its array part first, in order,
+   so a single lua_next walk sees 1..k before anything else whenever those
+   keys live in the array part, which is nearly always: that walk does both
+   jobs. When the walk stops short of k (some of 1..k live in the hash part)
+   the array is finished with rawgeti and the pairs take a second walk that
+   skips 1..k. Either way the bytes are the same. */
+static void encode_table(enc *E, int idx) {
+  lua_State *L = E->L;
+  if (encode_named(E, idx) || encode_seen(E, idx)) return;
+  enc_enter(E);
+  int d = E->depth;
+  int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
+  /* tag, then one byte each for narr and nhash, widened below if need be */
+  unsigned char *q = room(E, 3);
+  q[0] = mt ? FARM_T_TABLEMT : FARM_T_TABLE;
+  size_t hdr = E->b->n + 1;
+  E->b->n += 3;
+
+  lua_Integer narr = 0;
+  uint64_t nhash = 0;
+  int more = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) != narr + 1) {
+      more = 1;     /* key and value stay on the stack */
+      break;
+    }
+    E->path[d].kind = SEG_INT;
+    E->path[d].i = ++narr;
+    encode_value(E, -1);
+    lua_pop(L, 1);
+  }
+  if (lua_rawgeti(L, idx, narr + 1) == LUA_TNIL) {
+    lua_pop(L, 1);
+    if (more) {
+      do {
+        encode_pair(E, d);
+        nhash++;
+      } while (lua_next(L, idx));
+    }
+  } else {
+    lua_pop(L, more ? 3 : 1);
+    while (lua_rawgeti(L, idx, narr + 1) != LUA_TNIL) {
+      E->path[d].kind = SEG_INT;
+      E->path[d].i = ++narr;
+      encode_value(E, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      if (lua_isinteger(L, -2)) {
+        lua_Integer i = lua_tointeger(L, -2);
+        if (i >= 1 && i <= narr) {
+          lua_pop(L, 1);
+          continue;
+        }
+      }
+      encode_pair(E, d);
+      nhash++;
+    }
+  }
+
+  farm_buf *b = E->b;
+  if ((uint64_t)narr < 0x80 && nhash < 0x80) {
+    b->p[hdr] = (char)narr;
+    b->p[hdr + 1] = (char)nhash;
+  } else {
+    size_t extra = uvar_len((uint64_t)narr) + uvar_len(nhash) - 2;
+    room(E, extra);
+    unsigned char *h = (unsigned char *)b->p + hdr;
+    memmove(h + 2 + extra, h + 2, b->n - hdr - 2);
+    h += uvar_to(h, (uint64_t)narr);
+    uvar_to(h, nhash);
+    b->n += extra;
+  }
+
+  if (mt) {
+    E->path[d].kind = SEG_META;
+    encode_value(E, mt);
+    lua_pop(L, 1);
+  }
+  E->depth--;
+}
+
+/* Field `k` of the describe table at desc, which must be a string. */
+static const char *desc_str(enc *E, int desc, const char *k, size_t *n) {
+  lua_State *L = E->L;
+  if (lua_getfield(L, desc, k) != LUA_TSTRING)
+    luaL_error(L, "describe hook gave no string '%s' for a function", k);
+  const char *s = lua_tolstring(L, -1, n);
+  lua_pop(L, 1);    /* still referenced by desc */
+  return s;
+}
+
+/* Queue the global name at the top of the stack for the globals section,
+   remembering which function asked first. Pops the name. */
+static void add_pending(enc *E, int desc) {
+  lua_State *L = E->L;
+  if (lua_isnil(L, E->pend)) {
+    lua_newtable(L);
+    lua_replace(L, E->pend);
+  }
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, E->pend) != LUA_TNIL) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, E->pend, ++E->npend);
+  lua_pushvalue(L, desc);
+  lua_rawset(L, E->pend);
+}
+
+static void encode_function(enc *E, int idx) {
+  lua_State *L = E->L;
+  if (encode_named(E, idx)) return;
+  if (lua_iscfunction(L, idx) || !E->e->describe) refuse(E, idx);
+  if (encode_seen(E, idx)) return;
+  enc_enter(E);
+  int d = E->depth;
+
+  lua_pushvalue(L, E->e->describe);
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  int desc = lua_gettop(L);
+  if (!lua_istable(L, desc))
+    luaL_error(L, "describe hook returned %s for a function", luaL_typename(L, desc));
+  size_t nchunk, ntext;
+  const char *chunk = desc_str(E, desc, "chunk", &nchunk);
+  const char *text = desc_str(E, desc, "text", &ntext);
+  int isint;
+  lua_getfield(L, desc, "line");
+  lua_Integer line = lua_tointegerx(L, -1, &isint);
+  lua_pop(L, 1);
+  if (!isint || line < 0) luaL_error(L, "describe hook gave no line number for a function");
+
+  put_u8(E, FARM_T_FUNC);
+  put_str(E, chunk, nchunk);
+  put_uvar(E, (uint64_t)line);
+  put_str(E, text, ntext);
+
+  if (lua_getfield(L, desc, "globals") == LUA_TTABLE) {
+    int g = lua_gettop(L);
+    for (lua_Integer i = 1; lua_rawgeti(L, g, i) != LUA_TNIL; i++) {
+      if (lua_type(L, -1) == LUA_TSTRING) add_pending(E, desc);
+      else lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+
+  /* Upvalues by name; stripped ones (no name) cannot be restored by name. */
+  const char *name;
+  uint64_t nup = 0;
+  for (int i = 1; (name = lua_getupvalue(L, idx, i)) != NULL; i++) {
+    if (*name && strcmp(name, "(no name)") != 0) nup++;
+    lua_pop(L, 1);
+  }
+  put_uvar(E, nup);
+  for (int i = 1; (name = lua_getupvalue(L, idx, i)) != NULL; i++) {
+    if (*name && strcmp(name, "(no name)") != 0) {
+      put_str(E, name, strlen(name));
+      E->path[d].kind = SEG_UPVAL;
+      E->path[d].name = name;
+      E->path[d].idx = desc;
+      encode_value(E, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);    /* desc */
+  E->depth--;
+}
+
+/* idx may be relative (-1) for scalars: only containers push before they
+   are done with it, and they make it absolute first. */
+static void encode_value(enc *E, int idx) {
+  lua_State *L = E->L;
+  if (lua_isinteger(L, idx)) {    /* first: the commonest value by far */
+    lua_Integer v = lua_tointeger(L, idx);
+    if (v >= 0 && v < 0x80) {
+      put_u8(E, FARM_T_SMALLINT + (unsigned)v);
+    } else {
+      uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(0 - ((uint64_t)v >> 63));
+      put_tag_uvar(E, FARM_T_INT, u);
+    }
+    return;
+  }
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    put_u8(E, FARM_T_NIL);
+    return;
+  case LUA_TBOOLEAN:
+    put_u8(E, lua_toboolean(L, idx) ? FARM_T_TRUE : FARM_T_FALSE);
+    return;
+  case LUA_TNUMBER: {
+    double x = (double)lua_tonumber(L, idx);
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    unsigned char *q = room(E, 9);
+    q[0] = FARM_T_FLT;
+    for (int i = 0; i < 8; i++) q[1 + i] = (unsigned char)(bits >> (8 * i));
+    E->b->n += 9;
+    return;
+  }
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    put_u8(E, FARM_T_STR);
+    put_str(E, s, n);
+    return;
+  }
+  case LUA_TTABLE:
+    encode_table(E, lua_absindex(L, idx));
+    return;
+  case LUA_TFUNCTION:
+    encode_function(E, lua_absindex(L, idx));
+    return;
+  case LUA_TUSERDATA:
+    idx = lua_absindex(L, idx);
+    if (encode_named(E, idx)) return;
+    break;
+  }
+  refuse(E, idx);
+}
+
+/* The globals section: every name the block's functions asked for, looked up
+   in e->globals. Encoding a global function may ask for more names, so the
+   loop re-reads npend. */
+static void encode_globals(enc *E) {
+  lua_State *L = E->L;
+  const farm_encoder *e = E->e;
+  if (e->globals && E->pend) {
+    for (lua_Integer i = 1; i <= E->npend; i++) {
+      lua_rawgeti(L, E->pend, i);
+      int name = lua_gettop(L);
+      lua_pushvalue(L, name);
+      if (lua_rawget(L, e->globals) == LUA_TNIL) {
+        lua_pop(L, 2);
+        continue;
+      }
+      size_t n;
+      const char *s = lua_tolstring(L, name, &n);
+      put_str(E, s, n);
+      lua_pushvalue(L, name);
+      lua_rawget(L, E->pend);
+      E->path[0].kind = SEG_GLOBAL;
+      E->path[0].name = s;
+      E->path[0].idx = name + 2;
+      encode_value(E, name + 1);
+      lua_pop(L, 3);
+    }
+  }
+  put_u8(E, 0);    /* str(""): end of globals */
+}
+
+void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
+                       const farm_encoder *e) {
+  enc E;
+  E.L = L;
+  E.b = b;
+  E.e = e;
+  E.base = lua_gettop(L);
+  E.seen = E.pend = 0;
+  E.nref = E.npend = 0;
+  E.depth = 0;
+  luaL_checkstack(L, 8, NULL);
+  if (first < 0 && first > LUA_REGISTRYINDEX) first = E.base + first + 1;
+  put_uvar(&E, (uint64_t)(n > 0 ? n : 0));
+  for (int i = 0; i < n; i++) {
+    E.path[0].kind = SEG_ROOT;
+    E.path[0].i = i + 1;
+    encode_value(&E, first + i);
+  }
+  encode_globals(&E);
+  if (E.seen) lua_settop(L, E.base);
+}
+
+/* ------------------------------------------------------------------------
+ * Decoder
+ * ------------------------------------------------------------------------ */
+
+typedef struct dec {
+  lua_State *L;
+  farm_rd r;
+  const farm_decoder *d;
+  int refs;          /* stack slot: the tables and functions by number (nil until needed) */
+  int env;           /* stack slot: the environment when d->env is 0 (nil until needed) */
+  int maker;         /* stack slot: the fresh-_ENV-cell maker (nil until needed) */
+  lua_Integer nrefs;
+  int depth;
+} dec;
+
+static void malformed(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushliteral(L, "malformed message: ");
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
+static inline void check(dec *D) {
+  if (D->r.err) malformed(D->L, "truncated");
+}
+
+static void dec_enter(dec *D) {
+  if (++D->depth > FARM_CODEC_MAXDEPTH) malformed(D->L, DEPTH_MSG);
+  luaL_checkstack(D->L, 8, NULL);
+}
+
+static void push_env(dec *D) {
+  lua_State *L = D->L;
+  if (D->d->env) {
+    lua_pushvalue(L, D->d->env);
+    return;
+  }
+  if (lua_isnil(L, D->env)) {
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_replace(L, D->env);
+  }
+  lua_pushvalue(L, D->env);
+}
+
+static void add_ref(dec *D, int idx) {
+  lua_State *L = D->L;
+  if (lua_isnil(L, D->refs)) {
+    lua_newtable(L);
+    lua_replace(L, D->refs);
+  }
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, D->refs, ++D->nrefs);
+}
+
+static void decode_value(dec *D);
+
+static void decode_table(dec *D, int withmt) {
+  lua_State *L = D->L;
+  uint64_t narr = farm__rd_uvar(&D->r);
+  uint64_t nhash = farm__rd_uvar(&D->r);
+  check(D);
+  size_t left = farm__rd_left(&D->r);
+  /* every element takes at least one byte, every pair two */
+  if (narr > left || nhash > left / 2 || narr + 2 * nhash > left)
+    malformed(L, "table size exceeds message");
+  dec_enter(D);
+  lua_createtable(L, narr > INT_MAX ? INT_MAX : (int)narr,
+                  nhash > INT_MAX ? INT_MAX : (int)nhash);
+  int t = lua_gettop(L);
+  add_ref(D, t);
+  for (uint64_t i = 1; i <= narr; i++) {
+    decode_value(D);
+    lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (uint64_t i = 0; i < nhash; i++) {
+    decode_value(D);
+    int k = lua_gettop(L);
+    if (lua_isnil(L, k)) malformed(L, "nil table key");
+    if (lua_type(L, k) == LUA_TNUMBER && !lua_isinteger(L, k)) {
+      lua_Number x = lua_tonumber(L, k);
+      if (x != x) malformed(L, "NaN table key");
+    }
+    decode_value(D);
+    lua_rawset(L, t);
+  }
+  if (withmt) {
+    decode_value(D);
+    if (!lua_istable(L, -1)) malformed(L, "metatable is not a table");
+    lua_setmetatable(L, t);
+  }
+  D->depth--;
+}
+
+/* Feeds lua_load the (line-1) newlines, then the text, without joining them. */
+typedef struct fnsrc {
+  uint64_t nl;
+  const char *text;
+  size_t len;
+  char lines[256];
+} fnsrc;
+
+static const char *fn_reader(lua_State *L, void *ud, size_t *size) {
+  fnsrc *s = ud;
+  (void)L;
+  if (s->nl > 0) {
+    size_t k = s->nl < sizeof s->lines ? (size_t)s->nl : sizeof s->lines;
+    s->nl -= k;
+    *size = k;
+    return s->lines;
+  }
+  if (s->text) {
+    const char *t = s->text;
+    *size = s->len;
+    s->text = NULL;
+    return t;
+  }
+  *size = 0;
+  return NULL;
+}
+
+/* Push the chunk compiled from text, as if it began on `line` of `chunk`. */
+static void compile(dec *D, const char *chunk, size_t nchunk, uint64_t line,
+                    const char *text, size_t ntext) {
+  lua_State *L = D->L;
+  fnsrc s;
+  s.nl = line > 0 ? line - 1 : 0;
+  s.text = text;
+  s.len = ntext;
+  memset(s.lines, '\n', sizeof s.lines);
+  lua_pushlstring(L, chunk, nchunk);
+  int st = lua_load(L, fn_reader, &s, lua_tostring(L, -1), "t");
+  lua_remove(L, -2);
+  if (st == LUA_ERRSYNTAX)
+    malformed(L, "function text does not compile: %s", lua_tostring(L, -1));
+  if (st != LUA_OK) lua_error(L);
+}
+
+static int is_lua_function(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TFUNCTION && !lua_iscfunction(L, idx);
+}
+
+/* Give the chunk at idx a fresh first upvalue (_ENV) cell holding the decode
+   env. A cached chunk is called once per copy of its function, and the
+   closures it returns share its _ENV cell: lua_setupvalue on the chunk would
+   change the environment of every copy already made. lua_upvaluejoin needs a
+   Lua closure that owns a fresh cell, which the tiny "maker" chunk provides
+   (compiled once per state and kept in the registry). */
+static const char maker_key = 0;
+
+static void give_fresh_env(dec *D, int idx) {
+  lua_State *L = D->L;
+  if (lua_isnil(L, D->maker)) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &maker_key) != LUA_TFUNCTION ||
+        !is_lua_function(L, -1)) {
+      static const char src[] = "local e = ... return function() return e end";
+      lua_pop(L, 1);
+      if (luaL_loadbufferx(L, src, sizeof src - 1, "=farm.codec", "t") != LUA_OK)
+        lua_error(L);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &maker_key);
+    }
+    lua_replace(L, D->maker);
+  }
+  lua_pushvalue(L, D->maker);
+  push_env(D);
+  lua_call(L, 1, 1);
+  /* lua_upvaluejoin does not check its arguments in a release build */
+  if (!is_lua_function(L, -1) || !lua_getupvalue(L, -1, 1))
+    luaL_error(L, "farm codec: the registry's upvalue maker was replaced");
+  lua_pop(L, 1);
+  lua_upvaluejoin(L, idx, 1, -1, 1);
+  lua_pop(L, 1);
+}
+
+static void decode_function(dec *D) {
+  lua_State *L = D->L;
+  size_t nchunk, ntext;
+  const char *chunk = farm__rd_str(&D->r, &nchunk);
+  uint64_t line = farm__rd_uvar(&D->r);
+  const char *text = farm__rd_str(&D->r, &ntext);
+  uint64_t nup = farm__rd_uvar(&D->r);
+  check(D);
+  if (line > MAX_LINE) malformed(L, "function line out of range");
+  if (nup > farm__rd_left(&D->r) / 2) malformed(L, "upvalue count exceeds message");
+  dec_enter(D);
+  int top0 = lua_gettop(L);
+
+  const farm_decoder *d = D->d;
+  if (d->cache) {
+    char num[32];
+    luaL_Buffer B;
+    luaL_buffinit(L, &B);
+    luaL_addlstring(&B, chunk, nchunk);
+    luaL_addchar(&B, '\0');
+    snprintf(num, sizeof num, "%llu", (unsigned long long)line);
+    luaL_addstring(&B, num);
+    luaL_addchar(&B, '\0');
+    luaL_addlstring(&B, text, ntext);
+    luaL_pushresult(&B);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, d->cache);
+    if (!is_lua_function(L, -1) || !lua_getupvalue(L, -1, 1)) {
+      lua_pop(L, 1);
+      compile(D, chunk, nchunk, line, text, ntext);
+      lua_pushvalue(L, -2);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, d->cache);
+    } else {
+      lua_pop(L, 1);    /* the upvalue */
+    }
+  } else {
+    compile(D, chunk, nchunk, line, text, ntext);
+  }
+  int c = lua_gettop(L);
+  give_fresh_env(D, c);
+  lua_pushvalue(L, c);
+  lua_call(L, 0, 1);
+  if (lua_type(L, -1) != LUA_TFUNCTION) malformed(L, "function text does not return a function");
+  lua_replace(L, top0 + 1);
+  lua_settop(L, top0 + 1);
+  int f = top0 + 1;
+  add_ref(D, f);
+
+  for (uint64_t i = 0; i < nup; i++) {
+    size_t n;
+    const char *name = farm__rd_str(&D->r, &n);
+    check(D);
+    decode_value(D);
+    const char *un;
+    int u;
+    for (u = 1; (un = lua_getupvalue(L, f, u)) != NULL; u++) {
+      lua_pop(L, 1);
+      if (strlen(un) == n && memcmp(un, name, n) == 0) break;
+    }
+    if (!un) {
+      lua_pushlstring(L, name, n);
+      malformed(L, "function has no upvalue '%s'", lua_tostring(L, -1));
+    }
+    lua_setupvalue(L, f, u);
+  }
+  D->depth--;
+}
+
+static void decode_value(dec *D) {
+  lua_State *L = D->L;
+  farm_rd *r = &D->r;
+  if (r->p >= r->end) malformed(L, "truncated");
+  unsigned tag = *r->p++;
+  if (tag >= FARM_T_SMALLINT) {
+    lua_pushinteger(L, (lua_Integer)(tag - FARM_T_SMALLINT));
+    return;
+  }
+  switch (tag) {
+  case FARM_T_NIL:
+    lua_pushnil(L);
+    return;
+  case FARM_T_FALSE:
+  case FARM_T_TRUE:
+    lua_pushboolean(L, tag == FARM_T_TRUE);
+    return;
+  case FARM_T_INT: {
+    int64_t v = farm__rd_svar(r);
+    check(D);
+    lua_pushinteger(L, (lua_Integer)v);
+    return;
+  }
+  case FARM_T_FLT: {
+    uint64_t bits = farm__rd_u64le(r);
+    double x;
+    check(D);
+    memcpy(&x, &bits, sizeof x);
+    lua_pushnumber(L, (lua_Number)x);
+    return;
+  }
+  case FARM_T_STR: {
+    size_t n;
+    const char *s = farm__rd_str(r, &n);
+    check(D);
+    lua_pushlstring(L, s, n);
+    return;
+  }
+  case FARM_T_TABLE:
+  case FARM_T_TABLEMT:
+    decode_table(D, tag == FARM_T_TABLEMT);
+    return;
+  case FARM_T_REF: {
+    uint64_t i = farm__rd_uvar(r);
+    check(D);
+    if (i == 0 || i > (uint64_t)D->nrefs) malformed(L, "bad reference %I", (LUAI_UACINT)i);
+    lua_rawgeti(L, D->refs, (lua_Integer)i);
+    return;
+  }
+  case FARM_T_FUNC:
+    decode_function(D);
+    return;
+  case FARM_T_MODREF: {
+    size_t n;
+    const char *s = farm__rd_str(r, &n);
+    check(D);
+    if (!D->d->resolve) malformed(L, "module reference without a resolver");
+    lua_pushvalue(L, D->d->resolve);
+    lua_pushlstring(L, s, n);
+    lua_call(L, 1, 1);
+    return;
+  }
+  case FARM_T_GLOBALS:
+    push_env(D);
+    return;
+  }
+  malformed(L, "unknown tag %d", (int)tag);
+}
+
+int farm_codec_decode(lua_State *L, const void *p, size_t len,
+                      const farm_decoder *d) {
+  dec D;
+  D.L = L;
+  D.d = d;
+  D.nrefs = 0;
+  D.depth = 0;
+  farm__rd_init(&D.r, p, len);
+  luaL_checkstack(L, 12, NULL);
+  int base = lua_gettop(L);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  D.refs = base + 1;
+  D.env = base + 2;
+  D.maker = base + 3;
+
+  uint64_t n = farm__rd_uvar(&D.r);
+  check(&D);
+  if (n > farm__rd_left(&D.r)) malformed(L, "value count exceeds message");
+  if (n > INT_MAX - 100 || !lua_checkstack(L, (int)n + 8))
+    malformed(L, "too many values (%I)", (LUAI_UACINT)n);
+  for (uint64_t i = 0; i < n; i++) decode_value(&D);
+
+  /* globals section: name value ... "" */
+  for (;;) {
+    size_t nn;
+    const char *name = farm__rd_str(&D.r, &nn);
+    check(&D);
+    if (nn == 0) break;
+    push_env(&D);
+    lua_pushlstring(L, name, nn);
+    decode_value(&D);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  if (farm__rd_left(&D.r) != 0) malformed(L, "%I trailing bytes",
+                                          (LUAI_UACINT)farm__rd_left(&D.r));
+  lua_rotate(L, base + 1, (int)n);
+  lua_settop(L, base + (int)n);
+  return (int)n;
+}
+
+/* ------------------------------------------------------------------------
+ * farm.core.pack / farm.core.unpack
+ * ------------------------------------------------------------------------ */
+
+#define BUF_META "farm.codec.buf"
+
+static int buf_gc(lua_State *L) {
+  farm__buf_free(luaL_checkudata(L, 1, BUF_META));
+  return 0;
+}
+
+/* Field k of the options table at 1 (or nil), pushed; returns its stack index
+   or 0 when absent. Raises when it is not of type t. */
+static int opt_field(lua_State *L, int opts, const char *k, int t, const char *what) {
+  if (opts && lua_getfield(L, opts, k) != LUA_TNIL) {
+    if (lua_type(L, -1) != t) {
+      const char *msg = lua_pushfstring(L, "option '%s' must be %s", k, what);
+      luaL_argerror(L, opts, msg);
+    }
+    return lua_gettop(L);
+  }
+  if (opts) lua_pop(L, 1);
+  return 0;
+}
+
+/* core.pack(opts, ...) -> string: one block of the values after opts.
+   opts: nil or {describe = f, names = t, globals = t, root = "argument"}. */
+static int l_pack(lua_State *L) {
+  int n = lua_gettop(L) - 1;
+  if (n < 0) n = 0;
+  int opts = lua_isnoneornil(L, 1) ? 0 : 1;
+  if (opts) luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkstack(L, 8, NULL);
+  farm_encoder e;
+  e.describe = opt_field(L, opts, "describe", LUA_TFUNCTION, "a function");
+  e.names = opt_field(L, opts, "names", LUA_TTABLE, "a table");
+  e.globals = opt_field(L, opts, "globals", LUA_TTABLE, "a table");
+  int root = opt_field(L, opts, "root", LUA_TSTRING, "a string");
+  e.root = root ? lua_tostring(L, root) : "argument";
+
+  farm_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+  farm__buf_init(b);
+  if (luaL_newmetatable(L, BUF_META)) {
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  farm_codec_encode(L, b, 2, n, &e);
+  lua_pushlstring(L, b->p ? b->p : "", b->n);
+  farm__buf_free(b);
+  return 1;
+}
+
+/* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t}. */
+static int l_unpack(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int opts = lua_isnoneornil(L, 2) ? 0 : 2;
+  if (opts) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  farm_decoder d;
+  d.env = opt_field(L, opts, "env", LUA_TTABLE, "a table");
+  d.resolve = opt_field(L, opts, "resolve", LUA_TFUNCTION, "a function");
+  d.cache = opt_field(L, opts, "cache", LUA_TTABLE, "a table");
+  return farm_codec_decode(L, s, len, &d);
+}
+
+void farm__open_codec(lua_State *L, int core) {
+  static const luaL_Reg funcs[] = {
+    {"pack", l_pack},
+    {"unpack", l_unpack},
+    {NULL, NULL}
+  };
+  lua_pushvalue(L, core);
+  luaL_setfuncs(L, funcs, 0);
+  lua_pop(L, 1);
+}

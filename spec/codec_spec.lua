@@ -1,0 +1,235 @@
+-- codec_spec.lua -- the value codec (core/codec.c) as Lua sees it, through
+-- farm.core.pack(opts, ...) and farm.core.unpack(s [, opts]).
+--
+--   make && LUA_CPATH='build/?.so' busted --lua=lua5.4 spec/codec_spec.lua
+--
+-- Functions travel through a describe hook written here (lua/ship.lua is the
+-- real one): a table from each function to its source text.
+
+-- luaopen_farm puts farm.core in package.loaded before it runs the Lua side,
+-- so the codec can be tested even while the rest of the module is unwell.
+local loaded, why = pcall(require, "farm")
+local core = package.loaded["farm.core"]
+assert(core and core.pack, "farm.core not loaded: " .. tostring(why))
+local pack, unpack = core.pack, core.unpack
+
+local function rt(...) return unpack(pack(nil, ...)) end
+
+local function errmsg(f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok)
+  return err
+end
+
+describe("codec", function()
+  it("loads with the farm module", function()
+    assert.is_true(loaded, tostring(why))
+  end)
+
+  describe("numbers", function()
+    it("keep their subtype", function()
+      local a, b, c, d = rt(1, 1.0, 2^53, math.maxinteger)
+      assert.equal("integer", math.type(a))
+      assert.equal("float", math.type(b))
+      assert.equal("float", math.type(c))
+      assert.equal("integer", math.type(d))
+      assert.equal(math.maxinteger, d)
+      assert.equal(math.mininteger, (rt(math.mininteger)))
+    end)
+
+    it("keep -0.0, infinities and nan", function()
+      local z, pinf, ninf, nan = rt(-0.0, math.huge, -math.huge, 0/0)
+      assert.equal(-math.huge, 1/z)
+      assert.equal(math.huge, pinf)
+      assert.equal(-math.huge, ninf)
+      assert.is_true(nan ~= nan)
+    end)
+
+    it("small integers take one byte", function()
+      assert.equal(3, #pack(nil, 127))   -- count, SMALLINT, end of globals
+      assert.equal(5, #pack(nil, 128))
+    end)
+  end)
+
+  describe("strings", function()
+    it("carry any bytes", function()
+      local s = "a\0b\0\255\n"
+      assert.equal(s, (rt(s)))
+      assert.equal("", (rt("")))
+    end)
+
+    it("of 16 MiB", function()
+      local s = string.rep("0123456789abcde\0", 1 << 20)
+      local back = rt(s)
+      assert.equal(#s, #back)
+      assert.is_true(s == back)
+    end)
+  end)
+
+  describe("values of a block", function()
+    it("keep their count, trailing nils too", function()
+      assert.equal(3, select("#", rt(1, nil, nil)))
+      assert.equal(2, select("#", rt(nil, nil)))
+      assert.equal(0, select("#", rt()))
+    end)
+  end)
+
+  describe("tables", function()
+    it("nest", function()
+      local t = {1, "two", {3, {x = {y = true}}}, k = {[false] = 0.5}}
+      assert.same(t, (rt(t)))
+    end)
+
+    it("keep nil holes", function()
+      local back = rt({1, nil, 3, [6] = 6})
+      assert.equal(1, back[1])
+      assert.is_nil(back[2])
+      assert.equal(3, back[3])
+      assert.equal(6, back[6])
+    end)
+
+    it("keep cycles", function()
+      local t = {} t.self = t t[1] = {t}
+      local back = rt(t)
+      assert.not_equal(t, back)
+      assert.equal(back, back.self)
+      assert.equal(back, back[1][1])
+    end)
+
+    it("keep shared references shared, across the values of a block", function()
+      local shared = {1}
+      local a, b = rt(shared, {shared, x = shared})
+      assert.equal(a, b[1])
+      assert.equal(a, b.x)
+    end)
+
+    it("bring their metatables", function()
+      local mt = {__index = {answer = 42}}
+      local a, b = rt(setmetatable({}, mt), setmetatable({}, mt))
+      assert.equal(42, a.answer)
+      assert.equal(getmetatable(a), getmetatable(b))
+    end)
+  end)
+
+  describe("functions", function()
+    local texts = setmetatable({}, {__mode = "k"})
+    local function describe_fn(f)
+      return assert(texts[f], "no text for this function")
+    end
+
+    it("travel as source with their upvalues", function()
+      local k = 10
+      local function add(x) return x + k end
+      -- the text declares the upvalue, as ship.lua writes it
+      texts[add] = {chunk = "@job.lua", line = 4, name = "add", where = "job.lua:4",
+                    text = "local k; return function(x) return x + k end"}
+      local back = unpack(pack({describe = describe_fn}, add))
+      assert.not_equal(add, back)
+      assert.equal(15, back(5))
+      local info = debug.getinfo(back, "S")
+      assert.equal("@job.lua", info.source)
+      assert.equal(4, info.linedefined)
+    end)
+
+    it("bring the globals they name, into the env", function()
+      local genv = {SCALE = 3}
+      local f = load("return function(x) return x * SCALE end", "=g", "t", genv)()
+      texts[f] = {chunk = "=g", line = 1, name = "f", where = "g:1",
+                  text = "return function(x) return x * SCALE end", globals = {"SCALE"}}
+      local s = pack({describe = describe_fn, globals = genv}, f)
+      local env = {}
+      local back = unpack(s, {env = env})
+      assert.equal(3, rawget(env, "SCALE"))
+      assert.equal(6, back(2))
+    end)
+
+    it("are cached by text, each copy with its own environment", function()
+      local genv = {V = "sent"}
+      local f = load("return function() return V end", "=v", "t", genv)()
+      texts[f] = {chunk = "=v", line = 1, name = "f", where = "v:1",
+                  text = "return function() return V end", globals = {"V"}}
+      local s = pack({describe = describe_fn, globals = genv}, f)
+      local cache, e1, e2 = {}, {}, {}
+      local f1 = unpack(s, {env = e1, cache = cache})
+      local f2 = unpack(s, {env = e2, cache = cache})
+      local entries = 0
+      for _ in pairs(cache) do entries = entries + 1 end
+      assert.equal(1, entries)
+      e1.V, e2.V = "one", "two"
+      assert.equal("one", f1())
+      assert.equal("two", f2())
+    end)
+
+    it("and modules travel by name", function()
+      local names = {[math.sqrt] = "math.sqrt", [string] = "string"}
+      local s = pack({names = names}, math.sqrt, {string})
+      local asked = {}
+      local sqrt, t = unpack(s, {resolve = function(name)
+        asked[#asked + 1] = name
+        return name == "string" and string or math.sqrt
+      end})
+      assert.equal(math.sqrt, sqrt)
+      assert.equal(string, t[1])
+      assert.same({"math.sqrt", "string"}, asked)
+      assert.matches("^malformed message", errmsg(unpack, s))
+    end)
+  end)
+
+  describe("refuses what cannot travel", function()
+    local function work_desc(t)
+      return function() return t end
+    end
+
+    it("naming the argument path", function()
+      assert.equal("cannot ship argument 2.conn (userdata)",
+                   errmsg(pack, nil, 1, {conn = io.stdout}))
+      assert.equal("cannot ship argument 1[3] (thread)",
+                   errmsg(pack, nil, {1, 2, coroutine.create(print)}))
+      assert.equal("cannot ship result 1.f (C function)",
+                   errmsg(pack, {root = "result"}, {f = print}))
+    end)
+
+    it("naming the upvalue and its function", function()
+      local conn = io.stdout
+      local function work() return conn end
+      local d = {chunk = "@job.lua", line = 12, text = "x", name = "work", where = "job.lua:12"}
+      assert.equal("cannot ship upvalue 'conn' (userdata) of function 'work' (job.lua:12)",
+                   errmsg(pack, {describe = work_desc(d)}, work))
+      local cfg = {conn = io.stdout}
+      local function work2() return cfg end
+      assert.equal("cannot ship upvalue 'cfg.conn' (userdata) of function 'work' (job.lua:12)",
+                   errmsg(pack, {describe = work_desc(d)}, work2))
+    end)
+
+    it("naming the global and the function that uses it", function()
+      local genv = {db = io.stdout}
+      local work = load("return function() return db end", "@job.lua", "t", genv)()
+      local d = {chunk = "@job.lua", line = 12, text = "x", name = "work", where = "job.lua:12",
+                 globals = {"db"}}
+      assert.equal("cannot ship global 'db' (userdata) used by function 'work' (job.lua:12)",
+                   errmsg(pack, {describe = work_desc(d), globals = genv}, work))
+    end)
+
+    it("too deep a table", function()
+      local t = {} local x = t
+      for _ = 1, 200 do x[1] = {} x = x[1] end
+      assert.equal("table nesting too deep (more than 200 levels)", errmsg(pack, nil, t))
+    end)
+  end)
+
+  describe("refuses malformed input", function()
+    it("truncated, trailing or unknown", function()
+      local s = pack(nil, {1, "two", {3}})
+      for i = 0, #s - 1 do
+        assert.matches("^malformed message: ", errmsg(unpack, s:sub(1, i)))
+      end
+      assert.matches("^malformed message: .*trailing", errmsg(unpack, s .. "\0"))
+      assert.matches("^malformed message: unknown tag", errmsg(unpack, "\1\99\0"))
+    end)
+
+    it("a huge count in a few bytes", function()
+      assert.matches("^malformed message: ", errmsg(unpack, "\1\6\255\255\255\255\15\0\0"))
+      assert.matches("^malformed message: ", errmsg(unpack, "\1\5\255\255\255\255\255\255\255\127"))
+    end)
+  end)
+end)

@@ -1,7 +1,8 @@
 # farm -- build, test and benchmark.
 #
 #   make            build build/farm, build/libfarm.{a,so} and build/farm.so (the Lua module)
-#   make test       install what is missing, build, and run every test (TAP through prove)
+#   make test       install what is missing, build, and run every test (TAP through prove),
+#                   plainly and then under the sanitizers
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
 #   make bench      print the benchmark figures
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
@@ -41,30 +42,32 @@ $(B)/libfarm.a: $(CORE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(B)/libfarm.so: $(CORE_OBJ)
-	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(LIBS)
 
 # The Lua module: not linked with liblua (the interpreter that loads it has Lua).
 $(B)/farm.so: $(CORE_OBJ)
-	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS_NOLUA)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(LIBS_NOLUA)
 
 # -Wl,-E: Lua C modules that a job requires find the Lua API in the executable.
 $(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(CORE_OBJ)
-	$(CC) $(CFLAGS) -Wl,-E -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
 $(B)/farm.pc: scripts/farm.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|' $< > $@
 
 $(B)/tests/%: spec/c/%.c $(CORE_OBJ) | $(B)/tests
-	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJ) $(LIBS)
 
 $(B)/obj $(B)/tests:
 	mkdir -p $@
 
 PREFIX ?= /usr/local
 
+# Every test, then every test again under AddressSanitizer, UBSan and LeakSanitizer.
 test: deps
 	$(MAKE) all
 	scripts/test.sh $(B)
+	$(MAKE) asan
 
 demo: deps
 	$(MAKE) all
@@ -75,10 +78,13 @@ bench: deps
 	scripts/bench.sh $(B)
 
 # The specs load build-asan/farm.so into Debian's (uninstrumented) lua5.4, so
-# the ASan runtime is preloaded there; the farm executable and C tests carry it.
+# everything uses the shared ASan runtime, preloaded into lua5.4.
+ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
 asan: deps
-	$(MAKE) B=build-asan CC=clang OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
-	FARM_ASAN_RT=$$(clang -print-file-name=libclang_rt.asan-x86_64.so) scripts/test.sh build-asan
+	$(MAKE) B=build-asan CC=clang \
+	  OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -shared-libasan" \
+	  LDFLAGS="-Wl,-rpath,$(dir $(ASAN_RT))" all
+	FARM_ASAN_RT=$(ASAN_RT) scripts/test.sh build-asan
 
 fuzz: deps
 	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" all

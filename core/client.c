@@ -30,6 +30,7 @@
 #include <lauxlib.h>
 #include "farm.h"
 #include "client.h"
+#include "clock.h"
 #include "codec.h"
 #include "luafuncs.h"
 #include "pool.h"
@@ -82,12 +83,6 @@ typedef struct farm_ctx {
   uint64_t fn_sent, bytes_sent;    /* stats: function blocks and bytes sent */
   char err[512];
 } farm_ctx;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- function packages and jobs ------------------------------------------ */
 
@@ -256,7 +251,7 @@ static void reap(farm_ctx *c) {
     if (w->pid > 0 && farm__reaped(w->pid, why, sizeof why)) slot_lost(c, w, why);
   }
   if (live_workers(c) == 0) fail_queue(c, c->err[0] ? c->err : "no workers left");
-  c->last_reap = now();
+  c->last_reap = farm__now();
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -437,14 +432,14 @@ static int drain(farm_ctx *c) {
    for at least one message. Returns messages handled, or -1 when interrupted
    by a signal (the caller returns to Lua so a hook or handler can act). */
 static int pump(farm_ctx *c, double timeout) {
-  c->last_pump = now();
+  c->last_pump = farm__now();
   dispatch(c);
   int got = drain(c);
   if (got) { dispatch(c); return got; }
   double until = c->last_pump + timeout;
   for (;;) {
     if (c->last_pump - c->last_reap > REAP_INTERVAL) { reap(c); dispatch(c); }
-    double left = until - now();
+    double left = until - farm__now();
     if (left <= 0) return 0;
     struct pollfd fds[2 * 256];
     int nf = 0;
@@ -457,7 +452,7 @@ static int pump(farm_ctx *c, double timeout) {
     int ms = (int)ceil((left < REAP_INTERVAL ? left : REAP_INTERVAL) * 1e3);
     int rc = poll(fds, (nfds_t)nf, ms);
     if (rc < 0 && errno == EINTR) return -1;
-    c->last_pump = now();
+    c->last_pump = farm__now();
     for (int i = 0; i < c->nw; i++) if (c->w[i].link && c->w[i].pend.n) flush_pending(&c->w[i]);
     dispatch(c);
     got = drain(c);
@@ -506,7 +501,7 @@ static void ctx_close(farm_ctx *c) {
 
 static int ctx_open(farm_ctx *c, int nworkers, const char *exe, int echo, size_t maxmsg) {
   memset(c, 0, sizeof *c);
-  c->t0 = now();
+  c->t0 = farm__now();
   c->echo = echo;
   c->maxmsg = maxmsg ? maxmsg : DEFAULT_MAX_MESSAGE;
   c->nextid = 1;
@@ -529,12 +524,12 @@ static int ctx_open(farm_ctx *c, int nworkers, const char *exe, int echo, size_t
   }
   /* Wait for every worker to say hello: start-up errors show here, and the
      socket directory is gone before the caller goes on. */
-  double until = now() + START_TIMEOUT;
+  double until = farm__now() + START_TIMEOUT;
   for (;;) {
     int waiting = 0;
     for (int i = 0; i < c->nw; i++) waiting += !c->w[i].ready && !c->w[i].dead;
     if (!waiting) break;
-    if (now() > until) {
+    if (farm__now() > until) {
       snprintf(c->err, sizeof c->err, "%d of %d workers (%.300s) did not start within %g s",
                waiting, c->nw, c->exe, START_TIMEOUT);
       return FARM_ESPAWN;
@@ -707,7 +702,7 @@ static void check_size(lua_State *L, farm_ctx *c, size_t n, const char *what) {
 }
 
 static void submitted(farm_ctx *c) {
-  if (now() - c->last_pump >= PUMP_INTERVAL || c->nqueued == 1) pump(c, 0);
+  if (farm__now() - c->last_pump >= PUMP_INTERVAL || c->nqueued == 1) pump(c, 0);
 }
 
 /* core.submit(ctx, fn, describe, namesfn, ...) -> future */
@@ -814,9 +809,9 @@ static int l_wait(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   farm_ctx *c = luaL_checkudata(L, -1, CTX_MT);
   double timeout = luaL_optnumber(L, 2, HUGE_VAL);
-  double until = now() + timeout;
+  double until = farm__now() + timeout;
   while (!is_over(j) && !c->closed) {
-    double left = until - now();
+    double left = until - farm__now();
     if (left <= 0) break;
     if (pump(c, left) < 0) break;
   }
@@ -894,7 +889,7 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "jobs");
   lua_pushnumber(L, busy);
   lua_setfield(L, -2, "busy");
-  lua_pushnumber(L, now() - c->t0);
+  lua_pushnumber(L, farm__now() - c->t0);
   lua_setfield(L, -2, "elapsed");
   lua_pushinteger(L, (lua_Integer)c->nqueued);
   lua_setfield(L, -2, "queued");
@@ -922,7 +917,7 @@ static int l_pids(lua_State *L) {
 }
 
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, now());
+  lua_pushnumber(L, farm__now());
   return 1;
 }
 

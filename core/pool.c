@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include "farm.h"
+#include "clock.h"
 #include "pool.h"
 
 pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
@@ -63,14 +64,8 @@ int farm__reaped(pid_t pid, char *desc, size_t n) {
   return 1;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 void farm__stop_pids(const pid_t *pids, int n, int grace_ms) {
-  double until = now_ms() + grace_ms;
+  double until = farm__now() + grace_ms / 1e3;
   int alive;
   char *gone = calloc((size_t)n + 1, 1);
   do {
@@ -82,7 +77,7 @@ void farm__stop_pids(const pid_t *pids, int n, int grace_ms) {
       else if (gone) gone[i] = 1;
     }
     if (alive) usleep(2000);
-  } while (alive && now_ms() < until);
+  } while (alive && farm__now() < until);
   for (int i = 0; i < n; i++) {
     if (pids[i] <= 0 || (gone && gone[i])) continue;
     kill(pids[i], SIGKILL);

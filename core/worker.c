@@ -21,6 +21,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include "farm.h"
+#include "clock.h"
 #include "codec.h"
 #include "proto.h"
 #include "transport.h"
@@ -45,12 +46,6 @@ typedef struct worker {
   lua_State *co;         /* the coroutine jobs run in, reused while it ends cleanly */
   int co_ref;
 } worker;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- captured output ------------------------------------------------------ */
 
@@ -93,7 +88,7 @@ static void flush(worker *w) {
   farm__msg_begin(&w->res, FARM_MSG_RESULTS);
   farm__buf_put(&w->res, "\0\0\0\0", 4);
   w->nres = 0;
-  w->last_flush = now();
+  w->last_flush = farm__now();
 }
 
 static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, double busy) {
@@ -218,25 +213,31 @@ static int encode_results(worker *w, int n) {
   return 0;
 }
 
+/* Append a finished job's result: its encoded values (w->enc) when ok, else
+   the message and traceback on top of L. */
+static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok) {
+  if (ok) {
+    result_head(w, id, att, FARM_JOB_OK, busy);
+    farm__buf_str(&w->res, w->enc.p, w->enc.n);
+    return;
+  }
+  size_t nm, nt;
+  const char *tb = lua_tolstring(w->L, -1, &nt);
+  const char *m = lua_tolstring(w->L, -2, &nm);
+  result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
+}
+
 static void job_call(worker *w, uint64_t id, uint64_t att, const char *a, size_t na) {
   lua_State *L = w->L;
   int top = lua_gettop(L) - 1;           /* the function is on top */
-  double t0 = now();
+  double t0 = farm__now();
   int nargs = decode_block(w, a, na);
   int n = -1;
   if (nargs >= 0) n = run(w, nargs);
   else lua_pushliteral(L, "");           /* no traceback for a bad argument block */
-  double busy = now() - t0;
-  if (n >= 0 && encode_results(w, n) == 0) {
-    result_head(w, id, att, FARM_JOB_OK, busy);
-    farm__buf_str(&w->res, w->enc.p, w->enc.n);
-  } else {
-    if (n >= 0) lua_pushliteral(L, "");
-    size_t nm, nt;
-    const char *tb = lua_tolstring(L, -1, &nt);
-    const char *m = lua_tolstring(L, -2, &nm);
-    result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
-  }
+  int ok = n >= 0 && encode_results(w, n) == 0;
+  if (!ok && n >= 0) lua_pushliteral(L, "");    /* encoding failed: no traceback */
+  finish(w, id, att, farm__now() - t0, ok);
   lua_settop(L, top);
 }
 
@@ -245,7 +246,7 @@ static void job_map(worker *w, uint64_t id, uint64_t att, const char *a, size_t 
   lua_State *L = w->L;
   int fn = lua_gettop(L);
   int top = fn - 1;
-  double t0 = now();
+  double t0 = farm__now();
   int k = decode_block(w, a, na);
   int err = 0;
   if (k < 2 || !lua_isinteger(L, fn + 1)) {
@@ -269,16 +270,7 @@ static void job_map(worker *w, uint64_t id, uint64_t att, const char *a, size_t 
       if (encode_results(w, 1) < 0) { lua_pushliteral(L, ""); err = 1; }
     }
   }
-  double busy = now() - t0;
-  if (!err) {
-    result_head(w, id, att, FARM_JOB_OK, busy);
-    farm__buf_str(&w->res, w->enc.p, w->enc.n);
-  } else {
-    size_t nm, nt;
-    const char *tb = lua_tolstring(L, -1, &nt);
-    const char *m = lua_tolstring(L, -2, &nm);
-    result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
-  }
+  finish(w, id, att, farm__now() - t0, !err);
   lua_settop(L, top);
 }
 
@@ -336,7 +328,7 @@ static int on_jobs(worker *w, farm_rd *r) {
       job_call(w, id, att, a, na);
     }
     lua_settop(L, top);
-    if (w->res.n >= (4u << 20) || now() - w->last_flush >= RESULT_DELAY) flush(w);
+    if (w->res.n >= (4u << 20) || farm__now() - w->last_flush >= RESULT_DELAY) flush(w);
   }
   flush(w);
   return r->err ? FARM_EPROTO : 0;
@@ -409,7 +401,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg) {
   farm__buf_free(&hello);
   farm__msg_begin(&w.res, FARM_MSG_RESULTS);
   farm__buf_put(&w.res, "\0\0\0\0", 4);
-  w.last_flush = now();
+  w.last_flush = farm__now();
   int rc = 0;
   for (;;) {
     struct pollfd pfd = { .fd = farm__link_rcvfd(w.link), .events = POLLIN };

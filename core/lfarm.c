@@ -13,24 +13,6 @@
 #include "luafuncs.h"
 #include "luasrc.h"
 
-const char *farm_version(void) { return FARM_VERSION; }
-
-const char *farm_strerror(int code) {
-  switch (code) {
-  case FARM_OK: return "success";
-  case FARM_ENOMEM: return "out of memory";
-  case FARM_EINVAL: return "invalid argument";
-  case FARM_EPROTO: return "malformed or unexpected message";
-  case FARM_EVERSION: return "the peer speaks another protocol version";
-  case FARM_ETOOBIG: return "a message or value exceeds a limit";
-  case FARM_ELINK: return "a link failed";
-  case FARM_ESPAWN: return "a worker process could not be started";
-  case FARM_ECLOSED: return "the farm was closed";
-  case FARM_ETIMEDOUT: return "timed out";
-  default: return "unknown error";
-  }
-}
-
 static const farm_luasrc *find_src(const char *name) {
   for (const farm_luasrc *s = farm__luasrc; s->name; s++)
     if (strcmp(s->name, name) == 0) return s;

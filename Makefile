@@ -8,6 +8,7 @@
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
 #   make fuzz       build the decoder fuzzer with libFuzzer (clang)
 
+MAKEFLAGS += --no-print-directory
 CC      ?= cc
 B       ?= build
 PKGS     = lua5.4 nanomsg libsodium

@@ -339,7 +339,9 @@ static int on_jobs(worker *w, farm_rd *r) {
 static int setup(lua_State *L) {
   worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
-  luaL_requiref(L, "farm", luaopen_farm, 0);
+  luaL_requiref(L, "farm", luaopen_farm, 1);
+  lua_getfield(L, -1, "_on_worker");
+  lua_call(L, 0, 0);
   lua_pop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "farm.ship");

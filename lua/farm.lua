@@ -23,8 +23,13 @@ do
   if maxmsg then config.max_message = maxmsg end
 end
 local ctx                               -- the running pool, or nil
+local on_worker = false                 -- set in worker processes
 
 local function pool()
+  if on_worker then
+    -- a pool started from a job would start pools from its jobs, and so on
+    error("farm: a job cannot submit jobs yet (nested jobs are not supported in this version)", 0)
+  end
   if not ctx or core.closed(ctx) then
     ctx = core.new(config)
   end
@@ -293,6 +298,9 @@ end
 
 -- Chunks loaded from now on are remembered, so their functions can ship.
 ship.hook(_G)
+
+-- Only internal: the worker marks its own farm module with this.
+farm._on_worker = function() on_worker = true end
 
 -- Only internal: tests look at the worker pids through this.
 farm._pids = function() return ctx and core.pids(ctx) or {} end

@@ -175,7 +175,7 @@ static int l_submit(lua_State *L) {
   setup_encoder(L, &e, 3, 4, first, n, "argument");
   c->enc.n = 0;
   farm_codec_encode(L, &c->enc, first, n, &e);
-  check_size(L, c, c->enc.n, "the arguments");
+  check_size(L, c, c->enc.n + f->n, "the function and its arguments");
   farm_job *j = new_job(L, c, f, FARM_MODE_CALL);
   j->args = farm__sched_take_enc(c, &j->nargs);
   if (!j->args) return luaL_error(L, "farm: out of memory");
@@ -205,7 +205,7 @@ static int l_submit_map(lua_State *L) {
   setup_encoder(L, &e, 3, 4, base, nl + 1, "argument");
   c->enc.n = 0;
   farm_codec_encode(L, &c->enc, base, nl + 1, &e);
-  check_size(L, c, c->enc.n, "the items of one map chunk");
+  check_size(L, c, c->enc.n + f->n, "the function and the items of one map chunk");
   lua_settop(L, 6 + nl);
   farm_job *j = new_job(L, c, f, FARM_MODE_MAP);
   j->args = farm__sched_take_enc(c, &j->nargs);

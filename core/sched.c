@@ -238,6 +238,9 @@ static void send_batch(farm_ctx *c, wslot *w, int k) {
   uint32_t count = 0;
   while (count < (uint32_t)k && c->qhead) {
     farm_job *j = c->qhead;
+    /* a batch never outgrows BATCH_BYTES unless one job alone does: the
+       receiver drops a message over its limit without a word */
+    if (count && j->state == JOB_QUEUED && b->n + j->nargs + j->fn->n + 64 > BATCH_BYTES) break;
     c->qhead = j->next;
     if (!c->qhead) c->qtail = NULL;
     c->nqueued--;
@@ -257,7 +260,6 @@ static void send_batch(farm_ctx *c, wslot *w, int k) {
     w->tail = j;
     w->inflight++;
     count++;
-    if (b->n >= BATCH_BYTES) break;
   }
   if (!count) return;
   c->bytes_sent += b->n;

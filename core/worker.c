@@ -27,7 +27,9 @@
 #include "transport.h"
 #include "worker.h"
 
-#define RESULT_DELAY 0.001
+#define RESULT_DELAY 0.001      /* results wait at most this long for company */
+#define RESULT_BYTES (4u << 20)  /* ...and a RESULTS message grows at most this big */
+#define ERROR_BYTES (1u << 16)   /* an error message or traceback travels this much at most */
 
 typedef struct worker {
   lua_State *L;
@@ -104,8 +106,8 @@ static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, do
 static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy,
                          const char *msg, size_t nmsg, const char *tb, size_t ntb) {
   result_head(w, id, attempt, FARM_JOB_ERROR, busy);
-  farm__buf_str(&w->res, msg, nmsg);
-  farm__buf_str(&w->res, tb, ntb);
+  farm__buf_str(&w->res, msg, nmsg < ERROR_BYTES ? nmsg : ERROR_BYTES);   /* a huge message is cut */
+  farm__buf_str(&w->res, tb, ntb < ERROR_BYTES ? ntb : ERROR_BYTES);
 }
 
 /* ---- protected helpers (every Lua error in them is the job's, not ours) --- */
@@ -205,17 +207,27 @@ static int encode_results(worker *w, int n) {
   lua_pushlightuserdata(L, w);
   lua_insert(L, -n - 1);
   if (lua_pcall(L, n + 1, 0, 0) != LUA_OK) return -1;
-  if (w->enc.n + (4u << 10) > w->maxmsg) {
-    lua_pushfstring(L, "the job's results take %d MiB encoded; a link carries at most %d MiB",
-                    (int)(w->enc.n >> 20), (int)(w->maxmsg >> 20));
-    return -1;
-  }
-  return 0;
+  return 0;   /* (whether it fits the link, finish() decides) */
 }
 
 /* Append a finished job's result: its encoded values (w->enc) when ok, else
    the message and traceback on top of L. */
 static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok) {
+  size_t room = w->maxmsg - (4u << 10);   /* the client drops a message over its limit */
+  if (w->cap.n > room / 2) {              /* output that cannot travel is cut, and says so */
+    char note[96];
+    int k = snprintf(note, sizeof note, "\n[farm: %zu bytes of output cut]\n", w->cap.n - room / 2);
+    w->cap.n = room / 2 - (size_t)k;
+    farm__buf_put(&w->cap, note, (size_t)k);
+  }
+  if (ok && w->enc.n + w->cap.n > room) {
+    lua_pushfstring(w->L, "the job's results and output take %d MiB; a link carries at most %d MiB",
+                    (int)((w->enc.n + w->cap.n) >> 20), (int)(w->maxmsg >> 20));
+    lua_pushliteral(w->L, "");
+    ok = 0;
+  }
+  size_t size = (ok ? w->enc.n : 4096) + w->cap.n + 64;
+  if (w->nres && w->res.n + size > RESULT_BYTES) flush(w);
   if (ok) {
     result_head(w, id, att, FARM_JOB_OK, busy);
     farm__buf_str(&w->res, w->enc.p, w->enc.n);
@@ -328,7 +340,7 @@ static int on_jobs(worker *w, farm_rd *r) {
       job_call(w, id, att, a, na);
     }
     lua_settop(L, top);
-    if (w->res.n >= (4u << 20) || farm__now() - w->last_flush >= RESULT_DELAY) flush(w);
+    if (w->res.n >= RESULT_BYTES || farm__now() - w->last_flush >= RESULT_DELAY) flush(w);
   }
   flush(w);
   return r->err ? FARM_EPROTO : 0;

@@ -120,6 +120,27 @@ describe("farm run", function()
     end)
   end)
 
+  it("keeps every message under the link's limit: big arguments, results and output", function()
+    local r = H.run_script([[
+      local s = string.rep("y", 3 * 1024 * 1024)
+      local fs = {}
+      for i = 1, 12 do fs[i] = farm.submit(function(x, i) return x .. i end, s, i) end
+      for i = 1, 12 do assert(#fs[i]:result(60) == #s + #tostring(i)) end
+      local f = farm.submit(function() print(string.rep("z", 3 * 1024 * 1024)); return 1 end)
+      assert(f:result(60) == 1)
+      assert(f.stdout:find("bytes of output cut", 1, true))
+      local g = farm.submit(function() return string.rep("z", 5 * 1024 * 1024) end)
+      local ok, err = pcall(g.result, g, 60)
+      assert(not ok and err.message:find("a link carries at most 4 MiB", 1, true), tostring(err))
+      local e = farm.submit(function() error(string.rep("e", 5 * 1024 * 1024)) end)
+      ok, err = pcall(e.result, e, 60)
+      assert(not ok and #err.message <= 65536)
+      print("all arrived")
+    ]], "--quiet-jobs", 120, "FARM_MAX_MESSAGE=4194304")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("all arrived\n", r.out)
+  end)
+
   describe("leaves no worker behind", function()
     -- the script reports the pool's pids and its own, then does what the test says
     local prelude = [[

@@ -40,10 +40,13 @@ static int fail(const char *fmt, const char *a) {
    signal plumbing, not library state (a C host handles its own signals). */
 static lua_State *run_state;
 
+static const char interrupted[] = "interrupted";
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted");
+  lua_pushlightuserdata(L, (void *)interrupted);   /* a marker, not a message with a place */
+  lua_error(L);
 }
 
 static void on_sigint(int sig) {
@@ -55,6 +58,10 @@ static void on_sigint(int sig) {
 static int msghandler(lua_State *L) {
   int tb = lua_toboolean(L, lua_upvalueindex(1));
   const char *msg;
+  if (lua_touserdata(L, 1) == (void *)interrupted) {
+    lua_pushstring(L, interrupted);
+    return 1;
+  }
   if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
   else if (!(msg = lua_tostring(L, 1))) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   if (tb) luaL_traceback(L, L, msg, 1); else lua_pushstring(L, msg);
@@ -142,16 +149,19 @@ static int cmd_worker(int argc, char **argv) {
   const char *url = NULL;
   long slot = 0, parent = 0;
   size_t maxmsg = 256u << 20;
+  int statefd = -1;
   for (int i = 2; i < argc; i++) {
     if (i + 1 >= argc) return fail("worker option '%s' needs a value", argv[i]);
     if (strcmp(argv[i], "--connect") == 0) url = argv[++i];
     else if (strcmp(argv[i], "--slot") == 0) slot = atol(argv[++i]);
     else if (strcmp(argv[i], "--parent") == 0) parent = atol(argv[++i]);
     else if (strcmp(argv[i], "--max-message") == 0) maxmsg = (size_t)atoll(argv[++i]);
+    else if (strcmp(argv[i], "--state-fd") == 0) statefd = atoi(argv[++i]);
     else return fail("unknown option '%s' for 'farm worker'", argv[i]);
   }
   if (!url) return fail("%s", "'farm worker' needs --connect URL (workers are started by farm itself)");
-  return farm__worker_main(url, (int)slot, parent, maxmsg);
+  if (maxmsg < (64u << 10)) return fail("%s", "--max-message must be at least 65536 bytes");
+  return farm__worker_main(url, (int)slot, parent, maxmsg, statefd);
 }
 
 int farm_main(int argc, char **argv) {

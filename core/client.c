@@ -41,7 +41,24 @@ static farm_ctx *check_ctx(lua_State *L, int i) {
 }
 
 static farm_job *check_job(lua_State *L, int i) {
-  return ((job_ud *)luaL_checkudata(L, i, JOB_MT))->job;
+  farm_job *j = ((job_ud *)luaL_checkudata(L, i, JOB_MT))->job;
+  if (!j) fail_lua(L, "farm: this future was already collected");   /* resurrected by a __gc */
+  return j;
+}
+
+/* The farm a future belongs to (its user value). */
+static farm_ctx *job_ctx(lua_State *L, int i) {
+  lua_getiuservalue(L, i, 1);
+  farm_ctx *c = luaL_checkudata(L, -1, CTX_MT);
+  lua_pop(L, 1);
+  return c;
+}
+
+/* Polling a future (done, status) makes progress too: a loop on f:done() ends. */
+static void poll_progress(lua_State *L, int i, const farm_job *j) {
+  if (farm__job_over(j)) return;
+  farm_ctx *c = job_ctx(L, i);
+  if (!c->closed && farm__now() - c->last_pump >= PUMP_INTERVAL) farm__sched_pump(c, 0);
 }
 
 /* core.new{workers=, exe=, echo=, max_message=} -> ctx */
@@ -165,10 +182,16 @@ static void check_size(lua_State *L, farm_ctx *c, size_t n, const char *what) {
 }
 
 
+static farm_fn *check_fn(lua_State *L, int i) {
+  farm_fn *f = ((fn_ud *)luaL_checkudata(L, i, FN_MT))->fn;
+  if (!f) fail_lua(L, "farm: this function package was already collected");
+  return f;
+}
+
 /* core.submit(ctx, fn, describe, namesfn, ...) -> future */
 static int l_submit(lua_State *L) {
   farm_ctx *c = check_ctx(L, 1);
-  farm_fn *f = ((fn_ud *)luaL_checkudata(L, 2, FN_MT))->fn;
+  farm_fn *f = check_fn(L, 2);
   int first = 5, n = lua_gettop(L) - 4;
   if (n < 0) n = 0;
   farm_encoder e;
@@ -188,10 +211,11 @@ static int l_submit(lua_State *L) {
    rows i..j of the lists (one MAP job: the worker calls fn on each row). */
 static int l_submit_map(lua_State *L) {
   farm_ctx *c = check_ctx(L, 1);
-  farm_fn *f = ((fn_ud *)luaL_checkudata(L, 2, FN_MT))->fn;
+  farm_fn *f = check_fn(L, 2);
   lua_Integer lo = luaL_checkinteger(L, 5), hi = luaL_checkinteger(L, 6);
   int nl = lua_gettop(L) - 6;
   luaL_argcheck(L, nl >= 1 && hi >= lo, 7, "a list and a nonempty range");
+  luaL_checkstack(L, nl + LUA_MINSTACK, "too many lists for farm.map");
   int base = lua_gettop(L) + 1;
   lua_pushinteger(L, hi - lo + 1);
   for (int k = 0; k < nl; k++) {
@@ -224,13 +248,21 @@ static int l_job_gc(lua_State *L) {
 
 static const char *const state_names[] = { "pending", "running", "done", "failed", "cancelled" };
 
+/* pending: not started (in the queue, or waiting at a worker); running: its
+   worker runs it now (the worker's state page says so). */
 static int l_status(lua_State *L) {
-  lua_pushstring(L, state_names[check_job(L, 1)->state]);
+  farm_job *j = check_job(L, 1);
+  poll_progress(L, 1, j);
+  int st = j->state;
+  if (st == JOB_SENT && !farm__sched_running(job_ctx(L, 1), j)) st = JOB_QUEUED;
+  lua_pushstring(L, state_names[st]);
   return 1;
 }
 
 static int l_done(lua_State *L) {
-  lua_pushboolean(L, farm__job_over(check_job(L, 1)));
+  farm_job *j = check_job(L, 1);
+  poll_progress(L, 1, j);
+  lua_pushboolean(L, farm__job_over(j));
   return 1;
 }
 
@@ -239,20 +271,25 @@ static int l_id(lua_State *L) {
   return 1;
 }
 
-/* core.cancel(job): a job still in the client's queue is cancelled; one handed
-   to a worker is not (it may be running already). */
+/* core.cancel(job): a job not started yet (in the client's queue, or waiting
+   at a worker) is cancelled and true returned; a running or finished one is not. */
 static int l_cancel(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  int ok = j->state == JOB_QUEUED;
-  if (ok) {
+  farm_ctx *c = job_ctx(L, 1);
+  int ok = 0;
+  if (j->state == JOB_QUEUED) {
     j->state = JOB_CANCELLED;      /* dropped from the queue when dispatch meets it */
+    c->nqueued--;
     free(j->args); j->args = NULL; j->nargs = 0;
+    ok = 1;
+  } else if (!c->closed) {
+    ok = farm__sched_cancel_sent(c, j);
   }
   lua_pushboolean(L, ok);
   return 1;
 }
 
-/* core.farm__sched_pump(ctx, timeout) -> messages handled (false when interrupted) */
+/* core.pump(ctx, timeout) -> messages handled (false when interrupted) */
 static int l_pump(lua_State *L) {
   farm_ctx *c = check_ctx(L, 1);
   int n = farm__sched_pump(c, luaL_optnumber(L, 2, 0));
@@ -264,14 +301,13 @@ static int l_pump(lua_State *L) {
    or when a signal arrived (the Lua caller decides whether to go on). */
 static int l_wait(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  lua_getiuservalue(L, 1, 1);
-  farm_ctx *c = luaL_checkudata(L, -1, CTX_MT);
+  farm_ctx *c = job_ctx(L, 1);
   double timeout = luaL_optnumber(L, 2, HUGE_VAL);
+  luaL_argcheck(L, timeout == timeout, 2, "timeout is not a number");
   double until = farm__now() + timeout;
-  while (!farm__job_over(j) && !c->closed) {
+  while (!farm__job_over(j) && !c->closed) {   /* at least one look, even with no time */
     double left = until - farm__now();
-    if (left <= 0) break;
-    if (farm__sched_pump(c, left) < 0) break;
+    if (farm__sched_pump(c, left > 0 ? left : 0) < 0 || left <= 0) break;
   }
   lua_pushboolean(L, farm__job_over(j));
   return 1;

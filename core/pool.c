@@ -4,7 +4,9 @@
  * A worker is the farm executable run as `farm worker`, never a bare fork of
  * the client: the client may be any program (lua5.4, a C host) and nanomsg's
  * threads do not survive fork. The child asks the kernel to kill it when its
- * parent dies, so a client killed with SIGKILL leaves no worker behind.
+ * parent dies, so a client killed with SIGKILL leaves no worker behind. (The
+ * kernel's "parent" is the thread that forked: a C host should start its pool
+ * from a thread that lives as long as the pool.)
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,15 +25,37 @@
 #include "clock.h"
 #include "pool.h"
 
+farm_wstate *farm__wstate_new(int *fd) {
+  *fd = memfd_create("farm-worker-state", MFD_CLOEXEC);
+  if (*fd < 0) return NULL;
+  void *p = MAP_FAILED;
+  if (ftruncate(*fd, sizeof(farm_wstate)) == 0)
+    p = mmap(NULL, sizeof(farm_wstate), PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+  if (p == MAP_FAILED) { close(*fd); *fd = -1; return NULL; }
+  memset(p, 0, sizeof(farm_wstate));
+  return p;
+}
+
+farm_wstate *farm__wstate_attach(int fd) {
+  void *p = mmap(NULL, sizeof(farm_wstate), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void farm__wstate_free(farm_wstate *s) {
+  if (s) munmap((void *)s, sizeof *s);
+}
+
 pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
-                         char *err, size_t errlen) {
+                         int statefd, char *err, size_t errlen) {
   char sslot[16], sparent[24], smax[24];
   snprintf(smax, sizeof smax, "%zu", maxmsg);
   snprintf(sslot, sizeof sslot, "%d", slot);
   snprintf(sparent, sizeof sparent, "%ld", (long)getpid());
   char *argv[] = { (char *)"farm", (char *)"worker", (char *)"--connect", (char *)url,
                    (char *)"--slot", sslot, (char *)"--parent", sparent,
-                   (char *)"--max-message", smax, NULL };
+                   (char *)"--max-message", smax, (char *)"--state-fd", (char *)"3", NULL };
+  if (statefd < 0) argv[10] = NULL;
   pid_t pid = fork();
   if (pid < 0) {
     snprintf(err, errlen, "cannot start a worker: fork: %s", strerror(errno));
@@ -42,8 +67,9 @@ pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxm
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (statefd >= 0 && dup2(statefd, FARM_WSTATE_FD) < 0) _exit(127);   /* dup2 drops CLOEXEC */
 #ifdef SYS_close_range
-    syscall(SYS_close_range, 3, ~0U, 0);
+    syscall(SYS_close_range, FARM_WSTATE_FD + 1, ~0U, 0);
 #endif
     execv(exe, argv);
     fprintf(stderr, "farm: cannot run worker %s: %s\n", exe, strerror(errno));

@@ -11,8 +11,10 @@
  *                            u8(has_fn) [str(fn block)] str(args block) }
  *   RESULTS  w->c  u32le(count) count * { uvar(id) uvar(attempt) u8(status)
  *                  uvar(busy ns) str(stdout) (status 0: str(block)
- *                                             | status 1: str(message) str(traceback)) }
+ *                                             | status 1: str(message) str(traceback)
+ *                                             | status 2: cancelled, nothing) }
  *   QUIT     c->w  (empty)
+ *   CANCEL   c->w  u32le(count) count * uvar(id): skip these jobs if they have not started
  *
  * A job's mode is CALL (fn(args...), all results) or MAP (args are n, then one
  * slice per list; the worker calls fn on each row and returns one table of the
@@ -26,9 +28,9 @@
 #include "farm.h"
 #include "buf.h"
 
-enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT };
+enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_CANCEL };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
-enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
+enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1, FARM_JOB_CANCELLED = 2 };
 #define FARM_HASHLEN 16
 
 static inline int farm__msg_begin(farm_buf *b, int type) {

@@ -34,10 +34,10 @@
 #define CREDIT_MAX 2048
 #define CREDIT_SECONDS 0.004       /* work kept queued at each worker */
 #define BATCH_BYTES (4u << 20)     /* a JOBS message grows to this, then goes */
-#define PUMP_INTERVAL 50e-6        /* submit pumps at most this often */
 #define REAP_INTERVAL 0.1
 #define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
-#define MAX_RETRIES 2              /* a job whose worker died is tried this often more */
+#define MAX_RETRIES 2              /* a job that killed its worker is tried this often more */
+#define REQUEUE_MAX 8              /* a job held by dying workers goes back this often */
 #define DEFAULT_MAX_MESSAGE (256u << 20)
 #define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
 
@@ -78,19 +78,23 @@ static uint64_t hkey(const unsigned char *h) {
   return k ? k : 1;
 }
 
-/* 1 if the worker already has it; else records it and returns 0. */
+/* The worker is told to drop its cache (in the next JOBS message), and so is
+   our record of it. Never in the middle of a batch: jobs before the reset
+   would travel as a hash the worker no longer knows. */
+static void known_forget(wslot *w) {
+  if (w->known) memset(w->known, 0, KNOWN_MAX * 2 * sizeof *w->known);
+  w->nknown = 0;
+  w->forget = 1;
+}
+
+/* 1 if the worker already has it; else records it and returns 0. The caller
+   keeps nknown under KNOWN_MAX (see send_batch), so the table has room. */
 static int known_check_add(wslot *w, const unsigned char *h) {
   size_t cap = KNOWN_MAX * 2, i;
   if (!w->known && !(w->known = calloc(cap, sizeof *w->known))) return 0;
   uint64_t k = hkey(h);
   for (i = k % cap; w->known[i]; i = (i + 1) % cap)
     if (w->known[i] == k) return 1;
-  if (w->nknown >= KNOWN_MAX) {           /* full: start over, and tell the worker */
-    memset(w->known, 0, cap * sizeof *w->known);
-    w->nknown = 0;
-    w->forget = 1;
-    for (i = k % cap; w->known[i]; i = (i + 1) % cap) {}
-  }
   w->known[i] = k;
   w->nknown++;
   return 0;
@@ -132,14 +136,24 @@ static int slot_start(farm_ctx *c, wslot *w) {
   snprintf(w->url, sizeof w->url, "ipc://%s/w%d.%d", c->dir, w->slot, w->gen);
   rc = farm__link_open(&w->link, w->url, 1, c->maxmsg + (1u << 16), c->err, sizeof c->err);
   if (rc < 0) return rc;
-  pid_t pid = farm__spawn_worker(c->exe, w->url, w->slot, c->maxmsg, c->err, sizeof c->err);
-  if (pid < 0) { farm__link_close(w->link); w->link = NULL; return (int)pid; }
+  int statefd = -1;
+  w->state = farm__wstate_new(&statefd);   /* without it, blame falls on the oldest job */
+  pid_t pid = farm__spawn_worker(c->exe, w->url, w->slot, c->maxmsg, statefd, c->err, sizeof c->err);
+  if (statefd >= 0) close(statefd);
+  if (pid < 0) {
+    farm__link_close(w->link);
+    w->link = NULL;
+    farm__wstate_free(w->state);
+    w->state = NULL;
+    return (int)pid;
+  }
   w->pid = pid;
   w->ready = 0;
   w->nknown = 0;
   if (w->known) memset(w->known, 0, KNOWN_MAX * 2 * sizeof *w->known);
   w->forget = 0;
   w->pend.n = 0;
+  w->ncancel = 0;
   return 0;
 }
 
@@ -156,24 +170,34 @@ static void requeue_front(farm_ctx *c, farm_job *j) {
 /* A worker ended: its jobs go back to the queue (or fail after MAX_RETRIES),
    and it is replaced unless it never came up. */
 static void slot_lost(farm_ctx *c, wslot *w, const char *why) {
+  /* The job it was running is to blame: it is tried again up to MAX_RETRIES
+     times, then fails with the cause. The others it held go back as they were
+     (only a worker lost again and again, REQUEUE_MAX times, fails them). */
+  uint64_t running = w->state ? w->state->job : (w->head ? w->head->id : 0);
   farm_job *j = w->head, *next;
   farm_job *rev = NULL;
   for (; j; j = next) { next = j->next; j->next = rev; rev = j; }   /* requeue in order */
   for (j = rev; j; j = next) {
     next = j->next;
-    if (j->state == JOB_SENT && j->attempt < MAX_RETRIES) {
-      j->attempt++;
-      requeue_front(c, j);
-    } else {
-      j->slot = -1;
-      if (j->state == JOB_SENT) job_fail(j, why);
+    j->slot = -1;
+    if (j->state != JOB_SENT) { farm__job_unref(j); continue; }   /* cancelled meanwhile */
+    int blamed = j->id == running;
+    snprintf(j->where, sizeof j->where, "local:%d (pid %ld)", w->slot + 1, (long)w->pid);
+    if (blamed ? j->attempt >= MAX_RETRIES : j->requeues >= REQUEUE_MAX) {
+      job_fail(j, why);
       farm__job_unref(j);
+      continue;
     }
+    if (blamed) j->attempt++;
+    else j->requeues++;
+    requeue_front(c, j);
   }
   w->head = w->tail = NULL;
   w->inflight = 0;
   farm__link_close(w->link);
   unlink_sock(w);
+  farm__wstate_free(w->state);
+  w->state = NULL;
   w->link = NULL;
   w->pid = 0;
   if (!w->ready) {
@@ -220,11 +244,50 @@ static int credit(farm_ctx *c) {
   return k < CREDIT_MIN ? CREDIT_MIN : k > CREDIT_MAX ? CREDIT_MAX : (int)k;
 }
 
-static int flush_pending(wslot *w) {
-  if (!w->pend.n) return 0;
-  int rc = farm__link_send(w->link, w->pend.p, w->pend.n, 1);
-  if (rc == 0) w->pend.n = 0;
+/* Send what waits for w's link: a message it could not take before, then the
+   ids cancelled since (one CANCEL message). 0 when nothing is left waiting. */
+static int flush_pending(farm_ctx *c, wslot *w) {
+  if (w->pend.n) {
+    int rc = farm__link_send(w->link, w->pend.p, w->pend.n, 1);
+    if (rc != 0) return rc;
+    w->pend.n = 0;
+  }
+  if (!w->ncancel) return 0;
+  farm_buf *b = &c->msg;
+  farm__msg_begin(b, FARM_MSG_CANCEL);
+  farm__buf_put(b, "\0\0\0\0", 4);
+  for (size_t i = 0; i < w->ncancel; i++) farm__buf_uvar(b, w->cancel[i]);
+  farm__put_u32le_at(b, 4, (uint32_t)w->ncancel);
+  int rc = farm__link_send(w->link, b->p, b->n, 1);
+  if (rc == 0) w->ncancel = 0;
   return rc;
+}
+
+/* Cancel a job that sits at a worker but has not started there (the state
+   page says which job runs). Its future is cancelled now; the worker is told
+   to skip it, and whatever it sends for it is dropped. 1 when cancelled. */
+int farm__sched_cancel_sent(farm_ctx *c, farm_job *j) {
+  if (j->state != JOB_SENT || j->slot < 0 || j->slot >= c->nw) return 0;
+  wslot *w = &c->w[j->slot];
+  if (!w->state || w->state->job == j->id) return 0;
+  if (w->ncancel == w->capcancel) {
+    size_t n = w->capcancel ? 2 * w->capcancel : 16;
+    uint64_t *p = realloc(w->cancel, n * sizeof *p);
+    if (!p) return 0;
+    w->cancel = p;
+    w->capcancel = n;
+  }
+  w->cancel[w->ncancel++] = j->id;
+  j->state = JOB_CANCELLED;
+  free(j->args); j->args = NULL; j->nargs = 0;
+  flush_pending(c, w);
+  return 1;
+}
+
+int farm__sched_running(farm_ctx *c, const farm_job *j) {
+  if (j->state != JOB_SENT || j->slot < 0 || j->slot >= c->nw) return 0;
+  const wslot *w = &c->w[j->slot];
+  return w->state ? w->state->job == j->id : w->head == j;
 }
 
 /* Build one JOBS message of up to k queued jobs for w, and send it. */
@@ -236,15 +299,16 @@ static void send_batch(farm_ctx *c, wslot *w, int k) {
   size_t count_at = b->n;
   farm__buf_put(b, "\0\0\0\0", 4);
   uint32_t count = 0;
+  if (w->nknown + k > KNOWN_MAX) known_forget(w);   /* only ever between batches */
   while (count < (uint32_t)k && c->qhead) {
     farm_job *j = c->qhead;
-    /* a batch never outgrows BATCH_BYTES unless one job alone does: the
-       receiver drops a message over its limit without a word */
-    if (count && j->state == JOB_QUEUED && b->n + j->nargs + j->fn->n + 64 > BATCH_BYTES) break;
+    /* a batch never outgrows its limit unless one job alone does (and that
+       fits the link): the receiver drops a message over its limit silently */
+    if (count && j->state == JOB_QUEUED && b->n + j->nargs + j->fn->n + 64 > c->batch_limit) break;
     c->qhead = j->next;
     if (!c->qhead) c->qtail = NULL;
+    if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled (and uncounted) */
     c->nqueued--;
-    if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled */
     int has = known_check_add(w, j->fn->hash);
     farm__buf_uvar(b, j->id);
     farm__buf_uvar(b, j->attempt);
@@ -285,7 +349,7 @@ static void dispatch(farm_ctx *c) {
   for (int n = 0; n < c->nw && c->nqueued && open; n++) {
     wslot *w = &c->w[(c->rr + n) % c->nw];
     if (!w->ready || !w->link || w->inflight >= cr) continue;
-    if (flush_pending(w) != 0) continue;
+    if (flush_pending(c, w) != 0) continue;
     int share = (int)((c->nqueued + (size_t)open - 1) / (size_t)open);
     int k = cr - w->inflight;
     if (share < k) k = share;
@@ -321,13 +385,18 @@ static int on_results(farm_ctx *c, wslot *w, farm_rd *r) {
     double busy = farm__rd_uvar(r) * 1e-9;
     size_t nout, na, nb = 0;
     const char *out = farm__rd_str(r, &nout);
-    const char *a = farm__rd_str(r, &na), *bt = NULL;
+    const char *a = NULL, *bt = NULL;
+    na = 0;
+    if (status != FARM_JOB_CANCELLED) a = farm__rd_str(r, &na);
     if (status == FARM_JOB_ERROR) bt = farm__rd_str(r, &nb);
+    if (status > FARM_JOB_CANCELLED) r->err = 1;
     if (r->err) break;
     farm_job *j = take_inflight(w, id, attempt);
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     j->slot = -1;
-    if (j->state == JOB_SENT) {
+    if (j->state == JOB_SENT && status == FARM_JOB_CANCELLED) {
+      job_fail(j, "protocol error: the worker skipped a job nobody cancelled");
+    } else if (j->state == JOB_SENT) {
       j->state = status == FARM_JOB_OK ? JOB_DONE : JOB_FAILED;
       j->busy = busy;
       snprintf(j->where, sizeof j->where, "local:%d (pid %ld)", w->slot + 1, (long)w->pid);
@@ -407,13 +476,15 @@ int farm__sched_pump(farm_ctx *c, double timeout) {
       wslot *w = &c->w[i];
       if (!w->link) continue;
       fds[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(w->link), .events = POLLIN };
-      if (w->pend.n) fds[nf++] = (struct pollfd){ .fd = farm__link_sndfd(w->link), .events = POLLIN };
+      if (w->pend.n || w->ncancel)
+        fds[nf++] = (struct pollfd){ .fd = farm__link_sndfd(w->link), .events = POLLIN };
     }
     int ms = (int)ceil((left < REAP_INTERVAL ? left : REAP_INTERVAL) * 1e3);
     int rc = poll(fds, (nfds_t)nf, ms);
     if (rc < 0 && errno == EINTR) return -1;
     c->last_pump = farm__now();
-    for (int i = 0; i < c->nw; i++) if (c->w[i].link && c->w[i].pend.n) flush_pending(&c->w[i]);
+    for (int i = 0; i < c->nw; i++)
+      if (c->w[i].link && (c->w[i].pend.n || c->w[i].ncancel)) flush_pending(c, &c->w[i]);
     dispatch(c);
     got = drain(c);
     if (got) { dispatch(c); return got; }
@@ -448,7 +519,9 @@ void farm__sched_close(farm_ctx *c) {
     farm__link_close(w->link);
     unlink_sock(w);
     farm__buf_free(&w->pend);
+    farm__wstate_free(w->state);
     free(w->known);
+    free(w->cancel);
   }
   fail_queue(c, "the farm was closed before the job ran");
   free(c->w);
@@ -464,6 +537,7 @@ int farm__sched_open(farm_ctx *c, int nworkers, const char *exe, int echo, size_
   c->t0 = farm__now();
   c->echo = echo;
   c->maxmsg = maxmsg ? maxmsg : DEFAULT_MAX_MESSAGE;
+  c->batch_limit = c->maxmsg < BATCH_BYTES ? c->maxmsg : BATCH_BYTES;
   c->nextid = 1;
   farm__buf_init(&c->msg);
   farm__buf_init(&c->enc);

@@ -10,6 +10,9 @@
 #include "buf.h"
 #include "proto.h"
 #include "transport.h"
+#include "wstate.h"
+
+#define PUMP_INTERVAL 50e-6        /* submit and polling pump at most this often */
 
 typedef struct farm_fn {           /* a function package: hash + codec block */
   unsigned char hash[FARM_HASHLEN];
@@ -23,7 +26,8 @@ enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
 typedef struct farm_job {
   uint64_t id;
   uint8_t state, mode;
-  uint16_t attempt;
+  uint16_t attempt;                /* times it was started and killed its worker */
+  uint16_t requeues;               /* times it went back because a worker died */
   int refs;                        /* the future's, and the scheduler's while queued or sent */
   int slot;                        /* worker slot while sent, else -1 */
   farm_fn *fn;
@@ -49,6 +53,9 @@ typedef struct wslot {
   uint64_t *known;                 /* open-addressing set of function hashes */
   int nknown;
   int forget;                      /* next JOBS tells the worker to drop its cache */
+  farm_wstate *state;              /* which job it runs (shared page), or NULL */
+  uint64_t *cancel;                /* ids to tell it to skip (next CANCEL message) */
+  size_t ncancel, capcancel;
   uint64_t jobs;                   /* stats */
   double busy;
 } wslot;
@@ -66,6 +73,7 @@ typedef struct farm_ctx {
   double est;                      /* EWMA of seconds per job; 0 = not known yet */
   double t0, last_pump, last_reap;
   size_t maxmsg;
+  size_t batch_limit;              /* a JOBS message stays under this, one job aside */
   farm_buf msg;                    /* scratch: message being built */
   farm_buf enc;                    /* scratch: values being encoded */
   int rr;                          /* where the next dispatch round starts */
@@ -86,6 +94,10 @@ void farm__sched_submitted(farm_ctx *c);
 /* The bytes just encoded into c->enc, as a block of their own. */
 char *farm__sched_take_enc(farm_ctx *c, size_t *n);
 int  farm__sched_workers(farm_ctx *c);
+/* Cancel a job handed to a worker but not started there; 1 when done. */
+int  farm__sched_cancel_sent(farm_ctx *c, farm_job *j);
+/* 1 when j is the job its worker is running now. */
+int  farm__sched_running(farm_ctx *c, const farm_job *j);
 void farm__job_unref(farm_job *j);
 void farm__fn_unref(farm_fn *f);
 char *farm__dupmem(const void *p, size_t n);

@@ -3,5 +3,6 @@
 #define FARM_WORKER_H
 #include <stddef.h>
 /* Serve jobs from the client at url until told to quit or orphaned; returns the exit status. */
-int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg);
+/* statefd: the shared state page's descriptor (wstate.h), or -1. */
+int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int statefd);
 #endif

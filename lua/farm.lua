@@ -50,8 +50,8 @@ function farm.config(opts)
         error("farm.config: workers must be an integer from 1 to 256", 2)
       end
     elseif k == "max_message" then
-      if math.type(v) ~= "integer" or v < 1024 then
-        error("farm.config: max_message must be a number of bytes (at least 1024)", 2)
+      if math.type(v) ~= "integer" or v < 65536 then
+        error("farm.config: max_message must be a number of bytes (at least 65536)", 2)
       end
     elseif k ~= "echo" then
       error(("farm.config: unknown option '%s' (workers, echo, max_message)"):format(tostring(k)), 2)
@@ -134,11 +134,15 @@ local function timed_out(f, timeout)
 end
 
 --- future:result([timeout]) -> the job's results, or raises its error
+local function check_timeout(what, timeout, level)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
+    error(("%s: timeout must be a number of seconds (got %s)"):format(what, tostring(timeout)), level + 1)
+  end
+end
+
 function Future.result(f, timeout)
   if not core.done(f) then
-    if timeout ~= nil and type(timeout) ~= "number" then
-      error("future:result: timeout must be a number of seconds", 2)
-    end
+    check_timeout("future:result", timeout, 2)
     local deadline = timeout and core.now() + timeout
     while not core.wait(f, deadline and max(0, deadline - core.now())) do
       if deadline and core.now() >= deadline then timed_out(f, timeout) end
@@ -182,7 +186,10 @@ local function progress(deadline)
   if not c or core.closed(c) then return true end
   if deadline then
     local left = deadline - core.now()
-    if left <= 0 then return false end
+    if left <= 0 then
+      core.pump(c, 0)              -- one last look: what has arrived counts
+      return false
+    end
     core.pump(c, min(left, 1))
   else
     core.pump(c, 1)
@@ -228,6 +235,7 @@ end
 --- farm.as_completed(futures [, timeout]) -> iterator over the futures as they finish
 function farm.as_completed(futures, timeout)
   check_futures("farm.as_completed", futures)
+  check_timeout("farm.as_completed", timeout, 2)
   local pending = tmove(futures, 1, #futures, 1, {})
   local ready, ri = {}, 1
   local deadline = timeout and core.now() + timeout
@@ -239,8 +247,11 @@ function farm.as_completed(futures, timeout)
       ready, pending = core.split_done(pending)
       ri = 1
       if #ready == 0 and not progress(deadline) then
-        error(("farm.as_completed: timed out after %g s with %d futures not done")
-          :format(timeout, #pending), 2)
+        ready, pending = core.split_done(pending)   -- what the last look brought
+        if #ready == 0 then
+          error(("farm.as_completed: timed out after %g s with %d futures not done")
+            :format(timeout, #pending), 2)
+        end
       end
     end
   end
@@ -256,6 +267,7 @@ function farm.wait(futures, opts)
     error(("farm.wait: return_when must be \"all\", \"first\" or \"error\" (got %s)")
       :format(tostring(when)), 2)
   end
+  check_timeout("farm.wait", opts.timeout, 2)
   local deadline = opts.timeout and core.now() + opts.timeout
   while true do
     local done, pending = core.split_done(futures)
@@ -266,7 +278,7 @@ function farm.wait(futures, opts)
         if s == "failed" then return done, pending end
       end
     end
-    if not progress(deadline) then return done, pending end
+    if not progress(deadline) then return core.split_done(futures) end
   end
 end
 

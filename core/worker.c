@@ -539,6 +539,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   int ofd = memfd_create("farm-job-output", MFD_CLOEXEC);
   if (ofd >= 0 && dup2(ofd, 1) == 1) w.outfd = 1;
   if (ofd >= 0 && ofd != 1) close(ofd);
+  setvbuf(stdout, NULL, _IOLBF, 0);      /* lines keep their order with a child's output */
   char err[256];
   if (farm__link_open(&w.link, url, 0, maxmsg + (1u << 16), err, sizeof err) < 0) {
     fprintf(stderr, "farm worker: %s\n", err);

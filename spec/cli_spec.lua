@@ -171,8 +171,8 @@ describe("farm run", function()
       local out = H.tmp("", ".pids")
       local script = H.tmp(prelude .. body)
       local log = H.tmp("", ".log")
-      os.execute(("%s run %s %s >%s 2>&1 &"):format(H.quote(H.farm), H.quote(script),
-                                                     H.quote(out), H.quote(log)))
+      os.execute(("(%s run %s %s >%s 2>&1; echo \"exit $?\" >>%s) &"):format(H.quote(H.farm),
+        H.quote(script), H.quote(out), H.quote(log), H.quote(log)))
       local pids
       for _ = 1, 400 do
         pids = pids_in(out)
@@ -193,7 +193,11 @@ describe("farm run", function()
       local pids, log = started("farm.submit(function() while true do end end):result()\n")
       os.execute("sleep 0.2; kill -INT " .. pids[1])
       assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
-      assert.is_truthy(H.slurp(log):find("interrupted", 1, true), H.slurp(log))
+      for _ = 1, 100 do
+        if H.slurp(log):find("exit", 1, true) then break end
+        os.execute("sleep 0.05")
+      end
+      assert.are.equal("farm: interrupted\nexit 130\n", H.slurp(log))
     end)
 
     it("after Ctrl-C while the script itself computes", function()

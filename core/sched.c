@@ -14,6 +14,7 @@
  * Progress happens when the client calls in (submit, result, wait, pump): there
  * is no thread. Submit pumps at most every PUMP_INTERVAL so jobs leave in batches.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sodium.h>
 #include "farm.h"
 #include "clock.h"
@@ -102,13 +104,43 @@ static int known_check_add(wslot *w, const unsigned char *h) {
 
 /* ---- workers ------------------------------------------------------------- */
 
+/* Remove what a client killed while its workers were connecting left behind:
+   our own farm-PID-* directories of processes that are gone. */
+static void sweep_sockdirs(const char *tmp) {
+  DIR *d = opendir(tmp);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    long pid;
+    char rest[16];
+    if (sscanf(e->d_name, "farm-%ld-%15s", &pid, rest) != 2 || pid <= 0) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+    DIR *sub = opendir(path);
+    if (sub) {
+      struct dirent *f;
+      char file[PATH_MAX + 256];
+      while ((f = readdir(sub)))
+        if (f->d_name[0] != '.') { snprintf(file, sizeof file, "%s/%s", path, f->d_name); unlink(file); }
+      closedir(sub);
+    }
+    rmdir(path);
+  }
+  closedir(d);
+}
+
 /* The socket directory exists only while a worker is connecting: once all are
-   connected it goes, so a client that ends by os.exit or SIGKILL leaves nothing. */
+   connected it goes, so a client that ends by os.exit or SIGKILL leaves nothing
+   (and one killed in that moment is swept up by the next client). */
 static int sockdir(farm_ctx *c) {
   if (c->dir[0]) return 0;
   const char *tmp = getenv("TMPDIR");
   if (!tmp || !*tmp) tmp = "/tmp";
-  snprintf(c->dir, sizeof c->dir, "%s/farm-XXXXXX", tmp);
+  sweep_sockdirs(tmp);
+  snprintf(c->dir, sizeof c->dir, "%s/farm-%ld-XXXXXX", tmp, (long)getpid());
   if (mkdtemp(c->dir)) return 0;
   snprintf(c->err, sizeof c->err, "cannot make a directory for worker sockets in %s: %s",
            tmp, strerror(errno));

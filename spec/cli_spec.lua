@@ -233,6 +233,16 @@ describe("farm run", function()
       assert.is_true(H.wait_gone(pids, 10))
     end)
 
+    it("sweeps up the socket directory of a client killed while starting", function()
+      local dead = H.sh("sh -c 'echo $$'").out:match("%d+")
+      local dir = "/tmp/farm-" .. dead .. "-test00"
+      os.execute("mkdir -p " .. dir .. " && touch " .. dir .. "/w0.1")
+      local r = H.run_script("farm.workers()")
+      assert.are.equal(0, r.code, r.err)
+      assert.is_nil(io.open(dir .. "/w0.1"))
+      assert.are.equal("", H.sh("ls -d " .. dir .. " 2>/dev/null").out)
+    end)
+
     it("after os.exit in the script, leaving no socket directory", function()
       local before = H.sh("ls -d /tmp/farm-* 2>/dev/null | wc -l").out
       local out = H.tmp("", ".pids")

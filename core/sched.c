@@ -545,7 +545,7 @@ void farm__sched_close(farm_ctx *c) {
     wslot *w = &c->w[i];
     for (farm_job *j = w->head, *next; j; j = next) {
       next = j->next;
-      job_fail(j, "the farm was closed before the job finished");
+      if (j->state == JOB_SENT) job_fail(j, "the farm was closed before the job finished");
       farm__job_unref(j);
     }
     farm__link_close(w->link);

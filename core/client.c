@@ -317,7 +317,7 @@ static int l_wait(lua_State *L) {
 static int l_result(lua_State *L) {
   farm_job *j = check_job(L, 1);
   if (j->state == JOB_DONE) {
-    farm_decoder d = { 0, 0, 0 };
+    farm_decoder d = {0};
     lua_pushglobaltable(L);
     d.env = lua_gettop(L);
     if (!lua_isnoneornil(L, 2)) d.resolve = 2;

@@ -695,6 +695,16 @@ static void compile(dec *D, const char *chunk, size_t nchunk, uint64_t line,
   if (st == LUA_ERRSYNTAX)
     malformed(L, "function text does not compile: %s", lua_tostring(L, -1));
   if (st != LUA_OK) lua_error(L);
+  if (D->d->remember) {          /* remember(chunk, text as it stands in its chunk) */
+    luaL_Buffer B;
+    lua_pushvalue(L, D->d->remember);
+    lua_pushlstring(L, chunk, nchunk);
+    luaL_buffinit(L, &B);
+    for (uint64_t i = 1; i < line; i++) luaL_addchar(&B, '\n');
+    luaL_addlstring(&B, text, ntext);
+    luaL_pushresult(&B);
+    lua_call(L, 2, 0);
+  }
 }
 
 static int is_lua_function(lua_State *L, int idx) {

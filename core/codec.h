@@ -59,6 +59,8 @@ typedef struct farm_decoder {
                     0: a new table with __index = the global table, made when first needed */
   int resolve;   /* function(name) -> value, for MODREF; 0: MODREF is an error */
   int cache;     /* table caching compiled chunks by chunk/line/text; 0: no cache */
+  int remember;  /* function(chunk, text) told of each text compiled (padded to its
+                    line), so functions made here can be shipped on; 0: none */
 } farm_decoder;
 
 /* Append the block of the n values at L[first..] to b. Raises a Lua error

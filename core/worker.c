@@ -53,7 +53,7 @@ typedef struct worker {
   farm_buf enc;          /* scratch for encoding results */
   int fns;               /* registry refs: hash -> function; compiled chunk cache; */
   int chunks;            /*   ship.resolve; ship.describe; ship.names */
-  int resolve, describe, names;
+  int resolve, describe, names, remember;
   lua_State *co;         /* the coroutine jobs run in, reused while it ends cleanly */
   int co_ref;
   size_t result_limit;   /* a RESULTS message stays under this */
@@ -129,7 +129,8 @@ static int p_decode(lua_State *L) {
   lua_settop(L, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->chunks);
-  farm_decoder d = { 0, 1, 2 };
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->remember);
+  farm_decoder d = { .env = 0, .resolve = 1, .cache = 2, .remember = 3 };  /* results can be functions */
   return farm_codec_decode(L, p, n, &d);
 }
 
@@ -513,6 +514,8 @@ static int setup(lua_State *L) {
   w->describe = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "names");
   w->names = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "remember");
+  w->remember = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pop(L, 1);                           /* (farm.lua hooked load: chunks are remembered) */
   lua_newtable(L);
   w->fns = luaL_ref(L, LUA_REGISTRYINDEX);

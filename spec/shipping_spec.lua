@@ -145,6 +145,13 @@ describe("shipping", function()
       assert.are.equal(5, run(f4, 1))
     end)
 
+    it("brings back a function a job made, by source, from a chunk only the client had", function()
+      local maker = load("return function(k) return function(x) return x + k end end", "=maker")()
+      local add5 = run(maker, 5)
+      assert.are.equal("function", type(add5))
+      assert.are.equal(6, add5(1))
+    end)
+
     it("ships a function given as an argument", function()
       assert.are.equal(9, run(function(g, x) return g(x) end, function(y) return y * y end, 3))
     end)

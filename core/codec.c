@@ -978,7 +978,7 @@ static int l_pack(lua_State *L) {
   return 1;
 }
 
-/* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t}. */
+/* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t, remember = f}. */
 static int l_unpack(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
@@ -989,6 +989,7 @@ static int l_unpack(lua_State *L) {
   d.env = opt_field(L, opts, "env", LUA_TTABLE, "a table");
   d.resolve = opt_field(L, opts, "resolve", LUA_TFUNCTION, "a function");
   d.cache = opt_field(L, opts, "cache", LUA_TTABLE, "a table");
+  d.remember = opt_field(L, opts, "remember", LUA_TFUNCTION, "a function");
   return farm_codec_decode(L, s, len, &d);
 }
 

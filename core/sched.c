@@ -576,8 +576,11 @@ int farm__sched_open(farm_ctx *c, int nworkers, const char *exe, int echo, size_
   if (sodium_init() < 0) { snprintf(c->err, sizeof c->err, "libsodium failed to start"); return FARM_ENOMEM; }
   if (exe && *exe) snprintf(c->exe, sizeof c->exe, "%s", exe);
   else if (farm__find_exe(c->exe, sizeof c->exe) < 0) {
-    snprintf(c->err, sizeof c->err,
-             "cannot find the farm executable for workers; set FARM_EXE to its path");
+    const char *env = getenv("FARM_EXE");
+    if (env && *env)
+      snprintf(c->err, sizeof c->err, "FARM_EXE=%.300s is not an executable; point it at the farm executable", env);
+    else
+      snprintf(c->err, sizeof c->err, "cannot find the farm executable for workers; set FARM_EXE to its path");
     return FARM_ESPAWN;
   }
   c->nw = nworkers > 0 ? nworkers : farm__online_cpus();

@@ -391,6 +391,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "functions_sent");
   lua_pushinteger(L, (lua_Integer)c->bytes_sent);
   lua_setfield(L, -2, "bytes_sent");
+  lua_pushinteger(L, (lua_Integer)c->batches_sent);
+  lua_setfield(L, -2, "batches_sent");
   return 1;
 }
 

@@ -36,6 +36,7 @@
 #define CREDIT_MAX 2048
 #define CREDIT_SECONDS 0.004       /* work kept queued at each worker */
 #define BATCH_BYTES (4u << 20)     /* a JOBS message grows to this, then goes */
+#define BATCH_MIN 32               /* fewer jobs wait for a busy worker's results */
 #define REAP_INTERVAL 0.1
 #define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
 #define MAX_RETRIES 2              /* a job that killed its worker is tried this often more */
@@ -359,6 +360,7 @@ static void send_batch(farm_ctx *c, wslot *w, int k) {
   }
   if (!count) return;
   c->bytes_sent += b->n;
+  c->batches_sent++;
   b->p[flags_at] = (char)(w->forget ? 1 : 0);
   w->forget = 0;
   farm__put_u32le_at(b, count_at, count);
@@ -385,6 +387,11 @@ static void dispatch(farm_ctx *c) {
     int share = (int)((c->nqueued + (size_t)open - 1) / (size_t)open);
     int k = cr - w->inflight;
     if (share < k) k = share;
+    /* A worker that has work gets no crumbs: its results will bring it the
+       queue grown meanwhile, in one message. Without this, a worker that keeps
+       pace with the submitter gets one job a message and every job pays a round
+       trip. (Long jobs have a small credit, and still get their prefetch.) */
+    if (w->inflight > 0 && k < BATCH_MIN && k < cr / 2) continue;
     send_batch(c, w, k);
     open--;
   }

@@ -77,7 +77,7 @@ typedef struct farm_ctx {
   farm_buf msg;                    /* scratch: message being built */
   farm_buf enc;                    /* scratch: values being encoded */
   int rr;                          /* where the next dispatch round starts */
-  uint64_t fn_sent, bytes_sent;    /* stats: function blocks and bytes sent */
+  uint64_t fn_sent, bytes_sent, batches_sent;    /* stats: function blocks and bytes sent */
   char err[512];
 } farm_ctx;
 

@@ -215,7 +215,8 @@ function farm.map(fn, ...)
   local c = ctx or pool()
   if core.closed(c) then c = pool() end
   local p = package(c, fn)
-  local chunk = max(1, min(10000, ceil(n / (core.workers(c) * 4))))
+  -- about eight chunks a worker: enough to even out the end, few enough to batch
+  local chunk = max(1, min(10000, ceil(n / (core.workers(c) * 8))))
   local futures, starts = {}, {}
   for i = 1, n, chunk do
     starts[#starts + 1] = i

@@ -133,6 +133,18 @@ describe("faults and edges", function()
     long:result()
   end)
 
+  it("sends jobs submitted one by one in batches", function()
+    farm.config { workers = 2, echo = false }
+    local inc = function(x) return x + 1 end
+    farm.submit(inc, 0):result()
+    local before = farm.stats().batches_sent
+    local fs = {}
+    for i = 1, 100000 do fs[i] = farm.submit(inc, i) end
+    for i = 1, 100000 do assert(fs[i]:result() == i + 1) end
+    local batches = farm.stats().batches_sent - before
+    assert.is_true(batches < 20000, ("100000 jobs took %d messages"):format(batches))
+  end)
+
   it("keeps messages under a small link limit", function()
     farm.config { workers = 2, echo = false, max_message = 1024 * 1024 }
     local s = string.rep("a", 600 * 1024)

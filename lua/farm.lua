@@ -133,13 +133,13 @@ local function timed_out(f, timeout)
     job = core.id(f), timeout = true }, JobError), 3)
 end
 
---- future:result([timeout]) -> the job's results, or raises its error
 local function check_timeout(what, timeout, level)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
     error(("%s: timeout must be a number of seconds (got %s)"):format(what, tostring(timeout)), level + 1)
   end
 end
 
+--- future:result([timeout]) -> the job's results, or raises its error
 function Future.result(f, timeout)
   if not core.done(f) then
     check_timeout("future:result", timeout, 2)

@@ -2,11 +2,11 @@
 #
 #   make            build build/farm, build/libfarm.{a,so} and build/farm.so (the Lua module)
 #   make test       install what is missing, build, and run every test (TAP through prove),
-#                   plainly and then under the sanitizers
+#                   plainly, then the fuzzers briefly, then every test under the sanitizers
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
 #   make bench      print the benchmark figures
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
-#   make fuzz       build the decoder fuzzer with libFuzzer (clang)
+#   make fuzz       build the fuzzers (value decoder, RESULTS parser) with libFuzzer (clang)
 
 MAKEFLAGS += --no-print-directory
 CC      ?= cc
@@ -68,7 +68,17 @@ PREFIX ?= /usr/local
 test: deps
 	$(MAKE) all
 	scripts/test.sh $(B)
+	$(MAKE) fuzz-smoke
 	$(MAKE) asan
+
+# Each fuzzer for FUZZ_SECONDS (a finding stops the run and fails the target).
+FUZZ_SECONDS ?= 15
+fuzz-smoke: fuzz
+	@for f in decode results; do \
+	  build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -seed=1 >build-fuzz/fuzz_$$f.log 2>&1 \
+	    || { tail -40 build-fuzz/fuzz_$$f.log; echo "fuzz_$$f: FINDING (see build-fuzz/)"; exit 1; }; \
+	  echo "fuzz_$$f: $$(grep -o 'Done [0-9]* runs' build-fuzz/fuzz_$$f.log | head -1), no findings"; \
+	done
 
 demo: deps
 	$(MAKE) all
@@ -89,11 +99,13 @@ asan: deps
 
 fuzz: deps
 	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" all
-	clang -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
-	  $$(pkg-config --cflags lua5.4) -o build-fuzz/fuzz_decode spec/fuzz/fuzz_decode.c \
-	  $(filter-out %/luasrc.o,$(CORE_OBJ:$(B)/%=build-fuzz/%)) build-fuzz/obj/luasrc.o $(LIBS)
+	for f in decode results; do \
+	  clang -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
+	    $$(pkg-config --cflags lua5.4) -o build-fuzz/fuzz_$$f spec/fuzz/fuzz_$$f.c \
+	    $(filter-out %/luasrc.o,$(CORE_OBJ:$(B)/%=build-fuzz/%)) build-fuzz/obj/luasrc.o $(LIBS) || exit 1; \
+	done
 
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test demo bench asan fuzz clean
+.PHONY: all deps test demo bench asan fuzz fuzz-smoke clean

@@ -413,6 +413,20 @@ static farm_job *take_inflight(wslot *w, uint64_t id, unsigned attempt) {
   return NULL;
 }
 
+static int on_results(farm_ctx *c, wslot *w, farm_rd *r);
+
+/* A RESULTS message from the worker in slot (header included): what drain()
+   does with it, without the restart that follows a malformed one. For tests
+   and the fuzzer. Returns results taken, or FARM_EPROTO / FARM_EVERSION. */
+int farm__sched_results(farm_ctx *c, int slot, const void *msg, size_t n) {
+  farm_rd r;
+  char why[160];
+  int type = farm__msg_open(&r, msg, n, why, sizeof why);
+  if (type < 0) return type;
+  if (type != FARM_MSG_RESULTS || slot < 0 || slot >= c->nw) return FARM_EPROTO;
+  return on_results(c, &c->w[slot], &r);
+}
+
 static int on_results(farm_ctx *c, wslot *w, farm_rd *r) {
   uint32_t count = farm__rd_u32le(r);
   double busy_sum = 0;
@@ -487,7 +501,7 @@ static int drain(farm_ctx *c) {
       handled++;
       if (bad) {                   /* a worker that talks nonsense is replaced */
         fprintf(stderr, "farm: %s; restarting it\n", why);
-        kill(w->pid, SIGKILL);
+        if (w->pid > 0) kill(w->pid, SIGKILL);
         farm__stop_pids(&w->pid, 1, 0);
         slot_lost(c, w, why);
       }

@@ -96,6 +96,8 @@ char *farm__sched_take_enc(farm_ctx *c, size_t *n);
 int  farm__sched_workers(farm_ctx *c);
 /* Cancel a job handed to a worker but not started there; 1 when done. */
 int  farm__sched_cancel_sent(farm_ctx *c, farm_job *j);
+/* Take a RESULTS message as if worker `slot` sent it (tests, fuzzing). */
+int  farm__sched_results(farm_ctx *c, int slot, const void *msg, size_t n);
 /* 1 when j is the job its worker is running now. */
 int  farm__sched_running(farm_ctx *c, const farm_job *j);
 void farm__job_unref(farm_job *j);

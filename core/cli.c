@@ -99,6 +99,8 @@ static int cmd_run(int argc, char **argv) {
     } else if (strcmp(a, "--quiet-jobs") == 0) quiet = 1;
     else if (strcmp(a, "--traceback") == 0) traceback = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
+    else if (strcmp(a, "--nodes") == 0 || strcmp(a, "--hosts") == 0)
+      return fail("'%s': remote nodes are not built yet in this version; jobs run on the local pool (-n N)", a);
     else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm run' (see farm --help)", a);
     else if (!script) script = a;
     else { first_arg = i; break; }

@@ -55,6 +55,13 @@ describe("farm run", function()
       assert.is_truthy(r.err:find("unknown option '--frobnicate'", 1, true), r.err)
     end)
 
+    it("--nodes, which this version does not have yet", function()
+      local r = H.farm_cmd("run examples/pi.lua --nodes hosts")
+      assert.are.equal(2, r.code)
+      assert.is_true(one_line(r.err), r.err)
+      assert.is_truthy(r.err:find("remote nodes are not built yet", 1, true), r.err)
+    end)
+
     it("a bad worker count", function()
       local r = H.farm_cmd("run -n zero examples/pi.lua")
       assert.are.equal(2, r.code)

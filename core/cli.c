@@ -39,6 +39,7 @@ static int fail(const char *fmt, const char *a) {
    state `farm run` drives is kept here; this is the executable's process-wide
    signal plumbing, not library state (a C host handles its own signals). */
 static lua_State *run_state;
+static int run_interrupted;            /* the error that ended the script was Ctrl-C's */
 
 static const char interrupted[] = "interrupted";
 
@@ -59,6 +60,7 @@ static int msghandler(lua_State *L) {
   int tb = lua_toboolean(L, lua_upvalueindex(1));
   const char *msg;
   if (lua_touserdata(L, 1) == (void *)interrupted) {
+    run_interrupted = 1;
     lua_pushstring(L, interrupted);
     return 1;
   }
@@ -138,7 +140,7 @@ static int cmd_run(int argc, char **argv) {
     if (lua_pcall(L, argc - first_arg, 0, mh) != LUA_OK) {
       const char *msg = lua_tostring(L, -1);
       fprintf(stderr, "farm: %s\n", strncmp(msg, "farm: ", 6) == 0 ? msg + 6 : msg);
-      rc = strcmp(lua_tostring(L, -1), "interrupted") == 0 ? 130 : 1;
+      rc = run_interrupted ? 130 : 1;
     }
     signal(SIGINT, SIG_DFL);
     run_state = NULL;

@@ -99,8 +99,7 @@ end
 --- farm.submit(fn, ...) -> future
 function farm.submit(fn, ...)
   check_fn("farm.submit", fn)
-  local c = ctx or pool()
-  if core.closed(c) then c = pool() end
+  local c = pool()
   return core.submit(c, package(c, fn), describe, names, ...)
 end
 
@@ -212,8 +211,7 @@ function farm.map(fn, ...)
   end
   local out = {}
   if n == 0 then return out end
-  local c = ctx or pool()
-  if core.closed(c) then c = pool() end
+  local c = pool()
   local p = package(c, fn)
   -- about eight chunks a worker: enough to even out the end, few enough to batch
   local chunk = max(1, min(10000, ceil(n / (core.workers(c) * 8))))

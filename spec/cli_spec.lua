@@ -95,6 +95,12 @@ describe("farm run", function()
       assert.is_truthy(r.err:find(r.script .. ":2:", 1, true), r.err)
     end)
 
+    it("a script's own error('interrupted') is an error, not Ctrl-C", function()
+      local r = H.run_script("error('interrupted', 0)")
+      assert.are.equal(1, r.code)
+      assert.are.equal("farm: interrupted\n", r.err)
+    end)
+
     it("submit of a non-function", function()
       local r = H.run_script("farm.submit(42)")
       assert.are.equal(1, r.code)

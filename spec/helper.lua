@@ -83,14 +83,6 @@ function H.wait_gone(pids, seconds)
   return false
 end
 
---- pids of the processes whose parent is ppid
-function H.children(ppid)
-  local r = H.sh("ps -o pid= --ppid " .. ppid)
-  local pids = {}
-  for pid in r.out:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
-  return pids
-end
-
 --- number of lines in s
 function H.lines(s)
   local n = 0

@@ -32,9 +32,18 @@
 #include "luafuncs.h"
 
 #define DEPTH_MSG "table nesting too deep (more than 200 levels)"
-/* Lua itself stops at INT_MAX lines; no real source file comes near this, and
-   a bound keeps a few bytes from making the lexer count billions of newlines. */
-#define MAX_LINE (1 << 24)
+/* A FUNC's line costs line-1 newlines fed to the lexer (about 4 ns each) on
+   every compile, so it is bounded twice. Per function: Lua itself stops at
+   INT_MAX lines, but a function that starts past line 1,000,000 would come from
+   a source file of some 30 MB or more, which nobody ships jobs from; a million
+   newlines is a few milliseconds. Per decode: the newlines of all the chunks
+   really compiled (the cache's hits cost nothing) may not exceed LINES_PER_BYTE
+   for each byte of the message plus one function's worth (MAX_LINE), so the
+   lexing is never more than about ten times what compiling a message's worth of
+   ordinary source text (some 25 ns a byte) would cost (remember's padded copy
+   of each text costs as much again, in bytes that are freed). */
+#define MAX_LINE 1000000
+#define LINES_PER_BYTE 64
 
 /* ------------------------------------------------------------------------
  * Encoder
@@ -566,7 +575,14 @@ typedef struct dec {
   int maker;         /* stack slot: the fresh-_ENV-cell maker (nil until needed) */
   lua_Integer nrefs;
   int depth;
+  uint64_t slots;    /* table slots that may still be preallocated (see decode_table) */
+  uint64_t lines;    /* newlines that compiles may still be fed (see compile) */
+  size_t len;        /* of the whole message */
 } dec;
+
+static uint64_t lines_budget(size_t len) {
+  return (uint64_t)len * LINES_PER_BYTE + MAX_LINE;
+}
 
 static void malformed(lua_State *L, const char *fmt, ...) {
   va_list ap;
@@ -626,8 +642,17 @@ static void decode_table(dec *D, int withmt) {
   if (narr > left || nhash > left / 2 || narr + 2 * nhash > left)
     malformed(L, "table size exceeds message");
   dec_enter(D);
-  lua_createtable(L, narr > INT_MAX ? INT_MAX : (int)narr,
-                  nhash > INT_MAX ? INT_MAX : (int)nhash);
+  /* That check alone lets every level of nested tables claim nearly the whole
+     message again. Each element of each table begins with a tag byte of its
+     own, so in a true message the claims of all its tables (narr + 2 * nhash)
+     add up to at most its length: each claim is preallocated only out of what
+     is left of that sum, and past it a table starts small and grows as its
+     elements really arrive. A true message never runs out. */
+  uint64_t pa = narr < D->slots ? narr : D->slots;
+  D->slots -= pa;
+  uint64_t ph = nhash < D->slots / 2 ? nhash : D->slots / 2;
+  D->slots -= 2 * ph;
+  lua_createtable(L, pa > INT_MAX ? INT_MAX : (int)pa, ph > INT_MAX ? INT_MAX : (int)ph);
   int t = lua_gettop(L);
   add_ref(D, t);
   for (uint64_t i = 1; i <= narr; i++) {
@@ -686,6 +711,10 @@ static void compile(dec *D, const char *chunk, size_t nchunk, uint64_t line,
   lua_State *L = D->L;
   fnsrc s;
   s.nl = line > 0 ? line - 1 : 0;
+  if (s.nl > D->lines)
+    malformed(L, "functions start on more lines in all than a message of %I bytes allows "
+              "(limit %I)", (LUAI_UACINT)D->len, (LUAI_UACINT)lines_budget(D->len));
+  D->lines -= s.nl;
   s.text = text;
   s.len = ntext;
   memset(s.lines, '\n', sizeof s.lines);
@@ -752,7 +781,9 @@ static void decode_function(dec *D) {
   const char *text = farm__rd_str(&D->r, &ntext);
   uint64_t nup = farm__rd_uvar(&D->r);
   check(D);
-  if (line > MAX_LINE) malformed(L, "function line out of range");
+  if (line > MAX_LINE)
+    malformed(L, "function line %I past the limit (%d)",
+              (LUAI_UACINT)(line < LUA_MAXINTEGER ? line : LUA_MAXINTEGER), MAX_LINE);
   if (nup > farm__rd_left(&D->r) / 2) malformed(L, "upvalue count exceeds message");
   dec_enter(D);
   int top0 = lua_gettop(L);
@@ -889,6 +920,9 @@ int farm_codec_decode(lua_State *L, const void *p, size_t len,
   D.d = d;
   D.nrefs = 0;
   D.depth = 0;
+  D.slots = len;
+  D.len = len;
+  D.lines = lines_budget(len);
   farm__rd_init(&D.r, p, len);
   luaL_checkstack(L, 12, NULL);
   int base = lua_gettop(L);

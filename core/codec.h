@@ -26,7 +26,11 @@
  *
  * Every decoder checks every length and count against the bytes left before it
  * trusts it, and limits nesting depth: malformed input raises a Lua error
- * ("malformed message: ..."), never crashes and never hangs.
+ * ("malformed message: ..."), never crashes and never hangs. What one message
+ * can cost is bounded by its length: the slots preallocated for all its tables
+ * together, and the lines its functions start after (a function may start on
+ * line 1,000,000 at most; all those compiled, 64 lines per message byte plus
+ * 1,000,000 in all).
  */
 #ifndef FARM_CODEC_H
 #define FARM_CODEC_H

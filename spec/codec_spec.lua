@@ -231,5 +231,76 @@ describe("codec", function()
       assert.matches("^malformed message: ", errmsg(unpack, "\1\6\255\255\255\255\15\0\0"))
       assert.matches("^malformed message: ", errmsg(unpack, "\1\5\255\255\255\255\255\255\255\127"))
     end)
+
+    -- raw bytes of the format in core/codec.h
+    local function uvar(n)
+      local t = {}
+      repeat
+        local b = n & 0x7f
+        n = n >> 7
+        t[#t + 1] = string.char(n > 0 and b | 0x80 or b)
+      until n == 0
+      return table.concat(t)
+    end
+    local function str(s) return uvar(#s) .. s end
+    local TABLE, FUNC = "\6", "\9"
+
+    it("tables nested in a message claiming its size at every level", function()
+      -- each of 40 levels claims as many array slots as there are bytes after
+      -- its header; the preallocation must be bounded by the whole message
+      local size, parts, n = 256 * 1024, {"\1"}, 1
+      for _ = 1, 40 do
+        local h = TABLE .. uvar(size - n - 5) .. "\0"
+        parts[#parts + 1] = h
+        n = n + #h
+      end
+      parts[#parts + 1] = string.rep("\0", size - n)   -- elements of the innermost
+      local s = table.concat(parts)
+      assert.equal(size, #s)
+      collectgarbage()
+      collectgarbage("stop")    -- so that what the decode made is still counted after
+      local before = collectgarbage("count")
+      local ok, err = pcall(unpack, s)
+      local grew = collectgarbage("count") - before
+      collectgarbage("restart")
+      collectgarbage()
+      assert.is_false(ok)
+      assert.matches("^malformed message: ", err)
+      -- 40 levels of 256 Ki slots were 160 MiB; bounded, one level's worth
+      assert.is_true(grew < 16 * 1024, ("grew by %.0f KiB"):format(grew))
+    end)
+
+    describe("functions far down their file", function()
+      local function funcs(n, line, same)
+        local t = {uvar(n)}
+        for i = 1, n do
+          t[#t + 1] = FUNC .. str("=x") .. uvar(line)
+                      .. str("return function() return " .. (same and 0 or i) .. " end") .. uvar(0)
+        end
+        return table.concat(t) .. "\0"
+      end
+
+      it("past the line limit", function()
+        local err = errmsg(unpack, funcs(64, 1 << 24))
+        assert.matches("^malformed message: .*line.*limit", err)
+      end)
+
+      it("more lines in all than the message pays for", function()
+        local s = funcs(64, 1000000)
+        assert.is_true(#s < 4096)
+        assert.matches("^malformed message: .*line.*limit", errmsg(unpack, s))
+        -- one copy is fine, and keeps its line
+        local f = unpack(funcs(1, 1000000))
+        assert.equal(1000000, debug.getinfo(f, "S").linedefined)
+      end)
+
+      it("counting only what is compiled, not what the cache gives back", function()
+        local s = funcs(64, 1000000, true)
+        assert.matches("^malformed message: .*line.*limit", errmsg(unpack, s))
+        local fs = {unpack(s, {cache = {}})}
+        assert.equal(64, #fs)
+        assert.equal(1000000, debug.getinfo(fs[64], "S").linedefined)
+      end)
+    end)
   end)
 end)

@@ -44,6 +44,8 @@ static void ok(tap *t, int cond, const char *fmt, ...) {
 
 typedef struct mem {
   size_t used, limit, biggest;
+  size_t peak;       /* most bytes in use at once */
+  int nbig;          /* requests that (re)allocate a block to 1 MiB or more */
 } mem;
 
 static void *test_alloc(void *ud, void *p, size_t osize, size_t nsize) {
@@ -55,9 +57,11 @@ static void *test_alloc(void *ud, void *p, size_t osize, size_t nsize) {
     return NULL;
   }
   if (nsize > m->biggest) m->biggest = nsize;
+  if (nsize >= (1u << 20)) m->nbig++;
   if (m->limit && nsize > osize && m->used + (nsize - osize) > m->limit) return NULL;
   void *q = realloc(p, nsize);
   if (q) m->used = m->used - osize + nsize;
+  if (m->used > m->peak) m->peak = m->used;
   return q;
 }
 
@@ -606,9 +610,128 @@ static void test_hostile(tap *t, lua_State *L, mem *m) {
   free(rich);
 }
 
+/* Preallocation is bounded by what the whole message can hold, not by the
+   bytes left at each level: 40 nested tables in 1 MiB, each claiming about as
+   many slots as there are bytes after its header, once made the decoder
+   reserve some 16 MiB per level (640 MiB, past this state's 512 MiB limit). */
+static void test_prealloc(tap *t, lua_State *L, mem *m) {
+  enum { LEVELS = 40, SIZE = 1 << 20 };
+  char err[256];
+  for (int hash = 0; hash <= 1; hash++) {
+    farm_buf b;
+    farm__buf_init(&b);
+    farm__buf_uvar(&b, 1);
+    for (int i = 0; i < LEVELS; i++) {
+      /* each header takes at most 1 + 3 + 3 bytes; the claim is what is left
+         after it, so it passes the per-table check */
+      size_t left = SIZE - b.n - 7;
+      farm__buf_u8(&b, FARM_T_TABLE);
+      farm__buf_uvar(&b, hash ? 0 : left);
+      farm__buf_uvar(&b, hash ? left / 2 : 0);
+      if (hash) farm__buf_u8(&b, 0x81);     /* key 1; its value is the next table */
+    }
+    while (b.n < SIZE) farm__buf_u8(&b, FARM_T_NIL);   /* elements of the innermost */
+    lua_gc(L, LUA_GCCOLLECT);
+    size_t base = m->used;
+    m->peak = m->used;
+    int st = try_decode(L, b.p, b.n, err, sizeof err);
+    size_t grew = m->peak - base;
+    ok(t, st != LUA_OK && strncmp(err, "malformed message: ", 19) == 0 && grew < ((size_t)40 << 20),
+       "%d nested tables each claiming ~%d %s slots in 1 MiB: %s (peak %zu MiB over the start)",
+       LEVELS, hash ? SIZE / 2 : SIZE, hash ? "hash" : "array", st == LUA_OK ? "decoded!" : err,
+       grew >> 20);
+    farm__buf_free(&b);
+  }
+
+  /* a genuine big flat table is still made at its full size at once */
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__buf_uvar(&b, 1);
+  farm__buf_u8(&b, FARM_T_TABLE);
+  farm__buf_uvar(&b, 1000000);
+  farm__buf_uvar(&b, 0);
+  for (int i = 0; i < 1000000; i++) farm__buf_u8(&b, FARM_T_SMALLINT + (i & 0x7f));
+  farm__buf_u8(&b, 0);
+  lua_gc(L, LUA_GCCOLLECT);
+  m->nbig = 0;
+  int st = try_decode(L, b.p, b.n, err, sizeof err);
+  ok(t, st == LUA_OK && m->nbig == 1,
+     "a flat table of 1,000,000 elements decodes into one preallocated block: %s (%d blocks of 1 MiB or more)",
+     st == LUA_OK ? "ok" : err, m->nbig);
+  farm__buf_free(&b);
+  lua_gc(L, LUA_GCCOLLECT);
+}
+
+/* A block of n functions, each on `line` of chunk "=x"; distinct texts unless
+   same is set (then the cache compiles the text once). */
+static void func_block(farm_buf *b, int n, uint64_t line, int same) {
+  farm__buf_uvar(b, (uint64_t)n);
+  for (int i = 0; i < n; i++) {
+    char text[64];
+    int k = snprintf(text, sizeof text, "return function() return %d end", same ? 0 : i);
+    farm__buf_u8(b, FARM_T_FUNC);
+    farm__buf_str(b, "=x", 2);
+    farm__buf_uvar(b, line);
+    farm__buf_str(b, text, (size_t)k);
+    farm__buf_uvar(b, 0);
+  }
+  farm__buf_u8(b, 0);
+}
+
+/* A FUNC's line makes the lexer count line-1 newlines before its text: that
+   cost must not outgrow the message. 2 KB of functions on line 2^24 once took
+   seconds of CPU. */
+static void test_lines(tap *t, lua_State *L) {
+  char err[256];
+  farm_buf b;
+  farm__buf_init(&b);
+  func_block(&b, 64, (uint64_t)1 << 24, 0);
+  int st = try_decode(L, b.p, b.n, err, sizeof err);
+  ok(t, st != LUA_OK && strncmp(err, "malformed message: ", 19) == 0 && strstr(err, "line") &&
+        strstr(err, "limit"),
+     "64 functions on line 2^24 (%zu bytes): %s", b.n, st == LUA_OK ? "decoded!" : err);
+  farm__buf_free(&b);
+
+  /* each within the line limit, but together more lines than the message pays for */
+  farm__buf_init(&b);
+  func_block(&b, 64, 1000000, 0);
+  st = try_decode(L, b.p, b.n, err, sizeof err);
+  ok(t, st != LUA_OK && strncmp(err, "malformed message: ", 19) == 0 && strstr(err, "line") &&
+        strstr(err, "limit"),
+     "64 different functions on line 1,000,000 (%zu bytes): %s", b.n,
+     st == LUA_OK ? "decoded!" : err);
+  farm__buf_free(&b);
+
+  /* the same text 64 times is compiled, and charged, once (try_decode caches) */
+  farm__buf_init(&b);
+  func_block(&b, 64, 1000000, 1);
+  st = try_decode(L, b.p, b.n, err, sizeof err);
+  ok(t, st == LUA_OK, "one function 64 times on line 1,000,000, cached: %s",
+     st == LUA_OK ? "ok" : err);
+  farm__buf_free(&b);
+
+  /* a function far down a big file still decodes, and knows its line */
+  farm__buf_init(&b);
+  func_block(&b, 1, 999999, 0);
+  msg mm = {b.p, b.n};
+  lua_pushcfunction(L, c_decode);
+  lua_pushlightuserdata(L, &mm);
+  st = lua_pcall(L, 1, 1, 0);
+  lua_Debug ar;
+  int line = -1;
+  if (st == LUA_OK && lua_isfunction(L, -1)) {
+    lua_getinfo(L, ">S", &ar);
+    line = ar.linedefined;
+  } else {
+    lua_pop(L, 1);
+  }
+  ok(t, st == LUA_OK && line == 999999, "a function on line 999,999 decodes (linedefined %d)", line);
+  farm__buf_free(&b);
+}
+
 int main(void) {
   tap t = {0, 0};
-  mem m = {0, 0, 0};
+  mem m = {0, 0, 0, 0, 0};
   lua_State *L = lua_newstate(test_alloc, &m);
   luaL_openlibs(L);
   lua_newtable(L);
@@ -627,6 +750,8 @@ int main(void) {
   lua_gc(L, LUA_GCCOLLECT);
   m.limit = (size_t)512 << 20;    /* decoded text may try to eat memory */
   test_hostile(&t, L, &m);
+  test_prealloc(&t, L, &m);
+  test_lines(&t, L);
 
   lua_close(L);
   printf("1..%d\n", t.n);

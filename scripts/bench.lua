@@ -3,13 +3,17 @@
 --   map:    one farm.map over 1,000,000 items
 --   pi:     parallel efficiency of the pi workload against the same Lua run serially
 --   bytes:  MB/s for 1,000 jobs with a 1 MB string argument
+--   roundtrip: median of 2,000 sequential submit-to-result round trips (after 100
+--           unmeasured ones) of one trivial job to an idle pool, in microseconds
+--   startup: no figure; prints the result of one trivial job (bench.sh times the
+--           whole `farm run` process that does this)
 local farm = require "farm"
 local now = require("farm.core").now
 local what = arg[1] or "submit"
 
 local function inc(x) return x + 1 end
 
-farm.submit(inc, 0):result()       -- the pool is up and the function cached
+local first = farm.submit(inc, 0):result()   -- the pool is up and the function cached
 
 if what == "submit" then
   local n = 100000
@@ -63,6 +67,24 @@ elseif what == "bytes" then
   for i = 1, n do assert(fs[i]:result() == size) end
   local dt = now() - t0
   print(("large_args %.0f MB/s (%d jobs of %d bytes in %.3f s)"):format(n * size / dt / 1e6, n, size, dt))
+elseif what == "roundtrip" then
+  local warm, n = 100, 2000
+  local ident = function(x) return x end
+  for _ = 1, warm do assert(farm.submit(ident, 1):result() == 1) end
+  local dts = {}
+  for i = 1, n do
+    local t0 = now()
+    local r = farm.submit(ident, 1):result()
+    dts[i] = now() - t0
+    assert(r == 1)
+  end
+  table.sort(dts)
+  local function us(q) return 1e6 * dts[math.max(1, math.ceil(q * n))] end
+  print(("round_trip %.1f µs (median of %d sequential round trips; min %.1f, p90 %.1f µs)")
+    :format(us(0.5), n, 1e6 * dts[1], us(0.9)))
+elseif what == "startup" then
+  print(first)
+  io.stdout:flush()                 -- the timer in bench.sh reads this line at once
 else
-  error("bench.lua: unknown benchmark '" .. tostring(what) .. "' (submit, map, pi, bytes)")
+  error("bench.lua: unknown benchmark '" .. tostring(what) .. "' (submit, map, pi, bytes, roundtrip, startup)")
 end

@@ -1,19 +1,53 @@
 #!/bin/sh
 # bench.sh [BUILD_DIR] -- print farm's benchmark figures (not tests: nothing is
-# asserted). Each figure is the median of several runs of spec/bench/bench.lua.
+# asserted). Each figure is the median of several runs of scripts/bench.lua, one
+# line per figure; the last is the wall time of whole `farm run` processes.
 set -eu
 B=${1:-build}
 cd "$(dirname "$0")/.."
 export FARM_EXE="$PWD/$B/farm"
 runs=${FARM_BENCH_RUNS:-5}
+startup_runs=10
+tmp=/tmp/farm-bench.$$
+trap 'rm -f "$tmp"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# median N: of the N lines in $tmp ("name value unit (detail)"), the median one by value
+median() {
+  LC_ALL=C sort -g -k2 "$tmp" | awk -v n="$1" 'NR == int((n + 1) / 2) { print }'
+}
+
 echo "farm benchmarks: local pool of 2 workers, median of $runs runs ($(nproc) CPUs)"
-for what in submit map pi bytes; do
+for what in submit map pi bytes roundtrip; do
   i=0
-  : > /tmp/farm-bench.$$
+  : > "$tmp"
   while [ $i -lt "$runs" ]; do
-    "$B/farm" run -n 2 --quiet-jobs scripts/bench.lua -- "$what" >> /tmp/farm-bench.$$
+    "$B/farm" run -n 2 --quiet-jobs scripts/bench.lua -- "$what" >> "$tmp"
     i=$((i + 1))
   done
-  sort -g -k2 /tmp/farm-bench.$$ | awk -v n="$runs" 'NR == int((n + 1) / 2) { print }'
+  median "$runs"
 done
-rm -f /tmp/farm-bench.$$
+
+# Start-up to first result: wall clock from just before `farm run -n 2` starts (a
+# script that submits one trivial job and prints its result) until its output line
+# is read; the process's exit is timed too. Perl is only the timer (see deps.sh).
+perl -MTime::HiRes=time -e '
+  use strict; use warnings;
+  my ($n, @cmd) = @ARGV;
+  for (1 .. $n) {
+    my $t0 = time;
+    open(my $out, "-|", @cmd) or die "bench.sh: cannot run $cmd[0]: $!\n";
+    my $line = <$out>;
+    my $t1 = time;
+    { local $/; my $rest = <$out>; }
+    close $out;
+    my $status = $?;
+    my $t2 = time;
+    die "bench.sh: \"@cmd\" exited with status $status\n" if $status;
+    die "bench.sh: \"@cmd\" printed ", (defined $line ? "\"$line\"" : "nothing"), ", not 1\n"
+      unless defined $line && $line eq "1\n";
+    printf "startup_to_first_result %.1f ms (farm run -n 2, one trivial job, wall clock, "
+      . "median of %d runs; that run exited at %.1f ms)\n", 1e3 * ($t1 - $t0), $n, 1e3 * ($t2 - $t0);
+  }' "$startup_runs" "$B/farm" run -n 2 scripts/bench.lua -- startup > "$tmp"
+median "$startup_runs"

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -18,7 +19,8 @@
 #include "cli.h"
 
 static const char usage[] =
-  "usage: farm run SCRIPT.lua [-n N] [--quiet-jobs] [--traceback] [-- ARGS...]\n"
+  "usage: farm run SCRIPT.lua [-n N] [--quiet-jobs] [--progress | --no-progress] [--stats]\n"
+  "                [--traceback] [-- ARGS...]\n"
   "       farm worker --connect URL [--slot N] [--parent PID]   (started by farm itself)\n"
   "       farm --version | farm --help\n"
   "\n"
@@ -26,6 +28,9 @@ static const char usage[] =
   "            (default: one per online CPU)\n"
   "  -n N      number of local workers\n"
   "  --quiet-jobs  do not echo what jobs print (future.stdout still has it)\n"
+  "  --progress    keep a live progress line on stderr (the default when it is a terminal)\n"
+  "  --no-progress no progress line\n"
+  "  --stats       print the pool's statistics (farm.print_stats) on stderr at the end\n"
   "  --traceback   on an error in the script, print the client's traceback too\n";
 
 static int fail(const char *fmt, const char *a) {
@@ -73,7 +78,7 @@ static int msghandler(lua_State *L) {
 /* Standard libraries, and farm configured as the command line says (protected). */
 static int open_farm(lua_State *L) {
   lua_Integer nworkers = lua_tointeger(L, 1);
-  int echo = lua_toboolean(L, 2);
+  int echo = lua_toboolean(L, 2), progress = lua_toboolean(L, 3);
   luaL_openlibs(L);
   luaL_requiref(L, "farm", luaopen_farm, 1);
   lua_getfield(L, -1, "config");
@@ -81,6 +86,26 @@ static int open_farm(lua_State *L) {
   if (nworkers) { lua_pushinteger(L, nworkers); lua_setfield(L, -2, "workers"); }
   lua_pushboolean(L, echo);
   lua_setfield(L, -2, "echo");
+  lua_pushboolean(L, progress);
+  lua_setfield(L, -2, "progress");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* The script ended: wait for the jobs it left (callbacks run), then stop the
+   pool; with --stats, print its table in between. */
+static const char finish_lua[] =
+  "local stats = ...\n"
+  "local pool = require('farm')._default\n"
+  "pool:wait_all()\n"
+  "if stats then pool:print_stats(io.stderr) end\n"
+  "pool:close()\n";
+
+static int finish_run(lua_State *L) {
+  int stats = lua_toboolean(L, 1);
+  if (luaL_loadbufferx(L, finish_lua, sizeof finish_lua - 1, "=farm run", "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushboolean(L, stats);
   lua_call(L, 1, 0);
   return 0;
 }
@@ -88,7 +113,7 @@ static int open_farm(lua_State *L) {
 static int cmd_run(int argc, char **argv) {
   const char *script = NULL;
   long nworkers = 0;
-  int quiet = 0, traceback = 0, i, first_arg = argc;
+  int quiet = 0, traceback = 0, stats = 0, progress = isatty(2), i, first_arg = argc;
   for (i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { first_arg = i + 1; break; }
@@ -99,6 +124,9 @@ static int cmd_run(int argc, char **argv) {
       if (*end || nworkers < 1 || nworkers > 256)
         return fail("-n takes a number of workers from 1 to 256, not '%s'", argv[i]);
     } else if (strcmp(a, "--quiet-jobs") == 0) quiet = 1;
+    else if (strcmp(a, "--progress") == 0) progress = 1;
+    else if (strcmp(a, "--no-progress") == 0) progress = 0;
+    else if (strcmp(a, "--stats") == 0) stats = 1;
     else if (strcmp(a, "--traceback") == 0) traceback = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
     else if (strcmp(a, "--nodes") == 0 || strcmp(a, "--hosts") == 0)
@@ -113,7 +141,8 @@ static int cmd_run(int argc, char **argv) {
   lua_pushcfunction(L, open_farm);
   lua_pushinteger(L, nworkers);
   lua_pushboolean(L, !quiet);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+  lua_pushboolean(L, progress);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     fprintf(stderr, "farm: cannot load the farm module: %s\n", lua_tostring(L, -1));
     lua_close(L);
     return 1;
@@ -137,7 +166,13 @@ static int cmd_run(int argc, char **argv) {
     run_state = L;
     signal(SIGINT, on_sigint);
     signal(SIGPIPE, SIG_IGN);
-    if (lua_pcall(L, argc - first_arg, 0, mh) != LUA_OK) {
+    int st = lua_pcall(L, argc - first_arg, 0, mh);
+    if (st == LUA_OK) {                /* jobs left unfinished are waited for */
+      lua_pushcfunction(L, finish_run);
+      lua_pushboolean(L, stats);
+      st = lua_pcall(L, 1, 0, mh);
+    }
+    if (st != LUA_OK) {
       const char *msg = lua_tostring(L, -1);
       fprintf(stderr, "farm: %s\n", strncmp(msg, "farm: ", 6) == 0 ? msg + 6 : msg);
       rc = run_interrupted ? 130 : 1;
@@ -153,8 +188,9 @@ static int cmd_worker(int argc, char **argv) {
   const char *url = NULL;
   long slot = 0, parent = 0;
   size_t maxmsg = 256u << 20;
-  int statefd = -1;
+  int statefd = -1, captured = 0;
   for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--captured") == 0) { captured = 1; continue; }
     if (i + 1 >= argc) return fail("worker option '%s' needs a value", argv[i]);
     if (strcmp(argv[i], "--connect") == 0) url = argv[++i];
     else if (strcmp(argv[i], "--slot") == 0) slot = atol(argv[++i]);
@@ -165,7 +201,7 @@ static int cmd_worker(int argc, char **argv) {
   }
   if (!url) return fail("%s", "'farm worker' needs --connect URL (workers are started by farm itself)");
   if (maxmsg < (64u << 10)) return fail("%s", "--max-message must be at least 65536 bytes");
-  return farm__worker_main(url, (int)slot, parent, maxmsg, statefd);
+  return farm__worker_main(url, (int)slot, parent, maxmsg, statefd, captured);
 }
 
 int farm_main(int argc, char **argv) {

@@ -1,6 +1,9 @@
 /*
- * client.c -- the client side as Lua sees it: farm.core's context, function
- * packages and futures, over the scheduler in sched.c.
+ * client.c -- the client side as Lua sees it: farm.core's pool objects,
+ * function packages and futures, over the engine in engine.c.
+ *
+ * All of this runs on the caller's thread: it encodes arguments, decodes
+ * results and hands jobs to the engine, whose own thread does the rest.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -13,17 +16,25 @@
 #include "farm.h"
 #include "clock.h"
 #include "codec.h"
+#include "engine.h"
 #include "luafuncs.h"
-#include "sched.h"
 
-/* ---- Lua binding ---------------------------------------------------------- */
+#define CTX_MT   "farm.ctx"
+#define FN_MT    "farm.fn"
+#define JOB_MT   "farm.job"
+#define GUARD_MT "farm.encguard"
+#define BOX_MT   "farm.encbox"
 
-#define CTX_MT "farm.ctx"
-#define FN_MT  "farm.fn"
-#define JOB_MT "farm.job"
+typedef struct ctx {
+  farm_engine *e;
+  farm_buf enc;                    /* scratch for encoding, while not busy */
+  int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
+} ctx;
 
 typedef struct { farm_fn *fn; } fn_ud;
 typedef struct { farm_job *job; } job_ud;
+typedef struct { ctx *c; } guard_ud;
+typedef struct { farm_buf b; } box_ud;
 
 /* Raise a message as it is: luaL_error would put farm.lua's line in front. */
 static int fail_lua(lua_State *L, const char *fmt, ...) {
@@ -34,9 +45,9 @@ static int fail_lua(lua_State *L, const char *fmt, ...) {
   return lua_error(L);
 }
 
-static farm_ctx *check_ctx(lua_State *L, int i) {
-  farm_ctx *c = luaL_checkudata(L, i, CTX_MT);
-  if (c->closed) fail_lua(L, "farm: the pool is closed");
+static ctx *check_ctx(lua_State *L, int i) {
+  ctx *c = luaL_checkudata(L, i, CTX_MT);
+  if (!c->e) fail_lua(L, "farm: the pool is closed");
   return c;
 }
 
@@ -46,58 +57,106 @@ static farm_job *check_job(lua_State *L, int i) {
   return j;
 }
 
-/* The farm a future belongs to (its user value). */
-static farm_ctx *job_ctx(lua_State *L, int i) {
+/* The pool a future belongs to (its user value); NULL when it is closed. */
+static farm_engine *job_engine(lua_State *L, int i) {
   lua_getiuservalue(L, i, 1);
-  farm_ctx *c = luaL_checkudata(L, -1, CTX_MT);
+  ctx *c = luaL_checkudata(L, -1, CTX_MT);
   lua_pop(L, 1);
-  return c;
+  return c->e;
 }
 
-/* Polling a future (done, status) makes progress too: a loop on f:done() ends. */
-static void poll_progress(lua_State *L, int i, const farm_job *j) {
-  if (farm__job_over(j)) return;
-  farm_ctx *c = job_ctx(L, i);
-  if (!c->closed && farm__now() - c->last_pump >= PUMP_INTERVAL) farm__sched_pump(c, 0);
-}
-
-/* core.new{workers=, exe=, echo=, max_message=} -> ctx */
+/* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  farm_engine_opts o;
+  memset(&o, 0, sizeof o);
   lua_getfield(L, 1, "workers");
-  int nw = (int)luaL_optinteger(L, -1, 0);
+  o.workers = (int)luaL_optinteger(L, -1, 0);
   lua_getfield(L, 1, "exe");
-  const char *exe = luaL_optstring(L, -1, NULL);
+  o.exe = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 1, "echo");
-  int echo = lua_toboolean(L, -1);
+  o.echo = lua_toboolean(L, -1);
   lua_getfield(L, 1, "max_message");
   lua_Integer maxmsg = luaL_optinteger(L, -1, 0);
-  lua_pop(L, 4);
-  if (nw < 0 || nw > 256) return fail_lua(L, "farm: workers must be between 1 and 256 (got %d)", nw);
-  farm_ctx *c = lua_newuserdatauv(L, sizeof *c, 0);
+  lua_getfield(L, 1, "progress");
+  o.progress = lua_toboolean(L, -1);
+  if (o.workers < 0 || o.workers > 256)
+    return fail_lua(L, "farm: workers must be between 1 and 256 (got %d)", o.workers);
+  o.maxmsg = maxmsg > 0 ? (size_t)maxmsg : 0;
+  ctx *c = lua_newuserdatauv(L, sizeof *c, 1);
   memset(c, 0, sizeof *c);
-  c->closed = 1;                   /* until opened: __gc has nothing to undo */
+  farm__buf_init(&c->enc);
   luaL_setmetatable(L, CTX_MT);
-  int rc = farm__sched_open(c, nw, exe, echo, maxmsg > 0 ? (size_t)maxmsg : 0);
-  if (rc < 0) {
-    char why[sizeof c->err];
-    memcpy(why, c->err, sizeof why);
-    c->closed = 0;
-    farm__sched_close(c);
-    return fail_lua(L, "farm: %s", why[0] ? why : farm_strerror(rc));
-  }
+  guard_ud *g = lua_newuserdatauv(L, sizeof *g, 0);   /* resets enc_busy, even on error */
+  g->c = c;
+  luaL_setmetatable(L, GUARD_MT);
+  lua_setiuservalue(L, -2, 1);
+  char err[512];
+  err[0] = 0;
+  int rc = farm__engine_open(&c->e, &o, err, sizeof err);
+  if (rc < 0) return fail_lua(L, "farm: %s", err[0] ? err : farm_strerror(rc));
   return 1;
 }
 
 static int l_close(lua_State *L) {
-  farm_ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  farm__sched_close(c);
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  farm_engine *e = c->e;
+  c->e = NULL;
+  farm__engine_free(e);
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  l_close(L);
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  farm__buf_free(&c->enc);
   return 0;
 }
 
 static int l_closed(lua_State *L) {
-  lua_pushboolean(L, ((farm_ctx *)luaL_checkudata(L, 1, CTX_MT))->closed);
+  lua_pushboolean(L, ((ctx *)luaL_checkudata(L, 1, CTX_MT))->e == NULL);
   return 1;
+}
+
+static int l_guard_close(lua_State *L) {
+  guard_ud *g = luaL_checkudata(L, 1, GUARD_MT);
+  g->c->enc_busy = 0;
+  return 0;
+}
+
+static int l_box_gc(lua_State *L) {
+  farm__buf_free(&((box_ud *)luaL_checkudata(L, 1, BOX_MT))->b);
+  return 0;
+}
+
+/* The buffer to encode into: the pool's scratch, guarded by a to-be-closed
+   slot that frees it again however the encoding ends; or, when a finalizer
+   submits while another submit encodes, a buffer of its own. Pushes one value. */
+static farm_buf *enc_begin(lua_State *L, ctx *c) {
+  if (!c->enc_busy) {
+    c->enc_busy = 1;
+    lua_getiuservalue(L, 1, 1);
+    lua_toclose(L, -1);
+    c->enc.n = 0;
+    return &c->enc;
+  }
+  box_ud *b = lua_newuserdatauv(L, sizeof *b, 0);
+  farm__buf_init(&b->b);
+  luaL_setmetatable(L, BOX_MT);
+  return &b->b;
+}
+
+/* Done with the buffer enc_begin pushed at slot: the scratch is free again. */
+static void enc_end(lua_State *L, int slot) {
+  if (luaL_testudata(L, slot, GUARD_MT)) lua_closeslot(L, slot);
+}
+
+/* The encoded bytes, as a block of their own: big ones by handing the buffer
+   over, small ones by copying (the scratch keeps its capacity). */
+static char *enc_take(farm_buf *b, size_t *n) {
+  if (b->n >= (64u << 10)) return farm__buf_steal(b, n);
+  *n = b->n;
+  return farm__dupmem(b->p, b->n);
 }
 
 /* Fill an encoder from stack slots: describe, names-function (called only when
@@ -123,23 +182,28 @@ static void setup_encoder(lua_State *L, farm_encoder *e, int describe, int names
   e->globals = lua_gettop(L);
 }
 
-/* core.package(ctx, describe, namesfn, f) -> fn: f's block and its hash */
+/* core.package(ctx, describe, namesfn, f, fresh) -> fn: f's block and its hash.
+   fresh: f has upvalue values of its own, so it travels whole with each job. */
 static int l_package(lua_State *L) {
-  farm_ctx *c = check_ctx(L, 1);
+  ctx *c = check_ctx(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
+  int fresh = lua_toboolean(L, 5);
+  lua_settop(L, 5);
+  farm_buf *b = enc_begin(L, c);
   int top = lua_gettop(L);
   farm_encoder e;
   setup_encoder(L, &e, 2, 3, 4, 1, "function");
-  c->enc.n = 0;
-  farm_codec_encode(L, &c->enc, 4, 1, &e);
+  farm_codec_encode(L, b, 4, 1, &e);
   lua_settop(L, top);
+  farm_fn *f = calloc(1, sizeof *f);
+  if (!f || !(f->p = farm__dupmem(b->p, b->n))) { free(f); return luaL_error(L, "farm: out of memory"); }
+  f->n = b->n;
+  enc_end(L, top);
   fn_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->fn = NULL;
   luaL_setmetatable(L, FN_MT);
-  farm_fn *f = calloc(1, sizeof *f);
-  if (!f || !(f->p = farm__dupmem(c->enc.p, c->enc.n))) { free(f); return luaL_error(L, "farm: out of memory"); }
-  f->n = c->enc.n;
   f->refs = 1;
+  f->fresh = fresh;
   crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
   u->fn = f;
   return 1;
@@ -152,70 +216,85 @@ static int l_fn_gc(lua_State *L) {
   return 0;
 }
 
-static farm_job *new_job(lua_State *L, farm_ctx *c, farm_fn *f, int mode) {
-  job_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
-  u->job = NULL;
-  luaL_setmetatable(L, JOB_MT);
-  lua_pushvalue(L, 1);             /* the future keeps its farm alive */
-  lua_setiuservalue(L, -2, 1);
-  farm_job *j = calloc(1, sizeof *j);
-  if (!j) { luaL_error(L, "farm: out of memory"); return NULL; }
-  j->id = c->nextid++;
-  j->mode = (uint8_t)mode;
-  j->slot = -1;
-  j->refs = 2;                     /* the future, and the queue */
-  j->fn = f;
-  f->refs++;
-  u->job = j;
-  return j;
-}
-
-
-
-static void check_size(lua_State *L, farm_ctx *c, size_t n, const char *what) {
-  if (n + (4u << 10) <= c->maxmsg) return;
-  char msg[256];   /* lua_pushfstring knows no %.1f */
-  snprintf(msg, sizeof msg, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB "
-           "per job (farm.config{max_message = bytes} raises it)", what,
-           n / 1048576.0, c->maxmsg / 1048576.0);
-  fail_lua(L, "%s", msg);
-}
-
-
 static farm_fn *check_fn(lua_State *L, int i) {
   farm_fn *f = ((fn_ud *)luaL_checkudata(L, i, FN_MT))->fn;
   if (!f) fail_lua(L, "farm: this function package was already collected");
   return f;
 }
 
-/* core.submit(ctx, fn, describe, namesfn, ...) -> future */
+static void check_size(lua_State *L, ctx *c, size_t n, const char *what) {
+  size_t max = farm__engine_maxmsg(c->e);
+  if (n + (4u << 10) <= max) return;
+  char msg[256];   /* lua_pushfstring knows no %.1f */
+  snprintf(msg, sizeof msg, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB "
+           "per job (farm.config{max_message = bytes} raises it)", what,
+           n / 1048576.0, max / 1048576.0);
+  fail_lua(L, "%s", msg);
+}
+
+/* Make the future for a job of f, with args from b; pushes it. */
+static farm_job *new_job(lua_State *L, ctx *c, farm_fn *f, int mode, farm_buf *b) {
+  job_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  u->job = NULL;
+  luaL_setmetatable(L, JOB_MT);
+  lua_pushvalue(L, 1);             /* the future keeps its pool alive */
+  lua_setiuservalue(L, -2, 1);
+  farm_job *j = farm__job_new();
+  if (!j) { luaL_error(L, "farm: out of memory"); return NULL; }
+  j->args = enc_take(b, &j->nargs);
+  if (!j->args) { free(j); luaL_error(L, "farm: out of memory"); return NULL; }
+  j->id = farm__engine_nextid(c->e);
+  j->mode = (uint8_t)mode;
+  j->refs = 1;                     /* the future's; the engine takes its own */
+  j->fn = f;
+  __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
+  u->job = j;
+  return j;
+}
+
+/* Per-job options at stack slot o (a table, or none): timeout, retries, notify. */
+static void job_options(lua_State *L, int o, farm_job *j) {
+  if (!o) return;
+  lua_getfield(L, o, "timeout");
+  if (!lua_isnil(L, -1)) j->timeout = lua_tonumber(L, -1);
+  lua_getfield(L, o, "retries");
+  if (!lua_isnil(L, -1)) j->max_retries = (uint16_t)lua_tointeger(L, -1);
+  lua_getfield(L, o, "notify");
+  j->notify = (uint8_t)lua_toboolean(L, -1);
+  lua_pop(L, 3);
+}
+
+/* core.submit(ctx, opts|nil, fn, describe, namesfn, ...) -> future */
 static int l_submit(lua_State *L) {
-  farm_ctx *c = check_ctx(L, 1);
-  farm_fn *f = check_fn(L, 2);
-  int first = 5, n = lua_gettop(L) - 4;
+  ctx *c = check_ctx(L, 1);
+  int opts = lua_istable(L, 2) ? 2 : 0;
+  farm_fn *f = check_fn(L, 3);
+  int first = 6, n = lua_gettop(L) - 5;
   if (n < 0) n = 0;
+  int top = lua_gettop(L);
+  farm_buf *b = enc_begin(L, c);
   farm_encoder e;
-  setup_encoder(L, &e, 3, 4, first, n, "argument");
-  c->enc.n = 0;
-  farm_codec_encode(L, &c->enc, first, n, &e);
-  check_size(L, c, c->enc.n + f->n, "the function and its arguments");
-  farm_job *j = new_job(L, c, f, FARM_MODE_CALL);
-  j->args = farm__sched_take_enc(c, &j->nargs);
-  if (!j->args) return luaL_error(L, "farm: out of memory");
-  farm__sched_enqueue(c, j);
-  farm__sched_submitted(c);
+  setup_encoder(L, &e, 4, 5, first, n, "argument");
+  farm_codec_encode(L, b, first, n, &e);
+  check_size(L, c, b->n + f->n, "the function and its arguments");
+  farm_job *j = new_job(L, c, f, FARM_MODE_CALL, b);
+  job_options(L, opts, j);
+  farm__engine_submit(c->e, j);
+  enc_end(L, top + 1);
   return 1;
 }
 
 /* core.submit_map(ctx, fn, describe, namesfn, i, j, list1, ...) -> future for
    rows i..j of the lists (one MAP job: the worker calls fn on each row). */
 static int l_submit_map(lua_State *L) {
-  farm_ctx *c = check_ctx(L, 1);
+  ctx *c = check_ctx(L, 1);
   farm_fn *f = check_fn(L, 2);
   lua_Integer lo = luaL_checkinteger(L, 5), hi = luaL_checkinteger(L, 6);
   int nl = lua_gettop(L) - 6;
   luaL_argcheck(L, nl >= 1 && hi >= lo, 7, "a list and a nonempty range");
   luaL_checkstack(L, nl + LUA_MINSTACK, "too many lists for farm.map");
+  int top = lua_gettop(L);
+  farm_buf *b = enc_begin(L, c);
   int base = lua_gettop(L) + 1;
   lua_pushinteger(L, hi - lo + 1);
   for (int k = 0; k < nl; k++) {
@@ -227,15 +306,12 @@ static int l_submit_map(lua_State *L) {
   }
   farm_encoder e;
   setup_encoder(L, &e, 3, 4, base, nl + 1, "argument");
-  c->enc.n = 0;
-  farm_codec_encode(L, &c->enc, base, nl + 1, &e);
-  check_size(L, c, c->enc.n + f->n, "the function and the items of one map chunk");
-  lua_settop(L, 6 + nl);
-  farm_job *j = new_job(L, c, f, FARM_MODE_MAP);
-  j->args = farm__sched_take_enc(c, &j->nargs);
-  if (!j->args) return luaL_error(L, "farm: out of memory");
-  farm__sched_enqueue(c, j);
-  farm__sched_submitted(c);
+  farm_codec_encode(L, b, base, nl + 1, &e);
+  check_size(L, c, b->n + f->n, "the function and the items of one map chunk");
+  lua_settop(L, base - 1);
+  farm_job *j = new_job(L, c, f, FARM_MODE_MAP, b);
+  farm__engine_submit(c->e, j);
+  enc_end(L, top + 1);
   return 1;
 }
 
@@ -248,21 +324,17 @@ static int l_job_gc(lua_State *L) {
 
 static const char *const state_names[] = { "pending", "running", "done", "failed", "cancelled" };
 
-/* pending: not started (in the queue, or waiting at a worker); running: its
-   worker runs it now (the worker's state page says so). */
+/* pending: not started (queued, or waiting at a worker); running: its worker runs it now. */
 static int l_status(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  poll_progress(L, 1, j);
-  int st = j->state;
-  if (st == JOB_SENT && !farm__sched_running(job_ctx(L, 1), j)) st = JOB_QUEUED;
-  lua_pushstring(L, state_names[st]);
+  farm_engine *e = job_engine(L, 1);
+  if (e) lua_pushstring(L, farm__engine_status(e, j));
+  else lua_pushstring(L, state_names[farm__job_state(j) == JOB_SENT ? JOB_QUEUED : farm__job_state(j)]);
   return 1;
 }
 
 static int l_done(lua_State *L) {
-  farm_job *j = check_job(L, 1);
-  poll_progress(L, 1, j);
-  lua_pushboolean(L, farm__job_over(j));
+  lua_pushboolean(L, farm__job_over(check_job(L, 1)));
   return 1;
 }
 
@@ -271,43 +343,60 @@ static int l_id(lua_State *L) {
   return 1;
 }
 
-/* core.cancel(job): a job not started yet (in the client's queue, or waiting
-   at a worker) is cancelled and true returned; a running or finished one is not. */
+/* core.cancel(job, force) -> true when cancelled */
 static int l_cancel(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  farm_ctx *c = job_ctx(L, 1);
-  int ok = 0;
-  if (j->state == JOB_QUEUED) {
-    j->state = JOB_CANCELLED;      /* dropped from the queue when dispatch meets it */
-    c->nqueued--;
-    free(j->args); j->args = NULL; j->nargs = 0;
-    ok = 1;
-  } else if (!c->closed) {
-    ok = farm__sched_cancel_sent(c, j);
-  }
-  lua_pushboolean(L, ok);
+  farm_engine *e = job_engine(L, 1);
+  lua_pushboolean(L, e ? farm__engine_cancel(e, j, lua_toboolean(L, 2)) : 0);
   return 1;
 }
 
-/* core.pump(ctx, timeout) -> messages handled (false when interrupted) */
+/* core.cancel_all(ctx, force) -> how many were cancelled */
+static int l_cancel_all(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  lua_pushinteger(L, farm__engine_cancel_all(c->e, lua_toboolean(L, 2)));
+  return 1;
+}
+
+/* core.pump(ctx, timeout) -> true when something finished or changed, false on
+   timeout, nil when a signal came (the Lua caller decides whether to go on). */
 static int l_pump(lua_State *L) {
-  farm_ctx *c = check_ctx(L, 1);
-  int n = farm__sched_pump(c, luaL_optnumber(L, 2, 0));
-  if (n < 0) lua_pushboolean(L, 0); else lua_pushinteger(L, n);
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  if (!c->e) { lua_pushboolean(L, 1); return 1; }
+  uint64_t gen = (uint64_t)luaL_optinteger(L, 3, (lua_Integer)farm__engine_gen(c->e));
+  int rc = farm__engine_wait(c->e, gen, luaL_optnumber(L, 2, 0));
+  if (rc < 0) lua_pushnil(L); else lua_pushboolean(L, rc);
+  return 1;
+}
+
+/* core.ctx_of(future) -> its pool's ctx */
+static int l_ctx_of(lua_State *L) {
+  check_job(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+/* core.gen(ctx) -> the engine's change count (for pump's third argument) */
+static int l_gen(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  lua_pushinteger(L, c->e ? (lua_Integer)farm__engine_gen(c->e) : 0);
   return 1;
 }
 
 /* core.wait(job, timeout) -> true when the job is over; false on timeout
-   or when a signal arrived (the Lua caller decides whether to go on). */
+   or when a signal arrived. */
 static int l_wait(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  farm_ctx *c = job_ctx(L, 1);
+  farm_engine *e = job_engine(L, 1);
   double timeout = luaL_optnumber(L, 2, HUGE_VAL);
   luaL_argcheck(L, timeout == timeout, 2, "timeout is not a number");
   double until = farm__now() + timeout;
-  while (!farm__job_over(j) && !c->closed) {   /* at least one look, even with no time */
+  while (e && !farm__job_over(j)) {
+    uint64_t gen = farm__engine_gen(e);
+    if (farm__job_over(j)) break;
     double left = until - farm__now();
-    if (farm__sched_pump(c, left > 0 ? left : 0) < 0 || left <= 0) break;
+    if (left <= 0) break;
+    if (farm__engine_wait(e, gen, left) < 0) break;
   }
   lua_pushboolean(L, farm__job_over(j));
   return 1;
@@ -316,7 +405,8 @@ static int l_wait(lua_State *L) {
 /* core.result(job, resolve, cache) -> true, values... | false, message, traceback, where */
 static int l_result(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  if (j->state == JOB_DONE) {
+  int st = farm__job_state(j);
+  if (st == JOB_DONE) {
     farm_decoder d = {0};
     lua_pushglobaltable(L);
     d.env = lua_gettop(L);
@@ -327,17 +417,26 @@ static int l_result(lua_State *L) {
     return n + 1;
   }
   lua_pushboolean(L, 0);
-  if (j->state == JOB_CANCELLED) lua_pushliteral(L, "the job was cancelled");
-  else if (j->state == JOB_FAILED) lua_pushlstring(L, j->res ? j->res : "", j->nres);
+  if (st == JOB_CANCELLED) lua_pushliteral(L, "the job was cancelled");
+  else if (st == JOB_FAILED) lua_pushlstring(L, j->res ? j->res : "", j->nres);
   else lua_pushliteral(L, "the job has not finished");
   lua_pushlstring(L, j->tb ? j->tb : "", j->ntb);
-  lua_pushstring(L, j->where);
+  lua_pushstring(L, st == JOB_FAILED ? j->where : "");
   return 4;
 }
 
+/* core.stdout(job) -> what it printed (nil while it runs and before) */
 static int l_stdout(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  if (j->out) lua_pushlstring(L, j->out, j->nout); else lua_pushnil(L);
+  if (farm__job_over(j) && j->out.n) lua_pushlstring(L, j->out.p, j->out.n);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* core.where(job) -> where it ran, or nil */
+static int l_where(lua_State *L) {
+  farm_job *j = check_job(L, 1);
+  if (farm__job_over(j) && j->where[0]) lua_pushstring(L, j->where); else lua_pushnil(L);
   return 1;
 }
 
@@ -351,62 +450,90 @@ static int l_split_done(lua_State *L) {
     lua_rawgeti(L, 1, i);
     job_ud *u = luaL_testudata(L, -1, JOB_MT);
     if (!u) return luaL_error(L, "farm: item %d is not a future", (int)i);
-    lua_rawseti(L, farm__job_over(u->job) ? 2 : 3, farm__job_over(u->job) ? ++nd : ++np);
+    if (!u->job) return fail_lua(L, "farm: item %d is a future that was already collected", (int)i);
+    int over = farm__job_over(u->job);
+    lua_rawseti(L, over ? 2 : 3, over ? ++nd : ++np);
   }
   return 2;
 }
 
-/* core.stats(ctx) -> { workers = { {name=, pid=, jobs=, busy=}, ... }, jobs=, busy=, elapsed= } */
+/* core.stats(ctx) -> { workers = { {name=, pid=, jobs=, busy=}, ... }, jobs=, busy=, elapsed=, ... } */
 static int l_stats(lua_State *L) {
-  farm_ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  farm_engine_stats s;
+  memset(&s, 0, sizeof s);
+  if (c->e) farm__engine_stats(c->e, &s);
   lua_newtable(L);
-  lua_newtable(L);
+  lua_createtable(L, s.npeers, 0);
   uint64_t jobs = 0;
   double busy = 0;
-  for (int i = 0; i < c->nw; i++) {
-    wslot *w = &c->w[i];
-    lua_createtable(L, 0, 4);
-    lua_pushfstring(L, "local:%d", i + 1);
+  for (int i = 0; i < s.npeers; i++) {
+    farm_peer_stats *p = &s.peers[i];
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, p->name);
     lua_setfield(L, -2, "name");
-    lua_pushinteger(L, w->pid);
+    lua_pushinteger(L, p->pid);
     lua_setfield(L, -2, "pid");
-    lua_pushinteger(L, (lua_Integer)w->jobs);
+    lua_pushinteger(L, p->capacity);
+    lua_setfield(L, -2, "capacity");
+    lua_pushinteger(L, (lua_Integer)p->jobs);
     lua_setfield(L, -2, "jobs");
-    lua_pushnumber(L, w->busy);
+    lua_pushnumber(L, p->busy);
     lua_setfield(L, -2, "busy");
     lua_rawseti(L, -2, i + 1);
-    jobs += w->jobs;
-    busy += w->busy;
+    jobs += p->jobs;
+    busy += p->busy;
   }
+  free(s.peers);
   lua_setfield(L, -2, "workers");
-  lua_pushinteger(L, (lua_Integer)jobs);
-  lua_setfield(L, -2, "jobs");
-  lua_pushnumber(L, busy);
-  lua_setfield(L, -2, "busy");
-  lua_pushnumber(L, farm__now() - c->t0);
-  lua_setfield(L, -2, "elapsed");
-  lua_pushinteger(L, (lua_Integer)c->nqueued);
-  lua_setfield(L, -2, "queued");
-  lua_pushinteger(L, (lua_Integer)c->fn_sent);
-  lua_setfield(L, -2, "functions_sent");
-  lua_pushinteger(L, (lua_Integer)c->bytes_sent);
-  lua_setfield(L, -2, "bytes_sent");
-  lua_pushinteger(L, (lua_Integer)c->batches_sent);
-  lua_setfield(L, -2, "batches_sent");
+  lua_pushinteger(L, (lua_Integer)jobs);        lua_setfield(L, -2, "jobs");
+  lua_pushnumber(L, busy);                      lua_setfield(L, -2, "busy");
+  lua_pushnumber(L, s.elapsed);                 lua_setfield(L, -2, "elapsed");
+  lua_pushinteger(L, (lua_Integer)s.queued);    lua_setfield(L, -2, "queued");
+  lua_pushinteger(L, (lua_Integer)s.outstanding); lua_setfield(L, -2, "outstanding");
+  lua_pushinteger(L, (lua_Integer)s.submitted); lua_setfield(L, -2, "submitted");
+  lua_pushinteger(L, (lua_Integer)s.fn_sent);   lua_setfield(L, -2, "functions_sent");
+  lua_pushinteger(L, (lua_Integer)s.bytes_sent); lua_setfield(L, -2, "bytes_sent");
+  lua_pushinteger(L, (lua_Integer)s.batches_sent); lua_setfield(L, -2, "batches_sent");
+  lua_pushinteger(L, (lua_Integer)s.taken_back); lua_setfield(L, -2, "taken_back");
   return 1;
 }
 
 static int l_workers(lua_State *L) {
-  farm_ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  lua_pushinteger(L, c->closed ? 0 : farm__sched_workers(c));
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  lua_pushinteger(L, c->e ? farm__engine_workers(c->e) : 0);
   return 1;
 }
 
+static int l_outstanding(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  lua_pushinteger(L, c->e ? (lua_Integer)farm__engine_outstanding(c->e) : 0);
+  return 1;
+}
+
+/* core.finished(ctx) -> the id of the next finished job with a callback, or nil */
+static int l_finished(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  farm_job *j = c->e ? farm__engine_finished(c->e) : NULL;
+  if (!j) return 0;
+  lua_pushinteger(L, (lua_Integer)j->id);
+  farm__job_unref(j);
+  return 1;
+}
+
+static int l_set_progress(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  if (c->e) farm__engine_set_progress(c->e, lua_toboolean(L, 2));
+  return 0;
+}
+
 static int l_pids(lua_State *L) {
-  farm_ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  lua_newtable(L);
-  for (int i = 0; i < c->nw; i++) {
-    lua_pushinteger(L, c->w[i].pid);
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  long pids[256];
+  int n = c->e ? farm__engine_pids(c->e, pids, 256) : 0;
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushinteger(L, pids[i]);
     lua_rawseti(L, -2, i + 1);
   }
   return 1;
@@ -436,9 +563,17 @@ static int l_is_future(lua_State *L) {
 }
 
 void farm__open_client(lua_State *L, int core) {
-  static const luaL_Reg ctx_m[] = { { "__gc", l_close }, { "__close", l_close }, { NULL, NULL } };
+  static const luaL_Reg ctx_m[] = { { "__gc", l_gc }, { "__close", l_close }, { NULL, NULL } };
   luaL_newmetatable(L, CTX_MT);
   luaL_setfuncs(L, ctx_m, 0);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, GUARD_MT);
+  lua_pushcfunction(L, l_guard_close);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, BOX_MT);
+  lua_pushcfunction(L, l_box_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newmetatable(L, FN_MT);
   lua_pushcfunction(L, l_fn_gc);
@@ -452,10 +587,12 @@ void farm__open_client(lua_State *L, int core) {
     { "new", l_new }, { "close", l_close }, { "closed", l_closed },
     { "package", l_package }, { "submit", l_submit }, { "submit_map", l_submit_map },
     { "status", l_status }, { "done", l_done }, { "id", l_id }, { "cancel", l_cancel },
-    { "pump", l_pump }, { "wait", l_wait }, { "result", l_result }, { "stdout", l_stdout },
+    { "cancel_all", l_cancel_all }, { "pump", l_pump }, { "gen", l_gen }, { "ctx_of", l_ctx_of }, { "wait", l_wait },
+    { "result", l_result }, { "stdout", l_stdout }, { "where", l_where },
     { "split_done", l_split_done }, { "stats", l_stats }, { "workers", l_workers },
-    { "pids", l_pids }, { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future },
-    { "now", l_now },
+    { "outstanding", l_outstanding }, { "finished", l_finished },
+    { "set_progress", l_set_progress }, { "pids", l_pids },
+    { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
     { NULL, NULL } };
   lua_pushvalue(L, core);
   luaL_setfuncs(L, fns, 0);

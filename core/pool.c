@@ -9,6 +9,7 @@
  * from a thread that lives as long as the pool.)
  */
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -47,27 +48,36 @@ void farm__wstate_free(farm_wstate *s) {
 }
 
 pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
-                         int statefd, char *err, size_t errlen) {
+                         int statefd, int outfd, char *err, size_t errlen) {
   char sslot[16], sparent[24], smax[24];
   snprintf(smax, sizeof smax, "%zu", maxmsg);
   snprintf(sslot, sizeof sslot, "%d", slot);
   snprintf(sparent, sizeof sparent, "%ld", (long)getpid());
-  char *argv[] = { (char *)"farm", (char *)"worker", (char *)"--connect", (char *)url,
-                   (char *)"--slot", sslot, (char *)"--parent", sparent,
-                   (char *)"--max-message", smax, (char *)"--state-fd", (char *)"3", NULL };
-  if (statefd < 0) argv[10] = NULL;
+  char *argv[16];
+  int k = 0;
+  argv[k++] = (char *)"farm"; argv[k++] = (char *)"worker";
+  argv[k++] = (char *)"--connect"; argv[k++] = (char *)url;
+  argv[k++] = (char *)"--slot"; argv[k++] = sslot;
+  argv[k++] = (char *)"--parent"; argv[k++] = sparent;
+  argv[k++] = (char *)"--max-message"; argv[k++] = smax;
+  if (statefd >= 0) { argv[k++] = (char *)"--state-fd"; argv[k++] = (char *)"3"; }
+  if (outfd >= 0) argv[k++] = (char *)"--captured";
+  argv[k] = NULL;
   pid_t pid = fork();
   if (pid < 0) {
     snprintf(err, errlen, "cannot start a worker: fork: %s", strerror(errno));
     return FARM_ESPAWN;
   }
   if (pid == 0) {
+    /* between fork and exec: async-signal-safe calls only */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != (pid_t)atol(sparent)) _exit(127);   /* parent already gone */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    if (statefd >= 0 && dup2(statefd, FARM_WSTATE_FD) < 0) _exit(127);   /* dup2 drops CLOEXEC */
+    if (outfd >= 0 && dup2(outfd, 1) < 0) _exit(127);                   /* dup2 drops CLOEXEC */
+    if (statefd == FARM_WSTATE_FD) fcntl(statefd, F_SETFD, 0);          /* dup2 to itself keeps it */
+    else if (statefd >= 0 && dup2(statefd, FARM_WSTATE_FD) < 0) _exit(127);
 #ifdef SYS_close_range
     syscall(SYS_close_range, FARM_WSTATE_FD + 1, ~0U, 0);
 #endif

@@ -6,11 +6,12 @@
 #include "wstate.h"
 
 /* Start `exe worker --connect URL --slot N --parent PID`. The child dies with
-   its parent (PR_SET_PDEATHSIG) and inherits no descriptor but 0, 1, 2 and,
+   its parent thread (PR_SET_PDEATHSIG) and inherits no descriptor but 0, 2,
+   outfd as 1 (the memfd that captures what its jobs print; -1: its own) and,
    when statefd >= 0, its state page (wstate.h) as descriptor 3.
    Returns the pid, or a negative FARM_E* code with a message in err. */
 pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
-                         int statefd, char *err, size_t errlen);
+                         int statefd, int outfd, char *err, size_t errlen);
 /* 1 and a description ("worker died: SIGSEGV", "worker exited with status 3")
    when pid has ended (and is reaped), 0 while it runs. */
 int farm__reaped(pid_t pid, char *desc, size_t n);

@@ -2,23 +2,30 @@
  * proto.h -- the messages on a farm link.
  *
  * Every message starts with 'F' 'm' VERSION TYPE, so a peer that speaks another
- * protocol version is told so ("protocol version 3, this node speaks 1") instead
+ * protocol version is told so ("protocol version 3, this node speaks 2") instead
  * of being fed garbage. Bodies are built from buf.h primitives and codec blocks:
  *
- *   HELLO    w->c  uvar(pid) uvar(slot)
+ *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity)
  *   JOBS     c->w  u8(flags: 1 = forget cached functions) u32le(count)
  *                  count * { uvar(id) uvar(attempt) u8(mode) hash[16]
- *                            u8(has_fn) [str(fn block)] str(args block) }
+ *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH)
+ *                            [str(fn block)] str(args block) }
  *   RESULTS  w->c  u32le(count) count * { uvar(id) uvar(attempt) u8(status)
  *                  uvar(busy ns) str(stdout) (status 0: str(block)
- *                                             | status 1: str(message) str(traceback)
- *                                             | status 2: cancelled, nothing) }
+ *                                             | status 1: str(message) str(traceback)) }
  *   QUIT     c->w  (empty)
- *   CANCEL   c->w  u32le(count) count * uvar(id): skip these jobs if they have not started
+ *   TAKE     c->w  u32le(count) count * uvar(id): give these jobs back unless they
+ *                  have started. Answered at once, even while a job runs (the
+ *                  worker's link thread answers), by exactly one TAKEN, in order.
+ *   TAKEN    w->c  u32le(count) count * uvar(id): the ids of the last TAKE that were
+ *                  given back (they will never run there); the others had started.
  *
  * A job's mode is CALL (fn(args...), all results) or MAP (args are n, then one
  * slice per list; the worker calls fn on each row and returns one table of the
- * first results).
+ * first results). A function block is cached by hash (FN_KEEP: keep it, FN_CACHED:
+ * only the hash travels) when the function has no upvalue values of its own;
+ * a closure with upvalues travels whole with every job (FN_FRESH) and every job
+ * gets a closure of its own, so no job sees another's upvalues.
  */
 #ifndef FARM_PROTO_H
 #define FARM_PROTO_H
@@ -28,9 +35,11 @@
 #include "farm.h"
 #include "buf.h"
 
-enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_CANCEL };
+enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
+       FARM_MSG_TAKEN };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
-enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1, FARM_JOB_CANCELLED = 2 };
+enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
+enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };
 #define FARM_HASHLEN 16
 
 static inline int farm__msg_begin(farm_buf *b, int type) {

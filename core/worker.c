@@ -1,28 +1,36 @@
 /*
  * worker.c -- `farm worker`: one process, one lua_State, jobs from one link.
  *
- * The worker compiles each function package once and keeps it by hash. Every
- * job runs as a coroutine (so a later version can let a job wait on sub-jobs
- * without blocking this loop). Descriptor 1 is a memfd: whatever a job writes
- * to standard output (print, io.write, io.stdout, a child process) is taken
- * from it after the job and sent with its result. Results go back in batches:
- * after each job the batch is sent if RESULT_DELAY has passed or no job is
- * waiting, and a long job sends what waits before it from a count hook. Between
- * jobs the worker reads its link, so CANCEL reaches a job still waiting here.
- * Before and after each job it notes in the shared state page (wstate.h) which
- * job runs, so the client knows whom to blame if this process dies.
+ * Two threads. The link thread owns receiving: it parses JOBS into a queue,
+ * answers TAKE at once from that queue -- even while a job runs -- so the
+ * client can move a waiting job elsewhere or cancel it knowing it will never
+ * run here, and notices QUIT and an orphaning. The Lua thread takes jobs from
+ * the queue (a job it took has started: TAKE no longer finds it) and runs each
+ * as a coroutine; it sends the results, in batches: after each job the batch
+ * goes if RESULT_DELAY has passed or no job is waiting, and a long job sends
+ * what waits before it from a count hook. nanomsg sockets are thread-safe.
  *
- * The worker exits when told (QUIT), when its link reports nonsense it cannot
- * answer, or when its parent is gone (PR_SET_PDEATHSIG, and a getppid check).
+ * Function blocks sent once (FN_KEEP) are kept by hash, and the closure
+ * compiled from them too: such a function has no upvalue values of its own. A
+ * closure with upvalues travels whole with every job (FN_FRESH) and is decoded
+ * afresh for each, so no job sees another's upvalues; the compiled text is
+ * cached (a weak table: the collector bounds it).
+ *
+ * Descriptor 1 is a memfd: whatever a job writes to standard output (print,
+ * io.write, a child process) is taken from it after the job and sent with its
+ * result; the client reads it meanwhile to echo it live. Before and after each
+ * job the worker notes in the shared state page (wstate.h) which job runs.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <poll.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -39,6 +47,221 @@
 #define RESULT_BYTES (4u << 20)  /* ...and a RESULTS message grows at most this big */
 #define ERROR_BYTES (1u << 16)   /* an error message or traceback travels this much at most */
 #define FLUSH_HOOK_COUNT 20000   /* instructions between looks at the clock in a long job */
+#define KEPT_MAX 8192            /* function blocks kept; the client forgets at 4096 */
+
+/* ---- the queue the link thread fills (no Lua here) ---------------------------- */
+
+typedef struct wmsg {            /* a JOBS message, alive while a job of it waits or runs */
+  void *p;
+  void (*release)(void *);
+  int refs;
+} wmsg;
+
+typedef struct wblock {          /* a function block kept by hash (FN_KEEP) */
+  unsigned char hash[FARM_HASHLEN];
+  char *p;
+  size_t n;
+  int refs;
+} wblock;
+
+typedef struct wjob {
+  struct wjob *next;
+  wmsg *msg;
+  wblock *kept;                  /* its function's kept block, or NULL */
+  uint64_t id, att;
+  int mode, fnkind, forget;
+  unsigned char hash[FARM_HASHLEN];
+  const char *pkg;               /* the function block: in msg, or kept's */
+  size_t npkg;
+  const char *args;
+  size_t nargs;
+} wjob;
+
+struct farm_wjobs {
+  wjob *head, *tail;
+  size_t n;
+  wblock **kept;                 /* open addressing by hash, KEPT_MAX * 2 slots */
+  size_t nkept;
+};
+
+static void msg_unref(wmsg *m) {
+  if (m && --m->refs == 0) {
+    if (m->release) m->release(m->p);
+    free(m);
+  }
+}
+
+static void block_unref(wblock *b) {
+  if (b && --b->refs == 0) { free(b->p); free(b); }
+}
+
+static void wjob_free(wjob *j) {
+  msg_unref(j->msg);
+  block_unref(j->kept);
+  free(j);
+}
+
+farm_wjobs *farm__wjobs_new(void) {
+  farm_wjobs *q = calloc(1, sizeof *q);
+  if (q && !(q->kept = calloc(KEPT_MAX * 2, sizeof *q->kept))) { free(q); return NULL; }
+  return q;
+}
+
+static void kept_clear(farm_wjobs *q) {
+  for (size_t i = 0; i < KEPT_MAX * 2; i++) { block_unref(q->kept[i]); q->kept[i] = NULL; }
+  q->nkept = 0;
+}
+
+void farm__wjobs_free(farm_wjobs *q) {
+  if (!q) return;
+  for (wjob *j = q->head, *n; j; j = n) { n = j->next; wjob_free(j); }
+  kept_clear(q);
+  free(q->kept);
+  free(q);
+}
+
+size_t farm__wjobs_count(const farm_wjobs *q) { return q->n; }
+
+static size_t kept_slot(farm_wjobs *q, const unsigned char *h) {
+  uint64_t k;
+  memcpy(&k, h, sizeof k);
+  size_t cap = KEPT_MAX * 2, i = k % cap;
+  while (q->kept[i] && memcmp(q->kept[i]->hash, h, FARM_HASHLEN) != 0) i = (i + 1) % cap;
+  return i;
+}
+
+static wblock *kept_find(farm_wjobs *q, const unsigned char *h) {
+  return q->kept[kept_slot(q, h)];
+}
+
+static wblock *kept_add(farm_wjobs *q, const unsigned char *h, const char *p, size_t n) {
+  size_t i = kept_slot(q, h);
+  if (q->kept[i]) return q->kept[i];
+  if (q->nkept >= KEPT_MAX) return NULL;         /* the client forgets long before */
+  wblock *b = calloc(1, sizeof *b);
+  if (!b || !(b->p = malloc(n ? n : 1))) { free(b); return NULL; }
+  memcpy(b->hash, h, FARM_HASHLEN);
+  memcpy(b->p, p, n);
+  b->n = n;
+  b->refs = 1;
+  q->kept[i] = b;
+  q->nkept++;
+  return b;
+}
+
+static wjob *wjobs_pop(farm_wjobs *q) {
+  wjob *j = q->head;
+  if (!j) return NULL;
+  q->head = j->next;
+  if (!q->head) q->tail = NULL;
+  q->n--;
+  return j;
+}
+
+static int parse_jobs(farm_wjobs *q, farm_rd *r, wmsg *m, char *err, size_t errlen) {
+  wjob *head = NULL, *tail = NULL;
+  int flags = farm__rd_u8(r);
+  uint32_t count = farm__rd_u32le(r);
+  if (r->err || count == 0 || count > farm__rd_left(r) / 20) goto bad;
+  for (uint32_t i = 0; i < count; i++) {
+    wjob *j = calloc(1, sizeof *j);
+    if (!j) { snprintf(err, errlen, "out of memory"); goto drop; }
+    if (tail) tail->next = j; else head = j;
+    tail = j;
+    j->id = farm__rd_uvar(r);
+    j->att = farm__rd_uvar(r);
+    j->mode = farm__rd_u8(r);
+    const unsigned char *h = farm__rd_bytes(r, FARM_HASHLEN);
+    j->fnkind = farm__rd_u8(r);
+    if (j->fnkind != FARM_FN_CACHED) j->pkg = farm__rd_str(r, &j->npkg);
+    j->args = farm__rd_str(r, &j->nargs);
+    if (r->err || !h || !j->args || j->mode > FARM_MODE_MAP || j->fnkind > FARM_FN_FRESH ||
+        (j->fnkind != FARM_FN_CACHED && !j->pkg) || j->id == 0) goto drop_bad;
+    memcpy(j->hash, h, FARM_HASHLEN);
+  }
+  if (farm__rd_left(r)) goto drop_bad;
+  /* well formed: now it may change what is kept */
+  if (flags & 1) { kept_clear(q); head->forget = 1; }
+  for (wjob *j = head; j; j = j->next) {
+    j->msg = m;
+    m->refs++;
+    if (j->fnkind == FARM_FN_FRESH) continue;
+    wblock *b = j->fnkind == FARM_FN_KEEP ? kept_add(q, j->hash, j->pkg, j->npkg)
+                                          : kept_find(q, j->hash);
+    if (b) { b->refs++; j->kept = b; j->pkg = b->p; j->npkg = b->n; }
+    else if (j->fnkind == FARM_FN_CACHED) j->pkg = NULL;   /* fails when run: protocol error */
+  }
+  if (q->tail) q->tail->next = head; else q->head = head;
+  q->tail = tail;
+  q->n += count;
+  return 0;
+drop_bad:
+bad:
+  snprintf(err, errlen, "malformed message from the client");
+drop:
+  while (head) { wjob *n = head->next; free(head); head = n; }
+  return FARM_EPROTO;
+}
+
+static int parse_take(farm_wjobs *q, farm_rd *r, uint64_t **given, size_t *ngiven,
+                      char *err, size_t errlen) {
+  uint32_t count = farm__rd_u32le(r);
+  if (r->err || count > farm__rd_left(r)) goto bad;
+  /* read it all before touching the queue: a malformed TAKE takes nothing */
+  uint64_t *ids = malloc((count ? count : 1) * sizeof *ids);
+  uint64_t *g = realloc(*given, (*ngiven + count + 1) * sizeof *g);
+  if (g) *given = g;
+  if (!ids || !g) { free(ids); snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
+  for (uint32_t i = 0; i < count; i++) ids[i] = farm__rd_uvar(r);
+  if (r->err || farm__rd_left(r)) { free(ids); goto bad; }
+  for (uint32_t i = 0; i < count; i++) {
+    wjob *prev = NULL;
+    for (wjob *j = q->head; j; prev = j, j = j->next) {
+      if (j->id != ids[i]) continue;
+      g[(*ngiven)++] = ids[i];
+      if (prev) prev->next = j->next; else q->head = j->next;
+      if (q->tail == j) q->tail = prev;
+      q->n--;
+      if (j->forget && j->next) j->next->forget = 1;   /* the forgetting moves on */
+      wjob_free(j);
+      break;
+    }
+  }
+  free(ids);
+  return 0;
+bad:
+  snprintf(err, errlen, "malformed message from the client");
+  return FARM_EPROTO;
+}
+
+int farm__wjobs_take(farm_wjobs *q, void *msg, size_t n, void (*release)(void *),
+                     uint64_t **given, size_t *ngiven, char *err, size_t errlen) {
+  farm_rd r;
+  int type = farm__msg_open(&r, msg, n, err, errlen), rc = type;
+  if (type == FARM_MSG_JOBS) {
+    wmsg *m = calloc(1, sizeof *m);
+    if (!m) { snprintf(err, errlen, "out of memory"); rc = FARM_ENOMEM; }
+    else {
+      m->p = msg;
+      m->release = release;
+      m->refs = 1;                   /* ours, until the jobs have theirs */
+      int prc = parse_jobs(q, &r, m, err, errlen);
+      if (prc < 0) rc = prc;
+      msg_unref(m);
+      return rc;
+    }
+  } else if (type == FARM_MSG_TAKE) {
+    int prc = parse_take(q, &r, given, ngiven, err, errlen);
+    if (prc < 0) rc = prc;
+  } else if (type >= 0 && type != FARM_MSG_QUIT) {
+    snprintf(err, errlen, "malformed message from the client");
+    rc = FARM_EPROTO;
+  }
+  if (release) release(msg);
+  return rc;
+}
+
+/* ---- the worker ---------------------------------------------------------------- */
 
 typedef struct worker {
   lua_State *L;
@@ -46,46 +269,97 @@ typedef struct worker {
   int slot;
   pid_t parent;
   size_t maxmsg;
-  farm_buf res;          /* RESULTS message being built */
+  pthread_t io;
+  pthread_mutex_t mu;            /* guards q, quit, failed */
+  pthread_cond_t cv;
+  farm_wjobs *q;
+  int quit;                      /* QUIT came, or the client is gone */
+  int failed;                    /* the link thread gave up: err says why */
+  char err[256];
+  farm_buf res;                  /* RESULTS message being built (Lua thread) */
   uint32_t nres;
   double last_flush;
-  farm_buf cap;          /* what the running job printed */
-  farm_buf enc;          /* scratch for encoding results */
-  int fns;               /* registry refs: hash -> function; compiled chunk cache; */
-  int chunks;            /*   ship.resolve; ship.describe; ship.names */
+  farm_buf cap;                  /* what the running job printed */
+  farm_buf enc;                  /* scratch for encoding results */
+  int fns, chunks;               /* registry refs: hash -> function; compiled chunks (weak) */
   int resolve, describe, names, remember;
-  lua_State *co;         /* the coroutine jobs run in, reused while it ends cleanly */
+  lua_State *co;                 /* the coroutine jobs run in, reused while it ends cleanly */
   int co_ref;
-  size_t result_limit;   /* a RESULTS message stays under this */
-  farm_wstate *state;    /* shared with the client, or NULL */
-  int outfd;             /* the memfd on descriptor 1, or -1 */
-  void **inbox;          /* JOBS messages received, not yet run (FIFO) */
-  size_t *inlen, nin, capin;
-  size_t inhead;         /* inbox[inhead..nin) are still to run */
-  uint64_t *cancels;     /* ids the client cancelled that have not come up yet */
-  size_t ncancel, capcancel;
-  int quit;              /* QUIT came */
-  char err[256];         /* why the link was abandoned */
+  size_t result_limit;           /* a RESULTS message stays under this */
+  farm_wstate *state;            /* shared with the client, or NULL */
+  int outfd;                     /* the memfd on descriptor 1, or -1 */
 } worker;
 
-/* ---- captured output ------------------------------------------------------ */
+/* ---- the link thread ---------------------------------------------------------- */
 
-/* Move what the job wrote to descriptor 1 into w->cap. */
+static void link_release(void *m) { farm__link_free(m); }
+
+static void send_taken(worker *w, const uint64_t *ids, size_t n) {
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_TAKEN);
+  farm__buf_put(&b, "\0\0\0\0", 4);
+  for (size_t i = 0; i < n; i++) farm__buf_uvar(&b, ids[i]);
+  farm__put_u32le_at(&b, 4, (uint32_t)n);
+  if (farm__link_send(w->link, b.p, b.n, 0) != 0)
+    fprintf(stderr, "farm worker %d: cannot answer a take-back: %s\n", w->slot + 1, farm__link_error());
+  farm__buf_free(&b);
+}
+
+static void *io_main(void *arg) {
+  worker *w = arg;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  for (;;) {
+    struct pollfd pfd = { .fd = farm__link_rcvfd(w->link), .events = POLLIN };
+    int pr = poll(&pfd, 1, 1000);
+    if (w->parent > 0 && getppid() != w->parent) {   /* orphaned: nobody wants our results */
+      pthread_mutex_lock(&w->mu);
+      w->quit = 1;
+      pthread_cond_signal(&w->cv);
+      pthread_mutex_unlock(&w->mu);
+      return NULL;
+    }
+    if (pr <= 0) continue;
+    for (;;) {
+      void *m;
+      size_t n;
+      if (farm__link_recv(w->link, &m, &n, 1) != 0) break;
+      uint64_t *given = NULL;
+      size_t ngiven = 0;
+      char err[256];
+      pthread_mutex_lock(&w->mu);
+      int type = farm__wjobs_take(w->q, m, n, link_release, &given, &ngiven, err, sizeof err);
+      if (type < 0) { w->failed = 1; snprintf(w->err, sizeof w->err, "%s", err); }
+      if (type == FARM_MSG_QUIT) w->quit = 1;
+      pthread_cond_signal(&w->cv);
+      pthread_mutex_unlock(&w->mu);
+      if (type == FARM_MSG_TAKE) send_taken(w, given, ngiven);
+      free(given);
+      if (type < 0 || type == FARM_MSG_QUIT) return NULL;
+    }
+  }
+}
+
+/* ---- captured output ------------------------------------------------------------ */
+
+/* Move what the job wrote to descriptor 1 into w->cap, and empty the memfd
+   (before the state page says the job is over: the client's reads rely on it). */
 static void collect_output(worker *w) {
   fflush(stdout);
   if (w->outfd < 0) return;
-  off_t n = lseek(w->outfd, 0, SEEK_CUR);
+  off_t n = lseek(w->outfd, 0, SEEK_END);
   if (n <= 0) return;
   if (farm__buf_reserve(&w->cap, (size_t)n) == 0) {
     ssize_t got = pread(w->outfd, w->cap.p + w->cap.n, (size_t)n, 0);
     if (got > 0) w->cap.n += (size_t)got;
   }
-  if (ftruncate(w->outfd, 0) != 0 || lseek(w->outfd, 0, SEEK_SET) != 0) {
+  if (ftruncate(w->outfd, 0) != 0 || lseek(w->outfd, 0, SEEK_SET) != 0)
     fprintf(stderr, "farm worker %d: cannot reset captured output\n", w->slot + 1);
-  }
 }
 
-/* ---- results --------------------------------------------------------------- */
+/* ---- results ----------------------------------------------------------------------- */
 
 static void flush(worker *w) {
   if (!w->nres) return;
@@ -118,7 +392,7 @@ static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy,
   farm__buf_str(&w->res, tb, ntb < cut ? ntb : cut);
 }
 
-/* ---- protected helpers (every Lua error in them is the job's, not ours) --- */
+/* ---- protected helpers (every Lua error in them is the job's, not ours) ------------- */
 
 /* decode(block) -> values ; upvalue-free, the decoder tables come as arguments */
 static int p_decode(lua_State *L) {
@@ -162,7 +436,7 @@ static int decode_block(worker *w, const char *p, size_t n) {
   return lua_gettop(L) - top;
 }
 
-/* ---- running jobs ----------------------------------------------------------- */
+/* ---- running jobs ------------------------------------------------------------------- */
 
 static lua_State *coroutine(worker *w) {
   if (!w->co) {
@@ -199,7 +473,6 @@ static void push_error_text(lua_State *L, int idx) {
 
 /* While a job runs with results waiting to go, a count hook sends them once
    RESULT_DELAY has passed: a long job does not hold back short ones. */
-static void flush(worker *w);
 static void flush_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   worker *w = *(worker **)lua_getextraspace(L);
@@ -343,159 +616,92 @@ static void job_map(worker *w, uint64_t id, uint64_t att, const char *a, size_t 
   lua_settop(L, top);
 }
 
-/* Find (or compile from its block) the function for hash; pushes it, or pushes
-   an error message and returns -1. */
-static int get_function(worker *w, const unsigned char *hash, const char *pkg, size_t npkg) {
+/* Push the job's function: kept by hash when it has no upvalue values of its
+   own, decoded afresh from its block otherwise. Or push an error message and
+   return -1. */
+static int get_function(worker *w, wjob *j) {
   lua_State *L = w->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fns);
-  lua_pushlstring(L, (const char *)hash, FARM_HASHLEN);
-  if (lua_rawget(L, -2) == LUA_TFUNCTION) { lua_remove(L, -2); return 0; }
-  lua_pop(L, 1);
-  if (!pkg) {
-    lua_pop(L, 1);
+  int keep = j->fnkind != FARM_FN_FRESH;
+  if (keep) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->fns);
+    lua_pushlstring(L, (const char *)j->hash, FARM_HASHLEN);
+    if (lua_rawget(L, -2) == LUA_TFUNCTION) { lua_remove(L, -2); return 0; }
+    lua_pop(L, 2);
+  }
+  if (!j->pkg) {
     lua_pushliteral(L, "protocol error: function not cached on this worker");
     return -1;
   }
-  int n = decode_block(w, pkg, npkg);
+  int n = decode_block(w, j->pkg, j->npkg);
   if (n != 1 || !lua_isfunction(L, -1)) {
     if (n >= 0) { lua_pop(L, n); lua_pushliteral(L, "malformed message: function block"); }
-    lua_remove(L, -2);
     return -1;
   }
-  lua_pushlstring(L, (const char *)hash, FARM_HASHLEN);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, -4);
-  lua_remove(L, -2);
-  return 0;
-}
-
-/* ---- the link: jobs in, cancels, quit ----------------------------------------- */
-
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap) return 0;
-  size_t n = *cap ? *cap * 2 : 16;
-  while (n < need) n *= 2;
-  void *q = realloc(*p, n * size);
-  if (!q) return -1;
-  *p = q;
-  *cap = n;
-  return 0;
-}
-
-static int was_cancelled(worker *w, uint64_t id) {
-  for (size_t i = 0; i < w->ncancel; i++)
-    if (w->cancels[i] == id) { w->cancels[i] = w->cancels[--w->ncancel]; return 1; }
-  return 0;
-}
-
-/* Take every message waiting on the link (without blocking): JOBS go to the
-   inbox, CANCEL ids to the cancel list, QUIT sets quit. -1 (w->err says why)
-   on anything else. */
-static int take_messages(worker *w) {
-  for (;;) {
-    void *m;
-    size_t n;
-    if (farm__link_recv(w->link, &m, &n, 1) != 0) return 0;
-    farm_rd r;
-    int type = farm__msg_open(&r, m, n, w->err, sizeof w->err);
-    if (type == FARM_MSG_JOBS) {
-      if (grow((void **)&w->inbox, &w->capin, w->nin + 1, sizeof *w->inbox) < 0) goto nomem;
-      size_t cap = w->capin;   /* inlen grows alongside */
-      void *q = realloc(w->inlen, cap * sizeof *w->inlen);
-      if (!q) goto nomem;
-      w->inlen = q;
-      w->inbox[w->nin] = m;
-      w->inlen[w->nin++] = n;
-      continue;
-    }
-    if (type == FARM_MSG_CANCEL) {
-      uint32_t k = farm__rd_u32le(&r);
-      for (uint32_t i = 0; i < k && !r.err; i++) {
-        uint64_t id = farm__rd_uvar(&r);
-        if (grow((void **)&w->cancels, &w->capcancel, w->ncancel + 1, sizeof *w->cancels) < 0) goto nomem;
-        if (!r.err) w->cancels[w->ncancel++] = id;
-      }
-      farm__link_free(m);
-      if (!r.err) continue;
-      snprintf(w->err, sizeof w->err, "malformed message from the client");
-      return -1;
-    }
-    farm__link_free(m);
-    if (type == FARM_MSG_QUIT) { w->quit = 1; return 0; }
-    if (type >= 0) snprintf(w->err, sizeof w->err, "malformed message from the client");
-    return -1;
-  nomem:
-    farm__link_free(m);
-    snprintf(w->err, sizeof w->err, "out of memory");
-    return -1;
+  if (keep) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->fns);
+    lua_pushlstring(L, (const char *)j->hash, FARM_HASHLEN);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
   }
+  return 0;
 }
 
-static int on_jobs(worker *w, farm_rd *r) {
+static void run_job(worker *w, wjob *j) {
   lua_State *L = w->L;
-  int flags = farm__rd_u8(r);
-  if (flags & 1) {                       /* the client forgot what we have: so do we */
+  if (j->forget) {                       /* the client forgot what we have: so do we */
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, w->fns);
   }
-  uint32_t count = farm__rd_u32le(r);
-  for (uint32_t i = 0; i < count && !r->err && !w->quit; i++) {
-    uint64_t id = farm__rd_uvar(r), att = farm__rd_uvar(r);
-    int mode = farm__rd_u8(r);
-    const unsigned char *hash = farm__rd_bytes(r, FARM_HASHLEN);
-    int has = farm__rd_u8(r);
-    size_t npkg = 0, na;
-    const char *pkg = has ? farm__rd_str(r, &npkg) : NULL;
-    const char *a = farm__rd_str(r, &na);
-    if (r->err || (has && !pkg) || !a) break;
-    int top = lua_gettop(L);
-    if (get_function(w, hash, pkg, npkg) < 0) {   /* compiled even if cancelled: it is cached */
-      size_t nm;
-      const char *m = lua_tolstring(L, -1, &nm);
-      result_error(w, id, att, 0, m, nm, "", 0);
-    } else if (w->ncancel && was_cancelled(w, id)) {
-      result_head(w, id, att, FARM_JOB_CANCELLED, 0);
-    } else {
-      if (w->state) { w->state->attempt = att; w->state->job = id; }
-      if (mode == FARM_MODE_MAP) job_map(w, id, att, a, na);
-      else job_call(w, id, att, a, na);
-      if (w->state) w->state->job = 0;
-    }
-    lua_settop(L, top);
-    if (w->res.n >= w->result_limit || farm__now() - w->last_flush >= RESULT_DELAY) {
-      flush(w);
-      if (take_messages(w) < 0) return -1;
-    }
+  int top = lua_gettop(L);
+  farm__wstate_set(w->state, j->id, j->att);
+  if (get_function(w, j) < 0) {
+    size_t nm;
+    const char *m = lua_tolstring(L, -1, &nm);
+    collect_output(w);
+    result_error(w, j->id, j->att, 0, m, nm, "", 0);
+  } else if (j->mode == FARM_MODE_MAP) {
+    job_map(w, j->id, j->att, j->args, j->nargs);
+  } else {
+    job_call(w, j->id, j->att, j->args, j->nargs);
   }
-  if (r->err) snprintf(w->err, sizeof w->err, "malformed message from the client");
-  return r->err ? -1 : 0;
+  farm__wstate_set(w->state, 0, 0);
+  lua_settop(L, top);
 }
 
 /* Serve until QUIT, an orphaning, or a link error; returns the exit status. */
 static int serve(worker *w) {
-  while (!w->quit) {
-    if (w->inhead < w->nin) {
-      void *m = w->inbox[w->inhead];
-      size_t n = w->inlen[w->inhead++];
-      farm_rd r;
-      farm__rd_init(&r, m, n);
-      farm__rd_bytes(&r, 4);             /* the header, checked in take_messages */
-      int rc = on_jobs(w, &r);
-      farm__link_free(m);
-      if (rc < 0) return 3;
-      continue;
+  for (;;) {
+    pthread_mutex_lock(&w->mu);
+    wjob *j;
+    while (!(j = wjobs_pop(w->q)) && !w->quit && !w->failed) {
+      if (w->nres) {                       /* nothing to run: results go now */
+        pthread_mutex_unlock(&w->mu);
+        flush(w);
+        pthread_mutex_lock(&w->mu);
+        continue;
+      }
+      pthread_cond_wait(&w->cv, &w->mu);
     }
-    w->inhead = w->nin = 0;
-    flush(w);
-    struct pollfd pfd = { .fd = farm__link_rcvfd(w->link), .events = POLLIN };
-    int pr = poll(&pfd, 1, 1000);
-    if (w->parent > 0 && getppid() != w->parent) return 0;   /* orphaned: nobody wants our results */
-    if (pr > 0 && take_messages(w) < 0) return 3;
+    int quit = w->quit, failed = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    if (!j) { flush(w); return failed ? 3 : 0; }
+    run_job(w, j);
+    wjob_free(j);
+    if (w->res.n >= w->result_limit || farm__now() - w->last_flush >= RESULT_DELAY) flush(w);
+    if (quit) { flush(w); return 0; }
   }
-  return 0;
 }
 
-/* ---- set-up and the loop ----------------------------------------------------- */
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+static void weak_table(lua_State *L, const char *mode) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
 
 static int setup(lua_State *L) {
   worker *w = lua_touserdata(L, 1);
@@ -519,12 +725,13 @@ static int setup(lua_State *L) {
   lua_pop(L, 1);                           /* (farm.lua hooked load: chunks are remembered) */
   lua_newtable(L);
   w->fns = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_newtable(L);
+  weak_table(L, "v");                      /* compiled chunks, as long as something uses them */
   w->chunks = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
-int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int statefd) {
+int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int statefd,
+                      int captured) {
   worker w;
   memset(&w, 0, sizeof w);
   w.slot = slot;
@@ -535,18 +742,26 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   farm__buf_init(&w.res);
   farm__buf_init(&w.cap);
   farm__buf_init(&w.enc);
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
   w.result_limit = maxmsg - (4u << 10) < RESULT_BYTES ? maxmsg - (4u << 10) : RESULT_BYTES;
   w.state = statefd >= 0 ? farm__wstate_attach(statefd) : NULL;
-  /* descriptor 1 becomes a memfd: all a job writes there is its output */
+  /* descriptor 1 is a memfd: all a job writes there is its output (the client
+     gave us one it reads too; else we make our own) */
   w.outfd = -1;
-  int ofd = memfd_create("farm-job-output", MFD_CLOEXEC);
-  if (ofd >= 0 && dup2(ofd, 1) == 1) w.outfd = 1;
-  if (ofd >= 0 && ofd != 1) close(ofd);
+  if (captured && lseek(1, 0, SEEK_END) >= 0) w.outfd = 1;
+  else {
+    int ofd = memfd_create("farm-job-output", MFD_CLOEXEC);
+    if (ofd >= 0 && dup2(ofd, 1) == 1) w.outfd = 1;
+    if (ofd >= 0 && ofd != 1) close(ofd);
+  }
   setvbuf(stdout, NULL, _IOLBF, 0);      /* lines keep their order with a child's output */
+  int rc = 2;
   char err[256];
+  if (!(w.q = farm__wjobs_new())) { fprintf(stderr, "farm worker: out of memory\n"); goto out; }
   if (farm__link_open(&w.link, url, 0, maxmsg + (1u << 16), err, sizeof err) < 0) {
     fprintf(stderr, "farm worker: %s\n", err);
-    return 2;
+    goto out;
   }
   w.L = luaL_newstate();
   if (w.L) {
@@ -555,7 +770,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   }
   if (!w.L || lua_pcall(w.L, 1, 0, 0) != LUA_OK) {
     fprintf(stderr, "farm worker: cannot set up Lua: %s\n", w.L ? lua_tostring(w.L, -1) : "out of memory");
-    return 2;
+    goto out;
   }
   /* HELLO, without blocking: a client that never listens must not hold us */
   farm_buf hello;
@@ -563,23 +778,31 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   farm__msg_begin(&hello, FARM_MSG_HELLO);
   farm__buf_uvar(&hello, (uint64_t)getpid());
   farm__buf_uvar(&hello, (uint64_t)slot);
+  farm__buf_uvar(&hello, 1);             /* capacity */
+  int orphan = 0;
   while (farm__link_send(w.link, hello.p, hello.n, 1) == FARM_EAGAIN) {
     struct pollfd pfd = { .fd = farm__link_sndfd(w.link), .events = POLLIN };
     poll(&pfd, 1, 1000);
-    if (w.parent > 0 && getppid() != w.parent) { w.quit = 1; break; }
+    if (w.parent > 0 && getppid() != w.parent) { orphan = 1; break; }
   }
   farm__buf_free(&hello);
+  rc = 0;
+  if (orphan) goto out;
   farm__msg_begin(&w.res, FARM_MSG_RESULTS);
   farm__buf_put(&w.res, "\0\0\0\0", 4);
   w.last_flush = farm__now();
-  int rc = serve(&w);
+  if (pthread_create(&w.io, NULL, io_main, &w) != 0) {
+    fprintf(stderr, "farm worker: cannot start its link thread\n");
+    rc = 2;
+    goto out;
+  }
+  rc = serve(&w);
   if (rc) fprintf(stderr, "farm worker %d: %s\n", slot + 1, w.err);
-  for (size_t i = w.inhead; i < w.nin; i++) farm__link_free(w.inbox[i]);
-  free(w.inbox);
-  free(w.inlen);
-  free(w.cancels);
+  pthread_join(w.io, NULL);              /* serve() ends only once it has (QUIT, orphaned, failed) */
+out:
+  farm__wjobs_free(w.q);
   farm__wstate_free(w.state);
-  lua_close(w.L);
+  if (w.L) lua_close(w.L);
   farm__link_close(w.link);
   farm__buf_free(&w.res);
   farm__buf_free(&w.cap);

@@ -1,21 +1,38 @@
 /*
- * wstate.h -- a page a worker shares with its client: which job it runs now.
+ * wstate.h -- a page a local worker shares with its client: which job it runs.
  *
- * The worker writes it before and after each job (two stores, no syscall); the
- * client reads it when it needs the truth: which job to blame when a worker
- * dies, which of a worker's jobs is really running, whether a job can still be
- * cancelled. It travels to the exec'd worker as file descriptor 3 (a memfd).
+ * The worker writes it at every switch -- a job starts, ends, waits or goes on
+ * -- (a few stores, no syscall); the client reads it when it needs the truth:
+ * which job to blame when a worker dies, which job is really running (status,
+ * timeouts, forced cancels), and whose output descriptor 1 holds now. `seq`
+ * is bumped (release) after every change, so the client can tell that what it
+ * read belongs to one job (a seqlock: read seq, read, read seq again).
+ * It travels to the exec'd worker as file descriptor 3 (a memfd).
  */
 #ifndef FARM_WSTATE_H
 #define FARM_WSTATE_H
 #include <stdint.h>
 
 typedef struct farm_wstate {
-  volatile uint64_t job;       /* id of the job running now, 0 between jobs */
-  volatile uint64_t attempt;
+  uint64_t seq;                /* bumped after every change */
+  uint64_t job;                /* id of the job running now, 0 between jobs */
+  uint64_t attempt;
 } farm_wstate;
 
 #define FARM_WSTATE_FD 3
+
+static inline void farm__wstate_set(farm_wstate *s, uint64_t job, uint64_t attempt) {
+  if (!s) return;
+  __atomic_store_n(&s->attempt, attempt, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->job, job, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&s->seq, 1, __ATOMIC_RELEASE);
+}
+static inline uint64_t farm__wstate_job(const farm_wstate *s) {
+  return s ? __atomic_load_n(&s->job, __ATOMIC_ACQUIRE) : 0;
+}
+static inline uint64_t farm__wstate_seq(const farm_wstate *s) {
+  return __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+}
 
 /* Client: make a page and its descriptor (close-on-exec). NULL on failure. */
 farm_wstate *farm__wstate_new(int *fd);

@@ -1,75 +1,106 @@
 -- farm.lua -- the public `farm` module: submit Lua functions, get futures back.
 --
--- The pool of local workers starts at first use and stops with farm.close()
--- or when the Lua state closes. Functions travel as source (see ship.lua);
--- the C core (farm.core) keeps the job table and schedules by credit.
+-- A pool of local workers starts at first use and stops with close() (which
+-- waits for unfinished jobs, as Python's executors do) or when the Lua state
+-- closes. `farm.submit` and friends use the default pool; `farm.new{}` makes
+-- more, each with the same methods. Functions travel as source (ship.lua); the
+-- C engine (farm.core) keeps the job table and schedules on a thread of its own.
 
 local core = require "farm.core"
 local ship = require "farm.ship"
 
-local error, type, select, tostring, setmetatable = error, type, select, tostring, setmetatable
+local error, type, select, tostring, setmetatable, pairs, pcall =
+  error, type, select, tostring, setmetatable, pairs, pcall
 local ceil, min, max, huge = math.ceil, math.min, math.max, math.huge
-local tmove, pack = table.move, table.pack
+local tmove = table.move
 local getupvalue = debug.getupvalue
 
-local farm = { _VERSION = "farm 0.1.0" }
+local farm = { _VERSION = "farm 0.2.0" }
 
 local describe, names, resolve = ship.describe, ship.names, ship.resolve
-local chunks = {}                       -- compiled chunks of functions in results
+-- compiled chunks of functions in results, while something uses them
+local chunks = setmetatable({}, { __mode = "v" })
 
-local config = { echo = true }
-do
-  local maxmsg = tonumber(os.getenv("FARM_MAX_MESSAGE") or "")
-  if maxmsg then config.max_message = maxmsg end
-end
-local ctx                               -- the running pool, or nil
 local on_worker = false                 -- set in worker processes
 
-local function pool()
-  if on_worker then
-    -- a pool started from a job would start pools from its jobs, and so on
-    error("farm: a job cannot submit jobs yet (nested jobs are not supported in this version)", 0)
-  end
-  if not ctx or core.closed(ctx) then
-    ctx = core.new(config)
-  end
-  return ctx
-end
+-- ---- pools -------------------------------------------------------------------
 
---- farm.config{workers = N, echo = bool, max_message = bytes}: before the pool starts.
-function farm.config(opts)
+local Pool = {}
+Pool.__index = Pool
+local pool_of = setmetatable({}, { __mode = "k" })   -- ctx -> its pool
+
+local OPTIONS = "workers, echo, max_message, progress"
+
+local function check_config(what, opts, level)
   if type(opts) ~= "table" then
-    error("farm.config: argument #1 must be a table of options", 2)
-  end
-  if ctx and not core.closed(ctx) then
-    error("farm.config: the pool is running; call farm.close() first", 2)
+    error(("%s: argument #1 must be a table of options"):format(what), level + 1)
   end
   for k, v in pairs(opts) do
     if k == "workers" then
       if v ~= nil and (math.type(v) ~= "integer" or v < 1 or v > 256) then
-        error("farm.config: workers must be an integer from 1 to 256", 2)
+        error(("%s: workers must be an integer from 1 to 256"):format(what), level + 1)
       end
     elseif k == "max_message" then
       if math.type(v) ~= "integer" or v < 65536 then
-        error("farm.config: max_message must be a number of bytes (at least 65536)", 2)
+        error(("%s: max_message must be a number of bytes (at least 65536)"):format(what), level + 1)
       end
-    elseif k ~= "echo" then
-      error(("farm.config: unknown option '%s' (workers, echo, max_message)"):format(tostring(k)), 2)
+    elseif k ~= "echo" and k ~= "progress" then
+      error(("%s: unknown option '%s' (%s)"):format(what, tostring(k), OPTIONS), level + 1)
     end
-    config[k] = v
   end
 end
 
---- farm.close(): stop the workers; jobs not finished fail. The next submit starts a new pool.
-function farm.close()
-  if ctx then core.close(ctx) end
-  ctx = nil
+local function new_pool(config)
+  return setmetatable({ config = config, callbacks = {} }, Pool)
+end
+
+function Pool:_ctx()
+  if on_worker then
+    -- a pool started from a job would start pools from its jobs, and so on
+    error("farm: a job cannot submit jobs yet (nested jobs are not supported in this version)", 0)
+  end
+  local c = self.ctx
+  if not c or core.closed(c) then
+    c = core.new(self.config)
+    self.ctx = c
+    pool_of[c] = self
+  end
+  return c
+end
+
+-- Callbacks run on the caller's thread, inside farm calls: each exactly once.
+function Pool:_callbacks()
+  local c = self.ctx
+  if not c then return end
+  local cbs = self.callbacks
+  while true do
+    local id = core.finished(c)
+    if not id then return end
+    local cb = cbs[id]
+    if cb then
+      cbs[id] = nil
+      local ok, err = pcall(cb[1], cb[2])
+      if not ok then
+        io.stderr:write(("farm: the callback of job %d failed: %s\n"):format(id, tostring(err)))
+      end
+    end
+  end
+end
+
+--- pool:config{workers = N, echo = bool, max_message = bytes, progress = bool}: before it starts.
+function Pool:configure(opts)
+  check_config("farm.config", opts, 2)
+  if self.ctx and not core.closed(self.ctx) then
+    error("farm.config: the pool is running; call farm.close() first", 2)
+  end
+  for k, v in pairs(opts) do self.config[k] = v end
 end
 
 -- Function packages: a function whose only upvalue is the global table and that
 -- names no shippable global is the same package every time, so it is encoded and
--- hashed once; any other is encoded at each submit (its upvalues are values).
-local constant = setmetatable({}, { __mode = "k" })
+-- hashed once, and a worker keeps it; any other is encoded at each submit (its
+-- upvalues are values) and a worker makes a fresh closure of it for each job.
+local constant = setmetatable({}, { __mode = "k" })   -- f -> { [ctx] = package }
 
 local function is_constant(f)
   if names()[f] then return true end          -- travels by name (math.sqrt)
@@ -83,10 +114,16 @@ local function is_constant(f)
 end
 
 local function package(c, f)
-  local p = constant[f]
+  local byctx = constant[f]
+  local p = byctx and byctx[c]
   if p then return p end
-  p = core.package(c, describe, names, f)
-  if is_constant(f) then constant[f] = p end
+  local const = is_constant(f)
+  p = core.package(c, describe, names, f, not const)
+  if const then
+    byctx = byctx or setmetatable({}, { __mode = "k" })
+    byctx[c] = p
+    constant[f] = byctx
+  end
   return p
 end
 
@@ -96,11 +133,50 @@ local function check_fn(what, fn)
   end
 end
 
---- farm.submit(fn, ...) -> future
-function farm.submit(fn, ...)
+--- pool:submit(fn, ...) -> future
+function Pool:submit(fn, ...)
   check_fn("farm.submit", fn)
-  local c = pool()
-  return core.submit(c, package(c, fn), describe, names, ...)
+  local c = self:_ctx()
+  if self.ctx and next(self.callbacks) then self:_callbacks() end
+  return core.submit(c, nil, package(c, fn), describe, names, ...)
+end
+
+--- pool:submit_with({timeout = s, retries = n, callback = fn}, fn, ...) -> future
+function Pool:submit_with(opts, fn, ...)
+  if type(opts) ~= "table" then
+    error(("farm.submit_with: argument #1 must be a table of options (got %s)"):format(type(opts)), 2)
+  end
+  local o = {}
+  for k, v in pairs(opts) do
+    if k == "timeout" then
+      if type(v) ~= "number" or not (v > 0) or v == huge then
+        error(("farm.submit_with: timeout must be a positive number of seconds (got %s)")
+          :format(tostring(v)), 2)
+      end
+      o.timeout = v
+    elseif k == "retries" then
+      if math.type(v) ~= "integer" or v < 0 or v > 1000 then
+        error(("farm.submit_with: retries must be an integer from 0 to 1000 (got %s)")
+          :format(tostring(v)), 2)
+      end
+      o.retries = v
+    elseif k == "callback" then
+      if type(v) ~= "function" then
+        error(("farm.submit_with: callback must be a function (got %s)"):format(type(v)), 2)
+      end
+      o.notify = true
+    else
+      error(("farm.submit_with: unknown option '%s' (timeout, retries, callback)")
+        :format(tostring(k)), 2)
+    end
+  end
+  if type(fn) ~= "function" then
+    error(("farm.submit_with: argument #2 must be a function (got %s)"):format(type(fn)), 2)
+  end
+  local c = self:_ctx()
+  local f = core.submit(c, o, package(c, fn), describe, names, ...)
+  if o.notify then self.callbacks[core.id(f)] = { opts.callback, f } end
+  return f
 end
 
 -- ---- futures -------------------------------------------------------------
@@ -138,6 +214,13 @@ local function check_timeout(what, timeout, level)
   end
 end
 
+-- Run the callbacks due in every pool; cheap when none wait.
+local function callbacks_of()
+  for _, p in pairs(pool_of) do
+    if next(p.callbacks) then p:_callbacks() end
+  end
+end
+
 --- future:result([timeout]) -> the job's results, or raises its error
 function Future.result(f, timeout)
   if not core.done(f) then
@@ -147,18 +230,40 @@ function Future.result(f, timeout)
       if deadline and core.now() >= deadline then timed_out(f, timeout) end
     end
   end
+  callbacks_of()
   return finish(f, core.result(f, resolve, chunks))
+end
+
+--- future:cancel([{force = true}]) -> true when cancelled
+function Future.cancel(f, opts)
+  local force = false
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(("future:cancel: argument must be a table of options such as {force = true} (got %s)")
+        :format(type(opts)), 2)
+    end
+    for k, v in pairs(opts) do
+      if k ~= "force" then
+        error(("future:cancel: unknown option '%s' (force)"):format(tostring(k)), 2)
+      end
+      if type(v) ~= "boolean" then
+        error(("future:cancel: force must be true or false (got %s)"):format(type(v)), 2)
+      end
+      force = v
+    end
+  end
+  return core.cancel(f, force)
 end
 
 Future.status = core.status
 Future.done = core.done
-Future.cancel = core.cancel
 Future.id = core.id
 
 local methods = Future
 core.set_future_mt {
   __index = function(f, k)
     if k == "stdout" then return core.stdout(f) end
+    if k == "worker" then return core.where(f) end
     return methods[k]
   end,
   __call = Future.result,
@@ -179,25 +284,29 @@ local function check_futures(what, futures)
   end
 end
 
--- Wait until something arrives (or the deadline); false once the deadline has passed.
-local function progress(deadline)
-  local c = ctx
-  if not c or core.closed(c) then return true end
-  if deadline then
-    local left = deadline - core.now()
-    if left <= 0 then
-      core.pump(c, 0)              -- one last look: what has arrived counts
-      return false
+-- The pool (ctx) of the first future not done in list, and its change count,
+-- read before the caller looks at the futures: a change after that look ends
+-- the wait at once.
+local function watch(list)
+  for i = 1, #list do
+    if not core.done(list[i]) then
+      local c = core.ctx_of(list[i])
+      return c, core.gen(c)
     end
-    core.pump(c, min(left, 1))
-  else
-    core.pump(c, 1)
   end
+end
+
+-- Wait until something changes in pool c since gen (or the deadline); false
+-- once the deadline has passed. A signal returns at once (its hook acts).
+local function progress(deadline, c, gen)
+  local left = deadline and deadline - core.now()
+  if left and left <= 0 then return false end
+  if c then core.pump(c, min(left or 1, 1), gen) end
   return true
 end
 
---- farm.map(fn, list1 [, list2, ...]) -> { fn(list1[i], list2[i], ...) first results }
-function farm.map(fn, ...)
+--- pool:map(fn, list1 [, list2, ...]) -> { fn(list1[i], list2[i], ...) first results }
+function Pool:map(fn, ...)
   check_fn("farm.map", fn)
   local nl = select("#", ...)
   if nl == 0 then error("farm.map: needs at least one list", 2) end
@@ -211,7 +320,7 @@ function farm.map(fn, ...)
   end
   local out = {}
   if n == 0 then return out end
-  local c = pool()
+  local c = self:_ctx()
   local p = package(c, fn)
   -- about eight chunks a worker: enough to even out the end, few enough to batch
   local chunk = max(1, min(10000, ceil(n / (core.workers(c) * 8))))
@@ -243,15 +352,17 @@ function farm.as_completed(futures, timeout)
       local f = ready[ri]
       if f then ri = ri + 1; return f end
       if #pending == 0 then return nil end
+      local c, gen = watch(pending)
       ready, pending = core.split_done(pending)
       ri = 1
-      if #ready == 0 and not progress(deadline) then
+      if #ready == 0 and not progress(deadline, c, gen) then
         ready, pending = core.split_done(pending)   -- what the last look brought
         if #ready == 0 then
           error(("farm.as_completed: timed out after %g s with %d futures not done")
             :format(timeout, #pending), 2)
         end
       end
+      callbacks_of()
     end
   end
 end
@@ -269,33 +380,34 @@ function farm.wait(futures, opts)
   check_timeout("farm.wait", opts.timeout, 2)
   local deadline = opts.timeout and core.now() + opts.timeout
   while true do
+    local c, gen = watch(futures)
     local done, pending = core.split_done(futures)
+    callbacks_of()
     if #pending == 0 or (when == "first" and #done > 0) then return done, pending end
     if when == "error" then
       for i = 1, #done do
-        local s = core.status(done[i])
-        if s == "failed" then return done, pending end
+        if core.status(done[i]) == "failed" then return done, pending end
       end
     end
-    if not progress(deadline) then return core.split_done(futures) end
+    if not progress(deadline, c, gen) then return core.split_done(futures) end
   end
 end
 
---- farm.workers() -> number of workers
-function farm.workers()
-  return core.workers(pool())
+--- pool:workers() -> number of workers
+function Pool:workers()
+  return core.workers(self:_ctx())
 end
 
---- farm.stats() -> { workers = {{name, pid, jobs, busy}...}, jobs, busy, elapsed }
-function farm.stats()
-  if not ctx then return { workers = {}, jobs = 0, busy = 0, elapsed = 0 } end
-  return core.stats(ctx)
+--- pool:stats() -> { workers = {{name, pid, jobs, busy}...}, jobs, busy, elapsed, ... }
+function Pool:stats()
+  if not self.ctx then return { workers = {}, jobs = 0, busy = 0, elapsed = 0, queued = 0 } end
+  return core.stats(self.ctx)
 end
 
---- farm.print_stats(): like pp's print_stats
-function farm.print_stats(out)
+--- pool:print_stats([file]): like pp's print_stats
+function Pool:print_stats(out)
   out = out or io.stdout
-  local s = farm.stats()
+  local s = self:stats()
   out:write("Job execution statistics:\n",
             " job count | % of all jobs | job time sum | time per job | job server\n")
   for _, w in ipairs(s.workers) do
@@ -307,13 +419,88 @@ function farm.print_stats(out)
             ("%d jobs queued\n"):format(s.queued or 0))
 end
 
+--- pool:wait_all(): wait until every job submitted has finished (callbacks run);
+--- says on stderr what it waits for when that takes more than a second.
+function Pool:wait_all()
+  local c = self.ctx
+  if not c or core.closed(c) then return end
+  local t0, told = core.now(), false
+  while core.outstanding(c) > 0 do
+    local gen = core.gen(c)
+    self:_callbacks()
+    if not told and core.now() - t0 > 1 then
+      local n = core.outstanding(c)
+      if n > 0 then
+        io.stderr:write(("farm: waiting for %d unfinished job%s (Ctrl-C stops them)\n")
+          :format(n, n == 1 and "" or "s"))
+        told = true
+      end
+    end
+    if core.outstanding(c) > 0 then core.pump(c, 0.25, gen) end
+  end
+  self:_callbacks()
+end
+
+--- pool:close([{cancel = true}]): wait for unfinished jobs (or cancel them), then
+--- stop the workers. The next submit starts a new pool.
+function Pool:close(opts)
+  local c = self.ctx
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(("farm.close: argument must be a table of options such as {cancel = true} (got %s)")
+        :format(type(opts)), 2)
+    end
+    for k in pairs(opts) do
+      if k ~= "cancel" then error(("farm.close: unknown option '%s' (cancel)"):format(tostring(k)), 2) end
+    end
+  end
+  if c and not core.closed(c) then
+    if opts and opts.cancel then core.cancel_all(c, true) end
+    self:wait_all()
+    core.close(c)
+  end
+  self.ctx = nil
+end
+
+-- ---- the default pool, and farm.new -------------------------------------------
+
+local default = new_pool({ echo = true })
+do
+  local maxmsg = tonumber(os.getenv("FARM_MAX_MESSAGE") or "")
+  if maxmsg then default.config.max_message = maxmsg end
+end
+
+--- farm.new{workers = N, echo = bool, max_message = bytes} -> a pool of its own
+function farm.new(opts)
+  opts = opts or {}
+  check_config("farm.new", opts, 2)
+  local cfg = { echo = default.config.echo, max_message = default.config.max_message }
+  for k, v in pairs(opts) do cfg[k] = v end
+  return new_pool(cfg)
+end
+
+function farm.config(opts) return default:configure(opts) end
+function farm.submit(fn, ...) return default:submit(fn, ...) end
+function farm.submit_with(opts, fn, ...) return default:submit_with(opts, fn, ...) end
+function farm.map(fn, ...) return default:map(fn, ...) end
+function farm.workers() return default:workers() end
+function farm.stats() return default:stats() end
+function farm.print_stats(out) return default:print_stats(out) end
+function farm.close(opts) return default:close(opts) end
+Pool.config = Pool.configure
+Pool.wait = function(_, ...) return farm.wait(...) end
+Pool.as_completed = function(_, ...) return farm.as_completed(...) end
+
 -- Chunks loaded from now on are remembered, so their functions can ship.
 ship.hook(_G)
 
 -- Only internal: the worker marks its own farm module with this.
 farm._on_worker = function() on_worker = true end
 
+-- Only internal: farm run's end (wait, then close) and its progress line.
+farm._default = default
+
 -- Only internal: tests look at the worker pids through this.
-farm._pids = function() return ctx and core.pids(ctx) or {} end
+farm._pids = function() return default.ctx and core.pids(default.ctx) or {} end
 
 return farm

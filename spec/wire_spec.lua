@@ -3,6 +3,10 @@
 -- and exits, never crashes and never hangs.
 local H = require "helper"
 
+-- the protocol this build speaks, as `farm --version` says it
+local P = tonumber(H.farm_cmd("--version").out:match("protocol (%d+)"))
+local V = string.char(P)
+
 local function feed(bytes)
   local dir = H.sh("mktemp -d /tmp/farm-wire-XXXXXX").out:gsub("%s+$", "")
   local url = "ipc://" .. dir .. "/w"
@@ -29,19 +33,33 @@ describe("a worker fed bad messages", function()
   it("names both protocol versions when they differ", function()
     local r = feed("Fm\9\2xxxx")
     assert.are.equal(3, r.code)
-    assert.are.equal("farm worker 1: protocol version 9, this node speaks 1\n", r.err)
+    assert.are.equal("farm worker 1: protocol version 9, this node speaks " .. P .. "\n", r.err)
   end)
 
   it("rejects a JOBS message that claims more jobs than it holds", function()
-    local r = feed("Fm\1\2\0\5\0\0\0\1")
+    local r = feed("Fm" .. V .. "\2\0\5\0\0\0\1")
     assert.are.equal(3, r.code)
     assert.are.equal("farm worker 1: malformed message from the client\n", r.err)
   end)
 
   it("rejects an unknown message type", function()
-    local r = feed("Fm\1\99")
+    local r = feed("Fm" .. V .. "\99")
     assert.are.equal(3, r.code)
     assert.is_truthy(r.err:find("malformed message", 1, true))
+  end)
+
+  it("rejects a TAKE whose ids run past its end", function()
+    local r = feed("Fm" .. V .. "\5\3\0\0\0\1")
+    assert.are.equal(3, r.code)
+    assert.are.equal("farm worker 1: malformed message from the client\n", r.err)
+  end)
+
+  it("rejects a JOBS entry with an unknown function kind", function()
+    -- one job: id 1, attempt 0, mode 0, hash, fn kind 7, then an args string
+    local r = feed("Fm" .. V .. "\2\0\1\0\0\0" .. "\1\0\0" .. string.rep("h", 16) .. "\7\1x"
+      .. string.rep("\0", 20))
+    assert.are.equal(3, r.code)
+    assert.are.equal("farm worker 1: malformed message from the client\n", r.err)
   end)
 
   it("refuses to start without a link", function()

@@ -1,11 +1,12 @@
 /*
- * fuzz_results.c -- libFuzzer target for the client's RESULTS parser
- * (core/sched.c): what a broken or hostile worker can send the client.
+ * fuzz_results.c -- libFuzzer target for what a peer sends the client's engine
+ * (core/engine.c): RESULTS, TAKEN and HELLO from a broken or hostile worker.
  *
- * Each input, after a valid header, is handed to a context with one worker
- * slot (no process behind it) holding four jobs in flight. The parser must
- * take what is well formed, refuse the rest with FARM_EPROTO, and never crash,
- * read out of bounds or leak; a job must end at most once.
+ * Each input is split at its first byte into a message type and a body, given a
+ * valid header and handed to a test engine with one peer (no process, no
+ * thread) holding four jobs in flight, two of them being taken back. The engine
+ * must take what is well formed, refuse the rest, and never crash, read out of
+ * bounds or leak; a job must end at most once.
  *
  *   make fuzz && ./build-fuzz/fuzz_results -max_total_time=60
  */
@@ -13,39 +14,39 @@
 #include <stdlib.h>
 #include <string.h>
 #include "farm.h"
-#include "sched.h"
+#include "engine.h"
+#include "peer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  farm_ctx c;
-  memset(&c, 0, sizeof c);
-  c.nw = 1;
-  c.w = calloc(1, sizeof *c.w);
-  c.maxmsg = 1u << 20;
-  if (!c.w) return 0;
+  if (size < 1) return 0;
+  farm_peer *p;
+  farm_engine *e = farm__engine_test(&p);
   farm_fn *fn = calloc(1, sizeof *fn);
   fn->refs = 1;
   farm_job *jobs[4];
   for (int i = 0; i < 4; i++) {
-    farm_job *j = calloc(1, sizeof *j);
+    farm_job *j = farm__job_new();
     j->id = (uint64_t)i + 1;
-    j->state = JOB_SENT;
-    j->refs = 2;                          /* the test's, and the in-flight list's */
+    j->refs = 1;                          /* the test's; the engine adds its own */
     j->fn = fn;
     fn->refs++;
-    if (c.w->tail) c.w->tail->next = j; else c.w->head = j;
-    c.w->tail = j;
-    c.w->inflight++;
+    j->taking = i >= 2;
+    farm__engine_test_add(e, j);
     jobs[i] = j;
   }
-  uint8_t *msg = malloc(size + 4);
-  memcpy(msg, "Fm\x01\x03", 4);           /* RESULTS, this protocol version */
-  memcpy(msg + 4, data, size);
-  int taken = farm__sched_results(&c, 0, msg, size + 4);
-  if (taken > 4) abort();                 /* a result arrives at most once per job */
+  if (data[0] & 1) p->takes = 1;
+  static const uint8_t types[4] = { FARM_MSG_RESULTS, FARM_MSG_TAKEN, FARM_MSG_HELLO, FARM_MSG_JOBS };
+  uint8_t *msg = malloc(size + 3);
+  msg[0] = 'F'; msg[1] = 'm'; msg[2] = FARM_PROTOCOL; msg[3] = types[(data[0] >> 1) & 3];
+  memcpy(msg + 4, data + 1, size - 1);
+  char err[200];
+  farm__engine_message(e, p, msg, size + 3, err, sizeof err);
   free(msg);
-  for (farm_job *j = c.w->head, *next; j; j = next) { next = j->next; farm__job_unref(j); }
+  int over = 0;
+  for (int i = 0; i < 4; i++) over += farm__job_over(jobs[i]);
+  if (over > 4) abort();
+  farm__engine_free(e);                   /* fails and drops what it still holds */
   for (int i = 0; i < 4; i++) farm__job_unref(jobs[i]);
   farm__fn_unref(fn);
-  free(c.w);
   return 0;
 }

@@ -1,0 +1,1217 @@
+/*
+ * engine.c -- the client's engine: a loop on a thread of its own that moves
+ * jobs from the caller to the peers and results back, whatever the caller does
+ * meanwhile (computes, sleeps, waits for input).
+ *
+ * Scheduling is by credit, per peer: each peer may hold about CREDIT_SECONDS of
+ * work (running plus prefetched), measured from its own job times and weighted
+ * by its capacity, so trivial jobs travel thousands to a message and long ones
+ * two at a time. Queued jobs are shared out among the peers with free credit,
+ * never dealt round-robin. When a peer sits idle with nothing queued, jobs
+ * waiting unstarted at another peer are taken back (TAKE/TAKEN: the peer says
+ * which it gave back, so none runs twice) and sent to it. The engine knows at
+ * every moment where each job is: a peer that is lost gives its jobs back.
+ *
+ * Threads: the caller pushes jobs onto a lock-free list and wakes the loop
+ * through an eventfd only when it sleeps; everything else is under e->mu. The
+ * loop wakes a waiting caller through another eventfd (poll()able, so a signal
+ * interrupts the caller's wait). The loop never calls Lua.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sodium.h>
+#include "farm.h"
+#include "clock.h"
+#include "engine.h"
+#include "peer.h"
+#include "pool.h"
+
+#define CREDIT_MAX 2048
+#define CREDIT_SECONDS 0.004       /* work kept queued at each worker */
+#define BATCH_BYTES (4u << 20)     /* a JOBS message grows to this, then goes */
+#define BATCH_MIN 32               /* fewer jobs wait for a busy worker's results */
+#define TICK 0.01                  /* timers: deaths, output, timeouts, take-back */
+#define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
+#define PROGRESS_EVERY 0.2
+#define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
+#define DEFAULT_RETRIES 2          /* a job that killed its worker is tried this often more */
+#define REQUEUE_MAX 8              /* a job held by lost peers goes back this often */
+#define DEFAULT_MAX_MESSAGE (256u << 20)
+#define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
+#define ECHO_LINE_MAX 65536        /* a partial line longer than this is echoed anyway */
+
+struct farm_engine {
+  pthread_mutex_t mu;
+  pthread_t thread;
+  int has_thread;
+  int wake_fd;                     /* caller -> loop */
+  int done_fd;                     /* loop -> waiting caller */
+  farm_job *incoming;              /* atomic: submitted, not yet taken by the loop */
+  int sleeping, woken, waiters;    /* atomics */
+  uint64_t gen;                    /* atomic: bumped whenever a job ends or changes */
+  int signal_waiters;              /* something happened this iteration */
+  int stop;                        /* the loop should end */
+  int closed;
+  farm_peer **peers;
+  int npeers;
+  struct pollfd *pfd;
+  int cappfd;
+  farm_job *qhead, *qtail;         /* queued, in order (cancelled ones skipped lazily) */
+  size_t nqueued;
+  farm_job *fhead, *ftail;         /* finished jobs someone asked to hear of */
+  size_t outstanding;              /* atomic: submitted and not over */
+  uint64_t nextid;                 /* caller's */
+  int echo, progress, prog_shown;
+  size_t maxmsg, batch_limit;
+  char exe[PATH_MAX];
+  char dir[PATH_MAX];
+  farm_buf msg;                    /* the loop's scratch */
+  uint64_t submitted, finished;    /* atomics (stats, progress) */
+  uint64_t fn_sent, bytes_sent, batches_sent, taken_back;
+  double t0, last_tick, last_progress, rate, rate_t;
+  uint64_t rate_done;
+  int start_failed;
+  char err[512];
+};
+
+/* ---- function packages and jobs ------------------------------------------ */
+
+void farm__fn_unref(farm_fn *f) {
+  if (f && __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) { free(f->p); free(f); }
+}
+
+farm_job *farm__job_new(void) {
+  farm_job *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  farm__buf_init(&j->out);
+  j->max_retries = DEFAULT_RETRIES;
+  return j;
+}
+
+void farm__job_unref(farm_job *j) {
+  if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+  farm__fn_unref(j->fn);
+  free(j->args); free(j->res); free(j->tb);
+  farm__buf_free(&j->out);
+  free(j);
+}
+
+char *farm__dupmem(const void *p, size_t n) {
+  char *d = malloc(n ? n : 1);
+  if (d && n) memcpy(d, p, n);
+  return d;
+}
+
+static void set_text(char **p, size_t *n, const char *s) {
+  free(*p);
+  *p = farm__dupmem(s, strlen(s));
+  *n = *p ? strlen(s) : 0;
+}
+
+static void echo_rest(farm_engine *e, farm_job *j);
+
+/* A job is over: publish its state (after its results), count it, tell whoever
+   waits. The engine's reference goes with the caller (the lists it was on). */
+static void job_over(farm_engine *e, farm_job *j, int state) {
+  if (farm__job_over(j)) return;
+  free(j->args); j->args = NULL; j->nargs = 0;
+  j->peer = NULL;
+  echo_rest(e, j);
+  if (j->notify) {
+    __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+    j->fnext = NULL;
+    if (e->ftail) e->ftail->fnext = j; else e->fhead = j;
+    e->ftail = j;
+  }
+  __atomic_store_n(&j->state, (uint8_t)state, __ATOMIC_RELEASE);
+  __atomic_sub_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch(&e->finished, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&e->gen, 1, __ATOMIC_SEQ_CST);
+  e->signal_waiters = 1;
+}
+
+/* End a job with an error of the engine's own making. */
+static void job_fail(farm_engine *e, farm_job *j, const char *msg) {
+  set_text(&j->res, &j->nres, msg);
+  job_over(e, j, JOB_FAILED);
+}
+
+static void changed(farm_engine *e) {
+  __atomic_add_fetch(&e->gen, 1, __ATOMIC_SEQ_CST);
+  e->signal_waiters = 1;
+}
+
+/* Wake a caller waiting in farm__engine_wait, if any. */
+static void wake_waiters(farm_engine *e) {
+  if (!e->signal_waiters) return;
+  e->signal_waiters = 0;
+  if (__atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 0) {
+    uint64_t one = 1;
+    if (write(e->done_fd, &one, sizeof one) < 0) { /* full counter: it is awake anyway */ }
+  }
+}
+
+/* ---- output: echoed line by line, never half a line glued to another job's ---- */
+
+static void progress_clear(farm_engine *e) {
+  if (!e->prog_shown) return;
+  fputs("\r\033[K", stderr);
+  fflush(stderr);
+  e->prog_shown = 0;
+}
+
+static void echo_upto(farm_engine *e, farm_job *j, size_t upto) {
+  if (!e->echo || upto <= j->echoed) return;
+  progress_clear(e);
+  fwrite(j->out.p + j->echoed, 1, upto - j->echoed, stdout);
+  j->echoed = upto;
+  fflush(stdout);
+}
+
+/* Echo the complete lines not echoed yet (and a very long partial one). */
+static void echo_lines(farm_engine *e, farm_job *j) {
+  size_t n = j->out.n;
+  while (n > j->echoed && j->out.p[n - 1] != '\n') n--;
+  if (n == j->echoed && j->out.n - j->echoed > ECHO_LINE_MAX) n = j->out.n;
+  echo_upto(e, j, n);
+}
+
+/* The job ended: the rest goes out, ending with a newline of its own. */
+static void echo_rest(farm_engine *e, farm_job *j) {
+  if (!e->echo || j->out.n <= j->echoed) return;
+  echo_upto(e, j, j->out.n);
+  if (j->out.p[j->out.n - 1] != '\n') { fputc('\n', stdout); fflush(stdout); }
+}
+
+static farm_job *find_inflight(farm_peer *p, uint64_t id) {
+  for (farm_job *j = p->head; j; j = j->next)
+    if (j->id == id) return j;
+  return NULL;
+}
+
+void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n) {
+  farm_job *j = find_inflight(p, id);
+  if (!j || !n) return;
+  if (farm__buf_put(&j->out, s, n) < 0) return;
+  echo_lines(e, j);
+}
+
+/* ---- the known-function set of a peer ------------------------------------- */
+
+static uint64_t hkey(const unsigned char *h) {
+  uint64_t k;
+  memcpy(&k, h, sizeof k);
+  return k ? k : 1;
+}
+
+/* The peer is told to drop its cache (in the next JOBS message), and so is our
+   record of it. Never in the middle of a batch. */
+static void known_forget(farm_peer *p) {
+  if (p->known) memset(p->known, 0, KNOWN_MAX * 2 * sizeof *p->known);
+  p->nknown = 0;
+  p->forget = 1;
+}
+
+/* 1 if the peer already has it; else records it and returns 0. */
+static int known_check_add(farm_peer *p, const unsigned char *h) {
+  size_t cap = KNOWN_MAX * 2, i;
+  if (!p->known && !(p->known = calloc(cap, sizeof *p->known))) return 0;
+  uint64_t k = hkey(h);
+  for (i = k % cap; p->known[i]; i = (i + 1) % cap)
+    if (p->known[i] == k) return 1;
+  p->known[i] = k;
+  p->nknown++;
+  return 0;
+}
+
+/* ---- the queue -------------------------------------------------------------- */
+
+static void enqueue_back(farm_engine *e, farm_job *j) {
+  j->next = NULL;
+  if (e->qtail) e->qtail->next = j; else e->qhead = j;
+  e->qtail = j;
+  e->nqueued++;
+}
+
+/* Put a job back at the front of the queue (it keeps its place in line). */
+static void requeue_front(farm_engine *e, farm_job *j) {
+  j->state = JOB_QUEUED;
+  j->peer = NULL;
+  j->taking = 0;
+  j->next = e->qhead;
+  e->qhead = j;
+  if (!e->qtail) e->qtail = j;
+  e->nqueued++;
+  changed(e);
+}
+
+/* Move what the caller submitted onto the queue, in submission order. */
+static void take_incoming(farm_engine *e) {
+  farm_job *list = __atomic_exchange_n(&e->incoming, NULL, __ATOMIC_ACQ_REL), *rev = NULL;
+  while (list) { farm_job *n = list->next; list->next = rev; rev = list; list = n; }
+  while (rev) {
+    farm_job *n = rev->next;
+    if (farm__job_state(rev) == JOB_QUEUED) enqueue_back(e, rev);
+    else farm__job_unref(rev);                 /* cancelled before it got here */
+    rev = n;
+  }
+}
+
+static void fail_queue(farm_engine *e, const char *why) {
+  take_incoming(e);
+  farm_job *j;
+  while ((j = e->qhead)) {
+    e->qhead = j->next;
+    if (j->state == JOB_QUEUED) job_fail(e, j, why);
+    farm__job_unref(j);
+  }
+  e->qtail = NULL;
+  e->nqueued = 0;
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+int farm__peer_send(farm_peer *p, const void *msg, size_t n) {
+  if (!p->link) return FARM_ELINK;
+  if (!p->pend.n) {
+    int rc = farm__link_send(p->link, msg, n, 1);
+    if (rc != FARM_EAGAIN) return rc;
+  }
+  /* kept whole, with its length in front, for when the link can take it */
+  if (farm__buf_u64le(&p->pend, n) < 0 || farm__buf_put(&p->pend, msg, n) < 0) return FARM_ENOMEM;
+  return 0;
+}
+
+/* Send what waits for p's link; 0 when nothing is left waiting. */
+static int flush_pending(farm_peer *p) {
+  size_t at = 0;
+  int rc = 0;
+  while (at < p->pend.n) {
+    uint64_t n;
+    memcpy(&n, p->pend.p + at, 8);
+    rc = farm__link_send(p->link, p->pend.p + at + 8, (size_t)n, 1);
+    if (rc != 0) break;
+    at += 8 + (size_t)n;
+  }
+  if (at) {
+    memmove(p->pend.p, p->pend.p + at, p->pend.n - at);
+    p->pend.n -= at;
+  }
+  return rc == FARM_EAGAIN ? FARM_EAGAIN : rc;
+}
+
+static void peer_broken(farm_engine *e, farm_peer *p, const char *why) {
+  char msg[200];
+  snprintf(msg, sizeof msg, "%s: %s", p->name, why);
+  p->ops->kill(p, msg);
+  (void)e;
+}
+
+static int credit(farm_peer *p) {
+  int cap = p->capacity > 0 ? p->capacity : 1;
+  if (p->est <= 0) return cap + 1;
+  double k = cap * CREDIT_SECONDS / p->est;
+  double lo = cap + 1, hi = (double)CREDIT_MAX * cap;
+  return k < lo ? (int)lo : k > hi ? (int)hi : (int)k;
+}
+
+/* Build one JOBS message of up to k queued jobs for p, and send it. */
+static void send_batch(farm_engine *e, farm_peer *p, int k) {
+  farm_buf *b = &e->msg;
+  farm__msg_begin(b, FARM_MSG_JOBS);
+  size_t flags_at = b->n;
+  farm__buf_u8(b, 0);
+  size_t count_at = b->n;
+  farm__buf_put(b, "\0\0\0\0", 4);
+  uint32_t count = 0;
+  if (p->nknown + k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
+  while (count < (uint32_t)k && e->qhead) {
+    farm_job *j = e->qhead;
+    /* a batch never outgrows its limit unless one job alone does (and that
+       fits the link): the receiver drops a message over its limit silently */
+    if (count && j->state == JOB_QUEUED && b->n + j->nargs + j->fn->n + 64 > e->batch_limit) break;
+    e->qhead = j->next;
+    if (!e->qhead) e->qtail = NULL;
+    if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled (uncounted) */
+    e->nqueued--;
+    farm__buf_uvar(b, j->id);
+    farm__buf_uvar(b, j->attempt);
+    farm__buf_u8(b, j->mode);
+    farm__buf_put(b, j->fn->hash, FARM_HASHLEN);
+    if (j->fn->fresh) {
+      farm__buf_u8(b, FARM_FN_FRESH);
+      farm__buf_str(b, j->fn->p, j->fn->n);
+    } else if (known_check_add(p, j->fn->hash)) {
+      farm__buf_u8(b, FARM_FN_CACHED);
+    } else {
+      farm__buf_u8(b, FARM_FN_KEEP);
+      farm__buf_str(b, j->fn->p, j->fn->n);
+      e->fn_sent++;
+    }
+    farm__buf_str(b, j->args, j->nargs);
+    j->state = JOB_SENT;
+    j->peer = p;
+    j->next = NULL;
+    if (p->tail) p->tail->next = j; else p->head = j;
+    p->tail = j;
+    p->inflight++;
+    count++;
+  }
+  if (!count) return;
+  p->idle_since = 0;
+  e->bytes_sent += b->n;
+  e->batches_sent++;
+  b->p[flags_at] = (char)(p->forget ? 1 : 0);
+  p->forget = 0;
+  farm__put_u32le_at(b, count_at, count);
+  if (farm__peer_send(p, b->p, b->n) < 0) peer_broken(e, p, "cannot send jobs");
+}
+
+static int peer_open(farm_peer *p) {
+  return p->ready && p->link && !p->closing;
+}
+
+/* Share the queue out: first to peers with a free slot (nobody waits while a
+   slot is idle), then as prefetch up to each peer's credit. */
+static void dispatch(farm_engine *e) {
+  for (int pass = 0; pass < 2 && e->nqueued; pass++) {
+    int open = 0;
+    for (int i = 0; i < e->npeers; i++) {
+      farm_peer *p = e->peers[i];
+      if (peer_open(p) && !p->pend.n && p->inflight < (pass ? credit(p) : p->capacity)) open++;
+    }
+    for (int i = 0; i < e->npeers && e->nqueued && open; i++) {
+      farm_peer *p = e->peers[i];
+      if (!peer_open(p) || p->pend.n) continue;
+      int cr = credit(p);
+      if (p->inflight >= (pass ? cr : p->capacity)) continue;
+      int share = (int)((e->nqueued + (size_t)open - 1) / (size_t)open);
+      int k = cr - p->inflight;
+      if (share < k) k = share;
+      /* A peer that has work gets no crumbs: its results will bring it the
+         queue grown meanwhile, in one message. Without this, a worker that keeps
+         pace with the submitter gets one job a message and every job pays a round
+         trip. (Long jobs have a small credit, and still get their prefetch.) */
+      if (pass && k < BATCH_MIN && k < cr / 2) { open--; continue; }
+      send_batch(e, p, k);
+      open--;
+    }
+  }
+}
+
+/* ---- take-back: waiting jobs move to an idle peer ---------------------------- */
+
+/* Ask p to give back the jobs marked taking (one TAKE at a time per peer). */
+static void send_take(farm_engine *e, farm_peer *p) {
+  farm_buf *b = &e->msg;
+  farm__msg_begin(b, FARM_MSG_TAKE);
+  farm__buf_put(b, "\0\0\0\0", 4);
+  uint32_t n = 0;
+  for (farm_job *j = p->head; j; j = j->next)
+    if (j->taking) { farm__buf_uvar(b, j->id); n++; }
+  if (!n) return;
+  farm__put_u32le_at(b, 4, n);
+  p->takes++;
+  if (farm__peer_send(p, b->p, b->n) < 0) peer_broken(e, p, "cannot send a take-back");
+}
+
+static void rebalance(farm_engine *e, double now) {
+  if (e->nqueued) return;
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *idle = e->peers[i];
+    if (!peer_open(idle) || idle->inflight || !idle->idle_since ||
+        now - idle->idle_since < IDLE_BEFORE_TAKE) continue;
+    farm_peer *from = NULL;
+    int most = 0;
+    for (int k = 0; k < e->npeers; k++) {
+      farm_peer *q = e->peers[k];
+      int waiting = q->inflight - q->capacity;
+      if (q == idle || !peer_open(q) || q->takes || waiting <= most) continue;
+      most = waiting;
+      from = q;
+    }
+    if (!from) return;
+    /* the newest half of what waits there, at least one: the ones least likely
+       to have started by the time the TAKE arrives */
+    int want = (most + 1) / 2, skip = from->inflight - want;
+    for (farm_job *j = from->head; j; j = j->next, skip--)
+      if (skip <= 0) j->taking = 1;
+    send_take(e, from);
+    idle->idle_since = now;        /* one take at a time for it */
+    return;
+  }
+}
+
+/* ---- receiving ---------------------------------------------------------------- */
+
+static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
+  farm_job *prev = NULL;
+  for (farm_job *j = p->head; j; prev = j, j = j->next) {
+    if (j->id != id || (attempt >= 0 && j->attempt != (unsigned)attempt)) continue;
+    if (prev) prev->next = j->next; else p->head = j->next;
+    if (p->tail == j) p->tail = prev;
+    p->inflight--;
+    j->next = NULL;
+    if (!p->inflight) p->idle_since = farm__now();
+    return j;
+  }
+  return NULL;
+}
+
+static void where(farm_peer *p, char *out, size_t n) {
+  long pid = p->ops->pid ? p->ops->pid(p) : 0;
+  if (pid > 0) snprintf(out, n, "%s (pid %ld)", p->name, pid);
+  else snprintf(out, n, "%s", p->name);
+}
+
+static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
+  uint32_t count = farm__rd_u32le(r);
+  double busy_sum = 0;
+  uint32_t got = 0;
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    uint64_t id = farm__rd_uvar(r);
+    unsigned attempt = (unsigned)farm__rd_uvar(r);
+    int status = farm__rd_u8(r);
+    double busy = farm__rd_uvar(r) * 1e-9;
+    size_t nout, na, nb = 0;
+    const char *out = farm__rd_str(r, &nout);
+    const char *a = farm__rd_str(r, &na), *bt = NULL;
+    if (status == FARM_JOB_ERROR) bt = farm__rd_str(r, &nb);
+    if (status > FARM_JOB_ERROR || busy < 0 || busy > 1e9) r->err = 1;
+    if (r->err) break;
+    farm_job *j = take_inflight(p, id, (int)attempt);
+    if (!j) continue;              /* not ours (any more): a result arrives at most once */
+    if (j->state == JOB_SENT) {
+      j->busy = busy;
+      where(p, j->where, sizeof j->where);
+      free(j->res);
+      j->res = farm__dupmem(a, na); j->nres = na;
+      if (bt) { free(j->tb); j->tb = farm__dupmem(bt, nb); j->ntb = nb; }
+      /* out carries all the job printed; streaming may have echoed a prefix */
+      size_t echoed = j->echoed < nout ? j->echoed : nout;
+      j->out.n = 0;
+      farm__buf_put(&j->out, out, nout);
+      j->echoed = echoed;
+      job_over(e, j, status == FARM_JOB_OK ? JOB_DONE : JOB_FAILED);
+    }
+    p->jobs++;
+    p->busy += busy;
+    busy_sum += busy;
+    got++;
+    farm__job_unref(j);
+  }
+  if (got) {
+    double per = busy_sum / got;
+    p->est = p->est <= 0 ? per : 0.7 * p->est + 0.3 * per;
+    if (p->est < 1e-7) p->est = 1e-7;
+  }
+  return r->err ? FARM_EPROTO : (int)got;
+}
+
+static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
+  uint32_t count = farm__rd_u32le(r);
+  if (!p->takes) return FARM_EPROTO;
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    uint64_t id = farm__rd_uvar(r);
+    if (r->err) break;
+    farm_job *j = find_inflight(p, id);
+    if (!j || !j->taking) continue;          /* it never asked for that one */
+    take_inflight(p, id, -1);
+    if (j->cancel_req) {
+      job_over(e, j, JOB_CANCELLED);
+      farm__job_unref(j);
+    } else {
+      e->taken_back++;
+      requeue_front(e, j);
+    }
+  }
+  if (r->err) return FARM_EPROTO;
+  p->takes--;
+  for (farm_job *j = p->head; j; j = j->next) { j->taking = 0; j->cancel_req = 0; }
+  changed(e);
+  return 0;
+}
+
+int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
+                         char *err, size_t errlen) {
+  farm_rd r;
+  int type = farm__msg_open(&r, msg, n, err, errlen);
+  if (type < 0) return type;
+  switch (type) {
+  case FARM_MSG_HELLO: {
+    farm__rd_uvar(&r);                       /* pid, slot */
+    farm__rd_uvar(&r);
+    uint64_t cap = farm__rd_uvar(&r);
+    if (r.err || cap < 1 || cap > 65536) break;
+    p->capacity = (int)cap;
+    p->ready = 1;
+    p->idle_since = farm__now();
+    if (p->ops->kind[0] == 'l') farm__local_connected(p);
+    changed(e);
+    return 0;
+  }
+  case FARM_MSG_RESULTS:
+    if (on_results(e, p, &r) >= 0) return 0;
+    break;
+  case FARM_MSG_TAKEN:
+    if (on_taken(e, p, &r) >= 0) return 0;
+    break;
+  default:
+    snprintf(err, errlen, "unexpected message %d from %s", type, p->name);
+    return FARM_EPROTO;
+  }
+  snprintf(err, errlen, "malformed message from %s", p->name);
+  return FARM_EPROTO;
+}
+
+int farm__peer_drain(farm_peer *p) {
+  int handled = 0;
+  while (p->link) {
+    void *m;
+    size_t n;
+    if (farm__link_recv(p->link, &m, &n, 1) != 0) break;
+    char why[200];
+    int rc = farm__engine_message(p->e, p, m, n, why, sizeof why);
+    farm__link_free(m);
+    handled++;
+    if (rc < 0) {                  /* a peer that talks nonsense is replaced */
+      fprintf(stderr, "farm: %s; restarting it\n", why);
+      p->ops->kill(p, why);
+      break;
+    }
+  }
+  return handled;
+}
+
+/* ---- losing a peer ------------------------------------------------------------- */
+
+void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why) {
+  /* The job it was running is to blame: tried again up to its retries, then it
+     fails with the cause. The others it held go back as they were (only a peer
+     lost again and again, REQUEUE_MAX times, fails them). A job cancelled by
+     force or out of time ends as such. */
+  if (!running && p->head && !(p->ops->running)) running = p->head->id;
+  farm_job *j = p->head, *next, *rev = NULL;
+  for (; j; j = next) { next = j->next; j->next = rev; rev = j; }   /* requeue in order */
+  for (j = rev; j; j = next) {
+    next = j->next;
+    j->peer = NULL;
+    j->taking = 0;
+    if (j->state != JOB_SENT) { farm__job_unref(j); continue; }
+    int blamed = j->id == running;
+    where(p, j->where, sizeof j->where);
+    if (blamed && j->cancel_req) {
+      job_over(e, j, JOB_CANCELLED);
+    } else if (blamed && j->timed_out) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", j->timeout);
+      job_fail(e, j, msg);
+    } else if (blamed ? j->attempt >= j->max_retries : j->requeues >= REQUEUE_MAX) {
+      job_fail(e, j, why);
+    } else {
+      if (blamed) j->attempt++; else j->requeues++;
+      j->cancel_req = 0;
+      j->timed_out = 0;
+      j->started = 0;
+      requeue_front(e, j);
+      continue;
+    }
+    farm__job_unref(j);
+  }
+  p->head = p->tail = NULL;
+  p->inflight = 0;
+  p->takes = 0;
+  p->pend.n = 0;
+  p->running_id = 0;
+  changed(e);
+}
+
+int farm__engine_workers(farm_engine *e) {
+  pthread_mutex_lock(&e->mu);
+  int n = 0;
+  for (int i = 0; i < e->npeers; i++) n += e->peers[i]->dead ? 0 : e->peers[i]->capacity;
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
+static int live_peers(farm_engine *e) {
+  int n = 0;
+  for (int i = 0; i < e->npeers; i++) n += !e->peers[i]->dead;
+  return n;
+}
+
+/* ---- timers ------------------------------------------------------------------ */
+
+static farm_job *job_running_at(farm_peer *p, uint64_t id) {
+  return id ? find_inflight(p, id) : NULL;
+}
+
+static void check_timeouts(farm_engine *e, double now) {
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (!p->ops->running || !p->link) continue;
+    uint64_t id = p->ops->running(p);
+    if (id != p->running_id) {
+      p->running_id = id;
+      p->running_since = now;
+      farm_job *j = job_running_at(p, id);
+      if (j && !j->started) j->started = now;
+    }
+    farm_job *j = job_running_at(p, id);
+    if (j && j->timeout > 0 && now - p->running_since > j->timeout && !j->timed_out) {
+      char why[160];
+      j->timed_out = 1;
+      snprintf(why, sizeof why, "job %llu timed out after %g s", (unsigned long long)j->id, j->timeout);
+      p->ops->kill(p, why);
+    }
+  }
+}
+
+static void draw_progress(farm_engine *e, double now) {
+  size_t out = __atomic_load_n(&e->outstanding, __ATOMIC_RELAXED);
+  if (!e->progress) return;
+  if (!out) { progress_clear(e); return; }
+  uint64_t done = __atomic_load_n(&e->finished, __ATOMIC_RELAXED);
+  uint64_t total = __atomic_load_n(&e->submitted, __ATOMIC_RELAXED);
+  if (e->rate_t == 0) { e->rate_t = now; e->rate_done = done; }
+  else if (now - e->rate_t >= 1.0) {
+    double r = (done - e->rate_done) / (now - e->rate_t);
+    e->rate = e->rate > 0 ? 0.5 * e->rate + 0.5 * r : r;
+    e->rate_t = now;
+    e->rate_done = done;
+  }
+  int busy = 0, cap = 0;
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (p->dead) continue;
+    cap += p->capacity;
+    busy += p->inflight < p->capacity ? p->inflight : p->capacity;
+  }
+  char eta[32] = "?";
+  if (e->rate > 0) snprintf(eta, sizeof eta, "%.0fs", (double)out / e->rate);
+  fprintf(stderr, "\r\033[Kfarm: %llu/%llu jobs done, %.0f jobs/s, ETA %s, %d/%d workers busy",
+          (unsigned long long)done, (unsigned long long)total, e->rate, eta, busy, cap);
+  fflush(stderr);
+  e->prog_shown = 1;
+}
+
+static void tick(farm_engine *e, double now) {
+  e->last_tick = now;
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (p->ops->tick) p->ops->tick(p, now);
+  }
+  check_timeouts(e, now);
+  rebalance(e, now);
+  if (!live_peers(e)) fail_queue(e, e->err[0] ? e->err : "no workers left");
+  if (e->progress && now - e->last_progress >= PROGRESS_EVERY) {
+    e->last_progress = now;
+    draw_progress(e, now);
+  }
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+static int want_fds(farm_engine *e) {
+  int need = 1 + 2 * e->npeers;
+  if (need > e->cappfd) {
+    struct pollfd *p = realloc(e->pfd, (size_t)need * sizeof *p);
+    if (!p) return -1;
+    e->pfd = p;
+    e->cappfd = need;
+  }
+  int nf = 0;
+  e->pfd[nf++] = (struct pollfd){ .fd = e->wake_fd, .events = POLLIN };
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (!p->link) continue;
+    e->pfd[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
+    if (p->pend.n) e->pfd[nf++] = (struct pollfd){ .fd = farm__link_sndfd(p->link), .events = POLLIN };
+  }
+  return nf;
+}
+
+static void *loop_main(void *arg) {
+  farm_engine *e = arg;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);    /* signals are the caller's */
+  pthread_mutex_lock(&e->mu);
+  /* workers are started from this thread: they die with it (PR_SET_PDEATHSIG
+     follows the thread that forked), and it lives exactly as long as the engine */
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (p->ops->start(p) < 0) {
+      p->dead = 1;
+      e->start_failed = 1;
+      break;
+    }
+  }
+  changed(e);
+  while (!e->stop) {
+    take_incoming(e);
+    double now = farm__now();
+    if (now - e->last_tick >= TICK) tick(e, now);
+    for (int i = 0; i < e->npeers; i++)
+      if (e->peers[i]->pend.n && e->peers[i]->link) flush_pending(e->peers[i]);
+    dispatch(e);
+    wake_waiters(e);
+    int nf = want_fds(e);
+    __atomic_store_n(&e->sleeping, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&e->incoming, __ATOMIC_SEQ_CST) || nf < 0) {
+      __atomic_store_n(&e->sleeping, 0, __ATOMIC_SEQ_CST);
+      continue;
+    }
+    double left = e->last_tick + TICK - farm__now();
+    int ms = left <= 0 ? 0 : (int)ceil(left * 1e3);
+    pthread_mutex_unlock(&e->mu);
+    poll(e->pfd, (nfds_t)nf, ms);
+    pthread_mutex_lock(&e->mu);
+    __atomic_store_n(&e->sleeping, 0, __ATOMIC_SEQ_CST);
+    if (e->pfd[0].revents) {
+      uint64_t v;
+      if (read(e->wake_fd, &v, sizeof v) < 0) { /* nothing to read: fine */ }
+    }
+    __atomic_store_n(&e->woken, 0, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < e->npeers; i++) farm__peer_drain(e->peers[i]);
+  }
+  pthread_mutex_unlock(&e->mu);
+  return NULL;
+}
+
+static void wake_loop(farm_engine *e) {
+  if (__atomic_load_n(&e->sleeping, __ATOMIC_SEQ_CST) &&
+      !__atomic_exchange_n(&e->woken, 1, __ATOMIC_SEQ_CST)) {
+    uint64_t one = 1;
+    if (write(e->wake_fd, &one, sizeof one) < 0) { /* counter full: it wakes anyway */ }
+  }
+}
+
+/* ---- the caller's side ------------------------------------------------------------ */
+
+void farm__engine_submit(farm_engine *e, farm_job *j) {
+  j->state = JOB_QUEUED;
+  __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);   /* the engine's */
+  __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch(&e->submitted, 1, __ATOMIC_RELAXED);
+  farm_job *head = __atomic_load_n(&e->incoming, __ATOMIC_RELAXED);
+  do j->next = head;
+  while (!__atomic_compare_exchange_n(&e->incoming, &head, j, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  wake_loop(e);
+}
+
+uint64_t farm__engine_nextid(farm_engine *e) { return e->nextid++; }
+size_t farm__engine_maxmsg(farm_engine *e) { return e->maxmsg; }
+uint64_t farm__engine_gen(farm_engine *e) { return __atomic_load_n(&e->gen, __ATOMIC_SEQ_CST); }
+size_t farm__engine_outstanding(farm_engine *e) {
+  return __atomic_load_n(&e->outstanding, __ATOMIC_SEQ_CST);
+}
+int farm__engine_closed(farm_engine *e) { return e->closed; }
+
+int farm__engine_wait(farm_engine *e, uint64_t gen, double timeout) {
+  __atomic_add_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
+  double until = timeout < 0 ? HUGE_VAL : farm__now() + timeout;
+  int rc = 0;
+  for (;;) {
+    if (farm__engine_gen(e) != gen || e->closed) { rc = 1; break; }
+    double left = until - farm__now();
+    if (left <= 0) break;
+    struct pollfd pfd = { .fd = e->done_fd, .events = POLLIN };
+    int ms = left > 1 ? 1000 : (int)ceil(left * 1e3);
+    int pr = poll(&pfd, 1, ms);
+    if (pr < 0 && errno == EINTR) { rc = -1; break; }
+    if (pr > 0) {
+      uint64_t v;
+      if (read(e->done_fd, &v, sizeof v) < 0) { /* raced with another read: fine */ }
+    }
+  }
+  __atomic_sub_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
+  return rc;
+}
+
+/* Under the lock: cancel j as far as its state allows without waiting.
+   1 cancelled, 0 cannot be, -1 asked its peer (wait for the answer). */
+static int cancel_step(farm_engine *e, farm_job *j, int force) {
+  int st = farm__job_state(j);
+  if (st >= JOB_DONE) return st == JOB_CANCELLED && j->cancel_req ? 1 : 0;
+  if (st == JOB_QUEUED) {
+    /* in the queue (or not yet taken from incoming): skipped when met */
+    int queued = 0;
+    for (farm_job *q = e->qhead; q; q = q->next) if (q == j) { queued = 1; break; }
+    if (queued) e->nqueued--;
+    j->cancel_req = 1;
+    job_over(e, j, JOB_CANCELLED);
+    return 1;
+  }
+  farm_peer *p = j->peer;
+  if (!p) return 0;
+  uint64_t running = p->ops->running ? p->ops->running(p) : 0;
+  if (running == j->id || (!p->ops->running && p->head == j)) {
+    if (!force) return 0;
+    j->cancel_req = 1;
+    p->ops->kill(p, "a running job was cancelled by force");
+    return farm__job_state(j) == JOB_CANCELLED ? 1 : -1;
+  }
+  if (j->taking) return -1;                   /* a TAKE is on its way: wait for it */
+  if (p->takes) return -1;                    /* one at a time: wait for the other */
+  j->taking = 1;
+  j->cancel_req = 1;
+  send_take(e, p);
+  return -1;
+}
+
+int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
+  if (e->closed) return 0;
+  int rc;
+  for (int rounds = 0;; rounds++) {
+    uint64_t gen = farm__engine_gen(e);
+    pthread_mutex_lock(&e->mu);
+    rc = cancel_step(e, j, force);
+    if (rc >= 0) {
+      int over = farm__job_state(j) >= JOB_DONE;
+      if (!over) { j->cancel_req = 0; }
+      wake_waiters(e);
+      pthread_mutex_unlock(&e->mu);
+      wake_loop(e);
+      return rc;
+    }
+    pthread_mutex_unlock(&e->mu);
+    wake_loop(e);
+    /* the peer answers a TAKE at once, even mid-job; a frozen one is lost by its timer */
+    if (farm__engine_wait(e, gen, 1.0) < 0 && rounds > 100) return 0;
+  }
+}
+
+int farm__engine_cancel_all(farm_engine *e, int force) {
+  /* queued jobs first, in one go; then what is at the peers */
+  int n = 0;
+  pthread_mutex_lock(&e->mu);
+  take_incoming(e);
+  for (farm_job *j = e->qhead; j; j = j->next)
+    if (j->state == JOB_QUEUED) { j->cancel_req = 1; job_over(e, j, JOB_CANCELLED); e->nqueued--; n++; }
+  farm_job *sent[64];
+  int ns;
+  do {
+    ns = 0;
+    for (int i = 0; i < e->npeers && ns < 64; i++)
+      for (farm_job *j = e->peers[i]->head; j && ns < 64; j = j->next)
+        if (j->state == JOB_SENT && !j->cancel_req) {
+          j->cancel_req = 2;                 /* asked once */
+          __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+          sent[ns++] = j;
+        }
+    pthread_mutex_unlock(&e->mu);
+    for (int k = 0; k < ns; k++) {
+      sent[k]->cancel_req = 0;
+      n += farm__engine_cancel(e, sent[k], force);
+      farm__job_unref(sent[k]);
+    }
+    pthread_mutex_lock(&e->mu);
+  } while (ns == 64);
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
+const char *farm__engine_status(farm_engine *e, farm_job *j) {
+  static const char *const names[] = { "pending", "running", "done", "failed", "cancelled" };
+  int st = farm__job_state(j);
+  if (st != JOB_SENT) return names[st];
+  pthread_mutex_lock(&e->mu);
+  int running = 0;
+  farm_peer *p = j->peer;
+  if (j->state == JOB_SENT && p)
+    running = p->ops->running ? p->ops->running(p) == j->id : p->head == j;
+  pthread_mutex_unlock(&e->mu);
+  return names[running ? JOB_SENT : JOB_QUEUED];
+}
+
+farm_job *farm__engine_finished(farm_engine *e) {
+  if (!__atomic_load_n(&e->fhead, __ATOMIC_RELAXED)) return NULL;   /* the common case, unlocked */
+  pthread_mutex_lock(&e->mu);
+  farm_job *j = e->fhead;
+  if (j) {
+    e->fhead = j->fnext;
+    if (!e->fhead) e->ftail = NULL;
+  }
+  pthread_mutex_unlock(&e->mu);
+  return j;
+}
+
+void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
+  memset(s, 0, sizeof *s);
+  pthread_mutex_lock(&e->mu);
+  s->peers = calloc((size_t)e->npeers + 1, sizeof *s->peers);
+  for (int i = 0; s->peers && i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    farm_peer_stats *t = &s->peers[s->npeers++];
+    snprintf(t->name, sizeof t->name, "%s", p->name);
+    t->pid = p->ops->pid ? p->ops->pid(p) : 0;
+    t->capacity = p->capacity;
+    t->jobs = p->jobs;
+    t->busy = p->busy;
+  }
+  s->queued = e->nqueued;
+  s->outstanding = farm__engine_outstanding(e);
+  s->submitted = e->submitted;
+  s->finished = e->finished;
+  s->fn_sent = e->fn_sent;
+  s->bytes_sent = e->bytes_sent;
+  s->batches_sent = e->batches_sent;
+  s->taken_back = e->taken_back;
+  s->elapsed = farm__now() - e->t0;
+  pthread_mutex_unlock(&e->mu);
+}
+
+int farm__engine_pids(farm_engine *e, long *pids, int max) {
+  pthread_mutex_lock(&e->mu);
+  int n = 0;
+  for (int i = 0; i < e->npeers && n < max; i++)
+    pids[n++] = e->peers[i]->ops->pid ? e->peers[i]->ops->pid(e->peers[i]) : 0;
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
+void farm__engine_set_progress(farm_engine *e, int on) {
+  pthread_mutex_lock(&e->mu);
+  e->progress = on;
+  if (!on) progress_clear(e);
+  pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- for the local kind ------------------------------------------------------------ */
+
+const char *farm__engine_exe(farm_engine *e) { return e->exe; }
+
+void farm__engine_error(farm_engine *e, const char *msg) {
+  if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", msg);
+}
+
+/* Remove what a client killed while its workers were connecting left behind:
+   our own farm-PID-* directories of processes that are gone. */
+static void sweep_sockdirs(const char *tmp) {
+  DIR *d = opendir(tmp);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    long pid;
+    char rest[16];
+    if (sscanf(e->d_name, "farm-%ld-%15s", &pid, rest) != 2 || pid <= 0) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+    DIR *sub = opendir(path);
+    if (sub) {
+      struct dirent *f;
+      char file[PATH_MAX + 256];
+      while ((f = readdir(sub)))
+        if (f->d_name[0] != '.') { snprintf(file, sizeof file, "%s/%s", path, f->d_name); unlink(file); }
+      closedir(sub);
+    }
+    rmdir(path);
+  }
+  closedir(d);
+}
+
+/* The directory for worker sockets: it exists only while workers connect, so
+   a client that ends by os.exit or SIGKILL leaves nothing (and one killed in
+   that moment is swept up by the next client). */
+const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen) {
+  if (e->dir[0]) return e->dir;
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/tmp";
+  sweep_sockdirs(tmp);
+  snprintf(e->dir, sizeof e->dir, "%s/farm-%ld-XXXXXX", tmp, (long)getpid());
+  if (mkdtemp(e->dir)) return e->dir;
+  snprintf(err, errlen, "cannot make a directory for worker sockets in %s: %s", tmp, strerror(errno));
+  e->dir[0] = 0;
+  return NULL;
+}
+
+void farm__engine_sockdir_done(farm_engine *e) {
+  for (int i = 0; i < e->npeers; i++)
+    if (!e->peers[i]->dead && !e->peers[i]->ready) return;
+  if (e->dir[0]) rmdir(e->dir);
+  e->dir[0] = 0;
+}
+
+/* ---- open and close ------------------------------------------------------------------ */
+
+static farm_engine *engine_alloc(void) {
+  farm_engine *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  pthread_mutex_init(&e->mu, NULL);
+  e->wake_fd = e->done_fd = -1;
+  e->t0 = farm__now();
+  e->nextid = 1;
+  e->maxmsg = DEFAULT_MAX_MESSAGE;
+  e->batch_limit = BATCH_BYTES;
+  farm__buf_init(&e->msg);
+  return e;
+}
+
+int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, size_t errlen) {
+  *out = NULL;
+  if (sodium_init() < 0) { snprintf(err, errlen, "libsodium failed to start"); return FARM_ENOMEM; }
+  farm_engine *e = engine_alloc();
+  if (!e) { snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
+  e->echo = o->echo;
+  e->progress = o->progress;
+  if (o->maxmsg) e->maxmsg = o->maxmsg;
+  e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
+  int rc = FARM_ESPAWN;
+  if (o->exe && *o->exe) snprintf(e->exe, sizeof e->exe, "%s", o->exe);
+  else if (farm__find_exe(e->exe, sizeof e->exe) < 0) {
+    const char *env = getenv("FARM_EXE");
+    if (env && *env)
+      snprintf(err, errlen, "FARM_EXE=%.300s is not an executable; point it at the farm executable", env);
+    else
+      snprintf(err, errlen, "cannot find the farm executable for workers; set FARM_EXE to its path");
+    goto fail;
+  }
+  e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (e->wake_fd < 0 || e->done_fd < 0) { snprintf(err, errlen, "eventfd: %s", strerror(errno)); goto fail; }
+  int nw = o->workers > 0 ? o->workers : farm__online_cpus();
+  if (!(e->peers = calloc((size_t)nw, sizeof *e->peers))) { rc = FARM_ENOMEM; goto fail; }
+  for (int i = 0; i < nw; i++) {
+    if (!(e->peers[i] = farm__local_new(e, i, err, errlen))) { rc = FARM_ENOMEM; goto fail; }
+    e->npeers++;
+  }
+  if (pthread_create(&e->thread, NULL, loop_main, e) != 0) {
+    snprintf(err, errlen, "cannot start the engine's thread");
+    goto fail;
+  }
+  e->has_thread = 1;
+  /* Wait for every worker to say hello: start-up errors show here, and the
+     socket directory is gone before the caller goes on. */
+  double until = farm__now() + START_TIMEOUT;
+  for (;;) {
+    uint64_t gen = farm__engine_gen(e);
+    pthread_mutex_lock(&e->mu);
+    int waiting = 0;
+    for (int i = 0; i < e->npeers; i++) waiting += !e->peers[i]->ready && !e->peers[i]->dead;
+    int live = live_peers(e), failed = e->start_failed;
+    if (failed || (!live && e->err[0])) snprintf(err, errlen, "%s", e->err);
+    pthread_mutex_unlock(&e->mu);
+    if (failed || !live) { if (!err[0]) snprintf(err, errlen, "no worker started"); goto fail; }
+    if (!waiting) break;
+    if (farm__now() > until) {
+      snprintf(err, errlen, "%d of %d workers (%.300s) did not start within %g s",
+               waiting, e->npeers, e->exe, START_TIMEOUT);
+      goto fail;
+    }
+    farm__engine_wait(e, gen, 0.05);
+  }
+  *out = e;
+  return 0;
+fail:
+  farm__engine_close(e);
+  farm__engine_free(e);
+  return rc;
+}
+
+void farm__engine_close(farm_engine *e) {
+  if (!e || e->closed) return;
+  pthread_mutex_lock(&e->mu);
+  e->stop = 1;
+  pthread_mutex_unlock(&e->mu);
+  if (e->has_thread) {
+    uint64_t one = 1;
+    if (write(e->wake_fd, &one, sizeof one) < 0) { /* it wakes within a tick anyway */ }
+    pthread_join(e->thread, NULL);
+    e->has_thread = 0;
+  }
+  pthread_mutex_lock(&e->mu);
+  progress_clear(e);
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    for (farm_job *j = p->head, *next; j; j = next) {
+      next = j->next;
+      if (j->state == JOB_SENT) job_fail(e, j, "the farm was closed before the job finished");
+      farm__job_unref(j);
+    }
+    p->head = p->tail = NULL;
+    p->inflight = 0;
+  }
+  fail_queue(e, "the farm was closed before the job ran");
+  farm_buf q;                      /* QUIT to all first: they stop together */
+  farm__buf_init(&q);
+  farm__msg_begin(&q, FARM_MSG_QUIT);
+  for (int i = 0; i < e->npeers; i++)
+    if (e->peers[i]->link && e->peers[i]->ready) farm__link_send(e->peers[i]->link, q.p, q.n, 1);
+  farm__buf_free(&q);
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    p->ops->close(p);
+    farm__buf_free(&p->pend);
+    free(p->known);
+    free(p);
+  }
+  e->npeers = 0;
+  if (e->dir[0]) rmdir(e->dir);
+  e->dir[0] = 0;
+  e->closed = 1;
+  changed(e);
+  pthread_mutex_unlock(&e->mu);
+}
+
+void farm__engine_free(farm_engine *e) {
+  if (!e) return;
+  farm__engine_close(e);
+  for (farm_job *j; (j = e->fhead); ) { e->fhead = j->fnext; farm__job_unref(j); }
+  free(e->peers);
+  free(e->pfd);
+  farm__buf_free(&e->msg);
+  if (e->wake_fd >= 0) close(e->wake_fd);
+  if (e->done_fd >= 0) close(e->done_fd);
+  pthread_mutex_destroy(&e->mu);
+  free(e);
+}
+
+/* ---- a test engine: one peer, no thread, no process (fuzzing) --------------------- */
+
+static int t_start(farm_peer *p) { (void)p; return 0; }
+static void t_kill(farm_peer *p, const char *why) { farm__engine_peer_lost(p->e, p, 0, why); }
+static void t_close(farm_peer *p) { (void)p; }
+static const farm_peer_ops test_ops = {
+  .kind = "test", .start = t_start, .kill = t_kill, .close = t_close,
+};
+
+farm_engine *farm__engine_test(farm_peer **out) {
+  farm_engine *e = engine_alloc();
+  farm_peer *p = calloc(1, sizeof *p);
+  e->peers = calloc(1, sizeof *e->peers);
+  e->peers[0] = p;
+  e->npeers = 1;
+  p->e = e;
+  p->ops = &test_ops;
+  p->capacity = 1;
+  p->ready = 1;
+  snprintf(p->name, sizeof p->name, "test:1");
+  farm__buf_init(&p->pend);
+  *out = p;
+  return e;
+}
+
+void farm__engine_test_add(farm_engine *e, farm_job *j) {
+  farm_peer *p = e->peers[0];
+  __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_RELAXED);
+  j->state = JOB_SENT;
+  j->peer = p;
+  j->next = NULL;
+  if (p->tail) p->tail->next = j; else p->head = j;
+  p->tail = j;
+  p->inflight++;
+}

@@ -1,0 +1,149 @@
+/*
+ * engine.h -- the client's engine: the job table, the scheduler and the peers
+ * that run jobs, driven by a loop on a thread of its own (engine.c).
+ *
+ *   caller's thread                        loop thread (no Lua)
+ *   farm__engine_submit ──▶ incoming ──▶ queue ──▶ peers (credit, batches, take-back)
+ *   farm__engine_wait   ◀── done_fd ◀── results, deaths, timeouts, cancels
+ *
+ * The caller hands over jobs without a lock (a lock-free list); everything else
+ * the two threads share is under the engine's mutex, except a job's state, which
+ * the loop publishes with a release store after filling the job's results. The
+ * loop never calls Lua. Peers are reached only through peer.h.
+ */
+#ifndef FARM_ENGINE_H
+#define FARM_ENGINE_H
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include "buf.h"
+#include "proto.h"
+
+typedef struct farm_fn {           /* a function package: hash + codec block */
+  unsigned char hash[FARM_HASHLEN];
+  char *p;
+  size_t n;
+  int fresh;                       /* has upvalue values: travels whole with every job */
+  int refs;                        /* atomic */
+} farm_fn;
+
+enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+
+typedef struct farm_peer farm_peer;
+
+typedef struct farm_job {
+  uint64_t id;
+  uint8_t state;                   /* written under the lock; JOB_DONE.. with a release store */
+  uint8_t mode;
+  uint8_t taking;                  /* a TAKE for it is on its way to its peer */
+  uint8_t cancel_req;              /* ...and it is cancelled if given back */
+  uint8_t notify;                  /* goes to the finished list (a callback waits) */
+  uint8_t timed_out;
+  uint16_t attempt;                /* times it was started and killed its worker */
+  uint16_t requeues;               /* times it went back because a peer was lost */
+  uint16_t max_retries;
+  int refs;                        /* atomic: the future's, and the engine's while it holds it */
+  farm_peer *peer;                 /* where it is while sent, else NULL */
+  farm_fn *fn;
+  char *args; size_t nargs;        /* args block (freed once over) */
+  char *res; size_t nres;          /* result block, or the error message */
+  char *tb; size_t ntb;            /* remote traceback */
+  farm_buf out;                    /* what the job printed */
+  size_t echoed;                   /* bytes of out already echoed */
+  double timeout;                  /* seconds it may run, 0: no limit */
+  double started;                  /* when its peer was first seen running it */
+  double busy;                     /* seconds it ran */
+  char where[96];                  /* where it ran */
+  struct farm_job *next;           /* queue, in-flight or finished list */
+  struct farm_job *fnext;          /* finished list */
+} farm_job;
+
+typedef struct farm_engine_opts {
+  int workers;                     /* local workers; 0: one per online CPU */
+  const char *exe;                 /* the farm executable for workers; NULL: found */
+  int echo;                        /* echo what jobs print to stdout */
+  int progress;                    /* keep a progress line on stderr */
+  size_t maxmsg;                   /* largest message on a link; 0: default */
+} farm_engine_opts;
+
+typedef struct farm_engine farm_engine;
+
+/* Open an engine with its local workers and start its loop thread; waits until
+   the workers are connected. On failure returns a negative code and err says why. */
+int  farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, size_t errlen);
+/* Stop the loop and every peer; jobs not finished fail ("the farm was closed").
+   Safe to call twice. farm__engine_free after it frees the engine. */
+void farm__engine_close(farm_engine *e);
+void farm__engine_free(farm_engine *e);
+int  farm__engine_closed(farm_engine *e);
+
+/* Hand a job (state QUEUED, refs counting the engine's) to the loop. */
+void farm__engine_submit(farm_engine *e, farm_job *j);
+uint64_t farm__engine_nextid(farm_engine *e);
+size_t farm__engine_maxmsg(farm_engine *e);
+
+/* Block until a job finishes (any), the timeout passes (seconds; <0: forever)
+   or a signal arrives. Returns 1 when something finished or changed, 0 on
+   timeout, -1 on a signal. gen: the caller's last seen farm__engine_gen. */
+int  farm__engine_wait(farm_engine *e, uint64_t gen, double timeout);
+uint64_t farm__engine_gen(farm_engine *e);
+/* Jobs still queued or running. */
+size_t farm__engine_outstanding(farm_engine *e);
+
+/* Cancel: a job not started is cancelled (1); a running one only with force
+   (its worker is stopped and replaced; 1); else 0. May wait for the peer's answer. */
+int  farm__engine_cancel(farm_engine *e, farm_job *j, int force);
+/* Cancel every job not finished (force: running ones too); returns how many. */
+int  farm__engine_cancel_all(farm_engine *e, int force);
+/* "pending", "running", "done", "failed", "cancelled" */
+const char *farm__engine_status(farm_engine *e, farm_job *j);
+/* The next finished job that asked to be told (a callback), with a reference
+   the caller drops; NULL when none. */
+farm_job *farm__engine_finished(farm_engine *e);
+
+typedef struct farm_peer_stats {
+  char name[64];
+  long pid;
+  int capacity;
+  uint64_t jobs;
+  double busy;
+} farm_peer_stats;
+typedef struct farm_engine_stats {
+  int npeers;
+  farm_peer_stats *peers;          /* npeers entries, malloc'd: the caller frees */
+  size_t queued, outstanding;
+  uint64_t submitted, finished;
+  uint64_t fn_sent, bytes_sent, batches_sent, taken_back;
+  double elapsed;
+} farm_engine_stats;
+void farm__engine_stats(farm_engine *e, farm_engine_stats *s);
+int  farm__engine_workers(farm_engine *e);
+int  farm__engine_pids(farm_engine *e, long *pids, int max);
+/* Stop drawing the progress line (and clear it). */
+void farm__engine_set_progress(farm_engine *e, int on);
+
+/* ---- jobs and function packages (refcounted, any thread) ---- */
+farm_job *farm__job_new(void);
+void farm__job_unref(farm_job *j);
+void farm__fn_unref(farm_fn *f);
+char *farm__dupmem(const void *p, size_t n);
+static inline int farm__job_state(const farm_job *j) {
+  return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
+}
+static inline int farm__job_over(const farm_job *j) { return farm__job_state(j) >= JOB_DONE; }
+
+/* ---- for peers (peer.h) and tests: called on the loop thread, lock held ---- */
+/* Take one message a peer sent (header included). <0 when it was malformed:
+   the caller restarts the peer. err says why. */
+int  farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
+                          char *err, size_t errlen);
+/* A peer ended (its process died, its link broke): its jobs go back to the queue
+   or fail; `running` is the job it was running, if known (0 otherwise). */
+void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why);
+/* Output a peer's job wrote while it runs: appended to the job, echoed by line. */
+void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n);
+/* A test engine with one peer of the given kind state and no thread (fuzzing). */
+farm_engine *farm__engine_test(farm_peer **p);
+void farm__engine_test_add(farm_engine *e, farm_job *j);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+ * peer.h -- what runs jobs, as the scheduler sees it: a table of operations and
+ * the bookkeeping every kind of peer shares (its link, its jobs in flight, its
+ * credit). A local worker process (peer_local.c) is one kind, of capacity 1; a
+ * node on another host will be another, of capacity = its workers. What is
+ * special about a kind (pids, ipc paths, the state page; TCP sessions, SSH
+ * channels, heartbeats) lives in that kind's file, never in engine.c.
+ *
+ * Every operation runs on the engine's loop thread with the engine's lock held.
+ */
+#ifndef FARM_PEER_H
+#define FARM_PEER_H
+#include <poll.h>
+#include <stdint.h>
+#include "buf.h"
+#include "engine.h"
+#include "transport.h"
+
+typedef struct farm_peer_ops {
+  const char *kind;
+  /* (Re)start the peer: a fresh process or connection; 0 or a negative code (e->err). */
+  int  (*start)(farm_peer *p);
+  /* Stop it at once (a job it runs timed out or was cancelled by force); the
+     loss is reported through farm__engine_peer_lost, now or from tick(). */
+  void (*kill)(farm_peer *p, const char *why);
+  /* Stop it for good and free what the kind holds (the engine is closing). */
+  void (*close)(farm_peer *p);
+  /* Timers: notice a death, stream output. Called every tick of the loop. */
+  void (*tick)(farm_peer *p, double now);
+  /* The id of the job it runs now, when the kind can tell (0: none or unknown). */
+  uint64_t (*running)(farm_peer *p);
+  /* The pid behind it, for stats and tests (0 when none). */
+  long (*pid)(farm_peer *p);
+} farm_peer_ops;
+
+struct farm_peer {
+  const farm_peer_ops *ops;
+  farm_engine *e;
+  void *kind;                      /* the kind's own state */
+  char name[48];                   /* "local:2" */
+  int capacity;                    /* jobs it runs at once (from HELLO) */
+  int ready;                       /* HELLO seen */
+  int dead;                        /* failed before HELLO: not restarted */
+  int closing;                     /* QUIT sent */
+  farm_link *link;
+  farm_buf pend;                   /* messages the link could not take yet (whole messages) */
+  farm_job *head, *tail;           /* in flight, in the order sent */
+  int inflight;
+  int takes;                       /* TAKE messages not yet answered */
+  uint64_t *known;                 /* open-addressing set of function hashes it keeps */
+  int nknown;
+  int forget;                      /* next JOBS tells it to drop its cache */
+  double est;                      /* EWMA of its seconds per job; 0 = not known yet */
+  double idle_since;               /* when it last ran out of work (0: busy) */
+  uint64_t running_id;             /* the job it was last seen running, and since when */
+  double running_since;
+  uint64_t jobs;                   /* stats */
+  double busy;
+};
+
+/* For kinds: send a whole message now or keep it for when the link can take it
+   (never blocks, never drops). <0 when the link failed. */
+int  farm__peer_send(farm_peer *p, const void *msg, size_t n);
+/* Receive and handle everything waiting on p's link (header checks, malformed
+   messages restart the peer). Returns messages handled. */
+int  farm__peer_drain(farm_peer *p);
+
+/* The local kind (peer_local.c). */
+farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen);
+/* Once all local peers said HELLO, their socket directory can go. */
+void farm__local_connected(farm_peer *p);
+
+/* Engine internals the local kind needs. */
+const char *farm__engine_exe(farm_engine *e);
+/* Note why peers cannot run (the first reason is kept: open and a queue that
+   can never run report it). */
+void farm__engine_error(farm_engine *e, const char *msg);
+const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen);
+void farm__engine_sockdir_done(farm_engine *e);
+#endif

@@ -1,0 +1,205 @@
+/*
+ * peer_local.c -- a local worker process as a peer (capacity 1).
+ *
+ * Everything that knows about pids, ipc paths, the state page and the output
+ * memfd lives here. A worker is `farm worker` exec'd by the engine's loop
+ * thread; it connects back over ipc:// to a socket in a directory that exists
+ * only while workers connect. Descriptor 1 of the worker is a memfd the client
+ * keeps a handle on: the loop reads what the running job prints as it prints it
+ * (echoed line by line), and what a worker wrote before it died is not lost.
+ * The state page says which job runs, so a death is blamed on that job alone.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include "farm.h"
+#include "clock.h"
+#include "peer.h"
+#include "pool.h"
+#include "wstate.h"
+
+typedef struct local {
+  int slot, gen;
+  pid_t pid;
+  char url[PATH_MAX + 32];
+  farm_wstate *state;
+  int outfd;                       /* the worker's descriptor 1, as the client holds it */
+  uint64_t sseq, sjob;             /* the stretch of output being streamed... */
+  size_t soff;                     /* ...and how much of it was read */
+} local;
+
+static local *L_(farm_peer *p) { return p->kind; }
+
+static void unlink_sock(local *l) {
+  if (strncmp(l->url, "ipc://", 6) == 0) unlink(l->url + 6);
+}
+
+/* ---- output ---------------------------------------------------------------- */
+
+/* Read what the running job printed since the last look and hand it to the
+   engine. The state page's seq brackets the read: bytes read while the worker
+   switched jobs are dropped (the worker sends them with the result anyway). */
+static void stream_output(farm_peer *p, int final) {
+  local *l = L_(p);
+  if (!l->state || l->outfd < 0) return;
+  uint64_t s1 = farm__wstate_seq(l->state);
+  uint64_t job = farm__wstate_job(l->state);
+  if (s1 != l->sseq) { l->sseq = s1; l->sjob = job; l->soff = 0; }
+  if (!job) return;
+  struct stat st;
+  if (fstat(l->outfd, &st) != 0 || (size_t)st.st_size <= l->soff) return;
+  size_t n = (size_t)st.st_size - l->soff;
+  if (n > (1u << 20)) n = 1u << 20;          /* the rest at the next look */
+  char *buf = malloc(n);
+  if (!buf) return;
+  ssize_t got = pread(l->outfd, buf, n, (off_t)l->soff);
+  if (got > 0 && (final || farm__wstate_seq(l->state) == s1)) {
+    l->soff += (size_t)got;
+    farm__engine_output(p->e, p, job, buf, (size_t)got);
+  }
+  free(buf);
+}
+
+/* ---- start, loss, stop ------------------------------------------------------- */
+
+static void release(local *l) {
+  farm__wstate_free(l->state);
+  l->state = NULL;
+  if (l->outfd >= 0) close(l->outfd);
+  l->outfd = -1;
+}
+
+static int local_start(farm_peer *p) {
+  local *l = L_(p);
+  farm_engine *e = p->e;
+  char err[400];
+  err[0] = 0;
+  const char *dir = farm__engine_sockdir(e, err, sizeof err);
+  if (!dir) goto fail;
+  l->gen++;
+  snprintf(l->url, sizeof l->url, "ipc://%s/w%d.%d", dir, l->slot, l->gen);
+  size_t maxmsg = farm__engine_maxmsg(e);
+  if (farm__link_open(&p->link, l->url, 1, maxmsg + (1u << 16), err, sizeof err) < 0) goto fail;
+  int statefd = -1;
+  l->state = farm__wstate_new(&statefd);   /* without it, blame falls on the oldest job */
+  l->outfd = memfd_create("farm-job-output", MFD_CLOEXEC);
+  pid_t pid = farm__spawn_worker(farm__engine_exe(e), l->url, l->slot, maxmsg, statefd,
+                                 l->outfd, err, sizeof err);
+  if (statefd >= 0) close(statefd);
+  if (pid < 0) {
+    farm__link_close(p->link);
+    p->link = NULL;
+    release(l);
+    goto fail;
+  }
+  l->pid = pid;
+  l->sseq = l->sjob = 0;
+  l->soff = 0;
+  p->ready = 0;
+  p->nknown = 0;
+  if (p->known) memset(p->known, 0, 4096 * 2 * sizeof *p->known);
+  p->forget = 0;
+  p->pend.n = 0;
+  p->est = 0;
+  return 0;
+fail:
+  farm__engine_error(e, err);
+  return FARM_ESPAWN;
+}
+
+/* The worker is gone (reaped): what it printed is kept, its jobs go back, and
+   it is replaced -- unless it never came up, which would only loop. */
+static void lost(farm_peer *p, const char *why) {
+  local *l = L_(p);
+  uint64_t running = farm__wstate_job(l->state);
+  stream_output(p, 1);
+  farm__engine_peer_lost(p->e, p, running, why);
+  farm__link_close(p->link);
+  p->link = NULL;
+  unlink_sock(l);
+  release(l);
+  l->pid = 0;
+  if (!p->ready) {
+    char msg[512];
+    p->dead = 1;
+    snprintf(msg, sizeof msg, "cannot start a worker (%.300s): %.150s", farm__engine_exe(p->e), why);
+    farm__engine_error(p->e, msg);
+    farm__engine_sockdir_done(p->e);
+    return;
+  }
+  if (local_start(p) < 0) p->dead = 1;
+}
+
+static void local_kill(farm_peer *p, const char *why) {
+  local *l = L_(p);
+  if (l->pid <= 0) return;
+  kill(l->pid, SIGKILL);
+  while (waitpid(l->pid, NULL, 0) < 0 && errno == EINTR) {}
+  lost(p, why);
+}
+
+static void local_tick(farm_peer *p, double now) {
+  local *l = L_(p);
+  (void)now;
+  char why[128];
+  if (l->pid > 0 && farm__reaped(l->pid, why, sizeof why)) { lost(p, why); return; }
+  stream_output(p, 0);
+}
+
+static uint64_t local_running(farm_peer *p) { return farm__wstate_job(L_(p)->state); }
+static long local_pid(farm_peer *p) { return L_(p)->pid; }
+
+/* The engine sent every peer QUIT first: most have gone by now. */
+static void local_close(farm_peer *p) {
+  local *l = L_(p);
+  if (l->pid > 0) farm__stop_pids(&l->pid, 1, 200);
+  farm__link_close(p->link);
+  p->link = NULL;
+  unlink_sock(l);
+  release(l);
+  free(l);
+  p->kind = NULL;
+}
+
+static const farm_peer_ops local_ops = {
+  .kind = "local",
+  .start = local_start,
+  .kill = local_kill,
+  .close = local_close,
+  .tick = local_tick,
+  .running = local_running,
+  .pid = local_pid,
+};
+
+void farm__local_connected(farm_peer *p) {
+  unlink_sock(L_(p));
+  farm__engine_sockdir_done(p->e);
+}
+
+farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen) {
+  farm_peer *p = calloc(1, sizeof *p);
+  local *l = calloc(1, sizeof *l);
+  if (!p || !l) {
+    free(p);
+    free(l);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  l->slot = index;
+  l->outfd = -1;
+  p->ops = &local_ops;
+  p->e = e;
+  p->kind = l;
+  p->capacity = 1;
+  snprintf(p->name, sizeof p->name, "local:%d", index + 1);
+  farm__buf_init(&p->pend);
+  return p;
+}
+

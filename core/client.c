@@ -18,6 +18,7 @@
 #include "codec.h"
 #include "engine.h"
 #include "luafuncs.h"
+#include "worker.h"
 
 #define CTX_MT   "farm.ctx"
 #define FN_MT    "farm.fn"
@@ -26,7 +27,8 @@
 #define BOX_MT   "farm.encbox"
 
 typedef struct ctx {
-  farm_engine *e;
+  farm_engine *e;                  /* a client's pool, or */
+  worker *w;                       /* ...a job's own farm calls, through its worker */
   farm_buf enc;                    /* scratch for encoding, while not busy */
   int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
 } ctx;
@@ -47,7 +49,7 @@ static int fail_lua(lua_State *L, const char *fmt, ...) {
 
 static ctx *check_ctx(lua_State *L, int i) {
   ctx *c = luaL_checkudata(L, i, CTX_MT);
-  if (!c->e) fail_lua(L, "farm: the pool is closed");
+  if (!c->e && !c->w) fail_lua(L, "farm: the pool is closed");
   return c;
 }
 
@@ -57,12 +59,36 @@ static farm_job *check_job(lua_State *L, int i) {
   return j;
 }
 
-/* The pool a future belongs to (its user value); NULL when it is closed. */
-static farm_engine *job_engine(lua_State *L, int i) {
+/* The pool a future belongs to (its user value). */
+static ctx *job_ctx(lua_State *L, int i) {
   lua_getiuservalue(L, i, 1);
   ctx *c = luaL_checkudata(L, -1, CTX_MT);
   lua_pop(L, 1);
-  return c->e;
+  return c;
+}
+
+/* Its engine; NULL when it is closed, or a job's future on a worker. */
+static farm_engine *job_engine(lua_State *L, int i) { return job_ctx(L, i)->e; }
+
+/* core.worker_ctx() -> the pool a job's own farm calls go to (on a worker) */
+static const char wctx_key = 0;
+static int l_worker_ctx(lua_State *L) {
+  worker *w = farm__worker_of(L);
+  if (!w) return fail_lua(L, "farm: not on a worker");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &wctx_key) == LUA_TUSERDATA) return 1;
+  lua_pop(L, 1);
+  ctx *c = lua_newuserdatauv(L, sizeof *c, 1);
+  memset(c, 0, sizeof *c);
+  farm__buf_init(&c->enc);
+  c->w = w;
+  luaL_setmetatable(L, CTX_MT);
+  guard_ud *g = lua_newuserdatauv(L, sizeof *g, 0);
+  g->c = c;
+  luaL_setmetatable(L, GUARD_MT);
+  lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &wctx_key);
+  return 1;
 }
 
 /* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */
@@ -100,6 +126,7 @@ static int l_new(lua_State *L) {
 
 static int l_close(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  if (c->w) return 0;              /* a job's farm calls end with the worker */
   farm_engine *e = c->e;
   c->e = NULL;
   farm__engine_free(e);
@@ -114,7 +141,8 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_closed(lua_State *L) {
-  lua_pushboolean(L, ((ctx *)luaL_checkudata(L, 1, CTX_MT))->e == NULL);
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  lua_pushboolean(L, c->e == NULL && c->w == NULL);
   return 1;
 }
 
@@ -223,7 +251,7 @@ static farm_fn *check_fn(lua_State *L, int i) {
 }
 
 static void check_size(lua_State *L, ctx *c, size_t n, const char *what) {
-  size_t max = farm__engine_maxmsg(c->e);
+  size_t max = c->e ? farm__engine_maxmsg(c->e) : farm__worker_maxmsg(c->w);
   if (n + (4u << 10) <= max) return;
   char msg[256];   /* lua_pushfstring knows no %.1f */
   snprintf(msg, sizeof msg, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB "
@@ -243,13 +271,19 @@ static farm_job *new_job(lua_State *L, ctx *c, farm_fn *f, int mode, farm_buf *b
   if (!j) { luaL_error(L, "farm: out of memory"); return NULL; }
   j->args = enc_take(b, &j->nargs);
   if (!j->args) { free(j); luaL_error(L, "farm: out of memory"); return NULL; }
-  j->id = farm__engine_nextid(c->e);
+  j->id = c->e ? farm__engine_nextid(c->e) : 0;    /* a worker numbers its own */
   j->mode = (uint8_t)mode;
   j->refs = 1;                     /* the future's; the engine takes its own */
   j->fn = f;
   __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
   u->job = j;
   return j;
+}
+
+/* The job goes to the engine, or from a job on a worker to the client's. */
+static void hand_over(lua_State *L, ctx *c, farm_job *j) {
+  if (c->e) farm__engine_submit(c->e, j);
+  else if (farm__worker_submit(c->w, j) < 0) luaL_error(L, "farm: out of memory");
 }
 
 /* Per-job options at stack slot o (a table, or none): timeout, retries, notify. */
@@ -279,7 +313,7 @@ static int l_submit(lua_State *L) {
   check_size(L, c, b->n + f->n, "the function and its arguments");
   farm_job *j = new_job(L, c, f, FARM_MODE_CALL, b);
   job_options(L, opts, j);
-  farm__engine_submit(c->e, j);
+  hand_over(L, c, j);
   enc_end(L, top + 1);
   return 1;
 }
@@ -310,7 +344,7 @@ static int l_submit_map(lua_State *L) {
   check_size(L, c, b->n + f->n, "the function and the items of one map chunk");
   lua_settop(L, base - 1);
   farm_job *j = new_job(L, c, f, FARM_MODE_MAP, b);
-  farm__engine_submit(c->e, j);
+  hand_over(L, c, j);
   enc_end(L, top + 1);
   return 1;
 }
@@ -362,6 +396,10 @@ static int l_cancel_all(lua_State *L) {
    timeout, nil when a signal came (the Lua caller decides whether to go on). */
 static int l_pump(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  if (c->w) {
+    uint64_t gen = (uint64_t)luaL_optinteger(L, 3, (lua_Integer)farm__worker_gen(c->w));
+    return farm__worker_pump(L, c->w, gen, luaL_optnumber(L, 2, 0));
+  }
   if (!c->e) { lua_pushboolean(L, 1); return 1; }
   uint64_t gen = (uint64_t)luaL_optinteger(L, 3, (lua_Integer)farm__engine_gen(c->e));
   int rc = farm__engine_wait(c->e, gen, luaL_optnumber(L, 2, 0));
@@ -379,7 +417,8 @@ static int l_ctx_of(lua_State *L) {
 /* core.gen(ctx) -> the engine's change count (for pump's third argument) */
 static int l_gen(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  lua_pushinteger(L, c->e ? (lua_Integer)farm__engine_gen(c->e) : 0);
+  lua_pushinteger(L, c->e ? (lua_Integer)farm__engine_gen(c->e)
+                      : c->w ? (lua_Integer)farm__worker_gen(c->w) : 0);
   return 1;
 }
 
@@ -390,6 +429,8 @@ static int l_wait(lua_State *L) {
   farm_engine *e = job_engine(L, 1);
   double timeout = luaL_optnumber(L, 2, HUGE_VAL);
   luaL_argcheck(L, timeout == timeout, 2, "timeout is not a number");
+  ctx *c = job_ctx(L, 1);
+  if (c->w) return farm__worker_wait(L, c->w, j, timeout == HUGE_VAL ? -1 : timeout);
   double until = farm__now() + timeout;
   while (e && !farm__job_over(j)) {
     uint64_t gen = farm__engine_gen(e);
@@ -501,7 +542,7 @@ static int l_stats(lua_State *L) {
 
 static int l_workers(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  lua_pushinteger(L, c->e ? farm__engine_workers(c->e) : 0);
+  lua_pushinteger(L, c->e ? farm__engine_workers(c->e) : c->w ? 2 : 0);
   return 1;
 }
 
@@ -593,6 +634,7 @@ void farm__open_client(lua_State *L, int core) {
     { "outstanding", l_outstanding }, { "finished", l_finished },
     { "set_progress", l_set_progress }, { "pids", l_pids },
     { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
+    { "worker_ctx", l_worker_ctx },
     { NULL, NULL } };
   lua_pushvalue(L, core);
   luaL_setfuncs(L, fns, 0);

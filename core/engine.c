@@ -69,7 +69,7 @@ struct farm_engine {
   size_t nqueued;
   farm_job *fhead, *ftail;         /* finished jobs someone asked to hear of */
   size_t outstanding;              /* atomic: submitted and not over */
-  uint64_t nextid;                 /* caller's */
+  uint64_t nextid;                 /* atomic: the caller's jobs and sub-jobs take ids */
   int echo, progress, prog_shown;
   size_t maxmsg, batch_limit;
   char exe[PATH_MAX];
@@ -118,6 +118,7 @@ static void set_text(char **p, size_t *n, const char *s) {
 }
 
 static void echo_rest(farm_engine *e, farm_job *j);
+static void subdone(farm_engine *e, farm_job *j, int state);
 
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
@@ -126,6 +127,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
   free(j->args); j->args = NULL; j->nargs = 0;
   j->peer = NULL;
   echo_rest(e, j);
+  if (j->owner) subdone(e, j, state);
   if (j->notify) {
     __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
     j->fnext = NULL;
@@ -387,15 +389,15 @@ static void dispatch(farm_engine *e) {
     int open = 0;
     for (int i = 0; i < e->npeers; i++) {
       farm_peer *p = e->peers[i];
-      if (peer_open(p) && !p->pend.n && p->inflight < (pass ? credit(p) : p->capacity)) open++;
+      if (peer_open(p) && !p->pend.n && p->inflight - p->suspended < (pass ? credit(p) : p->capacity)) open++;
     }
     for (int i = 0; i < e->npeers && e->nqueued && open; i++) {
       farm_peer *p = e->peers[i];
       if (!peer_open(p) || p->pend.n) continue;
-      int cr = credit(p);
-      if (p->inflight >= (pass ? cr : p->capacity)) continue;
+      int cr = credit(p), held = p->inflight - p->suspended;
+      if (held >= (pass ? cr : p->capacity)) continue;
       int share = (int)((e->nqueued + (size_t)open - 1) / (size_t)open);
-      int k = cr - p->inflight;
+      int k = cr - held;
       if (share < k) k = share;
       /* A peer that has work gets no crumbs: its results will bring it the
          queue grown meanwhile, in one message. Without this, a worker that keeps
@@ -428,13 +430,13 @@ static void rebalance(farm_engine *e, double now) {
   if (e->nqueued) return;
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *idle = e->peers[i];
-    if (!peer_open(idle) || idle->inflight || !idle->idle_since ||
+    if (!peer_open(idle) || idle->inflight > idle->suspended || !idle->idle_since ||
         now - idle->idle_since < IDLE_BEFORE_TAKE) continue;
     farm_peer *from = NULL;
     int most = 0;
     for (int k = 0; k < e->npeers; k++) {
       farm_peer *q = e->peers[k];
-      int waiting = q->inflight - q->capacity;
+      int waiting = q->inflight - q->suspended - q->capacity;
       if (q == idle || !peer_open(q) || q->takes || waiting <= most) continue;
       most = waiting;
       from = q;
@@ -541,6 +543,88 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
   return 0;
 }
 
+/* Jobs a job submitted: they join the queue at its front (the deepest work
+   first, so nested jobs finish and free their parents), owned by p. */
+static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
+  uint32_t count = farm__rd_u32le(r);
+  if (r->err || count > farm__rd_left(r) / 4) return FARM_EPROTO;
+  farm_job *head = NULL, *tail = NULL;
+  int rc = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    uint64_t subid = farm__rd_uvar(r);
+    int mode = farm__rd_u8(r), fresh = farm__rd_u8(r);
+    size_t nf, na;
+    const char *fb = farm__rd_str(r, &nf), *a = farm__rd_str(r, &na);
+    if (r->err || mode > FARM_MODE_MAP || fresh > 1) { rc = FARM_EPROTO; break; }
+    farm_job *j = farm__job_new();
+    farm_fn *f = calloc(1, sizeof *f);
+    if (!j || !f || !(f->p = farm__dupmem(fb, nf)) || !(j->args = farm__dupmem(a, na))) {
+      if (f) free(f->p);
+      free(f);
+      farm__job_unref(j);
+      rc = FARM_ENOMEM;
+      break;
+    }
+    f->n = nf;
+    f->fresh = fresh;
+    f->refs = 1;
+    crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
+    j->fn = f;
+    j->nargs = na;
+    j->mode = (uint8_t)mode;
+    j->id = farm__engine_nextid(e);
+    j->owner = p;
+    j->owner_gen = p->gen;
+    j->subid = subid;
+    j->refs = 1;                               /* the engine's: nobody here holds a future */
+    j->state = JOB_QUEUED;
+    __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&e->submitted, 1, __ATOMIC_RELAXED);
+    if (tail) tail->next = j; else head = j;
+    tail = j;
+    e->nqueued++;
+  }
+  if (head) {                                  /* what was well formed goes in, in order */
+    tail->next = e->qhead;
+    e->qhead = head;
+    if (!e->qtail) e->qtail = tail;
+    changed(e);
+  }
+  if (!rc && farm__rd_left(r)) rc = FARM_EPROTO;
+  return rc;
+}
+
+/* A sub-job ended: its result goes back to the peer whose job submitted it
+   (in the next SUBDONE message to it), unless that process is gone. */
+static void subdone(farm_engine *e, farm_job *j, int state) {
+  farm_peer *p = j->owner;
+  (void)e;
+  if (p->gen != j->owner_gen || !p->link) return;
+  farm_buf *b = &p->subdone;
+  if (!p->nsubdone) {
+    farm__msg_begin(b, FARM_MSG_SUBDONE);
+    farm__buf_put(b, "\0\0\0\0", 4);
+  }
+  int status = state == JOB_DONE ? 0 : state == JOB_FAILED ? 1 : 2;
+  farm__buf_uvar(b, j->subid);
+  farm__buf_u8(b, (uint8_t)status);
+  farm__buf_str(b, j->out.p, j->out.n);
+  farm__buf_str(b, j->res, status == 2 ? 0 : j->nres);
+  if (status == 1) farm__buf_str(b, j->tb, j->ntb);
+  farm__buf_str(b, j->where, strlen(j->where));
+  p->nsubdone++;
+}
+
+static void flush_subdone(farm_engine *e) {
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (!p->nsubdone) continue;
+    farm__put_u32le_at(&p->subdone, 4, p->nsubdone);
+    p->nsubdone = 0;
+    if (farm__peer_send(p, p->subdone.p, p->subdone.n) < 0) peer_broken(e, p, "cannot send results of sub-jobs");
+  }
+}
+
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
                          char *err, size_t errlen) {
   farm_rd r;
@@ -564,6 +648,16 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     break;
   case FARM_MSG_TAKEN:
     if (on_taken(e, p, &r) >= 0) return 0;
+    break;
+  case FARM_MSG_SUSPENDED: {
+    uint64_t k = farm__rd_uvar(&r);
+    if (r.err || farm__rd_left(&r) || k > (uint64_t)p->inflight) break;
+    p->suspended = (int)k;
+    changed(e);
+    return 0;
+  }
+  case FARM_MSG_SUBMIT:
+    if (on_submit(e, p, &r) >= 0) return 0;
     break;
   default:
     snprintf(err, errlen, "unexpected message %d from %s", type, p->name);
@@ -629,6 +723,9 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
   }
   p->head = p->tail = NULL;
   p->inflight = 0;
+  p->suspended = 0;
+  p->gen++;
+  p->nsubdone = 0;
   p->takes = 0;
   p->pend.n = 0;
   p->running_id = 0;
@@ -764,6 +861,7 @@ static void *loop_main(void *arg) {
     for (int i = 0; i < e->npeers; i++)
       if (e->peers[i]->pend.n && e->peers[i]->link) flush_pending(e->peers[i]);
     dispatch(e);
+    flush_subdone(e);
     wake_waiters(e);
     int nf = want_fds(e);
     __atomic_store_n(&e->sleeping, 1, __ATOMIC_SEQ_CST);
@@ -809,7 +907,7 @@ void farm__engine_submit(farm_engine *e, farm_job *j) {
   wake_loop(e);
 }
 
-uint64_t farm__engine_nextid(farm_engine *e) { return e->nextid++; }
+uint64_t farm__engine_nextid(farm_engine *e) { return __atomic_fetch_add(&e->nextid, 1, __ATOMIC_RELAXED); }
 size_t farm__engine_maxmsg(farm_engine *e) { return e->maxmsg; }
 uint64_t farm__engine_gen(farm_engine *e) { return __atomic_load_n(&e->gen, __ATOMIC_SEQ_CST); }
 size_t farm__engine_outstanding(farm_engine *e) {
@@ -1155,6 +1253,7 @@ void farm__engine_close(farm_engine *e) {
     farm_peer *p = e->peers[i];
     p->ops->close(p);
     farm__buf_free(&p->pend);
+    farm__buf_free(&p->subdone);
     free(p->known);
     free(p);
   }

@@ -44,6 +44,8 @@ typedef struct farm_job {
   uint16_t max_retries;
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
   farm_peer *peer;                 /* where it is while sent, else NULL */
+  farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
+  uint64_t owner_gen, subid;       /* ...that peer's generation, and its id there */
   farm_fn *fn;
   char *args; size_t nargs;        /* args block (freed once over) */
   char *res; size_t nres;          /* result block, or the error message */

@@ -46,6 +46,11 @@ struct farm_peer {
   farm_buf pend;                   /* messages the link could not take yet (whole messages) */
   farm_job *head, *tail;           /* in flight, in the order sent */
   int inflight;
+  int suspended;                   /* of those, started and waiting on sub-jobs */
+  uint64_t gen;                    /* bumped when it is lost: sub-job results for the
+                                      old process are dropped */
+  farm_buf subdone;                /* SUBDONE message being built for it */
+  uint32_t nsubdone;
   int takes;                       /* TAKE messages not yet answered */
   uint64_t *known;                 /* open-addressing set of function hashes it keeps */
   int nknown;

@@ -19,6 +19,11 @@
  *                  worker's link thread answers), by exactly one TAKEN, in order.
  *   TAKEN    w->c  u32le(count) count * uvar(id): the ids of the last TAKE that were
  *                  given back (they will never run there); the others had started.
+ *   SUSPENDED w->c uvar(n): n of its jobs wait on sub-jobs (their slots are free).
+ *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) str(fn block)
+ *                  str(args block) }: jobs a job submitted, for the client's scheduler.
+ *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
+ *                  str(stdout) str(block | message) [status 1: str(traceback)] str(where) }
  *
  * A job's mode is CALL (fn(args...), all results) or MAP (args are n, then one
  * slice per list; the worker calls fn on each row and returns one table of the
@@ -36,7 +41,7 @@
 #include "buf.h"
 
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
-       FARM_MSG_TAKEN };
+       FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
 enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };

@@ -38,6 +38,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "codec.h"
+#include "engine.h"
 #include "proto.h"
 #include "transport.h"
 #include "worker.h"
@@ -263,14 +264,27 @@ int farm__wjobs_take(farm_wjobs *q, void *msg, size_t n, void (*release)(void *)
 
 /* ---- the worker ---------------------------------------------------------------- */
 
-typedef struct worker {
+typedef struct wrun {            /* a job started here: running, or waiting on sub-jobs */
+  struct wrun *next;
+  wjob *j;
+  lua_State *co;                 /* its coroutine, and the registry ref that keeps it */
+  int co_ref;
+  farm_buf out;                  /* what it printed in its earlier stretches */
+  double busy, t0;               /* seconds run so far; when this stretch began */
+  farm_job *waitjob;             /* it waits for this sub-job to end, */
+  int waitany;                   /* ...or for any sub-job to end after waitgen, */
+  uint64_t waitgen;
+  double deadline;               /* ...or until then (0: no deadline) */
+} wrun;
+
+struct worker {
   lua_State *L;
   farm_link *link;
   int slot;
   pid_t parent;
   size_t maxmsg;
   pthread_t io;
-  pthread_mutex_t mu;            /* guards q, quit, failed */
+  pthread_mutex_t mu;            /* guards q, quit, failed, subs and the sub-jobs' results */
   pthread_cond_t cv;
   farm_wjobs *q;
   int quit;                      /* QUIT came, or the client is gone */
@@ -282,13 +296,22 @@ typedef struct worker {
   farm_buf cap;                  /* what the running job printed */
   farm_buf enc;                  /* scratch for encoding results */
   int fns, chunks;               /* registry refs: hash -> function; compiled chunks (weak) */
-  int resolve, describe, names, remember;
-  lua_State *co;                 /* the coroutine jobs run in, reused while it ends cleanly */
-  int co_ref;
+  int resolve, describe, names, remember, runner;
+  lua_State *freeco[8];          /* finished coroutines, kept for the next jobs */
+  int freeco_ref[8], nfreeco;
   size_t result_limit;           /* a RESULTS message stays under this */
   farm_wstate *state;            /* shared with the client, or NULL */
   int outfd;                     /* the memfd on descriptor 1, or -1 */
-} worker;
+  wrun *cur;                     /* the job running now */
+  wrun *waiting;                 /* jobs waiting on sub-jobs */
+  int nwaiting;
+  farm_job **subs;               /* sub-jobs submitted from here, not yet ended */
+  size_t nsubs, capsubs;
+  uint64_t subid;
+  uint64_t gen;                  /* bumped (under mu) whenever a sub-job ends */
+  farm_buf submit;               /* SUBMIT message being built (Lua thread) */
+  uint32_t nsubmit;
+};
 
 /* ---- the link thread ---------------------------------------------------------- */
 
@@ -304,6 +327,37 @@ static void send_taken(worker *w, const uint64_t *ids, size_t n) {
   if (farm__link_send(w->link, b.p, b.n, 0) != 0)
     fprintf(stderr, "farm worker %d: cannot answer a take-back: %s\n", w->slot + 1, farm__link_error());
   farm__buf_free(&b);
+}
+
+/* SUBDONE from the client: sub-jobs of ours ended. Fills them in (under mu). */
+static int on_subdone(worker *w, farm_rd *r) {
+  uint32_t count = farm__rd_u32le(r);
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    uint64_t id = farm__rd_uvar(r);
+    int status = farm__rd_u8(r);
+    size_t nout, na, nb = 0, nw;
+    const char *out = farm__rd_str(r, &nout);
+    const char *a = farm__rd_str(r, &na), *bt = NULL;
+    if (status == FARM_JOB_ERROR) bt = farm__rd_str(r, &nb);
+    const char *wh = farm__rd_str(r, &nw);
+    if (r->err || status > 2) return FARM_EPROTO;
+    for (size_t k = 0; k < w->nsubs; k++) {
+      farm_job *j = w->subs[k];
+      if (j->id != id) continue;
+      w->subs[k] = w->subs[--w->nsubs];
+      j->res = farm__dupmem(a, na); j->nres = na;
+      if (bt) { j->tb = farm__dupmem(bt, nb); j->ntb = nb; }
+      farm__buf_put(&j->out, out, nout);
+      snprintf(j->where, sizeof j->where, "%.*s", (int)(nw < sizeof j->where - 1 ? nw : sizeof j->where - 1), wh);
+      __atomic_store_n(&j->state, (uint8_t)(status == 0 ? JOB_DONE : status == 1 ? JOB_FAILED : JOB_CANCELLED),
+                       __ATOMIC_RELEASE);
+      farm__job_unref(j);
+      break;
+    }
+  }
+  if (r->err || farm__rd_left(r)) return FARM_EPROTO;
+  w->gen++;
+  return 0;
 }
 
 static void *io_main(void *arg) {
@@ -330,7 +384,15 @@ static void *io_main(void *arg) {
       size_t ngiven = 0;
       char err[256];
       pthread_mutex_lock(&w->mu);
-      int type = farm__wjobs_take(w->q, m, n, link_release, &given, &ngiven, err, sizeof err);
+      farm_rd r;
+      int type;
+      if (farm__msg_open(&r, m, n, err, sizeof err) == FARM_MSG_SUBDONE) {
+        type = on_subdone(w, &r) < 0 ? FARM_EPROTO : FARM_MSG_SUBDONE;
+        if (type < 0) snprintf(err, sizeof err, "malformed message from the client");
+        farm__link_free(m);
+      } else {
+        type = farm__wjobs_take(w->q, m, n, link_release, &given, &ngiven, err, sizeof err);
+      }
       if (type < 0) { w->failed = 1; snprintf(w->err, sizeof w->err, "%s", err); }
       if (type == FARM_MSG_QUIT) w->quit = 1;
       pthread_cond_signal(&w->cv);
@@ -437,23 +499,43 @@ static int decode_block(worker *w, const char *p, size_t n) {
 }
 
 /* ---- running jobs ------------------------------------------------------------------- */
+/*
+ * Every job runs in a coroutine of its own. A job that waits for a sub-job
+ * (future:result, farm.wait, farm.map in a job) yields from inside farm's wait
+ * with a marker; its coroutine is kept, the worker tells the client how many
+ * of its jobs wait (their slots are free), and runs other jobs meanwhile. When
+ * what it waits for has ended (SUBDONE from the client) it goes on where it
+ * stopped. Nothing blocks with one worker: a waiting job never holds the
+ * worker, only its coroutine.
+ */
 
-static lua_State *coroutine(worker *w) {
-  if (!w->co) {
-    w->co = lua_newthread(w->L);
-    w->co_ref = luaL_ref(w->L, LUA_REGISTRYINDEX);
+static const char wait_marker = 0;
+
+static lua_State *new_coroutine(worker *w, int *ref) {
+  if (w->nfreeco) {
+    w->nfreeco--;
+    *ref = w->freeco_ref[w->nfreeco];
+    return w->freeco[w->nfreeco];
   }
-  return w->co;
+  lua_State *co = lua_newthread(w->L);
+  *ref = luaL_ref(w->L, LUA_REGISTRYINDEX);
+  return co;
 }
 
-static void drop_coroutine(worker *w) {
+/* A coroutine that ended cleanly is kept for another job; a failed one is closed. */
+static void end_coroutine(worker *w, lua_State *co, int ref, int ok) {
+  if (ok && w->nfreeco < 8) {
+    lua_settop(co, 0);
+    w->freeco[w->nfreeco] = co;
+    w->freeco_ref[w->nfreeco++] = ref;
+    return;
+  }
 #if LUA_VERSION_RELEASE_NUM >= 50406
-  lua_closethread(w->co, w->L);
+  lua_closethread(co, w->L);
 #else
-  lua_resetthread(w->co);
+  lua_resetthread(co);
 #endif
-  luaL_unref(w->L, LUA_REGISTRYINDEX, w->co_ref);
-  w->co = NULL;
+  luaL_unref(w->L, LUA_REGISTRYINDEX, ref);
 }
 
 /* tostring(v), protected: an error object's __tostring may raise, or lie. */
@@ -471,56 +553,23 @@ static void push_error_text(lua_State *L, int idx) {
   }
 }
 
+static void flush_submits(worker *w);
+
 /* While a job runs with results waiting to go, a count hook sends them once
-   RESULT_DELAY has passed: a long job does not hold back short ones. */
+   RESULT_DELAY has passed: a long job does not hold back short ones (nor the
+   sub-jobs it submitted). */
 static void flush_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   worker *w = *(worker **)lua_getextraspace(L);
   if (farm__now() - w->last_flush < RESULT_DELAY) return;
   flush(w);
+  flush_submits(w);
   lua_sethook(L, NULL, 0, 0);
 }
 
 static int fail_with(lua_State *L, const char *msg) {
   lua_pushstring(L, msg);
   lua_pushliteral(L, "");
-  return -1;
-}
-
-/* Call the function under nargs arguments on top of L, in the job coroutine.
-   Leaves the results on L and returns their count, or leaves the error
-   message and traceback on L and returns -1. */
-static int run(worker *w, int nargs) {
-  lua_State *L = w->L, *co = coroutine(w);
-  if (!lua_checkstack(co, nargs + 1 + LUA_MINSTACK)) {
-    lua_pop(L, nargs + 1);
-    return fail_with(L, "too many arguments for one job");
-  }
-  lua_xmove(L, co, nargs + 1);
-  if (w->nres) lua_sethook(co, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
-  int nres = 0;
-  int st = lua_resume(co, L, nargs, &nres);
-  lua_sethook(co, NULL, 0, 0);
-  if (st == LUA_OK) {
-    if (lua_checkstack(L, nres + LUA_MINSTACK)) {
-      lua_xmove(co, L, nres);
-      return nres;
-    }
-    lua_settop(co, 0);
-    return fail_with(L, "too many results from one job");
-  }
-  if (st == LUA_YIELD) {
-    lua_pop(co, nres);
-    fail_with(L, "the job yielded: coroutine.yield outside a coroutine of its own is not supported");
-  } else {
-    lua_xmove(co, L, 1);                 /* the error object */
-    int e = lua_gettop(L);
-    luaL_traceback(L, co, NULL, 0);
-    push_error_text(L, e);
-    lua_insert(L, -2);                   /* message, traceback */
-    lua_remove(L, e);
-  }
-  drop_coroutine(w);                     /* a failed coroutine is not reused */
   return -1;
 }
 
@@ -536,9 +585,16 @@ static int encode_results(worker *w, int n) {
 }
 
 /* Append a finished job's result: its encoded values (w->enc) when ok, else
-   the message and traceback on top of L. */
-static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok) {
+   the message and traceback on top of L. early: what it printed before its
+   last stretch (or NULL). */
+static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok, farm_buf *early) {
   collect_output(w);
+  if (early && early->n) {                /* earlier stretches first */
+    farm__buf_put(early, w->cap.p, w->cap.n);
+    farm_buf t = w->cap;
+    w->cap = *early;
+    *early = t;
+  }
   size_t room = w->maxmsg - (4u << 10);   /* the client drops a message over its limit */
   if (w->cap.n > room / 2) {              /* output that cannot travel is cut, and says so */
     char note[96];
@@ -563,57 +619,6 @@ static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok) {
   const char *tb = lua_tolstring(w->L, -1, &nt);
   const char *m = lua_tolstring(w->L, -2, &nm);
   result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
-}
-
-static void job_call(worker *w, uint64_t id, uint64_t att, const char *a, size_t na) {
-  lua_State *L = w->L;
-  int top = lua_gettop(L) - 1;           /* the function is on top */
-  double t0 = farm__now();
-  int nargs = decode_block(w, a, na);
-  int n = -1;
-  if (nargs >= 0) n = run(w, nargs);
-  else lua_pushliteral(L, "");           /* no traceback for a bad argument block */
-  int ok = n >= 0 && encode_results(w, n) == 0;
-  if (!ok && n >= 0) lua_pushliteral(L, "");    /* encoding failed: no traceback */
-  finish(w, id, att, farm__now() - t0, ok);
-  lua_settop(L, top);
-}
-
-/* A MAP job: its block is n, then one slice per list; returns one table. */
-static void job_map(worker *w, uint64_t id, uint64_t att, const char *a, size_t na) {
-  lua_State *L = w->L;
-  int fn = lua_gettop(L);
-  int top = fn - 1;
-  double t0 = farm__now();
-  int k = decode_block(w, a, na);
-  int err = 0;
-  if (k < 2 || !lua_isinteger(L, fn + 1)) {
-    if (k >= 0) { lua_settop(L, fn); lua_pushliteral(L, "malformed message: bad map chunk"); }
-    lua_pushliteral(L, "");
-    err = 1;
-  } else if (!lua_checkstack(L, k + LUA_MINSTACK)) {
-    lua_settop(L, fn);
-    fail_with(L, "too many lists for one map");
-    err = 1;
-  } else {
-    lua_Integer n = lua_tointeger(L, fn + 1);
-    int nl = k - 1, out;
-    lua_createtable(L, (int)(n > 0 && n < 1 << 24 ? n : 0), 0);
-    out = lua_gettop(L);
-    for (lua_Integer i = 1; i <= n && !err; i++) {
-      lua_pushvalue(L, fn);
-      for (int l = 0; l < nl; l++) lua_geti(L, fn + 2 + l, i);
-      int r = run(w, nl);
-      if (r < 0) { err = 1; break; }
-      if (r > 0) { lua_pop(L, r - 1); lua_rawseti(L, out, i); }
-    }
-    if (!err) {
-      lua_pushvalue(L, out);
-      if (encode_results(w, 1) < 0) { lua_pushliteral(L, ""); err = 1; }
-    }
-  }
-  finish(w, id, att, farm__now() - t0, !err);
-  lua_settop(L, top);
 }
 
 /* Push the job's function: kept by hash when it has no upvalue values of its
@@ -647,50 +652,294 @@ static int get_function(worker *w, wjob *j) {
   return 0;
 }
 
-static void run_job(worker *w, wjob *j) {
+/* Tell the client how many of our jobs wait (their slots are free to others). */
+static void send_suspended(worker *w) {
+  unsigned char m[16] = { 'F', 'm', FARM_PROTOCOL, FARM_MSG_SUSPENDED };
+  farm_buf b = { (char *)m, 4, sizeof m };
+  farm__buf_uvar(&b, (uint64_t)w->nwaiting);
+  if (farm__link_send(w->link, m, b.n, 0) != 0) {
+    fprintf(stderr, "farm worker %d: cannot send to the client: %s\n", w->slot + 1, farm__link_error());
+    exit(3);
+  }
+}
+
+static void free_run(worker *w, wrun *r) {
+  (void)w;
+  farm__buf_free(&r->out);
+  if (r->waitjob) farm__job_unref(r->waitjob);
+  wjob_free(r->j);
+  free(r);
+}
+
+/* Resume r's coroutine with nargs values on top of L (the function and its
+   arguments the first time), until it ends or waits. */
+static void resume_run(worker *w, wrun *r, int nargs) {
+  lua_State *L = w->L, *co = r->co;
+  int top = lua_gettop(L) - nargs;
+  wjob *j = r->j;
+  if (!lua_checkstack(co, nargs + LUA_MINSTACK)) {
+    lua_settop(L, top);
+    fail_with(L, "too many arguments for one job");
+    finish(w, j->id, j->att, r->busy, 0, &r->out);
+    goto done;
+  }
+  lua_xmove(L, co, nargs);
+  if (w->nres || w->nsubmit) lua_sethook(co, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
+  w->cur = r;
+  r->t0 = farm__now();
+  int nres = 0;
+  int st = lua_resume(co, L, lua_status(co) == LUA_YIELD ? nargs : nargs - 1, &nres);
+  r->busy += farm__now() - r->t0;
+  w->cur = NULL;
+  lua_sethook(co, NULL, 0, 0);
+  if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &wait_marker) {
+    lua_pop(co, 1);                      /* it waits: keep what it printed, free its slot */
+    collect_output(w);
+    farm__buf_put(&r->out, w->cap.p, w->cap.n);
+    w->cap.n = 0;
+    farm__wstate_set(w->state, 0, 0);
+    r->next = w->waiting;
+    w->waiting = r;
+    w->nwaiting++;
+    flush_submits(w);
+    send_suspended(w);
+    return;
+  }
+  int ok = 0;
+  if (st == LUA_OK) {
+    if (!lua_checkstack(L, nres + LUA_MINSTACK)) {
+      lua_settop(co, 0);
+      fail_with(L, "too many results from one job");
+    } else {
+      lua_xmove(co, L, nres);
+      ok = encode_results(w, nres) == 0;
+      if (!ok) lua_pushliteral(L, "");   /* encoding failed: no traceback */
+    }
+  } else if (st == LUA_YIELD) {
+    lua_pop(co, nres);
+    fail_with(L, "the job yielded: coroutine.yield outside a coroutine of its own is not supported");
+  } else {
+    lua_xmove(co, L, 1);                 /* the error object */
+    int e = lua_gettop(L);
+    luaL_traceback(L, co, NULL, 0);
+    push_error_text(L, e);
+    lua_insert(L, -2);                   /* message, traceback */
+    lua_remove(L, e);
+  }
+  finish(w, j->id, j->att, r->busy, ok, &r->out);
+  end_coroutine(w, co, r->co_ref, st == LUA_OK);
+  r->co = NULL;
+done:
+  farm__wstate_set(w->state, 0, 0);
+  lua_settop(L, top);
+  free_run(w, r);
+}
+
+static void start_job(worker *w, wjob *j) {
   lua_State *L = w->L;
   if (j->forget) {                       /* the client forgot what we have: so do we */
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, w->fns);
   }
   int top = lua_gettop(L);
+  wrun *r = calloc(1, sizeof *r);
+  if (!r) { fprintf(stderr, "farm worker %d: out of memory\n", w->slot + 1); exit(3); }
+  r->j = j;
+  farm__buf_init(&r->out);
   farm__wstate_set(w->state, j->id, j->att);
-  if (get_function(w, j) < 0) {
-    size_t nm;
-    const char *m = lua_tolstring(L, -1, &nm);
-    collect_output(w);
-    result_error(w, j->id, j->att, 0, m, nm, "", 0);
-  } else if (j->mode == FARM_MODE_MAP) {
-    job_map(w, j->id, j->att, j->args, j->nargs);
+  double t0 = farm__now();
+  if (j->mode == FARM_MODE_MAP) lua_rawgeti(L, LUA_REGISTRYINDEX, w->runner);
+  int nargs = -1;
+  if (get_function(w, j) == 0) {
+    nargs = decode_block(w, j->args, j->nargs);
+    if (nargs < 0) lua_pushliteral(L, "");            /* no traceback for a bad argument block */
+    else if (j->mode == FARM_MODE_MAP && (nargs < 2 || !lua_isinteger(L, -nargs))) {
+      lua_settop(L, top);
+      lua_pushliteral(L, "malformed message: bad map chunk");
+      lua_pushliteral(L, "");
+      nargs = -1;
+    }
   } else {
-    job_call(w, j->id, j->att, j->args, j->nargs);
+    lua_pushliteral(L, "");
   }
-  farm__wstate_set(w->state, 0, 0);
-  lua_settop(L, top);
+  if (nargs < 0) {                       /* message and traceback on top */
+    finish(w, j->id, j->att, farm__now() - t0, 0, NULL);
+    farm__wstate_set(w->state, 0, 0);
+    lua_settop(L, top);
+    free_run(w, r);
+    return;
+  }
+  r->co = new_coroutine(w, &r->co_ref);
+  r->busy = farm__now() - t0;
+  resume_run(w, r, lua_gettop(L) - top);
+}
+
+/* A waiting job whose sub-job ended (or whose wait timed out) goes on. */
+static wrun *ready_run(worker *w, double now) {
+  wrun **pp = &w->waiting;
+  for (wrun *r; (r = *pp); pp = &r->next) {
+    int over = r->waitjob ? farm__job_over(r->waitjob) : r->waitany ? w->gen != r->waitgen : 0;
+    if (over || (r->deadline > 0 && now >= r->deadline)) {
+      *pp = r->next;
+      w->nwaiting--;
+      return r;
+    }
+  }
+  return NULL;
+}
+
+static void continue_run(worker *w, wrun *r) {
+  int over = r->waitjob ? farm__job_over(r->waitjob) : r->waitany ? w->gen != r->waitgen : 0;
+  if (r->waitjob) { farm__job_unref(r->waitjob); r->waitjob = NULL; }
+  r->waitany = 0;
+  r->deadline = 0;
+  send_suspended(w);
+  farm__wstate_set(w->state, r->j->id, r->j->att);
+  lua_pushboolean(w->L, over);
+  resume_run(w, r, 1);
+}
+
+/* The earliest deadline of the waiting jobs, or 0. */
+static double next_deadline(worker *w) {
+  double d = 0;
+  for (wrun *r = w->waiting; r; r = r->next)
+    if (r->deadline > 0 && (d == 0 || r->deadline < d)) d = r->deadline;
+  return d;
 }
 
 /* Serve until QUIT, an orphaning, or a link error; returns the exit status. */
 static int serve(worker *w) {
   for (;;) {
     pthread_mutex_lock(&w->mu);
-    wjob *j;
-    while (!(j = wjobs_pop(w->q)) && !w->quit && !w->failed) {
-      if (w->nres) {                       /* nothing to run: results go now */
+    wjob *j = NULL;
+    wrun *r = NULL;
+    while (!(r = ready_run(w, farm__now())) && !(j = wjobs_pop(w->q)) && !w->quit && !w->failed) {
+      if (w->nres || w->nsubmit) {         /* nothing to run: results go now */
         pthread_mutex_unlock(&w->mu);
         flush(w);
+        flush_submits(w);
         pthread_mutex_lock(&w->mu);
         continue;
       }
-      pthread_cond_wait(&w->cv, &w->mu);
+      double d = next_deadline(w);
+      if (d > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double left = d - farm__now();
+        if (left < 0) left = 0;
+        ts.tv_sec += (time_t)left;
+        ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+      } else {
+        pthread_cond_wait(&w->cv, &w->mu);
+      }
     }
     int quit = w->quit, failed = w->failed;
     pthread_mutex_unlock(&w->mu);
-    if (!j) { flush(w); return failed ? 3 : 0; }
-    run_job(w, j);
-    wjob_free(j);
+    if (!j && !r) { flush(w); return failed ? 3 : 0; }
+    if (r) continue_run(w, r);
+    else start_job(w, j);
     if (w->res.n >= w->result_limit || farm__now() - w->last_flush >= RESULT_DELAY) flush(w);
     if (quit) { flush(w); return 0; }
   }
+}
+
+/* ---- sub-jobs: what a job submits goes through the client's scheduler ---------------- */
+
+static void flush_submits(worker *w) {
+  if (!w->nsubmit) return;
+  farm__put_u32le_at(&w->submit, 4, w->nsubmit);
+  if (farm__link_send(w->link, w->submit.p, w->submit.n, 0) != 0) {
+    fprintf(stderr, "farm worker %d: cannot send jobs: %s\n", w->slot + 1, farm__link_error());
+    exit(3);
+  }
+  farm__msg_begin(&w->submit, FARM_MSG_SUBMIT);
+  farm__buf_put(&w->submit, "\0\0\0\0", 4);
+  w->nsubmit = 0;
+}
+
+worker *farm__worker_of(lua_State *L) { return *(worker **)lua_getextraspace(L); }
+size_t farm__worker_maxmsg(worker *w) { return w->maxmsg; }
+uint64_t farm__worker_gen(worker *w) {
+  pthread_mutex_lock(&w->mu);
+  uint64_t g = w->gen;
+  pthread_mutex_unlock(&w->mu);
+  return g;
+}
+
+int farm__worker_submit(worker *w, farm_job *j) {
+  if (w->nsubs == w->capsubs) {
+    size_t n = w->capsubs ? 2 * w->capsubs : 16;
+    farm_job **p = realloc(w->subs, n * sizeof *p);
+    if (!p) return FARM_ENOMEM;
+    w->subs = p;
+    w->capsubs = n;
+  }
+  j->id = ++w->subid;
+  j->state = JOB_QUEUED;
+  __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+  pthread_mutex_lock(&w->mu);
+  w->subs[w->nsubs++] = j;
+  pthread_mutex_unlock(&w->mu);
+  if (w->nsubmit && w->submit.n + j->nargs + j->fn->n + 64 > w->result_limit) flush_submits(w);
+  farm__buf_uvar(&w->submit, j->id);
+  farm__buf_u8(&w->submit, j->mode);
+  farm__buf_u8(&w->submit, (uint8_t)j->fn->fresh);
+  farm__buf_str(&w->submit, j->fn->p, j->fn->n);
+  farm__buf_str(&w->submit, j->args, j->nargs);
+  w->nsubmit++;
+  free(j->args);
+  j->args = NULL;
+  j->nargs = 0;
+  return 0;
+}
+
+/* Wait in L for what wait_over says: by yielding when L is the job's own
+   coroutine (the worker runs other jobs meanwhile), else by blocking. */
+static int wait_in(lua_State *L, worker *w, farm_job *j, int any, uint64_t gen, double timeout) {
+  flush_submits(w);
+  wrun *r = w->cur;
+  if (r && L == r->co && lua_isyieldable(L)) {
+    if (j) __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+    r->waitjob = j;
+    r->waitany = any;
+    r->waitgen = gen;
+    r->deadline = timeout >= 0 && timeout < 1e9 ? farm__now() + timeout : 0;
+    lua_pushlightuserdata(L, (void *)&wait_marker);
+    return lua_yield(L, 1);
+  }
+  /* inside a coroutine of the job's own (or a metamethod): block; other jobs
+     here cannot run meanwhile */
+  flush(w);
+  double until = timeout >= 0 && timeout < 1e9 ? farm__now() + timeout : 0;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    int over = j ? farm__job_over(j) : w->gen != gen;
+    if (over || w->quit || w->failed || (until && farm__now() >= until)) {
+      pthread_mutex_unlock(&w->mu);
+      lua_pushboolean(L, over);
+      return 1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  }
+}
+
+int farm__worker_wait(lua_State *L, worker *w, farm_job *j, double timeout) {
+  if (farm__job_over(j) || timeout == 0) { lua_pushboolean(L, farm__job_over(j)); return 1; }
+  return wait_in(L, w, j, 0, 0, timeout);
+}
+
+int farm__worker_pump(lua_State *L, worker *w, uint64_t gen, double timeout) {
+  if (farm__worker_gen(w) != gen || timeout == 0) {
+    lua_pushboolean(L, farm__worker_gen(w) != gen);
+    return 1;
+  }
+  return wait_in(L, w, NULL, 1, gen, timeout);
 }
 
 /* ---- set-up ---------------------------------------------------------------------------- */
@@ -702,6 +951,24 @@ static void weak_table(lua_State *L, const char *mode) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
 }
+
+/* A MAP job runs this in its coroutine: fn on each row of the lists, the first
+   result of each kept. In Lua, so that a row may wait on sub-jobs like any job. */
+static const char map_runner[] =
+  "local select, unpack = select, table.unpack\n"
+  "return function(fn, n, l1, ...)\n"
+  "  local out = {}\n"
+  "  if select('#', ...) == 0 then\n"
+  "    for i = 1, n do out[i] = (fn(l1[i])) end\n"
+  "  else\n"
+  "    local lists, nl, row = { l1, ... }, select('#', ...) + 1, {}\n"
+  "    for i = 1, n do\n"
+  "      for k = 1, nl do row[k] = lists[k][i] end\n"
+  "      out[i] = (fn(unpack(row, 1, nl)))\n"
+  "    end\n"
+  "  end\n"
+  "  return out\n"
+  "end\n";
 
 static int setup(lua_State *L) {
   worker *w = lua_touserdata(L, 1);
@@ -727,6 +994,10 @@ static int setup(lua_State *L) {
   w->fns = luaL_ref(L, LUA_REGISTRYINDEX);
   weak_table(L, "v");                      /* compiled chunks, as long as something uses them */
   w->chunks = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (luaL_loadbufferx(L, map_runner, sizeof map_runner - 1, "=farm.map", "t") != LUA_OK)
+    return lua_error(L);
+  lua_call(L, 0, 1);
+  w->runner = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
@@ -742,6 +1013,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   farm__buf_init(&w.res);
   farm__buf_init(&w.cap);
   farm__buf_init(&w.enc);
+  farm__buf_init(&w.submit);
   pthread_mutex_init(&w.mu, NULL);
   pthread_cond_init(&w.cv, NULL);
   w.result_limit = maxmsg - (4u << 10) < RESULT_BYTES ? maxmsg - (4u << 10) : RESULT_BYTES;
@@ -790,6 +1062,8 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   if (orphan) goto out;
   farm__msg_begin(&w.res, FARM_MSG_RESULTS);
   farm__buf_put(&w.res, "\0\0\0\0", 4);
+  farm__msg_begin(&w.submit, FARM_MSG_SUBMIT);
+  farm__buf_put(&w.submit, "\0\0\0\0", 4);
   w.last_flush = farm__now();
   if (pthread_create(&w.io, NULL, io_main, &w) != 0) {
     fprintf(stderr, "farm worker: cannot start its link thread\n");
@@ -800,6 +1074,10 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   if (rc) fprintf(stderr, "farm worker %d: %s\n", slot + 1, w.err);
   pthread_join(w.io, NULL);              /* serve() ends only once it has (QUIT, orphaned, failed) */
 out:
+  for (wrun *r; (r = w.waiting); ) { w.waiting = r->next; free_run(&w, r); }
+  for (size_t i = 0; i < w.nsubs; i++) farm__job_unref(w.subs[i]);
+  free(w.subs);
+  farm__buf_free(&w.submit);
   farm__wjobs_free(w.q);
   farm__wstate_free(w.state);
   if (w.L) lua_close(w.L);

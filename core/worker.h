@@ -10,6 +10,23 @@
 int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int statefd,
                       int captured);
 
+/* ---- sub-jobs: a job's own farm calls (client.c), on the worker's Lua thread ---- */
+struct lua_State;
+struct farm_job;
+typedef struct worker worker;
+/* The worker whose Lua state L is (NULL in a client). */
+worker  *farm__worker_of(struct lua_State *L);
+size_t   farm__worker_maxmsg(worker *w);
+uint64_t farm__worker_gen(worker *w);
+/* Send j (its fn and args set) to the client's scheduler; it gets an id of
+   this worker's and a reference kept until its result comes. */
+int farm__worker_submit(worker *w, struct farm_job *j);
+/* Wait for j to end, or for any sub-job to end after gen; pushes true when it
+   did (false on timeout; timeout < 0: none). Yields when L is the job's own
+   coroutine, so the worker runs other jobs meanwhile: call as `return ...`. */
+int farm__worker_wait(struct lua_State *L, worker *w, struct farm_job *j, double timeout);
+int farm__worker_pump(struct lua_State *L, worker *w, uint64_t gen, double timeout);
+
 /* ---- the link thread's parser, exposed for the fuzzer ---- */
 typedef struct farm_wjobs farm_wjobs;    /* parsed jobs and the function blocks kept */
 farm_wjobs *farm__wjobs_new(void);

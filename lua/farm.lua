@@ -22,6 +22,7 @@ local describe, names, resolve = ship.describe, ship.names, ship.resolve
 local chunks = setmetatable({}, { __mode = "v" })
 
 local on_worker = false                 -- set in worker processes
+local default                           -- the pool behind farm.submit and friends
 
 -- ---- pools -------------------------------------------------------------------
 
@@ -56,8 +57,11 @@ end
 
 function Pool:_ctx()
   if on_worker then
-    -- a pool started from a job would start pools from its jobs, and so on
-    error("farm: a job cannot submit jobs yet (nested jobs are not supported in this version)", 0)
+    -- a job's jobs go through the client's scheduler, via this worker
+    if self ~= default then
+      error("farm.new: a job cannot start a pool of its own; use farm.submit and farm.map", 0)
+    end
+    return core.worker_ctx()
   end
   local c = self.ctx
   if not c or core.closed(c) then
@@ -174,6 +178,9 @@ function Pool:submit_with(opts, fn, ...)
     error(("farm.submit_with: argument #2 must be a function (got %s)"):format(type(fn)), 2)
   end
   local c = self:_ctx()
+  if on_worker then
+    error("farm.submit_with: a job's own jobs take no options yet; use farm.submit", 2)
+  end
   local f = core.submit(c, o, package(c, fn), describe, names, ...)
   if o.notify then self.callbacks[core.id(f)] = { opts.callback, f } end
   return f
@@ -464,7 +471,7 @@ end
 
 -- ---- the default pool, and farm.new -------------------------------------------
 
-local default = new_pool({ echo = true })
+default = new_pool({ echo = true })
 do
   local maxmsg = tonumber(os.getenv("FARM_MAX_MESSAGE") or "")
   if maxmsg then default.config.max_message = maxmsg end

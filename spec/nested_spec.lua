@@ -1,0 +1,137 @@
+-- nested_spec.lua -- jobs that submit jobs and wait for them (SCOOP's nested
+-- futures): through `farm run`, on real workers. A waiting job frees its
+-- worker, so nothing deadlocks even with one worker.
+local H = require "helper"
+
+local function run(text, args, timeout)
+  local r = H.run_script(text, args or "", timeout or 120)
+  assert.are.equal(0, r.code, r.err)
+  return r
+end
+
+describe("nested jobs", function()
+  after_each(H.cleanup)
+
+  it("computes fib(15) by recursive nested submits on one worker", function()
+    local r = run([[
+      local function fib(n)
+        if n < 2 then return n end
+        local a, b = farm.submit(fib, n - 1), farm.submit(fib, n - 2)
+        return a:result() + b:result()
+      end
+      print(farm.submit(fib, 15):result(), farm.stats().submitted, farm.workers())
+    ]], "-n 1")
+    assert.are.equal("610\t1973\t1\n", r.out)
+  end)
+
+  it("runs nested maps 12 levels deep on two workers (SCOOP's recurse)", function()
+    local r = run([[
+      local function recurse(depth)
+        if depth == 0 then return 1 end
+        local r = farm.map(recurse, { depth - 1, depth - 1 })
+        return r[1] + r[2]
+      end
+      print(farm.submit(recurse, 12):result())
+    ]], "-n 2")
+    assert.are.equal("4096\n", r.out)
+  end)
+
+  it("sorts with a parallel merge sort (SCOOP's sorting example)", function()
+    local r = run([[
+      local function msort(t)
+        if #t <= 50 then table.sort(t); return t end
+        local mid = #t // 2
+        local l = farm.submit(msort, table.move(t, 1, mid, 1, {}))
+        local r = farm.submit(msort, table.move(t, mid + 1, #t, 1, {}))
+        local a, b, out, i, j = l:result(), r:result(), {}, 1, 1
+        while i <= #a or j <= #b do
+          if j > #b or (i <= #a and a[i] <= b[j]) then out[#out + 1] = a[i]; i = i + 1
+          else out[#out + 1] = b[j]; j = j + 1 end
+        end
+        return out
+      end
+      math.randomseed(7)
+      local t, want = {}, {}
+      for i = 1, 3000 do t[i] = math.random(1, 1e6); want[i] = t[i] end
+      table.sort(want)
+      local s = farm.submit(msort, t):result()
+      local same = #s == #want
+      for i = 1, #want do same = same and s[i] == want[i] end
+      print(same, #s)
+    ]], "-n 2")
+    assert.are.equal("true\t3000\n", r.out)
+  end)
+
+  it("gives a job its sub-job's error, which it may catch", function()
+    local r = run([[
+      local f = farm.submit(function()
+        local g = farm.submit(function() error("deep trouble") end)
+        local ok, err = pcall(g.result, g)
+        return ok, err.message:match("deep trouble") ~= nil, err.traceback ~= ""
+      end)
+      print(f:result())
+      local h = farm.submit(function() return farm.submit(function() error("uncaught") end):result() end)
+      local ok, err = pcall(h.result, h)
+      print(ok, tostring(err):match("uncaught") ~= nil)
+    ]], "-n 2")
+    assert.are.equal("false\ttrue\ttrue\nfalse\ttrue\n", r.out)
+  end)
+
+  it("lets a job use farm.wait and farm.as_completed on its own jobs", function()
+    local r = run([[
+      local f = farm.submit(function()
+        local fs = {}
+        for i = 1, 6 do fs[i] = farm.submit(function(x) return x * x end, i) end
+        local done, pending = farm.wait(fs)
+        local sum = 0
+        for g in farm.as_completed(fs) do sum = sum + g:result() end
+        return #done, #pending, sum
+      end)
+      print(f:result())
+    ]], "-n 1")
+    assert.are.equal("6\t0\t91\n", r.out)
+  end)
+
+  it("echoes what sub-jobs print, and keeps it in their futures", function()
+    local r = run([[
+      local f = farm.submit(function()
+        local g = farm.submit(function() print("from the sub-job"); return 1 end)
+        g:result()
+        return g.stdout
+      end)
+      io.stderr:write("stdout: ", f:result())
+    ]], "-n 1")
+    assert.are.equal("from the sub-job\n", r.out)
+    assert.is_truthy(r.err:find("stdout: from the sub-job", 1, true), r.err)
+  end)
+
+  it("waits by blocking inside a coroutine of the job's own", function()
+    local r = run([[
+      local f = farm.submit(function()
+        local co = coroutine.wrap(function()
+          return farm.submit(function() return 41 end):result() + 1
+        end)
+        return co()
+      end)
+      print(f:result())
+    ]], "-n 2")
+    assert.are.equal("42\n", r.out)
+  end)
+
+  it("reruns a waiting job whose worker died, and still gets every result", function()
+    local marker = os.tmpname()
+    local r = run(([[
+      local marker = %q
+      local f = farm.submit(function()
+        local g = farm.submit(function() return 20 end)
+        local h = farm.submit(function() return 22 end)
+        local first = io.open(marker, "r") == nil
+        if first then io.open(marker, "w"):close(); os.exit(9) end
+        return g:result() + h:result()
+      end)
+      print(f:result(), f:status())
+    ]]):format(marker), "-n 2")
+    os.remove(marker)
+    assert.are.equal("42\tdone\n", r.out)
+  end)
+end)

@@ -239,6 +239,7 @@ static int known_check_add(farm_peer *p, const unsigned char *h) {
 
 static void enqueue_back(farm_engine *e, farm_job *j) {
   j->next = NULL;
+  j->inqueue = 1;
   if (e->qtail) e->qtail->next = j; else e->qhead = j;
   e->qtail = j;
   e->nqueued++;
@@ -249,6 +250,7 @@ static void requeue_front(farm_engine *e, farm_job *j) {
   j->state = JOB_QUEUED;
   j->peer = NULL;
   j->taking = 0;
+  j->inqueue = 1;
   j->next = e->qhead;
   e->qhead = j;
   if (!e->qtail) e->qtail = j;
@@ -273,6 +275,7 @@ static void fail_queue(farm_engine *e, const char *why) {
   farm_job *j;
   while ((j = e->qhead)) {
     e->qhead = j->next;
+    j->inqueue = 0;
     if (j->state == JOB_QUEUED) job_fail(e, j, why);
     farm__job_unref(j);
   }
@@ -311,11 +314,28 @@ static int flush_pending(farm_peer *p) {
   return rc == FARM_EAGAIN ? FARM_EAGAIN : rc;
 }
 
+void farm__peer_broken(farm_peer *p, const char *why) {
+  if (p->broken) return;
+  p->broken = 1;
+  snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
+}
+
 static void peer_broken(farm_engine *e, farm_peer *p, const char *why) {
   char msg[200];
-  snprintf(msg, sizeof msg, "%s: %s", p->name, why);
-  p->ops->kill(p, msg);
   (void)e;
+  snprintf(msg, sizeof msg, "%s: %s", p->name, why);
+  farm__peer_broken(p, msg);
+}
+
+/* Stop and replace the peers marked broken (loop thread only: the processes
+   it starts die with it). */
+static void fix_broken(farm_engine *e) {
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (!p->broken) continue;
+    p->broken = 0;
+    p->ops->kill(p, p->broken_why);
+  }
 }
 
 static int credit(farm_peer *p) {
@@ -345,6 +365,7 @@ static void send_batch(farm_engine *e, farm_peer *p, int k) {
     if (!e->qhead) e->qtail = NULL;
     if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled (uncounted) */
     e->nqueued--;
+    j->inqueue = 0;
     farm__buf_uvar(b, j->id);
     farm__buf_uvar(b, j->attempt);
     farm__buf_u8(b, j->mode);
@@ -578,6 +599,7 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
     j->subid = subid;
     j->refs = 1;                               /* the engine's: nobody here holds a future */
     j->state = JOB_QUEUED;
+    j->inqueue = 1;
     __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&e->submitted, 1, __ATOMIC_RELAXED);
     if (tail) tail->next = j; else head = j;
@@ -669,7 +691,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
 
 int farm__peer_drain(farm_peer *p) {
   int handled = 0;
-  while (p->link) {
+  while (p->link && !p->broken) {
     void *m;
     size_t n;
     if (farm__link_recv(p->link, &m, &n, 1) != 0) break;
@@ -679,7 +701,7 @@ int farm__peer_drain(farm_peer *p) {
     handled++;
     if (rc < 0) {                  /* a peer that talks nonsense is replaced */
       fprintf(stderr, "farm: %s; restarting it\n", why);
-      p->ops->kill(p, why);
+      farm__peer_broken(p, why);
       break;
     }
   }
@@ -855,6 +877,7 @@ static void *loop_main(void *arg) {
   }
   changed(e);
   while (!e->stop) {
+    fix_broken(e);
     take_incoming(e);
     double now = farm__now();
     if (now - e->last_tick >= TICK) tick(e, now);
@@ -915,19 +938,49 @@ size_t farm__engine_outstanding(farm_engine *e) {
 }
 int farm__engine_closed(farm_engine *e) { return e->closed; }
 
+/* A waiting caller lends the loop a hand when the loop is not busy: it sends
+   what was just submitted and takes what came, saving the hops through the
+   loop thread on a round trip. It never starts or stops processes (broken
+   peers are the loop's). Fills fds with what to poll; returns how many. */
+static int help(farm_engine *e, struct pollfd *fds, int max) {
+  int nf = 0;
+  fds[nf++] = (struct pollfd){ .fd = e->done_fd, .events = POLLIN };
+  if (e->closed || pthread_mutex_trylock(&e->mu) != 0) return nf;
+  if (!e->stop) {
+    take_incoming(e);
+    for (int i = 0; i < e->npeers; i++)
+      if (e->peers[i]->pend.n && e->peers[i]->link) flush_pending(e->peers[i]);
+    dispatch(e);
+    for (int i = 0; i < e->npeers; i++) farm__peer_drain(e->peers[i]);
+    dispatch(e);
+    flush_subdone(e);
+    int kick = 0;
+    for (int i = 0; i < e->npeers; i++) {
+      farm_peer *p = e->peers[i];
+      kick |= p->broken || p->pend.n;
+      if (p->link && nf < max) fds[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
+    }
+    e->signal_waiters = 0;                  /* the only waiter is us, and we are awake */
+    if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
+  }
+  pthread_mutex_unlock(&e->mu);
+  return nf;
+}
+
 int farm__engine_wait(farm_engine *e, uint64_t gen, double timeout) {
   __atomic_add_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
   double until = timeout < 0 ? HUGE_VAL : farm__now() + timeout;
   int rc = 0;
+  struct pollfd fds[17];
   for (;;) {
+    int nf = help(e, fds, 17);
     if (farm__engine_gen(e) != gen || e->closed) { rc = 1; break; }
     double left = until - farm__now();
     if (left <= 0) break;
-    struct pollfd pfd = { .fd = e->done_fd, .events = POLLIN };
     int ms = left > 1 ? 1000 : (int)ceil(left * 1e3);
-    int pr = poll(&pfd, 1, ms);
+    int pr = poll(fds, (nfds_t)nf, ms);
     if (pr < 0 && errno == EINTR) { rc = -1; break; }
-    if (pr > 0) {
+    if (pr > 0 && fds[0].revents) {
       uint64_t v;
       if (read(e->done_fd, &v, sizeof v) < 0) { /* raced with another read: fine */ }
     }
@@ -943,9 +996,7 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
   if (st >= JOB_DONE) return st == JOB_CANCELLED && j->cancel_req ? 1 : 0;
   if (st == JOB_QUEUED) {
     /* in the queue (or not yet taken from incoming): skipped when met */
-    int queued = 0;
-    for (farm_job *q = e->qhead; q; q = q->next) if (q == j) { queued = 1; break; }
-    if (queued) e->nqueued--;
+    if (j->inqueue) { j->inqueue = 0; e->nqueued--; }
     j->cancel_req = 1;
     job_over(e, j, JOB_CANCELLED);
     return 1;
@@ -956,8 +1007,8 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
   if (running == j->id || (!p->ops->running && p->head == j)) {
     if (!force) return 0;
     j->cancel_req = 1;
-    p->ops->kill(p, "a running job was cancelled by force");
-    return farm__job_state(j) == JOB_CANCELLED ? 1 : -1;
+    farm__peer_broken(p, "a running job was cancelled by force");
+    return -1;                                /* the loop stops it: wait */
   }
   if (j->taking) return -1;                   /* a TAKE is on its way: wait for it */
   if (p->takes) return -1;                    /* one at a time: wait for the other */
@@ -995,7 +1046,13 @@ int farm__engine_cancel_all(farm_engine *e, int force) {
   pthread_mutex_lock(&e->mu);
   take_incoming(e);
   for (farm_job *j = e->qhead; j; j = j->next)
-    if (j->state == JOB_QUEUED) { j->cancel_req = 1; job_over(e, j, JOB_CANCELLED); e->nqueued--; n++; }
+    if (j->state == JOB_QUEUED) {
+      j->cancel_req = 1;
+      j->inqueue = 0;
+      job_over(e, j, JOB_CANCELLED);
+      e->nqueued--;
+      n++;
+    }
   farm_job *sent[64];
   int ns;
   do {

@@ -42,6 +42,8 @@ struct farm_peer {
   int ready;                       /* HELLO seen */
   int dead;                        /* failed before HELLO: not restarted */
   int closing;                     /* QUIT sent */
+  int broken;                      /* to be stopped and replaced by the loop thread: */
+  char broken_why[200];            /* ...why (only the loop thread starts processes) */
   farm_link *link;
   farm_buf pend;                   /* messages the link could not take yet (whole messages) */
   farm_job *head, *tail;           /* in flight, in the order sent */
@@ -66,8 +68,10 @@ struct farm_peer {
 /* For kinds: send a whole message now or keep it for when the link can take it
    (never blocks, never drops). <0 when the link failed. */
 int  farm__peer_send(farm_peer *p, const void *msg, size_t n);
-/* Receive and handle everything waiting on p's link (header checks, malformed
-   messages restart the peer). Returns messages handled. */
+/* Have the loop thread stop and replace p (from either thread, lock held). */
+void farm__peer_broken(farm_peer *p, const char *why);
+/* Receive and handle everything waiting on p's link (header checks; a malformed
+   message marks the peer broken). Returns messages handled. */
 int  farm__peer_drain(farm_peer *p);
 
 /* The local kind (peer_local.c). */

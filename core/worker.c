@@ -285,7 +285,9 @@ struct worker {
   size_t maxmsg;
   pthread_t io;
   pthread_mutex_t mu;            /* guards q, quit, failed, subs and the sub-jobs' results */
-  pthread_cond_t cv;
+  pthread_cond_t cv;               /* the Lua thread waits on it (blocking waits) */
+  pthread_cond_t io_cv;            /* the link thread waits on it while the Lua thread is idle */
+  int idle;                        /* the Lua thread waits for work, receiving itself */
   farm_wjobs *q;
   int quit;                      /* QUIT came, or the client is gone */
   int failed;                    /* the link thread gave up: err says why */
@@ -360,15 +362,53 @@ static int on_subdone(worker *w, farm_rd *r) {
   return 0;
 }
 
+/* Receive and handle every message waiting on the link (mu held). Returns 0,
+   or 1 when the worker must stop (QUIT, or a malformed message: w->err). */
+static int take_link(worker *w) {
+  for (;;) {
+    void *m;
+    size_t n;
+    if (farm__link_recv(w->link, &m, &n, 1) != 0) return 0;
+    uint64_t *given = NULL;
+    size_t ngiven = 0;
+    char err[256];
+    farm_rd r;
+    int type;
+    if (farm__msg_open(&r, m, n, err, sizeof err) == FARM_MSG_SUBDONE) {
+      type = on_subdone(w, &r) < 0 ? FARM_EPROTO : FARM_MSG_SUBDONE;
+      if (type < 0) snprintf(err, sizeof err, "malformed message from the client");
+      farm__link_free(m);
+    } else {
+      type = farm__wjobs_take(w->q, m, n, link_release, &given, &ngiven, err, sizeof err);
+    }
+    if (type < 0) { w->failed = 1; snprintf(w->err, sizeof w->err, "%s", err); }
+    if (type == FARM_MSG_QUIT) w->quit = 1;
+    pthread_cond_signal(&w->cv);
+    if (type == FARM_MSG_TAKE) send_taken(w, given, ngiven);
+    free(given);
+    if (type < 0 || type == FARM_MSG_QUIT) return 1;
+  }
+}
+
+static int orphaned(worker *w) { return w->parent > 0 && getppid() != w->parent; }
+
+/* The link thread receives while the Lua thread is busy (a job runs, or waits
+   blocking); while the Lua thread is idle it receives itself, which saves a
+   hop between threads on every round trip. */
 static void *io_main(void *arg) {
   worker *w = arg;
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   for (;;) {
+    pthread_mutex_lock(&w->mu);
+    while (w->idle && !w->quit && !w->failed) pthread_cond_wait(&w->io_cv, &w->mu);
+    int stop = w->quit || w->failed;
+    pthread_mutex_unlock(&w->mu);
+    if (stop) return NULL;
     struct pollfd pfd = { .fd = farm__link_rcvfd(w->link), .events = POLLIN };
     int pr = poll(&pfd, 1, 1000);
-    if (w->parent > 0 && getppid() != w->parent) {   /* orphaned: nobody wants our results */
+    if (orphaned(w)) {                   /* nobody wants our results */
       pthread_mutex_lock(&w->mu);
       w->quit = 1;
       pthread_cond_signal(&w->cv);
@@ -376,31 +416,10 @@ static void *io_main(void *arg) {
       return NULL;
     }
     if (pr <= 0) continue;
-    for (;;) {
-      void *m;
-      size_t n;
-      if (farm__link_recv(w->link, &m, &n, 1) != 0) break;
-      uint64_t *given = NULL;
-      size_t ngiven = 0;
-      char err[256];
-      pthread_mutex_lock(&w->mu);
-      farm_rd r;
-      int type;
-      if (farm__msg_open(&r, m, n, err, sizeof err) == FARM_MSG_SUBDONE) {
-        type = on_subdone(w, &r) < 0 ? FARM_EPROTO : FARM_MSG_SUBDONE;
-        if (type < 0) snprintf(err, sizeof err, "malformed message from the client");
-        farm__link_free(m);
-      } else {
-        type = farm__wjobs_take(w->q, m, n, link_release, &given, &ngiven, err, sizeof err);
-      }
-      if (type < 0) { w->failed = 1; snprintf(w->err, sizeof w->err, "%s", err); }
-      if (type == FARM_MSG_QUIT) w->quit = 1;
-      pthread_cond_signal(&w->cv);
-      pthread_mutex_unlock(&w->mu);
-      if (type == FARM_MSG_TAKE) send_taken(w, given, ngiven);
-      free(given);
-      if (type < 0 || type == FARM_MSG_QUIT) return NULL;
-    }
+    pthread_mutex_lock(&w->mu);
+    stop = w->idle ? 0 : take_link(w);   /* idle: the Lua thread takes it */
+    pthread_mutex_unlock(&w->mu);
+    if (stop) return NULL;
   }
 }
 
@@ -807,6 +826,21 @@ static double next_deadline(worker *w) {
   return d;
 }
 
+/* Wait for work as the idle Lua thread: poll the link itself (mu held; it is
+   released meanwhile), until the deadline of a waiting job at the latest. */
+static void idle_wait(worker *w) {
+  double d = next_deadline(w), left = d > 0 ? d - farm__now() : 1.0;
+  int ms = left <= 0 ? 0 : left > 1.0 ? 1000 : (int)(left * 1e3) + 1;
+  w->idle = 1;
+  pthread_mutex_unlock(&w->mu);
+  struct pollfd pfd = { .fd = farm__link_rcvfd(w->link), .events = POLLIN };
+  int pr = poll(&pfd, 1, ms);
+  pthread_mutex_lock(&w->mu);
+  w->idle = 0;
+  if (orphaned(w)) w->quit = 1;
+  else if (pr > 0) take_link(w);
+}
+
 /* Serve until QUIT, an orphaning, or a link error; returns the exit status. */
 static int serve(worker *w) {
   for (;;) {
@@ -821,21 +855,10 @@ static int serve(worker *w) {
         pthread_mutex_lock(&w->mu);
         continue;
       }
-      double d = next_deadline(w);
-      if (d > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double left = d - farm__now();
-        if (left < 0) left = 0;
-        ts.tv_sec += (time_t)left;
-        ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-      } else {
-        pthread_cond_wait(&w->cv, &w->mu);
-      }
+      idle_wait(w);
     }
     int quit = w->quit, failed = w->failed;
+    pthread_cond_signal(&w->io_cv);        /* busy now: the link thread listens */
     pthread_mutex_unlock(&w->mu);
     if (!j && !r) { flush(w); return failed ? 3 : 0; }
     if (r) continue_run(w, r);
@@ -1016,6 +1039,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   farm__buf_init(&w.submit);
   pthread_mutex_init(&w.mu, NULL);
   pthread_cond_init(&w.cv, NULL);
+  pthread_cond_init(&w.io_cv, NULL);
   w.result_limit = maxmsg - (4u << 10) < RESULT_BYTES ? maxmsg - (4u << 10) : RESULT_BYTES;
   w.state = statefd >= 0 ? farm__wstate_attach(statefd) : NULL;
   /* descriptor 1 is a memfd: all a job writes there is its output (the client
@@ -1072,7 +1096,11 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   }
   rc = serve(&w);
   if (rc) fprintf(stderr, "farm worker %d: %s\n", slot + 1, w.err);
-  pthread_join(w.io, NULL);              /* serve() ends only once it has (QUIT, orphaned, failed) */
+  pthread_mutex_lock(&w.mu);             /* the link thread ends (QUIT, orphaned, failed) */
+  w.quit = 1;
+  pthread_cond_signal(&w.io_cv);
+  pthread_mutex_unlock(&w.mu);
+  pthread_join(w.io, NULL);
 out:
   for (wrun *r; (r = w.waiting); ) { w.waiting = r->next; free_run(&w, r); }
   for (size_t i = 0; i < w.nsubs; i++) farm__job_unref(w.subs[i]);

@@ -209,6 +209,16 @@ void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *
 
 /* ---- the known-function set of a peer ------------------------------------- */
 
+/* A fresh process behind p: it knows no function and nothing was measured. */
+void farm__peer_reset(farm_peer *p) {
+  p->nknown = 0;
+  if (p->known) memset(p->known, 0, KNOWN_MAX * 2 * sizeof *p->known);
+  p->forget = 0;
+  p->pend.n = 0;
+  p->est = 0;
+  p->ready = 0;
+}
+
 static uint64_t hkey(const unsigned char *h) {
   uint64_t k;
   memcpy(&k, h, sizeof k);
@@ -338,6 +348,16 @@ static void fix_broken(farm_engine *e) {
   }
 }
 
+/* j is at p now (sent): last of its jobs in flight. */
+static void hold(farm_peer *p, farm_job *j) {
+  j->state = JOB_SENT;
+  j->peer = p;
+  j->next = NULL;
+  if (p->tail) p->tail->next = j; else p->head = j;
+  p->tail = j;
+  p->inflight++;
+}
+
 static int credit(farm_peer *p) {
   int cap = p->capacity > 0 ? p->capacity : 1;
   if (p->est <= 0) return cap + 1;
@@ -381,12 +401,7 @@ static void send_batch(farm_engine *e, farm_peer *p, int k) {
       e->fn_sent++;
     }
     farm__buf_str(b, j->args, j->nargs);
-    j->state = JOB_SENT;
-    j->peer = p;
-    j->next = NULL;
-    if (p->tail) p->tail->next = j; else p->head = j;
-    p->tail = j;
-    p->inflight++;
+    hold(p, j);
     count++;
   }
   if (!count) return;
@@ -1018,10 +1033,13 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
   return -1;
 }
 
+#define CANCEL_WAIT 10.0             /* a peer that does not answer a TAKE in this long is not waited for */
+
 int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
   if (e->closed) return 0;
   int rc;
-  for (int rounds = 0;; rounds++) {
+  double until = farm__now() + CANCEL_WAIT;
+  for (;;) {
     uint64_t gen = farm__engine_gen(e);
     pthread_mutex_lock(&e->mu);
     rc = cancel_step(e, j, force);
@@ -1035,8 +1053,9 @@ int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
     }
     pthread_mutex_unlock(&e->mu);
     wake_loop(e);
-    /* the peer answers a TAKE at once, even mid-job; a frozen one is lost by its timer */
-    if (farm__engine_wait(e, gen, 1.0) < 0 && rounds > 100) return 0;
+    /* the peer answers a TAKE at once, even mid-job: only a frozen one is slow
+       (then the job may still run, so it is not cancelled) */
+    if (farm__engine_wait(e, gen, 0.5) < 0 || farm__now() > until) return 0;
   }
 }
 
@@ -1364,10 +1383,5 @@ void farm__engine_test_add(farm_engine *e, farm_job *j) {
   farm_peer *p = e->peers[0];
   __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_RELAXED);
-  j->state = JOB_SENT;
-  j->peer = p;
-  j->next = NULL;
-  if (p->tail) p->tail->next = j; else p->head = j;
-  p->tail = j;
-  p->inflight++;
+  hold(p, j);
 }

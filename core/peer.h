@@ -68,6 +68,8 @@ struct farm_peer {
 /* For kinds: send a whole message now or keep it for when the link can take it
    (never blocks, never drops). <0 when the link failed. */
 int  farm__peer_send(farm_peer *p, const void *msg, size_t n);
+/* A fresh process or connection behind p (a kind calls it when it starts one). */
+void farm__peer_reset(farm_peer *p);
 /* Have the loop thread stop and replace p (from either thread, lock held). */
 void farm__peer_broken(farm_peer *p, const char *why);
 /* Receive and handle everything waiting on p's link (header checks; a malformed

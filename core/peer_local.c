@@ -102,12 +102,7 @@ static int local_start(farm_peer *p) {
   l->pid = pid;
   l->sseq = l->sjob = 0;
   l->soff = 0;
-  p->ready = 0;
-  p->nknown = 0;
-  if (p->known) memset(p->known, 0, 4096 * 2 * sizeof *p->known);
-  p->forget = 0;
-  p->pend.n = 0;
-  p->est = 0;
+  farm__peer_reset(p);
   return 0;
 fail:
   farm__engine_error(e, err);

@@ -442,16 +442,22 @@ static void collect_output(worker *w) {
 
 /* ---- results ----------------------------------------------------------------------- */
 
-static void flush(worker *w) {
-  if (!w->nres) return;
-  farm__put_u32le_at(&w->res, 4, w->nres);
-  if (farm__link_send(w->link, w->res.p, w->res.n, 0) != 0) {
-    fprintf(stderr, "farm worker %d: cannot send results: %s\n", w->slot + 1, farm__link_error());
+/* Send a message of *count entries (RESULTS, SUBMIT) and start the next. A
+   client that cannot be told is gone: nothing is left to do. */
+static void send_entries(worker *w, farm_buf *b, uint32_t *count, int type, const char *what) {
+  farm__put_u32le_at(b, 4, *count);
+  if (farm__link_send(w->link, b->p, b->n, 0) != 0) {
+    fprintf(stderr, "farm worker %d: cannot send %s: %s\n", w->slot + 1, what, farm__link_error());
     exit(3);
   }
-  farm__msg_begin(&w->res, FARM_MSG_RESULTS);
-  farm__buf_put(&w->res, "\0\0\0\0", 4);
-  w->nres = 0;
+  farm__msg_begin(b, type);
+  farm__buf_put(b, "\0\0\0\0", 4);
+  *count = 0;
+}
+
+static void flush(worker *w) {
+  if (!w->nres) return;
+  send_entries(w, &w->res, &w->nres, FARM_MSG_RESULTS, "results");
   w->last_flush = farm__now();
 }
 
@@ -871,15 +877,7 @@ static int serve(worker *w) {
 /* ---- sub-jobs: what a job submits goes through the client's scheduler ---------------- */
 
 static void flush_submits(worker *w) {
-  if (!w->nsubmit) return;
-  farm__put_u32le_at(&w->submit, 4, w->nsubmit);
-  if (farm__link_send(w->link, w->submit.p, w->submit.n, 0) != 0) {
-    fprintf(stderr, "farm worker %d: cannot send jobs: %s\n", w->slot + 1, farm__link_error());
-    exit(3);
-  }
-  farm__msg_begin(&w->submit, FARM_MSG_SUBMIT);
-  farm__buf_put(&w->submit, "\0\0\0\0", 4);
-  w->nsubmit = 0;
+  if (w->nsubmit) send_entries(w, &w->submit, &w->nsubmit, FARM_MSG_SUBMIT, "jobs");
 }
 
 worker *farm__worker_of(lua_State *L) { return *(worker **)lua_getextraspace(L); }

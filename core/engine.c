@@ -937,11 +937,26 @@ static void wake_loop(farm_engine *e) {
 void farm__engine_submit(farm_engine *e, farm_job *j) {
   j->state = JOB_QUEUED;
   __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);   /* the engine's */
-  __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
+  size_t outstanding = __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
   __atomic_add_fetch(&e->submitted, 1, __ATOMIC_RELAXED);
   farm_job *head = __atomic_load_n(&e->incoming, __ATOMIC_RELAXED);
   do j->next = head;
   while (!__atomic_compare_exchange_n(&e->incoming, &head, j, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  /* A lone job (nothing else outstanding) is sent by the caller itself while
+     the loop sleeps: it leaves without waiting for the loop thread to wake. A
+     stream of jobs is the loop's, which sends them in batches. */
+  if (outstanding == 1 && __atomic_load_n(&e->sleeping, __ATOMIC_SEQ_CST) &&
+      pthread_mutex_trylock(&e->mu) == 0) {
+    int sent = 0;
+    if (!e->stop && e->sleeping) {
+      take_incoming(e);
+      dispatch(e);
+      sent = !e->nqueued;
+      for (int i = 0; i < e->npeers; i++) sent &= !e->peers[i]->pend.n && !e->peers[i]->broken;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (sent) return;
+  }
   wake_loop(e);
 }
 

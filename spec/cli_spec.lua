@@ -222,6 +222,41 @@ describe("farm run", function()
       assert.are.equal("farm: interrupted\nexit 130\n", H.slurp(log))
     end)
 
+    local function exit_line(log)
+      for _ = 1, 200 do
+        local text = H.slurp(log)
+        if text:find("exit %d+") then return text end
+        os.execute("sleep 0.05")
+      end
+      return H.slurp(log)
+    end
+
+    it("after SIGTERM while jobs run", function()
+      local pids, log = started("for i = 1, 4 do farm.submit(function() while true do end end) end\nwhile true do end\n")
+      os.execute("sleep 0.2; kill -TERM " .. pids[1])
+      assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
+      assert.is_truthy(exit_line(log):find("exit 143", 1, true), H.slurp(log))
+    end)
+
+    it("after os.exit with jobs unfinished (no waiting)", function()
+      local pids, log = started("for i = 1, 4 do farm.submit(function() while true do end end) end\nos.exit(3)\n")
+      assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
+      assert.are.equal("exit 3\n", exit_line(log))
+    end)
+
+    it("after Ctrl-C while farm run waits for unfinished jobs at the end", function()
+      local pids, log = started("farm.submit(function() while true do end end)\n")
+      for _ = 1, 100 do                  -- the script has ended: farm run waits
+        if H.slurp(log):find("waiting for 1 unfinished job", 1, true) then break end
+        os.execute("sleep 0.05")
+      end
+      assert.is_truthy(H.slurp(log):find("farm: waiting for 1 unfinished job (Ctrl-C stops them)", 1, true),
+        H.slurp(log))
+      os.execute("kill -INT " .. pids[1])
+      assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
+      assert.is_truthy(exit_line(log):find("exit 130", 1, true), H.slurp(log))
+    end)
+
     it("after Ctrl-C while the script itself computes", function()
       local pids, log = started("while true do end\n")
       os.execute("sleep 0.2; kill -INT " .. pids[1])

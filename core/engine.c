@@ -753,6 +753,8 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
       j->cancel_req = 0;
       j->timed_out = 0;
       j->started = 0;
+      j->out.n = 0;                /* what this try printed was echoed; the next starts afresh */
+      j->echoed = 0;
       requeue_front(e, j);
       continue;
     }

@@ -52,7 +52,10 @@ static void stream_output(farm_peer *p, int final) {
   uint64_t s1 = farm__wstate_seq(l->state);
   uint64_t job = farm__wstate_job(l->state);
   if (s1 != l->sseq) { l->sseq = s1; l->sjob = job; l->soff = 0; }
-  if (!job) return;
+  /* a stretch after a wait is not streamed (what the job printed before went
+     with the worker's record of it, so the stream would no longer be a prefix
+     of its output); a dying worker's last stretch is kept all the same */
+  if (!job || (!final && __atomic_load_n(&l->state->resumed, __ATOMIC_RELAXED))) return;
   struct stat st;
   if (fstat(l->outfd, &st) != 0 || (size_t)st.st_size <= l->soff) return;
   size_t n = (size_t)st.st_size - l->soff;

@@ -819,7 +819,7 @@ static void continue_run(worker *w, wrun *r) {
   r->waitany = 0;
   r->deadline = 0;
   send_suspended(w);
-  farm__wstate_set(w->state, r->j->id, r->j->att);
+  farm__wstate_resume(w->state, r->j->id, r->j->att, 1);
   lua_pushboolean(w->L, over);
   resume_run(w, r, 1);
 }

@@ -17,15 +17,21 @@ typedef struct farm_wstate {
   uint64_t seq;                /* bumped after every change */
   uint64_t job;                /* id of the job running now, 0 between jobs */
   uint64_t attempt;
+  uint64_t resumed;            /* the job ran before and waited: its output so far went
+                                  with its result, so the client does not stream this stretch */
 } farm_wstate;
 
 #define FARM_WSTATE_FD 3
 
-static inline void farm__wstate_set(farm_wstate *s, uint64_t job, uint64_t attempt) {
+static inline void farm__wstate_resume(farm_wstate *s, uint64_t job, uint64_t attempt, int resumed) {
   if (!s) return;
+  __atomic_store_n(&s->resumed, (uint64_t)resumed, __ATOMIC_RELAXED);
   __atomic_store_n(&s->attempt, attempt, __ATOMIC_RELAXED);
   __atomic_store_n(&s->job, job, __ATOMIC_RELAXED);
   __atomic_add_fetch(&s->seq, 1, __ATOMIC_RELEASE);
+}
+static inline void farm__wstate_set(farm_wstate *s, uint64_t job, uint64_t attempt) {
+  farm__wstate_resume(s, job, attempt, 0);
 }
 static inline uint64_t farm__wstate_job(const farm_wstate *s) {
   return s ? __atomic_load_n(&s->job, __ATOMIC_ACQUIRE) : 0;

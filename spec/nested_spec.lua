@@ -105,6 +105,25 @@ describe("nested jobs", function()
     assert.is_truthy(r.err:find("stdout: from the sub-job", 1, true), r.err)
   end)
 
+  it("echoes once and in order what a job prints around its waits", function()
+    for _ = 1, 3 do
+      local r = run([[
+        local f = farm.submit(function()
+          print("one")
+          farm.submit(function() return 1 end):result()
+          print("two")
+          farm.submit(function() return 2 end):result()
+          io.write("three")
+          return 3
+        end)
+        f:result()
+        io.stderr:write("[", f.stdout, "]")
+      ]], "-n 1")
+      assert.are.equal("one\ntwo\nthree\n", r.out)
+      assert.are.equal("[one\ntwo\nthree]", r.err)
+    end
+  end)
+
   it("waits by blocking inside a coroutine of the job's own", function()
     local r = run([[
       local f = farm.submit(function()

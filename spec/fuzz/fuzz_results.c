@@ -1,6 +1,7 @@
 /*
  * fuzz_results.c -- libFuzzer target for what a peer sends the client's engine
- * (core/engine.c): RESULTS, TAKEN and HELLO from a broken or hostile worker.
+ * (core/engine.c): RESULTS, TAKEN, HELLO, SUSPENDED and SUBMIT (sub-jobs) from a
+ * broken or hostile worker.
  *
  * Each input is split at its first byte into a message type and a body, given a
  * valid header and handed to a test engine with one peer (no process, no
@@ -35,9 +36,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     jobs[i] = j;
   }
   if (data[0] & 1) p->takes = 1;
-  static const uint8_t types[4] = { FARM_MSG_RESULTS, FARM_MSG_TAKEN, FARM_MSG_HELLO, FARM_MSG_JOBS };
+  static const uint8_t types[8] = { FARM_MSG_RESULTS, FARM_MSG_TAKEN, FARM_MSG_HELLO, FARM_MSG_JOBS,
+                                    FARM_MSG_SUBMIT, FARM_MSG_SUSPENDED, FARM_MSG_RESULTS, FARM_MSG_SUBMIT };
   uint8_t *msg = malloc(size + 3);
-  msg[0] = 'F'; msg[1] = 'm'; msg[2] = FARM_PROTOCOL; msg[3] = types[(data[0] >> 1) & 3];
+  msg[0] = 'F'; msg[1] = 'm'; msg[2] = FARM_PROTOCOL; msg[3] = types[(data[0] >> 1) & 7];
   memcpy(msg + 4, data + 1, size - 1);
   char err[200];
   farm__engine_message(e, p, msg, size + 3, err, sizeof err);

@@ -40,6 +40,7 @@
 #define BATCH_BYTES (4u << 20)     /* a JOBS message grows to this, then goes */
 #define BATCH_MIN 32               /* fewer jobs wait for a busy worker's results */
 #define TICK 0.01                  /* timers: deaths, output, timeouts, take-back */
+#define IDLE_TICK 0.1              /* ...when no job is outstanding (a death still shows) */
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
 #define PROGRESS_EVERY 0.2
 #define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
@@ -897,7 +898,8 @@ static void *loop_main(void *arg) {
     fix_broken(e);
     take_incoming(e);
     double now = farm__now();
-    if (now - e->last_tick >= TICK) tick(e, now);
+    double period = __atomic_load_n(&e->outstanding, __ATOMIC_RELAXED) ? TICK : IDLE_TICK;
+    if (now - e->last_tick >= period) tick(e, now);
     for (int i = 0; i < e->npeers; i++)
       if (e->peers[i]->pend.n && e->peers[i]->link) flush_pending(e->peers[i]);
     dispatch(e);
@@ -909,7 +911,7 @@ static void *loop_main(void *arg) {
       __atomic_store_n(&e->sleeping, 0, __ATOMIC_SEQ_CST);
       continue;
     }
-    double left = e->last_tick + TICK - farm__now();
+    double left = e->last_tick + period - farm__now();
     int ms = left <= 0 ? 0 : (int)ceil(left * 1e3);
     pthread_mutex_unlock(&e->mu);
     poll(e->pfd, (nfds_t)nf, ms);

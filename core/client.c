@@ -380,8 +380,9 @@ static int l_id(lua_State *L) {
 /* core.cancel(job, force) -> true when cancelled */
 static int l_cancel(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  farm_engine *e = job_engine(L, 1);
-  lua_pushboolean(L, e ? farm__engine_cancel(e, j, lua_toboolean(L, 2)) : 0);
+  ctx *c = job_ctx(L, 1);
+  if (c->w) return fail_lua(L, "future:cancel: a job cannot cancel its own jobs yet; the client can");
+  lua_pushboolean(L, c->e ? farm__engine_cancel(c->e, j, lua_toboolean(L, 2)) : 0);
   return 1;
 }
 
@@ -542,7 +543,7 @@ static int l_stats(lua_State *L) {
 
 static int l_workers(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  lua_pushinteger(L, c->e ? farm__engine_workers(c->e) : c->w ? 2 : 0);
+  lua_pushinteger(L, c->e ? farm__engine_workers(c->e) : c->w ? farm__worker_pool(c->w) : 0);
   return 1;
 }
 

@@ -68,6 +68,7 @@ typedef struct enc {
   int seen;          /* stack index of value -> ref number; 0 until needed */
   int pend;          /* stack index of the pending global names:
                         [i] = name, [name] = describe table of the first asker */
+  int envs;          /* stack index of the decoded environments met, or 0 */
   lua_Integer nref, npend;
   int depth;
   seg path[FARM_CODEC_MAXDEPTH + 1];
@@ -225,6 +226,32 @@ static void make_seen(enc *E) {
   E->seen = lua_gettop(L);
   lua_pushnil(L);
   E->pend = lua_gettop(L);
+  lua_pushnil(L);                      /* the envs slot */
+}
+
+/* The environments the decoder gives functions share one metatable ({__index =
+   the global table}, kept in the registry), so an encoder can tell them: a
+   function decoded here and shipped on (a job's own job) travels with GLOBALS
+   as its _ENV again, and the globals it had brought are found in its env,
+   rather than its env travelling as a table inside a table at every level. */
+static const char envmt_key = 0;
+
+static void push_envmt(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &envmt_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &envmt_key);
+}
+
+/* 1 when the table at idx is a decoder's environment. */
+static int is_decoded_env(lua_State *L, int idx) {
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  int is = lua_rawgetp(L, LUA_REGISTRYINDEX, &envmt_key) == LUA_TTABLE && lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is;
 }
 
 /* GLOBALS and MODREF come before anything else: a value with a name travels as
@@ -233,6 +260,18 @@ static int encode_named(enc *E, int idx) {
   lua_State *L = E->L;
   const farm_encoder *e = E->e;
   if (e->globals && lua_rawequal(L, idx, e->globals)) {
+    put_u8(E, FARM_T_GLOBALS);
+    return 1;
+  }
+  if (e->globals && is_decoded_env(L, idx)) {
+    if (!E->seen) make_seen(E);
+    if (!E->envs) {                      /* where its globals are looked up too */
+      lua_newtable(L);
+      lua_replace(L, E->pend + 1);
+      E->envs = E->pend + 1;
+    }
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, E->envs, (lua_Integer)lua_rawlen(L, E->envs) + 1);
     put_u8(E, FARM_T_GLOBALS);
     return 1;
   }
@@ -510,6 +549,21 @@ static void encode_value(enc *E, int idx) {
   refuse(E, idx);
 }
 
+/* Push the value of the global named at nm for the globals section: from
+   e->globals, else from a decoded environment met on the way; nil if none. */
+static void lookup_global(enc *E, int nm) {
+  lua_State *L = E->L;
+  lua_pushvalue(L, nm);
+  if (lua_rawget(L, E->e->globals) != LUA_TNIL || !E->envs) return;
+  lua_pop(L, 1);
+  for (lua_Integer k = 1; lua_rawgeti(L, E->envs, k) == LUA_TTABLE; k++) {
+    lua_pushvalue(L, nm);
+    if (lua_rawget(L, -2) != LUA_TNIL) { lua_remove(L, -2); return; }
+    lua_pop(L, 2);
+  }
+  /* the nil that ended the loop is the result */
+}
+
 /* The globals section: every name the block's functions asked for, looked up
    in e->globals. Encoding a global function may ask for more names, so the
    loop re-reads npend. */
@@ -520,8 +574,8 @@ static void encode_globals(enc *E) {
     for (lua_Integer i = 1; i <= E->npend; i++) {
       lua_rawgeti(L, E->pend, i);
       int name = lua_gettop(L);
-      lua_pushvalue(L, name);
-      if (lua_rawget(L, e->globals) == LUA_TNIL) {
+      lookup_global(E, name);
+      if (lua_isnil(L, -1)) {
         lua_pop(L, 2);
         continue;
       }
@@ -547,7 +601,7 @@ void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
   E.b = b;
   E.e = e;
   E.base = lua_gettop(L);
-  E.seen = E.pend = 0;
+  E.seen = E.pend = E.envs = 0;
   E.nref = E.npend = 0;
   E.depth = 0;
   luaL_checkstack(L, 8, NULL);
@@ -611,9 +665,7 @@ static void push_env(dec *D) {
   }
   if (lua_isnil(L, D->env)) {
     lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    lua_setfield(L, -2, "__index");
+    push_envmt(L);
     lua_setmetatable(L, -2);
     lua_replace(L, D->env);
   }
@@ -1027,10 +1079,18 @@ static int l_unpack(lua_State *L) {
   return farm_codec_decode(L, s, len, &d);
 }
 
+/* core.is_env(v) -> true when v is an environment the decoder made (the _ENV of
+   a function that arrived here), which counts as the global table when shipped on */
+static int l_is_env(lua_State *L) {
+  lua_pushboolean(L, is_decoded_env(L, 1));
+  return 1;
+}
+
 void farm__open_codec(lua_State *L, int core) {
   static const luaL_Reg funcs[] = {
     {"pack", l_pack},
     {"unpack", l_unpack},
+    {"is_env", l_is_env},
     {NULL, NULL}
   };
   lua_pushvalue(L, core);

@@ -43,7 +43,9 @@
 #define IDLE_TICK 0.1              /* ...when no job is outstanding (a death still shows) */
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
 #define PROGRESS_EVERY 0.2
-#define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
+#define KNOWN_MAX 4096
+/* farm_job.cancel_req: why a cancel is under way */
+enum { CANCEL_NONE, CANCEL_TAKE, CANCEL_MARK, CANCEL_FORCE };             /* functions a worker keeps before it is told to forget */
 #define DEFAULT_RETRIES 2          /* a job that killed its worker is tried this often more */
 #define REQUEUE_MAX 8              /* a job held by lost peers goes back this often */
 #define DEFAULT_MAX_MESSAGE (256u << 20)
@@ -81,6 +83,7 @@ struct farm_engine {
   double t0, last_tick, last_progress, rate, rate_t;
   uint64_t rate_done;
   int start_failed;
+  int capacity;                    /* the peers' capacities summed (loop thread) */
   char err[512];
 };
 
@@ -373,6 +376,7 @@ static void send_batch(farm_engine *e, farm_peer *p, int k) {
   farm__msg_begin(b, FARM_MSG_JOBS);
   size_t flags_at = b->n;
   farm__buf_u8(b, 0);
+  farm__buf_uvar(b, (uint64_t)e->capacity);   /* the pool's size, for farm.workers() in a job */
   size_t count_at = b->n;
   farm__buf_put(b, "\0\0\0\0", 4);
   uint32_t count = 0;
@@ -575,7 +579,13 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
   }
   if (r->err) return FARM_EPROTO;
   p->takes--;
-  for (farm_job *j = p->head; j; j = j->next) { j->taking = 0; j->cancel_req = 0; }
+  for (farm_job *j = p->head; j; j = j->next) {
+    if (!j->taking) continue;
+    j->taking = 0;                           /* not given back: it has begun there */
+    j->begun = 1;
+    if (j->cancel_req == CANCEL_FORCE) farm__peer_broken(p, "a job was cancelled by force");
+    else j->cancel_req = 0;
+  }
   changed(e);
   return 0;
 }
@@ -676,6 +686,8 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (r.err || cap < 1 || cap > 65536) break;
     p->capacity = (int)cap;
     p->ready = 1;
+    e->capacity = 0;
+    for (int i = 0; i < e->npeers; i++) e->capacity += e->peers[i]->ready ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
     if (p->ops->kind[0] == 'l') farm__local_connected(p);
     changed(e);
@@ -688,9 +700,11 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (on_taken(e, p, &r) >= 0) return 0;
     break;
   case FARM_MSG_SUSPENDED: {
-    uint64_t k = farm__rd_uvar(&r);
+    uint64_t k = farm__rd_uvar(&r), id = farm__rd_uvar(&r);
     if (r.err || farm__rd_left(&r) || k > (uint64_t)p->inflight) break;
     p->suspended = (int)k;
+    farm_job *j = find_inflight(p, id);
+    if (j) j->begun = 1;                     /* it waits, or goes on: it has begun */
     changed(e);
     return 0;
   }
@@ -726,6 +740,32 @@ int farm__peer_drain(farm_peer *p) {
 
 /* ---- losing a peer ------------------------------------------------------------- */
 
+/* The jobs p's jobs submitted (generation gen) have nobody to wait for them
+   any more: the job that submitted them failed, was cancelled, or will run
+   again and submit them anew. Queued ones are cancelled; ones at peers are
+   taken back, or stopped with their worker when they have begun. */
+static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
+  for (farm_job *j = e->qhead; j; j = j->next)
+    if (j->owner == p && j->owner_gen == gen && j->state == JOB_QUEUED) {
+      j->inqueue = 0;
+      e->nqueued--;
+      j->cancel_req = CANCEL_TAKE;
+      job_over(e, j, JOB_CANCELLED);
+    }
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *q = e->peers[i];
+    int take = 0;
+    for (farm_job *j = q->head; j; j = j->next) {
+      if (j->owner != p || j->owner_gen != gen || j->state != JOB_SENT || j->cancel_req) continue;
+      j->cancel_req = CANCEL_FORCE;
+      uint64_t r = q->ops->running ? q->ops->running(q) : 0;
+      if (j->begun || r == j->id) farm__peer_broken(q, "a job whose submitter is gone was stopped");
+      else if (!j->taking && !q->takes) { j->taking = 1; take = 1; }
+    }
+    if (take && q->link) send_take(e, q);
+  }
+}
+
 void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why) {
   /* The job it was running is to blame: tried again up to its retries, then it
      fails with the cause. The others it held go back as they were (only a peer
@@ -741,7 +781,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
     if (j->state != JOB_SENT) { farm__job_unref(j); continue; }
     int blamed = j->id == running;
     where(p, j->where, sizeof j->where);
-    if (blamed && j->cancel_req) {
+    if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
       job_over(e, j, JOB_CANCELLED);
     } else if (blamed && j->timed_out) {
       char msg[160];
@@ -754,6 +794,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
       j->cancel_req = 0;
       j->timed_out = 0;
       j->started = 0;
+      j->begun = 0;
       j->out.n = 0;                /* what this try printed was echoed; the next starts afresh */
       j->echoed = 0;
       requeue_front(e, j);
@@ -764,6 +805,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
   p->head = p->tail = NULL;
   p->inflight = 0;
   p->suspended = 0;
+  cancel_orphans(e, p, p->gen);
   p->gen++;
   p->nsubdone = 0;
   p->takes = 0;
@@ -802,6 +844,7 @@ static void check_timeouts(farm_engine *e, double now) {
       p->running_since = now;
       farm_job *j = job_running_at(p, id);
       if (j && !j->started) j->started = now;
+      if (j) j->begun = 1;
     }
     farm_job *j = job_running_at(p, id);
     if (j && j->timeout > 0 && now - p->running_since > j->timeout && !j->timed_out) {
@@ -1037,17 +1080,19 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
   }
   farm_peer *p = j->peer;
   if (!p) return 0;
+  if (j->cancel_req == CANCEL_FORCE) return -1;   /* the loop is stopping it: wait */
   uint64_t running = p->ops->running ? p->ops->running(p) : 0;
-  if (running == j->id || (!p->ops->running && p->head == j)) {
+  if (j->begun || running == j->id || (!p->ops->running && p->head == j)) {
+    /* running, or waiting on its own jobs there */
     if (!force) return 0;
-    j->cancel_req = 1;
+    j->cancel_req = CANCEL_FORCE;
     farm__peer_broken(p, "a running job was cancelled by force");
-    return -1;                                /* the loop stops it: wait */
+    return -1;
   }
   if (j->taking) return -1;                   /* a TAKE is on its way: wait for it */
   if (p->takes) return -1;                    /* one at a time: wait for the other */
   j->taking = 1;
-  j->cancel_req = 1;
+  j->cancel_req = force ? CANCEL_FORCE : CANCEL_TAKE;
   send_take(e, p);
   return -1;
 }
@@ -1064,7 +1109,7 @@ int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
     rc = cancel_step(e, j, force);
     if (rc >= 0) {
       int over = farm__job_state(j) >= JOB_DONE;
-      if (!over) { j->cancel_req = 0; }
+      if (!over && j->cancel_req != CANCEL_FORCE) j->cancel_req = 0;
       wake_waiters(e);
       pthread_mutex_unlock(&e->mu);
       wake_loop(e);
@@ -1085,7 +1130,7 @@ int farm__engine_cancel_all(farm_engine *e, int force) {
   take_incoming(e);
   for (farm_job *j = e->qhead; j; j = j->next)
     if (j->state == JOB_QUEUED) {
-      j->cancel_req = 1;
+      j->cancel_req = CANCEL_TAKE;
       j->inqueue = 0;
       job_over(e, j, JOB_CANCELLED);
       e->nqueued--;
@@ -1098,7 +1143,7 @@ int farm__engine_cancel_all(farm_engine *e, int force) {
     for (int i = 0; i < e->npeers && ns < 64; i++)
       for (farm_job *j = e->peers[i]->head; j && ns < 64; j = j->next)
         if (j->state == JOB_SENT && !j->cancel_req) {
-          j->cancel_req = 2;                 /* asked once */
+          j->cancel_req = CANCEL_MARK;       /* asked once */
           __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
           sent[ns++] = j;
         }
@@ -1122,7 +1167,7 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
   int running = 0;
   farm_peer *p = j->peer;
   if (j->state == JOB_SENT && p)
-    running = p->ops->running ? p->ops->running(p) == j->id : p->head == j;
+    running = j->begun || (p->ops->running ? p->ops->running(p) == j->id : p->head == j);
   pthread_mutex_unlock(&e->mu);
   return names[running ? JOB_SENT : JOB_QUEUED];
 }

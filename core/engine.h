@@ -40,6 +40,7 @@ typedef struct farm_job {
   uint8_t notify;                  /* goes to the finished list (a callback waits) */
   uint8_t timed_out;
   uint8_t inqueue;                 /* on the engine's queue proper */
+  uint8_t begun;                   /* its peer was seen running it (or would not give it back) */
   uint16_t attempt;                /* times it was started and killed its worker */
   uint16_t requeues;               /* times it went back because a peer was lost */
   uint16_t max_retries;

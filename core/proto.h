@@ -6,7 +6,7 @@
  * of being fed garbage. Bodies are built from buf.h primitives and codec blocks:
  *
  *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity)
- *   JOBS     c->w  u8(flags: 1 = forget cached functions) u32le(count)
+ *   JOBS     c->w  u8(flags: 1 = forget cached functions) uvar(the pool's capacity) u32le(count)
  *                  count * { uvar(id) uvar(attempt) u8(mode) hash[16]
  *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH)
  *                            [str(fn block)] str(args block) }
@@ -19,7 +19,8 @@
  *                  worker's link thread answers), by exactly one TAKEN, in order.
  *   TAKEN    w->c  u32le(count) count * uvar(id): the ids of the last TAKE that were
  *                  given back (they will never run there); the others had started.
- *   SUSPENDED w->c uvar(n): n of its jobs wait on sub-jobs (their slots are free).
+ *   SUSPENDED w->c uvar(n) uvar(id): n of its jobs wait on sub-jobs (their slots are
+ *                  free); job id has just begun to wait, or goes on.
  *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) str(fn block)
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)

@@ -81,6 +81,7 @@ typedef struct wjob {
 struct farm_wjobs {
   wjob *head, *tail;
   size_t n;
+  int pool;                      /* the client's pool size, as its last JOBS said */
   wblock **kept;                 /* open addressing by hash, KEPT_MAX * 2 slots */
   size_t nkept;
 };
@@ -162,6 +163,7 @@ static wjob *wjobs_pop(farm_wjobs *q) {
 static int parse_jobs(farm_wjobs *q, farm_rd *r, wmsg *m, char *err, size_t errlen) {
   wjob *head = NULL, *tail = NULL;
   int flags = farm__rd_u8(r);
+  uint64_t cap = farm__rd_uvar(r);
   uint32_t count = farm__rd_u32le(r);
   if (r->err || count == 0 || count > farm__rd_left(r) / 20) goto bad;
   for (uint32_t i = 0; i < count; i++) {
@@ -183,6 +185,7 @@ static int parse_jobs(farm_wjobs *q, farm_rd *r, wmsg *m, char *err, size_t errl
   if (farm__rd_left(r)) goto drop_bad;
   /* well formed: now it may change what is kept */
   if (flags & 1) { kept_clear(q); head->forget = 1; }
+  if (cap > 0 && cap < 1u << 20) q->pool = (int)cap;
   for (wjob *j = head; j; j = j->next) {
     j->msg = m;
     m->refs++;
@@ -455,7 +458,12 @@ static void send_entries(worker *w, farm_buf *b, uint32_t *count, int type, cons
   *count = 0;
 }
 
+static void flush_submits(worker *w);
+
+/* Results go after the jobs their jobs submitted: the client knows of those
+   before the job that submitted them is over (a run ends only when they are). */
 static void flush(worker *w) {
+  flush_submits(w);
   if (!w->nres) return;
   send_entries(w, &w->res, &w->nres, FARM_MSG_RESULTS, "results");
   w->last_flush = farm__now();
@@ -578,8 +586,6 @@ static void push_error_text(lua_State *L, int idx) {
   }
 }
 
-static void flush_submits(worker *w);
-
 /* While a job runs with results waiting to go, a count hook sends them once
    RESULT_DELAY has passed: a long job does not hold back short ones (nor the
    sub-jobs it submitted). */
@@ -678,10 +684,11 @@ static int get_function(worker *w, wjob *j) {
 }
 
 /* Tell the client how many of our jobs wait (their slots are free to others). */
-static void send_suspended(worker *w) {
-  unsigned char m[16] = { 'F', 'm', FARM_PROTOCOL, FARM_MSG_SUSPENDED };
+static void send_suspended(worker *w, uint64_t id) {
+  unsigned char m[32] = { 'F', 'm', FARM_PROTOCOL, FARM_MSG_SUSPENDED };
   farm_buf b = { (char *)m, 4, sizeof m };
   farm__buf_uvar(&b, (uint64_t)w->nwaiting);
+  farm__buf_uvar(&b, id);
   if (farm__link_send(w->link, m, b.n, 0) != 0) {
     fprintf(stderr, "farm worker %d: cannot send to the client: %s\n", w->slot + 1, farm__link_error());
     exit(3);
@@ -727,7 +734,7 @@ static void resume_run(worker *w, wrun *r, int nargs) {
     w->waiting = r;
     w->nwaiting++;
     flush_submits(w);
-    send_suspended(w);
+    send_suspended(w, j->id);
     return;
   }
   int ok = 0;
@@ -818,7 +825,7 @@ static void continue_run(worker *w, wrun *r) {
   if (r->waitjob) { farm__job_unref(r->waitjob); r->waitjob = NULL; }
   r->waitany = 0;
   r->deadline = 0;
-  send_suspended(w);
+  send_suspended(w, r->j->id);
   farm__wstate_resume(w->state, r->j->id, r->j->att, 1);
   lua_pushboolean(w->L, over);
   resume_run(w, r, 1);
@@ -882,6 +889,12 @@ static void flush_submits(worker *w) {
 
 worker *farm__worker_of(lua_State *L) { return *(worker **)lua_getextraspace(L); }
 size_t farm__worker_maxmsg(worker *w) { return w->maxmsg; }
+int farm__worker_pool(worker *w) {
+  pthread_mutex_lock(&w->mu);
+  int n = w->q->pool > 0 ? w->q->pool : 1;
+  pthread_mutex_unlock(&w->mu);
+  return n;
+}
 uint64_t farm__worker_gen(worker *w) {
   pthread_mutex_lock(&w->mu);
   uint64_t g = w->gen;

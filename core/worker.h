@@ -17,6 +17,7 @@ typedef struct worker worker;
 /* The worker whose Lua state L is (NULL in a client). */
 worker  *farm__worker_of(struct lua_State *L);
 size_t   farm__worker_maxmsg(worker *w);
+int      farm__worker_pool(worker *w);     /* the client's workers, as far as it knows */
 uint64_t farm__worker_gen(worker *w);
 /* Send j (its fn and args set) to the client's scheduler; it gets an id of
    this worker's and a reference kept until its result comes. */

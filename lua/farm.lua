@@ -216,8 +216,8 @@ local function timed_out(f, timeout)
 end
 
 local function check_timeout(what, timeout, level)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
-    error(("%s: timeout must be a number of seconds (got %s)"):format(what, tostring(timeout)), level + 1)
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    error(("%s: timeout must be a number of seconds, 0 or more (got %s)"):format(what, tostring(timeout)), level + 1)
   end
 end
 

@@ -365,11 +365,13 @@ local function fail(name, where, why)
 end
 
 -- Is f's _ENV upvalue the global table of this state?
+-- _ENV is the global table, or the environment a shipped function was given
+-- here (which travels as the global table again, with the globals it brought)
 local function env_is_global(f)
   for i = 1, 255 do
     local name, v = getupvalue(f, i)
     if not name then return false end
-    if name == "_ENV" then return rawequal(v, G) end
+    if name == "_ENV" then return rawequal(v, G) or core.is_env(v) end
   end
   return false
 end

@@ -124,6 +124,63 @@ describe("nested jobs", function()
     end
   end)
 
+  it("runs the jobs a job submitted without waiting for them, before the run ends", function()
+    local path = os.tmpname()
+    local r = run(([[
+      local path = %q
+      local function child(i) local f = io.open(path, "a"); f:write("child ", i, "\n"); f:close() end
+      local function parent()
+        for i = 1, 10 do farm.submit(child, i) end
+        return "parent done"
+      end
+      farm.submit(parent)
+    ]]):format(path), "-n 2")
+    local n = H.lines(H.slurp(path))
+    os.remove(path)
+    assert.are.equal(10, n, r.err)
+  end)
+
+  it("nests 150 levels deep on one worker, and ships the script's globals at every level", function()
+    local r = run([[
+      local function chain(n) if n == 0 then return 0 end return farm.submit(chain, n - 1):result() + 1 end
+      print(farm.submit(chain, 150):result())
+      function isprime(n)
+        if n < 2 then return false end
+        for d = 2, math.floor(math.sqrt(n)) do if n % d == 0 then return false end end
+        return true
+      end
+      function count(lo, hi) local c = 0; for i = lo, hi do if isprime(i) then c = c + 1 end end; return c end
+      local function split(lo, hi, depth)
+        if depth == 0 then return count(lo, hi) end
+        local mid = (lo + hi) // 2
+        local a, b = farm.submit(split, lo, mid, depth - 1), farm.submit(split, mid + 1, hi, depth - 1)
+        return a:result() + b:result()
+      end
+      print(farm.submit(split, 1, 10000, 4):result(), farm.submit(function() return farm.workers() end):result())
+    ]], "-n 1")
+    assert.are.equal("150\n1229\t1\n", r.out)
+  end)
+
+  it("cancels a job that waits on its jobs only by force, and its jobs with it", function()
+    local r = run([[
+      local p = farm.submit(function()
+        local c = farm.submit(function() while true do end end)
+        return c:result()
+      end)
+      while p:status() ~= "running" do farm.wait({p}, {timeout = 0.05}) end
+      local t = 0
+      while farm.stats().submitted < 2 and t < 200 do farm.wait({p}, {timeout = 0.05}); t = t + 1 end
+      print(p:cancel(), p:status())
+      print(p:cancel{force = true}, p:status())
+      local inner = farm.submit(function()
+        local ok, err = pcall(function() farm.submit(function() end):cancel() end)
+        return ok, err:match("cannot cancel its own jobs") ~= nil
+      end)
+      print(inner:result())
+    ]], "-n 2", 60)
+    assert.are.equal("false\trunning\ntrue\tcancelled\nfalse\ttrue\n", r.out)
+  end)
+
   it("waits by blocking inside a coroutine of the job's own", function()
     local r = run([[
       local f = farm.submit(function()

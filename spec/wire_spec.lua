@@ -55,8 +55,8 @@ describe("a worker fed bad messages", function()
   end)
 
   it("rejects a JOBS entry with an unknown function kind", function()
-    -- one job: id 1, attempt 0, mode 0, hash, fn kind 7, then an args string
-    local r = feed("Fm" .. V .. "\2\0\1\0\0\0" .. "\1\0\0" .. string.rep("h", 16) .. "\7\1x"
+    -- flags 0, pool of 2, one job: id 1, attempt 0, mode 0, hash, fn kind 7, then an args string
+    local r = feed("Fm" .. V .. "\2\0\2\1\0\0\0" .. "\1\0\0" .. string.rep("h", 16) .. "\7\1x"
       .. string.rep("\0", 20))
     assert.are.equal(3, r.code)
     assert.are.equal("farm worker 1: malformed message from the client\n", r.err)

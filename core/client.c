@@ -389,6 +389,7 @@ static int l_cancel(lua_State *L) {
 /* core.cancel_all(ctx, force) -> how many were cancelled */
 static int l_cancel_all(lua_State *L) {
   ctx *c = check_ctx(L, 1);
+  if (!c->e) return fail_lua(L, "farm: a job cannot cancel jobs yet; the client can");
   lua_pushinteger(L, farm__engine_cancel_all(c->e, lua_toboolean(L, 2)));
   return 1;
 }

@@ -123,6 +123,7 @@ static void set_text(char **p, size_t *n, const char *s) {
 
 static void echo_rest(farm_engine *e, farm_job *j);
 static void subdone(farm_engine *e, farm_job *j, int state);
+static void flush_subdone_of(farm_engine *e, farm_peer *p);
 
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
@@ -135,7 +136,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
   if (j->notify) {
     __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
     j->fnext = NULL;
-    if (e->ftail) e->ftail->fnext = j; else e->fhead = j;
+    if (e->ftail) e->ftail->fnext = j; else __atomic_store_n(&e->fhead, j, __ATOMIC_RELEASE);
     e->ftail = j;
   }
   __atomic_store_n(&j->state, (uint8_t)state, __ATOMIC_RELEASE);
@@ -261,7 +262,7 @@ static void enqueue_back(farm_engine *e, farm_job *j) {
 
 /* Put a job back at the front of the queue (it keeps its place in line). */
 static void requeue_front(farm_engine *e, farm_job *j) {
-  j->state = JOB_QUEUED;
+  __atomic_store_n(&j->state, (uint8_t)JOB_QUEUED, __ATOMIC_RELAXED);
   j->peer = NULL;
   j->taking = 0;
   j->inqueue = 1;
@@ -329,8 +330,19 @@ static int flush_pending(farm_peer *p) {
 }
 
 void farm__peer_broken(farm_peer *p, const char *why) {
+  if (p->broken) { p->broken_target = 0; return; }   /* broken for good: no target spares it */
+  p->broken = 1;
+  p->broken_target = 0;
+  snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
+}
+
+/* Have the loop thread stop p for the sake of job id (a forced cancel): if
+   that job is over or gone from p by then, p is spared; if it is killed, that
+   job is the one blamed, whatever p runs at that moment. */
+static void stop_for(farm_peer *p, uint64_t id, const char *why) {
   if (p->broken) return;
   p->broken = 1;
+  p->broken_target = id;
   snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
 }
 
@@ -348,13 +360,16 @@ static void fix_broken(farm_engine *e) {
     farm_peer *p = e->peers[i];
     if (!p->broken) continue;
     p->broken = 0;
-    p->ops->kill(p, p->broken_why);
+    uint64_t target = p->broken_target;
+    if (target && !find_inflight(p, target)) continue;   /* it ended meanwhile: spared */
+    p->ops->kill(p, p->broken_why, target);
   }
 }
 
 /* j is at p now (sent): last of its jobs in flight. */
 static void hold(farm_peer *p, farm_job *j) {
-  j->state = JOB_SENT;
+  __atomic_store_n(&j->state, (uint8_t)JOB_SENT, __ATOMIC_RELAXED);
+  if (j->timeout > 0) p->ntimed++;
   j->peer = p;
   j->next = NULL;
   if (p->tail) p->tail->next = j; else p->head = j;
@@ -503,8 +518,9 @@ static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
     if (prev) prev->next = j->next; else p->head = j->next;
     if (p->tail == j) p->tail = prev;
     p->inflight--;
+    if (j->timeout > 0) p->ntimed--;
     j->next = NULL;
-    if (!p->inflight) p->idle_since = farm__now();
+    if (p->inflight <= p->suspended && !p->idle_since) p->idle_since = farm__now();
     return j;
   }
   return NULL;
@@ -583,7 +599,8 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
     if (!j->taking) continue;
     j->taking = 0;                           /* not given back: it has begun there */
     j->begun = 1;
-    if (j->cancel_req == CANCEL_FORCE) farm__peer_broken(p, "a job was cancelled by force");
+    if (!j->started) j->started = farm__now();
+    if (j->cancel_req == CANCEL_FORCE) stop_for(p, j->id, "a job was cancelled by force");
     else j->cancel_req = 0;
   }
   changed(e);
@@ -646,9 +663,10 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
    (in the next SUBDONE message to it), unless that process is gone. */
 static void subdone(farm_engine *e, farm_job *j, int state) {
   farm_peer *p = j->owner;
-  (void)e;
   if (p->gen != j->owner_gen || !p->link) return;
   farm_buf *b = &p->subdone;
+  size_t size = j->out.n + j->nres + j->ntb + sizeof j->where + 48;
+  if (p->nsubdone && b->n + size > e->batch_limit) flush_subdone_of(e, p);   /* the receiver drops a message over its limit */
   if (!p->nsubdone) {
     farm__msg_begin(b, FARM_MSG_SUBDONE);
     farm__buf_put(b, "\0\0\0\0", 4);
@@ -663,14 +681,15 @@ static void subdone(farm_engine *e, farm_job *j, int state) {
   p->nsubdone++;
 }
 
+static void flush_subdone_of(farm_engine *e, farm_peer *p) {
+  if (!p->nsubdone) return;
+  farm__put_u32le_at(&p->subdone, 4, p->nsubdone);
+  p->nsubdone = 0;
+  if (farm__peer_send(p, p->subdone.p, p->subdone.n) < 0) peer_broken(e, p, "cannot send results of sub-jobs");
+}
+
 static void flush_subdone(farm_engine *e) {
-  for (int i = 0; i < e->npeers; i++) {
-    farm_peer *p = e->peers[i];
-    if (!p->nsubdone) continue;
-    farm__put_u32le_at(&p->subdone, 4, p->nsubdone);
-    p->nsubdone = 0;
-    if (farm__peer_send(p, p->subdone.p, p->subdone.n) < 0) peer_broken(e, p, "cannot send results of sub-jobs");
-  }
+  for (int i = 0; i < e->npeers; i++) flush_subdone_of(e, e->peers[i]);
 }
 
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
@@ -704,7 +723,12 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (r.err || farm__rd_left(&r) || k > (uint64_t)p->inflight) break;
     p->suspended = (int)k;
     farm_job *j = find_inflight(p, id);
-    if (j) j->begun = 1;                     /* it waits, or goes on: it has begun */
+    if (j) {                                 /* it waits, or goes on: it has begun */
+      j->begun = 1;
+      if (!j->started) j->started = farm__now();
+    }
+    if (p->inflight <= p->suspended) { if (!p->idle_since) p->idle_since = farm__now(); }
+    else p->idle_since = 0;
     changed(e);
     return 0;
   }
@@ -757,10 +781,16 @@ static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
     int take = 0;
     for (farm_job *j = q->head; j; j = j->next) {
       if (j->owner != p || j->owner_gen != gen || j->state != JOB_SENT || j->cancel_req) continue;
-      j->cancel_req = CANCEL_FORCE;
       uint64_t r = q->ops->running ? q->ops->running(q) : 0;
-      if (j->begun || r == j->id) farm__peer_broken(q, "a job whose submitter is gone was stopped");
-      else if (!j->taking && !q->takes) { j->taking = 1; take = 1; }
+      if (r == j->id) {
+        j->cancel_req = CANCEL_FORCE;
+        stop_for(q, j->id, "a job whose submitter is gone was stopped");
+      } else if (!j->begun && !j->taking && !q->takes) {
+        j->cancel_req = CANCEL_FORCE;
+        j->taking = 1;
+        take = 1;
+      }
+      /* one waiting there runs on; nobody takes its result */
     }
     if (take && q->link) send_take(e, q);
   }
@@ -804,6 +834,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
   }
   p->head = p->tail = NULL;
   p->inflight = 0;
+  p->ntimed = 0;
   p->suspended = 0;
   cancel_orphans(e, p, p->gen);
   p->gen++;
@@ -834,11 +865,13 @@ static farm_job *job_running_at(farm_peer *p, uint64_t id) {
   return id ? find_inflight(p, id) : NULL;
 }
 
+/* A job's timeout counts from when its peer was first seen running it, waits
+   on its own jobs included. */
 static void check_timeouts(farm_engine *e, double now) {
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
-    if (!p->ops->running || !p->link) continue;
-    uint64_t id = p->ops->running(p);
+    if (!p->link) continue;
+    uint64_t id = p->ops->running ? p->ops->running(p) : 0;
     if (id != p->running_id) {
       p->running_id = id;
       p->running_since = now;
@@ -846,12 +879,14 @@ static void check_timeouts(farm_engine *e, double now) {
       if (j && !j->started) j->started = now;
       if (j) j->begun = 1;
     }
-    farm_job *j = job_running_at(p, id);
-    if (j && j->timeout > 0 && now - p->running_since > j->timeout && !j->timed_out) {
+    if (!p->ntimed || p->broken) continue;
+    for (farm_job *j = p->head; j; j = j->next) {
+      if (j->timeout <= 0 || !j->started || j->timed_out || now - j->started <= j->timeout) continue;
       char why[160];
       j->timed_out = 1;
       snprintf(why, sizeof why, "job %llu timed out after %g s", (unsigned long long)j->id, j->timeout);
-      p->ops->kill(p, why);
+      p->ops->kill(p, why, j->id);
+      break;                                 /* p is a fresh process now */
     }
   }
 }
@@ -1086,7 +1121,7 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
     /* running, or waiting on its own jobs there */
     if (!force) return 0;
     j->cancel_req = CANCEL_FORCE;
-    farm__peer_broken(p, "a running job was cancelled by force");
+    stop_for(p, j->id, "a running job was cancelled by force");
     return -1;
   }
   if (j->taking) return -1;                   /* a TAKE is on its way: wait for it */
@@ -1136,26 +1171,29 @@ int farm__engine_cancel_all(farm_engine *e, int force) {
       e->nqueued--;
       n++;
     }
-  farm_job *sent[64];
-  int ns;
-  do {
-    ns = 0;
-    for (int i = 0; i < e->npeers && ns < 64; i++)
-      for (farm_job *j = e->peers[i]->head; j && ns < 64; j = j->next)
-        if (j->state == JOB_SENT && !j->cancel_req) {
-          j->cancel_req = CANCEL_MARK;       /* asked once */
-          __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
-          sent[ns++] = j;
-        }
-    pthread_mutex_unlock(&e->mu);
-    for (int k = 0; k < ns; k++) {
-      sent[k]->cancel_req = 0;
-      n += farm__engine_cancel(e, sent[k], force);
-      farm__job_unref(sent[k]);
+  /* then every job at a peer, each asked once (a job that cannot be
+     cancelled stays as it is: it is not asked again) */
+  size_t ns = 0, cap = 0;
+  farm_job **sent = NULL;
+  for (int i = 0; i < e->npeers; i++)
+    for (farm_job *j = e->peers[i]->head; j; j = j->next) {
+      if (j->state != JOB_SENT || j->cancel_req) continue;
+      if (ns == cap) {
+        size_t c2 = cap ? 2 * cap : 64;
+        farm_job **p2 = realloc(sent, c2 * sizeof *p2);
+        if (!p2) break;
+        sent = p2;
+        cap = c2;
+      }
+      __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+      sent[ns++] = j;
     }
-    pthread_mutex_lock(&e->mu);
-  } while (ns == 64);
   pthread_mutex_unlock(&e->mu);
+  for (size_t k = 0; k < ns; k++) {
+    n += farm__engine_cancel(e, sent[k], force);
+    farm__job_unref(sent[k]);
+  }
+  free(sent);
   return n;
 }
 
@@ -1173,7 +1211,7 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
 }
 
 farm_job *farm__engine_finished(farm_engine *e) {
-  if (!__atomic_load_n(&e->fhead, __ATOMIC_RELAXED)) return NULL;   /* the common case, unlocked */
+  if (!__atomic_load_n(&e->fhead, __ATOMIC_ACQUIRE)) return NULL;   /* the common case, unlocked */
   pthread_mutex_lock(&e->mu);
   farm_job *j = e->fhead;
   if (j) {
@@ -1421,7 +1459,7 @@ void farm__engine_free(farm_engine *e) {
 /* ---- a test engine: one peer, no thread, no process (fuzzing) --------------------- */
 
 static int t_start(farm_peer *p) { (void)p; return 0; }
-static void t_kill(farm_peer *p, const char *why) { farm__engine_peer_lost(p->e, p, 0, why); }
+static void t_kill(farm_peer *p, const char *why, uint64_t blame) { farm__engine_peer_lost(p->e, p, blame, why); }
 static void t_close(farm_peer *p) { (void)p; }
 static const farm_peer_ops test_ops = {
   .kind = "test", .start = t_start, .kill = t_kill, .close = t_close,

@@ -21,8 +21,9 @@ typedef struct farm_peer_ops {
   /* (Re)start the peer: a fresh process or connection; 0 or a negative code (e->err). */
   int  (*start)(farm_peer *p);
   /* Stop it at once (a job it runs timed out or was cancelled by force); the
-     loss is reported through farm__engine_peer_lost, now or from tick(). */
-  void (*kill)(farm_peer *p, const char *why);
+     loss is reported through farm__engine_peer_lost, now or from tick(), with
+     blame on job `blame` (0: the job the kind sees running). */
+  void (*kill)(farm_peer *p, const char *why, uint64_t blame);
   /* Stop it for good and free what the kind holds (the engine is closing). */
   void (*close)(farm_peer *p);
   /* Timers: notice a death, stream output. Called every tick of the loop. */
@@ -43,7 +44,9 @@ struct farm_peer {
   int dead;                        /* failed before HELLO: not restarted */
   int closing;                     /* QUIT sent */
   int broken;                      /* to be stopped and replaced by the loop thread: */
-  char broken_why[200];            /* ...why (only the loop thread starts processes) */
+  char broken_why[200];            /* ...why (only the loop thread starts processes), */
+  uint64_t broken_target;          /* ...and for which job (0: for its own sake) */
+  int ntimed;                      /* jobs in flight with a timeout */
   farm_link *link;
   farm_buf pend;                   /* messages the link could not take yet (whole messages) */
   farm_job *head, *tail;           /* in flight, in the order sent */

@@ -114,9 +114,9 @@ fail:
 
 /* The worker is gone (reaped): what it printed is kept, its jobs go back, and
    it is replaced -- unless it never came up, which would only loop. */
-static void lost(farm_peer *p, const char *why) {
+static void lost(farm_peer *p, const char *why, uint64_t blame) {
   local *l = L_(p);
-  uint64_t running = farm__wstate_job(l->state);
+  uint64_t running = blame ? blame : farm__wstate_job(l->state);
   stream_output(p, 1);
   farm__engine_peer_lost(p->e, p, running, why);
   farm__link_close(p->link);
@@ -135,19 +135,19 @@ static void lost(farm_peer *p, const char *why) {
   if (local_start(p) < 0) p->dead = 1;
 }
 
-static void local_kill(farm_peer *p, const char *why) {
+static void local_kill(farm_peer *p, const char *why, uint64_t blame) {
   local *l = L_(p);
   if (l->pid <= 0) return;
   kill(l->pid, SIGKILL);
   while (waitpid(l->pid, NULL, 0) < 0 && errno == EINTR) {}
-  lost(p, why);
+  lost(p, why, blame);
 }
 
 static void local_tick(farm_peer *p, double now) {
   local *l = L_(p);
   (void)now;
   char why[128];
-  if (l->pid > 0 && farm__reaped(l->pid, why, sizeof why)) { lost(p, why); return; }
+  if (l->pid > 0 && farm__reaped(l->pid, why, sizeof why)) { lost(p, why, 0); return; }
   stream_output(p, 0);
 }
 

@@ -52,6 +52,9 @@
 
 /* ---- the queue the link thread fills (no Lua here) ---------------------------- */
 
+/* Messages and kept blocks are shared by the two threads (the link thread
+   parses and takes back under the lock, the Lua thread frees jobs it ran
+   without it): their counts are atomic. */
 typedef struct wmsg {            /* a JOBS message, alive while a job of it waits or runs */
   void *p;
   void (*release)(void *);
@@ -82,19 +85,20 @@ struct farm_wjobs {
   wjob *head, *tail;
   size_t n;
   int pool;                      /* the client's pool size, as its last JOBS said */
+  int forget;                    /* the job to forget before was taken back: the next does */
   wblock **kept;                 /* open addressing by hash, KEPT_MAX * 2 slots */
   size_t nkept;
 };
 
 static void msg_unref(wmsg *m) {
-  if (m && --m->refs == 0) {
+  if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
     if (m->release) m->release(m->p);
     free(m);
   }
 }
 
 static void block_unref(wblock *b) {
-  if (b && --b->refs == 0) { free(b->p); free(b); }
+  if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) { free(b->p); free(b); }
 }
 
 static void wjob_free(wjob *j) {
@@ -157,6 +161,7 @@ static wjob *wjobs_pop(farm_wjobs *q) {
   q->head = j->next;
   if (!q->head) q->tail = NULL;
   q->n--;
+  if (q->forget) { j->forget = 1; q->forget = 0; }
   return j;
 }
 
@@ -188,11 +193,11 @@ static int parse_jobs(farm_wjobs *q, farm_rd *r, wmsg *m, char *err, size_t errl
   if (cap > 0 && cap < 1u << 20) q->pool = (int)cap;
   for (wjob *j = head; j; j = j->next) {
     j->msg = m;
-    m->refs++;
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
     if (j->fnkind == FARM_FN_FRESH) continue;
     wblock *b = j->fnkind == FARM_FN_KEEP ? kept_add(q, j->hash, j->pkg, j->npkg)
                                           : kept_find(q, j->hash);
-    if (b) { b->refs++; j->kept = b; j->pkg = b->p; j->npkg = b->n; }
+    if (b) { __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED); j->kept = b; j->pkg = b->p; j->npkg = b->n; }
     else if (j->fnkind == FARM_FN_CACHED) j->pkg = NULL;   /* fails when run: protocol error */
   }
   if (q->tail) q->tail->next = head; else q->head = head;
@@ -226,7 +231,9 @@ static int parse_take(farm_wjobs *q, farm_rd *r, uint64_t **given, size_t *ngive
       if (prev) prev->next = j->next; else q->head = j->next;
       if (q->tail == j) q->tail = prev;
       q->n--;
-      if (j->forget && j->next) j->next->forget = 1;   /* the forgetting moves on */
+      if (j->forget) {                           /* the forgetting moves on */
+        if (j->next) j->next->forget = 1; else q->forget = 1;
+      }
       wjob_free(j);
       break;
     }
@@ -310,6 +317,7 @@ struct worker {
   wrun *cur;                     /* the job running now */
   wrun *waiting;                 /* jobs waiting on sub-jobs */
   int nwaiting;
+  int nblocked;                  /* jobs waiting blocked (they could not yield) */
   farm_job **subs;               /* sub-jobs submitted from here, not yet ended */
   size_t nsubs, capsubs;
   uint64_t subid;
@@ -687,7 +695,7 @@ static int get_function(worker *w, wjob *j) {
 static void send_suspended(worker *w, uint64_t id) {
   unsigned char m[32] = { 'F', 'm', FARM_PROTOCOL, FARM_MSG_SUSPENDED };
   farm_buf b = { (char *)m, 4, sizeof m };
-  farm__buf_uvar(&b, (uint64_t)w->nwaiting);
+  farm__buf_uvar(&b, (uint64_t)(w->nwaiting + w->nblocked));
   farm__buf_uvar(&b, id);
   if (farm__link_send(w->link, m, b.n, 0) != 0) {
     fprintf(stderr, "farm worker %d: cannot send to the client: %s\n", w->slot + 1, farm__link_error());
@@ -821,7 +829,7 @@ static wrun *ready_run(worker *w, double now) {
 }
 
 static void continue_run(worker *w, wrun *r) {
-  int over = r->waitjob ? farm__job_over(r->waitjob) : r->waitany ? w->gen != r->waitgen : 0;
+  int over = r->waitjob ? farm__job_over(r->waitjob) : r->waitany ? farm__worker_gen(w) != r->waitgen : 0;
   if (r->waitjob) { farm__job_unref(r->waitjob); r->waitjob = NULL; }
   r->waitany = 0;
   r->deadline = 0;
@@ -903,17 +911,17 @@ uint64_t farm__worker_gen(worker *w) {
 }
 
 int farm__worker_submit(worker *w, farm_job *j) {
+  pthread_mutex_lock(&w->mu);          /* the link thread takes sub-jobs off this list */
   if (w->nsubs == w->capsubs) {
     size_t n = w->capsubs ? 2 * w->capsubs : 16;
     farm_job **p = realloc(w->subs, n * sizeof *p);
-    if (!p) return FARM_ENOMEM;
+    if (!p) { pthread_mutex_unlock(&w->mu); return FARM_ENOMEM; }
     w->subs = p;
     w->capsubs = n;
   }
   j->id = ++w->subid;
-  j->state = JOB_QUEUED;
+  __atomic_store_n(&j->state, (uint8_t)JOB_QUEUED, __ATOMIC_RELAXED);
   __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
-  pthread_mutex_lock(&w->mu);
   w->subs[w->nsubs++] = j;
   pthread_mutex_unlock(&w->mu);
   if (w->nsubmit && w->submit.n + j->nargs + j->fn->n + 64 > w->result_limit) flush_submits(w);
@@ -943,23 +951,51 @@ static int wait_in(lua_State *L, worker *w, farm_job *j, int any, uint64_t gen, 
     lua_pushlightuserdata(L, (void *)&wait_marker);
     return lua_yield(L, 1);
   }
-  /* inside a coroutine of the job's own (or a metamethod): block; other jobs
-     here cannot run meanwhile */
+  /* Inside a coroutine of the job's own (or a metamethod) it cannot yield to
+     us: it blocks, and the worker runs its other work from here meanwhile
+     (jobs queued here, waiting jobs whose turn came), one level down the C
+     stack, so what it waits for is never stuck behind it. */
   flush(w);
   double until = timeout >= 0 && timeout < 1e9 ? farm__now() + timeout : 0;
-  pthread_mutex_lock(&w->mu);
+  uint64_t id = r ? r->j->id : 0;
+  int told = 0;
   for (;;) {
+    pthread_mutex_lock(&w->mu);
     int over = j ? farm__job_over(j) : w->gen != gen;
     if (over || w->quit || w->failed || (until && farm__now() >= until)) {
       pthread_mutex_unlock(&w->mu);
+      if (told) { w->nblocked--; send_suspended(w, id); }
       lua_pushboolean(L, over);
       return 1;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    if (!told) {                         /* its slot is free to others, as a waiting job's */
+      pthread_mutex_unlock(&w->mu);
+      told = 1;
+      w->nblocked++;
+      send_suspended(w, id);
+      continue;
+    }
+    wrun *next = ready_run(w, farm__now());
+    wjob *job = next ? NULL : wjobs_pop(w->q);
+    if (!next && !job) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 50 * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+      pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+      pthread_mutex_unlock(&w->mu);
+      continue;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (r) {                             /* what it printed so far is its own */
+      collect_output(w);
+      farm__buf_put(&r->out, w->cap.p, w->cap.n);
+      w->cap.n = 0;
+    }
+    if (next) continue_run(w, next); else start_job(w, job);
+    flush(w);
+    w->cur = r;
+    if (r) farm__wstate_resume(w->state, r->j->id, r->j->att, 1);
   }
 }
 

@@ -3,8 +3,8 @@
 -- worker, so nothing deadlocks even with one worker.
 local H = require "helper"
 
-local function run(text, args, timeout)
-  local r = H.run_script(text, args or "", timeout or 120)
+local function run(text, args, timeout, env)
+  local r = H.run_script(text, args or "", timeout or 120, env)
   assert.are.equal(0, r.code, r.err)
   return r
 end
@@ -181,7 +181,64 @@ describe("nested jobs", function()
     assert.are.equal("false\trunning\ntrue\tcancelled\nfalse\ttrue\n", r.out)
   end)
 
-  it("waits by blocking inside a coroutine of the job's own", function()
+  it("waits by blocking inside a coroutine of the job's own, even two such jobs on one worker", function()
+    local r = run([[
+      local function parent(k)
+        local co = coroutine.wrap(function()
+          return farm.submit(function(x) return x end, k):result() + 1
+        end)
+        return co()
+      end
+      local f, g = farm.submit(parent, 41), farm.submit(parent, 1)
+      print(f:result(), g:result())
+    ]], "-n 1", 60)
+    assert.are.equal("42\t2\n", r.out)
+  end)
+
+  it("gives a job the results of many big sub-jobs under a small link limit", function()
+    local r = run([[
+      local f = farm.submit(function()
+        local fs = {}
+        for i = 1, 30 do fs[i] = farm.submit(function(n) return string.rep("x", n) end, 40000) end
+        local total = 0
+        for i = 1, 30 do total = total + #fs[i]:result() end
+        return total
+      end)
+      print(f:result())
+    ]], "-n 3", 60, "FARM_MAX_MESSAGE=65536")
+    assert.are.equal("1200000\n", r.out)
+  end)
+
+  it("times a job out with its waits counted", function()
+    local r = run([[
+      local f = farm.submit_with({ timeout = 1 }, function()
+        for _ = 1, 3 do farm.submit(function() local t = os.clock() + 1 while os.clock() < t do end end):result() end
+        return "finished"
+      end)
+      local ok, err = pcall(f.result, f)
+      print(ok, err.message:match("timed out") ~= nil, farm.workers())
+    ]], "-n 2", 60)
+    assert.are.equal("false\ttrue\t2\n", r.out)
+  end)
+
+  it("moves sub-jobs waiting behind a long job to the worker their parent frees", function()
+    local r = run([[
+      local long = farm.submit(function() local t = os.clock() + 20 while os.clock() < t do end return "long" end)
+      while long:status() ~= "running" do farm.wait({long}, {timeout = 0.05}) end
+      local parent = farm.submit(function()
+        local fs = {}
+        for i = 1, 6 do fs[i] = farm.submit(function(x) local t = os.clock() + 0.1 while os.clock() < t do end return x end, i) end
+        local s = 0
+        for i = 1, 6 do s = s + fs[i]:result() end
+        return s
+      end)
+      print(parent:result(), long:status())
+      long:cancel{force = true}
+    ]], "-n 2", 60)
+    assert.are.equal("21\trunning\n", r.out)
+  end)
+
+  it("waits by blocking inside a coroutine of the job's own (two workers)", function()
     local r = run([[
       local f = farm.submit(function()
         local co = coroutine.wrap(function()

@@ -329,8 +329,11 @@ function Pool:map(fn, ...)
   if n == 0 then return out end
   local c = self:_ctx()
   local p = package(c, fn)
-  -- about eight chunks a worker: enough to even out the end, few enough to batch
-  local chunk = max(1, min(10000, ceil(n / (core.workers(c) * 8))))
+  -- about eight chunks a worker: enough to even out the end, few enough to
+  -- batch; a short list goes item by item (its items are likely long ones,
+  -- and a job costs microseconds), so no worker waits on another's last chunk
+  local w = core.workers(c)
+  local chunk = n <= 64 * w and 1 or max(1, min(10000, ceil(n / (w * 8))))
   local futures, starts = {}, {}
   for i = 1, n, chunk do
     starts[#starts + 1] = i

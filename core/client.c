@@ -605,27 +605,22 @@ static int l_is_future(lua_State *L) {
   return 1;
 }
 
+static void metatable(lua_State *L, const char *name, const char *event, lua_CFunction f) {
+  luaL_newmetatable(L, name);
+  lua_pushcfunction(L, f);
+  lua_setfield(L, -2, event);
+  lua_pop(L, 1);
+}
+
 void farm__open_client(lua_State *L, int core) {
   static const luaL_Reg ctx_m[] = { { "__gc", l_gc }, { "__close", l_close }, { NULL, NULL } };
   luaL_newmetatable(L, CTX_MT);
   luaL_setfuncs(L, ctx_m, 0);
   lua_pop(L, 1);
-  luaL_newmetatable(L, GUARD_MT);
-  lua_pushcfunction(L, l_guard_close);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, BOX_MT);
-  lua_pushcfunction(L, l_box_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, FN_MT);
-  lua_pushcfunction(L, l_fn_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, JOB_MT);
-  lua_pushcfunction(L, l_job_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  metatable(L, GUARD_MT, "__close", l_guard_close);
+  metatable(L, BOX_MT, "__gc", l_box_gc);
+  metatable(L, FN_MT, "__gc", l_fn_gc);
+  metatable(L, JOB_MT, "__gc", l_job_gc);
   static const luaL_Reg fns[] = {
     { "new", l_new }, { "close", l_close }, { "closed", l_closed },
     { "package", l_package }, { "submit", l_submit }, { "submit_map", l_submit_map },

@@ -43,14 +43,15 @@
 #define IDLE_TICK 0.1              /* ...when no job is outstanding (a death still shows) */
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
 #define PROGRESS_EVERY 0.2
-#define KNOWN_MAX 4096
-/* farm_job.cancel_req: why a cancel is under way */
-enum { CANCEL_NONE, CANCEL_TAKE, CANCEL_MARK, CANCEL_FORCE };             /* functions a worker keeps before it is told to forget */
+#define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
 #define DEFAULT_RETRIES 2          /* a job that killed its worker is tried this often more */
 #define REQUEUE_MAX 8              /* a job held by lost peers goes back this often */
 #define DEFAULT_MAX_MESSAGE (256u << 20)
 #define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
 #define ECHO_LINE_MAX 65536        /* a partial line longer than this is echoed anyway */
+
+/* farm_job.cancel_req: which cancel is under way */
+enum { CANCEL_NONE, CANCEL_TAKE, CANCEL_FORCE };
 
 struct farm_engine {
   pthread_mutex_t mu;

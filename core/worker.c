@@ -296,8 +296,10 @@ struct worker {
   pthread_t io;
   pthread_mutex_t mu;            /* guards q, quit, failed, subs and the sub-jobs' results */
   pthread_cond_t cv;               /* the Lua thread waits on it (blocking waits) */
-  pthread_cond_t io_cv;            /* the link thread waits on it while the Lua thread is idle */
+  pthread_cond_t io_cv;            /* the link thread waits on it until it should listen */
   int idle;                        /* the Lua thread waits for work, receiving itself */
+  int listen;                      /* the link thread should receive (the Lua thread is busy) */
+  double busy_since;               /* when the Lua thread took up work, 0 while idle */
   farm_wjobs *q;
   int quit;                      /* QUIT came, or the client is gone */
   int failed;                    /* the link thread gave up: err says why */
@@ -403,9 +405,13 @@ static int take_link(worker *w) {
 
 static int orphaned(worker *w) { return w->parent > 0 && getppid() != w->parent; }
 
-/* The link thread receives while the Lua thread is busy (a job runs, or waits
-   blocking); while the Lua thread is idle it receives itself, which saves a
-   hop between threads on every round trip. */
+#define LISTEN_AFTER 0.05         /* a job busy this long has the link thread listen */
+
+/* The link thread receives while the Lua thread is busy with a job that takes
+   a while (one that runs Lua says so from its count hook; one blocked in C is
+   noticed within LISTEN_AFTER) or waits blocking. While the Lua thread is idle
+   it receives itself, and short jobs never wake this thread: that saves hops
+   between threads on every round trip. */
 static void *io_main(void *arg) {
   worker *w = arg;
   sigset_t all;
@@ -413,7 +419,17 @@ static void *io_main(void *arg) {
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   for (;;) {
     pthread_mutex_lock(&w->mu);
-    while (w->idle && !w->quit && !w->failed) pthread_cond_wait(&w->io_cv, &w->mu);
+    while (!w->quit && !w->failed && (w->idle || !w->listen)) {
+      if (!w->idle && w->busy_since && farm__now() - w->busy_since >= LISTEN_AFTER) {
+        w->listen = 1;
+        break;
+      }
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += (long)(LISTEN_AFTER * 1e9);
+      if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+      pthread_cond_timedwait(&w->io_cv, &w->mu, &ts);
+    }
     int stop = w->quit || w->failed;
     pthread_mutex_unlock(&w->mu);
     if (stop) return NULL;
@@ -597,13 +613,19 @@ static void push_error_text(lua_State *L, int idx) {
 /* While a job runs with results waiting to go, a count hook sends them once
    RESULT_DELAY has passed: a long job does not hold back short ones (nor the
    sub-jobs it submitted). */
+static void listen_now(worker *w) {
+  pthread_mutex_lock(&w->mu);
+  w->listen = 1;
+  pthread_cond_signal(&w->io_cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
 static void flush_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   worker *w = *(worker **)lua_getextraspace(L);
-  if (farm__now() - w->last_flush < RESULT_DELAY) return;
+  if (!w->listen) listen_now(w);         /* a job that takes a while: the link thread listens */
+  if ((!w->nres && !w->nsubmit) || farm__now() - w->last_flush < RESULT_DELAY) return;
   flush(w);
-  flush_submits(w);
-  lua_sethook(L, NULL, 0, 0);
 }
 
 static int fail_with(lua_State *L, const char *msg) {
@@ -724,7 +746,7 @@ static void resume_run(worker *w, wrun *r, int nargs) {
     goto done;
   }
   lua_xmove(L, co, nargs);
-  if (w->nres || w->nsubmit) lua_sethook(co, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
+  lua_sethook(co, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
   w->cur = r;
   r->t0 = farm__now();
   int nres = 0;
@@ -853,6 +875,8 @@ static void idle_wait(worker *w) {
   double d = next_deadline(w), left = d > 0 ? d - farm__now() : 1.0;
   int ms = left <= 0 ? 0 : left > 1.0 ? 1000 : (int)(left * 1e3) + 1;
   w->idle = 1;
+  w->listen = 0;
+  w->busy_since = 0;
   pthread_mutex_unlock(&w->mu);
   struct pollfd pfd = { .fd = farm__link_rcvfd(w->link), .events = POLLIN };
   int pr = poll(&pfd, 1, ms);
@@ -879,7 +903,7 @@ static int serve(worker *w) {
       idle_wait(w);
     }
     int quit = w->quit, failed = w->failed;
-    pthread_cond_signal(&w->io_cv);        /* busy now: the link thread listens */
+    if (!w->busy_since) w->busy_since = farm__now();   /* the link thread listens if it lasts */
     pthread_mutex_unlock(&w->mu);
     if (!j && !r) { flush(w); return failed ? 3 : 0; }
     if (r) continue_run(w, r);
@@ -969,6 +993,8 @@ static int wait_in(lua_State *L, worker *w, farm_job *j, int any, uint64_t gen, 
       return 1;
     }
     if (!told) {                         /* its slot is free to others, as a waiting job's */
+      w->listen = 1;                     /* and the link thread listens meanwhile */
+      pthread_cond_signal(&w->io_cv);
       pthread_mutex_unlock(&w->mu);
       told = 1;
       w->nblocked++;

@@ -162,6 +162,24 @@ describe("engine", function()
       assert.is_true(endless:cancel { force = true })
       assert.are.equal("cancelled", endless:status())
     end)
+
+    it("takes jobs back, and cancels them, from behind a job blocked in C", function()
+      farm.config { workers = 2, echo = false }
+      local blocked = farm.submit(function() os.execute("sleep 4") return "slept" end)
+      while blocked:status() ~= "running" do farm.wait({ blocked }, { timeout = 0.02 }) end
+      local fs = {}
+      for i = 1, 6 do fs[i] = farm.submit(spin(0.05)) end
+      local victim = farm.submit(spin(0.05))
+      -- wherever the victim waits (here, or at a worker, even the one blocked
+      -- in os.execute: its link thread answers), a cancel of it succeeds
+      assert.is_true(victim:cancel())
+      assert.are.equal("cancelled", victim:status())
+      local done = farm.wait(fs, { timeout = 15 })
+      assert.are.equal(6, #done)
+      assert.is_false(blocked:done())     -- they all ran while it slept: the one
+                                          -- prefetched behind it was taken back
+      assert.are.equal("slept", blocked:result(30))
+    end)
   end)
 
   describe("output", function()

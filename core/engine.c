@@ -85,6 +85,8 @@ struct farm_engine {
   uint64_t rate_done;
   int start_failed;
   int capacity;                    /* the peers' capacities summed (loop thread) */
+  int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
+  int loop_skipped;                /* atomic: the loop sleeps without polling the links */
   char err[512];
 };
 
@@ -937,6 +939,25 @@ static void tick(farm_engine *e, double now) {
 
 /* ---- the loop ------------------------------------------------------------------ */
 
+/* While a waiting caller polls the links itself, the loop leaves them to it:
+   both waking for the same result would cost a hop on every round trip. The
+   two flags are set first and read second on each side, so one of them always
+   sees the other (and a caller that stops polling wakes a loop that skipped). */
+static int loop_polls_links(farm_engine *e) {
+  __atomic_store_n(&e->loop_skipped, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&e->caller_polls, __ATOMIC_SEQ_CST)) return 0;
+  __atomic_store_n(&e->loop_skipped, 0, __ATOMIC_SEQ_CST);
+  return 1;
+}
+
+static void caller_stops_polling(farm_engine *e) {
+  if (__atomic_exchange_n(&e->caller_polls, 0, __ATOMIC_SEQ_CST) &&
+      __atomic_load_n(&e->loop_skipped, __ATOMIC_SEQ_CST)) {
+    uint64_t one = 1;
+    if (write(e->wake_fd, &one, sizeof one) < 0) { /* counter full: it wakes anyway */ }
+  }
+}
+
 static int want_fds(farm_engine *e) {
   int need = 1 + 2 * e->npeers;
   if (need > e->cappfd) {
@@ -945,12 +966,12 @@ static int want_fds(farm_engine *e) {
     e->pfd = p;
     e->cappfd = need;
   }
-  int nf = 0;
+  int nf = 0, links = loop_polls_links(e);
   e->pfd[nf++] = (struct pollfd){ .fd = e->wake_fd, .events = POLLIN };
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
     if (!p->link) continue;
-    e->pfd[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
+    if (links) e->pfd[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
     if (p->pend.n) e->pfd[nf++] = (struct pollfd){ .fd = farm__link_sndfd(p->link), .events = POLLIN };
   }
   return nf;
@@ -1001,7 +1022,8 @@ static void *loop_main(void *arg) {
       if (read(e->wake_fd, &v, sizeof v) < 0) { /* nothing to read: fine */ }
     }
     __atomic_store_n(&e->woken, 0, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < e->npeers; i++) farm__peer_drain(e->peers[i]);
+    if (!__atomic_load_n(&e->caller_polls, __ATOMIC_SEQ_CST))
+      for (int i = 0; i < e->npeers; i++) farm__peer_drain(e->peers[i]);
   }
   pthread_mutex_unlock(&e->mu);
   return NULL;
@@ -1058,7 +1080,10 @@ int farm__engine_closed(farm_engine *e) { return e->closed; }
 static int help(farm_engine *e, struct pollfd *fds, int max) {
   int nf = 0;
   fds[nf++] = (struct pollfd){ .fd = e->done_fd, .events = POLLIN };
-  if (e->closed || pthread_mutex_trylock(&e->mu) != 0) return nf;
+  if (e->closed || pthread_mutex_trylock(&e->mu) != 0) {
+    caller_stops_polling(e);               /* the loop does it */
+    return nf;
+  }
   if (!e->stop) {
     take_incoming(e);
     for (int i = 0; i < e->npeers; i++)
@@ -1073,6 +1098,8 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
       kick |= p->broken || p->pend.n;
       if (p->link && nf < max) fds[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
     }
+    if (nf - 1 == e->npeers) __atomic_store_n(&e->caller_polls, 1, __ATOMIC_SEQ_CST);
+    else caller_stops_polling(e);           /* it could not poll them all */
     e->signal_waiters = 0;                  /* the only waiter is us, and we are awake */
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
@@ -1098,6 +1125,7 @@ int farm__engine_wait(farm_engine *e, uint64_t gen, double timeout) {
       if (read(e->done_fd, &v, sizeof v) < 0) { /* raced with another read: fine */ }
     }
   }
+  caller_stops_polling(e);
   __atomic_sub_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
   return rc;
 }

@@ -623,7 +623,7 @@ static void listen_now(worker *w) {
 static void flush_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   worker *w = *(worker **)lua_getextraspace(L);
-  if (!w->listen) listen_now(w);         /* a job that takes a while: the link thread listens */
+  if (!__atomic_load_n(&w->listen, __ATOMIC_RELAXED)) listen_now(w);   /* a job that takes a while */
   if ((!w->nres && !w->nsubmit) || farm__now() - w->last_flush < RESULT_DELAY) return;
   flush(w);
 }
@@ -743,6 +743,8 @@ static void resume_run(worker *w, wrun *r, int nargs) {
     lua_settop(L, top);
     fail_with(L, "too many arguments for one job");
     finish(w, j->id, j->att, r->busy, 0, &r->out);
+    end_coroutine(w, co, r->co_ref, 0);
+    r->co = NULL;
     goto done;
   }
   lua_xmove(L, co, nargs);

@@ -8,6 +8,7 @@
  * decoder can check for errors once at a convenient point instead of after
  * every read.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "farm.h"
@@ -158,4 +159,11 @@ const char *farm__rd_str(farm_rd *r, size_t *n) {
   if (r->err || len > farm__rd_left(r)) { rd_fail(r); return NULL; }
   *n = (size_t)len;
   return farm__rd_bytes(r, (size_t)len);
+}
+
+const char *farm__size_text(size_t n, char *out, size_t len) {
+  if (n < 1024) snprintf(out, len, "%zu bytes", n);
+  else if (n < (1u << 20)) snprintf(out, len, "%.1f KiB", n / 1024.0);
+  else snprintf(out, len, "%.1f MiB", n / 1048576.0);
+  return out;
 }

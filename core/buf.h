@@ -46,4 +46,7 @@ uint64_t farm__rd_u64le(farm_rd *r);
 const char *farm__rd_str(farm_rd *r, size_t *n);
 const void *farm__rd_bytes(farm_rd *r, size_t n);
 
+/* A size for people: "512 bytes", "12.3 KiB", "256.0 MiB". Returns out. */
+const char *farm__size_text(size_t n, char *out, size_t len);
+
 #endif

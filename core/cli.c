@@ -48,10 +48,34 @@ static int run_interrupted;            /* the error that ended the script was Ct
 
 static const char interrupted[] = "interrupted";
 
+/* Ctrl-C raises a table that prints as "interrupted" (so a pcall that catches
+   it sees something readable), marked by a metatable of its own. */
+static int interrupted_str(lua_State *L) {
+  lua_pushstring(L, interrupted);
+  return 1;
+}
+
+static void push_interrupted(lua_State *L) {
+  lua_newtable(L);
+  if (luaL_newmetatable(L, "farm.interrupted")) {
+    lua_pushcfunction(L, interrupted_str);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_setmetatable(L, -2);
+}
+
+static int is_interrupted(lua_State *L, int idx) {
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, "farm.interrupted");
+  int is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is;
+}
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  lua_pushlightuserdata(L, (void *)interrupted);   /* a marker, not a message with a place */
+  push_interrupted(L);                 /* a marker, not a message with a place */
   lua_error(L);
 }
 
@@ -64,7 +88,7 @@ static void on_sigint(int sig) {
 static int msghandler(lua_State *L) {
   int tb = lua_toboolean(L, lua_upvalueindex(1));
   const char *msg;
-  if (lua_touserdata(L, 1) == (void *)interrupted) {
+  if (is_interrupted(L, 1)) {
     run_interrupted = 1;
     lua_pushstring(L, interrupted);
     return 1;

@@ -253,11 +253,10 @@ static farm_fn *check_fn(lua_State *L, int i) {
 static void check_size(lua_State *L, ctx *c, size_t n, const char *what) {
   size_t max = c->e ? farm__engine_maxmsg(c->e) : farm__worker_maxmsg(c->w);
   if (n + (4u << 10) <= max) return;
-  char msg[256];   /* lua_pushfstring knows no %.1f */
-  snprintf(msg, sizeof msg, "farm: %s take %.1f MiB encoded; a link carries at most %.1f MiB "
-           "per job (farm.config{max_message = bytes} raises it)", what,
-           n / 1048576.0, max / 1048576.0);
-  fail_lua(L, "%s", msg);
+  char have[32], most[32];
+  fail_lua(L, "farm: %s take %s encoded; a link carries at most %s per job "
+           "(farm.config{max_message = bytes} raises it)", what,
+           farm__size_text(n, have, sizeof have), farm__size_text(max, most, sizeof most));
 }
 
 /* Make the future for a job of f, with args from b; pushes it. */
@@ -445,7 +444,8 @@ static int l_wait(lua_State *L) {
   return 1;
 }
 
-/* core.result(job, resolve, cache) -> true, values... | false, message, traceback, where */
+/* core.result(job, resolve, cache) -> true, values... | false, message, traceback, where
+   [, the raised value] */
 static int l_result(lua_State *L) {
   farm_job *j = check_job(L, 1);
   int st = farm__job_state(j);
@@ -465,7 +465,17 @@ static int l_result(lua_State *L) {
   else lua_pushliteral(L, "the job has not finished");
   lua_pushlstring(L, j->tb ? j->tb : "", j->ntb);
   lua_pushstring(L, st == JOB_FAILED ? j->where : "");
-  return 4;
+  if (st != JOB_FAILED || !j->val) return 4;
+  /* the raised value, as it was (one value in its block) */
+  farm_decoder d = {0};
+  lua_pushglobaltable(L);
+  d.env = lua_gettop(L);
+  if (!lua_isnoneornil(L, 2)) d.resolve = 2;
+  if (!lua_isnoneornil(L, 3)) d.cache = 3;
+  int n = farm_codec_decode(L, j->val, j->nval, &d);
+  if (n != 1) { lua_pop(L, n + 1); return 4; }
+  lua_remove(L, -2);
+  return 5;
 }
 
 /* core.stdout(job) -> what it printed (nil while it runs and before) */

@@ -107,7 +107,7 @@ farm_job *farm__job_new(void) {
 void farm__job_unref(farm_job *j) {
   if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   farm__fn_unref(j->fn);
-  free(j->args); free(j->res); free(j->tb);
+  free(j->args); free(j->res); free(j->tb); free(j->val);
   farm__buf_free(&j->out);
   free(j);
 }
@@ -546,8 +546,9 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     double busy = farm__rd_uvar(r) * 1e-9;
     size_t nout, na, nb = 0;
     const char *out = farm__rd_str(r, &nout);
-    const char *a = farm__rd_str(r, &na), *bt = NULL;
-    if (status == FARM_JOB_ERROR) bt = farm__rd_str(r, &nb);
+    const char *a = farm__rd_str(r, &na), *bt = NULL, *ev = NULL;
+    size_t nev = 0;
+    if (status == FARM_JOB_ERROR) { bt = farm__rd_str(r, &nb); ev = farm__rd_str(r, &nev); }
     if (status > FARM_JOB_ERROR || busy < 0 || busy > 1e9) r->err = 1;
     if (r->err) break;
     farm_job *j = take_inflight(p, id, (int)attempt);
@@ -558,6 +559,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
       free(j->res);
       j->res = farm__dupmem(a, na); j->nres = na;
       if (bt) { free(j->tb); j->tb = farm__dupmem(bt, nb); j->ntb = nb; }
+      if (ev && nev) { free(j->val); j->val = farm__dupmem(ev, nev); j->nval = nev; }
       /* out carries all the job printed; streaming may have echoed a prefix */
       size_t echoed = j->echoed < nout ? j->echoed : nout;
       j->out.n = 0;
@@ -668,7 +670,7 @@ static void subdone(farm_engine *e, farm_job *j, int state) {
   farm_peer *p = j->owner;
   if (p->gen != j->owner_gen || !p->link) return;
   farm_buf *b = &p->subdone;
-  size_t size = j->out.n + j->nres + j->ntb + sizeof j->where + 48;
+  size_t size = j->out.n + j->nres + j->ntb + j->nval + sizeof j->where + 48;
   if (p->nsubdone && b->n + size > e->batch_limit) flush_subdone_of(e, p);   /* the receiver drops a message over its limit */
   if (!p->nsubdone) {
     farm__msg_begin(b, FARM_MSG_SUBDONE);
@@ -679,7 +681,10 @@ static void subdone(farm_engine *e, farm_job *j, int state) {
   farm__buf_u8(b, (uint8_t)status);
   farm__buf_str(b, j->out.p, j->out.n);
   farm__buf_str(b, j->res, status == 2 ? 0 : j->nres);
-  if (status == 1) farm__buf_str(b, j->tb, j->ntb);
+  if (status == 1) {
+    farm__buf_str(b, j->tb, j->ntb);
+    farm__buf_str(b, j->val, j->nval);
+  }
   farm__buf_str(b, j->where, strlen(j->where));
   p->nsubdone++;
 }

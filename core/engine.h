@@ -52,6 +52,7 @@ typedef struct farm_job {
   char *args; size_t nargs;        /* args block (freed once over) */
   char *res; size_t nres;          /* result block, or the error message */
   char *tb; size_t ntb;            /* remote traceback */
+  char *val; size_t nval;          /* the value a failed job raised, as a block (or NULL) */
   farm_buf out;                    /* what the job printed */
   size_t echoed;                   /* bytes of out already echoed */
   double timeout;                  /* seconds it may run, 0: no limit */

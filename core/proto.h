@@ -12,7 +12,8 @@
  *                            [str(fn block)] str(args block) }
  *   RESULTS  w->c  u32le(count) count * { uvar(id) uvar(attempt) u8(status)
  *                  uvar(busy ns) str(stdout) (status 0: str(block)
- *                                             | status 1: str(message) str(traceback)) }
+ *                                             | status 1: str(message) str(traceback)
+ *                                                         str(raised value block, or empty)) }
  *   QUIT     c->w  (empty)
  *   TAKE     c->w  u32le(count) count * uvar(id): give these jobs back unless they
  *                  have started. Answered at once, even while a job runs (the
@@ -24,7 +25,8 @@
  *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) str(fn block)
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
- *                  str(stdout) str(block | message) [status 1: str(traceback)] str(where) }
+ *                  str(stdout) str(block | message) [status 1: str(traceback) str(value)]
+ *                  str(where) }
  *
  * A job's mode is CALL (fn(args...), all results) or MAP (args are n, then one
  * slice per list; the worker calls fn on each row and returns one table of the

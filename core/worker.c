@@ -309,6 +309,7 @@ struct worker {
   double last_flush;
   farm_buf cap;                  /* what the running job printed */
   farm_buf enc;                  /* scratch for encoding results */
+  farm_buf errval;               /* the value a failing job raised, encoded (or empty) */
   int fns, chunks;               /* registry refs: hash -> function; compiled chunks (weak) */
   int resolve, describe, names, remember, runner;
   lua_State *freeco[8];          /* finished coroutines, kept for the next jobs */
@@ -352,8 +353,9 @@ static int on_subdone(worker *w, farm_rd *r) {
     int status = farm__rd_u8(r);
     size_t nout, na, nb = 0, nw;
     const char *out = farm__rd_str(r, &nout);
-    const char *a = farm__rd_str(r, &na), *bt = NULL;
-    if (status == FARM_JOB_ERROR) bt = farm__rd_str(r, &nb);
+    const char *a = farm__rd_str(r, &na), *bt = NULL, *ev = NULL;
+    size_t nev = 0;
+    if (status == FARM_JOB_ERROR) { bt = farm__rd_str(r, &nb); ev = farm__rd_str(r, &nev); }
     const char *wh = farm__rd_str(r, &nw);
     if (r->err || status > 2) return FARM_EPROTO;
     for (size_t k = 0; k < w->nsubs; k++) {
@@ -362,6 +364,7 @@ static int on_subdone(worker *w, farm_rd *r) {
       w->subs[k] = w->subs[--w->nsubs];
       j->res = farm__dupmem(a, na); j->nres = na;
       if (bt) { j->tb = farm__dupmem(bt, nb); j->ntb = nb; }
+      if (ev && nev) { j->val = farm__dupmem(ev, nev); j->nval = nev; }
       farm__buf_put(&j->out, out, nout);
       snprintf(j->where, sizeof j->where, "%.*s", (int)(nw < sizeof j->where - 1 ? nw : sizeof j->where - 1), wh);
       __atomic_store_n(&j->state, (uint8_t)(status == 0 ? JOB_DONE : status == 1 ? JOB_FAILED : JOB_CANCELLED),
@@ -509,6 +512,9 @@ static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy,
   size_t cut = w->maxmsg / 8 < ERROR_BYTES ? w->maxmsg / 8 : ERROR_BYTES;  /* a huge message is cut */
   farm__buf_str(&w->res, msg, nmsg < cut ? nmsg : cut);
   farm__buf_str(&w->res, tb, ntb < cut ? ntb : cut);
+  /* the raised value itself, when it could be encoded and is not too big */
+  farm__buf_str(&w->res, w->errval.p, w->errval.n <= cut ? w->errval.n : 0);
+  w->errval.n = 0;
 }
 
 /* ---- protected helpers (every Lua error in them is the job's, not ours) ------------- */
@@ -664,8 +670,11 @@ static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok, fa
     farm__buf_put(&w->cap, note, (size_t)k);
   }
   if (ok && w->enc.n + w->cap.n > room) {
-    lua_pushfstring(w->L, "the job's results and output take %d MiB; a link carries at most %d MiB",
-                    (int)((w->enc.n + w->cap.n) >> 20), (int)(w->maxmsg >> 20));
+    char have[32], max[32];
+    lua_pushfstring(w->L, "the job's results and output take %s; a link carries at most %s "
+                    "(farm.config{max_message = bytes} raises it)",
+                    farm__size_text(w->enc.n + w->cap.n, have, sizeof have),
+                    farm__size_text(w->maxmsg, max, sizeof max));
     lua_pushliteral(w->L, "");
     ok = 0;
   }
@@ -785,6 +794,15 @@ static void resume_run(worker *w, wrun *r, int nargs) {
   } else {
     lua_xmove(co, L, 1);                 /* the error object */
     int e = lua_gettop(L);
+    lua_pushvalue(L, e);                 /* the value travels too, when it can */
+    if (encode_results(w, 1) == 0) {
+      farm_buf t = w->errval;
+      w->errval = w->enc;
+      w->enc = t;
+    } else {
+      lua_pop(L, 1);                     /* it cannot: its text will do */
+      w->errval.n = 0;
+    }
     luaL_traceback(L, co, NULL, 0);
     push_error_text(L, e);
     lua_insert(L, -2);                   /* message, traceback */
@@ -1111,6 +1129,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   farm__buf_init(&w.res);
   farm__buf_init(&w.cap);
   farm__buf_init(&w.enc);
+  farm__buf_init(&w.errval);
   farm__buf_init(&w.submit);
   pthread_mutex_init(&w.mu, NULL);
   pthread_cond_init(&w.cv, NULL);
@@ -1188,5 +1207,6 @@ out:
   farm__buf_free(&w.res);
   farm__buf_free(&w.cap);
   farm__buf_free(&w.enc);
+  farm__buf_free(&w.errval);
   return rc;
 }

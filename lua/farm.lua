@@ -45,7 +45,11 @@ local function check_config(what, opts, level)
       if math.type(v) ~= "integer" or v < 65536 then
         error(("%s: max_message must be a number of bytes (at least 65536)"):format(what), level + 1)
       end
-    elseif k ~= "echo" and k ~= "progress" then
+    elseif k == "echo" or k == "progress" then
+      if type(v) ~= "boolean" then
+        error(("%s: %s must be true or false (got %s)"):format(what, k, type(v)), level + 1)
+      end
+    else
       error(("%s: unknown option '%s' (%s)"):format(what, tostring(k), OPTIONS), level + 1)
     end
   end
@@ -204,8 +208,8 @@ local Future = {}
 
 local function finish(f, ok, ...)
   if ok then return ... end
-  local message, traceback, where = ...
-  error(setmetatable({ message = message, traceback = traceback,
+  local message, traceback, where, value = ...
+  error(setmetatable({ message = message, traceback = traceback, value = value,
                        worker = where ~= "" and where or nil, job = core.id(f) }, JobError), 3)
 end
 

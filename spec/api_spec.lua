@@ -51,6 +51,28 @@ describe("farm API", function()
   end)
 
   describe("a failing job", function()
+    it("gives the raised value itself as err.value: tables, numbers, false", function()
+      local function raised(v)
+        local f = farm.submit(function(x) error(x) end, v)
+        local ok, err = pcall(f.result, f)
+        assert.is_false(ok)
+        return err
+      end
+      local err = raised({ code = 42, why = "bad" })
+      assert.are.same({ code = 42, why = "bad" }, err.value)
+      assert.is_truthy(err.message:find("table", 1, true))
+      err = raised(3.5)
+      assert.are.equal(3.5, err.value)
+      assert.are.equal("float", math.type(err.value))
+      assert.are.equal(false, raised(false).value)
+      local f = farm.submit(function() error(io.stdout) end)   -- a value that cannot travel
+      local ok
+      ok, err = pcall(f.result, f)
+      assert.is_false(ok)
+      assert.is_nil(err.value)
+      assert.is_truthy(err.message:find("file", 1, true), err.message)
+    end)
+
     it("raises an error value with message, traceback and worker", function()
       local function fails(x)
         error("bad value " .. x)
@@ -283,6 +305,8 @@ describe("farm API", function()
       farm.close()
       assert.has_error(function() farm.config { wrkers = 3 } end)
       assert.has_error(function() farm.config { workers = 0 } end)
+      assert.has_error(function() farm.config { echo = "no" } end, "farm.config: echo must be true or false (got string)")
+      assert.has_error(function() farm.config { progress = 1 } end, "farm.config: progress must be true or false (got number)")
     end)
 
     it("replaces a worker that dies, and retries its job elsewhere", function()

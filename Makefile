@@ -6,7 +6,8 @@
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
 #   make bench      print the benchmark figures
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
-#   make fuzz       build the fuzzers (value decoder, RESULTS parser) with libFuzzer (clang)
+#   make fuzz       build the fuzzers (value decoder, what a worker sends the engine, the
+#                   JOBS and TAKE messages a worker reads) with libFuzzer (clang)
 
 MAKEFLAGS += --no-print-directory
 CC      ?= cc

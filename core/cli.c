@@ -189,7 +189,6 @@ static int cmd_run(int argc, char **argv) {
     for (i = first_arg; i < argc; i++) lua_pushstring(L, argv[i]);
     run_state = L;
     signal(SIGINT, on_sigint);
-    signal(SIGPIPE, SIG_IGN);
     int st = lua_pcall(L, argc - first_arg, 0, mh);
     if (st == LUA_OK) {                /* jobs left unfinished are waited for */
       lua_pushcfunction(L, finish_run);

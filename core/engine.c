@@ -179,12 +179,22 @@ static void progress_clear(farm_engine *e) {
   e->prog_shown = 0;
 }
 
+/* Standard output went away (`farm run x.lua | head -1`): the process ends as
+   any program writing there would, by SIGPIPE -- unless it ignores SIGPIPE,
+   and then the echo stops. The loop thread blocks signals, so a write of its
+   own only fails: the signal goes to the process. */
+static void stdout_gone(farm_engine *e) {
+  struct sigaction sa;
+  e->echo = 0;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) kill(getpid(), SIGPIPE);
+}
+
 static void echo_upto(farm_engine *e, farm_job *j, size_t upto) {
   if (!e->echo || upto <= j->echoed) return;
   progress_clear(e);
   fwrite(j->out.p + j->echoed, 1, upto - j->echoed, stdout);
   j->echoed = upto;
-  fflush(stdout);
+  if (fflush(stdout) != 0 && errno == EPIPE) stdout_gone(e);
 }
 
 /* Echo the complete lines not echoed yet (and a very long partial one). */
@@ -199,7 +209,10 @@ static void echo_lines(farm_engine *e, farm_job *j) {
 static void echo_rest(farm_engine *e, farm_job *j) {
   if (!e->echo || j->out.n <= j->echoed) return;
   echo_upto(e, j, j->out.n);
-  if (j->out.p[j->out.n - 1] != '\n') { fputc('\n', stdout); fflush(stdout); }
+  if (e->echo && j->out.p[j->out.n - 1] != '\n') {
+    fputc('\n', stdout);
+    if (fflush(stdout) != 0 && errno == EPIPE) stdout_gone(e);
+  }
 }
 
 static farm_job *find_inflight(farm_peer *p, uint64_t id) {

@@ -276,6 +276,22 @@ describe("farm run", function()
       assert.is_truthy(text:find("exit 130", 1, true), text)
     end)
 
+    it("when its output goes to a pipe that closes, as lua does (SIGPIPE)", function()
+      for _, body in ipairs({
+        "for i = 1, 1e9 do print(i) end\n",                     -- the script prints
+        "for i = 1, 8 do farm.submit(function() for k = 1, 1e7 do print(k) end end) end\n",  -- its jobs do
+      }) do
+        local out = H.tmp("", ".pids")
+        local script = H.tmp(prelude .. body)
+        local r = H.sh(("%s run %s %s | head -1"):format(H.quote(H.farm), H.quote(script), H.quote(out)), 60)
+        assert.are.equal(0, r.code, r.err)
+        assert.are.equal("1\n", r.out)
+        local pids = pids_in(out)
+        assert.is_true(#pids >= 2, "the script wrote its pids")
+        assert.is_true(H.wait_gone(pids, 10), "client or workers still running")
+      end
+    end)
+
     it("after Ctrl-C while the script itself computes", function()
       local pids, log = started("while true do end\n")
       os.execute("sleep 0.2; kill -INT " .. pids[1])

@@ -77,16 +77,19 @@ local function lines_of(rec)
   local lines = rec.lines
   if lines then return lines end
   lines = {}
+  -- lines end as Lua's lexer ends them: "\n", "\r", "\r\n" or "\n\r" (so CR-only
+  -- and CRLF files number their lines as the compiler does)
   local text, pos, n = rec.text, 1, 0
   while true do
-    local nl = find(text, "\n", pos, true)
+    local nl = find(text, "[\r\n]", pos)
     n = n + 1
     if not nl then
       lines[n] = sub(text, pos)
       break
     end
     lines[n] = sub(text, pos, nl - 1)
-    pos = nl + 1
+    local c, d = sub(text, nl, nl), sub(text, nl + 1, nl + 1)
+    pos = ((d == "\r" or d == "\n") and d ~= c) and nl + 2 or nl + 1
   end
   rec.lines = lines
   return lines

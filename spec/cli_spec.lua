@@ -22,6 +22,16 @@ describe("farm run", function()
     assert.is_truthy(r.out:find("job count | % of all jobs", 1, true), r.out)
   end)
 
+  it("ships functions from files with any of Lua's line endings (LF, CRLF, CR, LFCR)", function()
+    for _, nl in ipairs({ "\n", "\r\n", "\r", "\n\r" }) do
+      local text = table.concat({ "local function f(x)", "  local y = x * 2", "  return y",
+        "end", "print(farm.submit(f, 21):result())", "" }, nl)
+      local r = H.run_script(text)
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("42\n", r.out)
+    end
+  end)
+
   it("counts the CPUs it may use, as taskset sets them", function()
     local r = H.sh(("taskset -c 0 %s run %s"):format(H.quote(H.farm), H.quote(H.tmp("print(farm.workers())"))))
     assert.are.equal(0, r.code, r.err)

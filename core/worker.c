@@ -411,10 +411,10 @@ static int orphaned(worker *w) { return w->parent > 0 && getppid() != w->parent;
 #define LISTEN_AFTER 0.05         /* a job busy this long has the link thread listen */
 
 /* The link thread receives while the Lua thread is busy with a job that takes
-   a while (one that runs Lua says so from its count hook; one blocked in C is
-   noticed within LISTEN_AFTER) or waits blocking. While the Lua thread is idle
-   it receives itself, and short jobs never wake this thread: that saves hops
-   between threads on every round trip. */
+   a while (it notices within LISTEN_AFTER) or waits blocking. While the Lua
+   thread is idle it receives itself, and short jobs never wake this thread:
+   that saves hops between threads on every round trip. (A count hook could say
+   sooner, but a hook slows every instruction of the job.) */
 static void *io_main(void *arg) {
   worker *w = arg;
   sigset_t all;
@@ -619,19 +619,12 @@ static void push_error_text(lua_State *L, int idx) {
 /* While a job runs with results waiting to go, a count hook sends them once
    RESULT_DELAY has passed: a long job does not hold back short ones (nor the
    sub-jobs it submitted). */
-static void listen_now(worker *w) {
-  pthread_mutex_lock(&w->mu);
-  w->listen = 1;
-  pthread_cond_signal(&w->io_cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
 static void flush_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   worker *w = *(worker **)lua_getextraspace(L);
-  if (!__atomic_load_n(&w->listen, __ATOMIC_RELAXED)) listen_now(w);   /* a job that takes a while */
-  if ((!w->nres && !w->nsubmit) || farm__now() - w->last_flush < RESULT_DELAY) return;
+  if (farm__now() - w->last_flush < RESULT_DELAY) return;
   flush(w);
+  lua_sethook(L, NULL, 0, 0);            /* a hook slows every instruction: only while needed */
 }
 
 static int fail_with(lua_State *L, const char *msg) {
@@ -757,7 +750,7 @@ static void resume_run(worker *w, wrun *r, int nargs) {
     goto done;
   }
   lua_xmove(L, co, nargs);
-  lua_sethook(co, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
+  if (w->nres || w->nsubmit) lua_sethook(co, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
   w->cur = r;
   r->t0 = farm__now();
   int nres = 0;

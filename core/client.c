@@ -574,12 +574,6 @@ static int l_finished(lua_State *L) {
   return 1;
 }
 
-static int l_set_progress(lua_State *L) {
-  ctx *c = luaL_checkudata(L, 1, CTX_MT);
-  if (c->e) farm__engine_set_progress(c->e, lua_toboolean(L, 2));
-  return 0;
-}
-
 static int l_pids(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
   long pids[256];
@@ -639,7 +633,7 @@ void farm__open_client(lua_State *L, int core) {
     { "result", l_result }, { "stdout", l_stdout }, { "where", l_where },
     { "split_done", l_split_done }, { "stats", l_stats }, { "workers", l_workers },
     { "outstanding", l_outstanding }, { "finished", l_finished },
-    { "set_progress", l_set_progress }, { "pids", l_pids },
+    { "pids", l_pids },
     { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
     { "worker_ctx", l_worker_ctx },
     { NULL, NULL } };

@@ -895,7 +895,6 @@ static void check_timeouts(farm_engine *e, double now) {
     uint64_t id = p->ops->running ? p->ops->running(p) : 0;
     if (id != p->running_id) {
       p->running_id = id;
-      p->running_since = now;
       farm_job *j = job_running_at(p, id);
       if (j && !j->started) j->started = now;
       if (j) j->begun = 1;
@@ -1089,7 +1088,6 @@ uint64_t farm__engine_gen(farm_engine *e) { return __atomic_load_n(&e->gen, __AT
 size_t farm__engine_outstanding(farm_engine *e) {
   return __atomic_load_n(&e->outstanding, __ATOMIC_SEQ_CST);
 }
-int farm__engine_closed(farm_engine *e) { return e->closed; }
 
 /* A waiting caller lends the loop a hand when the loop is not busy: it sends
    what was just submitted and takes what came, saving the hops through the
@@ -1301,13 +1299,6 @@ int farm__engine_pids(farm_engine *e, long *pids, int max) {
     pids[n++] = e->peers[i]->ops->pid ? e->peers[i]->ops->pid(e->peers[i]) : 0;
   pthread_mutex_unlock(&e->mu);
   return n;
-}
-
-void farm__engine_set_progress(farm_engine *e, int on) {
-  pthread_mutex_lock(&e->mu);
-  e->progress = on;
-  if (!on) progress_clear(e);
-  pthread_mutex_unlock(&e->mu);
 }
 
 /* ---- for the local kind ------------------------------------------------------------ */

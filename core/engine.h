@@ -80,7 +80,6 @@ int  farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, 
    Safe to call twice. farm__engine_free after it frees the engine. */
 void farm__engine_close(farm_engine *e);
 void farm__engine_free(farm_engine *e);
-int  farm__engine_closed(farm_engine *e);
 
 /* Hand a job (state QUEUED, refs counting the engine's) to the loop. */
 void farm__engine_submit(farm_engine *e, farm_job *j);
@@ -124,8 +123,6 @@ typedef struct farm_engine_stats {
 void farm__engine_stats(farm_engine *e, farm_engine_stats *s);
 int  farm__engine_workers(farm_engine *e);
 int  farm__engine_pids(farm_engine *e, long *pids, int max);
-/* Stop drawing the progress line (and clear it). */
-void farm__engine_set_progress(farm_engine *e, int on);
 
 /* ---- jobs and function packages (refcounted, any thread) ---- */
 farm_job *farm__job_new(void);

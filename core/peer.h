@@ -62,8 +62,7 @@ struct farm_peer {
   int forget;                      /* next JOBS tells it to drop its cache */
   double est;                      /* EWMA of its seconds per job; 0 = not known yet */
   double idle_since;               /* when it last ran out of work (0: busy) */
-  uint64_t running_id;             /* the job it was last seen running, and since when */
-  double running_since;
+  uint64_t running_id;             /* the job it was last seen running */
   uint64_t jobs;                   /* stats */
   double busy;
 };

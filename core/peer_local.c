@@ -31,7 +31,7 @@ typedef struct local {
   char url[PATH_MAX + 32];
   farm_wstate *state;
   int outfd;                       /* the worker's descriptor 1, as the client holds it */
-  uint64_t sseq, sjob;             /* the stretch of output being streamed... */
+  uint64_t sseq;                   /* the stretch of output being streamed... */
   size_t soff;                     /* ...and how much of it was read */
 } local;
 
@@ -51,7 +51,7 @@ static void stream_output(farm_peer *p, int final) {
   if (!l->state || l->outfd < 0) return;
   uint64_t s1 = farm__wstate_seq(l->state);
   uint64_t job = farm__wstate_job(l->state);
-  if (s1 != l->sseq) { l->sseq = s1; l->sjob = job; l->soff = 0; }
+  if (s1 != l->sseq) { l->sseq = s1; l->soff = 0; }
   /* a stretch after a wait is not streamed (what the job printed before went
      with the worker's record of it, so the stream would no longer be a prefix
      of its output); a dying worker's last stretch is kept all the same */
@@ -103,7 +103,7 @@ static int local_start(farm_peer *p) {
     goto fail;
   }
   l->pid = pid;
-  l->sseq = l->sjob = 0;
+  l->sseq = 0;
   l->soff = 0;
   farm__peer_reset(p);
   return 0;

@@ -12,12 +12,12 @@
 MAKEFLAGS += --no-print-directory
 CC      ?= cc
 B       ?= build
-PKGS     = lua5.4 nanomsg libsodium
+PKGS     = lua5.4 nanomsg libsodium libssh2
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium 2>/dev/null) -lm -ldl
+LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium libssh2 2>/dev/null) -lpthread -lm -ldl
 LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
 
 CORE_SRC = $(filter-out core/main.c core/cli.c,$(wildcard core/*.c))

@@ -17,6 +17,9 @@ const char *farm_strerror(int code) {
   case FARM_ESPAWN: return "a worker process could not be started";
   case FARM_ECLOSED: return "the farm was closed";
   case FARM_ETIMEDOUT: return "timed out";
+  case FARM_EAUTH: return "authentication failed";
+  case FARM_ESSH: return "an SSH connection failed";
+  case FARM_EHOSTS: return "a hostfile or host list does not parse";
   default: return "unknown error";
   }
 }

@@ -30,6 +30,9 @@ struct lua_State;
 #define FARM_ESPAWN   (-7)       /* a worker process could not be started */
 #define FARM_ECLOSED  (-8)       /* the farm was closed */
 #define FARM_ETIMEDOUT (-9)      /* a wait timed out */
+#define FARM_EAUTH    (-10)      /* authentication failed (a wrong or missing key) */
+#define FARM_ESSH     (-11)      /* a host could not be reached or logged into over SSH */
+#define FARM_EHOSTS   (-12)      /* a hostfile or host list does not parse */
 
 const char *farm_strerror(int code);
 const char *farm_version(void);

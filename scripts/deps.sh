@@ -2,7 +2,8 @@
 # deps.sh -- install the Debian packages farm needs to build and test, when any is missing.
 set -eu
 pkgs="build-essential pkg-config lua5.4 liblua5.4-dev libnanomsg-dev nanomsg-utils
-      libsodium-dev lua-busted perl procps clang libclang-rt-14-dev tmux bsdutils"
+      libsodium-dev lua-busted perl procps clang libclang-rt-14-dev tmux bsdutils
+      libssh2-1-dev openssh-server openssh-client iproute2 util-linux"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

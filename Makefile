@@ -51,7 +51,10 @@ $(B)/farm.so: $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(LIBS_NOLUA)
 
 # -Wl,-E: Lua C modules that a job requires find the Lua API in the executable.
-$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(CORE_OBJ)
+$(B)/obj/node.o: nodes/node.c $(wildcard core/*.h) include/farm.h | $(B)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/node.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
 $(B)/farm.pc: scripts/farm.pc.in

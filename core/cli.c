@@ -1,5 +1,6 @@
 /*
- * cli.c -- the farm command line: `farm run`, `farm worker`, help and version.
+ * cli.c -- the farm command line: `farm run`, `farm keygen`, `farm worker`, help
+ * and version (`farm node` is nodes/node.c).
  * Part of the executable only, not of the library: it owns the process's
  * signal handling, which a C host embedding libfarm keeps for itself.
  *
@@ -17,21 +18,38 @@
 #include "farm.h"
 #include "worker.h"
 #include "cli.h"
+#include "session.h"
 
 static const char usage[] =
-  "usage: farm run SCRIPT.lua [-n N] [--quiet-jobs] [--progress | --no-progress] [--stats]\n"
-  "                [--traceback] [-- ARGS...]\n"
+  "usage: farm run SCRIPT.lua [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
+  "                [--quiet-jobs] [--progress | --no-progress] [--stats] [--traceback] [-- ARGS...]\n"
+  "       farm node [--listen ADDR] [-w N] [--key-file F] ...   (farm node --help)\n"
+  "       farm keygen FILE\n"
   "       farm worker --connect URL [--slot N] [--parent PID]   (started by farm itself)\n"
   "       farm --version | farm --help\n"
   "\n"
   "  run       run SCRIPT with `farm` loaded; its jobs run on N local workers\n"
-  "            (default: one per online CPU)\n"
-  "  -n N      number of local workers\n"
+  "            (default: one per CPU it may use) and on the nodes given\n"
+  "  -n N      number of local workers; -n 0 (or --no-local): every job runs on the nodes\n"
+  "  --nodes HOSTFILE  start `farm node` over SSH on each host in HOSTFILE, one per line:\n"
+  "                    'host [workers]', 'user@host:sshport [workers]', or\n"
+  "                    'node://host:port [workers]' for a standing node; # comments\n"
+  "  --hosts LIST      the same hosts, comma separated (h1,user@h2:2222,node://h3:7070)\n"
+  "  --key-file F      the key of standing nodes (default $FARM_KEY_FILE); nodes started\n"
+  "                    over SSH get a key made for the run\n"
+  "  --accept-new-hosts  add the key of an SSH host not in ~/.ssh/known_hosts\n"
+  "  --remote-farm PATH  the farm executable on the SSH hosts (default: farm on their PATH)\n"
+  "  --heartbeat S     seconds between heartbeats with nodes (default 1); a node silent\n"
+  "                    for 5 heartbeats is lost and its jobs run elsewhere\n"
   "  --quiet-jobs  do not echo what jobs print (future.stdout still has it)\n"
   "  --progress    keep a live progress line on stderr (the default when it is a terminal)\n"
   "  --no-progress no progress line\n"
   "  --stats       print the pool's statistics (farm.print_stats) on stderr at the end\n"
-  "  --traceback   on an error in the script, print the client's traceback too\n";
+  "  --traceback   on an error in the script, print the client's traceback too\n"
+  "\n"
+  "  farm's options go before or after SCRIPT; the script's own arguments follow `--`,\n"
+  "  or begin at the first word after SCRIPT that is not one of farm's options.\n"
+  "  keygen    write a new farm key to FILE (readable by you alone)\n";
 
 static int fail(const char *fmt, const char *a) {
   fputs("farm: ", stderr);
@@ -100,18 +118,37 @@ static int msghandler(lua_State *L) {
 }
 
 /* Standard libraries, and farm configured as the command line says (protected). */
+typedef struct run_opts {
+  long nworkers;                   /* -1: not given */
+  int echo, progress;
+  const char *nodes, *hosts, *key_file, *remote_farm;
+  int accept_new;
+  double heartbeat;
+} run_opts;
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (v) { lua_pushstring(L, v); lua_setfield(L, -2, k); }
+}
+
+/* Standard libraries, and farm configured as the command line says (protected). */
 static int open_farm(lua_State *L) {
-  lua_Integer nworkers = lua_tointeger(L, 1);
-  int echo = lua_toboolean(L, 2), progress = lua_toboolean(L, 3);
+  const run_opts *o = lua_touserdata(L, 1);
   luaL_openlibs(L);
   luaL_requiref(L, "farm", luaopen_farm, 1);
   lua_getfield(L, -1, "config");
-  lua_createtable(L, 0, 2);
-  if (nworkers) { lua_pushinteger(L, nworkers); lua_setfield(L, -2, "workers"); }
-  lua_pushboolean(L, echo);
+  lua_createtable(L, 0, 8);
+  if (o->nworkers > 0) { lua_pushinteger(L, o->nworkers); lua_setfield(L, -2, "workers"); }
+  if (o->nworkers == 0) { lua_pushboolean(L, 0); lua_setfield(L, -2, "local_workers"); }
+  lua_pushboolean(L, o->echo);
   lua_setfield(L, -2, "echo");
-  lua_pushboolean(L, progress);
+  lua_pushboolean(L, o->progress);
   lua_setfield(L, -2, "progress");
+  set_str(L, "nodes", o->nodes);
+  set_str(L, "hosts", o->hosts);
+  set_str(L, "key_file", o->key_file);
+  set_str(L, "remote_farm", o->remote_farm);
+  if (o->accept_new) { lua_pushboolean(L, 1); lua_setfield(L, -2, "accept_new_hosts"); }
+  if (o->heartbeat > 0) { lua_pushnumber(L, o->heartbeat); lua_setfield(L, -2, "heartbeat"); }
   lua_call(L, 1, 0);
   return 0;
 }
@@ -136,37 +173,56 @@ static int finish_run(lua_State *L) {
 
 static int cmd_run(int argc, char **argv) {
   const char *script = NULL;
-  long nworkers = 0;
-  int quiet = 0, traceback = 0, stats = 0, progress = isatty(2), i, first_arg = argc;
+  run_opts o = { .nworkers = -1, .echo = 1, .progress = isatty(2) };
+  int traceback = 0, stats = 0, i, first_arg = argc;
   for (i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { first_arg = i + 1; break; }
     if (strcmp(a, "-n") == 0 || strcmp(a, "--workers") == 0) {
       char *end;
       if (i + 1 >= argc) return fail("%s needs a number of workers, e.g. -n 4", a);
-      nworkers = strtol(argv[++i], &end, 10);
-      if (*end || nworkers < 1 || nworkers > 256)
-        return fail("-n takes a number of workers from 1 to 256, not '%s'", argv[i]);
-    } else if (strcmp(a, "--quiet-jobs") == 0) quiet = 1;
-    else if (strcmp(a, "--progress") == 0) progress = 1;
-    else if (strcmp(a, "--no-progress") == 0) progress = 0;
+      o.nworkers = strtol(argv[++i], &end, 10);
+      if (*end || !*argv[i] || o.nworkers < 0 || o.nworkers > 256)
+        return fail("-n takes a number of workers from 0 (only nodes) to 256, not '%s'", argv[i]);
+    } else if (strcmp(a, "--no-local") == 0) o.nworkers = 0;
+    else if (strcmp(a, "--quiet-jobs") == 0) o.echo = 0;
+    else if (strcmp(a, "--progress") == 0) o.progress = 1;
+    else if (strcmp(a, "--no-progress") == 0) o.progress = 0;
     else if (strcmp(a, "--stats") == 0) stats = 1;
     else if (strcmp(a, "--traceback") == 0) traceback = 1;
+    else if (strcmp(a, "--accept-new-hosts") == 0) o.accept_new = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
-    else if (strcmp(a, "--nodes") == 0 || strcmp(a, "--hosts") == 0)
-      return fail("'%s': remote nodes are not built yet in this version; jobs run on the local pool (-n N)", a);
-    else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm run' (see farm --help)", a);
+    else if (!strcmp(a, "--nodes") || !strcmp(a, "--hosts") || !strcmp(a, "--key-file") ||
+             !strcmp(a, "--remote-farm") || !strcmp(a, "--heartbeat")) {
+      if (i + 1 >= argc || !*argv[i + 1])
+        return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
+                    : !strcmp(a, "--hosts") ? "%s needs a list of hosts, e.g. --hosts h1,h2:2222,node://h3:7070"
+                    : !strcmp(a, "--heartbeat") ? "%s needs a number of seconds, e.g. --heartbeat 1"
+                    : "%s needs a path", a);
+      const char *v = argv[++i];
+      if (!strcmp(a, "--nodes")) { if (o.hosts) return fail("%s", "give --nodes or --hosts, not both"); o.nodes = v; }
+      else if (!strcmp(a, "--hosts")) { if (o.nodes) return fail("%s", "give --nodes or --hosts, not both"); o.hosts = v; }
+      else if (!strcmp(a, "--key-file")) o.key_file = v;
+      else if (!strcmp(a, "--remote-farm")) o.remote_farm = v;
+      else {
+        char *end;
+        o.heartbeat = strtod(v, &end);
+        if (*end || !(o.heartbeat >= 0.05 && o.heartbeat <= 3600))
+          return fail("--heartbeat takes seconds from 0.05 to 3600, not '%s'", v);
+      }
+    }
+    else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm run' (see farm --help; the script's own options go after --)", a);
     else if (!script) script = a;
     else { first_arg = i; break; }
   }
+  if (o.nworkers == 0 && !o.nodes && !o.hosts)
+    return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
   if (!script) return fail("%s", "'farm run' needs a script: farm run SCRIPT.lua");
   lua_State *L = luaL_newstate();
   if (!L) return fail("%s", "out of memory");
   lua_pushcfunction(L, open_farm);
-  lua_pushinteger(L, nworkers);
-  lua_pushboolean(L, !quiet);
-  lua_pushboolean(L, progress);
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+  lua_pushlightuserdata(L, &o);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     fprintf(stderr, "farm: cannot load the farm module: %s\n", lua_tostring(L, -1));
     lua_close(L);
     return 1;
@@ -240,7 +296,16 @@ int farm_main(int argc, char **argv) {
     fputs(usage, stdout);
     return 0;
   }
-  if (strcmp(cmd, "node") == 0 || strcmp(cmd, "repl") == 0)
+  if (strcmp(cmd, "node") == 0) return farm_node_main(argc, argv);
+  if (strcmp(cmd, "keygen") == 0) {
+    char err[400];
+    if (argc != 3 || argv[2][0] == '-') return fail("%s", "usage: farm keygen FILE (writes a new farm key, mode 600)");
+    if (farm__key_write(argv[2], err, sizeof err) < 0) return fail("%s", err);
+    fprintf(stderr, "farm: wrote a new key to %s; give it to the nodes and clients that share it "
+            "(--key-file %s)\n", argv[2], argv[2]);
+    return 0;
+  }
+  if (strcmp(cmd, "repl") == 0)
     return fail("'farm %s' is not built yet in this version; use 'farm run SCRIPT.lua'", cmd);
   if (strstr(cmd, ".lua")) return fail("to run a script, say 'farm run %s'", cmd);
   return fail("unknown command '%s' (commands: run; see farm --help)", cmd);

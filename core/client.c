@@ -17,6 +17,8 @@
 #include "clock.h"
 #include "codec.h"
 #include "engine.h"
+#include "hosts.h"
+#include "session.h"
 #include "luafuncs.h"
 #include "worker.h"
 
@@ -109,6 +111,38 @@ static int l_new(lua_State *L) {
   if (o.workers < 0 || o.workers > 256)
     return fail_lua(L, "farm: workers must be between 1 and 256 (got %d)", o.workers);
   o.maxmsg = maxmsg > 0 ? (size_t)maxmsg : 0;
+  lua_getfield(L, 1, "local_workers");
+  o.no_local = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+  lua_getfield(L, 1, "accept_new_hosts");
+  o.accept_new_hosts = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "remote_farm");
+  o.remote_farm = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "heartbeat");
+  o.heartbeat = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 1, "nodes");
+  const char *nodes = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "hosts");
+  const char *hosts = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "key_file");
+  const char *keyfile = luaL_optstring(L, -1, NULL);
+  if (!keyfile || !*keyfile) keyfile = getenv("FARM_KEY_FILE");
+  char err[512];
+  err[0] = 0;
+  farm_host *hl = NULL;
+  int nh = 0;
+  unsigned char key[FARM_KEYLEN];
+  if (nodes || hosts) {
+    nh = nodes ? farm__hosts_file(nodes, &hl, err, sizeof err) : farm__hosts_list(hosts, &hl, err, sizeof err);
+    if (nh < 0) return fail_lua(L, "farm: %s", err);
+    int standing = 0;
+    for (int i = 0; i < nh; i++) standing |= hl[i].kind == FARM_HOST_NODE;
+    if (standing && keyfile && *keyfile) {
+      if (farm__key_load(keyfile, key, err, sizeof err) < 0) { free(hl); return fail_lua(L, "farm: %s", err); }
+      o.key = key;
+    }
+  }
+  o.hosts = hl;
+  o.nhosts = nh;
   ctx *c = lua_newuserdatauv(L, sizeof *c, 1);
   memset(c, 0, sizeof *c);
   farm__buf_init(&c->enc);
@@ -117,9 +151,9 @@ static int l_new(lua_State *L) {
   g->c = c;
   luaL_setmetatable(L, GUARD_MT);
   lua_setiuservalue(L, -2, 1);
-  char err[512];
-  err[0] = 0;
   int rc = farm__engine_open(&c->e, &o, err, sizeof err);
+  free(hl);
+  sodium_memzero(key, sizeof key);
   if (rc < 0) return fail_lua(L, "farm: %s", err[0] ? err : farm_strerror(rc));
   return 1;
 }
@@ -444,16 +478,19 @@ static int l_wait(lua_State *L) {
   return 1;
 }
 
-/* core.result(job, resolve, cache) -> true, values... | false, message, traceback, where
-   [, the raised value] */
+/* core.result(job, resolve, cache, resolve_loaded) -> true, values... | false, message,
+   traceback, where [, the raised value]. A job that ran on a node decodes
+   untrusted: its module references resolve through resolve_loaded (what this
+   state has loaded, never a require) and its globals never reach ours. */
 static int l_result(lua_State *L) {
   farm_job *j = check_job(L, 1);
   int st = farm__job_state(j);
   if (st == JOB_DONE) {
     farm_decoder d = {0};
-    lua_pushglobaltable(L);
-    d.env = lua_gettop(L);
-    if (!lua_isnoneornil(L, 2)) d.resolve = 2;
+    /* from another host: globals it brings go to a table of their own, never ours */
+    if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
+    d.env = j->untrusted ? 0 : lua_gettop(L);
+    if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
     if (!lua_isnoneornil(L, 3)) d.cache = 3;
     lua_pushboolean(L, 1);
     int n = farm_codec_decode(L, j->res, j->nres, &d);
@@ -468,9 +505,9 @@ static int l_result(lua_State *L) {
   if (st != JOB_FAILED || !j->val) return 4;
   /* the raised value, as it was (one value in its block) */
   farm_decoder d = {0};
-  lua_pushglobaltable(L);
-  d.env = lua_gettop(L);
-  if (!lua_isnoneornil(L, 2)) d.resolve = 2;
+  if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
+  d.env = j->untrusted ? 0 : lua_gettop(L);
+  if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
   if (!lua_isnoneornil(L, 3)) d.cache = 3;
   int n = farm_codec_decode(L, j->val, j->nval, &d);
   if (n != 1) { lua_pop(L, n + 1); return 4; }
@@ -533,6 +570,10 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "jobs");
     lua_pushnumber(L, p->busy);
     lua_setfield(L, -2, "busy");
+    lua_pushstring(L, p->kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, p->state ? p->state : "up");
+    lua_setfield(L, -2, "state");
     lua_rawseti(L, -2, i + 1);
     jobs += p->jobs;
     busy += p->busy;

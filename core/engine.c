@@ -568,6 +568,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     if (j->state == JOB_SENT) {
       j->busy = busy;
+      j->untrusted = p->ops->untrusted;
       where(p, j->where, sizeof j->where);
       free(j->res);
       j->res = farm__dupmem(a, na); j->nres = na;
@@ -756,6 +757,9 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   case FARM_MSG_SUBMIT:
     if (on_submit(e, p, &r) >= 0) return 0;
     break;
+  case FARM_MSG_BEAT:              /* a node link's heartbeat: its arrival is the news */
+    if (!farm__rd_left(&r)) return 0;
+    break;
   default:
     snprintf(err, errlen, "unexpected message %d from %s", type, p->name);
     return FARM_EPROTO;
@@ -817,6 +821,41 @@ static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
   }
 }
 
+/* j (taken off p's list) is lost with p: back to the queue, or over. */
+static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, const char *why) {
+  j->peer = NULL;
+  j->taking = 0;
+  if (j->state != JOB_SENT) { farm__job_unref(j); return; }
+  where(p, j->where, sizeof j->where);
+  if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
+    job_over(e, j, JOB_CANCELLED);
+  } else if (blamed && j->timed_out) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", j->timeout);
+    job_fail(e, j, msg);
+  } else if (blamed ? j->attempt >= j->max_retries : j->requeues >= REQUEUE_MAX) {
+    job_fail(e, j, why);
+  } else {
+    if (blamed) j->attempt++; else j->requeues++;
+    j->cancel_req = 0;
+    j->timed_out = 0;
+    j->started = 0;
+    j->begun = 0;
+    j->out.n = 0;                  /* what this try printed was echoed; the next starts afresh */
+    j->echoed = 0;
+    requeue_front(e, j);
+    return;
+  }
+  farm__job_unref(j);
+}
+
+void farm__engine_job_lost(farm_engine *e, farm_peer *p, uint64_t id, const char *why) {
+  farm_job *j = take_inflight(p, id, -1);
+  if (!j) return;
+  lose_job(e, p, j, 1, why);
+  changed(e);
+}
+
 void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why) {
   /* The job it was running is to blame: tried again up to its retries, then it
      fails with the cause. The others it held go back as they were (only a peer
@@ -827,31 +866,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
   for (; j; j = next) { next = j->next; j->next = rev; rev = j; }   /* requeue in order */
   for (j = rev; j; j = next) {
     next = j->next;
-    j->peer = NULL;
-    j->taking = 0;
-    if (j->state != JOB_SENT) { farm__job_unref(j); continue; }
-    int blamed = j->id == running;
-    where(p, j->where, sizeof j->where);
-    if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
-      job_over(e, j, JOB_CANCELLED);
-    } else if (blamed && j->timed_out) {
-      char msg[160];
-      snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", j->timeout);
-      job_fail(e, j, msg);
-    } else if (blamed ? j->attempt >= j->max_retries : j->requeues >= REQUEUE_MAX) {
-      job_fail(e, j, why);
-    } else {
-      if (blamed) j->attempt++; else j->requeues++;
-      j->cancel_req = 0;
-      j->timed_out = 0;
-      j->started = 0;
-      j->begun = 0;
-      j->out.n = 0;                /* what this try printed was echoed; the next starts afresh */
-      j->echoed = 0;
-      requeue_front(e, j);
-      continue;
-    }
-    farm__job_unref(j);
+    lose_job(e, p, j, j->id == running, why);
   }
   p->head = p->tail = NULL;
   p->inflight = 0;
@@ -1123,27 +1138,37 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
   return nf;
 }
 
-int farm__engine_wait(farm_engine *e, uint64_t gen, double timeout) {
+int farm__engine_wait_fds(farm_engine *e, uint64_t gen, double timeout,
+                          struct pollfd *extra, int nextra) {
   __atomic_add_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
   double until = timeout < 0 ? HUGE_VAL : farm__now() + timeout;
   int rc = 0;
-  struct pollfd fds[17];
+  struct pollfd fds[17 + 8];
+  if (nextra > 8) nextra = 8;
   for (;;) {
     int nf = help(e, fds, 17);
     if (farm__engine_gen(e) != gen || e->closed) { rc = 1; break; }
     double left = until - farm__now();
     if (left <= 0) break;
     int ms = left > 1 ? 1000 : (int)ceil(left * 1e3);
-    int pr = poll(fds, (nfds_t)nf, ms);
+    for (int i = 0; i < nextra; i++) fds[nf + i] = extra[i];
+    int pr = poll(fds, (nfds_t)(nf + nextra), ms);
     if (pr < 0 && errno == EINTR) { rc = -1; break; }
     if (pr > 0 && fds[0].revents) {
       uint64_t v;
       if (read(e->done_fd, &v, sizeof v) < 0) { /* raced with another read: fine */ }
     }
+    int mine = 0;
+    for (int i = 0; i < nextra; i++) mine |= (extra[i].revents = fds[nf + i].revents) != 0;
+    if (pr > 0 && mine) { rc = 2; break; }
   }
   caller_stops_polling(e);
   __atomic_sub_fetch(&e->waiters, 1, __ATOMIC_SEQ_CST);
   return rc;
+}
+
+int farm__engine_wait(farm_engine *e, uint64_t gen, double timeout) {
+  return farm__engine_wait_fds(e, gen, timeout, NULL, 0);
 }
 
 /* Under the lock: cancel j as far as its state allows without waiting.
@@ -1275,6 +1300,8 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
     farm_peer *p = e->peers[i];
     farm_peer_stats *t = &s->peers[s->npeers++];
     snprintf(t->name, sizeof t->name, "%s", p->name);
+    snprintf(t->kind, sizeof t->kind, "%s", p->ops->kind);
+    t->state = p->dead ? (p->ready ? "lost" : "failed") : p->ready ? "up" : "starting";
     t->pid = p->ops->pid ? p->ops->pid(p) : 0;
     t->capacity = p->capacity;
     t->jobs = p->jobs;
@@ -1396,11 +1423,22 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (e->wake_fd < 0 || e->done_fd < 0) { snprintf(err, errlen, "eventfd: %s", strerror(errno)); goto fail; }
-  int nw = o->workers > 0 ? o->workers : farm__online_cpus();
-  if (!(e->peers = calloc((size_t)nw, sizeof *e->peers))) { rc = FARM_ENOMEM; goto fail; }
+  int nw = o->no_local ? 0 : o->workers > 0 ? o->workers : farm__online_cpus();
+  if (!nw && o->nhosts <= 0) { snprintf(err, errlen, "no workers and no nodes: nothing could run a job"); rc = FARM_EINVAL; goto fail; }
+  if (!(e->peers = calloc((size_t)nw + (size_t)(o->nhosts > 0 ? o->nhosts : 0), sizeof *e->peers))) { rc = FARM_ENOMEM; goto fail; }
   for (int i = 0; i < nw; i++) {
     if (!(e->peers[i] = farm__local_new(e, i, err, errlen))) { rc = FARM_ENOMEM; goto fail; }
     e->npeers++;
+  }
+  if (o->nhosts > 0) {
+    /* every host at once: an SSH login costs a third of a second or more */
+    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen);
+    if (n < 0) { rc = n; goto fail; }
+    e->npeers += n;
+    int up = 0;
+    for (int i = nw; i < e->npeers; i++) up += !e->peers[i]->dead;
+    if (!up && !nw) { rc = FARM_ELINK; goto fail; }   /* err says why (the host's own line) */
+    err[0] = 0;
   }
   if (pthread_create(&e->thread, NULL, loop_main, e) != 0) {
     snprintf(err, errlen, "cannot start the engine's thread");

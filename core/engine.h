@@ -14,6 +14,7 @@
 #ifndef FARM_ENGINE_H
 #define FARM_ENGINE_H
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include "buf.h"
@@ -44,6 +45,7 @@ typedef struct farm_job {
   uint16_t attempt;                /* times it was started and killed its worker */
   uint16_t requeues;               /* times it went back because a peer was lost */
   uint16_t max_retries;
+  uint8_t untrusted;               /* its results came from a node: decode them untrusted */
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
   farm_peer *peer;                 /* where it is while sent, else NULL */
   farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
@@ -59,6 +61,8 @@ typedef struct farm_job {
   double started;                  /* when its peer was first seen running it */
   double busy;                     /* seconds it ran */
   char where[96];                  /* where it ran */
+  uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
+  uint16_t ext_attempt;
   struct farm_job *next;           /* queue, in-flight or finished list */
   struct farm_job *fnext;          /* finished list */
 } farm_job;
@@ -69,6 +73,14 @@ typedef struct farm_engine_opts {
   int echo;                        /* echo what jobs print to stdout */
   int progress;                    /* keep a progress line on stderr */
   size_t maxmsg;                   /* largest message on a link; 0: default */
+  int no_local;                    /* no local workers: every job runs on the nodes */
+  const struct farm_host *hosts;   /* nodes to start over SSH or connect to (hosts.h) */
+  int nhosts;
+  const unsigned char *key;        /* the standing nodes' farm key (32 bytes); NULL: none */
+  int accept_new_hosts;            /* SSH: add unknown host keys to known_hosts */
+  const char *remote_farm;         /* SSH: the farm executable there; NULL: "farm" */
+  double heartbeat;                /* seconds between heartbeats on node links; 0: 1 s */
+  int quiet;                       /* no "farm: node ... lost" lines on stderr */
 } farm_engine_opts;
 
 typedef struct farm_engine farm_engine;
@@ -90,6 +102,10 @@ size_t farm__engine_maxmsg(farm_engine *e);
    or a signal arrives. Returns 1 when something finished or changed, 0 on
    timeout, -1 on a signal. gen: the caller's last seen farm__engine_gen. */
 int  farm__engine_wait(farm_engine *e, uint64_t gen, double timeout);
+/* The same, also returning 2 when one of the caller's own fds polls ready
+   (their revents are set). */
+int  farm__engine_wait_fds(farm_engine *e, uint64_t gen, double timeout,
+                           struct pollfd *extra, int nextra);
 uint64_t farm__engine_gen(farm_engine *e);
 /* Jobs still queued or running. */
 size_t farm__engine_outstanding(farm_engine *e);
@@ -107,6 +123,8 @@ farm_job *farm__engine_finished(farm_engine *e);
 
 typedef struct farm_peer_stats {
   char name[64];
+  char kind[8];                    /* "local", "node" */
+  const char *state;               /* "up", "starting", "lost" */
   long pid;
   int capacity;
   uint64_t jobs;
@@ -142,6 +160,9 @@ int  farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
 /* A peer ended (its process died, its link broke): its jobs go back to the queue
    or fail; `running` is the job it was running, if known (0 otherwise). */
 void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why);
+/* One job at p is given up (a node was told to stop it): it ends as a lost
+   peer's blamed job would (timed out, cancelled, or tried again). */
+void farm__engine_job_lost(farm_engine *e, farm_peer *p, uint64_t id, const char *why);
 /* Output a peer's job wrote while it runs: appended to the job, echoed by line. */
 void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n);
 /* A test engine with one peer of the given kind state and no thread (fuzzing). */

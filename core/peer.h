@@ -18,6 +18,7 @@
 
 typedef struct farm_peer_ops {
   const char *kind;
+  int untrusted;                   /* what it sends is decoded untrusted (another host) */
   /* (Re)start the peer: a fresh process or connection; 0 or a negative code (e->err). */
   int  (*start)(farm_peer *p);
   /* Stop it at once (a job it runs timed out or was cancelled by force); the
@@ -77,6 +78,15 @@ void farm__peer_broken(farm_peer *p, const char *why);
 /* Receive and handle everything waiting on p's link (header checks; a malformed
    message marks the peer broken). Returns messages handled. */
 int  farm__peer_drain(farm_peer *p);
+
+/* The node kind (peer_node.c): a farm node on another host (or this one),
+   reached over TCP, started over SSH when the host says so. Connects (in
+   parallel, from the caller's thread, before the loop starts) and returns one
+   peer per host; a host that cannot be reached gets a peer that is dead, and a
+   line on stderr (or in err when quiet). */
+struct farm_host;
+int  farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
+                      char *err, size_t errlen);
 
 /* The local kind (peer_local.c). */
 farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen);

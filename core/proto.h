@@ -24,6 +24,10 @@
  *                  free); job id has just begun to wait, or goes on.
  *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) str(fn block)
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
+ *   BEAT     both  (empty): a node link's heartbeat, sent when nothing else went for a while
+ *   KILL     c->n  uvar(id): stop that job at once (out of time, or cancelled by force);
+ *                  its result, if it comes, is not wanted
+ *   AUTH1..AUTHNO: the handshake on a node link, before it is sealed (session.h)
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
  *                  str(stdout) str(block | message) [status 1: str(traceback) str(value)]
  *                  str(where) }
@@ -44,7 +48,9 @@
 #include "buf.h"
 
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
-       FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE };
+       FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE,
+       FARM_MSG_BEAT, FARM_MSG_KILL,
+       FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
 enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };

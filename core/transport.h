@@ -10,6 +10,7 @@
 #ifndef FARM_TRANSPORT_H
 #define FARM_TRANSPORT_H
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct farm_link farm_link;
 
@@ -31,6 +32,18 @@ void farm__link_free(void *msg);
 int  farm__link_rcvfd(farm_link *l);
 int  farm__link_sndfd(farm_link *l);
 const char *farm__link_error(void);   /* text of the last transport error */
+
+/* Seal the link: from now on every frame sent is encrypted and authenticated
+   under ktx, every frame received must open under krx, each direction numbered
+   (session.h says how the keys are agreed). A frame that does not open makes
+   farm__link_recv fail with FARM_EAUTH. */
+enum { FARM_SEAL_AES = 1, FARM_SEAL_CHACHA = 2 };
+void farm__link_seal(farm_link *l, int cipher, const unsigned char ktx[32], const unsigned char krx[32]);
+void farm__link_unseal(farm_link *l);
+int  farm__link_sealed(const farm_link *l);
+int  farm__seal_best(void);           /* the cipher this CPU runs fastest */
+/* When a sealed frame last arrived (farm__now() seconds; 0: never). */
+double farm__link_last_recv(const farm_link *l);
 
 #define FARM_EAGAIN (-100)            /* internal: try again later */
 #endif

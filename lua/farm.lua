@@ -18,6 +18,7 @@ local getupvalue = debug.getupvalue
 local farm = { _VERSION = "farm 0.2.0" }
 
 local describe, names, resolve = ship.describe, ship.names, ship.resolve
+local resolve_loaded = ship.resolve_loaded
 -- compiled chunks of functions in results, while something uses them
 local chunks = setmetatable({}, { __mode = "v" })
 
@@ -30,7 +31,8 @@ local Pool = {}
 Pool.__index = Pool
 local pool_of = setmetatable({}, { __mode = "k" })   -- ctx -> its pool
 
-local OPTIONS = "workers, echo, max_message, progress"
+local OPTIONS = "workers, echo, max_message, progress, nodes, hosts, key_file, local_workers, "
+  .. "accept_new_hosts, remote_farm, heartbeat"
 
 local function check_config(what, opts, level)
   if type(opts) ~= "table" then
@@ -45,9 +47,17 @@ local function check_config(what, opts, level)
       if math.type(v) ~= "integer" or v < 65536 then
         error(("%s: max_message must be a number of bytes (at least 65536)"):format(what), level + 1)
       end
-    elseif k == "echo" or k == "progress" then
+    elseif k == "echo" or k == "progress" or k == "local_workers" or k == "accept_new_hosts" then
       if type(v) ~= "boolean" then
         error(("%s: %s must be true or false (got %s)"):format(what, k, type(v)), level + 1)
+      end
+    elseif k == "nodes" or k == "hosts" or k == "key_file" or k == "remote_farm" then
+      if type(v) ~= "string" or v == "" then
+        error(("%s: %s must be a string (got %s)"):format(what, k, type(v)), level + 1)
+      end
+    elseif k == "heartbeat" then
+      if type(v) ~= "number" or not (v >= 0.05 and v <= 3600) then
+        error(("%s: heartbeat must be a number of seconds from 0.05 to 3600"):format(what), level + 1)
       end
     else
       error(("%s: unknown option '%s' (%s)"):format(what, tostring(k), OPTIONS), level + 1)
@@ -242,7 +252,7 @@ function Future.result(f, timeout)
     end
   end
   callbacks_of()
-  return finish(f, core.result(f, resolve, chunks))
+  return finish(f, core.result(f, resolve, chunks, resolve_loaded))
 end
 
 --- future:cancel([{force = true}]) -> true when cancelled
@@ -418,6 +428,17 @@ function Pool:stats()
   return core.stats(self.ctx)
 end
 
+--- pool:nodes() -> { {host =, workers =, jobs_done =, state = "up" | "lost" | "failed"}, ... }
+function Pool:nodes()
+  local list = {}
+  for _, w in ipairs(self:stats().workers) do
+    if w.kind == "node" then
+      list[#list + 1] = { host = w.name, workers = w.capacity, jobs_done = w.jobs, state = w.state }
+    end
+  end
+  return list
+end
+
 --- pool:print_stats([file]): like pp's print_stats
 function Pool:print_stats(out)
   out = out or io.stdout
@@ -425,9 +446,12 @@ function Pool:print_stats(out)
   out:write("Job execution statistics:\n",
             " job count | % of all jobs | job time sum | time per job | job server\n")
   for _, w in ipairs(s.workers) do
-    out:write(("%10d | %13.2f | %12.4f | %12.6f | %s (pid %d)\n"):format(
+    local who = w.kind == "node"
+      and ("%s (node, %d workers, %s)"):format(w.name, w.capacity, w.state)
+      or ("%s (pid %d)"):format(w.name, w.pid)
+    out:write(("%10d | %13.2f | %12.4f | %12.6f | %s\n"):format(
       w.jobs, s.jobs > 0 and 100 * w.jobs / s.jobs or 0, w.busy,
-      w.jobs > 0 and w.busy / w.jobs or 0, w.name, w.pid))
+      w.jobs > 0 and w.busy / w.jobs or 0, who))
   end
   out:write(("Time elapsed since server creation %.4f\n"):format(s.elapsed),
             ("%d jobs queued\n"):format(s.queued or 0))
@@ -499,6 +523,7 @@ function farm.submit_with(opts, fn, ...) return default:submit_with(opts, fn, ..
 function farm.map(fn, ...) return default:map(fn, ...) end
 function farm.workers() return default:workers() end
 function farm.stats() return default:stats() end
+function farm.nodes() return default:nodes() end
 function farm.print_stats(out) return default:print_stats(out) end
 function farm.close(opts) return default:close(opts) end
 Pool.config = Pool.configure

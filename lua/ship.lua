@@ -578,6 +578,27 @@ local function index_rest(v, parts, from)
   return v
 end
 
+--- ship.resolve_loaded(name) -> the value names() called `name`, found in what
+--- this state has loaded already (never a require: for values from another host)
+function ship.resolve_loaded(name)
+  if type(name) ~= "string" then
+    error(format("ship.resolve_loaded: module name expected, got %s", type(name)), 2)
+  end
+  local loaded = package.loaded
+  local v = loaded[name]
+  if v ~= nil then return v end
+  local parts = split(name)
+  for i = #parts - 1, 1, -1 do
+    local m = loaded[concat(parts, ".", 1, i)]
+    if m ~= nil then
+      v = index_rest(m, parts, i + 1)
+      if v ~= nil then return v end
+      break
+    end
+  end
+  error(format("a node sent a reference to module '%s', which this client has not loaded", name), 2)
+end
+
 --- ship.resolve(name) -> the value names() called `name`, found in
 --- package.loaded or required here; raises when this state does not have it.
 function ship.resolve(name)

@@ -1,0 +1,354 @@
+/*
+ * peer_node.c -- a farm node as a peer: capacity = its workers.
+ *
+ * A node is `farm node` on another host (or this one): the same engine with
+ * its own local workers, serving this client over one nanomsg PAIR link on TCP,
+ * sealed after a mutual handshake (session.h). It is either standing (a
+ * `node://host:port` line; the user's --key-file) or started for this run over
+ * SSH (ssh.c), with a key made for the run and written to its stdin; the node
+ * exits when that stdin closes, so a client that dies leaves nothing behind.
+ *
+ * The link carries the worker protocol (proto.h): JOBS, RESULTS, TAKE/TAKEN,
+ * QUIT, plus KILL (stop one job) and BEAT. nanomsg hides a dropped TCP
+ * connection, so both sides send a BEAT when they have sent nothing for a
+ * heartbeat, and a link silent for LOST_BEATS heartbeats is given up: the
+ * node's jobs go back to the queue and run elsewhere; a late result from it is
+ * dropped (its jobs are no longer listed as there). A node that is lost is not
+ * used again in this run.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sodium.h>
+#include "farm.h"
+#include "clock.h"
+#include "hosts.h"
+#include "peer.h"
+#include "session.h"
+#include "ssh.h"
+
+#define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
+#define SSH_TIMEOUT 30.0           /* login and the node's first line */
+#define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
+
+typedef struct node {
+  farm_host h;
+  char name[340];                  /* as given, for messages */
+  farm_ssh *ssh;                   /* NULL: a standing node */
+  unsigned char key[FARM_KEYLEN];
+  void *hello;                     /* its HELLO, kept for the loop's start() */
+  size_t nhello;
+  double beat, last_beat;
+  int quiet, started;
+  /* while connecting (one thread per host) */
+  const farm_engine_opts *o;
+  size_t maxmsg;
+  farm_link *link;
+  char err[512];
+  int rc;
+} node;
+
+static node *N_(farm_peer *p) { return p->kind; }
+
+/* ---- connecting --------------------------------------------------------------- */
+
+/* A plain TCP connect first, for an error a person can act on (nanomsg would
+   retry silently forever). Leaves the numeric address in addr. */
+static int probe(node *n, char *addr, size_t addrlen) {
+  struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *res = NULL;
+  char port[16];
+  snprintf(port, sizeof port, "%d", n->h.port);
+  int g = getaddrinfo(n->h.host, port, &hints, &res);
+  if (g != 0) {
+    snprintf(n->err, sizeof n->err, "unknown host (%s)", gai_strerror(g));
+    return FARM_ELINK;
+  }
+  int rc = FARM_ELINK, why = 0;
+  for (struct addrinfo *a = res; a; a = a->ai_next) {
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    int c = connect(fd, a->ai_addr, a->ai_addrlen);
+    if (c < 0 && errno == EINPROGRESS) {
+      struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+      socklen_t sl = sizeof why;
+      if (poll(&pfd, 1, (int)(CONNECT_TIMEOUT * 1e3)) == 1 &&
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &why, &sl) == 0 && why == 0) c = 0;
+      else if (!why) why = ETIMEDOUT;
+    } else if (c < 0) why = errno;
+    if (c == 0) {
+      inet_ntop(AF_INET, &((struct sockaddr_in *)a->ai_addr)->sin_addr, addr, (socklen_t)addrlen);
+      rc = 0;
+    }
+    close(fd);
+    if (rc == 0) break;
+  }
+  freeaddrinfo(res);
+  if (rc < 0) {
+    if (why == ECONNREFUSED)
+      snprintf(n->err, sizeof n->err, "connection refused (is a farm node listening on port %d?)", n->h.port);
+    else
+      snprintf(n->err, sizeof n->err, "cannot connect: %s", strerror(why ? why : EHOSTUNREACH));
+  }
+  return rc;
+}
+
+static void shell_quote(char *out, size_t n, const char *s) {
+  size_t k = 0;
+  if (k + 1 < n) out[k++] = '\'';
+  for (; *s && k + 5 < n; s++) {
+    if (*s == '\'') { memcpy(out + k, "'\\''", 4); k += 4; }
+    else out[k++] = *s;
+  }
+  if (k + 1 < n) out[k++] = '\'';
+  out[k] = 0;
+}
+
+/* Start `farm node --launched` there; it answers "FARM-NODE <protocol> <port>". */
+static int launch(node *n, char *addr, size_t addrlen, int *port) {
+  const farm_engine_opts *o = n->o;
+  char exe[600], cmd[900], line[200], hex[2 * FARM_KEYLEN + 2];
+  shell_quote(exe, sizeof exe, o->remote_farm && *o->remote_farm ? o->remote_farm : "farm");
+  int len = snprintf(cmd, sizeof cmd, "exec %s node --launched --heartbeat %g", exe, n->beat);
+  if (n->h.workers > 0) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " --workers %d", n->h.workers);
+  farm__key_hex(n->key, hex);
+  strcat(hex, "\n");
+  farm_ssh_opts so = {
+    .user = n->h.user, .host = n->h.host, .port = n->h.port, .command = cmd,
+    .input = hex, .ninput = strlen(hex), .accept_new = o->accept_new_hosts, .timeout = SSH_TIMEOUT,
+  };
+  int rc = farm__ssh_launch(&n->ssh, &so, line, sizeof line, n->err, sizeof n->err);
+  sodium_memzero(hex, sizeof hex);
+  if (rc < 0) return rc;
+  int proto = 0;
+  if (sscanf(line, "FARM-NODE %d %d", &proto, port) != 2 || *port <= 0 || *port > 65535) {
+    snprintf(n->err, sizeof n->err, "its farm did not start a node (it said: %.200s)", line);
+    return FARM_ESPAWN;
+  }
+  if (proto != FARM_PROTOCOL) {
+    snprintf(n->err, sizeof n->err, "its farm speaks protocol version %d, this farm speaks %d; "
+             "install the same farm release there", proto, FARM_PROTOCOL);
+    return FARM_EVERSION;
+  }
+  snprintf(addr, addrlen, "%s", farm__ssh_addr(n->ssh));
+  return 0;
+}
+
+static void *connect_one(void *arg) {
+  node *n = arg;
+  char addr[64], url[128], why[300];
+  int port = n->h.port;
+  n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
+  if (n->rc < 0) return NULL;
+  snprintf(url, sizeof url, "tcp://%s:%d", addr, port);
+  n->rc = farm__link_open(&n->link, url, 0, n->maxmsg, why, sizeof why);
+  if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+  n->rc = farm__session_client(n->link, n->key, CONNECT_TIMEOUT, why, sizeof why);
+  if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+  double until = farm__now() + CONNECT_TIMEOUT;
+  for (;;) {
+    void *m;
+    size_t len;
+    int rc = farm__link_recv(n->link, &m, &len, 1);
+    if (rc == 0) {
+      n->hello = malloc(len ? len : 1);
+      if (n->hello) memcpy(n->hello, m, len);
+      n->nhello = len;
+      farm__link_free(m);
+      n->rc = n->hello ? 0 : FARM_ENOMEM;
+      return NULL;
+    }
+    if (rc != FARM_EAGAIN || farm__now() > until) {
+      snprintf(n->err, sizeof n->err, rc == FARM_EAUTH ? "its first message did not authenticate"
+               : "it did not say hello within %g s", CONNECT_TIMEOUT);
+      n->rc = rc == FARM_EAUTH ? FARM_EAUTH : FARM_ETIMEDOUT;
+      return NULL;
+    }
+    struct pollfd pfd = { .fd = farm__link_rcvfd(n->link), .events = POLLIN };
+    poll(&pfd, 1, 50);
+  }
+}
+
+/* ---- the kind ---------------------------------------------------------------------- */
+
+static void drop(farm_peer *p) {
+  node *n = N_(p);
+  farm__link_close(p->link);
+  p->link = NULL;
+  farm__ssh_close(n->ssh);
+  n->ssh = NULL;
+}
+
+/* The node is gone for this run: its jobs go back to the queue. */
+static void lose(farm_peer *p, const char *why) {
+  node *n = N_(p);
+  char msg[600];
+  snprintf(msg, sizeof msg, "node %s lost: %s", n->name, why);
+  if (!n->quiet) fprintf(stderr, "farm: %s; its jobs run elsewhere\n", msg);
+  farm__engine_error(p->e, msg);
+  farm__engine_peer_lost(p->e, p, 0, why);
+  drop(p);
+  p->dead = 1;
+}
+
+static int node_start(farm_peer *p) {
+  node *n = N_(p);
+  if (n->started || p->dead) return 0;      /* a node lost stays lost in this run */
+  n->started = 1;
+  farm__peer_reset(p);
+  char why[200];
+  if (farm__engine_message(p->e, p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
+    lose(p, why[0] ? why : "its hello was malformed");
+  }
+  free(n->hello);
+  n->hello = NULL;
+  n->last_beat = farm__now();
+  return 0;
+}
+
+static void node_kill(farm_peer *p, const char *why, uint64_t blame) {
+  if (!p->link) return;
+  if (!blame) { lose(p, why); return; }
+  /* one job out of time or cancelled by force: the node stops it; the node stays */
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_KILL);
+  farm__buf_uvar(&b, blame);
+  int rc = farm__peer_send(p, b.p, b.n);
+  farm__buf_free(&b);
+  farm__engine_job_lost(p->e, p, blame, why);
+  if (rc < 0) lose(p, "cannot send to it");
+}
+
+static void ssh_log(void *ud, const char *line) {
+  node *n = ud;
+  if (!n->quiet) fprintf(stderr, "farm: node %s: %s\n", n->name, line);
+}
+
+static void node_tick(farm_peer *p, double now) {
+  node *n = N_(p);
+  if (!p->link) return;
+  if (n->ssh) {
+    char why[300];
+    int rc = farm__ssh_poll(n->ssh, ssh_log, n, why, sizeof why);
+    if (rc != 0) { lose(p, rc > 0 ? why : "its SSH connection failed"); return; }
+  }
+  double last = farm__link_last_recv(p->link);
+  if (last > 0 && now - last > LOST_BEATS * n->beat) {
+    char why[120];
+    snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
+    lose(p, why);
+    return;
+  }
+  if (now - n->last_beat >= n->beat) {
+    farm_buf b;
+    farm__buf_init(&b);
+    farm__msg_begin(&b, FARM_MSG_BEAT);
+    if (!p->pend.n && farm__peer_send(p, b.p, b.n) < 0) { farm__buf_free(&b); lose(p, "cannot send to it"); return; }
+    farm__buf_free(&b);
+    n->last_beat = now;
+  }
+  /* a job's time limit counts from when it was sent: the node does not say
+     when each job starts */
+  if (p->ntimed)
+    for (farm_job *j = p->head; j; j = j->next)
+      if (j->timeout > 0 && !j->started) { j->started = now; j->begun = 1; }
+}
+
+static uint64_t node_running(farm_peer *p) { (void)p; return 0; }
+static long node_pid(farm_peer *p) { (void)p; return 0; }
+
+static void node_close(farm_peer *p) {
+  node *n = N_(p);
+  drop(p);
+  free(n->hello);
+  sodium_memzero(n->key, sizeof n->key);
+  free(n);
+  p->kind = NULL;
+}
+
+static const farm_peer_ops node_ops = {
+  .kind = "node",
+  .untrusted = 1,
+  .start = node_start,
+  .kill = node_kill,
+  .close = node_close,
+  .tick = node_tick,
+  .running = node_running,
+  .pid = node_pid,
+};
+
+int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
+                     char *err, size_t errlen) {
+  int nh = o->nhosts;
+  node **ns = calloc((size_t)nh, sizeof *ns);
+  pthread_t *th = calloc((size_t)nh, sizeof *th);
+  int *started = calloc((size_t)nh, sizeof *started);
+  unsigned char runkey[FARM_KEYLEN];
+  randombytes_buf(runkey, sizeof runkey);   /* for the nodes started for this run */
+  int rc = 0, made = 0;
+  if (!ns || !th || !started) { rc = FARM_ENOMEM; goto done; }
+  for (int i = 0; i < nh; i++) {
+    node *n = ns[i] = calloc(1, sizeof *n);
+    if (!n) { rc = FARM_ENOMEM; goto done; }
+    n->h = o->hosts[i];
+    farm__host_name(&n->h, n->name, sizeof n->name);
+    if (n->h.kind == FARM_HOST_SSH) memcpy(n->key, runkey, FARM_KEYLEN);
+    else if (o->key) memcpy(n->key, o->key, FARM_KEYLEN);
+    n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
+    n->quiet = o->quiet;
+    n->o = o;
+    n->maxmsg = farm__engine_maxmsg(e) + (1u << 16);
+    started[i] = pthread_create(&th[i], NULL, connect_one, n) == 0;
+    if (!started[i]) connect_one(n);
+  }
+  for (int i = 0; i < nh; i++) if (started[i]) pthread_join(th[i], NULL);
+  err[0] = 0;
+  for (int i = 0; i < nh; i++) {
+    node *n = ns[i];
+    farm_peer *p = calloc(1, sizeof *p);
+    if (!p) { rc = FARM_ENOMEM; goto done; }
+    p->ops = &node_ops;
+    p->e = e;
+    p->kind = n;
+    p->capacity = n->h.workers > 0 ? n->h.workers : 1;
+    snprintf(p->name, sizeof p->name, "%.47s", n->name);
+    farm__buf_init(&p->pend);
+    if (n->rc < 0) {
+      char msg[900];
+      snprintf(msg, sizeof msg, "host %s: %s", n->name, n->err);
+      if (!err[0]) snprintf(err, errlen, "%s", msg);
+      if (!o->quiet && nh + (o->no_local ? 0 : 1) > 1) fprintf(stderr, "farm: %s; going on without it\n", msg);
+      farm__link_close(n->link);
+      n->link = NULL;
+      farm__ssh_close(n->ssh);
+      n->ssh = NULL;
+      p->dead = 1;
+    } else {
+      p->link = n->link;
+    }
+    n->link = NULL;
+    out[made++] = p;
+    ns[i] = NULL;
+  }
+done:
+  sodium_memzero(runkey, sizeof runkey);
+  for (int i = 0; ns && i < nh; i++) if (ns[i]) { farm__link_close(ns[i]->link); farm__ssh_close(ns[i]->ssh); free(ns[i]->hello); free(ns[i]); }
+  free(ns);
+  free(th);
+  free(started);
+  if (rc < 0) {
+    for (int i = 0; i < made; i++) { node_close(out[i]); farm__buf_free(&out[i]->pend); free(out[i]); }
+    snprintf(err, errlen, "out of memory");
+    return rc;
+  }
+  return made;
+}

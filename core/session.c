@@ -1,0 +1,281 @@
+/*
+ * session.c -- farm keys, and the handshake that seals a node link (see
+ * session.h for the protocol and why it looks like this).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sodium.h>
+#include "farm.h"
+#include "clock.h"
+#include "proto.h"
+#include "session.h"
+
+/* ---- keys -------------------------------------------------------------------- */
+
+int farm__key_parse(const char *text, size_t n, unsigned char key[FARM_KEYLEN]) {
+  size_t bin = 0;
+  const char *end = NULL;
+  while (n && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ' || text[n - 1] == '\t')) n--;
+  while (n && (*text == ' ' || *text == '\t')) { text++; n--; }
+  if (n != 2 * FARM_KEYLEN) return -1;
+  if (sodium_hex2bin(key, FARM_KEYLEN, text, n, NULL, &bin, &end) != 0 || bin != FARM_KEYLEN) return -1;
+  return 0;
+}
+
+void farm__key_hex(const unsigned char key[FARM_KEYLEN], char out[2 * FARM_KEYLEN + 1]) {
+  sodium_bin2hex(out, 2 * FARM_KEYLEN + 1, key, FARM_KEYLEN);
+}
+
+int farm__key_load(const char *path, unsigned char key[FARM_KEYLEN], char *err, size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot read key file '%s': %s; make one with: farm keygen %s",
+             path, strerror(errno), path);
+    return FARM_EINVAL;
+  }
+  struct stat st;
+  char text[256];
+  ssize_t got = 0;
+  if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+    close(fd);
+    snprintf(err, errlen, "key file '%s' can be read by others (mode %03o); run: chmod 600 %s",
+             path, (unsigned)(st.st_mode & 0777), path);
+    return FARM_EINVAL;
+  }
+  got = read(fd, text, sizeof text - 1);
+  close(fd);
+  int rc = got > 0 ? farm__key_parse(text, (size_t)got, key) : -1;
+  sodium_memzero(text, sizeof text);
+  if (rc < 0) {
+    snprintf(err, errlen, "key file '%s' does not hold a farm key (64 hex digits); make one with: farm keygen FILE", path);
+    return FARM_EINVAL;
+  }
+  return 0;
+}
+
+int farm__key_write(const char *path, char *err, size_t errlen) {
+  unsigned char key[FARM_KEYLEN];
+  char hex[2 * FARM_KEYLEN + 2];
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) snprintf(err, errlen, "'%s' exists; remove it first or name another file", path);
+    else snprintf(err, errlen, "cannot write key file '%s': %s", path, strerror(errno));
+    return FARM_EINVAL;
+  }
+  randombytes_buf(key, sizeof key);
+  farm__key_hex(key, hex);
+  strcat(hex, "\n");
+  ssize_t w = write(fd, hex, strlen(hex));
+  int bad = w != (ssize_t)strlen(hex) || fchmod(fd, 0600) != 0;
+  bad |= close(fd) != 0;
+  sodium_memzero(key, sizeof key);
+  sodium_memzero(hex, sizeof hex);
+  if (bad) {
+    snprintf(err, errlen, "cannot write key file '%s': %s", path, strerror(errno));
+    unlink(path);
+    return FARM_EINVAL;
+  }
+  return 0;
+}
+
+/* ---- proofs and session keys ---------------------------------------------------- */
+
+static void derive(const unsigned char *key, const char *label, const unsigned char *nc,
+                   const unsigned char *nn, int cipher, unsigned char *out, size_t outlen) {
+  crypto_generichash_state st;
+  unsigned char c = (unsigned char)cipher;
+  crypto_generichash_init(&st, key, FARM_KEYLEN, outlen);
+  crypto_generichash_update(&st, (const unsigned char *)label, strlen(label));
+  crypto_generichash_update(&st, nc, FARM_NONCELEN);
+  crypto_generichash_update(&st, nn, FARM_NONCELEN);
+  crypto_generichash_update(&st, &c, 1);
+  crypto_generichash_final(&st, out, outlen);
+}
+
+static void seal(farm_link *l, const unsigned char *key, const unsigned char *nc,
+                 const unsigned char *nn, int cipher, int client) {
+  unsigned char k[64];
+  derive(key, "farm keys", nc, nn, cipher, k, sizeof k);
+  if (client) farm__link_seal(l, cipher, k, k + 32);
+  else farm__link_seal(l, cipher, k + 32, k);
+  sodium_memzero(k, sizeof k);
+}
+
+static int send_msg(farm_link *l, farm_buf *b) {
+  int rc = farm__link_send(l, b->p, b->n, 0);
+  farm__buf_free(b);
+  return rc;
+}
+
+static void refuse(farm_link *l, const char *why) {
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_AUTHNO);
+  farm__buf_str(&b, why, strlen(why));
+  send_msg(l, &b);
+}
+
+/* ---- the client ----------------------------------------------------------------- */
+
+/* The next message, within the time left (plain: the link is not sealed yet). */
+static int recv_until(farm_link *l, double until, void **m, size_t *n) {
+  for (;;) {
+    int rc = farm__link_recv(l, m, n, 1);
+    if (rc != FARM_EAGAIN) return rc;
+    double left = until - farm__now();
+    if (left <= 0) return FARM_ETIMEDOUT;
+    struct pollfd pfd = { .fd = farm__link_rcvfd(l), .events = POLLIN };
+    poll(&pfd, 1, (int)(left * 1e3) + 1);
+  }
+}
+
+/* An AUTHNO or a message of another version, in words; 0 if m is neither. */
+static int refused_why(const void *m, size_t n, char *err, size_t errlen) {
+  const unsigned char *h = m;
+  if (n >= 4 && h[0] == 'F' && h[1] == 'm' && h[2] != FARM_PROTOCOL) {
+    snprintf(err, errlen, "the node speaks protocol version %d, this farm speaks %d; "
+             "run the same farm release on both sides", h[2], FARM_PROTOCOL);
+    return FARM_EVERSION;
+  }
+  farm_rd r;
+  char e2[64];
+  if (farm__msg_open(&r, m, n, e2, sizeof e2) != FARM_MSG_AUTHNO) return 0;
+  size_t k;
+  const char *why = farm__rd_str(&r, &k);
+  if (!why) why = "", k = 0;
+  snprintf(err, errlen, "the node refused us: %.*s", (int)(k > 200 ? 200 : k), why);
+  if (k >= 13 && memcmp(why, "protocol vers", 13) == 0) return FARM_EVERSION;
+  return FARM_EAUTH;
+}
+
+int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], double timeout,
+                         char *err, size_t errlen) {
+  double until = farm__now() + timeout;
+  unsigned char nc[FARM_NONCELEN], proof[32], want[32];
+  int cipher = farm__seal_best();
+  char who[128], host[64] = "?";
+  gethostname(host, sizeof host - 1);
+  snprintf(who, sizeof who, "%s pid %ld", host, (long)getpid());
+  randombytes_buf(nc, sizeof nc);
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_AUTH1);
+  farm__buf_u8(&b, (uint8_t)cipher);
+  farm__buf_put(&b, nc, sizeof nc);
+  farm__buf_str(&b, who, strlen(who));
+  if (send_msg(l, &b) < 0) { snprintf(err, errlen, "cannot send: %s", farm__link_error()); return FARM_ELINK; }
+  void *m;
+  size_t n;
+  int rc = recv_until(l, until, &m, &n);
+  if (rc == FARM_ETIMEDOUT) {
+    snprintf(err, errlen, "no answer within %g s (is a farm node listening there, and free? "
+             "a node serves one client at a time)", timeout);
+    return rc;
+  }
+  if (rc < 0) { snprintf(err, errlen, "link failed: %s", farm__link_error()); return FARM_ELINK; }
+  farm_rd r;
+  char e2[128];
+  int type = farm__msg_open(&r, m, n, e2, sizeof e2);
+  if (type != FARM_MSG_AUTH2) {
+    rc = refused_why(m, n, err, errlen);
+    if (!rc) { snprintf(err, errlen, "not a farm node (it answered something else)"); rc = FARM_EPROTO; }
+    farm__link_free(m);
+    return rc;
+  }
+  int chosen = farm__rd_u8(&r);
+  const unsigned char *nn = farm__rd_bytes(&r, FARM_NONCELEN);
+  const unsigned char *pn = farm__rd_bytes(&r, 32);
+  if (r.err || farm__rd_left(&r) || (chosen != FARM_SEAL_AES && chosen != FARM_SEAL_CHACHA) ||
+      (chosen == FARM_SEAL_AES && cipher != FARM_SEAL_AES)) {
+    farm__link_free(m);
+    snprintf(err, errlen, "malformed handshake from the node");
+    return FARM_EPROTO;
+  }
+  derive(key, "farm proof node", nc, nn, chosen, want, sizeof want);
+  if (sodium_memcmp(want, pn, 32) != 0) {
+    farm__link_free(m);
+    refuse(l, "authentication failed: the node does not know the client's key");
+    snprintf(err, errlen, "authentication failed: the node does not know our key "
+             "(give both sides the same --key-file)");
+    return FARM_EAUTH;
+  }
+  unsigned char nnc[FARM_NONCELEN];
+  memcpy(nnc, nn, sizeof nnc);
+  farm__link_free(m);
+  derive(key, "farm proof client", nc, nnc, chosen, proof, sizeof proof);
+  farm__msg_begin(&b, FARM_MSG_AUTH3);
+  farm__buf_put(&b, proof, sizeof proof);
+  if (send_msg(l, &b) < 0) { snprintf(err, errlen, "cannot send: %s", farm__link_error()); return FARM_ELINK; }
+  seal(l, key, nc, nnc, chosen, 1);
+  return 0;
+}
+
+/* ---- the node ------------------------------------------------------------------- */
+
+int farm__session_node(farm_hs *hs, farm_link *l, const unsigned char key[FARM_KEYLEN],
+                       const void *msg, size_t n, char *err, size_t errlen) {
+  farm_rd r;
+  int type = farm__msg_open(&r, msg, n, err, errlen);
+  if (type == FARM_EVERSION) {
+    char why[160];
+    snprintf(why, sizeof why, "%s", err);
+    refuse(l, why);
+    hs->state = 0;
+    return FARM_EVERSION;
+  }
+  if (type < 0) return type;
+  if (type == FARM_MSG_AUTH1) {
+    int want = farm__rd_u8(&r);
+    const unsigned char *nc = farm__rd_bytes(&r, FARM_NONCELEN);
+    size_t k;
+    const char *who = farm__rd_str(&r, &k);
+    if (r.err || farm__rd_left(&r) || (want != FARM_SEAL_AES && want != FARM_SEAL_CHACHA)) {
+      snprintf(err, errlen, "malformed handshake");
+      hs->state = 0;
+      return FARM_EPROTO;
+    }
+    snprintf(hs->who, sizeof hs->who, "%.*s", (int)(k > 100 ? 100 : k), who);
+    for (char *c = hs->who; *c; c++) if ((unsigned char)*c < ' ' || *c == 0x7f) *c = '?';
+    hs->cipher = want == FARM_SEAL_AES && farm__seal_best() == FARM_SEAL_AES ? FARM_SEAL_AES : FARM_SEAL_CHACHA;
+    memcpy(hs->nc, nc, FARM_NONCELEN);
+    randombytes_buf(hs->nn, FARM_NONCELEN);
+    unsigned char proof[32];
+    derive(key, "farm proof node", hs->nc, hs->nn, hs->cipher, proof, sizeof proof);
+    farm_buf b;
+    farm__buf_init(&b);
+    farm__msg_begin(&b, FARM_MSG_AUTH2);
+    farm__buf_u8(&b, (uint8_t)hs->cipher);
+    farm__buf_put(&b, hs->nn, FARM_NONCELEN);
+    farm__buf_put(&b, proof, sizeof proof);
+    if (send_msg(l, &b) < 0) { snprintf(err, errlen, "cannot answer: %s", farm__link_error()); return FARM_ELINK; }
+    hs->state = 1;
+    return 0;
+  }
+  if (type == FARM_MSG_AUTH3 && hs->state == 1) {
+    const unsigned char *pc = farm__rd_bytes(&r, 32);
+    unsigned char want[32];
+    hs->state = 0;
+    if (r.err || farm__rd_left(&r)) { snprintf(err, errlen, "malformed handshake"); return FARM_EPROTO; }
+    derive(key, "farm proof client", hs->nc, hs->nn, hs->cipher, want, sizeof want);
+    if (sodium_memcmp(want, pc, 32) != 0) {
+      refuse(l, "authentication failed: the client does not know the node's key");
+      snprintf(err, errlen, "authentication failed");
+      return FARM_EAUTH;
+    }
+    seal(l, key, hs->nc, hs->nn, hs->cipher, 0);
+    return 1;
+  }
+  if (type == FARM_MSG_AUTHNO) {
+    hs->state = 0;
+    snprintf(err, errlen, "authentication failed (the client found that we do not know its key)");
+    return FARM_EAUTH;
+  }
+  snprintf(err, errlen, "unexpected message %d before the handshake", type);
+  hs->state = 0;
+  return FARM_EPROTO;
+}

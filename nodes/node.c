@@ -1,0 +1,603 @@
+/*
+ * node.c -- `farm node`: a standing node (ppserver, dispynode), or one started
+ * over SSH for a single run (`--launched`).
+ *
+ * A node is the client's engine turned around: it listens on one nanomsg PAIR
+ * link, lets a client in only after the mutual handshake (session.h), and runs
+ * the jobs the client sends on its own local workers, through an engine of its
+ * own. To the client it is one peer whose capacity is its workers: it answers
+ * JOBS with RESULTS, TAKE with TAKEN, KILL by stopping that job, and sends a
+ * BEAT whenever it has said nothing for a heartbeat. Jobs that the node's jobs
+ * submit (nested jobs) run on this node's workers.
+ *
+ * One client at a time: a bound PAIR takes one connection, and nanomsg refuses
+ * a second while the first is up (the second client's handshake waits, and
+ * gives up after its timeout saying the node is busy). A client that goes away
+ * (QUIT, silence for 5 heartbeats, a frame that does not authenticate) ends its
+ * session: its jobs are cancelled, its functions forgotten, the link reopened
+ * for the next client. Nothing from a peer is decoded before the handshake.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sodium.h>
+#include "farm.h"
+#include "clock.h"
+#include "engine.h"
+#include "pool.h"
+#include "proto.h"
+#include "session.h"
+#include "transport.h"
+#include "cli.h"
+
+#define DEFAULT_LISTEN "tcp://127.0.0.1:7070"
+#define LOST_BEATS 5.0
+#define MAX_MESSAGE (256u << 20)
+
+enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+static const char *level_names[] = { "error", "warn", "info", "debug" };
+
+typedef struct entry {             /* a map from a 64-bit key to a pointer */
+  uint64_t key;
+  void *val;
+  struct entry *next;
+} entry;
+typedef struct map { entry **b; size_t nb, n; } map;
+
+typedef struct node {
+  farm_engine *e;
+  farm_link *link;
+  char listen[300];
+  unsigned char key[FARM_KEYLEN];
+  int keyed, launched, workers, loglevel;
+  FILE *log;
+  double beat, idle_timeout, idle_since, last_sent;
+  int sealed;                      /* a client is in session */
+  farm_hs hs;
+  char who[160];
+  map jobs;                        /* client's id -> farm_job (ours, until over) */
+  map fns;                         /* function hash -> farm_fn */
+  farm_buf out;
+  int sigfd;
+  int stop;
+  uint64_t sessions, jobs_done, jobs_failed, auth_failed, dropped;
+  double t0;
+} node;
+
+/* ---- log ------------------------------------------------------------------------- */
+
+static void logf_(node *n, int level, const char *fmt, ...) {
+  if (level > n->loglevel) return;
+  char when[32];
+  time_t t = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", localtime_r(&t, &tm));
+  FILE *f = n->log ? n->log : stderr;
+  fprintf(f, "%s farm node[%ld] %s: ", when, (long)getpid(), level_names[level]);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(f, fmt, ap);
+  va_end(ap);
+  fputc('\n', f);
+  fflush(f);
+}
+
+/* ---- maps ------------------------------------------------------------------------ */
+
+static uint64_t mix(uint64_t k) { k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; return k; }
+
+static void *map_get(map *m, uint64_t key) {
+  if (!m->nb) return NULL;
+  for (entry *x = m->b[mix(key) & (m->nb - 1)]; x; x = x->next) if (x->key == key) return x->val;
+  return NULL;
+}
+
+static int map_put(map *m, uint64_t key, void *val) {
+  if (m->n + 1 > m->nb) {
+    size_t nb = m->nb ? 2 * m->nb : 64;
+    entry **b = calloc(nb, sizeof *b);
+    if (!b) return -1;
+    for (size_t i = 0; i < m->nb; i++)
+      for (entry *x = m->b[i], *next; x; x = next) { next = x->next; size_t h = mix(x->key) & (nb - 1); x->next = b[h]; b[h] = x; }
+    free(m->b);
+    m->b = b;
+    m->nb = nb;
+  }
+  entry *x = malloc(sizeof *x);
+  if (!x) return -1;
+  size_t h = mix(key) & (m->nb - 1);
+  *x = (entry){ key, val, m->b[h] };
+  m->b[h] = x;
+  m->n++;
+  return 0;
+}
+
+static void *map_del(map *m, uint64_t key) {
+  if (!m->nb) return NULL;
+  for (entry **pp = &m->b[mix(key) & (m->nb - 1)], *x; (x = *pp); pp = &x->next)
+    if (x->key == key) { void *v = x->val; *pp = x->next; free(x); m->n--; return v; }
+  return NULL;
+}
+
+static void map_clear(map *m, void (*drop)(void *)) {
+  for (size_t i = 0; i < m->nb; i++)
+    for (entry *x = m->b[i], *next; x; x = next) { next = x->next; if (drop) drop(x->val); free(x); }
+  free(m->b);
+  *m = (map){ 0 };
+}
+
+static uint64_t hkey(const unsigned char *h) { uint64_t k; memcpy(&k, h, 8); return k; }
+
+/* ---- sending ----------------------------------------------------------------------- */
+
+static int send_out(node *n) {
+  int rc = farm__link_send(n->link, n->out.p, n->out.n, 0);
+  n->last_sent = farm__now();
+  return rc;
+}
+
+static void send_hello(node *n) {
+  farm__msg_begin(&n->out, FARM_MSG_HELLO);
+  farm__buf_uvar(&n->out, (uint64_t)getpid());
+  farm__buf_uvar(&n->out, 0);
+  farm__buf_uvar(&n->out, (uint64_t)farm__engine_workers(n->e));
+  send_out(n);
+}
+
+/* Every finished job's result, in one RESULTS message (or several, for size). */
+static void send_results(node *n) {
+  farm_job *j;
+  uint32_t count = 0;
+  size_t count_at = 0;
+  while ((j = farm__engine_finished(n->e))) {
+    int st = farm__job_state(j);
+    farm_job *mine = map_del(&n->jobs, j->ext_id) ;
+    if (mine) farm__job_unref(mine);           /* the map's reference */
+    if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
+    if (!count) {
+      farm__msg_begin(&n->out, FARM_MSG_RESULTS);
+      count_at = n->out.n;
+      farm__buf_put(&n->out, "\0\0\0\0", 4);
+    }
+    farm__buf_uvar(&n->out, j->ext_id);
+    farm__buf_uvar(&n->out, j->ext_attempt);
+    farm__buf_u8(&n->out, st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR);
+    farm__buf_uvar(&n->out, (uint64_t)(j->busy * 1e9));
+    farm__buf_str(&n->out, j->out.p, j->out.n);
+    farm__buf_str(&n->out, j->res, j->nres);
+    if (st != JOB_DONE) {
+      farm__buf_str(&n->out, j->tb, j->ntb);
+      farm__buf_str(&n->out, j->val, j->val ? j->nval : 0);
+      n->jobs_failed++;
+    } else n->jobs_done++;
+    count++;
+    farm__job_unref(j);
+    if (n->out.n > (4u << 20)) {
+      farm__put_u32le_at(&n->out, count_at, count);
+      send_out(n);
+      count = 0;
+    }
+  }
+  if (count) {
+    farm__put_u32le_at(&n->out, count_at, count);
+    send_out(n);
+  }
+}
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+static void drop_job(void *p) { farm__job_unref(p); }
+static void drop_fn(void *p) { farm__fn_unref(p); }
+
+static int open_link(node *n, char *err, size_t errlen) {
+  /* a port just closed can be busy for a moment */
+  for (int i = 0; ; i++) {
+    int rc = farm__link_open(&n->link, n->listen, 1, MAX_MESSAGE + (1u << 16), err, errlen);
+    if (rc == 0 || i >= 20 || !strstr(err, "in use")) return rc;
+    usleep(50000);
+  }
+}
+
+static void end_session(node *n, const char *why) {
+  if (!n->sealed) return;
+  logf_(n, LOG_INFO, "session with %s ended: %s", n->who, why);
+  n->sealed = 0;
+  farm__engine_cancel_all(n->e, 1);
+  for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
+  map_clear(&n->jobs, drop_job);
+  map_clear(&n->fns, drop_fn);
+  memset(&n->hs, 0, sizeof n->hs);
+  /* a new link: the old connection is dropped, the next client can come in */
+  farm__link_close(n->link);
+  n->link = NULL;
+  char err[300];
+  if (n->launched) { n->stop = 1; return; }
+  if (open_link(n, err, sizeof err) < 0) { logf_(n, LOG_ERROR, "%s", err); n->stop = 1; }
+  n->idle_since = farm__now();
+}
+
+/* JOBS from the client: each becomes a job of our engine. */
+static int on_jobs(node *n, farm_rd *r) {
+  int flags = farm__rd_u8(r);
+  farm__rd_uvar(r);                          /* the client's pool size: ours counts here */
+  uint32_t count = farm__rd_u32le(r);
+  if (flags & 1) map_clear(&n->fns, drop_fn);
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    uint64_t id = farm__rd_uvar(r);
+    uint64_t attempt = farm__rd_uvar(r);
+    int mode = farm__rd_u8(r);
+    const unsigned char *hash = farm__rd_bytes(r, FARM_HASHLEN);
+    int kind = farm__rd_u8(r);
+    size_t nfn = 0, nargs = 0;
+    const char *fnb = kind != FARM_FN_CACHED ? farm__rd_str(r, &nfn) : NULL;
+    const char *args = farm__rd_str(r, &nargs);
+    if (r->err || mode > FARM_MODE_MAP || kind > FARM_FN_FRESH || attempt > 65535) return FARM_EPROTO;
+    farm_fn *fn = NULL;
+    if (kind == FARM_FN_CACHED) {
+      fn = map_get(&n->fns, hkey(hash));
+      if (!fn || memcmp(fn->hash, hash, FARM_HASHLEN)) return FARM_EPROTO;   /* never sent */
+      __atomic_add_fetch(&fn->refs, 1, __ATOMIC_RELAXED);
+    } else {
+      fn = calloc(1, sizeof *fn);
+      if (!fn || !(fn->p = farm__dupmem(fnb, nfn))) { free(fn); return FARM_ENOMEM; }
+      memcpy(fn->hash, hash, FARM_HASHLEN);
+      fn->n = nfn;
+      fn->fresh = kind == FARM_FN_FRESH;
+      fn->refs = 1;
+      if (kind == FARM_FN_KEEP) {
+        farm_fn *old = map_del(&n->fns, hkey(hash));
+        if (old) farm__fn_unref(old);
+        fn->refs++;
+        if (map_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
+      }
+    }
+    farm_job *j = farm__job_new();
+    if (!j || !(j->args = farm__dupmem(args, nargs))) { farm__fn_unref(fn); free(j); return FARM_ENOMEM; }
+    j->nargs = nargs;
+    j->fn = fn;
+    j->id = farm__engine_nextid(n->e);
+    j->ext_id = id;
+    j->ext_attempt = (uint16_t)attempt;
+    j->mode = (uint8_t)mode;
+    j->notify = 1;
+    j->refs = 1;                             /* the map's */
+    farm_job *old = map_del(&n->jobs, id);   /* the client tries it again: the old try is not wanted */
+    if (old) { farm__engine_cancel(n->e, old, 1); farm__job_unref(old); }
+    if (map_put(&n->jobs, id, j) < 0) { farm__job_unref(j); return FARM_ENOMEM; }
+    farm__engine_submit(n->e, j);
+  }
+  return r->err ? FARM_EPROTO : 0;
+}
+
+/* TAKE: give back the jobs that have not started; TAKEN says which. */
+static int on_take(node *n, farm_rd *r) {
+  uint32_t count = farm__rd_u32le(r);
+  farm_buf ids;
+  farm__buf_init(&ids);
+  uint32_t given = 0;
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    uint64_t id = farm__rd_uvar(r);
+    if (r->err) break;
+    farm_job *j = map_get(&n->jobs, id);
+    if (j && farm__engine_cancel(n->e, j, 0) == 1) { farm__buf_uvar(&ids, id); given++; }
+  }
+  if (!r->err) {
+    farm__msg_begin(&n->out, FARM_MSG_TAKEN);
+    farm__buf_put(&n->out, "\0\0\0\0", 4);
+    farm__put_u32le_at(&n->out, 4, given);
+    farm__buf_put(&n->out, ids.p, ids.n);
+    send_out(n);
+  }
+  farm__buf_free(&ids);
+  return r->err ? FARM_EPROTO : 0;
+}
+
+static void on_message(node *n, const void *m, size_t len) {
+  char err[200];
+  if (!n->sealed) {
+    int rc = farm__session_node(&n->hs, n->link, n->key, m, len, err, sizeof err);
+    if (rc == 1) {
+      n->sealed = 1;
+      n->sessions++;
+      snprintf(n->who, sizeof n->who, "%s", n->hs.who);
+      logf_(n, LOG_INFO, "client %s authenticated; serving it", n->who);
+      send_hello(n);
+    } else if (rc == FARM_EAUTH) {
+      n->auth_failed++;
+      logf_(n, LOG_WARN, "authentication failed: client %s (on %s) does not know this node's key",
+            n->hs.who[0] ? n->hs.who : "?", n->listen);
+    } else if (rc < 0) {
+      n->dropped++;
+      logf_(n, LOG_WARN, "dropped %zu bytes from an unauthenticated peer: %s", len, err);
+    }
+    return;
+  }
+  farm_rd r;
+  int type = farm__msg_open(&r, m, len, err, sizeof err);
+  int rc = type < 0 ? type : 0;
+  switch (type) {
+  case FARM_MSG_JOBS: rc = on_jobs(n, &r); break;
+  case FARM_MSG_TAKE: rc = on_take(n, &r); break;
+  case FARM_MSG_KILL: {
+    uint64_t id = farm__rd_uvar(&r);
+    farm_job *j = r.err ? NULL : map_get(&n->jobs, id);
+    if (j) farm__engine_cancel(n->e, j, 1);
+    rc = r.err ? FARM_EPROTO : 0;
+    break;
+  }
+  case FARM_MSG_BEAT: break;
+  case FARM_MSG_QUIT: end_session(n, "the client said goodbye"); return;
+  default: if (type >= 0) { rc = FARM_EPROTO; snprintf(err, sizeof err, "unexpected message %d", type); }
+  }
+  if (rc < 0) end_session(n, rc == FARM_ENOMEM ? "out of memory" : err[0] ? err : "a malformed message");
+}
+
+static void receive(node *n) {
+  for (int k = 0; k < 256 && n->link && !n->stop; k++) {
+    void *m;
+    size_t len;
+    int rc = farm__link_recv(n->link, &m, &len, 1);
+    if (rc == FARM_EAGAIN) return;
+    if (rc == FARM_EAUTH) { end_session(n, "a frame did not authenticate (the client went away, or the link was tampered with)"); return; }
+    if (rc < 0) { logf_(n, LOG_ERROR, "link failed: %s", farm__link_error()); n->stop = 1; return; }
+    on_message(n, m, len);
+    farm__link_free(m);
+  }
+}
+
+/* ---- options ----------------------------------------------------------------------- */
+
+static const char node_usage[] =
+  "usage: farm node [--listen ADDR] [-w N] [--key-file F] [--idle-timeout S] [--heartbeat S]\n"
+  "                 [--pid-file F] [--log-file F] [--log-level L] [--daemon]\n"
+  "\n"
+  "A standing node: runs the jobs of one client at a time on N local workers.\n"
+  "  --listen ADDR     where clients connect (default " DEFAULT_LISTEN ");\n"
+  "                    any address but loopback needs a key\n"
+  "  -w, --workers N   workers (default: the CPUs this process may use)\n"
+  "  --key-file F      the farm key clients must prove they know (default $FARM_KEY_FILE);\n"
+  "                    make one with: farm keygen F (it must be readable by you alone)\n"
+  "  --idle-timeout S  exit after S seconds with no client\n"
+  "  --heartbeat S     seconds between heartbeats (default 1); a client silent for\n"
+  "                    5 heartbeats is dropped and its jobs cancelled\n"
+  "  --pid-file F      write the node's pid to F (removed at exit)\n"
+  "  --log-file F      log there instead of stderr\n"
+  "  --log-level L     error, warn, info (default) or debug\n"
+  "  --daemon          detach from the terminal (with --log-file, or logs are lost)\n"
+  "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the client's jobs and exits.\n"
+  "A client reaches it with: farm run SCRIPT --hosts node://HOST:PORT --key-file F\n";
+
+static int bad(const char *fmt, const char *a) {
+  fputs("farm node: ", stderr);
+  fprintf(stderr, fmt, a);
+  fputs("\n", stderr);
+  return 2;
+}
+
+static int loopback(const char *url) {
+  const char *h = strstr(url, "://");
+  h = h ? h + 3 : url;
+  return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 || strncmp(h, "[::1]:", 6) == 0;
+}
+
+/* A free TCP port on addr (for --launched: the client learns it from our first line). */
+static int free_port(const char *addr) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = { .sin_family = AF_INET };
+  if (fd < 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+static double num(const char *s, int *ok) {
+  char *end;
+  double v = strtod(s, &end);
+  *ok = *s && !*end && v > 0 && v < 1e9;
+  return v;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+static void stats_line(node *n) {
+  logf_(n, LOG_WARN, "stats: %llu sessions, %llu jobs done, %llu failed, %zu running or queued, "
+        "%llu failed authentications, %llu messages dropped, up %.0f s; %s",
+        (unsigned long long)n->sessions, (unsigned long long)n->jobs_done,
+        (unsigned long long)n->jobs_failed, n->jobs.n, (unsigned long long)n->auth_failed,
+        (unsigned long long)n->dropped, farm__now() - n->t0,
+        n->sealed ? n->who : "no client");
+}
+
+int farm_node_main(int argc, char **argv) {
+  node N = { .beat = 1.0, .loglevel = LOG_INFO, .sigfd = -1 };
+  node *n = &N;
+  const char *keyfile = getenv("FARM_KEY_FILE"), *pidfile = NULL, *logfile = NULL;
+  int daemonize = 0, ok = 1, listen_given = 0;
+  snprintf(n->listen, sizeof n->listen, "%s", DEFAULT_LISTEN);
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(node_usage, stdout); return 0; }
+    if (!strcmp(a, "--daemon")) { daemonize = 1; continue; }
+    if (!strcmp(a, "--launched")) { n->launched = 1; continue; }
+    if (a[0] != '-') return bad("unexpected argument '%s' (see farm node --help)", a);
+    if (strcmp(a, "--listen") && strcmp(a, "-w") && strcmp(a, "--workers") && strcmp(a, "--key-file") &&
+        strcmp(a, "--idle-timeout") && strcmp(a, "--heartbeat") && strcmp(a, "--pid-file") &&
+        strcmp(a, "--log-file") && strcmp(a, "--log-level"))
+      return bad("unknown option '%s' (see farm node --help)", a);
+    if (i + 1 >= argc) return bad("%s needs a value (see farm node --help)", a);
+    const char *v = argv[++i];
+    if (!strcmp(a, "--listen")) {
+      if (strncmp(v, "tcp://", 6) || !strrchr(v + 6, ':') || strlen(v) >= sizeof n->listen)
+        return bad("--listen takes tcp://ADDRESS:PORT (e.g. tcp://0.0.0.0:7070), not '%s'", v);
+      snprintf(n->listen, sizeof n->listen, "%s", v);
+      listen_given = 1;
+    } else if (!strcmp(a, "-w") || !strcmp(a, "--workers")) {
+      char *end;
+      long w = strtol(v, &end, 10);
+      if (*end || w < 1 || w > 256) return bad("--workers takes a number from 1 to 256, not '%s'", v);
+      n->workers = (int)w;
+    } else if (!strcmp(a, "--key-file")) keyfile = v;
+    else if (!strcmp(a, "--idle-timeout")) { n->idle_timeout = num(v, &ok); if (!ok) return bad("--idle-timeout takes seconds, not '%s'", v); }
+    else if (!strcmp(a, "--heartbeat")) { n->beat = num(v, &ok); if (!ok) return bad("--heartbeat takes seconds, not '%s'", v); }
+    else if (!strcmp(a, "--pid-file")) pidfile = v;
+    else if (!strcmp(a, "--log-file")) logfile = v;
+    else {
+      int l = -1;
+      for (int k = 0; k < 4; k++) if (!strcmp(v, level_names[k])) l = k;
+      if (l < 0) return bad("--log-level takes error, warn, info or debug, not '%s'", v);
+      n->loglevel = l;
+    }
+  }
+  if (sodium_init() < 0) return bad("%s", "libsodium failed to start");
+  char err[600];
+  if (n->launched) {
+    /* started over SSH for one run: the key comes on stdin, never on a command line */
+    char line[256];
+    size_t k = 0;
+    while (k + 1 < sizeof line) {
+      ssize_t r = read(0, line + k, 1);
+      if (r <= 0 || line[k] == '\n') break;
+      k++;
+    }
+    if (farm__key_parse(line, k, n->key) < 0) return bad("%s", "--launched: no key on stdin");
+    sodium_memzero(line, sizeof line);
+    n->keyed = 1;
+    n->loglevel = n->loglevel == LOG_INFO ? LOG_WARN : n->loglevel;
+    const char *conn = getenv("SSH_CONNECTION");      /* "client port server port" */
+    char addr[64] = "0.0.0.0";
+    if (conn) sscanf(conn, "%*s %*s %63s", addr);
+    if (!strchr(addr, '.')) snprintf(addr, sizeof addr, "0.0.0.0");
+    if (!listen_given) {
+      int port = free_port(addr);
+      if (port < 0) return bad("cannot find a free port on %s", addr);
+      snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", addr, port);
+    }
+  } else if (keyfile && *keyfile) {
+    if (farm__key_load(keyfile, n->key, err, sizeof err) < 0) return bad("%s", err);
+    n->keyed = 1;
+  }
+  if (!n->keyed && !loopback(n->listen)) {
+    fprintf(stderr, "farm node: refusing to listen on %s without a key: anyone who reaches it could "
+            "run code here; pass --key-file F (make one with: farm keygen F)\n", n->listen);
+    return 2;
+  }
+  if (logfile && !(n->log = fopen(logfile, "a"))) return bad("cannot open log file '%s'", logfile);
+  if (open_link(n, err, sizeof err) < 0) {
+    if (strstr(err, "in use")) fprintf(stderr, "farm node: %s (another node there? pick another port with --listen)\n", err);
+    else fprintf(stderr, "farm node: %s\n", err);
+    if (n->log) fclose(n->log);
+    return 1;
+  }
+  if (daemonize) {
+    farm__link_close(n->link);                  /* nanomsg's threads do not survive fork */
+    n->link = NULL;
+    if (daemon(0, 0) < 0) return bad("cannot become a daemon: %s", strerror(errno));
+    if (open_link(n, err, sizeof err) < 0) { logf_(n, LOG_ERROR, "%s", err); return 1; }
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGUSR1);
+  sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  n->sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE };
+  if (farm__engine_open(&n->e, &o, err, sizeof err) < 0) {
+    logf_(n, LOG_ERROR, "%s", err);
+    farm__link_close(n->link);
+    return 1;
+  }
+  if (pidfile) {
+    FILE *f = fopen(pidfile, "w");
+    if (!f) logf_(n, LOG_ERROR, "cannot write pid file '%s': %s", pidfile, strerror(errno));
+    else { fprintf(f, "%ld\n", (long)getpid()); fclose(f); }
+  }
+  farm__buf_init(&n->out);
+  n->t0 = n->idle_since = farm__now();
+  if (n->launched) {
+    const char *port = strrchr(n->listen, ':');
+    printf("FARM-NODE %d %s\n", FARM_PROTOCOL, port ? port + 1 : "0");
+    fflush(stdout);
+  } else {
+    logf_(n, LOG_INFO, "listening on %s with %d workers%s", n->listen, farm__engine_workers(n->e),
+          n->keyed ? "" : " (no key: any local user can connect)");
+  }
+  while (!n->stop) {
+    uint64_t gen = farm__engine_gen(n->e);
+    receive(n);
+    if (n->stop) break;
+    send_results(n);
+    double now = farm__now();
+    if (n->sealed) {
+      double last = farm__link_last_recv(n->link);
+      if (last > 0 && now - last > LOST_BEATS * n->beat) {
+        char why[100];
+        snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
+        end_session(n, why);
+        continue;
+      }
+      if (now - n->last_sent >= n->beat) {
+        farm__msg_begin(&n->out, FARM_MSG_BEAT);
+        send_out(n);
+      }
+    } else if (n->idle_timeout > 0 && now - n->idle_since > n->idle_timeout) {
+      logf_(n, LOG_INFO, "no client for %g s: exiting", n->idle_timeout);
+      break;
+    }
+    struct pollfd fds[3] = {
+      { .fd = farm__link_rcvfd(n->link), .events = POLLIN },
+      { .fd = n->sigfd, .events = POLLIN },
+      { .fd = n->launched ? 0 : -1, .events = POLLIN },
+    };
+    double wait = n->beat / 4 < 0.25 ? n->beat / 4 : 0.25;
+    int rc = farm__engine_wait_fds(n->e, gen, wait, fds, 3);
+    if (rc == 2 && fds[1].revents) {
+      struct signalfd_siginfo si;
+      while (read(n->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGUSR1) stats_line(n);
+        else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP) {
+          logf_(n, LOG_INFO, "%s: stopping", strsignal((int)si.ssi_signo));
+          n->stop = 1;
+        }
+      }
+    }
+    if (rc == 2 && fds[2].revents) {
+      /* the SSH channel closed: the client is gone (sshd does not kill us) */
+      char c;
+      if (read(0, &c, 1) <= 0) { logf_(n, LOG_INFO, "stdin closed: the client is gone"); n->stop = 1; }
+    }
+  }
+  if (n->sealed && n->link) {                   /* the client hears that its jobs will not come */
+    send_results(n);
+    end_session(n, "the node is stopping");
+  }
+  map_clear(&n->jobs, drop_job);
+  map_clear(&n->fns, drop_fn);
+  farm__engine_close(n->e);
+  farm__engine_free(n->e);
+  farm__link_close(n->link);
+  farm__buf_free(&n->out);
+  if (n->sigfd >= 0) close(n->sigfd);
+  sodium_memzero(n->key, sizeof n->key);
+  if (pidfile) unlink(pidfile);
+  if (n->log) fclose(n->log);
+  return 0;
+}

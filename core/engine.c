@@ -327,10 +327,16 @@ int farm__peer_send(farm_peer *p, const void *msg, size_t n) {
   return 0;
 }
 
+/* Messages wait for p's link (here, or sealed and held by the link). */
+static int backed_up(farm_peer *p) {
+  return p->pend.n || (p->link && farm__link_held(p->link));
+}
+
 /* Send what waits for p's link; 0 when nothing is left waiting. */
 static int flush_pending(farm_peer *p) {
   size_t at = 0;
-  int rc = 0;
+  int rc = farm__link_flush(p->link);
+  if (rc) return rc;
   while (at < p->pend.n) {
     uint64_t n;
     memcpy(&n, p->pend.p + at, 8);
@@ -461,11 +467,11 @@ static void dispatch(farm_engine *e) {
     int open = 0;
     for (int i = 0; i < e->npeers; i++) {
       farm_peer *p = e->peers[i];
-      if (peer_open(p) && !p->pend.n && p->inflight - p->suspended < (pass ? credit(p) : p->capacity)) open++;
+      if (peer_open(p) && !backed_up(p) && p->inflight - p->suspended < (pass ? credit(p) : p->capacity)) open++;
     }
     for (int i = 0; i < e->npeers && e->nqueued && open; i++) {
       farm_peer *p = e->peers[i];
-      if (!peer_open(p) || p->pend.n) continue;
+      if (!peer_open(p) || backed_up(p)) continue;
       int cr = credit(p), held = p->inflight - p->suspended;
       if (held >= (pass ? cr : p->capacity)) continue;
       int share = (int)((e->nqueued + (size_t)open - 1) / (size_t)open);
@@ -1004,7 +1010,7 @@ static int want_fds(farm_engine *e) {
     farm_peer *p = e->peers[i];
     if (!p->link) continue;
     if (links) e->pfd[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
-    if (p->pend.n) e->pfd[nf++] = (struct pollfd){ .fd = farm__link_sndfd(p->link), .events = POLLIN };
+    if (backed_up(p)) e->pfd[nf++] = (struct pollfd){ .fd = farm__link_sndfd(p->link), .events = POLLIN };
   }
   return nf;
 }
@@ -1033,7 +1039,7 @@ static void *loop_main(void *arg) {
     double period = __atomic_load_n(&e->outstanding, __ATOMIC_RELAXED) ? TICK : IDLE_TICK;
     if (now - e->last_tick >= period) tick(e, now);
     for (int i = 0; i < e->npeers; i++)
-      if (e->peers[i]->pend.n && e->peers[i]->link) flush_pending(e->peers[i]);
+      if (e->peers[i]->link && backed_up(e->peers[i])) flush_pending(e->peers[i]);
     dispatch(e);
     flush_subdone(e);
     wake_waiters(e);
@@ -1089,7 +1095,7 @@ void farm__engine_submit(farm_engine *e, farm_job *j) {
       take_incoming(e);
       dispatch(e);
       sent = !e->nqueued;
-      for (int i = 0; i < e->npeers; i++) sent &= !e->peers[i]->pend.n && !e->peers[i]->broken;
+      for (int i = 0; i < e->npeers; i++) sent &= !backed_up(e->peers[i]) && !e->peers[i]->broken;
     }
     pthread_mutex_unlock(&e->mu);
     if (sent) return;
@@ -1118,7 +1124,7 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
   if (!e->stop) {
     take_incoming(e);
     for (int i = 0; i < e->npeers; i++)
-      if (e->peers[i]->pend.n && e->peers[i]->link) flush_pending(e->peers[i]);
+      if (e->peers[i]->link && backed_up(e->peers[i])) flush_pending(e->peers[i]);
     dispatch(e);
     for (int i = 0; i < e->npeers; i++) farm__peer_drain(e->peers[i]);
     dispatch(e);
@@ -1126,7 +1132,7 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     int kick = 0;
     for (int i = 0; i < e->npeers; i++) {
       farm_peer *p = e->peers[i];
-      kick |= p->broken || p->pend.n;
+      kick |= p->broken || backed_up(p);
       if (p->link && nf < max) fds[nf++] = (struct pollfd){ .fd = farm__link_rcvfd(p->link), .events = POLLIN };
     }
     if (nf - 1 == e->npeers) __atomic_store_n(&e->caller_polls, 1, __ATOMIC_SEQ_CST);

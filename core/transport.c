@@ -25,6 +25,7 @@ struct farm_link {
   unsigned char ktx[32], krx[32];  /* keys of the two directions */
   uint64_t ntx, nrx;               /* frames sealed / opened so far: the nonces */
   double last_recv;
+  void *held;                      /* a sealed frame nanomsg could not take yet */
 };
 
 static void nonce_of(unsigned char nonce[12], uint64_t n) {
@@ -66,6 +67,11 @@ int farm__link_open(farm_link **out, const char *url, int bind, size_t maxmsg,
   nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_LINGER, &linger, sizeof linger);
   int ivl = 20;     /* reconnect quickly: a worker connects right after exec */
   nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_RECONNECT_IVL, &ivl, sizeof ivl);
+  if (strncmp(url, "tcp://", 6) == 0) {
+    int big = 4 << 20;   /* megabyte arguments stream without stalls between hosts */
+    nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_SNDBUF, &big, sizeof big);
+    nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_RCVBUF, &big, sizeof big);
+  }
   if ((bind ? nn_bind(l->sock, url) : nn_connect(l->sock, url)) < 0) goto fail;
   size_t sz = sizeof l->rcvfd;
   if (nn_getsockopt(l->sock, NN_SOL_SOCKET, NN_RCVFD, &l->rcvfd, &sz) < 0) goto fail;
@@ -83,30 +89,46 @@ fail:
 
 void farm__link_close(farm_link *l) {
   if (!l) return;
+  if (l->held) nn_freemsg(l->held);
   nn_close(l->sock);
   farm__link_unseal(l);
   free(l);
 }
 
-/* Seal n bytes into a nanomsg message of its own (sent without another copy). */
-static int send_sealed(farm_link *l, const void *p, size_t n, int nowait) {
-  unsigned char nonce[12];
-  nonce_of(nonce, l->ntx);
-  for (;;) {
-    unsigned char *m = nn_allocmsg(n + TAGLEN, 0);
-    if (!m) return FARM_ENOMEM;
-    unsigned long long cn;
-    if (l->cipher == FARM_SEAL_AES)
-      crypto_aead_aes256gcm_encrypt(m, &cn, p, n, NULL, 0, NULL, nonce, l->ktx);
-    else
-      crypto_aead_chacha20poly1305_ietf_encrypt(m, &cn, p, n, NULL, 0, NULL, nonce, l->ktx);
-    int rc = nn_send(l->sock, &m, NN_MSG, nowait ? NN_DONTWAIT : 0);
-    if (rc >= 0) { l->ntx++; return 0; }
-    nn_freemsg(m);
+/* Send the frame held back, if any: 0 when none is left. */
+static int flush_held(farm_link *l, int nowait) {
+  while (l->held) {
+    int rc = nn_send(l->sock, &l->held, NN_MSG, nowait ? NN_DONTWAIT : 0);
+    if (rc >= 0) { l->held = NULL; return 0; }
     if (nn_errno() == EAGAIN) return FARM_EAGAIN;
     if (nn_errno() == EINTR && !nowait) continue;
     return FARM_ELINK;
   }
+  return 0;
+}
+
+int farm__link_flush(farm_link *l) { return l->held ? flush_held(l, 1) : 0; }
+int farm__link_held(const farm_link *l) { return l->held != NULL; }
+
+/* Seal n bytes into a nanomsg message of its own (sent without another copy).
+   A frame nanomsg cannot take at once is held by the link (and counts as
+   sent): sealing costs more than copying, so it is never done twice. */
+static int send_sealed(farm_link *l, const void *p, size_t n, int nowait) {
+  int rc = flush_held(l, nowait);
+  if (rc < 0) return rc;
+  unsigned char nonce[12];
+  nonce_of(nonce, l->ntx);
+  unsigned char *m = nn_allocmsg(n + TAGLEN, 0);
+  if (!m) return FARM_ENOMEM;
+  unsigned long long cn;
+  if (l->cipher == FARM_SEAL_AES)
+    crypto_aead_aes256gcm_encrypt(m, &cn, p, n, NULL, 0, NULL, nonce, l->ktx);
+  else
+    crypto_aead_chacha20poly1305_ietf_encrypt(m, &cn, p, n, NULL, 0, NULL, nonce, l->ktx);
+  l->ntx++;
+  l->held = m;
+  rc = flush_held(l, nowait);
+  return rc == FARM_EAGAIN ? 0 : rc;
 }
 
 /* Open a sealed frame where it lies; a frame that does not open (altered,

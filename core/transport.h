@@ -42,6 +42,10 @@ void farm__link_seal(farm_link *l, int cipher, const unsigned char ktx[32], cons
 void farm__link_unseal(farm_link *l);
 int  farm__link_sealed(const farm_link *l);
 int  farm__seal_best(void);           /* the cipher this CPU runs fastest */
+/* A sealed link keeps a frame nanomsg could not take yet (it counts as sent):
+   held says so, flush tries to send it (0: nothing is left held). */
+int  farm__link_held(const farm_link *l);
+int  farm__link_flush(farm_link *l);
 /* When a sealed frame last arrived (farm__now() seconds; 0: never). */
 double farm__link_last_recv(const farm_link *l);
 

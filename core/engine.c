@@ -766,6 +766,10 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   case FARM_MSG_BEAT:              /* a node link's heartbeat: its arrival is the news */
     if (!farm__rd_left(&r)) return 0;
     break;
+  case FARM_MSG_QUIT:              /* a node stops (SIGTERM): what it held runs elsewhere */
+    if (farm__rd_left(&r) || p->ops->kind[0] != 'n') break;
+    farm__peer_broken(p, "it is stopping");
+    return 0;
   default:
     snprintf(err, errlen, "unexpected message %d from %s", type, p->name);
     return FARM_EPROTO;

@@ -196,6 +196,39 @@ static void send_results(node *n) {
   }
 }
 
+/* The address of the peer on our listening port (nanomsg does not say): the
+   established TCP connection to that port whose socket is ours. "?" if none. */
+static void peer_addr(node *n, char *out, size_t len) {
+  snprintf(out, len, "?");
+  const char *colon = strrchr(n->listen, ':');
+  unsigned port = colon ? (unsigned)atoi(colon + 1) : 0;
+  FILE *f = fopen("/proc/self/net/tcp", "r");
+  if (!f || !port) { if (f) fclose(f); return; }
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    unsigned lport, raddr, rport, st;
+    unsigned long inode;
+    if (sscanf(line, " %*d: %*8X:%4X %8X:%4X %2X %*s %*s %*s %*s %*s %lu", &lport, &raddr, &rport, &st, &inode) != 5 ||
+        lport != port || st != 1)
+      continue;
+    char want[64], link[64], path[64];
+    snprintf(want, sizeof want, "socket:[%lu]", inode);
+    int mine = 0;
+    for (int fd = 0; fd < 1024 && !mine; fd++) {
+      snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+      ssize_t k = readlink(path, link, sizeof link - 1);
+      if (k > 0) { link[k] = 0; mine = !strcmp(link, want); }
+    }
+    if (!mine) continue;
+    struct in_addr a = { .s_addr = raddr };
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a, ip, sizeof ip);
+    snprintf(out, len, "%s:%u", ip, rport);
+    break;
+  }
+  fclose(f);
+}
+
 /* ---- sessions ------------------------------------------------------------------------ */
 
 static void drop_job(void *p) { farm__job_unref(p); }
@@ -312,12 +345,16 @@ static void on_message(node *n, const void *m, size_t len) {
       n->sealed = 1;
       n->sessions++;
       snprintf(n->who, sizeof n->who, "%s", n->hs.who);
-      logf_(n, LOG_INFO, "client %s authenticated; serving it", n->who);
+      char addr[64];
+      peer_addr(n, addr, sizeof addr);
+      logf_(n, LOG_INFO, "client at %s (%s) authenticated; serving it", addr, n->who);
       send_hello(n);
     } else if (rc == FARM_EAUTH) {
+      char addr[64];
+      peer_addr(n, addr, sizeof addr);
       n->auth_failed++;
-      logf_(n, LOG_WARN, "authentication failed: client %s (on %s) does not know this node's key",
-            n->hs.who[0] ? n->hs.who : "?", n->listen);
+      logf_(n, LOG_WARN, "authentication failed: client at %s (says it is %s) does not know this node's key",
+            addr, n->hs.who[0] ? n->hs.who : "?");
     } else if (rc < 0) {
       n->dropped++;
       logf_(n, LOG_WARN, "dropped %zu bytes from an unauthenticated peer: %s", len, err);
@@ -585,8 +622,11 @@ int farm_node_main(int argc, char **argv) {
       if (read(0, &c, 1) <= 0) { logf_(n, LOG_INFO, "stdin closed: the client is gone"); n->stop = 1; }
     }
   }
-  if (n->sealed && n->link) {                   /* the client hears that its jobs will not come */
+  if (n->sealed && n->link) {                   /* the client takes back what did not finish */
     send_results(n);
+    farm__msg_begin(&n->out, FARM_MSG_QUIT);
+    send_out(n);
+    usleep(100000);                               /* nanomsg sends it after we close: let it go */
     end_session(n, "the node is stopping");
   }
   map_clear(&n->jobs, drop_job);

@@ -85,6 +85,7 @@ struct farm_engine {
   uint64_t rate_done;
   int start_failed;
   int capacity;                    /* the peers' capacities summed (loop thread) */
+  int restart_workers;             /* a local worker quits after each job, and is replaced */
   int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
   int loop_skipped;                /* atomic: the loop sleeps without polling the links */
   char err[512];
@@ -238,6 +239,7 @@ void farm__peer_reset(farm_peer *p) {
   p->pend.n = 0;
   p->est = 0;
   p->ready = 0;
+  p->closing = 0;
 }
 
 static uint64_t hkey(const unsigned char *h) {
@@ -401,6 +403,7 @@ static void hold(farm_peer *p, farm_job *j) {
 
 static int credit(farm_peer *p) {
   int cap = p->capacity > 0 ? p->capacity : 1;
+  if (p->e->restart_workers) return cap;   /* one job per worker process: nothing waits there */
   if (p->est <= 0) return cap + 1;
   double k = cap * CREDIT_SECONDS / p->est;
   double lo = cap + 1, hi = (double)CREDIT_MAX * cap;
@@ -592,6 +595,13 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     busy_sum += busy;
     got++;
     farm__job_unref(j);
+  }
+  if (got && e->restart_workers && p->ops->kind[0] == 'l' && !p->inflight && !p->closing) {
+    farm_buf q;                    /* a fresh process for the next job: this one quits */
+    farm__buf_init(&q);
+    farm__msg_begin(&q, FARM_MSG_QUIT);
+    if (farm__peer_send(p, q.p, q.n) == 0) p->closing = 1;
+    farm__buf_free(&q);
   }
   if (got) {
     double per = busy_sum / got;
@@ -1418,6 +1428,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   if (!e) { snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
   e->echo = o->echo;
   e->progress = o->progress;
+  e->restart_workers = o->restart_workers;
   if (o->maxmsg) e->maxmsg = o->maxmsg;
   e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
   int rc = FARM_ESPAWN;

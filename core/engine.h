@@ -81,6 +81,7 @@ typedef struct farm_engine_opts {
   const char *remote_farm;         /* SSH: the farm executable there; NULL: "farm" */
   double heartbeat;                /* seconds between heartbeats on node links; 0: 1 s */
   int quiet;                       /* no "farm: node ... lost" lines on stderr */
+  int restart_workers;             /* a fresh worker process for every job (ppserver -r) */
 } farm_engine_opts;
 
 typedef struct farm_engine farm_engine;

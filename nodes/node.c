@@ -61,7 +61,7 @@ typedef struct node {
   farm_link *link;
   char listen[300];
   unsigned char key[FARM_KEYLEN];
-  int keyed, launched, workers, loglevel;
+  int keyed, launched, workers, loglevel, restart;
   FILE *log;
   double beat, idle_timeout, idle_since, last_sent;
   int sealed;                      /* a client is in session */
@@ -398,7 +398,7 @@ static void receive(node *n) {
 
 static const char node_usage[] =
   "usage: farm node [--listen ADDR] [-w N] [--key-file F] [--idle-timeout S] [--heartbeat S]\n"
-  "                 [--pid-file F] [--log-file F] [--log-level L] [--daemon]\n"
+  "                 [--restart-workers] [--pid-file F] [--log-file F] [--log-level L] [--daemon]\n"
   "\n"
   "A standing node: runs the jobs of one client at a time on N local workers.\n"
   "  --listen ADDR     where clients connect (default " DEFAULT_LISTEN ");\n"
@@ -409,6 +409,8 @@ static const char node_usage[] =
   "  --idle-timeout S  exit after S seconds with no client\n"
   "  --heartbeat S     seconds between heartbeats (default 1); a client silent for\n"
   "                    5 heartbeats is dropped and its jobs cancelled\n"
+  "  --restart-workers a fresh worker process for every job (as ppserver -r): no job\n"
+  "                    sees what an earlier one left in its Lua state\n"
   "  --pid-file F      write the node's pid to F (removed at exit)\n"
   "  --log-file F      log there instead of stderr\n"
   "  --log-level L     error, warn, info (default) or debug\n"
@@ -472,6 +474,7 @@ int farm_node_main(int argc, char **argv) {
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(node_usage, stdout); return 0; }
     if (!strcmp(a, "--daemon")) { daemonize = 1; continue; }
     if (!strcmp(a, "--launched")) { n->launched = 1; continue; }
+    if (!strcmp(a, "--restart-workers")) { n->restart = 1; continue; }
     if (a[0] != '-') return bad("unexpected argument '%s' (see farm node --help)", a);
     if (strcmp(a, "--listen") && strcmp(a, "-w") && strcmp(a, "--workers") && strcmp(a, "--key-file") &&
         strcmp(a, "--idle-timeout") && strcmp(a, "--heartbeat") && strcmp(a, "--pid-file") &&
@@ -556,7 +559,7 @@ int farm_node_main(int argc, char **argv) {
   sigaddset(&sigs, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   n->sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE };
+  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart };
   if (farm__engine_open(&n->e, &o, err, sizeof err) < 0) {
     logf_(n, LOG_ERROR, "%s", err);
     farm__link_close(n->link);

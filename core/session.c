@@ -106,8 +106,14 @@ static void seal(farm_link *l, const unsigned char *key, const unsigned char *nc
   sodium_memzero(k, sizeof k);
 }
 
+/* Send within 2 s at most: a peer that went away must not hold us up. */
 static int send_msg(farm_link *l, farm_buf *b) {
-  int rc = farm__link_send(l, b->p, b->n, 0);
+  double until = farm__now() + 2.0;
+  int rc;
+  while ((rc = farm__link_send(l, b->p, b->n, 1)) == FARM_EAGAIN && farm__now() < until) {
+    struct pollfd pfd = { .fd = farm__link_sndfd(l), .events = POLLIN };
+    poll(&pfd, 1, 50);
+  }
   farm__buf_free(b);
   return rc;
 }

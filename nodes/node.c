@@ -70,6 +70,7 @@ typedef struct node {
   map jobs;                        /* client's id -> farm_job (ours, until over) */
   map fns;                         /* function hash -> farm_fn */
   farm_buf out;
+  farm_buf pend;                   /* whole messages waiting for the link (length first) */
   int sigfd;
   int stop;
   uint64_t sessions, jobs_done, jobs_failed, auth_failed, dropped;
@@ -142,10 +143,28 @@ static uint64_t hkey(const unsigned char *h) { uint64_t k; memcpy(&k, h, 8); ret
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-static int send_out(node *n) {
-  int rc = farm__link_send(n->link, n->out.p, n->out.n, 0);
-  n->last_sent = farm__now();
+/* Messages the link could not take yet go out in order when it can: the node
+   never blocks on a client (one that vanished is dropped by the heartbeat). */
+static int flush_pend(node *n) {
+  int rc = farm__link_flush(n->link);
+  size_t at = 0;
+  while (!rc && at < n->pend.n) {
+    uint64_t len;
+    memcpy(&len, n->pend.p + at, 8);
+    rc = farm__link_send(n->link, n->pend.p + at + 8, (size_t)len, 1);
+    if (!rc) at += 8 + (size_t)len;
+  }
+  memmove(n->pend.p, n->pend.p + at, n->pend.n - at);
+  n->pend.n -= at;
   return rc;
+}
+
+static int send_out(node *n) {
+  n->last_sent = farm__now();
+  int rc = n->pend.n ? FARM_EAGAIN : farm__link_send(n->link, n->out.p, n->out.n, 1);
+  if (rc != FARM_EAGAIN) return rc;
+  if (farm__buf_u64le(&n->pend, n->out.n) < 0 || farm__buf_put(&n->pend, n->out.p, n->out.n) < 0) return FARM_ENOMEM;
+  return 0;
 }
 
 static void send_hello(node *n) {
@@ -247,6 +266,7 @@ static void end_session(node *n, const char *why) {
   if (!n->sealed) return;
   logf_(n, LOG_INFO, "session with %s ended: %s", n->who, why);
   n->sealed = 0;
+  n->pend.n = 0;
   farm__engine_cancel_all(n->e, 1);
   for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
   map_clear(&n->jobs, drop_job);
@@ -571,6 +591,7 @@ int farm_node_main(int argc, char **argv) {
     else { fprintf(f, "%ld\n", (long)getpid()); fclose(f); }
   }
   farm__buf_init(&n->out);
+  farm__buf_init(&n->pend);
   n->t0 = n->idle_since = farm__now();
   if (n->launched) {
     const char *port = strrchr(n->listen, ':');
@@ -602,13 +623,16 @@ int farm_node_main(int argc, char **argv) {
       logf_(n, LOG_INFO, "no client for %g s: exiting", n->idle_timeout);
       break;
     }
-    struct pollfd fds[3] = {
+    int backed = n->pend.n || farm__link_held(n->link);
+    if (backed && flush_pend(n) == 0) backed = 0;
+    struct pollfd fds[4] = {
       { .fd = farm__link_rcvfd(n->link), .events = POLLIN },
       { .fd = n->sigfd, .events = POLLIN },
       { .fd = n->launched ? 0 : -1, .events = POLLIN },
+      { .fd = backed ? farm__link_sndfd(n->link) : -1, .events = POLLIN },
     };
     double wait = n->beat / 4 < 0.25 ? n->beat / 4 : 0.25;
-    int rc = farm__engine_wait_fds(n->e, gen, wait, fds, 3);
+    int rc = farm__engine_wait_fds(n->e, gen, wait, fds, 4);
     if (rc == 2 && fds[1].revents) {
       struct signalfd_siginfo si;
       while (read(n->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -622,13 +646,19 @@ int farm_node_main(int argc, char **argv) {
     if (rc == 2 && fds[2].revents) {
       /* the SSH channel closed: the client is gone (sshd does not kill us) */
       char c;
-      if (read(0, &c, 1) <= 0) { logf_(n, LOG_INFO, "stdin closed: the client is gone"); n->stop = 1; }
+      if (read(0, &c, 1) <= 0) {
+        logf_(n, LOG_INFO, "stdin closed: the client is gone");
+        n->stop = 1;
+        end_session(n, "its SSH connection closed");
+      }
     }
   }
   if (n->sealed && n->link) {                   /* the client takes back what did not finish */
     send_results(n);
     farm__msg_begin(&n->out, FARM_MSG_QUIT);
     send_out(n);
+    for (double until = farm__now() + 1; (n->pend.n || farm__link_held(n->link)) && flush_pend(n) == FARM_EAGAIN &&
+         farm__now() < until; ) usleep(5000);
     usleep(100000);                               /* nanomsg sends it after we close: let it go */
     end_session(n, "the node is stopping");
   }
@@ -638,6 +668,7 @@ int farm_node_main(int argc, char **argv) {
   farm__engine_free(n->e);
   farm__link_close(n->link);
   farm__buf_free(&n->out);
+  farm__buf_free(&n->pend);
   if (n->sigfd >= 0) close(n->sigfd);
   sodium_memzero(n->key, sizeof n->key);
   if (pidfile) unlink(pidfile);

@@ -324,7 +324,8 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     farm__buf_init(&p->pend);
     if (n->rc < 0) {
       char msg[900];
-      snprintf(msg, sizeof msg, "host %s: %s", n->name, n->err);
+      if (strncmp(n->err, "host ", 5) == 0) snprintf(msg, sizeof msg, "%s", n->err);   /* ssh.c names it */
+      else snprintf(msg, sizeof msg, "host %s: %s", n->name, n->err);
       if (!err[0]) snprintf(err, errlen, "%s", msg);
       if (!o->quiet && nh + (o->no_local ? 0 : 1) > 1) fprintf(stderr, "farm: %s; going on without it\n", msg);
       farm__link_close(n->link);

@@ -1,0 +1,188 @@
+-- ssh_spec.lua -- `farm run --nodes HOSTFILE` through a real OpenSSH sshd on
+-- 127.0.0.1 (scripts/sshd-testbed: its own keys, config and port, started and
+-- stopped by pid), as a user runs it: the node is started over SSH for the run,
+-- with a key made for the run, and nothing is left on the "host" afterwards.
+local H = require "helper"
+
+local q = H.quote
+local function abs(path)
+  if path:sub(1, 1) == "/" then return path end
+  local p = io.popen("pwd"); local d = p:read("l"); p:close()
+  return d .. "/" .. path
+end
+local FARM = abs(H.farm)
+local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
+local PORT = 20000 + (MYPID * 7) % 20000
+local DIR = "/tmp/farm-ssh-spec." .. MYPID
+local HOME = DIR .. "/home"
+
+local function launched_nodes()
+  -- `farm node --launched` processes started for this spec's sshd (by their
+  -- command line: the remote farm path is ours)
+  -- (the pattern's [n] keeps it from matching the shell that runs pgrep)
+  local p = io.popen("pgrep -f -- " .. q(FARM .. " [n]ode --launched") .. " 2>/dev/null")
+  local pids = {}
+  for l in p:lines() do pids[#pids + 1] = tonumber(l) end
+  p:close()
+  return pids
+end
+
+local function settles_empty(seconds)
+  local deadline = os.time() + (seconds or 10)
+  repeat
+    if #launched_nodes() == 0 then return true end
+    os.execute("sleep 0.1")
+  until os.time() > deadline
+  return false
+end
+
+local function run(script, extra, env)
+  return H.run_script(script, "--remote-farm " .. q(FARM) .. " " .. (extra or ""), 120,
+    "HOME=" .. q(HOME) .. " SSH_AUTH_SOCK= " .. (env or ""))
+end
+
+local function hostfile(text) return H.tmp(text, ".hosts") end
+
+local PI = [[
+local farm = require "farm"
+local function throw(n, seed)
+  local x = seed
+  local hits = 0
+  for _ = 1, n do
+    x = (x * 1103515245 + 12345) % 2147483648
+    local a = x / 2147483648
+    x = (x * 1103515245 + 12345) % 2147483648
+    local b = x / 2147483648
+    if a * a + b * b <= 1 then hits = hits + 1 end
+  end
+  return hits
+end
+local sizes, seeds = {}, {}
+for i = 1, 24 do sizes[i], seeds[i] = 20000, i end
+local hits = 0
+for _, h in ipairs(farm.map(throw, sizes, seeds)) do hits = hits + h end
+print(("pi %.10f"):format(4 * hits / (24 * 20000)))
+local nodes = farm.nodes()
+for _, n in ipairs(nodes) do io.stderr:write(("NODE %s %d %d %s\n"):format(n.host, n.workers, n.jobs_done, n.state)) end
+]]
+
+describe("farm run --nodes over SSH (a real sshd on 127.0.0.1)", function()
+  setup(function()
+    assert(os.execute("scripts/sshd-testbed start " .. q(DIR) .. " " .. PORT) == true, "sshd testbed")
+  end)
+
+  teardown(function()
+    -- whatever a failed test left: the nodes it started, then the sshd
+    for _, pid in ipairs(launched_nodes()) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    os.execute("scripts/sshd-testbed stop " .. q(DIR))
+    H.cleanup()
+  end)
+
+  after_each(function()
+    assert.is_true(settles_empty(10), "a farm node started over SSH outlived its run")
+  end)
+
+  it("starts a node over SSH for the run; results equal the local run's; nothing is left", function()
+    local hosts = hostfile(("# the sshd of this test\n127.0.0.1:%d 2\n"):format(PORT))
+    local remote = run(PI, "-n 0 --nodes " .. q(hosts))
+    assert.are.equal(0, remote.code, remote.err)
+    local here = H.run_script(PI, "-n 2")
+    assert.are.equal(0, here.code, here.err)
+    assert.are.equal(here.out, remote.out)
+    assert.is_truthy(remote.err:find(("NODE 127.0.0.1:%d 2 24 up"):format(PORT), 1, true), remote.err)
+  end)
+
+  it("shares the work between local workers and the node", function()
+    local script = [[
+local farm = require "farm"
+local fs = {}
+for i = 1, 30 do fs[i] = farm.submit(function(x) local t = os.time() + 0 local c = os.clock() while os.clock() - c < 0.05 do end return x end, i) end
+local s = 0
+for i = 1, 30 do s = s + fs[i]:result() end
+local st = farm.stats()
+local kinds = {}
+for _, w in ipairs(st.workers) do kinds[w.kind] = (kinds[w.kind] or 0) + w.jobs end
+print(s, kinds["local"] > 0, kinds.node > 0)
+]]
+    local r = run(script, "-n 1 --hosts " .. q("127.0.0.1:" .. PORT))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("465\ttrue\ttrue\n", r.out)
+  end)
+
+  it("leaves nothing on the host when the client is killed with SIGKILL", function()
+    local script = H.tmp([[
+local farm = require "farm"
+local fs = {}
+for i = 1, 50 do fs[i] = farm.submit(function() local c = os.clock() while os.clock() - c < 0.2 do end end) end
+print("submitted") io.stdout:flush()
+for i = 1, 50 do fs[i]:result() end
+]])
+    local out = os.tmpname()
+    local cmd = ("HOME=%s SSH_AUTH_SOCK= %s run %s -n 0 --remote-farm %s --hosts %s >%s 2>&1 & echo $!")
+      :format(q(HOME), q(FARM), q(script), q(FARM), q("127.0.0.1:" .. PORT), q(out))
+    local p = io.popen(cmd)
+    local pid = tonumber(p:read("l"))
+    p:close()
+    local deadline = os.time() + 30
+    while not H.slurp(out):find("submitted", 1, true) and os.time() < deadline do os.execute("sleep 0.05") end
+    assert.is_truthy(H.slurp(out):find("submitted", 1, true), H.slurp(out))
+    assert.is_true(#launched_nodes() >= 1, "the node runs while the client does")
+    os.execute("kill -9 " .. pid)
+    assert.is_true(H.wait_gone({ pid }, 10))
+    assert.is_true(settles_empty(10), "the node outlived its client")
+    -- and its workers went with it
+    local p2 = io.popen("pgrep -f 'farm worker' | xargs -r -n1 sh -c 'cat /proc/$0/cmdline 2>/dev/null | tr \"\\0\" \" \"; echo' 2>/dev/null")
+    local workers = p2:read("a")
+    p2:close()
+    assert.is_falsy(workers:find("--parent " .. tostring(pid), 1, true))
+    os.remove(out)
+  end)
+
+  it("refuses an unknown host with the ssh-keyscan line, and --accept-new-hosts adds it", function()
+    local kh = HOME .. "/.ssh/known_hosts"
+    local saved = H.slurp(kh)
+    H.write(kh, "")
+    local r = run("print(require('farm').submit(function() return 7 end):result())",
+      "-n 0 --hosts " .. q("127.0.0.1:" .. PORT))
+    assert.are_not.equal(0, r.code)
+    assert.are.equal(1, H.lines(r.err), r.err)
+    assert.is_truthy(r.err:find("ssh-keyscan -p " .. PORT, 1, true), r.err)
+    r = run("print(require('farm').submit(function() return 7 end):result())",
+      "-n 0 --accept-new-hosts --hosts " .. q("127.0.0.1:" .. PORT))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("7\n", r.out)
+    assert.is_truthy(H.slurp(kh):find("[127.0.0.1]:" .. PORT, 1, true), H.slurp(kh))
+    H.write(kh, saved)
+  end)
+
+  it("refuses a changed host key", function()
+    local kh = HOME .. "/.ssh/known_hosts"
+    local saved = H.slurp(kh)
+    local other = DIR .. "/other"
+    os.execute("ssh-keygen -q -t ed25519 -N '' -f " .. q(other) .. " >/dev/null")
+    local pub = H.slurp(other .. ".pub"):match("^(%S+ %S+)")
+    H.write(kh, ("[127.0.0.1]:%d %s\n"):format(PORT, pub))
+    local r = run("print(1)\nrequire('farm').submit(function() end):result()", "-n 0 --hosts " .. q("127.0.0.1:" .. PORT))
+    H.write(kh, saved)
+    assert.are_not.equal(0, r.code)
+    assert.are.equal(1, H.lines(r.err), r.err)
+    assert.is_truthy(r.err:find("CHANGED", 1, true), r.err)
+  end)
+
+  it("says so when farm is not installed on the host", function()
+    local r = H.run_script("require('farm').submit(function() end):result()",
+      "--remote-farm /nonexistent/farm -n 0 --hosts " .. q("127.0.0.1:" .. PORT), 60,
+      "HOME=" .. q(HOME) .. " SSH_AUTH_SOCK= ")
+    assert.are_not.equal(0, r.code)
+    assert.are.equal(1, H.lines(r.err), r.err)
+    assert.is_truthy(r.err:find("--remote-farm", 1, true), r.err)
+  end)
+
+  it("goes on with the local pool when a host cannot be reached, and says which", function()
+    local r = run("print(require('farm').submit(function() return 5 end):result())",
+      "-n 1 --hosts " .. q("127.0.0.1:" .. PORT .. ",127.0.0.1:1"))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("5\n", r.out)
+    assert.is_truthy(r.err:find("host 127.0.0.1:1: connection refused", 1, true), r.err)
+  end)
+end)

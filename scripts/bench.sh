@@ -29,6 +29,31 @@ for what in submit map pi bytes roundtrip; do
   median "$runs"
 done
 
+# The same figures through one node over TCP on loopback (sealed: authenticated
+# and encrypted), every job remote (-n 0): a standing `farm node` of 2 workers.
+kdir=$(mktemp -d /tmp/farm-bench-node.XXXXXX)
+port=$((30000 + $$ % 20000))
+"$B/farm" keygen "$kdir/key" 2>/dev/null
+"$B/farm" node --listen "tcp://127.0.0.1:$port" --key-file "$kdir/key" -w 2 \
+  --log-file "$kdir/node.log" --pid-file "$kdir/node.pid" &
+node_pid=$!
+trap 'kill $node_pid 2>/dev/null; wait $node_pid 2>/dev/null; rm -rf "$kdir" "$tmp"' EXIT
+i=0
+while [ ! -s "$kdir/node.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+echo "through one node (tcp://127.0.0.1, sealed; 2 workers there, none here), median of $runs runs"
+for what in submit bytes roundtrip; do
+  i=0
+  : > "$tmp"
+  while [ $i -lt "$runs" ]; do
+    "$B/farm" run -n 0 --hosts "node://127.0.0.1:$port" --key-file "$kdir/key" --quiet-jobs \
+      scripts/bench.lua -- "$what" | sed 's/^/node_/' >> "$tmp"
+    i=$((i + 1))
+  done
+  median "$runs"
+done
+kill $node_pid 2>/dev/null
+wait $node_pid 2>/dev/null || true
+
 # Start-up to first result: wall clock from just before `farm run -n 2` starts (a
 # script that submits one trivial job and prints its result) until its output line
 # is read; the process's exit is timed too. Perl is only the timer (see deps.sh).

@@ -14,6 +14,18 @@
  *       `return b, a`) is not taken for f.
  *   core.globals(f)  the distinct names f, or any function nested in it, reads or
  *       writes through f's own _ENV upvalue, in order of first appearance.
+ *   core.upkinds(f)  the kind of each of f's upvalues, in order: 0 a plain
+ *       variable, 1 a <const> one (not a compile-time constant), 2 a <close> one.
+ *       fnsig masks them at the top level only: a function nested in f copies
+ *       them into its own descriptors, so the text farm ships must declare f's
+ *       upvalues with the same attributes.
+ *   core.probe(chunk, marker)  the compile-time constants (<const> locals the
+ *       compiler folds away) that probe functions read: lua/ship.lua compiles,
+ *       never runs, a chunk in which one function holds the string constant
+ *       `marker` and nests probes `function() return NAME end`; for the j-th
+ *       probe, isconst[j] says whether NAME is such a constant there (the probe
+ *       then reads no variable: it has no upvalue) and values[j] is its value.
+ *       Returns values, isconst; or nil when no function holds the marker.
  *
  * Both parse the Lua 5.4 binary chunk format (ldump.c / lundump.c of 5.4.4)
  * here, with every read bounds-checked: the bytes come from lua_dump in this very
@@ -46,7 +58,8 @@
 
 /* the opcodes this file looks at (lopcodes.h, Lua 5.4.4, ORDER OP) */
 enum {
-  OP_LOADK = 3, OP_LOADKX = 4, OP_LOADNIL = 8, OP_GETUPVAL = 9,
+  OP_LOADI = 1, OP_LOADF = 2, OP_LOADK = 3, OP_LOADKX = 4, OP_LOADFALSE = 5,
+  OP_LOADTRUE = 7, OP_LOADNIL = 8, OP_GETUPVAL = 9,
   OP_GETTABUP = 11, OP_GETTABLE = 12, OP_GETFIELD = 14, OP_SETTABUP = 15,
   OP_SETTABLE = 16, OP_SETFIELD = 18, OP_CALL = 68, OP_TFORCALL = 76,
   OP_VARARG = 80, OP_EXTRAARG = 82
@@ -57,6 +70,7 @@ enum {
 #define INS_C(i)   ((int)(((i) >> 24) & 0xFF))
 #define INS_BX(i)  ((size_t)((i) >> 15))
 #define INS_AX(i)  ((size_t)((i) >> 7))
+#define INS_SBX(i) ((lua_Integer)INS_BX(i) - 65535)   /* OFFSET_sBx: MAXARG_Bx >> 1 */
 
 /* A cursor over a dump. Every read goes through rd_need. */
 typedef struct Reader {
@@ -428,9 +442,153 @@ static int l_globals(lua_State *L) {
   return 1;
 }
 
+/* ---- upvalue kinds ---- */
+
+/* core.upkinds(f) -> { kind, ... } */
+static int l_upkinds(lua_State *L) {
+  Reader r;
+  Proto P;
+  dump_function(L, 1, &r);
+  rd_header(&r);
+  scan_proto(&r, &P, 0);
+  lua_createtable(L, (int)(P.nupv < 256 ? P.nupv : 256), 0);
+  for (size_t j = 0; j < P.nupv; j++) {
+    lua_pushinteger(L, r.p[P.upv + 3 * j + 2]);
+    lua_rawseti(L, -2, (lua_Integer)j + 1);
+  }
+  return 1;
+}
+
+/* ---- compile-time constants ---- */
+
+/* Pushes constant j of P; 0 (nothing pushed) if there is none such. */
+static int push_constant(Reader *r, const Proto *P, size_t j) {
+  size_t off, len;
+  if (j >= P->nk) return 0;
+  r->pos = P->k;
+  skip_constants(r, j);
+  switch (rd_byte(r)) {
+    case K_NIL: lua_pushnil(r->L); return 1;
+    case K_FALSE: lua_pushboolean(r->L, 0); return 1;
+    case K_TRUE: lua_pushboolean(r->L, 1); return 1;
+    case K_INT: {
+      lua_Integer i;
+      rd_need(r, sizeof i);
+      memcpy(&i, r->p + r->pos, sizeof i);
+      lua_pushinteger(r->L, i);
+      return 1;
+    }
+    case K_FLT: {
+      lua_Number x;
+      rd_need(r, sizeof x);
+      memcpy(&x, r->p + r->pos, sizeof x);
+      lua_pushnumber(r->L, x);
+      return 1;
+    }
+    case K_SHRSTR: case K_LNGSTR:
+      if (!rd_string(r, &off, &len)) return 0;
+      lua_pushlstring(r->L, (const char *)r->p + off, len);
+      return 1;
+    default: return 0;
+  }
+}
+
+/*
+ * A probe `function() return NAME end` with no upvalue starts by loading the
+ * constant into a register: LOADI, LOADF, LOADK (LOADKX), LOADFALSE, LOADTRUE
+ * or LOADNIL. Pushes the value; 0 (nothing pushed) for any other code.
+ */
+static int probe_value(Reader *r, const Proto *P) {
+  if (P->nupv != 0 || P->ncode < 2) return 0;
+  unsigned i = ins_at(r, P, 0);
+  switch (INS_OP(i)) {
+    case OP_LOADI: lua_pushinteger(r->L, INS_SBX(i)); return 1;
+    case OP_LOADF: lua_pushnumber(r->L, (lua_Number)INS_SBX(i)); return 1;
+    case OP_LOADK: return push_constant(r, P, INS_BX(i));
+    case OP_LOADKX: {
+      unsigned x = ins_at(r, P, 1);
+      if (INS_OP(x) != OP_EXTRAARG) return 0;
+      return push_constant(r, P, INS_AX(x));
+    }
+    case OP_LOADFALSE: lua_pushboolean(r->L, 0); return 1;
+    case OP_LOADTRUE: lua_pushboolean(r->L, 1); return 1;
+    case OP_LOADNIL: if (INS_B(i) != 0) return 0; lua_pushnil(r->L); return 1;
+    default: return 0;
+  }
+}
+
+/* Does P have the string constant m[0..mlen)? */
+static int has_string(Reader *r, const Proto *P, const char *m, size_t mlen) {
+  size_t off, len;
+  r->pos = P->k;
+  for (size_t j = 0; j < P->nk; j++) {
+    switch (rd_byte(r)) {
+      case K_NIL: case K_FALSE: case K_TRUE: break;
+      case K_INT: case K_FLT: rd_skip(r, 8); break;
+      case K_SHRSTR: case K_LNGSTR:
+        if (rd_string(r, &off, &len) && len == mlen && memcmp(r->p + off, m, len) == 0)
+          return 1;
+        break;
+      default: rd_fail(r, "unknown constant tag");
+    }
+  }
+  return 0;
+}
+
+/* Finds the function at `start`, or nested in it, that holds the marker. */
+static int find_marked(Reader *r, size_t start, int depth, const char *m, size_t mlen,
+                       Proto *out) {
+  Proto P;
+  r->pos = start;
+  scan_proto(r, &P, depth);
+  if (has_string(r, &P, m, mlen)) { *out = P; return 1; }
+  size_t pos = P.protos;
+  for (size_t j = 0; j < P.nprotos; j++) {
+    Proto C;
+    if (find_marked(r, pos, depth + 1, m, mlen, out)) return 1;
+    r->pos = pos;
+    scan_proto(r, &C, depth + 1);
+    pos = C.end;
+  }
+  return 0;
+}
+
+/* core.probe(chunk, marker) -> values, isconst | nil */
+static int l_probe(lua_State *L) {
+  char marker[128];
+  size_t mlen;
+  const char *m = luaL_checklstring(L, 2, &mlen);
+  luaL_argcheck(L, mlen <= sizeof marker, 2, "marker too long");
+  memcpy(marker, m, mlen);
+  Reader r;
+  Proto P, C;
+  dump_function(L, 1, &r);     /* the stack is now: chunk, dump */
+  rd_header(&r);
+  if (!find_marked(&r, r.pos, 0, marker, mlen, &P)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  luaL_checkstack(L, 4, "probe");
+  lua_createtable(L, (int)(P.nprotos < 256 ? P.nprotos : 256), 0);   /* values */
+  lua_createtable(L, (int)(P.nprotos < 256 ? P.nprotos : 256), 0);   /* isconst */
+  size_t pos = P.protos;
+  for (size_t j = 0; j < P.nprotos; j++) {
+    r.pos = pos;
+    scan_proto(&r, &C, 1);
+    pos = C.end;
+    int ok = probe_value(&r, &C);
+    if (ok) lua_rawseti(L, -3, (lua_Integer)j + 1);
+    lua_pushboolean(L, ok);
+    lua_rawseti(L, -2, (lua_Integer)j + 1);
+  }
+  return 2;
+}
+
 static const luaL_Reg dump_funcs[] = {
   {"fnsig", l_fnsig},
   {"globals", l_globals},
+  {"upkinds", l_upkinds},
+  {"probe", l_probe},
   {NULL, NULL}
 };
 

@@ -16,14 +16,14 @@
 
 local core = package.loaded["farm.core"] or require "farm.core"
 
-local fnsig, fnglobals = core.fnsig, core.globals
+local fnsig, fnglobals, upkinds = core.fnsig, core.globals, core.upkinds
 local getinfo, getupvalue = debug.getinfo, debug.getupvalue
 local find, match, sub, gsub, gmatch, rep, format =
   string.find, string.match, string.sub, string.gsub, string.gmatch, string.rep, string.format
 local concat, sort = table.concat, table.sort
 local type, ipairs, next, pcall, error, load, rawequal, tostring, setmetatable =
   type, ipairs, next, pcall, error, load, rawequal, tostring, setmetatable
-local open, max = io.open, math.max
+local open, max, huge, mtype, tonumber = io.open, math.max, math.huge, math.type, tonumber
 
 -- The global table of this state (LUA_RIDX_GLOBALS), whatever `_G` is now.
 local G = debug.getregistry()[2]
@@ -197,64 +197,124 @@ local function is_name(s)
   return find(s, "^[%a_][%w_]*$") ~= nil
 end
 
--- `local NAME <const> = EXPR` before `line`, with EXPR safe to evaluate: no
--- calls, no indexing, no constructors. Returns the declaration text and line.
-local function const_decl(lines, line, col, name)
-  local pat = "%f[%w_]local%s+" .. name .. "%s*<%s*const%s*>%s*=%s*(.*)$"
-  for l = line, 1, -1 do
-    local s = l == line and sub(lines[l], 1, col - 1) or lines[l]
-    local expr = match(s, pat)
-    if expr then
-      expr = gsub(gsub(expr, "%s*%-%-.*$", ""), "%s*;.*$", "")
-      local plain = gsub(gsub(expr, '"[^"]*"', "0"), "'[^']*'", "0")
-      if expr == "" or find(plain, "[%[{:]") or find(gsub(plain, "%.%.", " "), "%.%s*[%a_]")
-        or find(plain, "[%w_%]%)\"']%s*[%(\"'{]") or find(plain, "%f[%w_]function%f[^%w_]") then
-        return nil
-      end
-      return { line = l, text = format("local %s <const> = %s; ", name, expr) }
+-- ---- compile-time constants ------------------------------------------------
+--
+-- Lua 5.4 folds a `<const>` local whose value is a constant expression (`local
+-- SEP <const> = ";"`, `local K <const> = 2^10`) into the code that names it: the
+-- function has no upvalue for it, and a candidate text, compiled alone, reads
+-- it as a global. Such a constant is rebuilt in front of the text as
+-- `local NAME <const> = VALUE; `, with the very value the compiler folded in.
+-- The compiler itself finds that value: the chunk's text, with the candidate's
+-- body replaced by probes `function() return NAME end`, is compiled (never run)
+-- and core.probe reads what each probe loads. Scopes, shadowing, declarations
+-- over several lines and constants made of other constants are thus exactly
+-- the compiler's.
+
+-- a string constant no script holds
+local PROBE = string.char(0) .. "farm: a probe for <const> locals" .. string.char(0)
+
+-- A value as Lua source on one line that compiles to that very constant.
+local function literal(v)
+  local t = type(v)
+  if t == "string" then
+    -- %q continues a newline on the next line: keep the text on one line
+    return (gsub(format("%q", v), "\\\n", "\\n"))
+  elseif mtype(v) == "float" and v == v and v ~= huge and v ~= -huge then
+    for _, fmt in ipairs({ "%.14g", "%.17g" }) do
+      local s = format(fmt, v)
+      if not find(s, "[.e]") then s = s .. ".0" end
+      -- (a locale's decimal comma would fail the first test)
+      if find(s, "^%-?%d+%.?%d*e?[-+]?%d*$") and tonumber(s) == v then return s end
     end
+  elseif t ~= "number" then
+    return tostring(v)   -- nil, true, false
   end
-  return nil
+  return format("%q", v)   -- integers; floats in hexadecimal, exact
 end
 
--- A candidate that compiled but not to f: maybe f folded `local N <const> = 10`
--- into its code, and the candidate reads N as a global. Rebuild such
--- declarations in front of the text and try again.
+-- The values of `names` where candidate `cand` stands in the text: a table
+-- name -> literal, or nil and the names that are no compile-time constants there.
+local function const_values(env, cand, names)
+  local lines = env.lines
+  local head, params = match(span(lines, cand.line, cand.col, cand.last, cand.ec + 2),
+    "^(function[^(]*%()([^)]*)%)")
+  if not head then return nil, names end
+  local probes = {}
+  for i, n in ipairs(names) do probes[i] = format("function() return %s end", n) end
+  local parts = {}
+  for l = 1, cand.line - 1 do parts[l] = lines[l] end
+  parts[#parts + 1] = sub(lines[cand.line], 1, cand.col - 1)
+    .. format("%s%s) return { %q, %s } end", head, params, PROBE, concat(probes, ", "))
+    .. sub(lines[cand.last], cand.ec + 3)
+  for l = cand.last + 1, #lines do parts[#parts + 1] = lines[l] end
+  local chunkfn = load(concat(parts, "\n"), "=(farm: <const> probe)", "t", {})
+  local values, isconst
+  if chunkfn then values, isconst = core.probe(chunkfn, PROBE) end
+  if not values then return nil, names end
+  local out, bad = {}, {}
+  for i, n in ipairs(names) do
+    if isconst[i] then out[n] = literal(values[i]) else bad[#bad + 1] = n end
+  end
+  if #bad > 0 then return nil, bad end
+  return out
+end
+
+local function quoted(names)
+  local q = {}
+  for i, n in ipairs(names) do q[i] = "'" .. n .. "'" end
+  return concat(q, ", ")
+end
+
+-- A candidate that compiled but not to f: maybe f folded `<const>` locals into
+-- its code, and the candidate reads them as globals. Rebuilds them in front of
+-- the text; returns the text that verifies, or nil and why not (naming them).
 local function with_consts(g, cand, env)
-  local decls, have = {}, {}
-  for _ = 1, 8 do
-    local missing = {}
-    for _, n in ipairs(fnglobals(g)) do
-      if not env.fglobals[n] and not have[n] then missing[#missing + 1] = n end
-    end
-    if #missing == 0 then return nil end
-    for _, n in ipairs(missing) do
-      local d = const_decl(env.lines, cand.line, cand.col, n)
-      if not d then return nil, n end
-      have[n] = true
-      decls[#decls + 1] = d
-    end
-    sort(decls, function(a, b) return a.line < b.line end)
-    local parts = {}
-    for i, d in ipairs(decls) do parts[i] = d.text end
-    local text = concat(parts) .. cand.text
-    g = compile(text, cand.line, env.chunk)
-    if not g then return nil end
-    if fnsig(g, true) == env.sig then return text end
+  local missing = {}
+  for _, n in ipairs(fnglobals(g)) do
+    if not env.fglobals[n] then missing[#missing + 1] = n end
   end
-  return nil
+  if #missing == 0 then return nil end
+  for _, n in ipairs(missing) do
+    if not is_name(n) then return nil end
+  end
+  local values, bad = const_values(env, cand, missing)
+  if not values then
+    return nil, format("it uses %s as %s, but %s no compile-time constant (<const>) "
+      .. "where the text of lines %d-%d puts the function (was it changed after it was "
+      .. "loaded?)", quoted(bad), #bad > 1 and "compile-time constants" or "a compile-time "
+      .. "constant", #bad > 1 and "they are" or "it is", cand.line, cand.last)
+  end
+  local decls = {}
+  for i, n in ipairs(missing) do
+    decls[i] = format("local %s <const> = %s; ", n, values[n])
+  end
+  local text = concat(decls) .. cand.text
+  g = compile(text, cand.line, env.chunk)
+  if g and fnsig(g, true) == env.sig then return text end
+  return nil, format("with its compile-time constants (<const>) rebuilt as %s the text of "
+    .. "lines %d-%d still compiles to another function (was it changed after it was loaded?)",
+    (gsub(concat(decls), "; $", "")), cand.line, cand.last)
 end
 
+-- `local a, b <const>; local c <close>; ` for f's upvalues, with their
+-- attributes: a function nested in f copies them into its own bytecode.
+-- (A <close> variable travels as its value, which nothing closes on the worker.)
 local function upvalue_decl(f)
-  local names = {}
+  local names, closes, kinds = {}, {}, upkinds(f)
   for i = 1, 255 do
     local name = getupvalue(f, i)
     if not name then break end
     if not is_name(name) then return nil end
-    if name ~= "_ENV" then names[#names + 1] = name end
+    local kind = kinds[i]
+    -- (_ENV is the chunk's own upvalue, unless it is a local with an attribute)
+    if name ~= "_ENV" or kind ~= 0 then
+      if kind == 2 then closes[#closes + 1] = format("local %s <close>; ", name)
+      elseif kind == 1 then names[#names + 1] = name .. " <const>"
+      else names[#names + 1] = name end
+    end
   end
-  if #names == 0 then return "" end
-  return "local " .. concat(names, ", ") .. "; "
+  local decl = #names > 0 and "local " .. concat(names, ", ") .. "; " or ""
+  return decl .. concat(closes)
 end
 
 -- Lines with `function` keywords: linedefined, or when the keyword sits on an
@@ -289,7 +349,8 @@ local function verify_function(rec, env)
         local body, name = anonymous(span(lines, sl, sc, last, ec + 2), before)
         if body then
           guess = guess or name
-          local cand = { text = env.prefix .. "return " .. body, line = sl, col = sc, name = name }
+          local cand = { text = env.prefix .. "return " .. body, line = sl, col = sc,
+                         last = last, ec = ec, name = name }
           local g = compile(cand.text, sl, env.chunk)
           if g then
             if fnsig(g, true) == env.sig then return cand end
@@ -310,10 +371,7 @@ local function verify_function(rec, env)
     end
     why = why or const
   end
-  if why then
-    return nil, format("it uses '%s', folded in as a compile-time constant "
-      .. "(<const>) whose declaration farm cannot rebuild", why)
-  end
+  if why then return nil, why end
   if #mismatched > 0 then
     return nil, format("the text on lines %d-%d compiles to another function "
       .. "(was it changed after it was loaded?)", sl, last)

@@ -260,6 +260,165 @@ describe("ship.describe", function()
   end)
 end)
 
+describe("ship.describe <const> locals", function()
+  -- Lua 5.4 folds a <const> local whose value is a constant expression into the
+  -- code that names it: no upvalue is left for it. Every form must still ship.
+  local FIXTURE = [===[
+local T = {}
+local SEP <const> = ";"
+T.sep = function(a, b) return a .. SEP .. b end
+local DASH <const> = "a -- b" -- and a comment; with a semicolon
+T.dash = function() return DASH end
+local QUOTED <const> = 'it\'s "q" \\ \n\t\0;\r end'
+T.quoted = function() return QUOTED end
+local LONG <const> = [==[a ]] "b" -- c]==]
+T.long = function() return LONG end
+local TWO <const> = [[
+two
+lines]]
+T.two = function() return TWO end
+local INT <const>, HEX <const> = 42, 0xff
+T.ints = function() return INT, HEX end
+local FLT <const> = 2.5
+local NEG <const> = -7
+local NEGF <const> = -0.5
+local EXP <const> = 1e10
+local PI <const> = math.pi
+local MIN <const> = -0x7fffffffffffffff - 1
+local THIRD <const> = 1 / 3
+local INF <const> = 1e309
+T.numbers = function() return FLT, NEG, NEGF, EXP, PI, MIN, THIRD, INF end
+local A <const>, B <const> = 1, 2
+T.pair = function() return A, B end
+T.pair_nested = function() return function() return A + B end end
+local C <const>, D = 3, { 4 }
+T.mixed = function() return C, D[1] end
+local X = 1
+T.before = function() return X end
+local X <const> = 2
+T.shadow = function() return X end
+local Y <const> = 10
+do local Y <const> = 20 end
+T.outer = function() return Y end
+do local Y <const> = 30; T.block = function() return Y end end
+local Z <const> = 3
+T.nested = function() return function() return Z * 2 end end
+T.body = function() local W <const> = 9; return W end
+local NIL <const> = nil
+local YES <const> = true
+local NO <const> = false
+T.lits = function() return NIL, YES, NO end
+local K <const> = 2^10
+local CAT <const> = "a" .. "b"
+T.folded = function() return K, CAT end
+local K2 <const> = K * 2 + Z
+T.derived = function() return K2 end
+local SPLIT <const> =
+  "over two lines"
+T.split = function() return SPLIT end
+local function factory() local F <const> = 6; return function(x) return x * F end end
+T.factory = factory()
+local H <close> = setmetatable({ v = 1 }, { __close = function() end })
+T.close = function() return H.v end
+T.close_nested = function() return function() return H.v end end
+return T
+]===]
+  local path, T
+
+  setup(function()
+    path = os.tmpname()
+    local fh = assert(io.open(path, "w"))
+    fh:write(FIXTURE)
+    fh:close()
+    T = dofile(path)
+  end)
+
+  teardown(function() os.remove(path) end)
+
+  local function check(name, ...)
+    local g, d = rebuild(T[name])
+    assert.are.same(table.pack(T[name]()), table.pack(g()), name)
+    assert.are.same(table.pack(...), table.pack(g()), name)
+    return d.text, g
+  end
+
+  it("ships string constants with semicolons, '--', quotes, escapes and long brackets", function()
+    local sep, d = rebuild(T.sep)
+    assert.matches('local SEP <const> = ";"; ', d.text, 1, true)
+    assert.are.equal("x;y", sep("x", "y"))
+    check("dash", "a -- b")
+    check("quoted", "it's \"q\" \\ \n\t\0;\r end")
+    check("long", 'a ]] "b" -- c')
+    local text2 = check("two", "two\nlines")
+    assert.is_nil(text2:find("\n", 1, true), "the shipped text keeps the function's line")
+  end)
+
+  it("ships numeric constants exactly, integers as integers and floats as floats", function()
+    check("ints", 42, 255)
+    local _, g = check("numbers", 2.5, -7, -0.5, 1e10, math.pi, math.mininteger, 1 / 3, math.huge)
+    local r = table.pack(g())
+    assert.are.same({ "float", "integer", "float", "float", "float", "integer", "float", "float" },
+      { math.type(r[1]), math.type(r[2]), math.type(r[3]), math.type(r[4]), math.type(r[5]),
+        math.type(r[6]), math.type(r[7]), math.type(r[8]) })
+  end)
+
+  it("ships constants declared together, and a <const> next to a plain local", function()
+    local text = check("pair", 1, 2)
+    assert.matches("local B <const> = 2; local A <const>; ", text, 1, true)
+    local g = rebuild(T.pair_nested)
+    assert.are.equal(3, g()())
+    check("mixed", 3, 4)
+  end)
+
+  it("ships the constant in scope where the function is, shadowed or not", function()
+    check("before", 1)
+    check("shadow", 2)
+    check("outer", 10)
+    check("block", 30)
+  end)
+
+  it("ships constants used in nested closures, in a function's own body, and in a factory", function()
+    local g = rebuild(T.nested)
+    assert.are.equal(6, g()())
+    check("body", 9)
+    local f = rebuild(T.factory)
+    assert.are.equal(42, f(7))
+  end)
+
+  it("ships nil, true and false constants, and values the compiler folds", function()
+    check("lits", nil, true, false)
+    local _, g = check("folded", 1024.0, "ab")
+    assert.are.equal("float", math.type((g())))
+    check("derived", 2051.0)
+    check("split", "over two lines")
+  end)
+
+  it("ships a <close> variable's value, also to a nested closure", function()
+    local text = check("close", 1)
+    assert.matches("local H <close>; ", text, 1, true)
+    local g = rebuild(T.close_nested)
+    assert.are.equal(1, g()())
+  end)
+
+  it("names a <const> whose value is not the one the function was compiled with", function()
+    local f = load("local N <const> = 7\nreturn function(x) return x * N end", "=const-changed")()
+    local fresh = package.preload["farm.ship"]("farm.ship")
+    fresh.remember("=const-changed", "local N <const> = 8\nreturn function(x) return x * N end")
+    local err = describe_error(f, fresh)
+    assert.matches("rebuilt as local N <const> = 8 the text of lines 2-2 still compiles to "
+      .. "another function", err, 1, true)
+  end)
+
+  it("names a <const> the text does not declare where the function is", function()
+    local f = load("local N <const> = 7\nreturn function(x) return x * N end", "=const-gone")()
+    local fresh = package.preload["farm.ship"]("farm.ship")
+    fresh.remember("=const-gone", "local M <const> = 7\nreturn function(x) return x * N end")
+    local err = describe_error(f, fresh)
+    assert.matches("it uses 'N' as a compile-time constant, but it is no compile-time "
+      .. "constant (<const>) where the text of lines 2-2 puts the function", err, 1, true)
+  end)
+end)
+
 describe("ship.describe globals", function()
   dofile(FIXTURES .. "primes.lua")
 

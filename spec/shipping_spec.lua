@@ -184,6 +184,111 @@ describe("shipping", function()
     end)
   end)
 
+  describe("<const> locals", function()
+    -- Lua 5.4 folds a <const> local with a constant value into the code that
+    -- names it (no upvalue is left for it); farm rebuilds it in the shipped text.
+    local SEP <const> = ";"
+    local DASH <const> = "a -- b" -- a comment; with a semicolon
+    local QUOTED <const> = 'it\'s "q" \\ \n\t\0;\r end'
+    local LONG <const> = [==[a ]] "b" -- c]==]
+    local TWO <const> = [[
+two
+lines]]
+    local INT <const>, HEX <const> = 42, 0xff
+    local FLT <const> = 2.5
+    local NEG <const> = -7
+    local EXP <const> = 1e10
+    local PI <const> = math.pi
+    local MIN <const> = -0x7fffffffffffffff - 1
+    local THIRD <const> = 1 / 3
+    local A <const>, B <const> = 1, 2
+    local C <const>, D = 3, { 4 }
+    local NIL <const>, YES <const>, NO <const> = nil, true, false
+    local NIL1 <const> = nil
+    local YES1 <const> = true
+    local NO1 <const> = false
+    local K <const> = 2^10
+    local CAT <const> = "a" .. "b"
+    local K2 <const> = K * 2 + INT
+    local SPLIT <const> =
+      "over two lines"
+
+    it("ships string constants with semicolons, '--', quotes, escapes and long brackets", function()
+      assert.are.equal("x;y", run(function(a, b) return a .. SEP .. b end, "x", "y"))
+      local d, q, l, t = run(function() return DASH, QUOTED, LONG, TWO end)
+      assert.are.equal("a -- b", d)
+      assert.are.equal("it's \"q\" \\ \n\t\0;\r end", q)
+      assert.are.equal('a ]] "b" -- c', l)
+      assert.are.equal("two\nlines", t)
+    end)
+
+    it("ships numeric constants, integers as integers and floats as floats", function()
+      local r = table.pack(run(function() return INT, HEX, FLT, NEG, EXP, PI, MIN, THIRD end))
+      assert.are.same(table.pack(42, 255, 2.5, -7, 1e10, math.pi, math.mininteger, 1 / 3), r)
+      local types = {}
+      for i = 1, r.n do types[i] = math.type(r[i]) end
+      assert.are.same({ "integer", "integer", "float", "integer", "float", "float", "integer",
+                        "float" }, types)
+    end)
+
+    it("ships constants declared together, and a <const> next to a plain local", function()
+      assert.are.same({ 1, 2 }, { run(function() return A, B end) })
+      assert.are.equal(3, run(function() return (function() return A + B end)() end))
+      assert.are.same({ 3, 4 }, { run(function() return C, D[1] end) })
+      assert.are.same(table.pack(nil, true, false), table.pack(run(function() return NIL, YES, NO end)))
+      assert.are.same(table.pack(nil, true, false), table.pack(run(function() return NIL1, YES1, NO1 end)))
+    end)
+
+    it("ships the constant in scope where the job is, shadowed or not", function()
+      local X = 1
+      local before = function() return X end
+      local X <const> = 2
+      local after = function() return X end
+      local Y <const> = 10
+      do local Y <const> = 20 end
+      local outer = function() return Y end
+      local block
+      do local Y <const> = 30; block = function() return Y end end
+      assert.are.same({ 1, 2, 10, 30 }, { run(before), run(after), run(outer), run(block) })
+    end)
+
+    it("ships constants in nested closures, in the job's own body and in a factory", function()
+      local Z <const> = 3
+      assert.are.equal(6, run(function() return (function() return Z * 2 end)() end))
+      assert.are.equal(9, run(function() local W <const> = 9; return W end))
+      local function factory() local F <const> = 6; return function(x) return x * F end end
+      assert.are.equal(42, run(factory(), 7))
+    end)
+
+    it("ships the values the compiler folds", function()
+      local k, cat, k2, split = run(function() return K, CAT, K2, SPLIT end)
+      assert.are.equal(1024.0, k)
+      assert.are.equal("float", math.type(k))
+      assert.are.equal("ab", cat)
+      assert.are.equal(2090.0, k2)
+      assert.are.equal("over two lines", split)
+    end)
+
+    it("ships a <close> variable's value, also to a nested closure", function()
+      local closed = 0
+      do
+        local h <close> = setmetatable({ v = 5 }, { __close = function() closed = closed + 1 end })
+        assert.are.equal(5, run(function() return h.v end))
+        assert.are.equal(5, run(function() return (function() return h.v end)() end))
+      end
+      assert.are.equal(1, closed)   -- closed once, by the client, as without farm
+    end)
+
+    it("ships a function under a local _ENV <const>", function()
+      local job
+      do
+        local _ENV <const> = { x = 5 }
+        job = function() return (function() return x end)() end
+      end
+      assert.are.equal(5, run(job))
+    end)
+  end)
+
   describe("caching", function()
     it("sends a function's source once per worker, then only its hash", function()
       farm.close()

@@ -6,6 +6,6 @@
 #define FARM_LUAFUNCS_H
 #include <lua.h>
 void farm__open_codec(lua_State *L, int core);   /* pack, unpack (codec.c) */
-void farm__open_dump(lua_State *L, int core);    /* fnsig, globals (dump.c) */
+void farm__open_dump(lua_State *L, int core);    /* fnsig, globals, upkinds, probe (dump.c) */
 void farm__open_client(lua_State *L, int core);  /* the client context (client.c) */
 #endif

@@ -132,7 +132,7 @@ static int l_new(lua_State *L) {
   int nh = 0;
   unsigned char key[FARM_KEYLEN];
   if (nodes || hosts) {
-    nh = nodes ? farm__hosts_file(nodes, &hl, err, sizeof err) : farm__hosts_list(hosts, &hl, err, sizeof err);
+    nh = nodes ? farm__hosts_named(nodes, &hl, err, sizeof err) : farm__hosts_list(hosts, &hl, err, sizeof err);
     if (nh < 0) return fail_lua(L, "farm: %s", err);
     int standing = 0;
     for (int i = 0; i < nh; i++) standing |= hl[i].kind == FARM_HOST_NODE;

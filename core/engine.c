@@ -49,6 +49,7 @@
 #define DEFAULT_MAX_MESSAGE (256u << 20)
 #define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
 #define ECHO_LINE_MAX 65536        /* a partial line longer than this is echoed anyway */
+#define QUIT_GRACE_US 30000        /* for QUIT to leave on TCP links before they close */
 
 /* farm_job.cancel_req: which cancel is under way */
 enum { CANCEL_NONE, CANCEL_TAKE, CANCEL_FORCE };
@@ -1521,9 +1522,17 @@ void farm__engine_close(farm_engine *e) {
   farm_buf q;                      /* QUIT to all first: they stop together */
   farm__buf_init(&q);
   farm__msg_begin(&q, FARM_MSG_QUIT);
+  int remote = 0;
   for (int i = 0; i < e->npeers; i++)
-    if (e->peers[i]->link && e->peers[i]->ready) farm__link_send(e->peers[i]->link, q.p, q.n, 1);
+    if (e->peers[i]->link && e->peers[i]->ready) {
+      farm__link_send(e->peers[i]->link, q.p, q.n, 1);
+      remote |= e->peers[i]->ops->untrusted;
+    }
   farm__buf_free(&q);
+  /* nanomsg sends after the call returns and drops what is unsent at close: a
+     node must hear QUIT, or it waits for our heartbeats to stop before it takes
+     its next client */
+  if (remote) usleep(QUIT_GRACE_US);
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
     p->ops->close(p);

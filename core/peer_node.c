@@ -27,7 +27,10 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sodium.h>
 #include "farm.h"
 #include "clock.h"
@@ -39,6 +42,18 @@
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
+#define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
+
+/* The one srun that starts a node on every node of a Slurm allocation; its
+   nodes share it (the last one closed stops it). */
+typedef struct srun_step {
+  pid_t pid;
+  int in_fd, err_fd;               /* its stdin (the key; open while we run), its stderr */
+  int refs;
+  int ended;
+  char last[300];                  /* the last line it wrote on stderr */
+  pthread_mutex_t mu;
+} srun_step;
 
 typedef struct node {
   farm_host h;
@@ -49,6 +64,8 @@ typedef struct node {
   size_t nhello;
   double beat, last_beat;
   int quiet, started;
+  srun_step *step;                 /* a node started by srun (it connects back to us) */
+  int index;                       /* ...its task number there */
   /* while connecting (one thread per host) */
   const farm_engine_opts *o;
   size_t maxmsg;
@@ -142,15 +159,157 @@ static int launch(node *n, char *addr, size_t addrlen, int *port) {
   return 0;
 }
 
+/* ---- srun ----------------------------------------------------------------------- */
+
+/* Read what srun wrote on stderr; note when it has ended. (Any thread.) */
+static int step_alive(srun_step *st) {
+  pthread_mutex_lock(&st->mu);
+  char buf[1024];
+  ssize_t k;
+  while (st->err_fd >= 0 && (k = read(st->err_fd, buf, sizeof buf - 1)) > 0) {
+    buf[k] = 0;
+    char *line = buf, *nl;
+    while ((nl = strchr(line, '\n'))) {
+      *nl = 0;
+      if (*line) snprintf(st->last, sizeof st->last, "%.299s", line);
+      line = nl + 1;
+    }
+    if (*line) snprintf(st->last, sizeof st->last, "%.299s", line);
+  }
+  if (!st->ended && st->pid > 0) {
+    int status;
+    if (waitpid(st->pid, &status, WNOHANG) == st->pid) { st->ended = 1; st->pid = 0; }
+  }
+  int alive = !st->ended;
+  pthread_mutex_unlock(&st->mu);
+  return alive;
+}
+
+static void step_unref(srun_step *st) {
+  if (!st || --st->refs > 0) return;
+  if (st->in_fd >= 0) close(st->in_fd);         /* the nodes see their stdin close */
+  if (st->pid > 0) {
+    kill(st->pid, SIGTERM);                       /* srun ends the step on every node */
+    double until = farm__now() + 5;
+    int status;
+    while (waitpid(st->pid, &status, WNOHANG) == 0 && farm__now() < until) usleep(10000);
+    if (waitpid(st->pid, &status, WNOHANG) == 0) { kill(st->pid, SIGKILL); waitpid(st->pid, &status, 0); }
+  }
+  if (st->err_fd >= 0) close(st->err_fd);
+  pthread_mutex_destroy(&st->mu);
+  free(st);
+}
+
+/* A free TCP port on every address. */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = { .sin_family = AF_INET };
+  socklen_t sl = sizeof sa;
+  int port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) port = ntohs(sa.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+/* Start `farm node --launched --connect-back` on every node of the allocation,
+   one task each, with srun; its stdin (given to every task: --input=all) says
+   the key and the port each task connects back to. */
+static srun_step *start_srun(farm_engine *e, node **ns, int *idx, int m, const unsigned char *key,
+                             const farm_engine_opts *o, char *err, size_t errlen) {
+  srun_step *st = calloc(1, sizeof *st);
+  int in[2] = { -1, -1 }, errp[2] = { -1, -1 };
+  if (!st || pipe2(in, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+    snprintf(err, errlen, "cannot start srun: %s", strerror(errno));
+    goto fail;
+  }
+  pthread_mutex_init(&st->mu, NULL);
+  st->in_fd = in[1];
+  st->err_fd = errp[0];
+  fcntl(st->err_fd, F_SETFL, O_NONBLOCK);
+  char nn[32], exe[600];
+  snprintf(nn, sizeof nn, "%d", m);
+  snprintf(exe, sizeof exe, "%s", o->remote_farm && *o->remote_farm ? o->remote_farm : farm__engine_exe(e));
+  char *argv[] = { "srun", "--nodes", nn, "--ntasks", nn, "--ntasks-per-node", "1", "--input", "all",
+                   "--kill-on-bad-exit=1", "--quiet", exe, "node", "--launched", "--connect-back", NULL };
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) { snprintf(err, errlen, "cannot start srun: %s", strerror(errno)); goto fail; }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);            /* the step ends with its client */
+    if (getppid() != parent) _exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (dup2(in[0], 0) < 0 || dup2(errp[1], 2) < 0 || (devnull >= 0 && dup2(devnull, 1) < 0)) _exit(127);
+    execvp("srun", argv);
+    dprintf(2, "cannot run srun: %s\n", strerror(errno));
+    _exit(127);
+  }
+  close(in[0]);
+  close(errp[1]);
+  st->pid = pid;
+  st->refs = m;
+  /* the key first, then the ports, each task takes its own */
+  char line[2 * FARM_KEYLEN + 2];
+  farm__key_hex(key, line);
+  strcat(line, "\n");
+  int ok = write(in[1], line, strlen(line)) == (ssize_t)strlen(line);
+  sodium_memzero(line, sizeof line);
+  char ports[8 * 1024] = "PORTS";
+  size_t k = strlen(ports);
+  for (int i = 0; i < m && k + 8 < sizeof ports; i++) k += (size_t)snprintf(ports + k, sizeof ports - k, " %d", ns[idx[i]]->h.port);
+  strcat(ports, "\n");
+  ok &= write(in[1], ports, strlen(ports)) == (ssize_t)strlen(ports);
+  if (!ok) { snprintf(err, errlen, "cannot talk to srun: %s", strerror(errno)); st->refs = 1; step_unref(st); return NULL; }
+  return st;
+fail:
+  for (int i = 0; i < 2; i++) { if (in[i] >= 0) close(in[i]); if (errp[i] >= 0) close(errp[i]); }
+  free(st);
+  return NULL;
+}
+
+/* A node srun started connects to the port we listen on for it. */
+static int await_step_node(node *n) {
+  char url[64], why[300];
+  snprintf(url, sizeof url, "tcp://0.0.0.0:%d", n->h.port);
+  int rc = farm__link_open(&n->link, url, 1, n->maxmsg, why, sizeof why);
+  if (rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return rc; }
+  double until = farm__now() + SRUN_TIMEOUT;
+  for (;;) {                       /* sendable once a node has connected */
+    struct pollfd pfd = { .fd = farm__link_sndfd(n->link), .events = POLLIN };
+    if (poll(&pfd, 1, 100) == 1) break;
+    if (!step_alive(n->step)) {
+      snprintf(n->err, sizeof n->err, "srun ended before its node connected%s%s",
+               n->step->last[0] ? ": " : "", n->step->last);
+      return FARM_ESPAWN;
+    }
+    if (farm__now() > until) {
+      snprintf(n->err, sizeof n->err, "its node did not connect back within %g s (can the "
+               "allocation's nodes reach this host? srun said: %s)", SRUN_TIMEOUT,
+               n->step->last[0] ? n->step->last : "nothing");
+      return FARM_ETIMEDOUT;
+    }
+  }
+  return 0;
+}
+
 static void *connect_one(void *arg) {
   node *n = arg;
   char addr[64], url[128], why[300];
   int port = n->h.port;
+  if (n->step) {
+    n->rc = await_step_node(n);
+    if (n->rc < 0) return NULL;
+    goto handshake;
+  }
   n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
   if (n->rc < 0) return NULL;
   snprintf(url, sizeof url, "tcp://%s:%d", addr, port);
   n->rc = farm__link_open(&n->link, url, 0, n->maxmsg, why, sizeof why);
   if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+handshake:
   n->rc = farm__session_client(n->link, n->key, CONNECT_TIMEOUT, why, sizeof why);
   if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
   double until = farm__now() + CONNECT_TIMEOUT;
@@ -185,6 +344,8 @@ static void drop(farm_peer *p) {
   p->link = NULL;
   farm__ssh_close(n->ssh);
   n->ssh = NULL;
+  step_unref(n->step);
+  n->step = NULL;
 }
 
 /* The node is gone for this run: its jobs go back to the queue. */
@@ -240,6 +401,12 @@ static void node_tick(farm_peer *p, double now) {
     char why[300];
     int rc = farm__ssh_poll(n->ssh, ssh_log, n, why, sizeof why);
     if (rc != 0) { lose(p, rc > 0 ? why : "its SSH connection failed"); return; }
+  }
+  if (n->step && !step_alive(n->step)) {
+    char why[400];
+    snprintf(why, sizeof why, "srun ended%s%s", n->step->last[0] ? ": " : "", n->step->last);
+    lose(p, why);
+    return;
   }
   double last = farm__link_last_recv(p->link);
   if (last > 0 && now - last > LOST_BEATS * n->beat) {
@@ -300,15 +467,41 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     node *n = ns[i] = calloc(1, sizeof *n);
     if (!n) { rc = FARM_ENOMEM; goto done; }
     n->h = o->hosts[i];
-    farm__host_name(&n->h, n->name, sizeof n->name);
+    if (n->h.kind == FARM_HOST_SLURM) snprintf(n->name, sizeof n->name, "slurm:%s", n->h.host);
+    else farm__host_name(&n->h, n->name, sizeof n->name);
     if (n->h.kind == FARM_HOST_SSH) memcpy(n->key, runkey, FARM_KEYLEN);
     else if (o->key) memcpy(n->key, o->key, FARM_KEYLEN);
     n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
     n->quiet = o->quiet;
     n->o = o;
     n->maxmsg = farm__engine_maxmsg(e) + (1u << 16);
-    started[i] = pthread_create(&th[i], NULL, connect_one, n) == 0;
-    if (!started[i]) connect_one(n);
+  }
+  /* the allocation's nodes: one srun starts them all, each connects back */
+  int m = 0;
+  for (int i = 0; i < nh; i++) if (ns[i]->h.kind == FARM_HOST_SLURM) m++;
+  if (m) {
+    int *idx = calloc((size_t)m, sizeof *idx);
+    if (!idx) { rc = FARM_ENOMEM; goto done; }
+    for (int i = 0, k = 0; i < nh; i++)
+      if (ns[i]->h.kind == FARM_HOST_SLURM) {
+        idx[k++] = i;
+        memcpy(ns[i]->key, runkey, FARM_KEYLEN);
+        ns[i]->h.port = free_port();
+      }
+    char why[400];
+    srun_step *st = start_srun(e, ns, idx, m, runkey, o, why, sizeof why);
+    for (int k = 0; k < m; k++) {
+      node *n = ns[idx[k]];
+      n->index = k;
+      n->step = st;
+      if (!st) { n->rc = FARM_ESPAWN; snprintf(n->err, sizeof n->err, "%s", why); }
+    }
+    free(idx);
+  }
+  for (int i = 0; i < nh; i++) {
+    if (ns[i]->rc < 0) continue;
+    started[i] = pthread_create(&th[i], NULL, connect_one, ns[i]) == 0;
+    if (!started[i]) connect_one(ns[i]);
   }
   for (int i = 0; i < nh; i++) if (started[i]) pthread_join(th[i], NULL);
   err[0] = 0;
@@ -332,6 +525,8 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       n->link = NULL;
       farm__ssh_close(n->ssh);
       n->ssh = NULL;
+      step_unref(n->step);
+      n->step = NULL;
       p->dead = 1;
     } else {
       p->link = n->link;
@@ -342,7 +537,14 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
   }
 done:
   sodium_memzero(runkey, sizeof runkey);
-  for (int i = 0; ns && i < nh; i++) if (ns[i]) { farm__link_close(ns[i]->link); farm__ssh_close(ns[i]->ssh); free(ns[i]->hello); free(ns[i]); }
+  for (int i = 0; ns && i < nh; i++)
+    if (ns[i]) {
+      farm__link_close(ns[i]->link);
+      farm__ssh_close(ns[i]->ssh);
+      step_unref(ns[i]->step);
+      free(ns[i]->hello);
+      free(ns[i]);
+    }
   free(ns);
   free(th);
   free(started);

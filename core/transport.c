@@ -26,6 +26,8 @@ struct farm_link {
   uint64_t ntx, nrx;               /* frames sealed / opened so far: the nonces */
   double last_recv;
   void *held;                      /* a sealed frame nanomsg could not take yet */
+  unsigned char rejected[256];     /* the start of the last frame that did not open */
+  size_t nrejected;
 };
 
 static void nonce_of(unsigned char nonce[12], uint64_t n) {
@@ -47,6 +49,11 @@ void farm__link_unseal(farm_link *l) {
 }
 
 int farm__link_sealed(const farm_link *l) { return l->cipher; }
+
+const void *farm__link_rejected(const farm_link *l, size_t *n) {
+  *n = l->nrejected;
+  return l->nrejected ? l->rejected : NULL;
+}
 double farm__link_last_recv(const farm_link *l) { return l->last_recv; }
 
 int farm__seal_best(void) {
@@ -136,12 +143,17 @@ static int send_sealed(farm_link *l, const void *p, size_t n, int nowait) {
 static int open_sealed(farm_link *l, unsigned char *m, size_t *n) {
   unsigned char nonce[12];
   unsigned long long pn;
+  /* a small frame that does not open may be a new peer's plain hello (nanomsg
+     replaced a dead connection with a new one): keep it for farm__link_rejected */
+  l->nrejected = *n <= sizeof l->rejected ? *n : 0;
+  memcpy(l->rejected, m, l->nrejected);
   if (*n < TAGLEN) return FARM_EAUTH;
   nonce_of(nonce, l->nrx);
   int rc = l->cipher == FARM_SEAL_AES
     ? crypto_aead_aes256gcm_decrypt(m, &pn, NULL, m, *n, NULL, 0, nonce, l->krx)
     : crypto_aead_chacha20poly1305_ietf_decrypt(m, &pn, NULL, m, *n, NULL, 0, nonce, l->krx);
   if (rc != 0) return FARM_EAUTH;
+  l->nrejected = 0;
   l->nrx++;
   *n = (size_t)pn;
   return 0;

@@ -41,6 +41,9 @@ enum { FARM_SEAL_AES = 1, FARM_SEAL_CHACHA = 2 };
 void farm__link_seal(farm_link *l, int cipher, const unsigned char ktx[32], const unsigned char krx[32]);
 void farm__link_unseal(farm_link *l);
 int  farm__link_sealed(const farm_link *l);
+/* After FARM_EAUTH: the frame that did not open, when it was small (a plain
+   hello from a peer that took a dead one's place), else NULL. */
+const void *farm__link_rejected(const farm_link *l, size_t *n);
 int  farm__seal_best(void);           /* the cipher this CPU runs fastest */
 /* A sealed link keeps a frame nanomsg could not take yet (it counts as sent):
    held says so, flush tries to send it (0: nothing is left held). */

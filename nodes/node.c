@@ -62,6 +62,7 @@ typedef struct node {
   char listen[300];
   unsigned char key[FARM_KEYLEN];
   int keyed, launched, workers, loglevel, restart;
+  int connect;                     /* --connect-back: we dial the client (srun) */
   FILE *log;
   double beat, idle_timeout, idle_since, last_sent;
   int sealed;                      /* a client is in session */
@@ -256,14 +257,14 @@ static void drop_fn(void *p) { farm__fn_unref(p); }
 static int open_link(node *n, char *err, size_t errlen) {
   /* a port just closed can be busy for a moment */
   for (int i = 0; ; i++) {
-    int rc = farm__link_open(&n->link, n->listen, 1, MAX_MESSAGE + (1u << 16), err, errlen);
+    int rc = farm__link_open(&n->link, n->listen, !n->connect, MAX_MESSAGE + (1u << 16), err, errlen);
     if (rc == 0 || i >= 20 || !strstr(err, "in use")) return rc;
     usleep(50000);
   }
 }
 
-static void end_session(node *n, const char *why) {
-  if (!n->sealed) return;
+/* The client's jobs are cancelled and its functions forgotten. */
+static void forget_client(node *n, const char *why) {
   logf_(n, LOG_INFO, "session with %s ended: %s", n->who, why);
   n->sealed = 0;
   n->pend.n = 0;
@@ -272,6 +273,11 @@ static void end_session(node *n, const char *why) {
   map_clear(&n->jobs, drop_job);
   map_clear(&n->fns, drop_fn);
   memset(&n->hs, 0, sizeof n->hs);
+}
+
+static void end_session(node *n, const char *why) {
+  if (!n->sealed) return;
+  forget_client(n, why);
   /* a new link: the old connection is dropped, the next client can come in */
   farm__link_close(n->link);
   n->link = NULL;
@@ -407,7 +413,22 @@ static void receive(node *n) {
     size_t len;
     int rc = farm__link_recv(n->link, &m, &len, 1);
     if (rc == FARM_EAGAIN) return;
-    if (rc == FARM_EAUTH) { end_session(n, "a frame did not authenticate (the client went away, or the link was tampered with)"); return; }
+    if (rc == FARM_EAUTH) {
+      size_t k;
+      const unsigned char *raw = farm__link_rejected(n->link, &k);
+      if (raw && k >= 4 && raw[0] == 'F' && raw[1] == 'm' && raw[3] == FARM_MSG_AUTH1 && !n->launched) {
+        /* the client's connection died unnoticed and a new client took its
+           place (a PAIR takes one connection at a time): serve the new one */
+        unsigned char hello[256];
+        memcpy(hello, raw, k);
+        forget_client(n, "its connection was replaced by a new client's");
+        farm__link_unseal(n->link);
+        on_message(n, hello, k);
+        continue;
+      }
+      end_session(n, "a frame did not authenticate (the client went away, or the link was tampered with)");
+      return;
+    }
     if (rc < 0) { logf_(n, LOG_ERROR, "link failed: %s", farm__link_error()); n->stop = 1; return; }
     on_message(n, m, len);
     farm__link_free(m);
@@ -495,6 +516,7 @@ int farm_node_main(int argc, char **argv) {
     if (!strcmp(a, "--daemon")) { daemonize = 1; continue; }
     if (!strcmp(a, "--launched")) { n->launched = 1; continue; }
     if (!strcmp(a, "--restart-workers")) { n->restart = 1; continue; }
+    if (!strcmp(a, "--connect-back")) { n->connect = 1; continue; }
     if (a[0] != '-') return bad("unexpected argument '%s' (see farm node --help)", a);
     if (strcmp(a, "--listen") && strcmp(a, "-w") && strcmp(a, "--workers") && strcmp(a, "--key-file") &&
         strcmp(a, "--idle-timeout") && strcmp(a, "--heartbeat") && strcmp(a, "--pid-file") &&
@@ -537,6 +559,34 @@ int farm_node_main(int argc, char **argv) {
     }
     if (farm__key_parse(line, k, n->key) < 0) return bad("%s", "--launched: no key on stdin");
     sodium_memzero(line, sizeof line);
+    if (n->connect) {
+      /* started by srun in an allocation: the next line lists the port each task
+         dials on the host srun was started from */
+      char ports[8192];
+      k = 0;
+      while (k + 1 < sizeof ports) {
+        ssize_t r = read(0, ports + k, 1);
+        if (r <= 0 || ports[k] == '\n') break;
+        k++;
+      }
+      ports[k] = 0;
+      const char *task = getenv("SLURM_PROCID"), *host = getenv("SLURM_LAUNCH_NODE_IPADDR");
+      long want = task ? atol(task) : -1, port = -1;
+      char *at = strncmp(ports, "PORTS", 5) == 0 ? ports + 5 : NULL;
+      for (long i = 0; at && *at && i <= want; i++) {
+        char *end;
+        long v = strtol(at, &end, 10);
+        if (end == at) break;
+        if (i == want) port = v;
+        at = end;
+      }
+      if (!host || port <= 0 || port > 65535)
+        return bad("%s", "--connect-back: run by farm under srun (SLURM_PROCID, SLURM_LAUNCH_NODE_IPADDR and the ports on stdin)");
+      snprintf(n->listen, sizeof n->listen, "tcp://%s:%ld", host, port);
+      listen_given = 1;
+      const char *cpus = getenv("SLURM_CPUS_ON_NODE");
+      if (!n->workers && cpus && atoi(cpus) > 0 && atoi(cpus) <= 256) n->workers = atoi(cpus);
+    }
     n->keyed = 1;
     n->loglevel = n->loglevel == LOG_INFO ? LOG_WARN : n->loglevel;
     const char *conn = getenv("SSH_CONNECTION");      /* "client port server port" */
@@ -552,7 +602,7 @@ int farm_node_main(int argc, char **argv) {
     if (farm__key_load(keyfile, n->key, err, sizeof err) < 0) return bad("%s", err);
     n->keyed = 1;
   }
-  if (!n->keyed && !loopback(n->listen)) {
+  if (!n->keyed && !n->connect && !loopback(n->listen)) {
     fprintf(stderr, "farm node: refusing to listen on %s without a key: anyone who reaches it could "
             "run code here; pass --key-file F (make one with: farm keygen F)\n", n->listen);
     return 2;
@@ -563,6 +613,13 @@ int farm_node_main(int argc, char **argv) {
     else fprintf(stderr, "farm node: %s\n", err);
     if (n->log) fclose(n->log);
     return 1;
+  }
+  char pidpath[4096];
+  if (pidfile && pidfile[0] != '/') {           /* a daemon works from / */
+    char cwd[3000];
+    if (!getcwd(cwd, sizeof cwd)) return bad("cannot tell the current directory for '%s'", pidfile);
+    snprintf(pidpath, sizeof pidpath, "%s/%s", cwd, pidfile);
+    pidfile = pidpath;
   }
   if (daemonize) {
     farm__link_close(n->link);                  /* nanomsg's threads do not survive fork */
@@ -593,11 +650,11 @@ int farm_node_main(int argc, char **argv) {
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
   n->t0 = n->idle_since = farm__now();
-  if (n->launched) {
+  if (n->launched && !n->connect) {
     const char *port = strrchr(n->listen, ':');
     printf("FARM-NODE %d %s\n", FARM_PROTOCOL, port ? port + 1 : "0");
     fflush(stdout);
-  } else {
+  } else if (!n->launched) {
     logf_(n, LOG_INFO, "listening on %s with %d workers%s", n->listen, farm__engine_workers(n->e),
           n->keyed ? "" : " (no key: any local user can connect)");
   }

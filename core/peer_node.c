@@ -41,6 +41,7 @@
 
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
+#define HELLO_RETRY 1.0            /* a hello unanswered this long is sent again, anew */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
 
@@ -63,6 +64,7 @@ typedef struct node {
   void *hello;                     /* its HELLO, kept for the loop's start() */
   size_t nhello;
   double beat, last_beat;
+  double peer_beat;                /* the node's heartbeat (from its HELLO) */
   int quiet, started;
   srun_step *step;                 /* a node started by srun (it connects back to us) */
   int index;                       /* ...its task number there */
@@ -307,10 +309,25 @@ static void *connect_one(void *arg) {
   n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
   if (n->rc < 0) return NULL;
   snprintf(url, sizeof url, "tcp://%s:%d", addr, port);
-  n->rc = farm__link_open(&n->link, url, 0, n->maxmsg, why, sizeof why);
-  if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+  /* A node busy with another client takes no connection (nanomsg drops it and
+     our hello with it): try again on a fresh connection until it is free. */
+  for (double until = farm__now() + CONNECT_TIMEOUT;;) {
+    n->rc = farm__link_open(&n->link, url, 0, n->maxmsg, why, sizeof why);
+    if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+    double left = until - farm__now();
+    n->rc = farm__session_client(n->link, n->key, left < HELLO_RETRY ? (left > 0.1 ? left : 0.1) : HELLO_RETRY,
+                                 why, sizeof why);
+    if (n->rc != FARM_ETIMEDOUT || farm__now() >= until) break;
+    farm__link_close(n->link);
+    n->link = NULL;
+  }
+  if (n->rc == FARM_ETIMEDOUT)
+    snprintf(why, sizeof why, "no answer within %g s (is a farm node listening there, and free? "
+             "a node serves one client at a time)", CONNECT_TIMEOUT);
+  goto hello;
 handshake:
   n->rc = farm__session_client(n->link, n->key, CONNECT_TIMEOUT, why, sizeof why);
+hello:
   if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
   double until = farm__now() + CONNECT_TIMEOUT;
   for (;;) {
@@ -369,9 +386,17 @@ static int node_start(farm_peer *p) {
   if (farm__engine_message(p->e, p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
     lose(p, why[0] ? why : "its hello was malformed");
   }
+  /* HELLO ends with the node's heartbeat: silence is judged by the slower side */
+  farm_rd r;
+  char e2[64];
+  if (farm__msg_open(&r, n->hello, n->nhello, e2, sizeof e2) == FARM_MSG_HELLO) {
+    farm__rd_uvar(&r); farm__rd_uvar(&r); farm__rd_uvar(&r);
+    uint64_t ms = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;
+    if (!r.err && ms >= 10 && ms <= 3600000) n->peer_beat = ms / 1e3;
+  }
   free(n->hello);
   n->hello = NULL;
-  n->last_beat = farm__now();
+  n->last_beat = 0;                /* the first BEAT goes at once: it says our heartbeat */
   return 0;
 }
 
@@ -409,7 +434,8 @@ static void node_tick(farm_peer *p, double now) {
     return;
   }
   double last = farm__link_last_recv(p->link);
-  if (last > 0 && now - last > LOST_BEATS * n->beat) {
+  double beat = n->peer_beat > n->beat ? n->peer_beat : n->beat;
+  if (last > 0 && now - last > LOST_BEATS * beat) {
     char why[120];
     snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
     lose(p, why);
@@ -419,6 +445,7 @@ static void node_tick(farm_peer *p, double now) {
     farm_buf b;
     farm__buf_init(&b);
     farm__msg_begin(&b, FARM_MSG_BEAT);
+    farm__buf_uvar(&b, (uint64_t)(n->beat * 1e3));          /* our heartbeat, in ms */
     if (!p->pend.n && farm__peer_send(p, b.p, b.n) < 0) { farm__buf_free(&b); lose(p, "cannot send to it"); return; }
     farm__buf_free(&b);
     n->last_beat = now;

@@ -5,7 +5,7 @@
  * protocol version is told so ("protocol version 3, this node speaks 2") instead
  * of being fed garbage. Bodies are built from buf.h primitives and codec blocks:
  *
- *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity)
+ *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity) [uvar(heartbeat ms): a node's]
  *   JOBS     c->w  u8(flags: 1 = forget cached functions) uvar(the pool's capacity) u32le(count)
  *                  count * { uvar(id) uvar(attempt) u8(mode) hash[16]
  *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH)
@@ -24,7 +24,8 @@
  *                  free); job id has just begun to wait, or goes on.
  *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) str(fn block)
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
- *   BEAT     both  (empty): a node link's heartbeat, sent when nothing else went for a while
+ *   BEAT     both  [uvar(heartbeat ms)]: a node link's heartbeat, sent when nothing else went
+ *                  for a while (the client's says its interval: silence is judged by the slower side)
  *   KILL     c->n  uvar(id): stop that job at once (out of time, or cancelled by force);
  *                  its result, if it comes, is not wanted
  *   AUTH1..AUTHNO: the handshake on a node link, before it is sealed (session.h)

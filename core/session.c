@@ -177,21 +177,28 @@ int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], dou
   if (send_msg(l, &b) < 0) { snprintf(err, errlen, "cannot send: %s", farm__link_error()); return FARM_ELINK; }
   void *m;
   size_t n;
-  int rc = recv_until(l, until, &m, &n);
-  if (rc == FARM_ETIMEDOUT) {
-    snprintf(err, errlen, "no answer within %g s (is a farm node listening there, and free? "
-             "a node serves one client at a time)", timeout);
-    return rc;
-  }
-  if (rc < 0) { snprintf(err, errlen, "link failed: %s", farm__link_error()); return FARM_ELINK; }
   farm_rd r;
-  char e2[128];
-  int type = farm__msg_open(&r, m, n, e2, sizeof e2);
-  if (type != FARM_MSG_AUTH2) {
-    rc = refused_why(m, n, err, errlen);
-    if (!rc) { snprintf(err, errlen, "not a farm node (it answered something else)"); rc = FARM_EPROTO; }
+  const unsigned char *echo;
+  int type;
+  for (;;) {                       /* an answer to an earlier hello of ours is skipped */
+    int rc = recv_until(l, until, &m, &n);
+    if (rc == FARM_ETIMEDOUT) {
+      snprintf(err, errlen, "no answer within %g s (is a farm node listening there, and free? "
+               "a node serves one client at a time)", timeout);
+      return rc;
+    }
+    if (rc < 0) { snprintf(err, errlen, "link failed: %s", farm__link_error()); return FARM_ELINK; }
+    char e2[128];
+    type = farm__msg_open(&r, m, n, e2, sizeof e2);
+    if (type != FARM_MSG_AUTH2) {
+      rc = refused_why(m, n, err, errlen);
+      if (!rc) { snprintf(err, errlen, "not a farm node (it answered something else)"); rc = FARM_EPROTO; }
+      farm__link_free(m);
+      return rc;
+    }
+    echo = farm__rd_bytes(&r, FARM_NONCELEN);
+    if (echo && sodium_memcmp(echo, nc, FARM_NONCELEN) == 0) break;
     farm__link_free(m);
-    return rc;
   }
   int chosen = farm__rd_u8(&r);
   const unsigned char *nn = farm__rd_bytes(&r, FARM_NONCELEN);
@@ -255,6 +262,7 @@ int farm__session_node(farm_hs *hs, farm_link *l, const unsigned char key[FARM_K
     farm_buf b;
     farm__buf_init(&b);
     farm__msg_begin(&b, FARM_MSG_AUTH2);
+    farm__buf_put(&b, hs->nc, FARM_NONCELEN);
     farm__buf_u8(&b, (uint8_t)hs->cipher);
     farm__buf_put(&b, hs->nn, FARM_NONCELEN);
     farm__buf_put(&b, proof, sizeof proof);

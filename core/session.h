@@ -8,7 +8,8 @@
  * then talks in clear):
  *
  *   AUTH1  c->n  u8(cipher wanted) nonce_c[32] str(who: "host pid N")
- *   AUTH2  n->c  u8(cipher chosen) nonce_n[32] proof_n[32]
+ *   AUTH2  n->c  nonce_c[32] u8(cipher chosen) nonce_n[32] proof_n[32]
+ *                (nonce_c echoed: an answer to an earlier, lost hello is skipped)
  *   AUTH3  c->n  proof_c[32]
  *   AUTHNO n->c  str(why)          (instead of AUTH2 or after AUTH3: refused)
  *

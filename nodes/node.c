@@ -10,9 +10,10 @@
  * BEAT whenever it has said nothing for a heartbeat. Jobs that the node's jobs
  * submit (nested jobs) run on this node's workers.
  *
- * One client at a time: a bound PAIR takes one connection, and nanomsg refuses
- * a second while the first is up (the second client's handshake waits, and
- * gives up after its timeout saying the node is busy). A client that goes away
+ * One client at a time: a bound PAIR takes one connection, and nanomsg drops
+ * a second while the first is up (the second client says hello again on a fresh
+ * connection every second, and gets in once the first is gone, or gives up after
+ * 10 s saying the node is busy). A client that goes away
  * (QUIT, silence for 5 heartbeats, a frame that does not authenticate) ends its
  * session: its jobs are cancelled, its functions forgotten, the link reopened
  * for the next client. Nothing from a peer is decoded before the handshake.
@@ -65,6 +66,7 @@ typedef struct node {
   int connect;                     /* --connect-back: we dial the client (srun) */
   FILE *log;
   double beat, idle_timeout, idle_since, last_sent;
+  double peer_beat;                /* the client's heartbeat (from its BEATs) */
   int sealed;                      /* a client is in session */
   farm_hs hs;
   char who[160];
@@ -155,8 +157,10 @@ static int flush_pend(node *n) {
     rc = farm__link_send(n->link, n->pend.p + at + 8, (size_t)len, 1);
     if (!rc) at += 8 + (size_t)len;
   }
-  memmove(n->pend.p, n->pend.p + at, n->pend.n - at);
-  n->pend.n -= at;
+  if (at) {
+    memmove(n->pend.p, n->pend.p + at, n->pend.n - at);
+    n->pend.n -= at;
+  }
   return rc;
 }
 
@@ -173,6 +177,7 @@ static void send_hello(node *n) {
   farm__buf_uvar(&n->out, (uint64_t)getpid());
   farm__buf_uvar(&n->out, 0);
   farm__buf_uvar(&n->out, (uint64_t)farm__engine_workers(n->e));
+  farm__buf_uvar(&n->out, (uint64_t)(n->beat * 1e3));   /* our heartbeat, in ms */
   send_out(n);
 }
 
@@ -267,6 +272,7 @@ static int open_link(node *n, char *err, size_t errlen) {
 static void forget_client(node *n, const char *why) {
   logf_(n, LOG_INFO, "session with %s ended: %s", n->who, why);
   n->sealed = 0;
+  n->peer_beat = 0;
   n->pend.n = 0;
   farm__engine_cancel_all(n->e, 1);
   for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
@@ -400,7 +406,12 @@ static void on_message(node *n, const void *m, size_t len) {
     rc = r.err ? FARM_EPROTO : 0;
     break;
   }
-  case FARM_MSG_BEAT: break;
+  case FARM_MSG_BEAT:               /* may say the client's heartbeat, in ms */
+    if (farm__rd_left(&r)) {
+      uint64_t ms = farm__rd_uvar(&r);
+      if (!r.err && ms >= 10 && ms <= 3600000) n->peer_beat = ms / 1e3;
+    }
+    break;
   case FARM_MSG_QUIT: end_session(n, "the client said goodbye"); return;
   default: if (type >= 0) { rc = FARM_EPROTO; snprintf(err, sizeof err, "unexpected message %d", type); }
   }
@@ -666,7 +677,8 @@ int farm_node_main(int argc, char **argv) {
     double now = farm__now();
     if (n->sealed) {
       double last = farm__link_last_recv(n->link);
-      if (last > 0 && now - last > LOST_BEATS * n->beat) {
+      double beat = n->peer_beat > n->beat ? n->peer_beat : n->beat;
+      if (last > 0 && now - last > LOST_BEATS * beat) {
         char why[100];
         snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
         end_session(n, why);

@@ -127,7 +127,11 @@ for i = 1, 40 do fs[i]:result() end
     assert.is_truthy(salloc)
     assert.is_true(settles(function() return H.slurp(out):find("submitted", 1, true) ~= nil end, 60), H.slurp(out))
     assert.is_true(step_nodes() >= 1, "the node runs while the client does")
-    local client = sh(("pgrep -f -- %s | head -1"):format(q(FARM .. " [r]un " .. script))).out:match("%d+")
+    -- the farm process itself (salloc's command line holds the same words)
+    local client
+    for pid in sh(("pgrep -f -- %s"):format(q(FARM .. " [r]un " .. script))).out:gmatch("%d+") do
+      if H.slurp("/proc/" .. pid .. "/comm"):match("^farm") then client = pid end
+    end
     assert.is_truthy(client, "the client's pid")
     os.execute("kill -9 " .. client)
     assert.is_true(settles(function() return step_nodes() == 0 end, 15), "the step outlived its client")

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <lua.h>
 #include <lauxlib.h>
+#include <lualib.h>
 #include "farm.h"
 #include "codec.h"
 #include "luafuncs.h"
@@ -69,6 +70,8 @@ typedef struct enc {
   int pend;          /* stack index of the pending global names:
                         [i] = name, [name] = describe table of the first asker */
   int envs;          /* stack index of the decoded environments met, or 0 */
+  int mods;          /* stack slot: the modules this block has described (see
+                        push_module_info); nil until needed, 0 before make_seen */
   lua_Integer nref, npend;
   int depth;
   seg path[FARM_CODEC_MAXDEPTH + 1];
@@ -227,6 +230,8 @@ static void make_seen(enc *E) {
   lua_pushnil(L);
   E->pend = lua_gettop(L);
   lua_pushnil(L);                      /* the envs slot */
+  lua_pushnil(L);                      /* the mods slot */
+  E->mods = lua_gettop(L);
 }
 
 /* The environments the decoder gives functions share one metatable ({__index =
@@ -254,6 +259,60 @@ static int is_decoded_env(lua_State *L, int idx) {
   return is;
 }
 
+static void encode_value(enc *E, int idx);
+
+/* A module reference may carry what a worker needs to load that module: the
+   names table's metatable may hold a function __module(qualified name) -> nil
+   or a table { module = "its.module", ... } (lua/ship.lua: module_info). The
+   first time a block refers to a module that has such a table, the reference
+   travels as MODULE with the table; later references in the same block travel
+   as MODREF, which the decoder resolves once the MODULE before them has loaded
+   the module. Pushes the table and returns 1, or returns 0 with nothing pushed.
+   (E->mods: qualified name -> 1 once asked; module name -> 2 once described.) */
+static int push_module_info(enc *E, int nm) {
+  lua_State *L = E->L;
+  luaL_checkstack(L, 6, NULL);
+  if (!lua_getmetatable(L, E->e->names)) return 0;
+  if (lua_getfield(L, -1, "__module") != LUA_TFUNCTION) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_remove(L, -2);
+  if (lua_isnil(L, E->mods)) {
+    lua_newtable(L);
+    lua_replace(L, E->mods);
+  }
+  lua_pushvalue(L, nm);
+  if (lua_rawget(L, E->mods) != LUA_TNIL) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, nm);
+  lua_pushinteger(L, 1);
+  lua_rawset(L, E->mods);
+  lua_pushvalue(L, nm);
+  lua_call(L, 1, 1);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (lua_getfield(L, -1, "module") != LUA_TSTRING) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_pushvalue(L, -1);
+  int described = lua_rawget(L, E->mods) == LUA_TNUMBER && lua_tointeger(L, -1) == 2;
+  lua_pop(L, 1);
+  if (described) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_pushinteger(L, 2);
+  lua_rawset(L, E->mods);             /* pops the module name */
+  return 1;
+}
+
 /* GLOBALS and MODREF come before anything else: a value with a name travels as
    that name even when it was also reached some other way. */
 static int encode_named(enc *E, int idx) {
@@ -278,10 +337,24 @@ static int encode_named(enc *E, int idx) {
   if (e->names) {
     lua_pushvalue(L, idx);
     if (lua_rawget(L, e->names) == LUA_TSTRING) {
+      if (!E->seen) {          /* top level: the slots go in below the name */
+        lua_pop(L, 1);
+        make_seen(E);
+        lua_pushvalue(L, idx);
+        lua_rawget(L, e->names);
+      }
+      int nm = lua_gettop(L);
       size_t n;
-      const char *s = lua_tolstring(L, -1, &n);
-      put_u8(E, FARM_T_MODREF);
-      put_str(E, s, n);
+      const char *s = lua_tolstring(L, nm, &n);
+      if (push_module_info(E, nm)) {
+        put_u8(E, FARM_T_MODULE);
+        put_str(E, s, n);
+        encode_value(E, nm + 1);
+        lua_pop(L, 1);
+      } else {
+        put_u8(E, FARM_T_MODREF);
+        put_str(E, s, n);
+      }
       lua_pop(L, 1);
       return 1;
     }
@@ -549,10 +622,57 @@ static void encode_value(enc *E, int idx) {
   refuse(E, idx);
 }
 
+/* The standard libraries whose fields may travel in the globals section as
+   "lib.key": what a script added to them (`function string.trim`, `math.clamp`,
+   package.path). Returns the length of the "lib" in such a name, or 0 when the
+   name is a plain global. */
+static size_t lib_prefix(const char *s, size_t n) {
+  static const char *const libs[] = { "string", "table", "math", "os", "io", "utf8",
+                                      "coroutine", "debug", "package", NULL };
+  const char *dot = memchr(s, '.', n);
+  if (!dot || dot + 1 == s + n) return 0;
+  size_t k = (size_t)(dot - s);
+  for (int i = 0; libs[i]; i++)
+    if (strlen(libs[i]) == k && memcmp(libs[i], s, k) == 0) return k;
+  return 0;
+}
+
+/* Push the field "lib.key" of the library table at t (a key that is not there
+   is tried as "sub.key" of its table field sub: package.preload.NAME); nil if none. */
+static void lookup_field(lua_State *L, int t, const char *k, size_t kn) {
+  lua_pushlstring(L, k, kn);
+  if (lua_rawget(L, t) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  const char *dot = memchr(k, '.', kn);
+  if (!dot) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_pushlstring(L, k, (size_t)(dot - k));
+  if (lua_rawget(L, t) == LUA_TTABLE) {
+    lua_pushlstring(L, dot + 1, kn - (size_t)(dot - k) - 1);
+    lua_rawget(L, -2);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_remove(L, -2);
+}
+
 /* Push the value of the global named at nm for the globals section: from
-   e->globals, else from a decoded environment met on the way; nil if none. */
+   e->globals, else from a decoded environment met on the way; nil if none.
+   A library field ("string.trim") is read from that library in e->globals. */
 static void lookup_global(enc *E, int nm) {
   lua_State *L = E->L;
+  size_t n;
+  const char *s = lua_tolstring(L, nm, &n);
+  size_t lib = lib_prefix(s, n);
+  if (lib) {
+    lua_pushlstring(L, s, lib);
+    if (lua_rawget(L, E->e->globals) == LUA_TTABLE) lookup_field(L, lua_gettop(L), s + lib + 1, n - lib - 1);
+    else lua_pushnil(L);
+    lua_remove(L, -2);
+    return;
+  }
   lua_pushvalue(L, nm);
   if (lua_rawget(L, E->e->globals) != LUA_TNIL || !E->envs) return;
   lua_pop(L, 1);
@@ -601,7 +721,7 @@ void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
   E.b = b;
   E.e = e;
   E.base = lua_gettop(L);
-  E.seen = E.pend = E.envs = 0;
+  E.seen = E.pend = E.envs = E.mods = 0;
   E.nref = E.npend = 0;
   E.depth = 0;
   luaL_checkstack(L, 8, NULL);
@@ -667,6 +787,10 @@ static void push_env(dec *D) {
     lua_newtable(L);
     push_envmt(L);
     lua_setmetatable(L, -2);
+    /* its own _G: in the sender, _G is the table its globals are in, and
+       `_G.helper` finds the helper that travelled here as a global */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
     lua_replace(L, D->env);
   }
   lua_pushvalue(L, D->env);
@@ -958,6 +1082,17 @@ static void decode_value(dec *D) {
     lua_call(L, 1, 1);
     return;
   }
+  case FARM_T_MODULE: {            /* resolve(name, info): info may load the module */
+    size_t n;
+    const char *s = farm__rd_str(r, &n);
+    check(D);
+    if (!D->d->resolve) malformed(L, "module reference without a resolver");
+    lua_pushvalue(L, D->d->resolve);
+    lua_pushlstring(L, s, n);
+    decode_value(D);
+    lua_call(L, 2, 1);
+    return;
+  }
   case FARM_T_GLOBALS:
     push_env(D);
     return;
@@ -998,6 +1133,14 @@ int farm_codec_decode(lua_State *L, const void *p, size_t len,
     const char *name = farm__rd_str(&D.r, &nn);
     check(&D);
     if (nn == 0) break;
+    if (lib_prefix(name, nn)) {          /* a library field: install(name, value), or dropped */
+      if (d->install) lua_pushvalue(L, d->install);
+      lua_pushlstring(L, name, nn);
+      decode_value(&D);
+      if (d->install) lua_call(L, 2, 0);
+      else lua_pop(L, 2);
+      continue;
+    }
     push_env(&D);
     lua_pushlstring(L, name, nn);
     decode_value(&D);
@@ -1064,7 +1207,8 @@ static int l_pack(lua_State *L) {
   return 1;
 }
 
-/* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t, remember = f}. */
+/* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t, remember = f,
+   install = f}. */
 static int l_unpack(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
@@ -1076,6 +1220,7 @@ static int l_unpack(lua_State *L) {
   d.resolve = opt_field(L, opts, "resolve", LUA_TFUNCTION, "a function");
   d.cache = opt_field(L, opts, "cache", LUA_TTABLE, "a table");
   d.remember = opt_field(L, opts, "remember", LUA_TFUNCTION, "a function");
+  d.install = opt_field(L, opts, "install", LUA_TFUNCTION, "a function");
   return farm_codec_decode(L, s, len, &d);
 }
 
@@ -1086,11 +1231,36 @@ static int l_is_env(lua_State *L) {
   return 1;
 }
 
+static int open_package(lua_State *L) {
+  luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 0);
+  lua_getfield(L, -1, "path");
+  lua_getfield(L, -2, "cpath");
+  return 2;
+}
+
+/* core.default_paths() -> path, cpath: the package.path and package.cpath a
+   fresh Lua state of this process starts with (from LUA_PATH_5_4, LUA_PATH and
+   the built-in default), which is what a local worker starts with too. */
+static int l_default_paths(lua_State *L) {
+  lua_State *F = luaL_newstate();
+  if (!F) return luaL_error(L, "not enough memory");
+  lua_pushcfunction(F, open_package);
+  if (lua_pcall(F, 0, 2, 0) != LUA_OK || !lua_isstring(F, -2) || !lua_isstring(F, -1)) {
+    lua_close(F);
+    return luaL_error(L, "farm: cannot open a fresh package library");
+  }
+  lua_pushstring(L, lua_tostring(F, -2));
+  lua_pushstring(L, lua_tostring(F, -1));
+  lua_close(F);
+  return 2;
+}
+
 void farm__open_codec(lua_State *L, int core) {
   static const luaL_Reg funcs[] = {
     {"pack", l_pack},
     {"unpack", l_unpack},
     {"is_env", l_is_env},
+    {"default_paths", l_default_paths},
     {NULL, NULL}
   };
   lua_pushvalue(L, core);

@@ -13,6 +13,8 @@
  *              | REF uvar(index)            -- a table or function seen before
  *              | FUNC str(chunk) uvar(line) str(text) uvar(nup) (str(name) value)*nup
  *              | MODREF str(qualified name) -- package.loaded value, e.g. "math.sqrt"
+ *              | MODULE str(qualified name) value(info)
+ *                                           -- a MODREF that says how to load its module
  *              | GLOBALS                    -- the sender's global table
  *
  * Tables and functions are numbered in the order they are first met (a FUNC or
@@ -22,7 +24,17 @@
  * compiled as if it began on `line` of `chunk`, so tracebacks name the
  * sender's file and line. Upvalues are restored by name, never by position.
  * A function's global names (from the describe hook) are gathered into the
- * block's globals section.
+ * block's globals section. A name "lib.key" there, lib one of the standard
+ * libraries (string, table, math, os, io, utf8, coroutine, debug, package), is
+ * a field the sender's script added to that library (`function string.trim`):
+ * the encoder reads it from the library, the decoder hands it to its install
+ * hook (or drops it), never to the environment.
+ *
+ * MODULE is the first reference in a block to a module whose loading the
+ * worker may need help with: info is a table {module = "mod.name", path =,
+ * cpath = (the sender's package paths), file =, text = (the module's Lua
+ * source) or preload = (its package.preload function)}, from the names table's
+ * __module metamethod; the decoder calls resolve(qualified name, info).
  *
  * Every decoder checks every length and count against the bytes left before it
  * trusts it, and limits nesting depth: malformed input raises a Lua error
@@ -41,7 +53,7 @@
 enum {
   FARM_T_NIL = 0, FARM_T_FALSE, FARM_T_TRUE, FARM_T_INT, FARM_T_FLT, FARM_T_STR,
   FARM_T_TABLE, FARM_T_TABLEMT, FARM_T_REF, FARM_T_FUNC, FARM_T_MODREF,
-  FARM_T_GLOBALS,
+  FARM_T_GLOBALS, FARM_T_MODULE,
   FARM_T_SMALLINT = 0x80
 };
 
@@ -49,7 +61,10 @@ enum {
 
 typedef struct farm_encoder {
   /* Absolute Lua stack indices, or 0 when absent. */
-  int names;     /* table: value -> qualified name; such values travel as MODREF */
+  int names;     /* table: value -> qualified name; such values travel as MODREF.
+                    Its metatable's __module(qualified name) -> nil or info, if
+                    there is one, turns a block's first MODREF to a module into
+                    MODULE (see above) */
   int describe;  /* function(f) -> {chunk=, line=, text=, name=, where=, globals={...}};
                     called for every Lua function not found in names; may raise */
   int globals;   /* the table that travels as GLOBALS (checked before names, so
@@ -65,6 +80,9 @@ typedef struct farm_decoder {
   int cache;     /* table caching compiled chunks by chunk/line/text; 0: no cache */
   int remember;  /* function(chunk, text) told of each text compiled (padded to its
                     line), so functions made here can be shipped on; 0: none */
+  int install;   /* function("lib.key", value) for the library fields of the
+                    globals section (a worker's: lua/ship.lua install); 0: they
+                    are dropped. resolve is called as resolve(name, info) for MODULE */
 } farm_decoder;
 
 /* Append the block of the n values at L[first..] to b. Raises a Lua error

@@ -19,6 +19,9 @@ local farm = { _VERSION = "farm 0.2.0" }
 
 local describe, names, resolve = ship.describe, ship.names, ship.resolve
 local resolve_loaded = ship.resolve_loaded
+-- A module a result refers to is this state's own: the paths and source a
+-- worker sends along with the reference (ship.module_info) are for workers.
+local function resolve_here(name) return resolve(name) end
 -- compiled chunks of functions in results, while something uses them
 local chunks = setmetatable({}, { __mode = "v" })
 
@@ -114,33 +117,63 @@ function Pool:configure(opts)
   for k, v in pairs(opts) do self.config[k] = v end
 end
 
--- Function packages: a function whose only upvalue is the global table and that
--- names no shippable global is the same package every time, so it is encoded and
--- hashed once, and a worker keeps it; any other is encoded at each submit (its
--- upvalues are values) and a worker makes a fresh closure of it for each job.
-local constant = setmetatable({}, { __mode = "k" })   -- f -> { [ctx] = package }
+-- Function packages: a function whose upvalues are the global table and values
+-- that travel by name (a module: `local inc = require "mymod.inc"`, math.sqrt),
+-- and that names no shippable global, is the same package every time, so it is
+-- encoded and hashed once, and a worker keeps it (a module's source, when it
+-- travels, thus goes once to each worker); any other is encoded at each submit
+-- (its upvalues are values) and a worker makes a fresh closure of it for each
+-- job. A kept package stays valid while those upvalues hold the same values and
+-- the function needs no globals (a library field the script added since, say).
+local constant = setmetatable({}, { __mode = "k" })
+  -- f -> { [ctx] = { p = package, ups = its upvalues then, named = f travels by name } }
 
 local function is_constant(f)
   if names()[f] then return true end          -- travels by name (math.sqrt)
   local d = describe(f)
   if #d.globals > 0 then return false end
+  local named
   for i = 1, huge do
     local name, v = getupvalue(f, i)
     if name == nil then return true end
-    if not (name == "_ENV" and v == _G) then return false end
+    if not (name == "_ENV" and v == _G) then
+      named = named or names()
+      if v == nil or named[v] == nil then return false end
+    end
   end
+end
+
+local function upvalues_of(f)
+  local ups = {}
+  for i = 1, huge do
+    local name, v = getupvalue(f, i)
+    if name == nil then return ups end
+    ups[i] = v
+  end
+end
+
+local function still_constant(f, kept)
+  local ups = kept.ups
+  for i = 1, huge do
+    local name, v = getupvalue(f, i)
+    if name == nil then break end
+    if not rawequal(v, ups[i]) then return false end
+  end
+  return kept.named or #describe(f).globals == 0
 end
 
 local function package(c, f)
   local byctx = constant[f]
-  local p = byctx and byctx[c]
-  if p then return p end
+  local kept = byctx and byctx[c]
+  if kept and still_constant(f, kept) then return kept.p end
   local const = is_constant(f)
-  p = core.package(c, describe, names, f, not const)
+  local p = core.package(c, describe, names, f, not const)
   if const then
     byctx = byctx or setmetatable({}, { __mode = "k" })
-    byctx[c] = p
+    byctx[c] = { p = p, ups = upvalues_of(f), named = names()[f] ~= nil }
     constant[f] = byctx
+  elseif byctx then
+    byctx[c] = nil
   end
   return p
 end
@@ -252,7 +285,7 @@ function Future.result(f, timeout)
     end
   end
   callbacks_of()
-  return finish(f, core.result(f, resolve, chunks, resolve_loaded))
+  return finish(f, core.result(f, resolve_here, chunks, resolve_loaded))
 end
 
 --- future:cancel([{force = true}]) -> true when cancelled

@@ -10,7 +10,9 @@
 --   ship.describe(f)   -> { chunk, line, text, name, where, globals }
 --   ship.remember(chunkname, text), ship.hook(G)   -- the text of loaded chunks
 --   ship.names()       -> { [value] = "qualified.name" } over package.loaded
---   ship.resolve(name) -> value: the worker-side inverse of names()
+--   ship.resolve(name [, info]) -> value: the worker-side inverse of names()
+--   ship.module_info(qualified name) -> how a worker may load that module, or nil
+--   ship.install("lib.key", value)   -- a library field a script added, on a worker
 --
 -- Tables returned by describe() and names() are shared caches: read, don't write.
 
@@ -18,8 +20,10 @@ local core = package.loaded["farm.core"] or require "farm.core"
 
 local fnsig, fnglobals, upkinds = core.fnsig, core.globals, core.upkinds
 local getinfo, getupvalue = debug.getinfo, debug.getupvalue
-local find, match, sub, gsub, gmatch, rep, format =
-  string.find, string.match, string.sub, string.gsub, string.gmatch, string.rep, string.format
+local find, match, sub, gsub, gmatch, rep, format, byte, char =
+  string.find, string.match, string.sub, string.gsub, string.gmatch, string.rep, string.format,
+  string.byte, string.char
+local dump = string.dump
 local concat, sort = table.concat, table.sort
 local type, ipairs, next, pcall, error, load, rawequal, tostring, setmetatable =
   type, ipairs, next, pcall, error, load, rawequal, tostring, setmetatable
@@ -401,6 +405,209 @@ for name in gmatch("assert collectgarbage dofile error getmetatable ipairs load 
   STDNAMES[name] = true
 end
 
+-- ---- what a script adds to the standard libraries --------------------------
+--
+-- A job may use what its script added to a standard library: `function
+-- string.trim` called as `s:trim()`, `math.clamp(x, 0, 1)`, a table `math.consts`.
+-- The worker's libraries are fresh, so such a field travels in the globals
+-- section as "string.trim" and the worker puts it into its own library
+-- (ship.install) before the job runs. Which fields a function needs is found
+-- from its string constants (the keys `s:trim()`, `string.trim` and
+-- `string["trim"]` compile to): a field of a library the function can reach --
+-- `string` always (every string's methods), the libraries it names or holds in
+-- an upvalue, all of them through `_G` -- that is not one the library had when
+-- this state opened it. The same constants find the globals a job reaches as
+-- `_G.NAME` (the worker's `_G` is the job's environment, see core/codec.c).
+-- A function that names `require` carries the script's package.path and
+-- package.cpath (when they are not the defaults) and the package.preload
+-- functions its constants name, so that `require` in a job finds what it finds
+-- in the script. What is added is looked up at each submit: a field defined
+-- after a first submit still travels.
+
+local LIBNAMES = { "string", "table", "math", "os", "io", "utf8", "coroutine", "debug", "package" }
+local LIBS, LIBOF = {}, {}   -- name -> true; library table -> name
+for _, n in ipairs(LIBNAMES) do
+  LIBS[n] = true
+  if type(G[n]) == "table" then LIBOF[G[n]] = n end
+end
+
+-- The libraries luaL_openlibs loads: only their C functions are "theirs" (a Lua
+-- function a script stores in `string` or in _G travels by source).
+local STDLIBS = { _G = true, package = true, coroutine = true, table = true, io = true,
+                  os = true, string = true, math = true, utf8 = true, debug = true }
+
+-- What the standard libraries hold when this module loads (before the script
+-- under `farm run`; on a worker, before any job): their C functions, and their
+-- few standard tables and values. Anything else in them a script added.
+local STD = {}
+for lib in next, STDLIBS do
+  local t, s = lib == "_G" and G or G[lib], {}
+  if type(t) == "table" then
+    for k, v in next, t do
+      if type(v) == "function" and (lib ~= "_G" or STDNAMES[k]) and getinfo(v, "S").what == "C" then
+        s[k] = v
+      end
+    end
+  end
+  STD[lib] = s
+end
+for k, v in next, package do
+  if type(v) ~= "function" then STD.package[k] = v end   -- loaded, preload, path, config...
+end
+for _, k in ipairs({ "pi", "huge", "maxinteger", "mininteger" }) do STD.math[k] = math[k] end
+STD.utf8.charpattern = utf8.charpattern
+for _, k in ipairs({ "stdin", "stdout", "stderr" }) do STD.io[k] = io[k] end
+
+-- The package.path and package.cpath a fresh state starts with (a local
+-- worker's too): only other paths travel.
+local default_path, default_cpath
+local function default_paths()
+  if not default_path then default_path, default_cpath = core.default_paths() end
+  return default_path, default_cpath
+end
+
+-- The string constants of f and of the functions nested in it, read from its
+-- stripped dump: a constant is its type tag (short or long string: 4, 20), its
+-- size plus one with the high bit set (one byte, for up to 126 bytes) and its
+-- bytes. Other bytes of the dump may look like one too; they can only add a
+-- name, which then is looked up and found in no library. Returns the
+-- constants that are names (sorted), and those that may be module names.
+local STRTAG, NUL = "[" .. char(4, 20) .. "]", char(0)
+local function constants(f)
+  local ok, d = pcall(dump, f, true)
+  local ids, strs, seen = {}, {}, {}
+  if not ok then return ids, strs end
+  local pos = 1
+  while true do
+    local p = find(d, STRTAG, pos)
+    if not p then break end
+    local sz = byte(d, p + 1)
+    if sz and sz >= 0x82 then
+      local s = sub(d, p + 2, p + sz - 0x80)
+      if #s == sz - 0x81 and not seen[s] and find(s, "^[%w_%.%-]+$") then
+        seen[s] = true
+        strs[#strs + 1] = s
+        if find(s, "^[%a_][%w_]*$") then ids[#ids + 1] = s end
+      end
+    end
+    pos = p + 1
+  end
+  sort(ids)
+  sort(strs)
+  return ids, strs
+end
+
+-- What describe() keeps of f to find its extras at each call, or nil when it
+-- can have none.
+local function scan_of(f, raw, globals)
+  local ids, strs = constants(f)
+  local named, uses_G, uses_require = {}, false, false
+  for _, n in ipairs(raw) do
+    if LIBS[n] then named[n] = true end
+    if n == "_G" then uses_G = true elseif n == "require" then uses_require = true end
+  end
+  if #ids == 0 and not uses_require then return nil end
+  local static = {}
+  for _, n in ipairs(globals) do static[n] = true end
+  return { ids = ids, strs = strs, named = named, uses_G = uses_G,
+           uses_require = uses_require, static = static }
+end
+
+-- A value found by its name alone may be something the job never uses as a
+-- global: one that could not travel is left behind rather than refused.
+local function may_travel(v)
+  local t = type(v)
+  if t == "userdata" or t == "thread" then return false end
+  if t == "function" and iscfunc(v) then return ship.names()[v] ~= nil end
+  return true
+end
+
+local function add(out, name)
+  out = out or {}
+  out[#out + 1] = name
+  return out
+end
+
+-- The names of the library fields and `_G` globals f needs now, or nil.
+-- global_env: f's _ENV is this state's global table (nil: not known yet).
+local function extras_of(f, s, global_env)
+  local out
+  local ids = s.ids
+  if #ids > 0 then
+    local held                      -- libraries f holds in upvalues (`local M = math`)
+    local globals = G               -- where its globals are: G, or the environment
+    for i = 1, 255 do               -- a shipped function was given here (a job's job)
+      local name, v = getupvalue(f, i)
+      if not name then break end
+      local lib = type(v) == "table" and LIBOF[v]
+      if lib then
+        held = held or {}
+        held[lib] = true
+      end
+      if name == "_ENV" and global_env == nil then
+        global_env = rawequal(v, G) or core.is_env(v)
+        if global_env then globals = v end
+      end
+    end
+    local all = s.uses_G and global_env
+    for _, lib in ipairs(LIBNAMES) do
+      local t = G[lib]
+      if type(t) == "table" and (all or lib == "string" or s.named[lib] or (held and held[lib])) then
+        local std = STD[lib]
+        for i = 1, #ids do
+          local k = ids[i]
+          local v = rawget(t, k)
+          if v ~= nil and std[k] == nil and may_travel(v) then out = add(out, lib .. "." .. k) end
+        end
+      end
+    end
+    if all then                     -- _G.helper, _G.CONFIG
+      local static = s.static
+      for i = 1, #ids do
+        local k = ids[i]
+        if not STDNAMES[k] and not static[k] then
+          local v = rawget(globals, k)
+          if v ~= nil and may_travel(v) then out = add(out, k) end
+        end
+      end
+    end
+  end
+  if s.uses_require then
+    local dpath, dcpath = default_paths()
+    if type(package.path) == "string" and package.path ~= dpath then out = add(out, "package.path") end
+    if type(package.cpath) == "string" and package.cpath ~= dcpath then out = add(out, "package.cpath") end
+    local pre = rawget(package, "preload")
+    if type(pre) == "table" then
+      local strs = s.strs
+      for i = 1, #strs do
+        local v = rawget(pre, strs[i])
+        if type(v) == "function" and not iscfunc(v) then out = add(out, "package.preload." .. strs[i]) end
+      end
+    end
+  end
+  return out
+end
+
+-- d itself, or (when f needs extras now) a copy of d whose globals add them;
+-- the copy is kept for the next call with the same extras.
+local function with_extras(f, d)
+  local s = d.scan
+  local global_env               -- (nil: not known yet)
+  if d.bare then global_env = false end
+  local out = extras_of(f, s, global_env)
+  if not out then return d end
+  local key = concat(out, NUL)
+  local memo = d.derived
+  if memo and memo.key == key then return memo.desc end
+  local globals = {}
+  for i, n in ipairs(d.globals) do globals[i] = n end
+  for _, n in ipairs(out) do globals[#globals + 1] = n end
+  local x = { chunk = d.chunk, line = d.line, text = d.text, name = d.name, where = d.where,
+              globals = globals }
+  d.derived = { key = key, desc = x }
+  return x
+end
+
 local byfunc = setmetatable({}, { __mode = "k" })  -- closure -> description
 local byproto = {}  -- source -> fnsig(f, true) -> { desc =, bare = }
 
@@ -462,21 +669,27 @@ local function analyse(f, info, sig)
   for _, n in ipairs(raw) do
     if not STDNAMES[n] then globals[#globals + 1] = n end
   end
+  local scan = scan_of(f, raw, globals)
   local desc = { chunk = chunk, line = found.line, text = found.text, name = found.name,
-                 where = format("%s:%d", info.short_src, found.line), globals = globals }
+                 where = format("%s:%d", info.short_src, found.line), globals = globals,
+                 scan = scan }
   local entry = { desc = desc }
   if #globals > 0 then
     entry.bare = { chunk = chunk, line = desc.line, text = desc.text, name = desc.name,
-                   where = desc.where, globals = {} }
+                   where = desc.where, globals = {}, scan = scan, bare = true }
   end
   return entry
 end
 
 --- ship.describe(f) -> { chunk, line, text, name, where, globals }; raises when
---- f's text cannot be found or does not verify.
+--- f's text cannot be found or does not verify. globals include the library
+--- fields ("string.trim") and `_G` globals f needs as things stand now.
 function ship.describe(f)
   local d = byfunc[f]
-  if d then return d end
+  if d then
+    if d.scan then return with_extras(f, d) end
+    return d
+  end
   if type(f) ~= "function" then
     error(format("ship.describe: function expected, got %s", type(f)), 2)
   end
@@ -499,6 +712,7 @@ function ship.describe(f)
   d = entry.desc
   if entry.bare and not env_is_global(f) then d = entry.bare end
   byfunc[f] = d
+  if d.scan then return with_extras(f, d) end
   return d
 end
 
@@ -552,12 +766,8 @@ end
 
 -- ---- module names ------------------------------------------------------------
 
--- The libraries luaL_openlibs loads: only their C functions are "theirs" (a Lua
--- function a script stores in `string` or in _G travels by source).
-local STDLIBS = { _G = true, package = true, coroutine = true, table = true, io = true,
-                  os = true, string = true, math = true, utf8 = true, debug = true }
-
 local snapshot, snapshot_n, names_map = {}, -1, nil
+local NAMES_MT = {}   -- its __module is set below
 
 local function loaded_changed(loaded)
   local n = 0
@@ -572,12 +782,14 @@ local function better(old, new)
   return #new < #old or (#new == #old and new < old)
 end
 
+-- A standard library's own fields are named; what a script added to it is not
+-- (a worker's library has no such field: it travels as a value, see above).
 local function field_wanted(modname, key, v)
   local t = type(v)
   if modname == "_G" then
-    return (t == "function" and iscfunc(v)) or (t == "table" and STDLIBS[key] == true)
+    return (t == "function" and rawequal(STD._G[key], v)) or (t == "table" and STDLIBS[key] == true)
   elseif STDLIBS[modname] then
-    return (t == "function" and iscfunc(v)) or t == "table"
+    return (t == "function" or t == "table") and rawequal(STD[modname][key], v)
   end
   return t == "function" or t == "table"
 end
@@ -611,11 +823,13 @@ local function build_names(loaded)
       end
     end
   end
-  return map
+  return setmetatable(map, NAMES_MT)
 end
 
 --- ship.names() -> { [value] = "qualified.name" } for the modules in
---- package.loaded and their function and table fields.
+--- package.loaded and their function and table fields. Its metatable's
+--- __module is ship.module_info, which the encoder asks about the module of
+--- each name it sends (core/codec.h: MODULE).
 function ship.names()
   local loaded = package.loaded
   if not names_map or loaded_changed(loaded) then names_map = build_names(loaded) end
@@ -657,9 +871,150 @@ function ship.resolve_loaded(name)
   error(format("a node sent a reference to module '%s', which this client has not loaded", name), 2)
 end
 
---- ship.resolve(name) -> the value names() called `name`, found in
---- package.loaded or required here; raises when this state does not have it.
-function ship.resolve(name)
+-- ---- modules a worker loads ----------------------------------------------------
+--
+-- A module value travels by its name and the worker requires it: it gets the
+-- module as its own require makes it, fresh, never the state the script gave it
+-- at run time. For that require to find what the script's found, the first
+-- reference to a module in a block says how (core/codec.h: MODULE): the
+-- script's package.path and package.cpath when they are not the defaults, and
+-- the module's own source -- its Lua file's text, or its package.preload
+-- function by source -- for a worker that still cannot find it by name (a node
+-- whose disk has no such file). A worker puts the script's paths in front of
+-- its own, tries require, and only then loads the source it was sent, as
+-- package.preload would. A module it loaded so is sent on from here by the same
+-- text (a job's own jobs).
+
+local NOMODULE = { farm = true, ["farm.core"] = true, ["farm.ship"] = true }
+local modinfo = {}   -- module name -> { value =, path =, cpath =, info = } (the last answer)
+local shipped = {}   -- module name -> { file =, text = }: loaded here from a text sent
+
+-- The module a qualified name is in: the longest prefix of it that is loaded.
+local function module_of(qname)
+  local loaded = package.loaded
+  if loaded[qname] ~= nil then return qname end
+  local parts = split(qname)
+  for i = #parts - 1, 1, -1 do
+    local m = concat(parts, ".", 1, i)
+    if loaded[m] ~= nil then return m end
+  end
+end
+
+-- A package.preload function travels when it can be described and does not
+-- hold the module itself (whose reference would be resolved, inside the very
+-- record that says how to load it, before it is loaded).
+local function preload_travels(fn, value)
+  if iscfunc(fn) or not pcall(ship.describe, fn) then return false end
+  for i = 1, 255 do
+    local name, v = getupvalue(fn, i)
+    if not name then return true end
+    if rawequal(v, value) then return false end
+  end
+  return true
+end
+
+--- ship.module_info(qualified name) -> nil, or { module =, path =, cpath =,
+--- file =, text = | preload = }: what a worker may need to load the module of
+--- that name (standard libraries and farm itself need nothing).
+function ship.module_info(qname)
+  if type(qname) ~= "string" then return nil end
+  local m = module_of(qname)
+  if not m or STDLIBS[m] or NOMODULE[m] then return nil end
+  local value, path, cpath = package.loaded[m], package.path, package.cpath
+  local c = modinfo[m]
+  if c and rawequal(c.value, value) and c.path == path and c.cpath == cpath then return c.info end
+  local dpath, dcpath = default_paths()
+  local info, any = { module = m }, false
+  if type(path) == "string" and path ~= dpath then info.path, any = path, true end
+  if type(cpath) == "string" and cpath ~= dcpath then info.cpath, any = cpath, true end
+  local pre = type(package.preload) == "table" and rawget(package.preload, m)
+  if type(pre) == "function" and preload_travels(pre, value) then
+    info.preload, any = pre, true
+  elseif not pre then
+    -- (a file the default path finds too, any worker of this machine finds:
+    -- only a file found through paths the script set travels as text)
+    local ok, file = pcall(package.searchpath, m, path)
+    local rec = ok and file and file_record(file)
+    local dok, dfile = pcall(package.searchpath, m, dpath)
+    if rec and not (dok and dfile == file) then
+      info.file, info.text, any = file, rec.text, true
+    elseif not rec and shipped[m] then
+      info.file, info.text, any = shipped[m].file, shipped[m].text, true
+    end
+  end
+  if not any then info = nil end
+  modinfo[m] = { value = value, path = path, cpath = cpath, info = info }
+  return info
+end
+NAMES_MT.__module = ship.module_info
+
+-- The script's paths first, then those of this state's own default not in them.
+local function merged(theirs, own)
+  local out, seen = {}, {}
+  for _, list in ipairs({ theirs, own }) do
+    for p in gmatch(list, "[^;]+") do
+      if not seen[p] then
+        seen[p] = true
+        out[#out + 1] = p
+      end
+    end
+  end
+  return concat(out, ";")
+end
+
+local function use_path(key, theirs)
+  if type(theirs) ~= "string" then return end
+  local dpath, dcpath = default_paths()
+  local p = merged(theirs, key == "path" and dpath or dcpath)
+  if package[key] ~= p then package[key] = p end
+end
+
+-- The loader for package.preload that a MODULE's info gives, or nil.
+local function sent_loader(m, info)
+  if type(info.preload) == "function" then return info.preload end
+  if type(info.text) ~= "string" then return nil end
+  local file = type(info.file) == "string" and info.file or m
+  local chunkname, text = "@" .. file, info.text
+  return function()
+    local chunk, err = load(text, chunkname, "t")
+    if not chunk then error(err, 0) end
+    ship.remember(chunkname, text)
+    shipped[m] = { file = file, text = text }
+    return chunk(m, file)
+  end
+end
+
+-- The value called name in module info.module, loaded as info says; or nil and
+-- why not (nil: it is not there).
+local function load_module(name, info)
+  local m = info.module
+  if sub(name, 1, #m) ~= m or (#name > #m and sub(name, #m + 1, #m + 1) ~= ".") then return nil end
+  use_path("path", info.path)
+  use_path("cpath", info.cpath)
+  local loaded = package.loaded
+  if loaded[m] == nil then
+    local ok, err = pcall(require, m)
+    if not ok then
+      err = tostring(err)
+      local loader = find(err, "module '" .. m .. "' not found", 1, true) and sent_loader(m, info)
+      if not loader then
+        if find(err, "module '" .. m .. "' not found", 1, true) then return nil end
+        return nil, match(err, "^[^\n]*")
+      end
+      package.preload[m] = loader
+      ok, err = pcall(require, m)
+      if not ok then return nil, match(tostring(err), "^[^\n]*") end
+    end
+  end
+  if #name == #m then return loaded[m] end
+  local mod = loaded[m]
+  return type(mod) == "table" and mod[sub(name, #m + 2)] or nil
+end
+
+--- ship.resolve(name [, info]) -> the value names() called `name`, found in
+--- package.loaded or required here (as info says: ship.module_info); raises
+--- when this state does not have it.
+function ship.resolve(name, info)
   if type(name) ~= "string" then
     error(format("ship.resolve: module name expected, got %s", type(name)), 2)
   end
@@ -676,6 +1031,10 @@ function ship.resolve(name)
     end
   end
   local why
+  if type(info) == "table" and type(info.module) == "string" then
+    v, why = load_module(name, info)
+    if v ~= nil then return v end
+  end
   for i = #parts, 1, -1 do
     local modname = concat(parts, ".", 1, i)
     local ok, m = pcall(require, modname)
@@ -688,6 +1047,28 @@ function ship.resolve(name)
   end
   error(format("module '%s' is not available on this worker%s", name,
     why and " (" .. why .. ")" or ""), 2)
+end
+
+--- ship.install("lib.key", value): on a worker, a field the script added to a
+--- standard library (its own fields stay); package.path and package.cpath go in
+--- front of this state's defaults; "package.preload.NAME" is a loader for a
+--- module not loaded here yet.
+function ship.install(name, value)
+  if type(name) ~= "string" then return end
+  local lib, key = match(name, "^([%a_][%w_]*)%.(.+)$")
+  if not lib or not LIBS[lib] then return end
+  if lib == "package" then
+    if key == "path" or key == "cpath" then return use_path(key, value) end
+    local m = match(key, "^preload%.(.+)$")
+    if m then
+      local pre = rawget(package, "preload")
+      if type(pre) == "table" and package.loaded[m] == nil then rawset(pre, m, value) end
+      return
+    end
+  end
+  local t = G[lib]
+  if type(t) ~= "table" then t = package.loaded[lib] end
+  if type(t) == "table" and STD[lib][key] == nil then rawset(t, key, value) end
 end
 
 return ship

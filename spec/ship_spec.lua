@@ -443,6 +443,53 @@ describe("ship.describe globals", function()
   end)
 end)
 
+describe("ship.describe library fields and _G globals", function()
+  -- a function of the script (global table as _ENV), from a chunk of its own
+  local function job(text) return load("return " .. text, "=" .. text, "t", G)() end
+
+  after_each(function()
+    string.spec_trim, math.spec_clamp, math.spec_consts = nil, nil, nil
+    G.spec_helper, G.spec_conn = nil, nil
+  end)
+
+  it("adds what the script added to a library, by the keys the function's code holds", function()
+    local f = job("function(s) return s:spec_trim(), math.spec_clamp(1), math.floor(1) end")
+    assert.are.same({}, ship.describe(f).globals)
+    string.spec_trim = function(s) return s end
+    math.spec_clamp = function(x) return x end
+    assert.are.same({ "string.spec_trim", "math.spec_clamp" }, ship.describe(f).globals)
+    assert.is_nil(ship.names()[string.spec_trim])       -- travels by source, not by name
+    math.spec_consts = { 1 }
+    assert.is_nil(ship.names()[math.spec_consts])       -- by value
+    -- a library the function does not reach: nothing
+    assert.are.same({}, ship.describe(job("function(t) return t.spec_clamp end")).globals)
+  end)
+
+  it("adds the globals reached as _G.NAME, leaving behind what could not travel", function()
+    local f = job("function(x) return _G.spec_helper(x), _G.spec_conn, _G.print end")
+    assert.are.same({}, ship.describe(f).globals)
+    G.spec_helper, G.spec_conn = function(x) return x end, io.stdout
+    assert.are.same({ "spec_helper" }, ship.describe(f).globals)
+  end)
+
+  it("reads library fields for the globals section and installs them only where asked", function()
+    local f = job("function(s) return s:spec_trim() end")
+    string.spec_trim = load("return function(s) return (s:gsub('^ +', '')) end", "=trim")()
+    local block = core.pack({ describe = ship.describe, names = ship.names(), globals = G }, f)
+    string.spec_trim = nil
+    local g = core.unpack(block, { resolve = ship.resolve })   -- dropped: no install hook
+    assert.is_nil(string.spec_trim)
+    local got = {}
+    g = core.unpack(block, { resolve = ship.resolve, install = function(k, v) got[k] = v end })
+    assert.are.equal("function", type(got["string.spec_trim"]))
+    assert.are.equal("x", got["string.spec_trim"]("  x"))
+    ship.install("string.spec_trim", got["string.spec_trim"])
+    assert.are.equal("x", g("  x"))
+    ship.install("string.format", print)                   -- a library's own field stays
+    assert.are_not.equal(print, string.format)
+  end)
+end)
+
 describe("ship.names and ship.resolve", function()
   it("name standard values and resolve them back", function()
     local names = ship.names()
@@ -472,6 +519,46 @@ describe("ship.names and ship.resolve", function()
     assert.are.equal(mod.f, ship.resolve("ship_spec.fake.f"))
     package.loaded["ship_spec.fake"] = nil
     assert.is_nil(ship.names()[mod.f])
+  end)
+
+  it("say how to load a module on a path the script set, and load it so", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/specmod"))
+    local fh = assert(io.open(dir .. "/specmod/m.lua", "w"))
+    fh:write("return { v = 42, name = ... }\n")
+    fh:close()
+    local path = package.path
+    package.path = dir .. "/?.lua;" .. path
+    local m = require "specmod.m"
+    local info = ship.module_info("specmod.m.v")
+    -- the first reference in a block carries it (MODULE), the next one is a name
+    local got = {}
+    core.unpack(core.pack({ names = ship.names() }, m, m), { resolve = function(name, i)
+      got[#got + 1] = { name = name, info = i }
+      return m
+    end })
+    package.path = path
+    assert.are.equal(2, #got)
+    assert.are.equal("specmod.m", got[1].name)
+    assert.are.same(info, got[1].info)
+    assert.is_nil(got[2].info)
+    assert.are.equal("specmod.m", info.module)
+    assert.are.equal(dir .. "/?.lua;" .. path, info.path)
+    assert.are.equal(dir .. "/specmod/m.lua", info.file)
+    assert.are.equal("return { v = 42, name = ... }\n", info.text)
+    -- a state that has not loaded it and cannot find it by name loads the text
+    package.loaded["specmod.m"] = nil
+    os.execute("rm -rf " .. dir)
+    local saved = package.path
+    assert.are.equal(42, ship.resolve("specmod.m.v", { module = "specmod.m", text = info.text,
+                                                        file = info.file }))
+    assert.are_not.equal(m, package.loaded["specmod.m"])
+    assert.are.equal("specmod.m", package.loaded["specmod.m"].name)
+    package.loaded["specmod.m"], package.preload["specmod.m"], package.path = nil, nil, saved
+    -- standard libraries and modules on the default path need nothing
+    assert.is_nil(ship.module_info("math.sqrt"))
+    assert.is_nil(ship.module_info("farm.ship"))
   end)
 
   it("refuse what this state does not have", function()

@@ -1,5 +1,6 @@
 -- shipping_spec.lua -- functions and values travelling to real workers and back.
 local farm = require "farm"
+local H = require "helper"
 
 local function run(fn, ...) return farm.submit(fn, ...):result() end
 
@@ -286,6 +287,131 @@ lines]]
         job = function() return (function() return x end)() end
       end
       assert.are.equal(5, run(job))
+    end)
+  end)
+
+  -- What a script sets up before it submits, run as a user runs a script (`farm
+  -- run`, real workers): in a spec, functions have busted's environment rather
+  -- than the global table.
+  describe("what the script set up", function()
+    local dirs = {}
+    after_each(function()
+      H.cleanup()
+      for _, d in ipairs(dirs) do os.execute("rm -rf " .. H.quote(d)) end
+      dirs = {}
+    end)
+
+    -- a new directory holding mymod/inc.lua; returns its path
+    local function moddir()
+      local d = os.tmpname()
+      os.remove(d)
+      dirs[#dirs + 1] = d
+      assert(os.execute("mkdir -p " .. H.quote(d .. "/mymod")))
+      H.write(d .. "/mymod/inc.lua", [[
+local M = { scale = 1 }
+function M.add(x) return x + M.scale end
+return M
+]])
+      return d
+    end
+
+    -- farm run on the text (formatted with the arguments, if any): its output
+    local function script(text, ...)
+      if select("#", ...) > 0 then text = text:format(...) end
+      local r = H.run_script(text)
+      assert.are.equal(0, r.code, r.err)
+      return r.out
+    end
+
+    describe("modules", function()
+      it("finds a module on a package.path the script set, required in the job and as an upvalue", function()
+        local d = moddir()
+        assert.are.equal("2\n3\n4\n", script([[
+          package.path = %q .. "/?.lua;" .. package.path
+          print(farm.submit(function(x) return require("mymod.inc").add(x) end, 1):result())
+          local inc = require "mymod.inc"
+          print(farm.submit(function(x) return inc.add(x) end, 2):result())
+          print(farm.map(function(x) return inc.add(x) end, { 3 })[1])
+        ]], d))
+      end)
+
+      it("sends a module the worker cannot find by name as its source, once per worker", function()
+        local d = moddir()
+        assert.are.equal("ok\t2\t@" .. d .. "/mymod/inc.lua\n", script([[
+          package.path = %q .. "/?.lua;" .. package.path
+          local inc = require "mymod.inc"
+          local function job(x) return inc.add(x), debug.getinfo(inc.add, "S").source end
+          assert(farm.submit(job, 1):result() == 2)
+          -- gone from the disk: the workers of a new pool cannot require it by name
+          assert(os.remove(%q))
+          local pool = farm.new { workers = 2 }
+          local fs = {}
+          for i = 1, 40 do fs[i] = pool:submit(job, i) end
+          for i = 1, 40 do assert(fs[i]:result() == i + 1) end
+          print("ok", pool:stats().functions_sent, select(2, fs[1]:result()))
+          pool:close()
+        ]], d, d .. "/mymod/inc.lua"))
+      end)
+
+      it("ships a package.preload module by source, as an upvalue and to require in the job", function()
+        assert.are.equal("6\tspec.pm\n9\n", script([[
+          package.preload["spec.pm"] = function(name)
+            return { name = name, triple = function(x) return 3 * x end }
+          end
+          local pm = require "spec.pm"
+          print(farm.submit(function(x) return pm.triple(x), pm.name end, 2):result())
+          print(farm.submit(function(x) return require("spec.pm").triple(x) end, 3):result())
+        ]]))
+      end)
+
+      it("re-requires a module on the worker: what the script changed in it does not travel", function()
+        -- as the README says: the job has the module as a fresh require makes it
+        local d = moddir()
+        assert.are.equal("11\t10\n2\t1\n11\n", script([[
+          package.path = %q .. "/?.lua;" .. package.path
+          local inc = require "mymod.inc"
+          inc.scale = 10
+          print(inc.add(1), inc.scale)
+          print(farm.submit(function(x) return inc.add(x), inc.scale end, 1):result())
+          -- state that must travel is passed
+          print(farm.submit(function(x, scale) inc.scale = scale; return inc.add(x) end, 1, inc.scale):result())
+        ]], d))
+      end)
+    end)
+
+    describe("globals", function()
+      it("ships functions the script adds to string, called as methods and as fields", function()
+        assert.are.equal("[  x  ]\n[x]\n[a b]\t[a b]\n", script([[
+          local function job(s) return "[" .. (s.trim and s:trim() or s) .. "]" end
+          print(farm.submit(job, "  x  "):result())
+          function string.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+          -- added after a first submit of the same job: it travels all the same
+          print(farm.submit(job, "  x  "):result())
+          print(farm.submit(function(s) return "[" .. s:trim() .. "]", "[" .. string.trim(s) .. "]" end,
+            "  a b "):result())
+        ]]))
+      end)
+
+      it("ships math.clamp and a table the script adds to math, also through a local alias", function()
+        assert.are.equal("5\t0\t6.28\n3\n", script([[
+          function math.clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
+          math.consts = { tau = 6.28 }
+          print(farm.submit(function(a, b) return math.clamp(a, 0, 5), math.clamp(b, 0, 5), math.consts.tau end,
+            9, -1):result())
+          local M = math
+          print(farm.submit(function(x) return M.clamp(x, 0, 5) end, 3):result())
+        ]]))
+      end)
+
+      it("ships globals reached as _G.NAME and _ENV.NAME", function()
+        assert.are.equal("2\t3\t4\t7\n", script([[
+          function helper(x) return x + 1 end
+          CONFIG = { size = 7 }
+          print(farm.submit(function(x)
+            return _G.helper(x), _ENV.helper(x + 1), _G["helper"](x + 2), _G.CONFIG.size
+          end, 1):result())
+        ]]))
+      end)
     end)
   end)
 

@@ -217,10 +217,56 @@ static void echo_rest(farm_engine *e, farm_job *j) {
   }
 }
 
+/* A peer's jobs in flight by id: results come back in any order (a node
+   interleaves its workers'), and thousands may be in flight. Linear probing,
+   deletion by backward shift; at most half full. */
+static size_t idx_slot(uint64_t id, size_t cap) {
+  id ^= id >> 33; id *= 0xff51afd7ed558ccdULL; id ^= id >> 33;
+  return (size_t)id & (cap - 1);
+}
+
 static farm_job *find_inflight(farm_peer *p, uint64_t id) {
-  for (farm_job *j = p->head; j; j = j->next)
-    if (j->id == id) return j;
+  if (!p->idxcap) return NULL;
+  for (size_t i = idx_slot(id, p->idxcap); p->idx[i]; i = (i + 1) & (p->idxcap - 1))
+    if (p->idx[i]->id == id) return p->idx[i];
   return NULL;
+}
+
+static int idx_put(farm_peer *p, farm_job *j) {
+  if (2 * ((size_t)p->inflight + 1) > p->idxcap) {
+    size_t cap = p->idxcap ? 2 * p->idxcap : 64;
+    farm_job **t = calloc(cap, sizeof *t);
+    if (!t) return FARM_ENOMEM;
+    for (size_t i = 0; i < p->idxcap; i++)
+      if (p->idx[i]) {
+        size_t k = idx_slot(p->idx[i]->id, cap);
+        while (t[k]) k = (k + 1) & (cap - 1);
+        t[k] = p->idx[i];
+      }
+    free(p->idx);
+    p->idx = t;
+    p->idxcap = cap;
+  }
+  size_t k = idx_slot(j->id, p->idxcap);
+  while (p->idx[k]) k = (k + 1) & (p->idxcap - 1);
+  p->idx[k] = j;
+  return 0;
+}
+
+static void idx_del(farm_peer *p, farm_job *j) {
+  if (!p->idxcap) return;
+  size_t mask = p->idxcap - 1, i = idx_slot(j->id, p->idxcap);
+  while (p->idx[i] && p->idx[i] != j) i = (i + 1) & mask;
+  if (!p->idx[i]) return;
+  p->idx[i] = NULL;
+  for (size_t k = (i + 1) & mask; p->idx[k]; k = (k + 1) & mask) {   /* close the gap */
+    size_t home = idx_slot(p->idx[k]->id, p->idxcap);
+    if (((k - home) & mask) >= ((k - i) & mask)) { p->idx[i] = p->idx[k]; p->idx[k] = NULL; i = k; }
+  }
+}
+
+static void idx_clear(farm_peer *p) {
+  if (p->idx) memset(p->idx, 0, p->idxcap * sizeof *p->idx);
 }
 
 void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n) {
@@ -397,8 +443,10 @@ static void hold(farm_peer *p, farm_job *j) {
   if (j->timeout > 0) p->ntimed++;
   j->peer = p;
   j->next = NULL;
+  j->prev = p->tail;
   if (p->tail) p->tail->next = j; else p->head = j;
   p->tail = j;
+  if (idx_put(p, j) < 0) peer_broken(p->e, p, "out of memory");   /* it is lost: its jobs go back */
   p->inflight++;
 }
 
@@ -538,11 +586,12 @@ static void rebalance(farm_engine *e, double now) {
 /* ---- receiving ---------------------------------------------------------------- */
 
 static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
-  farm_job *prev = NULL;
-  for (farm_job *j = p->head; j; prev = j, j = j->next) {
-    if (j->id != id || (attempt >= 0 && j->attempt != (unsigned)attempt)) continue;
-    if (prev) prev->next = j->next; else p->head = j->next;
-    if (p->tail == j) p->tail = prev;
+  farm_job *j = find_inflight(p, id);
+  if (j && (attempt < 0 || j->attempt == (unsigned)attempt)) {
+    if (j->prev) j->prev->next = j->next; else p->head = j->next;
+    if (j->next) j->next->prev = j->prev; else p->tail = j->prev;
+    idx_del(p, j);
+    j->prev = NULL;
     p->inflight--;
     if (j->timeout > 0) p->ntimed--;
     j->next = NULL;
@@ -890,6 +939,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
     lose_job(e, p, j, j->id == running, why);
   }
   p->head = p->tail = NULL;
+  idx_clear(p);
   p->inflight = 0;
   p->ntimed = 0;
   p->suspended = 0;
@@ -1539,6 +1589,7 @@ void farm__engine_close(farm_engine *e) {
     farm__buf_free(&p->pend);
     farm__buf_free(&p->subdone);
     free(p->known);
+    free(p->idx);
     free(p);
   }
   e->npeers = 0;

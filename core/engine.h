@@ -64,6 +64,7 @@ typedef struct farm_job {
   uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
   uint16_t ext_attempt;
   struct farm_job *next;           /* queue, in-flight or finished list */
+  struct farm_job *prev;           /* in-flight list */
   struct farm_job *fnext;          /* finished list */
 } farm_job;
 

@@ -50,7 +50,9 @@ struct farm_peer {
   int ntimed;                      /* jobs in flight with a timeout */
   farm_link *link;
   farm_buf pend;                   /* messages the link could not take yet (whole messages) */
-  farm_job *head, *tail;           /* in flight, in the order sent */
+  farm_job *head, *tail;           /* in flight, in the order sent (doubly linked) */
+  farm_job **idx;                  /* ...and by id (open addressing, idxcap slots) */
+  size_t idxcap;
   int inflight;
   int suspended;                   /* of those, started and waiting on sub-jobs */
   uint64_t gen;                    /* bumped when it is lost: sub-job results for the

@@ -46,6 +46,9 @@
 #define DEFAULT_LISTEN "tcp://127.0.0.1:7070"
 #define LOST_BEATS 5.0
 #define MAX_MESSAGE (256u << 20)
+#define RESULTS_WAIT 0.0005        /* a result waits this long for others to go with it */
+#define RESULTS_BATCH 512
+#define RESULTS_BYTES (4u << 20)
 
 enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 static const char *level_names[] = { "error", "warn", "info", "debug" };
@@ -73,6 +76,9 @@ typedef struct node {
   map jobs;                        /* client's id -> farm_job (ours, until over) */
   map fns;                         /* function hash -> farm_fn */
   farm_buf out;
+  farm_buf res;                    /* RESULTS entries waiting to go (nres of them, */
+  uint32_t nres;                   /* ...the first since res_since) */
+  double res_since;
   farm_buf pend;                   /* whole messages waiting for the link (length first) */
   int sigfd;
   int stop;
@@ -182,43 +188,47 @@ static void send_hello(node *n) {
 }
 
 /* Every finished job's result, in one RESULTS message (or several, for size). */
+/* Finished jobs' results go out in RESULTS messages. While more of the
+   client's jobs run here, a message waits a moment (RESULTS_WAIT) for others to
+   join it: one message per result would cost a sealed frame and a wake-up of
+   the client each. The last result of a burst goes at once. */
+static void flush_results(node *n) {
+  if (!n->nres) return;
+  farm__msg_begin(&n->out, FARM_MSG_RESULTS);
+  farm__buf_put(&n->out, "\0\0\0\0", 4);
+  farm__put_u32le_at(&n->out, 4, n->nres);
+  farm__buf_put(&n->out, n->res.p, n->res.n);
+  send_out(n);
+  n->res.n = 0;
+  n->nres = 0;
+}
+
 static void send_results(node *n) {
   farm_job *j;
-  uint32_t count = 0;
-  size_t count_at = 0;
   while ((j = farm__engine_finished(n->e))) {
     int st = farm__job_state(j);
-    farm_job *mine = map_del(&n->jobs, j->ext_id) ;
+    farm_job *mine = map_del(&n->jobs, j->ext_id);
     if (mine) farm__job_unref(mine);           /* the map's reference */
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
-    if (!count) {
-      farm__msg_begin(&n->out, FARM_MSG_RESULTS);
-      count_at = n->out.n;
-      farm__buf_put(&n->out, "\0\0\0\0", 4);
-    }
-    farm__buf_uvar(&n->out, j->ext_id);
-    farm__buf_uvar(&n->out, j->ext_attempt);
-    farm__buf_u8(&n->out, st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR);
-    farm__buf_uvar(&n->out, (uint64_t)(j->busy * 1e9));
-    farm__buf_str(&n->out, j->out.p, j->out.n);
-    farm__buf_str(&n->out, j->res, j->nres);
+    if (!n->nres) n->res_since = farm__now();
+    farm_buf *b = &n->res;
+    farm__buf_uvar(b, j->ext_id);
+    farm__buf_uvar(b, j->ext_attempt);
+    farm__buf_u8(b, st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR);
+    farm__buf_uvar(b, (uint64_t)(j->busy * 1e9));
+    farm__buf_str(b, j->out.p, j->out.n);
+    farm__buf_str(b, j->res, j->nres);
     if (st != JOB_DONE) {
-      farm__buf_str(&n->out, j->tb, j->ntb);
-      farm__buf_str(&n->out, j->val, j->val ? j->nval : 0);
+      farm__buf_str(b, j->tb, j->ntb);
+      farm__buf_str(b, j->val, j->val ? j->nval : 0);
       n->jobs_failed++;
     } else n->jobs_done++;
-    count++;
+    n->nres++;
     farm__job_unref(j);
-    if (n->out.n > (4u << 20)) {
-      farm__put_u32le_at(&n->out, count_at, count);
-      send_out(n);
-      count = 0;
-    }
+    if (b->n > RESULTS_BYTES) flush_results(n);
   }
-  if (count) {
-    farm__put_u32le_at(&n->out, count_at, count);
-    send_out(n);
-  }
+  if (n->nres && (!n->jobs.n || n->nres >= RESULTS_BATCH || farm__now() - n->res_since >= RESULTS_WAIT))
+    flush_results(n);
 }
 
 /* The address of the peer on our listening port (nanomsg does not say): the
@@ -274,6 +284,8 @@ static void forget_client(node *n, const char *why) {
   n->sealed = 0;
   n->peer_beat = 0;
   n->pend.n = 0;
+  n->res.n = 0;
+  n->nres = 0;
   farm__engine_cancel_all(n->e, 1);
   for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
   map_clear(&n->jobs, drop_job);
@@ -660,6 +672,7 @@ int farm_node_main(int argc, char **argv) {
   }
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
+  farm__buf_init(&n->res);
   n->t0 = n->idle_since = farm__now();
   if (n->launched && !n->connect) {
     const char *port = strrchr(n->listen, ':');
@@ -701,6 +714,7 @@ int farm_node_main(int argc, char **argv) {
       { .fd = backed ? farm__link_sndfd(n->link) : -1, .events = POLLIN },
     };
     double wait = n->beat / 4 < 0.25 ? n->beat / 4 : 0.25;
+    if (n->nres) wait = RESULTS_WAIT;            /* results wait for company this long at most */
     int rc = farm__engine_wait_fds(n->e, gen, wait, fds, 4);
     if (rc == 2 && fds[1].revents) {
       struct signalfd_siginfo si;
@@ -724,6 +738,7 @@ int farm_node_main(int argc, char **argv) {
   }
   if (n->sealed && n->link) {                   /* the client takes back what did not finish */
     send_results(n);
+    flush_results(n);
     farm__msg_begin(&n->out, FARM_MSG_QUIT);
     send_out(n);
     for (double until = farm__now() + 1; (n->pend.n || farm__link_held(n->link)) && flush_pend(n) == FARM_EAGAIN &&
@@ -738,6 +753,7 @@ int farm_node_main(int argc, char **argv) {
   farm__link_close(n->link);
   farm__buf_free(&n->out);
   farm__buf_free(&n->pend);
+  farm__buf_free(&n->res);
   if (n->sigfd >= 0) close(n->sigfd);
   sodium_memzero(n->key, sizeof n->key);
   if (pidfile) unlink(pidfile);

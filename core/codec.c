@@ -210,11 +210,33 @@ static void refuse(enc *E, int idx) {
   lua_error(L);
 }
 
+/* Raise "cannot ship argument 1.x.x.x...: tables nest deeper than 200 levels",
+   naming where the value was reached from and the first steps down. */
+static void too_deep(enc *E) {
+  lua_State *L = E->L;
+  int u = E->depth - 1, top0;
+  while (u > 0 && E->path[u].kind != SEG_UPVAL) u--;
+  const seg *s = &E->path[u];
+  luaL_checkstack(L, 24, NULL);
+  top0 = lua_gettop(L);
+  if (s->kind == SEG_UPVAL)
+    lua_pushfstring(L, "cannot ship upvalue '%s", s->name);
+  else if (s->kind == SEG_GLOBAL)
+    lua_pushfstring(L, "cannot ship global '%s", s->name);
+  else
+    lua_pushfstring(L, "cannot ship %s %I", E->e->root ? E->e->root : "value", (LUAI_UACINT)s->i);
+  int shown = 0;
+  for (int j = u + 1; j < E->depth && shown < 6; j++, shown++) push_seg(L, &E->path[j]);
+  if (u + 1 + shown < E->depth) lua_pushliteral(L, "...");
+  if (s->kind != SEG_ROOT) lua_pushliteral(L, "'");
+  lua_pushfstring(L, ": its tables nest deeper than %d levels, farm's limit (flatten it, or pass it as a string)",
+                  FARM_CODEC_MAXDEPTH);
+  lua_concat(L, lua_gettop(L) - top0);
+  lua_error(L);
+}
+
 static void enc_enter(enc *E) {
-  if (++E->depth > FARM_CODEC_MAXDEPTH) {
-    lua_pushliteral(E->L, DEPTH_MSG);
-    lua_error(E->L);
-  }
+  if (++E->depth > FARM_CODEC_MAXDEPTH) too_deep(E);
   luaL_checkstack(E->L, 8, NULL);
 }
 

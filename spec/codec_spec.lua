@@ -213,7 +213,8 @@ describe("codec", function()
     it("too deep a table", function()
       local t = {} local x = t
       for _ = 1, 200 do x[1] = {} x = x[1] end
-      assert.equal("table nesting too deep (more than 200 levels)", errmsg(pack, nil, t))
+      assert.equal("cannot ship argument 1[1][1][1][1][1][1]...: its tables nest deeper than 200 levels, "
+        .. "farm's limit (flatten it, or pass it as a string)", errmsg(pack, nil, t))
     end)
   end)
 

@@ -381,7 +381,7 @@ static const char *lua_tests =
   "check(ok, '200 levels of tables encode')\n"
   "x[1] = {}\n"
   "ok, err = pcall(pack, nil, deep)\n"
-  "check(not ok and err == 'table nesting too deep (more than 200 levels)', 'depth limit on encode: ' .. tostring(err))\n"
+  "check(not ok and err:find('its tables nest deeper than 200 levels', 1, true), 'depth limit on encode: ' .. tostring(err))\n"
   "local big = {} for i = 1, 1000000 do big[i] = i end\n"
   "local t0 = os.clock() local s = pack(nil, big) local t1 = os.clock()\n"
   "local big2 = unpack(s) local t2 = os.clock()\n"

@@ -3,7 +3,7 @@
 set -eu
 pkgs="build-essential pkg-config lua5.4 liblua5.4-dev libnanomsg-dev nanomsg-utils
       libsodium-dev lua-busted perl procps clang libclang-rt-14-dev tmux bsdutils
-      libssh2-1-dev openssh-server openssh-client iproute2 util-linux slurm-wlm"
+      libssh2-1-dev openssh-server openssh-client iproute2 util-linux slurm-wlm libedit-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -8,17 +8,26 @@
  * keeps a handle on: the loop reads what the running job prints as it prints it
  * (echoed line by line), and what a worker wrote before it died is not lost.
  * The state page says which job runs, so a death is blamed on that job alone.
+ *
+ * A process a job started (a background `cmd &`, an io.popen) holds that
+ * memfd as its own descriptor 1 and may write to it long after its job is
+ * over. So when a process may have been started since the worker's descriptor
+ * 1 was last replaced, the worker gives it a fresh memfd at the end of the
+ * stretch (worker.c) and sends it here over a socket pair (SCM_RIGHTS) before
+ * the state page moves on: the client reads the fresh one from then on, and
+ * what is written late into the old one belongs to no job and is dropped.
+ * The worker leads a process group with those processes in it; the group dies
+ * with the worker (pool.c).
  */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include "farm.h"
 #include "clock.h"
 #include "peer.h"
@@ -31,6 +40,7 @@ typedef struct local {
   char url[PATH_MAX + 32];
   farm_wstate *state;
   int outfd;                       /* the worker's descriptor 1, as the client holds it */
+  int outsock;                     /* where the worker sends a memfd that replaces it */
   uint64_t sseq;                   /* the stretch of output being streamed... */
   size_t soff;                     /* ...and how much of it was read */
 } local;
@@ -43,6 +53,31 @@ static void unlink_sock(local *l) {
 
 /* ---- output ---------------------------------------------------------------- */
 
+/* Take the memfds the worker sent to replace its descriptor 1; the newest is
+   the one it writes to now (it sends before it moves the state page on). */
+static void take_new_output(local *l) {
+  if (l->outsock < 0) return;
+  for (;;) {
+    char byte;
+    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } ctl;
+    struct iovec iov = { &byte, 1 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = sizeof ctl.b };
+    ssize_t got = recvmsg(l->outsock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return;                /* nothing more (or the worker is gone) */
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof(int)))
+      continue;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (l->outfd >= 0) close(l->outfd);
+    l->outfd = fd;
+    l->soff = 0;
+  }
+}
+
 /* Read what the running job printed since the last look and hand it to the
    engine. The state page's seq brackets the read: bytes read while the worker
    switched jobs are dropped (the worker sends them with the result anyway). */
@@ -51,6 +86,7 @@ static void stream_output(farm_peer *p, int final) {
   if (!l->state || l->outfd < 0) return;
   uint64_t s1 = farm__wstate_seq(l->state);
   uint64_t job = farm__wstate_job(l->state);
+  if (s1 != l->sseq || final) take_new_output(l);   /* a new memfd comes before a new seq */
   if (s1 != l->sseq) { l->sseq = s1; l->soff = 0; }
   /* a stretch after a wait is not streamed (what the job printed before went
      with the worker's record of it, so the stream would no longer be a prefix
@@ -77,6 +113,8 @@ static void release(local *l) {
   l->state = NULL;
   if (l->outfd >= 0) close(l->outfd);
   l->outfd = -1;
+  if (l->outsock >= 0) close(l->outsock);
+  l->outsock = -1;
 }
 
 static int local_start(farm_peer *p) {
@@ -93,9 +131,13 @@ static int local_start(farm_peer *p) {
   int statefd = -1;
   l->state = farm__wstate_new(&statefd);   /* without it, blame falls on the oldest job */
   l->outfd = memfd_create("farm-job-output", MFD_CLOEXEC);
+  int pair[2] = { -1, -1 };              /* without it, the worker keeps one memfd */
+  if (l->outfd >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0)
+    l->outsock = pair[0];
   pid_t pid = farm__spawn_worker(farm__engine_exe(e), l->url, l->slot, maxmsg, statefd,
-                                 l->outfd, err, sizeof err);
+                                 l->outfd, pair[1], err, sizeof err);
   if (statefd >= 0) close(statefd);
+  if (pair[1] >= 0) close(pair[1]);
   if (pid < 0) {
     farm__link_close(p->link);
     p->link = NULL;
@@ -138,8 +180,7 @@ static void lost(farm_peer *p, const char *why, uint64_t blame) {
 static void local_kill(farm_peer *p, const char *why, uint64_t blame) {
   local *l = L_(p);
   if (l->pid <= 0) return;
-  kill(l->pid, SIGKILL);
-  while (waitpid(l->pid, NULL, 0) < 0 && errno == EINTR) {}
+  farm__kill_worker(l->pid);             /* and the processes its jobs started */
   lost(p, why, blame);
 }
 
@@ -192,6 +233,7 @@ farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen) 
   }
   l->slot = index;
   l->outfd = -1;
+  l->outsock = -1;
   p->ops = &local_ops;
   p->e = e;
   p->kind = l;

@@ -3,10 +3,22 @@
  *
  * A worker is the farm executable run as `farm worker`, never a bare fork of
  * the client: the client may be any program (lua5.4, a C host) and nanomsg's
- * threads do not survive fork. The child asks the kernel to kill it when its
- * parent dies, so a client killed with SIGKILL leaves no worker behind. (The
- * kernel's "parent" is the thread that forked: a C host should start its pool
- * from a thread that lives as long as the pool.)
+ * threads do not survive fork. The child asks the kernel to signal it when its
+ * parent dies (SIGTERM, on which it kills its process group, itself included),
+ * so a client killed with SIGKILL leaves nothing behind. (The kernel's "parent"
+ * is the thread that forked: a C host should start its pool from a thread that
+ * lives as long as the pool.)
+ *
+ * Each worker leads a session, and so a process group, of its own: the
+ * programs its jobs start (os.execute, io.popen, a background `cmd &`) are in
+ * that group, and the group dies with the worker. Whoever reaps or kills a
+ * worker kills its group first -- a worker SIGKILLed or crashed cannot do it
+ * itself -- and always before reaping it: until then the worker's pid, which is
+ * the group's id, cannot be reused. Being a session of its own also takes the
+ * worker away from the terminal: a Ctrl-C there reaches the client alone, which
+ * stops the run, and a job (or its child) that reads the terminal cannot be
+ * stopped by SIGTTIN; its standard input is /dev/null. A process that leaves
+ * the group on purpose (setsid, a daemon) is on its own.
  */
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -49,7 +61,7 @@ void farm__wstate_free(farm_wstate *s) {
 }
 
 pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
-                         int statefd, int outfd, char *err, size_t errlen) {
+                         int statefd, int outfd, int outsock, char *err, size_t errlen) {
   char sslot[16], sparent[24], smax[24];
   snprintf(smax, sizeof smax, "%zu", maxmsg);
   snprintf(sslot, sizeof sslot, "%d", slot);
@@ -63,6 +75,7 @@ pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxm
   argv[k++] = (char *)"--max-message"; argv[k++] = smax;
   if (statefd >= 0) { argv[k++] = (char *)"--state-fd"; argv[k++] = (char *)"3"; }
   if (outfd >= 0) argv[k++] = (char *)"--captured";
+  else outsock = -1;                       /* it goes with the captured output only */
   argv[k] = NULL;
   pid_t pid = fork();
   if (pid < 0) {
@@ -71,17 +84,26 @@ pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxm
   }
   if (pid == 0) {
     /* between fork and exec: async-signal-safe calls only */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    setsid();                              /* its own session and group (see above) */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != (pid_t)atol(sparent)) _exit(127);   /* parent already gone */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    if (outfd >= 0 && dup2(outfd, 1) < 0) _exit(127);                   /* dup2 drops CLOEXEC */
-    if (statefd == FARM_WSTATE_FD) fcntl(statefd, F_SETFD, 0);          /* dup2 to itself keeps it */
-    else if (statefd >= 0 && dup2(statefd, FARM_WSTATE_FD) < 0) _exit(127);
+    /* move what it keeps above the numbers it gets, then into place (dup2
+       drops close-on-exec; the copies above keep it) */
+    int high[3] = { outfd, statefd, outsock }, want[3] = { 1, FARM_WSTATE_FD, FARM_OUTSOCK_FD };
+    for (int i = 0; i < 3; i++)
+      if (high[i] >= 0 && (high[i] = fcntl(high[i], F_DUPFD_CLOEXEC, 10)) < 0) _exit(127);
+    for (int i = 0; i < 3; i++)
+      if (high[i] >= 0 && dup2(high[i], want[i]) < 0) _exit(127);
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0 && null != 0) { dup2(null, 0); close(null); }
 #ifdef SYS_close_range
-    syscall(SYS_close_range, FARM_WSTATE_FD + 1, ~0U, 0);
+    syscall(SYS_close_range, FARM_OUTSOCK_FD + 1, ~0U, 0);
 #endif
+    if (statefd < 0) close(FARM_WSTATE_FD);
+    if (outsock < 0) close(FARM_OUTSOCK_FD);
     execv(exe, argv);
     fprintf(stderr, "farm: cannot run worker %s: %s\n", exe, strerror(errno));
     _exit(127);
@@ -89,16 +111,42 @@ pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxm
   return pid;
 }
 
+/* Kill the group pid leads (its jobs' children), and pid itself: a worker that
+   has not called setsid yet leads none. pid must not have been reaped. */
+static void kill_group(pid_t pid) {
+  kill(-pid, SIGKILL);
+  kill(pid, SIGKILL);
+}
+
+/* 1 when pid has ended (a zombie, not reaped yet), 0 while it runs, -1 when it
+   is no child of ours. */
+static int ended(pid_t pid) {
+  siginfo_t si;
+  si.si_pid = 0;
+  if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) return errno == EINTR ? 0 : -1;
+  return si.si_pid != 0;
+}
+
+static void reap(pid_t pid, int *st) {
+  while (waitpid(pid, st, 0) < 0 && errno == EINTR) {}
+}
+
 int farm__reaped(pid_t pid, char *desc, size_t n) {
-  int st;
-  pid_t r = waitpid(pid, &st, WNOHANG);
-  if (r == 0) return 0;
-  if (r < 0) { snprintf(desc, n, "worker lost: %s", strerror(errno)); return 1; }
+  int st = 0, e = ended(pid);
+  if (e == 0) return 0;
+  if (e < 0) { snprintf(desc, n, "worker lost: %s", strerror(errno)); return 1; }
+  kill_group(pid);                         /* what its jobs started dies with it */
+  reap(pid, &st);
   if (WIFSIGNALED(st))
     snprintf(desc, n, "worker died: SIG%s", sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
   else
     snprintf(desc, n, "worker exited with status %d", WEXITSTATUS(st));
   return 1;
+}
+
+void farm__kill_worker(pid_t pid) {
+  kill_group(pid);
+  reap(pid, NULL);
 }
 
 void farm__stop_pids(const pid_t *pids, int n, int grace_ms) {
@@ -109,16 +157,16 @@ void farm__stop_pids(const pid_t *pids, int n, int grace_ms) {
     alive = 0;
     for (int i = 0; i < n; i++) {
       if (pids[i] <= 0 || (gone && gone[i])) continue;
-      pid_t r = waitpid(pids[i], NULL, WNOHANG);
-      if (r == 0) alive++;
-      else if (gone) gone[i] = 1;
+      int e = ended(pids[i]);
+      if (e == 0) { alive++; continue; }
+      if (e > 0) farm__kill_worker(pids[i]);   /* it quit: its group goes too */
+      if (gone) gone[i] = 1;
     }
     if (alive) usleep(2000);
-  } while (alive && farm__now() < until);
+  } while (alive && gone && farm__now() < until);
   for (int i = 0; i < n; i++) {
-    if (pids[i] <= 0 || (gone && gone[i])) continue;
-    kill(pids[i], SIGKILL);
-    while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR) {}
+    if (pids[i] <= 0 || (gone && gone[i]) || ended(pids[i]) < 0) continue;
+    farm__kill_worker(pids[i]);
   }
   free(gone);
 }

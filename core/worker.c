@@ -20,6 +20,20 @@
  * io.write, a child process) is taken from it after the job and sent with its
  * result; the client reads it meanwhile to echo it live. Before and after each
  * job the worker notes in the shared state page (wstate.h) which job runs.
+ * A process the job started may outlive it (`cmd &`, an io.popen left open)
+ * and write to that memfd later: so when a process may have been started
+ * since descriptor 1 was last replaced, it is replaced by a fresh memfd at the
+ * end of the stretch, which the client is sent (peer_local.c). What such a
+ * process prints after its job ended, or once its job waited, is no job's:
+ * it goes to the old memfd, which nobody reads. (Killing those processes when
+ * their job ends would be the other way; but a job may start a helper for
+ * the jobs after it, or leave an io.popen open, as a plain Lua script may: they
+ * live as long as the worker, whose process group they are in, pool.c.)
+ *
+ * Signals: the worker leads a session of its own (pool.c), so a Ctrl-C at the
+ * terminal reaches the client alone; SIGINT sent to the worker itself is
+ * ignored all the same. SIGTERM -- what it is sent when its client dies --
+ * kills its process group, itself included.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +46,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -39,6 +57,7 @@
 #include "clock.h"
 #include "codec.h"
 #include "engine.h"
+#include "pool.h"
 #include "proto.h"
 #include "transport.h"
 #include "worker.h"
@@ -317,6 +336,9 @@ struct worker {
   size_t result_limit;           /* a RESULTS message stays under this */
   farm_wstate *state;            /* shared with the client, or NULL */
   int outfd;                     /* the memfd on descriptor 1, or -1 */
+  int outsock;                   /* where a fresh memfd for it goes to the client, or -1 */
+  int renew;                     /* 1 when descriptor 1 may be replaced */
+  long children_sig;             /* children_moved()'s counters when it was last replaced */
   wrun *cur;                     /* the job running now */
   wrun *waiting;                 /* jobs waiting on sub-jobs */
   int nwaiting;
@@ -455,19 +477,74 @@ static void *io_main(void *arg) {
 
 /* ---- captured output ------------------------------------------------------------ */
 
+/* Whether a process a job started may still hold descriptor 1: a child of
+   ours runs (or has not been waited for), or one was waited for since the
+   last look -- what it left in the background may live on (the counters of
+   children waited for have moved). Two cheap system calls, and nothing that
+   other processes do counts. *sig gets the counters as they are now. A child
+   reaped without a wait (SIGCHLD set to SIG_IGN by a C module) is not seen. */
+static int children_moved(worker *w, long *sig) {
+  struct rusage ru;
+  siginfo_t si;
+  long s = 0;
+  if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
+    s = ru.ru_minflt + ru.ru_majflt + ru.ru_nvcsw + ru.ru_nivcsw + (long)ru.ru_utime.tv_sec +
+        (long)ru.ru_utime.tv_usec + (long)ru.ru_stime.tv_sec + (long)ru.ru_stime.tv_usec;
+  *sig = s;
+  if (s != w->children_sig) return 1;
+  memset(&si, 0, sizeof si);
+  return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0;   /* else ECHILD: none */
+}
+
+static int send_fd(int sock, int fd) {
+  char byte = 'o';
+  union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = { &byte, 1 };
+  struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                      .msg_controllen = sizeof ctl.b };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t r;
+  while ((r = sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
+  return r == 1 ? 0 : -1;
+}
+
+/* At the end of a stretch (descriptor 1 just emptied): when a process a job
+   started may still hold descriptor 1, give it a fresh memfd, the client
+   first. When the client cannot be told (its socket is full: it reads it every
+   tick), the old one stays and the next stretch's end tries again. */
+static void renew_output(worker *w) {
+  long sig;
+  if (!children_moved(w, &sig)) return;
+  int fd = memfd_create("farm-job-output", MFD_CLOEXEC);
+  if (fd < 0) return;
+  if ((w->outsock >= 0 && send_fd(w->outsock, fd) != 0) || dup2(fd, 1) != 1) {
+    close(fd);
+    return;
+  }
+  close(fd);
+  w->children_sig = sig;
+}
+
 /* Move what the job wrote to descriptor 1 into w->cap, and empty the memfd
    (before the state page says the job is over: the client's reads rely on it). */
 static void collect_output(worker *w) {
   fflush(stdout);
   if (w->outfd < 0) return;
   off_t n = lseek(w->outfd, 0, SEEK_END);
-  if (n <= 0) return;
-  if (farm__buf_reserve(&w->cap, (size_t)n) == 0) {
-    ssize_t got = pread(w->outfd, w->cap.p + w->cap.n, (size_t)n, 0);
-    if (got > 0) w->cap.n += (size_t)got;
+  if (n > 0) {
+    if (farm__buf_reserve(&w->cap, (size_t)n) == 0) {
+      ssize_t got = pread(w->outfd, w->cap.p + w->cap.n, (size_t)n, 0);
+      if (got > 0) w->cap.n += (size_t)got;
+    }
+    if (ftruncate(w->outfd, 0) != 0 || lseek(w->outfd, 0, SEEK_SET) != 0)
+      fprintf(stderr, "farm worker %d: cannot reset captured output\n", w->slot + 1);
   }
-  if (ftruncate(w->outfd, 0) != 0 || lseek(w->outfd, 0, SEEK_SET) != 0)
-    fprintf(stderr, "farm worker %d: cannot reset captured output\n", w->slot + 1);
+  if (w->renew) renew_output(w);
 }
 
 /* ---- results ----------------------------------------------------------------------- */
@@ -529,7 +606,14 @@ static int p_decode(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->chunks);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->remember);
-  farm_decoder d = { .env = 0, .resolve = 1, .cache = 2, .remember = 3 };  /* results can be functions */
+  /* what the script added to the standard libraries goes into ours (ship.install) */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "farm.ship");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "install"); else lua_pushnil(L);
+  lua_replace(L, 4);
+  lua_settop(L, 4);
+  farm_decoder d = { .env = 0, .resolve = 1, .cache = 2, .remember = 3,
+                     .install = lua_isfunction(L, 4) ? 4 : 0 };  /* results can be functions */
   return farm_codec_decode(L, p, n, &d);
 }
 
@@ -1110,6 +1194,35 @@ static int setup(lua_State *L) {
   return 0;
 }
 
+static void on_ignored(int sig) { (void)sig; }
+
+/* SIGTERM (the client died: PR_SET_PDEATHSIG, pool.c): the processes our jobs
+   started go with us. Only a group we lead: a worker started by hand is not
+   one, and its group is its shell's job. */
+static void on_term(int sig) {
+  if (getpgrp() == getpid()) kill(0, SIGKILL);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/* SIGINT is ignored (the terminal's Ctrl-C is the client's, and reaches it
+   alone anyway: we lead a session of our own); SIGPIPE too, unless the client
+   kept it (a write to a closed pipe fails instead). Both are caught by a
+   handler that does nothing rather than set to SIG_IGN: a disposition SIG_IGN
+   is inherited across exec, and the programs a job starts should begin with
+   the signals a child of `lua` would have (`yes | head -1` ends quietly). */
+static void set_signals(void) {
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sa.sa_handler = on_ignored;
+  sigaction(SIGINT, &sa, NULL);
+  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(SIGPIPE, &sa, NULL);
+  sa.sa_handler = on_term;
+  sigaction(SIGTERM, &sa, NULL);
+}
+
 int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int statefd,
                       int captured) {
   worker w;
@@ -1117,8 +1230,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   w.slot = slot;
   w.parent = (pid_t)parent;
   w.maxmsg = maxmsg;
-  signal(SIGINT, SIG_IGN);               /* Ctrl-C is the client's to handle */
-  signal(SIGPIPE, SIG_IGN);
+  set_signals();
   farm__buf_init(&w.res);
   farm__buf_init(&w.cap);
   farm__buf_init(&w.enc);
@@ -1139,6 +1251,11 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
     if (ofd >= 0 && ofd != 1) close(ofd);
   }
   setvbuf(stdout, NULL, _IOLBF, 0);      /* lines keep their order with a child's output */
+  /* a fresh memfd goes to the client, when it gave us a way (else we keep one) */
+  struct stat sst;
+  w.outsock = captured && fstat(FARM_OUTSOCK_FD, &sst) == 0 && S_ISSOCK(sst.st_mode) ? FARM_OUTSOCK_FD : -1;
+  w.renew = w.outfd == 1 && (!captured || w.outsock >= 0);
+  children_moved(&w, &w.children_sig);
   int rc = 2;
   char err[256];
   if (!(w.q = farm__wjobs_new())) { fprintf(stderr, "farm worker: out of memory\n"); goto out; }

@@ -50,6 +50,11 @@ function H.sh(cmdline, timeout)
   return r
 end
 
+--- a system tool's command line, run without the ASan runtime that `make asan`
+--- preloads into every process (uninstrumented tools report their own leaks, and
+--- some hang); farm's own executables do not need it
+function H.tool(cmdline) return "env -u LD_PRELOAD " .. cmdline end
+
 --- farm ARGS (a string, already quoted as the shell needs)
 function H.farm_cmd(args, timeout, env)
   return H.sh((env or "") .. " " .. quote(H.farm) .. " " .. args, timeout)

@@ -8,12 +8,12 @@
 local H = require "helper"
 
 local function sh_ok(cmd)
-  local ok = os.execute(cmd)
+  local ok = os.execute(H.tool("sh -c " .. H.quote(cmd)))
   return ok == true
 end
 
 local function read_cmd(cmd)
-  local p = assert(io.popen(cmd))
+  local p = assert(io.popen(H.tool("sh -c " .. H.quote(cmd))))
   local s = p:read("a")
   p:close()
   return s

@@ -17,7 +17,8 @@ local ROOT = abs(".")
 local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
 local NET = os.getenv("FARM_NETNS_NET") or "10.203.0"
 
-local function sh(cmd, timeout) return H.sh(cmd, timeout or 120) end
+-- Slurm's commands and the other tools run without `make asan`'s preloaded runtime
+local function sh(cmd, timeout) return H.sh("unset LD_PRELOAD; " .. cmd, timeout or 120) end
 
 local SCRIPT = [[
 local farm = require "farm"

@@ -20,7 +20,7 @@ local function launched_nodes()
   -- `farm node --launched` processes started for this spec's sshd (by their
   -- command line: the remote farm path is ours)
   -- (the pattern's [n] keeps it from matching the shell that runs pgrep)
-  local p = io.popen("pgrep -f -- " .. q(FARM .. " [n]ode --launched") .. " 2>/dev/null")
+  local p = io.popen(H.tool("pgrep -f -- " .. q(FARM .. " [n]ode --launched")) .. " 2>/dev/null")
   local pids = {}
   for l in p:lines() do pids[#pids + 1] = tonumber(l) end
   p:close()
@@ -131,7 +131,7 @@ for i = 1, 50 do fs[i]:result() end
     assert.is_true(H.wait_gone({ pid }, 10))
     assert.is_true(settles_empty(10), "the node outlived its client")
     -- and its workers went with it
-    local p2 = io.popen("pgrep -f 'farm worker' | xargs -r -n1 sh -c 'cat /proc/$0/cmdline 2>/dev/null | tr \"\\0\" \" \"; echo' 2>/dev/null")
+    local p2 = io.popen(H.tool("sh -c " .. q("pgrep -f 'farm worker' | xargs -r -n1 sh -c 'cat /proc/$0/cmdline 2>/dev/null | tr \"\\0\" \" \"; echo' 2>/dev/null")))
     local workers = p2:read("a")
     p2:close()
     assert.is_falsy(workers:find("--parent " .. tostring(pid), 1, true))
@@ -159,7 +159,7 @@ for i = 1, 50 do fs[i]:result() end
     local kh = HOME .. "/.ssh/known_hosts"
     local saved = H.slurp(kh)
     local other = DIR .. "/other"
-    os.execute("ssh-keygen -q -t ed25519 -N '' -f " .. q(other) .. " >/dev/null")
+    os.execute(H.tool("ssh-keygen -q -t ed25519 -N '' -f " .. q(other)) .. " >/dev/null")
     local pub = H.slurp(other .. ".pub"):match("^(%S+ %S+)")
     H.write(kh, ("[127.0.0.1]:%d %s\n"):format(PORT, pub))
     local r = run("print(1)\nrequire('farm').submit(function() end):result()", "-n 0 --hosts " .. q("127.0.0.1:" .. PORT))

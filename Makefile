@@ -20,14 +20,24 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium libssh2 2>/dev/null) -lpthread -lm -ldl
 LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
+# the farm executable alone: line editing for `farm repl` (never in libfarm or farm.so)
+LIBS_EXE = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
-CORE_SRC = $(filter-out core/main.c core/cli.c,$(wildcard core/*.c))
+CORE_SRC = $(filter-out core/main.c core/cli.c core/repl.c,$(wildcard core/*.c))
 CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
 LUA_SRC  = $(wildcard lua/*.lua)
 CTEST_SRC = $(wildcard spec/c/*.c)
 CTESTS   = $(CTEST_SRC:spec/c/%.c=$(B)/tests/%)
+# libfarm.so.$(SOVER), its soname libfarm.so.$(SOMAJOR): the version is farm.h's FARM_VERSION
+VERSION := $(shell sed -n 's/^\#define FARM_VERSION "\(.*\)"/\1/p' include/farm.h)
+SOVER    = $(VERSION)
+SOMAJOR  = $(firstword $(subst ., ,$(VERSION)))
+# only farm_* and luaopen_farm leave libfarm.so and farm.so
+EXPORTS  = -Wl,--version-script=scripts/libfarm.map
 
-all: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS)
+all: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS) \
+     $(B)/examples/embed \
+     $(B)/libfarmkernels.a $(B)/libfarmkernels.so
 
 deps:
 	@scripts/deps.sh
@@ -44,30 +54,97 @@ $(B)/obj/luasrc.o: $(B)/luasrc.c
 $(B)/libfarm.a: $(CORE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(B)/libfarm.so: $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(LIBS)
+$(B)/libfarm.so.$(SOVER): $(CORE_OBJ) scripts/libfarm.map
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libfarm.so.$(SOMAJOR) $(EXPORTS) \
+	  -o $@ $(CORE_OBJ) $(LIBS)
+
+$(B)/libfarm.so.$(SOMAJOR): $(B)/libfarm.so.$(SOVER)
+	ln -sf libfarm.so.$(SOVER) $@
+
+$(B)/libfarm.so: $(B)/libfarm.so.$(SOMAJOR)
+	ln -sf libfarm.so.$(SOMAJOR) $@
+
+# The compute kernels alone (core/kernels.c), without Lua: LuaJIT's ffi.load reads
+# the .so, with ffi.cdef of core/kernels_decl.h. No fused multiply-add anywhere in
+# them, so their floating-point results are the same on every machine.
+$(B)/obj/kernels.o: CFLAGS += -ffp-contract=off
+$(B)/obj/kernels.o $(B)/obj/lkernels.o: include/farm_kernels.h
+
+$(B)/libfarmkernels.a: $(B)/obj/kernels.o
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/libfarmkernels.so: $(B)/obj/kernels.o
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libsodium 2>/dev/null) -lm
 
 # The Lua module: not linked with liblua (the interpreter that loads it has Lua).
-$(B)/farm.so: $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(LIBS_NOLUA)
+$(B)/farm.so: $(CORE_OBJ) scripts/libfarm.map
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared $(EXPORTS) -o $@ $(CORE_OBJ) $(LIBS_NOLUA)
 
 # -Wl,-E: Lua C modules that a job requires find the Lua API in the executable.
 $(B)/obj/node.o: nodes/node.c $(wildcard core/*.h) include/farm.h | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/node.o $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
+$(B)/obj/repl.o: CFLAGS += $(shell pkg-config --cflags libedit 2>/dev/null)
 
-$(B)/farm.pc: scripts/farm.pc.in
-	sed -e 's|@PREFIX@|$(PREFIX)|' $< > $@
+$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/repl.o $(B)/obj/node.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS) $(LIBS_EXE)
+
+$(B)/farm.pc: scripts/farm.pc.in include/farm.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# A C host of farm.h, linked as a host would link it: against libfarm.so.
+$(B)/examples/embed: examples/embed.c include/farm.h $(B)/libfarm.so | $(B)/examples
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lfarm -Wl,-rpath,'$$ORIGIN/..'
 
 $(B)/tests/%: spec/c/%.c $(CORE_OBJ) | $(B)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJ) $(LIBS)
 
-$(B)/obj $(B)/tests:
+$(B)/obj $(B)/tests $(B)/examples:
 	mkdir -p $@
 
 PREFIX ?= /usr/local
+
+# make install PREFIX=... [DESTDIR=...]: the command, the libraries (with their
+# soname links), the headers, farm.pc, the Lua module where lua5.4's require
+# looks (PREFIX/lib/lua/5.4) and farm(1); the kernel library and its headers
+# when they are built. make uninstall removes exactly what install put there.
+D         = $(DESTDIR)$(PREFIX)
+LUA_CMOD  = lib/lua/5.4
+KHEADERS  = $(if $(wildcard include/farm_kernels.h),include/farm_kernels.h \
+              $(foreach h,$(shell sed -n 's/^\#include "\(.*\)"/\1/p' include/farm_kernels.h), \
+                $(firstword $(wildcard include/$(h) core/$(h)))))
+INSTALLED = $(sort bin/farm lib/libfarm.a lib/libfarm.so.$(SOVER) lib/libfarm.so.$(SOMAJOR) \
+            lib/libfarm.so include/farm.h lib/pkgconfig/farm.pc $(LUA_CMOD)/farm.so \
+            share/man/man1/farm.1 lib/libfarmkernels.a lib/libfarmkernels.so \
+            include/farm_kernels.h $(addprefix include/,$(notdir $(KHEADERS))))
+
+install: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so
+	install -d $(D)/bin $(D)/include $(D)/lib/pkgconfig $(D)/$(LUA_CMOD) $(D)/share/man/man1
+	install -m 755 $(B)/farm $(D)/bin/farm
+	install -m 644 $(B)/libfarm.a $(D)/lib/libfarm.a
+	install -m 755 $(B)/libfarm.so.$(SOVER) $(D)/lib/libfarm.so.$(SOVER)
+	ln -sf libfarm.so.$(SOVER) $(D)/lib/libfarm.so.$(SOMAJOR)
+	ln -sf libfarm.so.$(SOMAJOR) $(D)/lib/libfarm.so
+	install -m 644 include/farm.h $(D)/include/farm.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/farm.pc.in \
+	  > $(D)/lib/pkgconfig/farm.pc
+	install -m 755 $(B)/farm.so $(D)/$(LUA_CMOD)/farm.so
+	install -m 644 scripts/farm.1 $(D)/share/man/man1/farm.1
+	$(if $(wildcard $(B)/libfarmkernels.a),install -m 644 $(B)/libfarmkernels.a $(D)/lib/)
+	$(if $(wildcard $(B)/libfarmkernels.so),install -m 755 $(B)/libfarmkernels.so $(D)/lib/)
+	$(if $(KHEADERS),install -m 644 $(KHEADERS) $(D)/include/)
+
+uninstall:
+	rm -f $(addprefix $(D)/,$(INSTALLED))
+
+# luarocks (scripts/farm-dev-1.rockspec): the Lua module and the farm command
+# its workers run, into the rock's directories (luarocks deploys them).
+rock: $(B)/farm $(B)/farm.so
+
+rock-install: rock
+	install -d $(INST_LIBDIR) $(INST_BINDIR)
+	install -m 755 $(B)/farm.so $(INST_LIBDIR)/farm.so
+	install -m 755 $(B)/farm $(INST_BINDIR)/farm
 
 # Every test, then every test again under AddressSanitizer, UBSan and LeakSanitizer.
 test: deps
@@ -113,4 +190,4 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test demo bench asan fuzz fuzz-smoke clean
+.PHONY: all deps test demo bench asan fuzz fuzz-smoke clean install uninstall rock rock-install

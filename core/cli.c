@@ -7,6 +7,7 @@
  * Every mistake on the command line gets one line naming it and the fix, and
  * exit status 2; an error in the script gets "farm: <message>" and status 1.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +24,16 @@
 static const char usage[] =
   "usage: farm run SCRIPT.lua [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
   "                [--quiet-jobs] [--progress | --no-progress] [--stats] [--traceback] [-- ARGS...]\n"
+  "       farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]   (farm repl --help)\n"
   "       farm node [--listen ADDR] [-w N] [--key-file F] ...   (farm node --help)\n"
   "       farm keygen FILE\n"
   "       farm worker --connect URL [--slot N] [--parent PID]   (started by farm itself)\n"
   "       farm --version | farm --help\n"
   "\n"
   "  run       run SCRIPT with `farm` loaded; its jobs run on N local workers\n"
-  "            (default: one per CPU it may use) and on the nodes given\n"
+  "            (default: one per CPU it may use) and on the nodes given. SCRIPT is\n"
+  "            read once, when it starts: `-` (standard input), a pipe such as\n"
+  "            /dev/stdin or <(...), and a file edited while it runs all work\n"
   "  -n N      number of local workers; -n 0 (or --no-local): every job runs on the nodes\n"
   "  --nodes HOSTFILE  start `farm node` over SSH on each host in HOSTFILE, one per line:\n"
   "                    'host [workers]', 'user@host:sshport [workers]', or\n"
@@ -49,6 +53,7 @@ static const char usage[] =
   "\n"
   "  farm's options go before or after SCRIPT; the script's own arguments follow `--`,\n"
   "  or begin at the first word after SCRIPT that is not one of farm's options.\n"
+  "  repl      an interactive Lua prompt with `farm` loaded and the pool (and nodes) running\n"
   "  keygen    write a new farm key to FILE (readable by you alone)\n";
 
 static int fail(const char *fmt, const char *a) {
@@ -171,6 +176,44 @@ static int finish_run(lua_State *L) {
   return 0;
 }
 
+/* The script, read once -- a file, a pipe (/dev/stdin, <(...)) or standard
+   input for "-", as lua reads "-" -- and compiled from what was read, as
+   luaL_loadfile compiles a file (no UTF-8 BOM; a first line starting with '#'
+   blanked, its newline kept), in text mode. Its text is remembered for shipping
+   (farm_remember) under its chunk name, "@SCRIPT" or "=stdin": functions from
+   it ship what was loaded, whatever becomes of the file. Leaves the chunk. */
+static int p_load_script(lua_State *L) {
+  const char *script = lua_touserdata(L, 1);
+  int is_stdin = strcmp(script, "-") == 0;
+  const char *chunk = is_stdin ? "=stdin" : lua_pushfstring(L, "@%s", script);
+  const char *shown = is_stdin ? "stdin" : script;
+  FILE *f = is_stdin ? stdin : fopen(script, "rb");
+  if (!f) return luaL_error(L, "cannot open %s: %s", shown, strerror(errno));
+  luaL_Buffer B;
+  luaL_buffinit(L, &B);
+  size_t n;
+  do {
+    char *p = luaL_prepbuffer(&B);
+    n = fread(p, 1, LUAL_BUFFERSIZE, f);
+    luaL_addsize(&B, n);
+  } while (n > 0);
+  int err = ferror(f) ? errno : 0;
+  if (!is_stdin) fclose(f);
+  if (err) return luaL_error(L, "cannot read %s: %s", shown, strerror(err));
+  luaL_pushresult(&B);
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) { text += 3; len -= 3; }
+  if (len > 0 && text[0] == '#') {    /* a #! line: its newline stays, for line numbers */
+    const char *nl = memchr(text, '\n', len);
+    if (nl) { len -= (size_t)(nl - text); text = nl; } else { text = "\n"; len = 1; }
+  }
+  if (luaL_loadbufferx(L, text, len, chunk, "t") != LUA_OK) return lua_error(L);
+  int rc = farm_remember(L, chunk, text, len);
+  if (rc != FARM_OK) return luaL_error(L, "cannot keep the text of %s: %s", shown, farm_strerror(rc));
+  return 1;
+}
+
 static int cmd_run(int argc, char **argv) {
   const char *script = NULL;
   run_opts o = { .nworkers = -1, .echo = 1, .progress = isatty(2) };
@@ -238,7 +281,9 @@ static int cmd_run(int argc, char **argv) {
   lua_pushboolean(L, traceback);
   lua_pushcclosure(L, msghandler, 1);
   int mh = lua_gettop(L);
-  if (luaL_loadfilex(L, script, "t") != LUA_OK) {
+  lua_pushcfunction(L, p_load_script);
+  lua_pushlightuserdata(L, (void *)script);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
     fprintf(stderr, "farm: %s\n", lua_tostring(L, -1));
     rc = 1;
   } else {
@@ -305,8 +350,7 @@ int farm_main(int argc, char **argv) {
             "(--key-file %s)\n", argv[2], argv[2]);
     return 0;
   }
-  if (strcmp(cmd, "repl") == 0)
-    return fail("'farm %s' is not built yet in this version; use 'farm run SCRIPT.lua'", cmd);
+  if (strcmp(cmd, "repl") == 0) return farm_repl_main(argc, argv);
   if (strstr(cmd, ".lua")) return fail("to run a script, say 'farm run %s'", cmd);
   return fail("unknown command '%s' (commands: run; see farm --help)", cmd);
 }

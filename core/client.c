@@ -35,7 +35,12 @@ typedef struct ctx {
   int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
 } ctx;
 
-typedef struct { farm_fn *fn; } fn_ud;
+typedef struct {
+  farm_fn *fn;
+  lua_Integer nseen;   /* a fresh function's block: how many values it numbers (its
+                          user value keeps them, value -> number: the argument
+                          blocks of its jobs continue that numbering, codec.h) */
+} fn_ud;
 typedef struct { farm_job *job; } job_ud;
 typedef struct { ctx *c; } guard_ud;
 typedef struct { farm_buf b; } box_ud;
@@ -245,25 +250,31 @@ static void setup_encoder(lua_State *L, farm_encoder *e, int describe, int names
 }
 
 /* core.package(ctx, describe, namesfn, f, fresh) -> fn: f's block and its hash.
-   fresh: f has upvalue values of its own, so it travels whole with each job. */
+   fresh: f has upvalue values of its own, so it travels whole with each job,
+   and the argument blocks of its jobs continue its block (codec.h). */
 static int l_package(lua_State *L) {
   ctx *c = check_ctx(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   int fresh = lua_toboolean(L, 5);
   lua_settop(L, 5);
+  if (fresh) lua_newtable(L); else lua_pushnil(L);   /* 6: the block's numbering */
   farm_buf *b = enc_begin(L, c);
   int top = lua_gettop(L);
   farm_encoder e;
   setup_encoder(L, &e, 2, 3, 4, 1, "function");
-  farm_codec_encode(L, b, 4, 1, &e);
+  if (fresh) e.keep = 6;
+  lua_Integer nseen = farm_codec_encode(L, b, 4, 1, &e);
   lua_settop(L, top);
   farm_fn *f = calloc(1, sizeof *f);
   if (!f || !(f->p = farm__dupmem(b->p, b->n))) { free(f); return luaL_error(L, "farm: out of memory"); }
   f->n = b->n;
   enc_end(L, top);
-  fn_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  fn_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
   u->fn = NULL;
+  u->nseen = nseen;
   luaL_setmetatable(L, FN_MT);
+  lua_pushvalue(L, 6);
+  lua_setiuservalue(L, -2, 1);
   f->refs = 1;
   f->fresh = fresh;
   crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
@@ -282,6 +293,16 @@ static farm_fn *check_fn(lua_State *L, int i) {
   farm_fn *f = ((fn_ud *)luaL_checkudata(L, i, FN_MT))->fn;
   if (!f) fail_lua(L, "farm: this function package was already collected");
   return f;
+}
+
+/* The argument block of a job of the fn at i continues its function block
+   when that travels fresh: pushes what e needs for it (or nil). */
+static void continue_fn(lua_State *L, int i, farm_encoder *e) {
+  fn_ud *u = luaL_checkudata(L, i, FN_MT);
+  if (lua_getiuservalue(L, i, 1) == LUA_TTABLE && u->fn && u->fn->fresh) {
+    e->prior = lua_gettop(L);
+    e->nprior = u->nseen;
+  }
 }
 
 static void check_size(lua_State *L, ctx *c, size_t n, const char *what) {
@@ -342,6 +363,7 @@ static int l_submit(lua_State *L) {
   farm_buf *b = enc_begin(L, c);
   farm_encoder e;
   setup_encoder(L, &e, 4, 5, first, n, "argument");
+  continue_fn(L, 3, &e);
   farm_codec_encode(L, b, first, n, &e);
   check_size(L, c, b->n + f->n, "the function and its arguments");
   farm_job *j = new_job(L, c, f, FARM_MODE_CALL, b);
@@ -373,6 +395,7 @@ static int l_submit_map(lua_State *L) {
   }
   farm_encoder e;
   setup_encoder(L, &e, 3, 4, base, nl + 1, "argument");
+  continue_fn(L, 2, &e);
   farm_codec_encode(L, b, base, nl + 1, &e);
   check_size(L, c, b->n + f->n, "the function and the items of one map chunk");
   lua_settop(L, base - 1);
@@ -523,11 +546,21 @@ static int l_stdout(lua_State *L) {
   return 1;
 }
 
-/* core.where(job) -> where it ran, or nil */
+/* core.where(job) -> where it ran (over); where it is and since when it runs there (out at a peer); or nil */
 static int l_where(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  if (farm__job_over(j) && j->where[0]) lua_pushstring(L, j->where); else lua_pushnil(L);
-  return 1;
+  if (farm__job_over(j)) {
+    if (j->where[0]) lua_pushstring(L, j->where); else lua_pushnil(L);
+    return 1;
+  }
+  /* out at a peer: where it is, and since when it runs there (nil: not started) */
+  farm_engine *e = job_engine(L, 1);
+  char buf[96];
+  double since = 0;
+  if (!e || !farm__engine_where(e, j, buf, sizeof buf, &since)) { lua_pushnil(L); return 1; }
+  lua_pushstring(L, buf);
+  if (since > 0) lua_pushnumber(L, since); else lua_pushnil(L);
+  return 2;
 }
 
 /* core.split_done(list) -> done, pending: the futures of list that are over, and the rest */

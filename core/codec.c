@@ -72,6 +72,8 @@ typedef struct enc {
   int envs;          /* stack index of the decoded environments met, or 0 */
   int mods;          /* stack slot: the modules this block has described (see
                         push_module_info); nil until needed, 0 before make_seen */
+  int cls;           /* stack slot: metatable -> class name or false, as found for
+                        this block (see class_name); nil until needed */
   lua_Integer nref, npend;
   int depth;
   seg path[FARM_CODEC_MAXDEPTH + 1];
@@ -247,13 +249,16 @@ static void enc_enter(enc *E) {
 static void make_seen(enc *E) {
   lua_State *L = E->L;
   luaL_checkstack(L, 10, NULL);
-  lua_newtable(L);
+  if (E->e->keep) lua_pushvalue(L, E->e->keep);   /* numbered where a later block finds it */
+  else lua_newtable(L);
   E->seen = lua_gettop(L);
   lua_pushnil(L);
   E->pend = lua_gettop(L);
   lua_pushnil(L);                      /* the envs slot */
   lua_pushnil(L);                      /* the mods slot */
   E->mods = lua_gettop(L);
+  lua_pushnil(L);                      /* the cls slot */
+  E->cls = lua_gettop(L);
 }
 
 /* The environments the decoder gives functions share one metatable ({__index =
@@ -385,10 +390,20 @@ static int encode_named(enc *E, int idx) {
   return 0;
 }
 
-/* A table or function met before travels as REF; else it gets the next number. */
+/* A table or function met before travels as REF (met in this block, or in the
+   block this one continues); else it gets the next number. */
 static int encode_seen(enc *E, int idx) {
   lua_State *L = E->L;
   if (!E->seen) make_seen(E);
+  if (E->e->prior) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, E->e->prior) == LUA_TNUMBER) {
+      put_tag_uvar(E, FARM_T_REF, (uint64_t)lua_tointeger(L, -1));
+      lua_pop(L, 1);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, E->seen) == LUA_TNUMBER) {
     put_tag_uvar(E, FARM_T_REF, (uint64_t)lua_tointeger(L, -1));
@@ -423,9 +438,11 @@ static void encode_pair(enc *E, int d) {
    jobs. When the walk stops short of k (some of 1..k live in the hash part)
    the array is finished with rawgeti and the pairs take a second walk that
    skips 1..k. Either way the bytes are the same. */
-static void encode_table(enc *E, int idx) {
+static void encode_meta(enc *E, int mt);
+
+/* The table at idx, numbered already: TABLE or TABLEMT and its contents. */
+static void encode_table_body(enc *E, int idx) {
   lua_State *L = E->L;
-  if (encode_named(E, idx) || encode_seen(E, idx)) return;
   enc_enter(E);
   int d = E->depth;
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
@@ -496,10 +513,113 @@ static void encode_table(enc *E, int idx) {
 
   if (mt) {
     E->path[d].kind = SEG_META;
-    encode_value(E, mt);
+    encode_meta(E, mt);
     lua_pop(L, 1);
   }
   E->depth--;
+}
+
+static void encode_table(enc *E, int idx) {
+  if (encode_named(E, idx) || encode_seen(E, idx)) return;
+  encode_table_body(E, idx);
+}
+
+/* ---- classes ---- */
+
+/* A class name: dotted identifiers ("Dog", "animals.Cat"), 1 to 255 bytes. */
+static int is_class_name(const char *s, size_t n) {
+  if (n == 0 || n > 255) return 0;
+  size_t i = 0;
+  while (i <= n) {
+    const char *dot = memchr(s + i, '.', n - i);
+    size_t k = dot ? (size_t)(dot - (s + i)) : n - i;
+    if (!is_identifier(s + i, k)) return 0;
+    i += k + 1;
+  }
+  return 1;
+}
+
+/* What a decoder that records learnt: metatables and globals by value (weak
+   keys: value -> name) and by name (weak values: name -> value). */
+static const char byvalue_key = 0, byname_key = 0;
+
+static void push_record(lua_State *L, const char *key, const char *mode) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+/* Push the class name of the metatable at mt and return 1, or return 0. Asked
+   once per metatable and block: of the names hook (not when home), then of
+   what this state recorded (a worker's own jobs name the client's classes too,
+   with their values: the worker they go to has none). */
+static int class_name(enc *E, int mt) {
+  lua_State *L = E->L;
+  const farm_encoder *e = E->e;
+  if (lua_isnil(L, E->cls)) {
+    lua_newtable(L);
+    lua_replace(L, E->cls);
+  }
+  lua_pushvalue(L, mt);
+  int t = lua_rawget(L, E->cls);
+  if (t == LUA_TSTRING) return 1;
+  lua_pop(L, 1);
+  if (t != LUA_TNIL) return 0;
+  if (!e->home && e->names && luaL_getmetafield(L, e->names, "__class") != LUA_TNIL) {
+    lua_pushvalue(L, mt);
+    lua_pushvalue(L, E->cls);          /* the same for every question of this block */
+    lua_call(L, 2, 1);
+  } else {
+    lua_pushnil(L);
+  }
+  if (lua_isnil(L, -1)) {              /* the names this state was sent (a worker's) */
+    lua_pop(L, 1);
+    push_record(L, &byvalue_key, "k");
+    lua_pushvalue(L, mt);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+  }
+  size_t n = 0;
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+  if (!s || !is_class_name(s, n)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 0);
+  }
+  lua_pushvalue(L, mt);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, E->cls);
+  if (lua_isstring(L, -1)) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* A table's metatable: by name (GLOBALS, MODREF), as REF, as CLASS when it has
+   a class name (with its value, unless the receiver is home), else by value. */
+static void encode_meta(enc *E, int mt) {
+  lua_State *L = E->L;
+  if (!lua_istable(L, mt)) {
+    encode_value(E, mt);
+    return;
+  }
+  if (encode_named(E, mt) || encode_seen(E, mt)) return;
+  if (class_name(E, mt)) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    put_u8(E, FARM_T_CLASS);
+    put_str(E, s, n);
+    lua_pop(L, 1);
+    if (E->e->home) {
+      put_u8(E, FARM_T_NIL);
+      return;
+    }
+  }
+  encode_table_body(E, mt);
 }
 
 /* Field `k` of the describe table at desc, which must be a string. */
@@ -530,6 +650,56 @@ static void add_pending(enc *E, int desc) {
   lua_rawseti(L, E->pend, ++E->npend);
   lua_pushvalue(L, desc);
   lua_rawset(L, E->pend);
+}
+
+/* Upvalue i of the function at f, whose value is at v: when a function met
+   before in this block (or the block it continues) has the very same variable
+   (lua_upvalueid), UPREF to that one's upvalue, and 1. Else the variable is
+   noted as f's (its id -> f, in the seen table) and 0: the value follows. */
+static int encode_shared_upvalue(enc *E, int f, int i, int v) {
+  lua_State *L = E->L;
+  const farm_encoder *e = E->e;
+  /* the global table travels as GLOBALS, and all of a block's functions get one env */
+  if (e->globals && (lua_rawequal(L, v, e->globals) || is_decoded_env(L, v))) return 0;
+  void *id = lua_upvalueid(L, f, i);
+  if (!id) return 0;
+  luaL_checkstack(L, 6, NULL);
+  lua_pushlightuserdata(L, id);
+  int t = lua_rawget(L, E->seen);
+  if (t == LUA_TNIL && e->prior) {
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, id);
+    t = lua_rawget(L, e->prior);
+  }
+  if (t != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, id);
+    lua_pushvalue(L, f);
+    lua_rawset(L, E->seen);
+    return 0;
+  }
+  int g = lua_gettop(L);
+  lua_pushvalue(L, g);
+  if (lua_rawget(L, E->seen) != LUA_TNUMBER && e->prior) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, g);
+    lua_rawget(L, e->prior);
+  }
+  lua_Integer ref = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+  lua_pop(L, 1);
+  const char *un = NULL;
+  for (int j = 1; ref > 0 && (un = lua_getupvalue(L, g, j)) != NULL; j++) {
+    lua_pop(L, 1);
+    if (lua_upvalueid(L, g, j) == id) break;
+  }
+  if (!un || !*un) {                   /* (cannot happen: g noted it by name) */
+    lua_pop(L, 1);
+    return 0;
+  }
+  put_tag_uvar(E, FARM_T_UPREF, (uint64_t)ref);
+  put_str(E, un, strlen(un));
+  lua_pop(L, 1);
+  return 1;
 }
 
 static void encode_function(enc *E, int idx) {
@@ -584,7 +754,7 @@ static void encode_function(enc *E, int idx) {
       E->path[d].kind = SEG_UPVAL;
       E->path[d].name = name;
       E->path[d].idx = desc;
-      encode_value(E, lua_gettop(L));
+      if (!encode_shared_upvalue(E, idx, i, lua_gettop(L))) encode_value(E, lua_gettop(L));
     }
     lua_pop(L, 1);
   }
@@ -736,15 +906,16 @@ static void encode_globals(enc *E) {
   put_u8(E, 0);    /* str(""): end of globals */
 }
 
-void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
-                       const farm_encoder *e) {
+lua_Integer farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
+                              const farm_encoder *e) {
   enc E;
   E.L = L;
   E.b = b;
   E.e = e;
   E.base = lua_gettop(L);
-  E.seen = E.pend = E.envs = E.mods = 0;
-  E.nref = E.npend = 0;
+  E.seen = E.pend = E.envs = E.mods = E.cls = 0;
+  E.nref = e->prior ? e->nprior : 0;
+  E.npend = 0;
   E.depth = 0;
   luaL_checkstack(L, 8, NULL);
   if (first < 0 && first > LUA_REGISTRYINDEX) first = E.base + first + 1;
@@ -756,6 +927,7 @@ void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
   }
   encode_globals(&E);
   if (E.seen) lua_settop(L, E.base);
+  return E.nref;
 }
 
 /* ------------------------------------------------------------------------
@@ -799,6 +971,8 @@ static void dec_enter(dec *D) {
   luaL_checkstack(D->L, 8, NULL);
 }
 
+static const char chain_env_key = 0;
+
 static void push_env(dec *D) {
   lua_State *L = D->L;
   if (D->d->env) {
@@ -813,6 +987,10 @@ static void push_env(dec *D) {
        `_G.helper` finds the helper that travelled here as a global */
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "_G");
+    if (D->d->chain) {                 /* the next block of the chain decodes into it too */
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, D->d->chain, &chain_env_key);
+    }
     lua_replace(L, D->env);
   }
   lua_pushvalue(L, D->env);
@@ -829,6 +1007,133 @@ static void add_ref(dec *D, int idx) {
 }
 
 static void decode_value(dec *D);
+
+/* Remember that the value at v is called s (a recording decoder): by value
+   (the first name stays) and by name (the last value stays). */
+static void record_name(lua_State *L, int v, const char *s, size_t n) {
+  v = lua_absindex(L, v);
+  luaL_checkstack(L, 6, NULL);
+  push_record(L, &byvalue_key, "k");
+  lua_pushvalue(L, v);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pushvalue(L, v);
+    lua_pushlstring(L, s, n);
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 2);
+  push_record(L, &byname_key, "v");
+  lua_pushlstring(L, s, n);
+  lua_pushvalue(L, v);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* A table that arrived as global `name` (at v) is recorded, and so are the
+   tables in its fields, as "name.key" (as lua/ship.lua's classname looks: not
+   in a list, at most CLASS_FIELDS fields): where a worker's results find the
+   names of the client's classes that a job reached as globals. */
+#define CLASS_FIELDS 256
+static void record_global(lua_State *L, int v, const char *s, size_t n) {
+  if (!lua_istable(L, v) || !is_class_name(s, n)) return;
+  v = lua_absindex(L, v);
+  record_name(L, v, s, n);
+  luaL_checkstack(L, 6, NULL);
+  int list = lua_rawgeti(L, v, 1) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (list) return;
+  int k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, v)) {
+    size_t kn;
+    if (lua_type(L, -1) == LUA_TTABLE && lua_type(L, -2) == LUA_TSTRING) {
+      const char *ks = lua_tolstring(L, -2, &kn);
+      if (is_identifier(ks, kn) && n + 1 + kn <= 255) {
+        lua_pushfstring(L, "%s.%s", lua_pushlstring(L, s, n), ks);
+        size_t fn;
+        const char *f = lua_tolstring(L, -1, &fn);
+        record_name(L, -3, f, fn);
+        lua_pop(L, 2);
+      }
+    }
+    lua_pop(L, 1);
+    if (++k >= CLASS_FIELDS) {
+      lua_pop(L, 1);
+      break;
+    }
+  }
+}
+
+/* Push the table called s at t (a dotted path of raw fields), or nothing and 0. */
+static int walk_name(lua_State *L, int t, const char *s, size_t n) {
+  lua_pushvalue(L, t);
+  size_t i = 0;
+  while (i < n) {
+    const char *dot = memchr(s + i, '.', n - i);
+    size_t k = dot ? (size_t)(dot - (s + i)) : n - i;
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    lua_pushlstring(L, s + i, k);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    i += k + 1;
+  }
+  if (lua_istable(L, -1)) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Push the receiver's own class called s: from its global table, the block's
+   environment, or the classes it recorded; or nothing and 0. Never writes
+   anything but the record, never runs a metamethod. */
+static int resolve_class(dec *D, const char *s, size_t n) {
+  lua_State *L = D->L;
+  luaL_checkstack(L, 6, NULL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  int found = walk_name(L, lua_gettop(L), s, n);
+  lua_remove(L, found ? -2 : -1);
+  if (found) return 1;
+  int env = D->d->env ? D->d->env : lua_istable(L, D->env) ? D->env : 0;
+  if (env && walk_name(L, env, s, n)) return 1;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &byname_key) == LUA_TTABLE) {
+    lua_pushlstring(L, s, n);
+    if (lua_rawget(L, -2) == LUA_TTABLE) {
+      lua_remove(L, -2);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static void decode_table(dec *D, int withmt);
+
+/* CLASS str(name) (NIL | TABLE | TABLEMT): pushes the metatable. */
+static void decode_class(dec *D) {
+  lua_State *L = D->L;
+  size_t n;
+  const char *s = farm__rd_str(&D->r, &n);
+  check(D);
+  if (!is_class_name(s, n)) malformed(L, "bad class name");
+  if (D->r.p >= D->r.end) malformed(L, "truncated");
+  unsigned tag = *D->r.p++;
+  if (tag == FARM_T_NIL) {
+    if (!resolve_class(D, s, n)) {
+      lua_pushlstring(L, s, n);
+      lua_pushfstring(L, "a table arrived with class '%s', which is not known here "
+                      "(no global or field of a global has that name)", lua_tostring(L, -1));
+      lua_error(L);
+    }
+    add_ref(D, lua_gettop(L));
+  } else if (tag == FARM_T_TABLE || tag == FARM_T_TABLEMT) {
+    decode_table(D, tag == FARM_T_TABLEMT);   /* the sender's class: this copy */
+  } else {
+    malformed(L, "bad class value (tag %d)", (int)tag);
+  }
+  if (D->d->record) record_name(L, -1, s, n);
+}
 
 static void decode_table(dec *D, int withmt) {
   lua_State *L = D->L;
@@ -869,7 +1174,12 @@ static void decode_table(dec *D, int withmt) {
     lua_rawset(L, t);
   }
   if (withmt) {
-    decode_value(D);
+    if (D->r.p < D->r.end && *D->r.p == FARM_T_CLASS) {
+      D->r.p++;
+      decode_class(D);
+    } else {
+      decode_value(D);
+    }
     if (!lua_istable(L, -1)) malformed(L, "metatable is not a table");
     lua_setmetatable(L, t);
   }
@@ -971,6 +1281,37 @@ static void give_fresh_env(dec *D, int idx) {
   lua_pop(L, 1);
 }
 
+/* The number of the upvalue of the function at f called name[0..n); raises if none. */
+static int upvalue_named(lua_State *L, int f, const char *name, size_t n) {
+  const char *un;
+  for (int u = 1; (un = lua_getupvalue(L, f, u)) != NULL; u++) {
+    lua_pop(L, 1);
+    if (strlen(un) == n && memcmp(un, name, n) == 0) return u;
+  }
+  lua_pushlstring(L, name, n);
+  malformed(L, "function has no upvalue '%s'", lua_tostring(L, -1));
+  return 0;
+}
+
+/* UPREF uvar(index) str(name): upvalue u of the function at f becomes the
+   variable that upvalue `name` of function number index is. */
+static void join_upvalue(dec *D, int f, int u) {
+  lua_State *L = D->L;
+  uint64_t i = farm__rd_uvar(&D->r);
+  size_t n;
+  const char *name = farm__rd_str(&D->r, &n);
+  check(D);
+  if (i == 0 || i > (uint64_t)D->nrefs) malformed(L, "bad upvalue reference %I", (LUAI_UACINT)i);
+  lua_rawgeti(L, D->refs, (lua_Integer)i);
+  int g = lua_gettop(L);
+  /* lua_upvaluejoin does not check its arguments in a release build */
+  if (!is_lua_function(L, g) || !is_lua_function(L, f))
+    malformed(L, "upvalue reference to something not a Lua function");
+  int ug = upvalue_named(L, g, name, n);
+  lua_upvaluejoin(L, f, u, g, ug);
+  lua_pop(L, 1);
+}
+
 static void decode_function(dec *D) {
   lua_State *L = D->L;
   size_t nchunk, ntext;
@@ -1026,18 +1367,12 @@ static void decode_function(dec *D) {
     size_t n;
     const char *name = farm__rd_str(&D->r, &n);
     check(D);
-    decode_value(D);
-    const char *un;
-    int u;
-    for (u = 1; (un = lua_getupvalue(L, f, u)) != NULL; u++) {
-      lua_pop(L, 1);
-      if (strlen(un) == n && memcmp(un, name, n) == 0) break;
-    }
-    if (!un) {
-      lua_pushlstring(L, name, n);
-      malformed(L, "function has no upvalue '%s'", lua_tostring(L, -1));
-    }
-    lua_setupvalue(L, f, u);
+    int shared = D->r.p < D->r.end && *D->r.p == FARM_T_UPREF;
+    if (shared) D->r.p++;
+    else decode_value(D);
+    int u = upvalue_named(L, f, name, n);
+    if (shared) join_upvalue(D, f, u);
+    else lua_setupvalue(L, f, u);
   }
   D->depth--;
 }
@@ -1109,14 +1444,22 @@ static void decode_value(dec *D) {
     const char *s = farm__rd_str(r, &n);
     check(D);
     if (!D->d->resolve) malformed(L, "module reference without a resolver");
+    dec_enter(D);                  /* its info may be a MODULE too: nesting is bounded */
     lua_pushvalue(L, D->d->resolve);
     lua_pushlstring(L, s, n);
     decode_value(D);
     lua_call(L, 2, 1);
+    D->depth--;
     return;
   }
   case FARM_T_GLOBALS:
     push_env(D);
+    return;
+  case FARM_T_CLASS:
+    malformed(L, "a class where no metatable is");
+    return;
+  case FARM_T_UPREF:
+    malformed(L, "an upvalue reference where no upvalue is");
     return;
   }
   malformed(L, "unknown tag %d", (int)tag);
@@ -1141,6 +1484,13 @@ int farm_codec_decode(lua_State *L, const void *p, size_t len,
   D.refs = base + 1;
   D.env = base + 2;
   D.maker = base + 3;
+  if (d->chain) {                      /* carry on from the block before */
+    lua_pushvalue(L, d->chain);
+    lua_replace(L, D.refs);
+    D.nrefs = (lua_Integer)lua_rawlen(L, d->chain);
+    if (!d->env && lua_rawgetp(L, d->chain, &chain_env_key) == LUA_TTABLE) lua_replace(L, D.env);
+    else lua_settop(L, base + 3);
+  }
 
   uint64_t n = farm__rd_uvar(&D.r);
   check(&D);
@@ -1166,6 +1516,7 @@ int farm_codec_decode(lua_State *L, const void *p, size_t len,
     push_env(&D);
     lua_pushlstring(L, name, nn);
     decode_value(&D);
+    if (d->record) record_global(L, -1, name, nn);
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
@@ -1201,8 +1552,11 @@ static int opt_field(lua_State *L, int opts, const char *k, int t, const char *w
   return 0;
 }
 
-/* core.pack(opts, ...) -> string: one block of the values after opts.
-   opts: nil or {describe = f, names = t, globals = t, root = "argument"}. */
+/* core.pack(opts, ...) -> string [, count]: one block of the values after
+   opts, and with opts.keep how many tables and functions it numbers (prior
+   ones included: the nprior of a block that continues it).
+   opts: nil or {describe = f, names = t, globals = t, root = "argument",
+   home = bool, keep = t, prior = t, nprior = n} (codec.h). */
 static int l_pack(lua_State *L) {
   int n = lua_gettop(L) - 1;
   if (n < 0) n = 0;
@@ -1210,11 +1564,19 @@ static int l_pack(lua_State *L) {
   if (opts) luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checkstack(L, 8, NULL);
   farm_encoder e;
+  memset(&e, 0, sizeof e);
   e.describe = opt_field(L, opts, "describe", LUA_TFUNCTION, "a function");
   e.names = opt_field(L, opts, "names", LUA_TTABLE, "a table");
   e.globals = opt_field(L, opts, "globals", LUA_TTABLE, "a table");
   int root = opt_field(L, opts, "root", LUA_TSTRING, "a string");
   e.root = root ? lua_tostring(L, root) : "argument";
+  int home = opt_field(L, opts, "home", LUA_TBOOLEAN, "a boolean");
+  e.home = home && lua_toboolean(L, home);
+  e.keep = opt_field(L, opts, "keep", LUA_TTABLE, "a table");
+  e.prior = opt_field(L, opts, "prior", LUA_TTABLE, "a table");
+  int np = opt_field(L, opts, "nprior", LUA_TNUMBER, "a number");
+  e.nprior = np ? lua_tointeger(L, np) : 0;
+  if (e.nprior < 0) e.nprior = 0;
 
   farm_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
   farm__buf_init(b);
@@ -1223,14 +1585,16 @@ static int l_pack(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
-  farm_codec_encode(L, b, 2, n, &e);
+  lua_Integer nref = farm_codec_encode(L, b, 2, n, &e);
   lua_pushlstring(L, b->p ? b->p : "", b->n);
   farm__buf_free(b);
-  return 1;
+  if (!e.keep) return 1;
+  lua_pushinteger(L, nref);
+  return 2;
 }
 
 /* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t, remember = f,
-   install = f}. */
+   install = f, chain = t, record = bool}. */
 static int l_unpack(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
@@ -1238,11 +1602,15 @@ static int l_unpack(lua_State *L) {
   if (opts) luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   farm_decoder d;
+  memset(&d, 0, sizeof d);
   d.env = opt_field(L, opts, "env", LUA_TTABLE, "a table");
   d.resolve = opt_field(L, opts, "resolve", LUA_TFUNCTION, "a function");
   d.cache = opt_field(L, opts, "cache", LUA_TTABLE, "a table");
   d.remember = opt_field(L, opts, "remember", LUA_TFUNCTION, "a function");
   d.install = opt_field(L, opts, "install", LUA_TFUNCTION, "a function");
+  d.chain = opt_field(L, opts, "chain", LUA_TTABLE, "a table");
+  int rec = opt_field(L, opts, "record", LUA_TBOOLEAN, "a boolean");
+  d.record = rec && lua_toboolean(L, rec);
   return farm_codec_decode(L, s, len, &d);
 }
 

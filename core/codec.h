@@ -16,6 +16,10 @@
  *              | MODULE str(qualified name) value(info)
  *                                           -- a MODREF that says how to load its module
  *              | GLOBALS                    -- the sender's global table
+ *              | CLASS str(name) (NIL | TABLE... | TABLEMT...)
+ *                                           -- only as a TABLEMT's metatable: a class
+ *              | UPREF uvar(index) str(name) -- only as a FUNC's upvalue value: that
+ *                                           upvalue of the function numbered index
  *
  * Tables and functions are numbered in the order they are first met (a FUNC or
  * TABLE gets its number before its contents are read; REF indices count from
@@ -36,6 +40,31 @@
  * source) or preload = (its package.preload function)}, from the names table's
  * __module metamethod; the decoder calls resolve(qualified name, info).
  *
+ * CLASS is a metatable the sender can name: a global or a field of a global
+ * ("Dog", "animals.Cat"; a metatable found in package.loaded travels as
+ * MODREF). It takes the metatable's number. Followed by NIL, the receiver has
+ * a table of that name and uses it (its global table, then the block's
+ * environment, then the classes it was sent before); a name it does not have
+ * is an error naming the class. Followed by the table itself, the receiver
+ * uses that copy (a client sends its classes so: a worker has none of its
+ * own). Decoders that record (a worker's) remember the name of each class and
+ * of each table that arrives as a global or a global's field, so that a
+ * worker's results name them again (farm_encoder.home) and the client gets its
+ * own class back: class identity holds both ways.
+ *
+ * UPREF makes an upvalue the very variable an upvalue of an earlier function
+ * is (lua_upvaluejoin): closures that shared an upvalue when they were encoded
+ * (lua_upvalueid) share it when decoded. Upvalues holding the global table
+ * (GLOBALS) are not joined: every function of a block gets the same
+ * environment anyway.
+ *
+ * Blocks may continue one another: a job's argument block continues its
+ * function block when that travels with each job (FN_FRESH). Its REF indices
+ * count on from the function block's (encoder: prior/nprior from the function
+ * block's keep; decoder: chain), and both decode into one environment, so a
+ * table that is an upvalue of the job function and an argument is one table,
+ * and an argument closure shares the upvalues it shares with the job.
+ *
  * Every decoder checks every length and count against the bytes left before it
  * trusts it, and limits nesting depth: malformed input raises a Lua error
  * ("malformed message: ..."), never crashes and never hangs. What one message
@@ -53,7 +82,7 @@
 enum {
   FARM_T_NIL = 0, FARM_T_FALSE, FARM_T_TRUE, FARM_T_INT, FARM_T_FLT, FARM_T_STR,
   FARM_T_TABLE, FARM_T_TABLEMT, FARM_T_REF, FARM_T_FUNC, FARM_T_MODREF,
-  FARM_T_GLOBALS, FARM_T_MODULE,
+  FARM_T_GLOBALS, FARM_T_MODULE, FARM_T_CLASS, FARM_T_UPREF,
   FARM_T_SMALLINT = 0x80
 };
 
@@ -71,6 +100,18 @@ typedef struct farm_encoder {
                     it does so even when names has it, as "_G"), and where global
                     names are looked up (rawget) for the globals section */
   const char *root;  /* what the values are, for messages: "argument", "result" */
+  /* Class names: a metatable not in names travels as CLASS when it has one:
+     from the names table's metatable's __class(metatable, block) -> name or
+     nil (block: a table, the same for every question about one block)
+     (lua/ship.lua: the sender's globals and their fields; not asked when home
+     is set), else from the names this state recorded as it decoded; with its
+     value, or without it when home is set. */
+  int home;      /* 1: the receiver is where this state's recorded names came
+                    from (a worker's results go back to its client) */
+  int keep;      /* table (empty) to number this block's tables and functions in,
+                    value -> number; left filled for a block that continues this one */
+  int prior;     /* the keep table of the block this one continues, or 0 ... */
+  lua_Integer nprior;  /* ...and how many values it numbered (what encode returned) */
 } farm_encoder;
 
 typedef struct farm_decoder {
@@ -83,6 +124,11 @@ typedef struct farm_decoder {
   int install;   /* function("lib.key", value) for the library fields of the
                     globals section (a worker's: lua/ship.lua install); 0: they
                     are dropped. resolve is called as resolve(name, info) for MODULE */
+  int chain;     /* table carrying one block's numbering and environment on to the
+                    next (a job's function block to its argument block): give the
+                    same (at first empty) table to both; 0: none */
+  int record;    /* 1: remember the names of the classes and globals that arrive
+                    (a worker's decoders; see CLASS) */
 } farm_decoder;
 
 /* Append the block of the n values at L[first..] to b. Raises a Lua error
@@ -90,9 +136,10 @@ typedef struct farm_decoder {
      cannot ship argument 2.conn (userdata)
      cannot ship upvalue 'conn' (userdata) of function 'work' (job.lua:12)
      cannot ship global 'db' (userdata) used by function 'work' (job.lua:12)
-   b must be owned by something that outlives a Lua error (it is not freed here). */
-void farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
-                       const farm_encoder *e);
+   b must be owned by something that outlives a Lua error (it is not freed here).
+   Returns how many tables and functions are numbered, prior ones included. */
+lua_Integer farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
+                              const farm_encoder *e);
 
 /* Decode one block from p[0..len): pushes its values and returns how many.
    Raises "malformed message: <reason>" on bad input. Trailing bytes are an error. */

@@ -1351,6 +1351,18 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
   return names[running ? JOB_SENT : JOB_QUEUED];
 }
 
+int farm__engine_where(farm_engine *e, farm_job *j, char *out, size_t n, double *since) {
+  int found = 0;
+  pthread_mutex_lock(&e->mu);
+  if (j->state == JOB_SENT && j->peer) {
+    where(j->peer, out, n);
+    if (since) *since = j->started;
+    found = 1;
+  }
+  pthread_mutex_unlock(&e->mu);
+  return found;
+}
+
 farm_job *farm__engine_finished(farm_engine *e) {
   if (!__atomic_load_n(&e->fhead, __ATOMIC_ACQUIRE)) return NULL;   /* the common case, unlocked */
   pthread_mutex_lock(&e->mu);

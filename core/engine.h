@@ -117,6 +117,9 @@ size_t farm__engine_outstanding(farm_engine *e);
 int  farm__engine_cancel(farm_engine *e, farm_job *j, int force);
 /* Cancel every job not finished (force: running ones too); returns how many. */
 int  farm__engine_cancel_all(farm_engine *e, int force);
+/* Where a job that is out at a peer is now (1), and when it was first seen
+   running there (0: not yet); 0 when it is not at a peer. */
+int  farm__engine_where(farm_engine *e, farm_job *j, char *out, size_t n, double *since);
 /* "pending", "running", "done", "failed", "cancelled" */
 const char *farm__engine_status(farm_engine *e, farm_job *j);
 /* The next finished job that asked to be told (a callback), with a reference

@@ -30,6 +30,33 @@ static int load_embedded(lua_State *L) {
   return 1;
 }
 
+/* farm.ship.remember(chunkname, text), protected: the arguments are C data */
+static int p_remember(lua_State *L) {
+  const char *chunk = lua_touserdata(L, 1), *text = lua_touserdata(L, 2);
+  size_t len = (size_t)lua_tointeger(L, 3);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "farm.ship");
+  if (!lua_istable(L, -1)) return luaL_error(L, "farm is not open in this state");
+  lua_getfield(L, -1, "remember");
+  lua_pushstring(L, chunk);
+  lua_pushlstring(L, text ? text : "", len);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+int farm_remember(lua_State *L, const char *chunkname, const char *text, size_t len) {
+  if (!L || !chunkname || (!text && len)) return FARM_EINVAL;
+  if (!lua_checkstack(L, 8)) return FARM_ENOMEM;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, p_remember);
+  lua_pushlightuserdata(L, (void *)chunkname);
+  lua_pushlightuserdata(L, (void *)text);
+  lua_pushinteger(L, (lua_Integer)len);
+  int st = lua_pcall(L, 3, 0, 0);
+  lua_settop(L, top);
+  return st == LUA_OK ? FARM_OK : st == LUA_ERRMEM ? FARM_ENOMEM : FARM_EINVAL;
+}
+
 int luaopen_farm(lua_State *L) {
   luaL_checkversion(L);
   /* farm.core: the C side, shared by every embedded module */
@@ -38,6 +65,7 @@ int luaopen_farm(lua_State *L) {
   farm__open_codec(L, core);
   farm__open_dump(L, core);
   farm__open_client(L, core);
+  farm__open_kernels(L, core);
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushvalue(L, core);
   lua_setfield(L, -2, "farm.core");

@@ -8,4 +8,5 @@
 void farm__open_codec(lua_State *L, int core);   /* pack, unpack (codec.c) */
 void farm__open_dump(lua_State *L, int core);    /* fnsig, globals, upkinds, probe (dump.c) */
 void farm__open_client(lua_State *L, int core);  /* the client context (client.c) */
+void farm__open_kernels(lua_State *L, int core); /* kernels, also package.loaded["farm.kernels"] (lkernels.c) */
 #endif

@@ -2,7 +2,7 @@
  * proto.h -- the messages on a farm link.
  *
  * Every message starts with 'F' 'm' VERSION TYPE, so a peer that speaks another
- * protocol version is told so ("protocol version 3, this node speaks 2") instead
+ * protocol version is told so ("protocol version 4, this node speaks 3") instead
  * of being fed garbage. Bodies are built from buf.h primitives and codec blocks:
  *
  *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity) [uvar(heartbeat ms): a node's]

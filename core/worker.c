@@ -596,13 +596,16 @@ static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy,
 
 /* ---- protected helpers (every Lua error in them is the job's, not ours) ------------- */
 
-/* decode(block) -> values ; upvalue-free, the decoder tables come as arguments */
+/* decode(block, chain) -> values ; upvalue-free, the decoder tables come as
+   arguments. chain: a table, the same for a job's function and argument blocks
+   (the second continues the first, codec.h), or nil */
 static int p_decode(lua_State *L) {
   worker *w = lua_touserdata(L, 1);
   size_t n;
   const char *p = lua_touserdata(L, 2);
   n = (size_t)lua_tointeger(L, 3);
-  lua_settop(L, 0);
+  lua_rotate(L, 1, 1);                   /* 1: the chain */
+  lua_settop(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->chunks);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->remember);
@@ -610,10 +613,12 @@ static int p_decode(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "farm.ship");
   if (lua_istable(L, -1)) lua_getfield(L, -1, "install"); else lua_pushnil(L);
-  lua_replace(L, 4);
-  lua_settop(L, 4);
-  farm_decoder d = { .env = 0, .resolve = 1, .cache = 2, .remember = 3,
-                     .install = lua_isfunction(L, 4) ? 4 : 0 };  /* results can be functions */
+  lua_replace(L, 5);
+  lua_settop(L, 5);
+  farm_decoder d = { .env = 0, .resolve = 2, .cache = 3, .remember = 4,
+                     .install = lua_isfunction(L, 5) ? 5 : 0,   /* results can be functions */
+                     .chain = lua_istable(L, 1) ? 1 : 0,
+                     .record = 1 };      /* the client's classes, to name them in results */
   return farm_codec_decode(L, p, n, &d);
 }
 
@@ -626,22 +631,25 @@ static int p_encode(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->names);
   lua_call(L, 0, 1);
   lua_pushglobaltable(L);
-  farm_encoder e = { top + 2, top + 1, top + 3, "result" };
+  farm_encoder e = { .names = top + 2, .describe = top + 1, .globals = top + 3, .root = "result",
+                     .home = 1 };        /* the client's classes go back by name */
   w->enc.n = 0;
   farm_codec_encode(L, &w->enc, 2, n, &e);
   return 0;
 }
 
 /* Decode a block in protected mode: pushes the values and returns their count,
-   or leaves the error message on the stack and returns -1. */
-static int decode_block(worker *w, const char *p, size_t n) {
+   or leaves the error message on the stack and returns -1. chain: the stack
+   index of the job's chain table, or 0. */
+static int decode_block(worker *w, const char *p, size_t n, int chain) {
   lua_State *L = w->L;
   int top = lua_gettop(L);
   lua_pushcfunction(L, p_decode);
   lua_pushlightuserdata(L, w);
   lua_pushlightuserdata(L, (void *)p);
   lua_pushinteger(L, (lua_Integer)n);
-  if (lua_pcall(L, 3, LUA_MULTRET, 0) != LUA_OK) return -1;
+  if (chain) lua_pushvalue(L, chain); else lua_pushnil(L);
+  if (lua_pcall(L, 4, LUA_MULTRET, 0) != LUA_OK) return -1;
   return lua_gettop(L) - top;
 }
 
@@ -771,7 +779,7 @@ static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok, fa
 /* Push the job's function: kept by hash when it has no upvalue values of its
    own, decoded afresh from its block otherwise. Or push an error message and
    return -1. */
-static int get_function(worker *w, wjob *j) {
+static int get_function(worker *w, wjob *j, int chain) {
   lua_State *L = w->L;
   int keep = j->fnkind != FARM_FN_FRESH;
   if (keep) {
@@ -784,7 +792,7 @@ static int get_function(worker *w, wjob *j) {
     lua_pushliteral(L, "protocol error: function not cached on this worker");
     return -1;
   }
-  int n = decode_block(w, j->pkg, j->npkg);
+  int n = decode_block(w, j->pkg, j->npkg, keep ? 0 : chain);
   if (n != 1 || !lua_isfunction(L, -1)) {
     if (n >= 0) { lua_pop(L, n); lua_pushliteral(L, "malformed message: function block"); }
     return -1;
@@ -901,6 +909,12 @@ static void start_job(worker *w, wjob *j) {
     lua_rawseti(L, LUA_REGISTRYINDEX, w->fns);
   }
   int top = lua_gettop(L);
+  /* a fresh function's block and the job's argument block decode as one (codec.h) */
+  int chain = 0;
+  if (j->fnkind == FARM_FN_FRESH) {
+    lua_newtable(L);
+    chain = lua_gettop(L);
+  }
   wrun *r = calloc(1, sizeof *r);
   if (!r) { fprintf(stderr, "farm worker %d: out of memory\n", w->slot + 1); exit(3); }
   r->j = j;
@@ -909,8 +923,8 @@ static void start_job(worker *w, wjob *j) {
   double t0 = farm__now();
   if (j->mode == FARM_MODE_MAP) lua_rawgeti(L, LUA_REGISTRYINDEX, w->runner);
   int nargs = -1;
-  if (get_function(w, j) == 0) {
-    nargs = decode_block(w, j->args, j->nargs);
+  if (get_function(w, j, chain) == 0) {
+    nargs = decode_block(w, j->args, j->nargs, chain);
     if (nargs < 0) lua_pushliteral(L, "");            /* no traceback for a bad argument block */
     else if (j->mode == FARM_MODE_MAP && (nargs < 2 || !lua_isinteger(L, -nargs))) {
       lua_settop(L, top);
@@ -928,6 +942,7 @@ static void start_job(worker *w, wjob *j) {
     free_run(w, r);
     return;
   }
+  if (chain) lua_remove(L, chain);
   r->co = new_coroutine(w, &r->co_ref);
   r->busy = farm__now() - t0;
   resume_run(w, r, lua_gettop(L) - top);

@@ -16,6 +16,7 @@ local tmove = table.move
 local getupvalue = debug.getupvalue
 
 local farm = { _VERSION = "farm 0.2.0" }
+farm.kernels = core.kernels   -- compute kernels in C (core/lkernels.c), on workers too
 
 local describe, names, resolve = ship.describe, ship.names, ship.resolve
 local resolve_loaded = ship.resolve_loaded
@@ -563,7 +564,29 @@ Pool.config = Pool.configure
 Pool.wait = function(_, ...) return farm.wait(...) end
 Pool.as_completed = function(_, ...) return farm.as_completed(...) end
 
--- Chunks loaded from now on are remembered, so their functions can ship.
+--- farm.remember(chunkname, text): the text of a chunk that farm did not see
+--- loaded, so that its functions can ship. farm keeps by itself the text of
+--- every chunk load, loadfile, dofile and require compile once it is loaded,
+--- and the script `farm run` runs; a C host that compiles a chunk itself
+--- (luaL_loadbuffer(L, text, len, "=embedded")) or a REPL with a reader of its
+--- own gives the text here (or with farm_remember in C), under the very chunk
+--- name it compiled it with, before or after compiling, before a submit.
+--- Several texts may be remembered under one name: each function ships the
+--- one it was compiled from. Texts are kept as long as the Lua state lives.
+function farm.remember(chunkname, text)
+  if type(chunkname) ~= "string" then
+    error(("farm.remember: argument #1 must be the chunk name the text was loaded with "
+      .. "(a string, got %s)"):format(type(chunkname)), 2)
+  end
+  if type(text) ~= "string" then
+    error(("farm.remember: argument #2 must be the chunk's text (a string, got %s)")
+      :format(type(text)), 2)
+  end
+  ship.remember(chunkname, text)
+end
+
+-- Chunks loaded from now on are remembered, so their functions can ship:
+-- load, loadfile, dofile and require keep the text they compile.
 ship.hook(_G)
 
 -- Only internal: the worker marks its own farm module with this.

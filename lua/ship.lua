@@ -9,6 +9,7 @@
 --
 --   ship.describe(f)   -> { chunk, line, text, name, where, globals }
 --   ship.remember(chunkname, text), ship.hook(G)   -- the text of loaded chunks
+--                      (farm.remember and farm_remember in farm.h are this)
 --   ship.names()       -> { [value] = "qualified.name" } over package.loaded
 --   ship.resolve(name [, info]) -> value: the worker-side inverse of names()
 --   ship.module_info(qualified name) -> how a worker may load that module, or nil
@@ -51,14 +52,32 @@ end
 
 -- ---- chunk texts -----------------------------------------------------------
 --
+-- A function's text is cut from the text its chunk had when it was loaded.
+-- farm keeps that text from the moment of the load: every chunk that load,
+-- loadfile, dofile and require (its searcher for Lua files) compile once farm
+-- is loaded (ship.hook), the script `farm run` runs (core/cli.c: read once,
+-- from a file, a pipe or stdin), and under plain lua the files running when
+-- farm was required. Each is kept under its chunk name ("@path", "=stdin", the
+-- name given to load). A chunk loaded again under the same name with another
+-- text (a file rewritten, then dofile'd again) adds a text: each function
+-- ships the one that compiles to it, newest first, so functions from both
+-- loads ship. A file is read from disk only when no text was kept under its
+-- name (a chunk C loaded, or one loaded before farm), and only when it is a
+-- regular file: a pipe gives nothing the second time. A C host or a REPL that
+-- compiles chunks itself gives farm their text: farm.remember(chunkname, text)
+-- in Lua, farm_remember() in C (include/farm.h); both end in ship.remember.
+--
 -- A text record is { text = string, lines = array or nil (split on demand) }.
 
 local files = {}       -- path -> record of a file read from disk
-local memory = {}      -- chunk name -> array of records (several chunks may share a name)
+local memory = {}      -- chunk name -> array of records, oldest first (several chunks
+                       -- may share a name)
 local remembered = {}  -- chunk name -> { [text] = true }
 local literal = {}     -- source string that is its own text -> record
 
---- ship.remember(chunkname, text): the text of a chunk loaded under chunkname.
+--- ship.remember(chunkname, text): the text of a chunk loaded under chunkname
+--- (the very name given to load: "@path", "=name"). Kept while this state
+--- lives; the same text twice is kept once.
 function ship.remember(chunkname, text)
   if type(chunkname) ~= "string" or type(text) ~= "string" then
     error("ship.remember: chunk name and text must be strings", 2)
@@ -99,34 +118,60 @@ local function lines_of(rec)
   return lines
 end
 
--- A file's text as luaL_loadfile sees it: no UTF-8 BOM, a first line starting
--- with '#' blanked (its newline kept, so line numbers hold).
+-- The contents of a file as luaL_loadfile compiles them: no UTF-8 BOM, a first
+-- line starting with '#' blanked (its newline kept, so line numbers hold; not
+-- in a binary chunk, which starts with ESC).
+local function file_text(text)
+  if sub(text, 1, 3) == BOM then text = sub(text, 4) end
+  if sub(text, 1, 1) == "#" then
+    local nl = find(text, "\n", 1, true)
+    text = nl and sub(text, nl) or "\n"
+    if sub(text, 2, 2) == ESC then text = sub(text, 2) end
+  end
+  return text
+end
+
+-- A file's text read from disk now, for a chunk whose text was not kept when
+-- it was loaded (then kept: it is read once). Only a regular file: a pipe, a
+-- terminal or a /dev/fd name would give something else, or block.
 local function file_record(path)
   local rec = files[path]
   if rec then return rec end
   local fh, err = open(path, "rb")
   if not fh then return nil, format("cannot open %s", err or path) end
+  if not fh:seek("end") or not fh:seek("set") then
+    fh:close()
+    return nil, format("its text was not kept when it was loaded, and %s cannot be read "
+      .. "again (not a regular file)", path)
+  end
   local text = fh:read("a")
   fh:close()
   if not text then return nil, format("cannot read %s", path) end
-  if sub(text, 1, 3) == BOM then text = sub(text, 4) end
-  if sub(text, 1, 1) == "#" then text = gsub(text, "^[^\n]*", "", 1) end
-  rec = { text = text }
+  rec = { text = file_text(text) }
   files[path] = rec
   return rec
+end
+
+-- The text of file `path` as it was loaded last (as a module, say), or as it is
+-- on disk when no text was kept for it; or nil and why not.
+local function loaded_record(path)
+  local mem = memory["@" .. path]
+  if mem and #mem > 0 then return mem[#mem] end
+  return file_record(path)
 end
 
 -- The candidate texts for a chunk, most likely first; or nil and why none.
 local function records_for(info)
   local source, list, err = info.source, {}, nil
   local c = sub(source, 1, 1)
-  if c == "@" then
-    list[1], err = file_record(sub(source, 2))
-  end
-  -- then texts loaded under that name, newest first (a worker that compiles a
+  -- the texts loaded under that name, newest first (a worker that compiles a
   -- shipped function remembers its text under the sender's chunk name too)
-  local mem = memory[source] or {}
-  for i = #mem, 1, -1 do list[#list + 1] = mem[i] end
+  local mem = memory[source]
+  if mem then
+    for i = #mem, 1, -1 do list[#list + 1] = mem[i] end
+  elseif c == "@" then
+    list[1], err = file_record(sub(source, 2))   -- loaded before farm, or by C
+  end
   if c == "@" then
     if #list == 0 then return nil, err end
   elseif c ~= "=" then
@@ -140,8 +185,11 @@ local function records_for(info)
     list[#list + 1] = rec
   end
   if #list == 0 then
-    return nil, format("the text of chunk '%s' is unknown: it was not loaded through "
-      .. "load() after require 'farm', nor given to ship.remember", source)
+    return nil, format("the text of chunk '%s' is unknown: it was not loaded through load, "
+      .. "loadfile, dofile or require after farm was, nor given to farm.remember(chunkname, "
+      .. "text) (farm_remember in C)%s", source,
+      source == "=stdin" and "; `farm run -` keeps the text of a script read from standard input"
+      or "")
   end
   return list
 end
@@ -755,13 +803,139 @@ local function wrap_load(load, reader_name)
   return hooked
 end
 
---- ship.hook([G]): from now on, every text chunk G.load (and G.loadstring, if
---- any) compiles is remembered under its chunk name.
+-- loadfile, dofile and require's searcher for Lua files read the file here,
+-- once, and compile what they read with load: the text kept is the text
+-- compiled. They behave as the originals do (the same chunk names, modes,
+-- environments and messages); when the file cannot be opened or read, the
+-- original runs and says why in its own words.
+
+local stdin, searchpath = io.stdin, package.searchpath
+
+local function pass(...) return ... end   -- (a call that is no tail call keeps its name)
+
+-- The error luaL_checkstring gives, where the caller of the wrapper called it.
+local function argerror(n, fname, v)
+  local mt = debug.getmetatable(v)
+  local tn = type(mt) == "table" and rawget(mt, "__name")
+  error(format("bad argument #%d to '%s' (string expected, got %s)", n, fname,
+    type(tn) == "string" and tn or type(v)), 3)
+end
+
+-- The text of a file (filename nil: standard input) as luaL_loadfile compiles
+-- it, or nil and why not.
+local function read_text(filename)
+  local fh, err = stdin, nil
+  if filename ~= nil then fh, err = open(filename, "rb") end
+  if not fh then return nil, err end
+  local ok, text, rerr = pcall(fh.read, fh, "a")
+  if filename ~= nil then fh:close() end
+  if not ok or type(text) ~= "string" then
+    return nil, format("cannot read %s: %s", filename or "stdin", tostring(ok and rerr or text))
+  end
+  return file_text(text)
+end
+
+local function wrap_loadfile(loadfile)
+  if type(loadfile) ~= "function" or wrappers[loadfile] then return loadfile end
+  local function hooked(filename, ...)
+    local mode = ...
+    if type(filename) == "number" then filename = tostring(filename) end
+    if filename ~= nil and type(filename) ~= "string" then argerror(1, "loadfile", filename) end
+    if mode ~= nil and type(mode) ~= "string" and type(mode) ~= "number" then
+      argerror(2, "loadfile", mode)
+    end
+    local text, err = read_text(filename)
+    if not text then
+      if filename == nil then return nil, err end
+      return pass(loadfile(filename, ...))
+    end
+    local name = filename == nil and "=stdin" or "@" .. filename
+    return remember_loaded(text, name, load(text, name, ...))
+  end
+  wrappers[hooked] = true
+  return hooked
+end
+
+local function wrap_dofile(dofile, loadfile)
+  if type(dofile) ~= "function" or wrappers[dofile] or not wrappers[loadfile] then return dofile end
+  local function hooked(filename)
+    local t = type(filename)
+    if filename ~= nil and t ~= "string" and t ~= "number" then argerror(1, "dofile", filename) end
+    local chunk, err = loadfile(filename)
+    if not chunk then error(err, 0) end
+    return chunk()
+  end
+  wrappers[hooked] = true
+  return hooked
+end
+
+-- package.searchers[2]: returns the compiled chunk and its file, as the
+-- original does (require calls it with both)
+local function wrap_searcher(searcher)
+  if type(searcher) ~= "function" or wrappers[searcher] or not iscfunc(searcher) then
+    return searcher
+  end
+  local function hooked(name, ...)
+    local path = package.path
+    if type(name) ~= "string" or type(path) ~= "string" then return pass(searcher(name, ...)) end
+    local file = searchpath(name, path)
+    local text = file and read_text(file)
+    local chunkname = file and "@" .. file
+    local chunk = text and load(text, chunkname)
+    if not chunk then return pass(searcher(name, ...)) end   -- its own message
+    ship.remember(chunkname, text)
+    return chunk, file
+  end
+  wrappers[hooked] = true
+  return hooked
+end
+
+-- The files running when farm is loaded (under plain lua: the script that
+-- requires farm, loaded before it), but for farm's own embedded modules.
+local function keep_running_files()
+  local own = match(getinfo(1, "S").source, "^(@.*/)[^/]*$")
+  for level = 2, 200 do
+    local info = getinfo(level, "S")
+    if not info then break end
+    local src = info.source
+    local base = own and sub(src, 1, #own) == own and match(sub(src, #own + 1), "^([%w_]+)%.lua$")
+    local embedded = base and (base == "farm" or package.preload["farm." .. base] ~= nil)
+    if sub(src, 1, 1) == "@" and not memory[src] and not embedded then
+      local rec = file_record(sub(src, 2))
+      if rec then ship.remember(src, rec.text) end
+    end
+  end
+end
+
+--- ship.hook([G]): from now on, every chunk G.load (and G.loadstring, if any),
+--- G.loadfile, G.dofile and require (package.searchers[2], the searcher for
+--- Lua files) compile is remembered under its chunk name, with the text they
+--- compiled. The files running now are read and kept too. The wrappers travel
+--- by name, as the functions they wrap did ("_G.load"); so do the originals,
+--- which something may hold from before (a test framework's saved globals), as
+--- ship.unhooked_load, ship.unhooked_loadfile and ship.unhooked_dofile.
 function ship.hook(g)
   g = g or G
   if type(g) ~= "table" then error("ship.hook: table expected", 2) end
-  g.load = wrap_load(g.load, "=(load)")
-  if g.loadstring then g.loadstring = wrap_load(g.loadstring, nil) end
+  local std = rawequal(g, G) and STD._G or {}
+  for _, k in ipairs({ "load", "loadfile", "dofile" }) do
+    local v = std[k]
+    if v ~= nil and rawequal(v, g[k]) and iscfunc(v) and ship["unhooked_" .. k] == nil then
+      ship["unhooked_" .. k] = v
+    end
+  end
+  local function hook(key, wrapped)
+    if std[key] ~= nil and rawequal(std[key], g[key]) then std[key] = wrapped end
+    g[key] = wrapped
+  end
+  hook("load", wrap_load(g.load, "=(load)"))
+  if g.loadstring then hook("loadstring", wrap_load(g.loadstring, nil)) end
+  local lf = wrap_loadfile(g.loadfile)
+  hook("loadfile", lf)
+  hook("dofile", wrap_dofile(g.dofile, lf))
+  local searchers = type(package) == "table" and rawget(package, "searchers")
+  if type(searchers) == "table" then searchers[2] = wrap_searcher(searchers[2]) end
+  keep_running_files()
 end
 
 -- ---- module names ------------------------------------------------------------
@@ -836,6 +1010,90 @@ function ship.names()
   return names_map
 end
 
+-- ---- classes -------------------------------------------------------------------
+--
+-- A table whose metatable is a global of the script or a field of one (`Dog`,
+-- `animals.Cat`) travels with that name (core/codec.h: CLASS) and its value; a
+-- worker gives the name back with its results, and the client's own class is
+-- the metatable of what comes back. (A metatable in package.loaded travels by
+-- its name already.) The names come from a look over the globals and one level
+-- of their fields (not lists, not modules, not the standard libraries, at most
+-- CLASS_FIELDS fields of each), kept while each name still leads to its table.
+-- A metatable not found makes a new look, at most once per block encoded, and
+-- once only for that metatable while the globals stay as they were.
+
+local CLASS_FIELDS = 256
+local class_map = setmetatable({}, { __mode = "k" })   -- table -> name
+local class_missed = setmetatable({}, { __mode = "k" }) -- not found by the last look
+local class_block = setmetatable({}, { __mode = "k" })  -- the block looked for last
+local class_globals, class_nglobals = {}, 0              -- _G as the last look saw it
+
+-- The table called `name` (dotted) among this state's globals, read raw.
+local function class_at(name)
+  local v = G
+  for part in gmatch(name, "[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = rawget(v, part)
+  end
+  return v
+end
+
+local function globals_changed()
+  local n = 0
+  for k, v in next, G do
+    if not rawequal(class_globals[k], v) then return true end
+    n = n + 1
+  end
+  return n ~= class_nglobals
+end
+
+local function scan_classes()
+  local map = setmetatable({}, { __mode = "k" })
+  local named = names_map or {}
+  local seen, nseen = {}, 0
+  local function put(v, name)
+    local old = map[v]
+    if old == nil or better(old, name) then map[v] = name end
+  end
+  for k, v in next, G do
+    seen[k], nseen = v, nseen + 1
+    if type(k) == "string" and type(v) == "table" and is_name(k) then put(v, k) end
+  end
+  for k, t in next, G do
+    if type(k) == "string" and type(t) == "table" and is_name(k) and not STDLIBS[k]
+        and t ~= G and named[t] == nil and rawget(t, 1) == nil then
+      local n = 0
+      for k2, v2 in next, t do
+        n = n + 1
+        if n > CLASS_FIELDS then break end
+        if type(v2) == "table" and type(k2) == "string" and is_name(k2) then
+          put(v2, k .. "." .. k2)
+        end
+      end
+    end
+  end
+  class_globals, class_nglobals = seen, nseen
+  return map
+end
+
+--- ship.classname(mt [, block]) -> "Dog" | "animals.Cat" | nil: the name mt
+--- has among the globals (and their fields) now. The encoder asks it (the
+--- names table's __class) once per metatable and block, with a table that
+--- stands for the block.
+function ship.classname(mt, block)
+  local name = class_map[mt]
+  if name and rawequal(class_at(name), mt) then return name end
+  if block ~= nil and class_block[block] then return nil end   -- looked in this block already
+  if class_missed[mt] and not globals_changed() then return nil end
+  if block ~= nil then class_block = setmetatable({ [block] = true }, { __mode = "k" }) end
+  class_map = scan_classes()
+  class_missed = setmetatable({}, { __mode = "k" })
+  name = class_map[mt]
+  if not name then class_missed[mt] = true end
+  return name
+end
+NAMES_MT.__class = ship.classname
+
 local function split(name)
   local parts = {}
   for p in gmatch(name, "[^.]+") do parts[#parts + 1] = p end
@@ -885,7 +1143,8 @@ end
 -- package.preload would. A module it loaded so is sent on from here by the same
 -- text (a job's own jobs).
 
-local NOMODULE = { farm = true, ["farm.core"] = true, ["farm.ship"] = true }
+local NOMODULE = { farm = true, ["farm.core"] = true, ["farm.ship"] = true,
+                   ["farm.kernels"] = true }
 local modinfo = {}   -- module name -> { value =, path =, cpath =, info = } (the last answer)
 local shipped = {}   -- module name -> { file =, text = }: loaded here from a text sent
 
@@ -934,7 +1193,7 @@ function ship.module_info(qname)
     -- (a file the default path finds too, any worker of this machine finds:
     -- only a file found through paths the script set travels as text)
     local ok, file = pcall(package.searchpath, m, path)
-    local rec = ok and file and file_record(file)
+    local rec = ok and file and loaded_record(file)
     local dok, dfile = pcall(package.searchpath, m, dpath)
     if rec and not (dok and dfile == file) then
       info.file, info.text, any = file, rec.text, true

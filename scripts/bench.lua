@@ -2,6 +2,11 @@
 --   submit: 100,000 trivial jobs submitted one by one, then every result()
 --   map:    one farm.map over 1,000,000 items
 --   pi:     parallel efficiency of the pi workload against the same Lua run serially
+--   pi_lua: points/s of the pi workload in pure Lua (examples/pi.lua's throw)
+--           over the local pool: 32 jobs of 500,000 points
+--   pi_kernel: points/s of the same workload as farm.kernels.pi_hits, the C
+--           kernel: 32 jobs of 50,000,000 points (so each job's time, not
+--           farm's, is what is measured)
 --   bytes:  MB/s for 1,000 jobs with a 1 MB string argument
 --   roundtrip: median of 2,000 sequential submit-to-result round trips (after 100
 --           unmeasured ones) of one trivial job to an idle pool, in microseconds
@@ -56,6 +61,29 @@ elseif what == "pi" then
   local eff = serial / (parallel * farm.workers())
   print(("pi_parallel_efficiency %.1f %% (serial %.3f s, parallel %.3f s on %d workers)")
     :format(100 * eff, serial, parallel, farm.workers()))
+elseif what == "pi_lua" or what == "pi_kernel" then
+  local function throw(n, seed)
+    math.randomseed(seed)
+    local random, hits = math.random, 0
+    for _ = 1, n do
+      local x, y = random(), random()
+      if x * x + y * y <= 1.0 then hits = hits + 1 end
+    end
+    return hits
+  end
+  local kernel = what == "pi_kernel"
+  local fn = kernel and farm.kernels.pi_hits or throw
+  local jobs, points = 32, kernel and 50000000 or 500000
+  local sizes, seeds = {}, {}
+  for i = 1, jobs do sizes[i], seeds[i] = points, i end
+  farm.map(fn, { 1000, 1000 }, { 1, 2 })          -- both workers have the function
+  local t0 = now()
+  local hits = 0
+  for _, h in ipairs(farm.map(fn, sizes, seeds)) do hits = hits + h end
+  local dt = now() - t0
+  assert(math.abs(4 * hits / (jobs * points) - math.pi) < 0.01)
+  print(("%s %.0f points/s (%d jobs of %d points in %.3f s on %d workers)")
+    :format(what, jobs * points / dt, jobs, points, dt, farm.workers()))
 elseif what == "bytes" then
   local n, size = 1000, 1000000
   local s = string.rep("x", size)
@@ -86,5 +114,6 @@ elseif what == "startup" then
   print(first)
   io.stdout:flush()                 -- the timer in bench.sh reads this line at once
 else
-  error("bench.lua: unknown benchmark '" .. tostring(what) .. "' (submit, map, pi, bytes, roundtrip, startup)")
+  error("bench.lua: unknown benchmark '" .. tostring(what)
+    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, roundtrip, startup)")
 end

@@ -9,7 +9,7 @@ export FARM_EXE="$PWD/$B/farm"
 runs=${FARM_BENCH_RUNS:-5}
 startup_runs=10
 tmp=/tmp/farm-bench.$$
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.pi"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -19,15 +19,19 @@ median() {
 }
 
 echo "farm benchmarks: local pool of 2 workers, median of $runs runs ($(nproc) CPUs)"
-for what in submit map pi bytes roundtrip; do
+for what in submit map pi pi_lua pi_kernel bytes roundtrip; do
   i=0
   : > "$tmp"
   while [ $i -lt "$runs" ]; do
     "$B/farm" run -n 2 --quiet-jobs scripts/bench.lua -- "$what" >> "$tmp"
     i=$((i + 1))
   done
-  median "$runs"
+  median "$runs" | tee -a "$tmp.pi"
 done
+# the C kernel against pure Lua on the same workload (the two medians above)
+awk '$1 == "pi_lua" { l = $2 } $1 == "pi_kernel" { k = $2 }
+     END { if (l > 0) printf "pi_kernel_speedup %.0f x (farm.kernels.pi_hits against pure Lua, points/s)\n", k / l }' \
+  "$tmp.pi"
 
 # The same figures through one node over TCP on loopback (sealed: authenticated
 # and encrypted), every job remote (-n 0): a standing `farm node` of 2 workers.
@@ -37,7 +41,7 @@ port=$((30000 + $$ % 20000))
 "$B/farm" node --listen "tcp://127.0.0.1:$port" --key-file "$kdir/key" -w 2 \
   --log-file "$kdir/node.log" --pid-file "$kdir/node.pid" &
 node_pid=$!
-trap 'kill $node_pid 2>/dev/null; wait $node_pid 2>/dev/null; rm -rf "$kdir" "$tmp"' EXIT
+trap 'kill $node_pid 2>/dev/null; wait $node_pid 2>/dev/null; rm -rf "$kdir" "$tmp" "$tmp.pi"' EXIT
 i=0
 while [ ! -s "$kdir/node.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo "through one node (tcp://127.0.0.1, sealed; 2 workers there, none here), median of $runs runs"

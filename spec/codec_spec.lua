@@ -175,6 +175,147 @@ describe("codec", function()
     end)
   end)
 
+  describe("classes", function()
+    -- the state's own global table (in a spec, _G is busted's environment)
+    local RG = debug.getregistry()[2]
+    local Dog = {}
+    Dog.__index = Dog
+    Dog.kind = "dog"
+    local Cat = { __index = { kind = "cat" } }
+    local function hook(map)
+      return setmetatable({}, { __class = function(mt) return map[mt] end })
+    end
+    local CLASS = string.char(13)
+    before_each(function() RG.FarmSpecDog, RG.farmspec = Dog, { Cat = Cat } end)
+    after_each(function() RG.FarmSpecDog, RG.farmspec = nil, nil end)
+
+    it("travel with their name and value; a receiver without them uses that copy", function()
+      local s = pack({ names = hook({ [Dog] = "FarmSpecDog" }) },
+        setmetatable({ n = 1 }, Dog), setmetatable({ n = 2 }, Dog), setmetatable({}, Cat))
+      assert.truthy(s:find(CLASS .. "\11FarmSpecDog\6", 1, true))
+      assert.is_nil(s:find("FarmSpecDog", s:find("FarmSpecDog", 1, true) + 1, true))  -- once
+      local a, b, c = unpack(s)
+      assert.equal(getmetatable(a), getmetatable(b))
+      assert.not_equal(Dog, getmetatable(a))
+      assert.equal("dog", a.kind)
+      assert.equal("cat", c.kind)          -- no name: by value, as ever
+    end)
+
+    it("come back by name to the receiver's own class, once it recorded them", function()
+      local s = pack({ names = hook({ [Dog] = "FarmSpecDog", [Cat] = "farmspec.Cat" }) },
+        setmetatable({}, Dog), setmetatable({}, Cat))
+      local a, c = unpack(s, { record = true })    -- as a worker decodes
+      -- a worker's results: the names the client sent, without their values
+      local back = pack({ home = true }, a, c, setmetatable({}, getmetatable(a)))
+      assert.is_nil(back:find("kind", 1, true))
+      local a2, c2, a3 = unpack(back)
+      assert.equal(Dog, getmetatable(a2))
+      assert.equal(Cat, getmetatable(c2))
+      assert.equal(Dog, getmetatable(a3))
+      -- what was not recorded travels by value
+      local other = { __index = {} }
+      local o = unpack(pack({ home = true }, setmetatable({}, other)))
+      assert.not_equal(other, getmetatable(o))
+      assert.is_table(getmetatable(o).__index)
+    end)
+
+    it("that the receiver does not know are an error naming the class", function()
+      local s = "\1\7\0\0" .. CLASS .. "\14FarmSpecNoSuch\0\0"
+      assert.matches("class 'FarmSpecNoSuch'.*not known here", errmsg(unpack, s))
+      assert.equal(Dog, getmetatable(unpack("\1\7\0\0" .. CLASS .. "\11FarmSpecDog\0\0")))
+    end)
+
+    it("are recorded from the globals that arrive, and their fields", function()
+      local genv = { Pets = { Parrot = { __index = { says = "hello" } } } }
+      local f = load("return function() return Pets end", "=p", "t", genv)()
+      local texts = { [f] = { chunk = "=p", line = 1, name = "f", where = "p:1",
+                              text = "return function() return Pets end", globals = { "Pets" } } }
+      local s = pack({ describe = function(g) return texts[g] end, globals = genv }, f)
+      local env = {}
+      unpack(s, { env = env, record = true })
+      local parrot = setmetatable({}, env.Pets.Parrot)
+      local back = pack({ home = true }, parrot)
+      assert.truthy(back:find(CLASS .. "\11Pets.Parrot\0", 1, true))
+    end)
+
+    it("are checked as they arrive", function()
+      assert.matches("^malformed message: a class where", errmsg(unpack, "\1" .. CLASS .. "\3Dog\0\0"))
+      assert.matches("^malformed message: bad class name", errmsg(unpack, "\1\7\0\0" .. CLASS .. "\4a.b.\0\0"))
+      assert.matches("^malformed message: bad class value", errmsg(unpack, "\1\7\0\0" .. CLASS .. "\3Dog\1\0"))
+      assert.matches("^malformed message: ", errmsg(unpack, "\1\7\0\0" .. CLASS .. "\3Dog"))
+    end)
+  end)
+
+  describe("sharing", function()
+    local texts = setmetatable({}, { __mode = "k" })
+    local function describe_fn(f) return assert(texts[f], "no text for this function") end
+    local UPREF = string.char(14)
+
+    local function counter()
+      local n = 0
+      local function inc() n = n + 1 end
+      local function get() return n end
+      texts[inc] = { chunk = "=c", line = 1, name = "inc", where = "c:1",
+                     text = "local n; return function() n = n + 1 end" }
+      texts[get] = { chunk = "=c", line = 1, name = "get", where = "c:1",
+                     text = "local n; return function() return n end" }
+      return inc, get
+    end
+
+    it("keeps closures that share an upvalue sharing it", function()
+      local inc, get = counter()
+      inc()
+      local s = pack({ describe = describe_fn }, inc, get)
+      assert.truthy(s:find(UPREF .. "\1\1n", 1, true))
+      local i2, g2 = unpack(s)
+      assert.equal(1, g2())
+      i2(); i2()
+      assert.equal(3, g2())
+      assert.equal(1, get())                -- the sender's are their own
+      assert.equal(debug.upvalueid(i2, 1), debug.upvalueid(g2, 1))
+      -- one of them alone, or a copy each: nothing is joined
+      local lone = unpack(pack({ describe = describe_fn }, get))
+      assert.equal(1, lone())
+    end)
+
+    it("continues a block: its references reach the tables and upvalues of the one before", function()
+      local inc, get = counter()
+      local t = { v = 1 }
+      local function job() inc(); return t end
+      texts[job] = { chunk = "=j", line = 1, name = "job", where = "j:1",
+                     text = "local inc, t; return function() inc(); return t end" }
+      local keep = {}
+      local fblock, nseen = pack({ describe = describe_fn, keep = keep }, job)
+      assert.equal(3, nseen)                -- job, inc, t
+      local args = pack({ describe = describe_fn, prior = keep, nprior = nseen }, t, get, { t })
+      local chain = {}
+      local f = unpack(fblock, { chain = chain })
+      local x, g, y = unpack(args, { chain = chain })
+      assert.is_true(rawequal(f(), x))
+      assert.equal(x, y[1])
+      assert.equal(1, g())
+      f()
+      assert.equal(2, g())
+      -- without the chain, a reference to the block before is malformed
+      assert.matches("^malformed message: bad reference", errmsg(unpack, args))
+    end)
+
+    it("checks upvalue references as they arrive", function()
+      local FUNC = "\9"
+      local text = "local n; return function() return n end"
+      local fn = FUNC .. "\2=c\1" .. string.char(#text) .. text .. "\1\1n"
+      assert.matches("^malformed message: bad upvalue reference",
+        errmsg(unpack, "\1" .. fn .. UPREF .. "\2\1n\0"))
+      assert.matches("^malformed message: function has no upvalue 'm'",
+        errmsg(unpack, "\1" .. fn .. UPREF .. "\1\1m\0"))
+      assert.matches("^malformed message: upvalue reference to something not a Lua function",
+        errmsg(unpack, "\2\6\0\0" .. fn .. UPREF .. "\1\1n\0"))
+      assert.matches("^malformed message: an upvalue reference where", errmsg(unpack, "\1" .. UPREF .. "\1\1n\0"))
+      -- a reference to itself is fine
+      assert.is_function(unpack("\1" .. fn .. UPREF .. "\1\1n\0"))
+    end)
+  end)
+
   describe("refuses what cannot travel", function()
     local function work_desc(t)
       return function() return t end
@@ -226,6 +367,12 @@ describe("codec", function()
       end
       assert.matches("^malformed message: .*trailing", errmsg(unpack, s .. "\0"))
       assert.matches("^malformed message: unknown tag", errmsg(unpack, "\1\99\0"))
+    end)
+
+    it("module references nested in their own loading information, too deep", function()
+      local s = "\1" .. string.rep("\12\1m", 300) .. "\0"
+      assert.matches("^malformed message: table nesting too deep",
+        errmsg(unpack, s, { resolve = function() return {} end }))
     end)
 
     it("a huge count in a few bytes", function()

@@ -379,6 +379,104 @@ return M
       end)
     end)
 
+    describe("classes", function()
+      local DOG = [[
+        Dog = {}
+        Dog.__index = Dog
+        function Dog.new(name) return setmetatable({ name = name }, Dog) end
+        function Dog:speak() return self.name .. " says woof" end
+      ]]
+
+      it("brings back an instance of a global class with the client's own class", function()
+        assert.are.equal("true\trex says woof\nrex sits\n1\t2000\n", script(DOG .. [[
+          local r = farm.submit(function(n) return Dog.new(n) end, "rex"):result()
+          print(getmetatable(r) == Dog, r:speak())
+          function Dog:sit() return self.name .. " sits" end   -- added after the job returned
+          print(r:sit())
+          local fs = {}
+          for i = 1, 2000 do fs[i] = farm.submit(function(i) return Dog.new("d" .. i) end, i) end
+          local mts, same = {}, 0
+          for i = 1, 2000 do
+            local mt = getmetatable(fs[i]:result())
+            mts[mt] = true
+            if mt == Dog then same = same + 1 end
+          end
+          local n = 0
+          for _ in pairs(mts) do n = n + 1 end
+          print(n, same)
+        ]]))
+      end)
+
+      it("passes an instance of a global class as an argument, and it comes back as the client's", function()
+        assert.are.equal("rex says woof\ntrue\trex says woof\ntrue\ttrue\ntrue\n", script(DOG .. [[
+          local rex = Dog.new("rex")
+          print(farm.submit(function(d) return d:speak() end, rex):result())
+          -- a job that names the class sees the same class in its argument
+          print(farm.submit(function(d) return getmetatable(d) == Dog, d:speak() end, rex):result())
+          local back, other = farm.submit(function(d) return d, Dog.new("max") end, rex):result()
+          print(getmetatable(back) == Dog, getmetatable(other) == Dog)
+          -- in a table, through farm.map
+          local out = farm.map(function(d) return d end, { rex, Dog.new("a"), Dog.new("b") })
+          print(getmetatable(out[1]) == Dog and getmetatable(out[3]) == Dog and out[2]:speak() == "a says woof")
+        ]]))
+      end)
+
+      it("keeps classes that are fields of a global, and a class hierarchy", function()
+        assert.are.equal("true\tmeow\ntrue\ttrue\tpurr\n", script([[
+          animals = {}
+          animals.Cat = {}
+          animals.Cat.__index = animals.Cat
+          function animals.Cat:speak() return "meow" end
+          local c = farm.submit(function() return setmetatable({}, animals.Cat) end):result()
+          print(getmetatable(c) == animals.Cat, c:speak())
+          Kitten = setmetatable({}, { __index = animals.Cat })
+          Kitten.__index = Kitten
+          function Kitten:purr() return "purr" end
+          local k = farm.submit(function(x) return x end, setmetatable({}, Kitten)):result()
+          print(getmetatable(k) == Kitten, getmetatable(Kitten).__index == animals.Cat, k:purr())
+        ]]))
+      end)
+
+      it("keeps a class from a module in package.loaded, both ways", function()
+        local d = moddir()
+        H.write(d .. "/shapes.lua", [[
+local Circle = {}
+Circle.__index = Circle
+function Circle.new(r) return setmetatable({ r = r }, Circle) end
+function Circle:area() return 3 * self.r * self.r end
+return { Circle = Circle }
+]])
+        assert.are.equal("true\t12\ntrue\t27\ttrue\n", script([[
+          package.path = %q .. "/?.lua;" .. package.path
+          local shapes = require "shapes"
+          local c = farm.submit(function(r) return shapes.Circle.new(r) end, 2):result()
+          print(getmetatable(c) == shapes.Circle, c:area())
+          local back, area, same = farm.submit(function(x)
+            return x, x:area(), getmetatable(x) == require("shapes").Circle
+          end, shapes.Circle.new(3)):result()
+          print(getmetatable(back) == shapes.Circle, area, same)
+        ]], d))
+      end)
+
+      it("keeps the class through a job's own job", function()
+        assert.are.equal("true\tmeow\n", script([[
+          Cat = { __index = { say = function() return "meow" end } }
+          local r, m = farm.submit(function(c)
+            return farm.submit(function(x) return x, x.say() end, c):result()
+          end, setmetatable({}, Cat)):result()
+          print(getmetatable(r) == Cat, m)
+        ]]))
+      end)
+
+      it("carries a metatable with no name by value, as before", function()
+        assert.are.equal("false\thi\thi\n", script([[
+          local mt = { __index = { hi = function() return "hi" end } }
+          local r, said = farm.submit(function(x) return x, x:hi() end, setmetatable({}, mt)):result()
+          print(getmetatable(r) == mt, said, r:hi())
+        ]]))
+      end)
+    end)
+
     describe("globals", function()
       it("ships functions the script adds to string, called as methods and as fields", function()
         assert.are.equal("[  x  ]\n[x]\n[a b]\t[a b]\n", script([[
@@ -412,6 +510,67 @@ return M
           end, 1):result())
         ]]))
       end)
+    end)
+  end)
+
+  describe("sharing", function()
+    it("keeps two closures over one upvalue sharing it, passed together as arguments", function()
+      local n = 0
+      local function inc() n = n + 1 end
+      local function get() return n end
+      assert.are.equal(2, run(function(i, g) i(); i(); return g() end, inc, get))
+      -- and in one table, and with the counter in a table
+      local box = { k = 0 }
+      local function bump() box.k = box.k + 1 end
+      local function read() return box.k end
+      assert.are.equal(3, run(function(t) t.inc(); t.inc(); t.inc(); return t.get() end,
+        { inc = bump, get = read }))
+      assert.are.equal(0, n)
+    end)
+
+    it("keeps a closure in an argument sharing an upvalue with the job function", function()
+      local n = 0
+      local function inc() n = n + 1 end
+      local a, b = run(function(get) inc(); inc(); return get(), n end, function() return n end)
+      assert.are.equal(2, a)
+      assert.are.equal(2, b)
+    end)
+
+    it("makes a table that is an argument and an upvalue of the job one table there", function()
+      local t = { v = 1 }
+      local same, seen = run(function(x) x.v = 5; return rawequal(x, t), t.v end, t)
+      assert.is_true(same)
+      assert.are.equal(5, seen)
+      -- also in every chunk of a map, and the job's copy only: the script's is untouched
+      local list = { t, t, t }
+      local out = farm.map(function(x) return rawequal(x, t) end, list)
+      assert.are.same({ true, true, true }, out)
+      assert.are.equal(1, t.v)
+    end)
+
+    it("keeps two returned closures sharing their upvalue", function()
+      local inc, get = run(function()
+        local n = 0
+        return function() n = n + 1 end, function() return n end
+      end)
+      inc(); inc()
+      assert.are.equal(2, get())
+      local c = run(function()
+        local n = 10
+        return { up = function() n = n + 1; return n end, peek = function() return n end }
+      end)
+      c.up()
+      assert.are.equal(11, c.peek())
+    end)
+
+    it("keeps a closure held in another's upvalue sharing their common upvalue", function()
+      local n = 0
+      local function get() return n end
+      local function inc() n = n + 1; return get end        -- n met before get
+      local function inc2() local g = get; n = n + 1; return g end   -- get met before n
+      assert.are.equal(2, run(function(i) i(); return i()() end, inc))
+      assert.are.equal(2, run(function(i) i(); return i()() end, inc2))
+      assert.are.equal(0, n)
     end)
   end)
 

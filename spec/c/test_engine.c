@@ -37,7 +37,7 @@ static char *block(const char *src, int nargs, const int *args, size_t *n) {
   luaL_openlibs(L);
   farm_buf b;
   farm__buf_init(&b);
-  farm_encoder e = { 0, 0, 0, "value" };
+  farm_encoder e = { .root = "value" };
   if (src) {
     if (luaL_loadstring(L, describe) != LUA_OK) abort();
     lua_pushstring(L, src);

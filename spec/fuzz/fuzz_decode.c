@@ -3,7 +3,9 @@
  *
  * Every input is decoded in a fresh lua_State under lua_pcall, with a resolver
  * that returns nil and a chunk cache, so every branch of the decoder is
- * reachable. Decoding may compile and run function text from the input; it
+ * reachable; as a worker decodes a job, it records class names, and it is
+ * decoded a second time continuing the first (one chain, as a job's argument
+ * block continues its function block), so references reach back. Decoding may compile and run function text from the input; it
  * runs with an empty environment, an instruction budget and a memory cap, so
  * that a loop or a huge string.rep the fuzzer writes is an error, not a hang
  * or an out-of-memory report. A malformed input must raise a Lua error;
@@ -54,10 +56,13 @@ typedef struct input {
   size_t n;
 } input;
 
-/* decode(input, env, resolve, cache) */
+/* decode(input, env, resolve, cache, chain) */
 static int decode(lua_State *L) {
   const input *in = lua_touserdata(L, 1);
-  farm_decoder d = {.env = 2, .resolve = 3, .cache = 4};
+  farm_decoder d = {.env = 2, .resolve = 3, .cache = 4, .chain = 5, .record = 1};
+  lua_settop(L, 5);
+  farm_codec_decode(L, in->p, in->n, &d);
+  lua_settop(L, 5);
   return farm_codec_decode(L, in->p, in->n, &d);
 }
 
@@ -74,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_newtable(L);
   lua_pushcfunction(L, resolve_nil);
   lua_newtable(L);
-  lua_pcall(L, 4, LUA_MULTRET, 0);
+  lua_newtable(L);
+  lua_pcall(L, 5, LUA_MULTRET, 0);
   lua_close(L);
   return 0;
 }

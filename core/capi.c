@@ -558,7 +558,7 @@ static void push_package(lua_State *L, submit_req *r) {
     push_qualified(L, r->what);
     lua_rawset(L, e.names);
     fn->fresh = 0;
-    u->nseen = farm_codec_encode(L, b, v, 1, &e);
+    u->nseen = farm__codec_encode(L, b, v, 1, &e);
   } else {
     compile_source(L, r->what);
     int fnidx = lua_gettop(L);
@@ -583,7 +583,7 @@ static void push_package(lua_State *L, submit_req *r) {
     e.names = lua_gettop(L);
     lua_pushglobaltable(L);
     e.globals = lua_gettop(L);
-    u->nseen = farm_codec_encode(L, b, fnidx, 1, &e);
+    u->nseen = farm__codec_encode(L, b, fnidx, 1, &e);
   }
   if (!b->n) luaL_error(L, "out of memory");
   fn->p = farm__buf_steal(b, &fn->n);
@@ -649,7 +649,7 @@ static int p_submit(lua_State *L) {
     e.nprior = u->nseen;
   }
   r->f->enc.n = 0;
-  farm_codec_encode(L, &r->f->enc, first, r->nargs, &e);
+  farm__codec_encode(L, &r->f->enc, first, r->nargs, &e);
   r->fn = u->fn;
   return 0;
 }
@@ -817,7 +817,7 @@ static int p_results(lua_State *L) {
   farm_decoder d;
   memset(&d, 0, sizeof d);
   d.resolve = 2;                   /* (env 0: globals a result brings stay its own) */
-  int n = farm_codec_decode(L, j->res, j->nres, &d);
+  int n = farm__codec_decode(L, j->res, j->nres, &d);
   luaL_checkstack(L, n + LUA_MINSTACK, "too many results");
   for (int i = 0; i < n; i++) {
     int idx = 4 + 2 * i;

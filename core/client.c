@@ -263,7 +263,7 @@ static int l_package(lua_State *L) {
   farm_encoder e;
   setup_encoder(L, &e, 2, 3, 4, 1, "function");
   if (fresh) e.keep = 6;
-  lua_Integer nseen = farm_codec_encode(L, b, 4, 1, &e);
+  lua_Integer nseen = farm__codec_encode(L, b, 4, 1, &e);
   lua_settop(L, top);
   farm_fn *f = calloc(1, sizeof *f);
   if (!f || !(f->p = farm__dupmem(b->p, b->n))) { free(f); return luaL_error(L, "farm: out of memory"); }
@@ -364,7 +364,7 @@ static int l_submit(lua_State *L) {
   farm_encoder e;
   setup_encoder(L, &e, 4, 5, first, n, "argument");
   continue_fn(L, 3, &e);
-  farm_codec_encode(L, b, first, n, &e);
+  farm__codec_encode(L, b, first, n, &e);
   check_size(L, c, b->n + f->n, "the function and its arguments");
   farm_job *j = new_job(L, c, f, FARM_MODE_CALL, b);
   job_options(L, opts, j);
@@ -396,7 +396,7 @@ static int l_submit_map(lua_State *L) {
   farm_encoder e;
   setup_encoder(L, &e, 3, 4, base, nl + 1, "argument");
   continue_fn(L, 2, &e);
-  farm_codec_encode(L, b, base, nl + 1, &e);
+  farm__codec_encode(L, b, base, nl + 1, &e);
   check_size(L, c, b->n + f->n, "the function and the items of one map chunk");
   lua_settop(L, base - 1);
   farm_job *j = new_job(L, c, f, FARM_MODE_MAP, b);
@@ -516,7 +516,7 @@ static int l_result(lua_State *L) {
     if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
     if (!lua_isnoneornil(L, 3)) d.cache = 3;
     lua_pushboolean(L, 1);
-    int n = farm_codec_decode(L, j->res, j->nres, &d);
+    int n = farm__codec_decode(L, j->res, j->nres, &d);
     return n + 1;
   }
   lua_pushboolean(L, 0);
@@ -532,7 +532,7 @@ static int l_result(lua_State *L) {
   d.env = j->untrusted ? 0 : lua_gettop(L);
   if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
   if (!lua_isnoneornil(L, 3)) d.cache = 3;
-  int n = farm_codec_decode(L, j->val, j->nval, &d);
+  int n = farm__codec_decode(L, j->val, j->nval, &d);
   if (n != 1) { lua_pop(L, n + 1); return 4; }
   lua_remove(L, -2);
   return 5;

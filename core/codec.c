@@ -906,7 +906,7 @@ static void encode_globals(enc *E) {
   put_u8(E, 0);    /* str(""): end of globals */
 }
 
-lua_Integer farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
+lua_Integer farm__codec_encode(lua_State *L, farm_buf *b, int first, int n,
                               const farm_encoder *e) {
   enc E;
   E.L = L;
@@ -1465,7 +1465,7 @@ static void decode_value(dec *D) {
   malformed(L, "unknown tag %d", (int)tag);
 }
 
-int farm_codec_decode(lua_State *L, const void *p, size_t len,
+int farm__codec_decode(lua_State *L, const void *p, size_t len,
                       const farm_decoder *d) {
   dec D;
   D.L = L;
@@ -1585,7 +1585,7 @@ static int l_pack(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
-  lua_Integer nref = farm_codec_encode(L, b, 2, n, &e);
+  lua_Integer nref = farm__codec_encode(L, b, 2, n, &e);
   lua_pushlstring(L, b->p ? b->p : "", b->n);
   farm__buf_free(b);
   if (!e.keep) return 1;
@@ -1611,7 +1611,7 @@ static int l_unpack(lua_State *L) {
   d.chain = opt_field(L, opts, "chain", LUA_TTABLE, "a table");
   int rec = opt_field(L, opts, "record", LUA_TBOOLEAN, "a boolean");
   d.record = rec && lua_toboolean(L, rec);
-  return farm_codec_decode(L, s, len, &d);
+  return farm__codec_decode(L, s, len, &d);
 }
 
 /* core.is_env(v) -> true when v is an environment the decoder made (the _ENV of

@@ -138,12 +138,12 @@ typedef struct farm_decoder {
      cannot ship global 'db' (userdata) used by function 'work' (job.lua:12)
    b must be owned by something that outlives a Lua error (it is not freed here).
    Returns how many tables and functions are numbered, prior ones included. */
-lua_Integer farm_codec_encode(lua_State *L, farm_buf *b, int first, int n,
+lua_Integer farm__codec_encode(lua_State *L, farm_buf *b, int first, int n,
                               const farm_encoder *e);
 
 /* Decode one block from p[0..len): pushes its values and returns how many.
    Raises "malformed message: <reason>" on bad input. Trailing bytes are an error. */
-int farm_codec_decode(lua_State *L, const void *p, size_t len,
+int farm__codec_decode(lua_State *L, const void *p, size_t len,
                       const farm_decoder *d);
 
 #endif

@@ -1609,6 +1609,7 @@ void farm__engine_close(farm_engine *e) {
   e->dir[0] = 0;
   e->closed = 1;
   changed(e);
+  wake_waiters(e);                 /* a thread waiting on this engine hears at once */
   pthread_mutex_unlock(&e->mu);
 }
 

@@ -619,7 +619,7 @@ static int p_decode(lua_State *L) {
                      .install = lua_isfunction(L, 5) ? 5 : 0,   /* results can be functions */
                      .chain = lua_istable(L, 1) ? 1 : 0,
                      .record = 1 };      /* the client's classes, to name them in results */
-  return farm_codec_decode(L, p, n, &d);
+  return farm__codec_decode(L, p, n, &d);
 }
 
 /* encode(w, values...) into w->enc */
@@ -634,7 +634,7 @@ static int p_encode(lua_State *L) {
   farm_encoder e = { .names = top + 2, .describe = top + 1, .globals = top + 3, .root = "result",
                      .home = 1 };        /* the client's classes go back by name */
   w->enc.n = 0;
-  farm_codec_encode(L, &w->enc, 2, n, &e);
+  farm__codec_encode(L, &w->enc, 2, n, &e);
   return 0;
 }
 

@@ -231,6 +231,13 @@ static void test_sources(farm *f) {
                    "local function sum(n) local s = 0 for i = 1, n do s = s + sq(i) end return s end\n"
                    "return sum", 3), 14, "local functions of the chunk travel as upvalues");
 
+  is_int(int_of(f, "function(x) return farm.submit(function(y) return y * 2 end, x):result() end", 21),
+         42, "a job submits a job of its own through the worker's farm");
+  is_int(int_of(f, "local t = {10, 20, 30}\nreturn function(i) t[i] = t[i] + 1 return t[i] end", 2), 21,
+         "a table upvalue travels with the job");
+  is_int(int_of(f, "local t = {10, 20, 30}\nreturn function(i) t[i] = t[i] + 1 return t[i] end", 2), 21,
+         "...afresh for each job");
+
   is_int(farm_submit_source(f, "function(x) return x + end", NULL, 0, &fu), FARM_EINVAL,
          "a source that does not compile: FARM_EINVAL");
   has_str(farm_last_error(f), "farm_submit_source:1:", "...and the message names the chunk and line");

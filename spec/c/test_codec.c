@@ -78,7 +78,7 @@ static int c_encode(lua_State *L) {
   farm_buf *b = lua_touserdata(L, 1);
   farm_encoder e = {0};
   e.root = "argument";
-  farm_codec_encode(L, b, 2, lua_gettop(L) - 1, &e);
+  farm__codec_encode(L, b, 2, lua_gettop(L) - 1, &e);
   return 0;
 }
 
@@ -90,7 +90,7 @@ static int c_decode(lua_State *L) {
   d.env = lua_isnil(L, 2) ? 0 : 2;
   d.resolve = lua_isnil(L, 3) ? 0 : 3;
   d.cache = lua_isnil(L, 4) ? 0 : 4;
-  return farm_codec_decode(L, m->p, m->n, &d);
+  return farm__codec_decode(L, m->p, m->n, &d);
 }
 
 static int resolve_nil(lua_State *L) {

@@ -47,10 +47,10 @@ static char *block(const char *src, int nargs, const int *args, size_t *n) {
     e.globals = lua_gettop(L);
     if (luaL_loadstring(L, src) != LUA_OK) abort();
     lua_call(L, 0, 1);
-    farm_codec_encode(L, &b, lua_gettop(L), 1, &e);
+    farm__codec_encode(L, &b, lua_gettop(L), 1, &e);
   } else {
     for (int i = 0; i < nargs; i++) lua_pushinteger(L, args[i]);
-    farm_codec_encode(L, &b, 1, nargs, &e);
+    farm__codec_encode(L, &b, 1, nargs, &e);
   }
   lua_close(L);
   return farm__buf_steal(&b, n);

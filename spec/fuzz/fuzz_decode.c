@@ -61,9 +61,9 @@ static int decode(lua_State *L) {
   const input *in = lua_touserdata(L, 1);
   farm_decoder d = {.env = 2, .resolve = 3, .cache = 4, .chain = 5, .record = 1};
   lua_settop(L, 5);
-  farm_codec_decode(L, in->p, in->n, &d);
+  farm__codec_decode(L, in->p, in->n, &d);
   lua_settop(L, 5);
-  return farm_codec_decode(L, in->p, in->n, &d);
+  return farm__codec_decode(L, in->p, in->n, &d);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -122,24 +122,55 @@ static int msghandler(lua_State *L) {
   return 1;
 }
 
-/* Standard libraries, and farm configured as the command line says (protected). */
-typedef struct run_opts {
-  long nworkers;                   /* -1: not given */
-  int echo, progress;
-  const char *nodes, *hosts, *key_file, *remote_farm;
-  int accept_new;
-  double heartbeat;
-} run_opts;
-
 static void set_str(lua_State *L, const char *k, const char *v) {
   if (v) { lua_pushstring(L, v); lua_setfield(L, -2, k); }
 }
 
-/* Standard libraries, and farm configured as the command line says (protected). */
-static int open_farm(lua_State *L) {
-  const run_opts *o = lua_touserdata(L, 1);
-  luaL_openlibs(L);
-  luaL_requiref(L, "farm", luaopen_farm, 1);
+int farm__cli_fail(const char *fmt, const char *a) { return fail(fmt, a); }
+
+int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
+  const char *a = argv[*i];
+  if (strcmp(a, "-n") == 0 || strcmp(a, "--workers") == 0) {
+    char *end;
+    if (*i + 1 >= argc) return fail("%s needs a number of workers, e.g. -n 4", a);
+    const char *v = argv[++*i];
+    o->nworkers = strtol(v, &end, 10);
+    if (*end || !*v || o->nworkers < 0 || o->nworkers > 256)
+      return fail("-n takes a number of workers from 0 (only nodes) to 256, not '%s'", v);
+    return 1;
+  }
+  if (strcmp(a, "--no-local") == 0) { o->nworkers = 0; return 1; }
+  if (strcmp(a, "--quiet-jobs") == 0) { o->echo = 0; return 1; }
+  if (strcmp(a, "--accept-new-hosts") == 0) { o->accept_new = 1; return 1; }
+  if (strcmp(a, "--nodes") && strcmp(a, "--hosts") && strcmp(a, "--key-file") &&
+      strcmp(a, "--remote-farm") && strcmp(a, "--heartbeat"))
+    return 0;
+  if (*i + 1 >= argc || !*argv[*i + 1])
+    return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
+                : !strcmp(a, "--hosts") ? "%s needs a list of hosts, e.g. --hosts h1,h2:2222,node://h3:7070"
+                : !strcmp(a, "--heartbeat") ? "%s needs a number of seconds, e.g. --heartbeat 1"
+                : "%s needs a path", a);
+  const char *v = argv[++*i];
+  if (!strcmp(a, "--nodes")) { if (o->hosts) return fail("%s", "give --nodes or --hosts, not both"); o->nodes = v; }
+  else if (!strcmp(a, "--hosts")) { if (o->nodes) return fail("%s", "give --nodes or --hosts, not both"); o->hosts = v; }
+  else if (!strcmp(a, "--key-file")) o->key_file = v;
+  else if (!strcmp(a, "--remote-farm")) o->remote_farm = v;
+  else {
+    char *end;
+    o->heartbeat = strtod(v, &end);
+    if (*end || !(o->heartbeat >= 0.05 && o->heartbeat <= 3600))
+      return fail("--heartbeat takes seconds from 0.05 to 3600, not '%s'", v);
+  }
+  return 1;
+}
+
+int farm__pool_check(const farm_pool_opts *o) {
+  if (o->nworkers == 0 && !o->nodes && !o->hosts)
+    return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
+  return 0;
+}
+
+void farm__pool_config(lua_State *L, const farm_pool_opts *o) {
   lua_getfield(L, -1, "config");
   lua_createtable(L, 0, 8);
   if (o->nworkers > 0) { lua_pushinteger(L, o->nworkers); lua_setfield(L, -2, "workers"); }
@@ -155,6 +186,14 @@ static int open_farm(lua_State *L) {
   if (o->accept_new) { lua_pushboolean(L, 1); lua_setfield(L, -2, "accept_new_hosts"); }
   if (o->heartbeat > 0) { lua_pushnumber(L, o->heartbeat); lua_setfield(L, -2, "heartbeat"); }
   lua_call(L, 1, 0);
+}
+
+/* Standard libraries, and farm configured as the command line says (protected). */
+static int open_farm(lua_State *L) {
+  const farm_pool_opts *o = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  luaL_requiref(L, "farm", luaopen_farm, 1);
+  farm__pool_config(L, o);
   return 0;
 }
 
@@ -216,50 +255,25 @@ static int p_load_script(lua_State *L) {
 
 static int cmd_run(int argc, char **argv) {
   const char *script = NULL;
-  run_opts o = { .nworkers = -1, .echo = 1, .progress = isatty(2) };
+  farm_pool_opts o = FARM_POOL_OPTS_INIT;
+  o.progress = isatty(2);
   int traceback = 0, stats = 0, i, first_arg = argc;
   for (i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { first_arg = i + 1; break; }
-    if (strcmp(a, "-n") == 0 || strcmp(a, "--workers") == 0) {
-      char *end;
-      if (i + 1 >= argc) return fail("%s needs a number of workers, e.g. -n 4", a);
-      o.nworkers = strtol(argv[++i], &end, 10);
-      if (*end || !*argv[i] || o.nworkers < 0 || o.nworkers > 256)
-        return fail("-n takes a number of workers from 0 (only nodes) to 256, not '%s'", argv[i]);
-    } else if (strcmp(a, "--no-local") == 0) o.nworkers = 0;
-    else if (strcmp(a, "--quiet-jobs") == 0) o.echo = 0;
-    else if (strcmp(a, "--progress") == 0) o.progress = 1;
+    int took = farm__pool_option(argc, argv, &i, &o);
+    if (took == 2) return 2;
+    if (took) continue;
+    if (strcmp(a, "--progress") == 0) o.progress = 1;
     else if (strcmp(a, "--no-progress") == 0) o.progress = 0;
     else if (strcmp(a, "--stats") == 0) stats = 1;
     else if (strcmp(a, "--traceback") == 0) traceback = 1;
-    else if (strcmp(a, "--accept-new-hosts") == 0) o.accept_new = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
-    else if (!strcmp(a, "--nodes") || !strcmp(a, "--hosts") || !strcmp(a, "--key-file") ||
-             !strcmp(a, "--remote-farm") || !strcmp(a, "--heartbeat")) {
-      if (i + 1 >= argc || !*argv[i + 1])
-        return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
-                    : !strcmp(a, "--hosts") ? "%s needs a list of hosts, e.g. --hosts h1,h2:2222,node://h3:7070"
-                    : !strcmp(a, "--heartbeat") ? "%s needs a number of seconds, e.g. --heartbeat 1"
-                    : "%s needs a path", a);
-      const char *v = argv[++i];
-      if (!strcmp(a, "--nodes")) { if (o.hosts) return fail("%s", "give --nodes or --hosts, not both"); o.nodes = v; }
-      else if (!strcmp(a, "--hosts")) { if (o.nodes) return fail("%s", "give --nodes or --hosts, not both"); o.hosts = v; }
-      else if (!strcmp(a, "--key-file")) o.key_file = v;
-      else if (!strcmp(a, "--remote-farm")) o.remote_farm = v;
-      else {
-        char *end;
-        o.heartbeat = strtod(v, &end);
-        if (*end || !(o.heartbeat >= 0.05 && o.heartbeat <= 3600))
-          return fail("--heartbeat takes seconds from 0.05 to 3600, not '%s'", v);
-      }
-    }
     else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm run' (see farm --help; the script's own options go after --)", a);
     else if (!script) script = a;
     else { first_arg = i; break; }
   }
-  if (o.nworkers == 0 && !o.nodes && !o.hosts)
-    return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
+  if (farm__pool_check(&o)) return 2;
   if (!script) return fail("%s", "'farm run' needs a script: farm run SCRIPT.lua");
   lua_State *L = luaL_newstate();
   if (!L) return fail("%s", "out of memory");

@@ -53,91 +53,35 @@ static const char usage[] =
   "  With standard input not a terminal, statements are read from it with no\n"
   "  prompt, and the exit status is 1 when one of them failed.\n";
 
-static int fail(const char *fmt, const char *a) {
-  fputs("farm: ", stderr);
-  fprintf(stderr, fmt, a);
-  fputs("\n", stderr);
-  return 2;
-}
+#define fail farm__cli_fail
 
-/* ---- options: farm run's, without a script ---------------------------------- */
+/* ---- options: farm run's pool options, without a script ------------------------ */
 
-typedef struct repl_opts {
-  long nworkers;                   /* -1: not given */
-  int echo, accept_new;
-  const char *nodes, *hosts, *key_file, *remote_farm;
-  double heartbeat;
-} repl_opts;
-
-static int parse_opts(int argc, char **argv, repl_opts *o) {
+static int parse_opts(int argc, char **argv, farm_pool_opts *o) {
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "-n") == 0 || strcmp(a, "--workers") == 0) {
-      char *end;
-      if (i + 1 >= argc) return fail("%s needs a number of workers, e.g. -n 4", a);
-      o->nworkers = strtol(argv[++i], &end, 10);
-      if (*end || !*argv[i] || o->nworkers < 0 || o->nworkers > 256)
-        return fail("-n takes a number of workers from 0 (only nodes) to 256, not '%s'", argv[i]);
-    } else if (strcmp(a, "--no-local") == 0) o->nworkers = 0;
-    else if (strcmp(a, "--quiet-jobs") == 0) o->echo = 0;
-    else if (strcmp(a, "--accept-new-hosts") == 0) o->accept_new = 1;
-    else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
-    else if (!strcmp(a, "--nodes") || !strcmp(a, "--hosts") || !strcmp(a, "--key-file") ||
-             !strcmp(a, "--remote-farm") || !strcmp(a, "--heartbeat")) {
-      if (i + 1 >= argc || !*argv[i + 1])
-        return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
-                    : !strcmp(a, "--hosts") ? "%s needs a list of hosts, e.g. --hosts h1,h2:2222,node://h3:7070"
-                    : !strcmp(a, "--heartbeat") ? "%s needs a number of seconds, e.g. --heartbeat 1"
-                    : "%s needs a path", a);
-      const char *v = argv[++i];
-      if (!strcmp(a, "--nodes")) { if (o->hosts) return fail("%s", "give --nodes or --hosts, not both"); o->nodes = v; }
-      else if (!strcmp(a, "--hosts")) { if (o->nodes) return fail("%s", "give --nodes or --hosts, not both"); o->hosts = v; }
-      else if (!strcmp(a, "--key-file")) o->key_file = v;
-      else if (!strcmp(a, "--remote-farm")) o->remote_farm = v;
-      else {
-        char *end;
-        o->heartbeat = strtod(v, &end);
-        if (*end || !(o->heartbeat >= 0.05 && o->heartbeat <= 3600))
-          return fail("--heartbeat takes seconds from 0.05 to 3600, not '%s'", v);
-      }
-    }
-    else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm repl' (see farm repl --help)", a);
-    else return fail("'farm repl' takes no script ('%s'): to run one, say 'farm run SCRIPT.lua'", a);
+    int took = farm__pool_option(argc, argv, &i, o);
+    if (took == 2) return 2;
+    if (took) continue;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
+    if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm repl' (see farm repl --help)", a);
+    return fail("'farm repl' takes no script ('%s'): to run one, say 'farm run SCRIPT.lua'", a);
   }
-  if (o->nworkers == 0 && !o->nodes && !o->hosts)
-    return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
+  if (farm__pool_check(o)) return 2;
   return -1;                       /* go on */
 }
 
 /* the registry key of the marker Ctrl-C raises (see make_marker) */
 static const char interrupt_key = 0;
 
-static void set_str(lua_State *L, const char *k, const char *v) {
-  if (v) { lua_pushstring(L, v); lua_setfield(L, -2, k); }
-}
-
 /* Standard libraries, farm configured as the command line says, the pool
    started, and the session (lua/repl.lua) made; leaves the session (protected). */
 static int open_session(lua_State *L) {
-  const repl_opts *o = lua_touserdata(L, 1);
+  const farm_pool_opts *o = lua_touserdata(L, 1);
   int tty = lua_toboolean(L, 2), color = lua_toboolean(L, 3);
   luaL_openlibs(L);
   luaL_requiref(L, "farm", luaopen_farm, 1);
-  lua_getfield(L, -1, "config");
-  lua_createtable(L, 0, 8);
-  if (o->nworkers > 0) { lua_pushinteger(L, o->nworkers); lua_setfield(L, -2, "workers"); }
-  if (o->nworkers == 0) { lua_pushboolean(L, 0); lua_setfield(L, -2, "local_workers"); }
-  lua_pushboolean(L, o->echo);
-  lua_setfield(L, -2, "echo");
-  lua_pushboolean(L, 0);           /* a progress line and a prompt would fight */
-  lua_setfield(L, -2, "progress");
-  set_str(L, "nodes", o->nodes);
-  set_str(L, "hosts", o->hosts);
-  set_str(L, "key_file", o->key_file);
-  set_str(L, "remote_farm", o->remote_farm);
-  if (o->accept_new) { lua_pushboolean(L, 1); lua_setfield(L, -2, "accept_new_hosts"); }
-  if (o->heartbeat > 0) { lua_pushnumber(L, o->heartbeat); lua_setfield(L, -2, "heartbeat"); }
-  lua_call(L, 1, 0);
+  farm__pool_config(L, o);         /* (progress is off: a progress line and a prompt would fight) */
   lua_getfield(L, -1, "workers");  /* the pool (and the nodes) start now */
   lua_call(L, 0, 0);
   lua_pop(L, 1);
@@ -493,7 +437,7 @@ static void banner(repl *r) {
 }
 
 int farm_repl_main(int argc, char **argv) {
-  repl_opts o = { .nworkers = -1, .echo = 1 };
+  farm_pool_opts o = FARM_POOL_OPTS_INIT;
   int rc = parse_opts(argc, argv, &o);
   if (rc >= 0) return rc;
   repl r;

@@ -1108,24 +1108,28 @@ local function index_rest(v, parts, from)
   return v
 end
 
---- ship.resolve_loaded(name) -> the value names() called `name`, found in what
---- this state has loaded already (never a require: for values from another host)
-function ship.resolve_loaded(name)
-  if type(name) ~= "string" then
-    error(format("ship.resolve_loaded: module name expected, got %s", type(name)), 2)
-  end
+-- The value called `name` among what this state has loaded: package.loaded[name],
+-- or a field path under the longest loaded module that prefixes it; nil if none.
+local function find_loaded(name)
   local loaded = package.loaded
   local v = loaded[name]
   if v ~= nil then return v end
   local parts = split(name)
   for i = #parts - 1, 1, -1 do
     local m = loaded[concat(parts, ".", 1, i)]
-    if m ~= nil then
-      v = index_rest(m, parts, i + 1)
-      if v ~= nil then return v end
-      break
-    end
+    if m ~= nil then return index_rest(m, parts, i + 1) end
   end
+  return nil
+end
+
+--- ship.resolve_loaded(name) -> the value names() called `name`, found in what
+--- this state has loaded already (never a require: for values from another host)
+function ship.resolve_loaded(name)
+  if type(name) ~= "string" then
+    error(format("ship.resolve_loaded: module name expected, got %s", type(name)), 2)
+  end
+  local v = find_loaded(name)
+  if v ~= nil then return v end
   error(format("a node sent a reference to module '%s', which this client has not loaded", name), 2)
 end
 
@@ -1277,18 +1281,9 @@ function ship.resolve(name, info)
   if type(name) ~= "string" then
     error(format("ship.resolve: module name expected, got %s", type(name)), 2)
   end
-  local loaded = package.loaded
-  local v = loaded[name]
+  local v = find_loaded(name)
   if v ~= nil then return v end
   local parts = split(name)
-  for i = #parts - 1, 1, -1 do
-    local m = loaded[concat(parts, ".", 1, i)]
-    if m ~= nil then
-      v = index_rest(m, parts, i + 1)
-      if v ~= nil then return v end
-      break
-    end
-  end
   local why
   if type(info) == "table" and type(info.module) == "string" then
     v, why = load_module(name, info)

@@ -817,6 +817,7 @@ static int p_results(lua_State *L) {
   farm_decoder d;
   memset(&d, 0, sizeof d);
   d.resolve = 2;                   /* (env 0: globals a result brings stay its own) */
+  d.untrusted = 1;                 /* a C host takes no functions: none runs while made */
   int n = farm__codec_decode(L, j->res, j->nres, &d);
   luaL_checkstack(L, n + LUA_MINSTACK, "too many results");
   for (int i = 0; i < n; i++) {

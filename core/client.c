@@ -513,6 +513,7 @@ static int l_result(lua_State *L) {
     /* from another host: globals it brings go to a table of their own, never ours */
     if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
     d.env = j->untrusted ? 0 : lua_gettop(L);
+    d.untrusted = j->untrusted;
     if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
     if (!lua_isnoneornil(L, 3)) d.cache = 3;
     lua_pushboolean(L, 1);
@@ -530,6 +531,7 @@ static int l_result(lua_State *L) {
   farm_decoder d = {0};
   if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
   d.env = j->untrusted ? 0 : lua_gettop(L);
+  d.untrusted = j->untrusted;
   if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
   if (!lua_isnoneornil(L, 3)) d.cache = 3;
   int n = farm__codec_decode(L, j->val, j->nval, &d);

@@ -19,7 +19,7 @@
  * by name. On decode a compiled chunk may be cached and called again for the
  * next copy of the same function; each call must give the new closure its own
  * _ENV cell, or setting the environment of one copy would change it for every
- * copy made before. See give_fresh_env().
+ * copy made before. See give_fresh_env_of().
  */
 #include <limits.h>
 #include <stdarg.h>
@@ -1256,7 +1256,8 @@ static int is_lua_function(lua_State *L, int idx) {
    (compiled once per state and kept in the registry). */
 static const char maker_key = 0;
 
-static void give_fresh_env(dec *D, int idx) {
+/* sealed: the cell holds a new empty table, not the decode env */
+static void give_fresh_env_of(dec *D, int idx, int sealed) {
   lua_State *L = D->L;
   if (lua_isnil(L, D->maker)) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &maker_key) != LUA_TFUNCTION ||
@@ -1271,7 +1272,7 @@ static void give_fresh_env(dec *D, int idx) {
     lua_replace(L, D->maker);
   }
   lua_pushvalue(L, D->maker);
-  push_env(D);
+  if (sealed) lua_newtable(L); else push_env(D);
   lua_call(L, 1, 1);
   /* lua_upvaluejoin does not check its arguments in a release build */
   if (!is_lua_function(L, -1) || !lua_getupvalue(L, -1, 1))
@@ -1354,13 +1355,21 @@ static void decode_function(dec *D) {
     compile(D, chunk, nchunk, line, text, ntext);
   }
   int c = lua_gettop(L);
-  give_fresh_env(D, c);
+  give_fresh_env_of(D, c, d->untrusted);
   lua_pushvalue(L, c);
   lua_call(L, 0, 1);
   if (lua_type(L, -1) != LUA_TFUNCTION) malformed(L, "function text does not return a function");
   lua_replace(L, top0 + 1);
   lua_settop(L, top0 + 1);
   int f = top0 + 1;
+  if (d->untrusted && is_lua_function(L, f)) {
+    /* made in an empty environment; the function itself gets the decode env */
+    const char *un;
+    for (int u = 1; (un = lua_getupvalue(L, f, u)) != NULL; u++) {
+      lua_pop(L, 1);
+      if (strcmp(un, "_ENV") == 0) { push_env(D); lua_setupvalue(L, f, u); break; }
+    }
+  }
   add_ref(D, f);
 
   for (uint64_t i = 0; i < nup; i++) {
@@ -1594,7 +1603,7 @@ static int l_pack(lua_State *L) {
 }
 
 /* core.unpack(s [, opts]) -> values. opts: {env = t, resolve = f, cache = t, remember = f,
-   install = f, chain = t, record = bool}. */
+   install = f, chain = t, record = bool, untrusted = bool}. */
 static int l_unpack(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
@@ -1611,6 +1620,8 @@ static int l_unpack(lua_State *L) {
   d.chain = opt_field(L, opts, "chain", LUA_TTABLE, "a table");
   int rec = opt_field(L, opts, "record", LUA_TBOOLEAN, "a boolean");
   d.record = rec && lua_toboolean(L, rec);
+  int unt = opt_field(L, opts, "untrusted", LUA_TBOOLEAN, "a boolean");
+  d.untrusted = unt && lua_toboolean(L, unt);
   return farm__codec_decode(L, s, len, &d);
 }
 

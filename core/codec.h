@@ -129,6 +129,10 @@ typedef struct farm_decoder {
                     same (at first empty) table to both; 0: none */
   int record;    /* 1: remember the names of the classes and globals that arrive
                     (a worker's decoders; see CLASS) */
+  int untrusted; /* 1: from another host (a node's results): a function's text is
+                    run with an empty environment while it is made (the text around
+                    the function reaches nothing of ours); the function it returns
+                    gets the decode env */
 } farm_decoder;
 
 /* Append the block of the n values at L[first..] to b. Raises a Lua error

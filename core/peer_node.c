@@ -246,7 +246,8 @@ static srun_step *start_srun(farm_engine *e, node **ns, int *idx, int m, const u
     int devnull = open("/dev/null", O_WRONLY);
     if (dup2(in[0], 0) < 0 || dup2(errp[1], 2) < 0 || (devnull >= 0 && dup2(devnull, 1) < 0)) _exit(127);
     execvp("srun", argv);
-    dprintf(2, "cannot run srun: %s\n", strerror(errno));
+    static const char msg[] = "cannot run srun (is Slurm installed here?)\n";
+    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing more to say */ }
     _exit(127);
   }
   close(in[0]);
@@ -257,6 +258,11 @@ static srun_step *start_srun(farm_engine *e, node **ns, int *idx, int m, const u
   char line[2 * FARM_KEYLEN + 2];
   farm__key_hex(key, line);
   strcat(line, "\n");
+  /* an srun that died at once must not kill us with SIGPIPE: the writes fail instead */
+  sigset_t pipe_set, old_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
   int ok = write(in[1], line, strlen(line)) == (ssize_t)strlen(line);
   sodium_memzero(line, sizeof line);
   char ports[8 * 1024] = "PORTS";
@@ -264,6 +270,9 @@ static srun_step *start_srun(farm_engine *e, node **ns, int *idx, int m, const u
   for (int i = 0; i < m && k + 8 < sizeof ports; i++) k += (size_t)snprintf(ports + k, sizeof ports - k, " %d", ns[idx[i]]->h.port);
   strcat(ports, "\n");
   ok &= write(in[1], ports, strlen(ports)) == (ssize_t)strlen(ports);
+  struct timespec zero = { 0, 0 };
+  while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {}    /* a SIGPIPE raised meanwhile */
+  pthread_sigmask(SIG_SETMASK, &old_set, NULL);
   if (!ok) { snprintf(err, errlen, "cannot talk to srun: %s", strerror(errno)); st->refs = 1; step_unref(st); return NULL; }
   return st;
 fail:
@@ -382,7 +391,7 @@ static int node_start(farm_peer *p) {
   if (n->started || p->dead) return 0;      /* a node lost stays lost in this run */
   n->started = 1;
   farm__peer_reset(p);
-  char why[200];
+  char why[200] = "";
   if (farm__engine_message(p->e, p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
     lose(p, why[0] ? why : "its hello was malformed");
   }

@@ -174,7 +174,13 @@ int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], dou
   farm__buf_u8(&b, (uint8_t)cipher);
   farm__buf_put(&b, nc, sizeof nc);
   farm__buf_str(&b, who, strlen(who));
-  if (send_msg(l, &b) < 0) { snprintf(err, errlen, "cannot send: %s", farm__link_error()); return FARM_ELINK; }
+  int sent = send_msg(l, &b);
+  if (sent == FARM_EAGAIN) {       /* the port answered, but no farm node took the link */
+    snprintf(err, errlen, "no answer (is a farm node listening there, and free? "
+             "a node serves one client at a time)");
+    return FARM_ETIMEDOUT;
+  }
+  if (sent < 0) { snprintf(err, errlen, "cannot send: %s", farm__link_error()); return FARM_ELINK; }
   void *m;
   size_t n;
   farm_rd r;

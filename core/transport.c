@@ -40,9 +40,15 @@ void farm__link_seal(farm_link *l, int cipher, const unsigned char ktx[32], cons
   memcpy(l->ktx, ktx, 32);
   memcpy(l->krx, krx, 32);
   l->ntx = l->nrx = 0;
+  l->last_recv = 0;
 }
 
 void farm__link_unseal(farm_link *l) {
+  /* nothing of the old session may leak into the next: a frame held back under
+     its key, when it last spoke, the frame it could not open */
+  if (l->held) { nn_freemsg(l->held); l->held = NULL; }
+  l->last_recv = 0;
+  l->nrejected = 0;
   sodium_memzero(l->ktx, sizeof l->ktx);
   sodium_memzero(l->krx, sizeof l->krx);
   l->cipher = 0;
@@ -96,9 +102,8 @@ fail:
 
 void farm__link_close(farm_link *l) {
   if (!l) return;
-  if (l->held) nn_freemsg(l->held);
+  farm__link_unseal(l);            /* (frees a frame held back) */
   nn_close(l->sock);
-  farm__link_unseal(l);
   free(l);
 }
 

@@ -1100,10 +1100,12 @@ local function split(name)
   return parts
 end
 
+-- raw lookups: names() names raw fields only, and a name from another host must
+-- not run a module's __index (a lazy loader could require what we never loaded)
 local function index_rest(v, parts, from)
   for i = from, #parts do
     if type(v) ~= "table" then return nil end
-    v = v[parts[i]]
+    v = rawget(v, parts[i])
   end
   return v
 end
@@ -1130,7 +1132,7 @@ function ship.resolve_loaded(name)
   end
   local v = find_loaded(name)
   if v ~= nil then return v end
-  error(format("a node sent a reference to module '%s', which this client has not loaded", name), 2)
+  error(format("a result refers to module '%s', which this client has not loaded (it is not required here for another host)", name), 2)
 end
 
 -- ---- modules a worker loads ----------------------------------------------------

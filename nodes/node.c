@@ -207,8 +207,11 @@ static void send_results(node *n) {
   farm_job *j;
   while ((j = farm__engine_finished(n->e))) {
     int st = farm__job_state(j);
-    farm_job *mine = map_del(&n->jobs, j->ext_id);
-    if (mine) farm__job_unref(mine);           /* the map's reference */
+    farm_job *mine = map_get(&n->jobs, j->ext_id);
+    if (mine == j) {                           /* (not a newer try of that id) */
+      map_del(&n->jobs, j->ext_id);
+      farm__job_unref(mine);                   /* the map's reference */
+    }
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
     if (!n->nres) n->res_since = farm__now();
     farm_buf *b = &n->res;

@@ -359,6 +359,38 @@ describe("codec", function()
     end)
   end)
 
+  describe("decoding what another host sent (untrusted)", function()
+    -- what a hostile node would send: a function whose text runs code as it is made
+    local function hostile(text)
+      local function work() return 1 end
+      return pack({ describe = function()
+        return { chunk = "=node", line = 1, name = "f", where = "node:1", globals = {}, text = text }
+      end }, work)
+    end
+
+    it("runs the text around a function in an empty environment: it reaches nothing of ours", function()
+      local block = hostile("HOSTILE_WROTE = 'yes'; local x = os and os.getenv('HOME'); " ..
+                            "return function() return HOSTILE_WROTE, math.max(1, 2) end")
+      local f = unpack(block, { untrusted = true })
+      assert.is_nil(rawget(_G, "HOSTILE_WROTE"))
+      -- the function itself gets the decode env (the globals, read-only through __index)
+      local a, b = f()
+      assert.is_nil(a)
+      assert.equal(2, b)
+      -- trusted, the same text would have written into the decode env
+      local env = {}
+      setmetatable(env, { __index = _G })
+      local g = unpack(block, { env = env })
+      assert.equal("yes", (g()))
+    end)
+
+    it("cannot call what it finds around it: an error, not our os", function()
+      local block = hostile("os.execute('true'); return function() end")
+      local err = errmsg(unpack, block, { untrusted = true })
+      assert.truthy(err:find("os", 1, true), err)
+    end)
+  end)
+
   describe("refuses malformed input", function()
     it("truncated, trailing or unknown", function()
       local s = pack(nil, {1, "two", {3}})

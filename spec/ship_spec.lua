@@ -572,3 +572,17 @@ describe("ship.names and ship.resolve", function()
     assert.has_error(function() ship.resolve("math.no_such_function") end)
   end)
 end)
+
+describe("ship.resolve_loaded (names from another host)", function()
+  it("looks fields up raw: a lazy module's __index does not run, nothing is required", function()
+    local ran = false
+    package.loaded.lazymod_spec = setmetatable({ here = 7 }, {
+      __index = function(_, k) ran = true; return require("lazymod_spec_" .. k) end })
+    assert.equal(7, ship.resolve_loaded("lazymod_spec.here"))
+    local ok, err = pcall(ship.resolve_loaded, "lazymod_spec.evil")
+    assert.is_false(ok)
+    assert.is_false(ran)
+    assert.truthy(tostring(err):find("has not loaded", 1, true), err)
+    package.loaded.lazymod_spec = nil
+  end)
+end)

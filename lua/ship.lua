@@ -1038,11 +1038,15 @@ local function class_at(name)
   return v
 end
 
+-- Only table-valued globals can be or hold classes: a number or string global
+-- changing on every submit (a pp-style counter) must not make us look again.
 local function globals_changed()
   local n = 0
   for k, v in next, G do
-    if not rawequal(class_globals[k], v) then return true end
-    n = n + 1
+    if type(v) == "table" then
+      if not rawequal(class_globals[k], v) then return true end
+      n = n + 1
+    end
   end
   return n ~= class_nglobals
 end
@@ -1056,8 +1060,10 @@ local function scan_classes()
     if old == nil or better(old, name) then map[v] = name end
   end
   for k, v in next, G do
-    seen[k], nseen = v, nseen + 1
-    if type(k) == "string" and type(v) == "table" and is_name(k) then put(v, k) end
+    if type(v) == "table" then
+      seen[k], nseen = v, nseen + 1
+      if type(k) == "string" and is_name(k) then put(v, k) end
+    end
   end
   for k, t in next, G do
     if type(k) == "string" and type(t) == "table" and is_name(k) and not STDLIBS[k]

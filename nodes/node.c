@@ -15,7 +15,8 @@
  * connection every second, and gets in once the first is gone, or gives up after
  * 10 s saying the node is busy). A client that goes away
  * (QUIT, silence for 5 heartbeats, a frame that does not authenticate) ends its
- * session: its jobs are cancelled, its functions forgotten, the link reopened
+ * session: its jobs are stopped with fresh workers for the next, its functions
+ * forgotten, the link reopened
  * for the next client. Nothing from a peer is decoded before the handshake.
  */
 #include <errno.h>
@@ -289,11 +290,27 @@ static void forget_client(node *n, const char *why) {
   n->pend.n = 0;
   n->res.n = 0;
   n->nres = 0;
-  farm__engine_cancel_all(n->e, 1);
-  for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
   map_clear(&n->jobs, drop_job);
   map_clear(&n->fns, drop_fn);
   memset(&n->hs, 0, sizeof n->hs);
+  if (n->launched) {               /* the node ends with its only client */
+    farm__engine_cancel_all(n->e, 1);
+    for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
+    return;
+  }
+  /* A standing node gives the next client fresh workers: nothing one client
+     left in a worker's Lua state (library fields it installed, paths, classes,
+     modules) is seen by the next. Closing the engine stops the old client's
+     jobs with their workers. */
+  char err[300];
+  farm__engine_close(n->e);
+  farm__engine_free(n->e);
+  n->e = NULL;
+  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart };
+  if (farm__engine_open(&n->e, &o, err, sizeof err) < 0) {
+    logf_(n, LOG_ERROR, "cannot start fresh workers for the next client: %s", err);
+    n->stop = 1;
+  }
 }
 
 static void end_session(node *n, const char *why) {

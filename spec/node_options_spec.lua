@@ -91,6 +91,22 @@ for _, w in ipairs(farm.stats().workers) do print(w.kind, w.jobs) end
     assert.are.equal("7\nnode\t1\n", r.out)
   end)
 
+  it("gives each client fresh workers: nothing one client installed is seen by the next", function()
+    start("-w 1")
+    local via = ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key))
+    local r = H.run_script([[
+function string.left_here() return "first client" end
+print(require("farm").submit(function() return ("x"):left_here() end):result())
+]], via, 60)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("first client\n", r.out)
+    r = H.run_script([[
+print(require("farm").submit(function() return string.left_here == nil, package.loaded.count end):result())
+]], via, 60)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("true\tnil\n", r.out)
+  end)
+
   it("a key file that is not there: one line with the fix, on both sides", function()
     local r = H.farm_cmd(("node --listen tcp://127.0.0.1:%d --key-file %s"):format(port, q(dir .. "/nokey")), 20)
     assert.are.equal(2, r.code)

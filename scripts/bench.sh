@@ -41,7 +41,7 @@ port=$((30000 + $$ % 20000))
 "$B/farm" node --listen "tcp://127.0.0.1:$port" --key-file "$kdir/key" -w 2 \
   --log-file "$kdir/node.log" --pid-file "$kdir/node.pid" &
 node_pid=$!
-trap 'kill $node_pid 2>/dev/null; wait $node_pid 2>/dev/null; rm -rf "$kdir" "$tmp" "$tmp.pi"' EXIT
+trap 'kill $node_pid 2>/dev/null || true; wait $node_pid 2>/dev/null || true; rm -rf "$kdir" "$tmp" "$tmp.pi"' EXIT
 i=0
 while [ ! -s "$kdir/node.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo "through one node (tcp://127.0.0.1, sealed; 2 workers there, none here), median of $runs runs"

@@ -505,17 +505,24 @@ static int l_wait(lua_State *L) {
    traceback, where [, the raised value]. A job that ran on a node decodes
    untrusted: its module references resolve through resolve_loaded (what this
    state has loaded, never a require) and its globals never reach ours. */
+/* How l_result decodes j's blocks (its arguments 2-4: resolve, cache,
+   resolve_loaded); pushes one slot (the env, or nil for a fresh one). From
+   another host: globals it brings go to a table of their own, never ours. */
+static farm_decoder result_decoder(lua_State *L, farm_job *j) {
+  farm_decoder d = {0};
+  if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
+  d.env = j->untrusted ? 0 : lua_gettop(L);
+  d.untrusted = j->untrusted;
+  if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
+  if (!lua_isnoneornil(L, 3)) d.cache = 3;
+  return d;
+}
+
 static int l_result(lua_State *L) {
   farm_job *j = check_job(L, 1);
   int st = farm__job_state(j);
   if (st == JOB_DONE) {
-    farm_decoder d = {0};
-    /* from another host: globals it brings go to a table of their own, never ours */
-    if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
-    d.env = j->untrusted ? 0 : lua_gettop(L);
-    d.untrusted = j->untrusted;
-    if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
-    if (!lua_isnoneornil(L, 3)) d.cache = 3;
+    farm_decoder d = result_decoder(L, j);
     lua_pushboolean(L, 1);
     int n = farm__codec_decode(L, j->res, j->nres, &d);
     return n + 1;
@@ -528,12 +535,7 @@ static int l_result(lua_State *L) {
   lua_pushstring(L, st == JOB_FAILED ? j->where : "");
   if (st != JOB_FAILED || !j->val) return 4;
   /* the raised value, as it was (one value in its block) */
-  farm_decoder d = {0};
-  if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
-  d.env = j->untrusted ? 0 : lua_gettop(L);
-  d.untrusted = j->untrusted;
-  if (!lua_isnoneornil(L, 2)) d.resolve = j->untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
-  if (!lua_isnoneornil(L, 3)) d.cache = 3;
+  farm_decoder d = result_decoder(L, j);
   int n = farm__codec_decode(L, j->val, j->nval, &d);
   if (n != 1) { lua_pop(L, n + 1); return 4; }
   lua_remove(L, -2);

@@ -186,14 +186,14 @@ static void push_fn(lua_State *L, int desc) {
 
 /* Raise "cannot ship <path> (<type>)" for the value at idx, naming the innermost
    function whose upvalue (or the global) the value was reached through. */
-static void refuse(enc *E, int idx) {
+/* Push "cannot ship upvalue 'x" / "cannot ship global 'x" / "cannot ship
+   argument 2": where the value at path depth `from` was reached from (the
+   innermost upvalue or global on its path, else its root). Returns that step. */
+static const seg *push_origin(enc *E, int from, int *u_out) {
   lua_State *L = E->L;
-  const char *tname = lua_iscfunction(L, idx) ? "C function" : luaL_typename(L, idx);
-  int u = E->depth, top0;
+  int u = from;
   while (u > 0 && E->path[u].kind != SEG_UPVAL) u--;
   const seg *s = &E->path[u];
-  luaL_checkstack(L, E->depth + 10, NULL);
-  top0 = lua_gettop(L);
   if (s->kind == SEG_UPVAL)
     lua_pushfstring(L, "cannot ship upvalue '%s", s->name);
   else if (s->kind == SEG_GLOBAL)
@@ -201,6 +201,17 @@ static void refuse(enc *E, int idx) {
   else
     lua_pushfstring(L, "cannot ship %s %I", E->e->root ? E->e->root : "value",
                     (LUAI_UACINT)s->i);
+  *u_out = u;
+  return s;
+}
+
+static void refuse(enc *E, int idx) {
+  lua_State *L = E->L;
+  const char *tname = lua_iscfunction(L, idx) ? "C function" : luaL_typename(L, idx);
+  int u;
+  luaL_checkstack(L, E->depth + 10, NULL);
+  int top0 = lua_gettop(L);
+  const seg *s = push_origin(E, E->depth, &u);
   for (int j = u + 1; j <= E->depth; j++) push_seg(L, &E->path[j]);
   if (s->kind != SEG_ROOT) lua_pushliteral(L, "'");
   lua_pushfstring(L, " (%s)", tname);
@@ -216,17 +227,10 @@ static void refuse(enc *E, int idx) {
    naming where the value was reached from and the first steps down. */
 static void too_deep(enc *E) {
   lua_State *L = E->L;
-  int u = E->depth - 1, top0;
-  while (u > 0 && E->path[u].kind != SEG_UPVAL) u--;
-  const seg *s = &E->path[u];
+  int u;
   luaL_checkstack(L, 24, NULL);
-  top0 = lua_gettop(L);
-  if (s->kind == SEG_UPVAL)
-    lua_pushfstring(L, "cannot ship upvalue '%s", s->name);
-  else if (s->kind == SEG_GLOBAL)
-    lua_pushfstring(L, "cannot ship global '%s", s->name);
-  else
-    lua_pushfstring(L, "cannot ship %s %I", E->e->root ? E->e->root : "value", (LUAI_UACINT)s->i);
+  int top0 = lua_gettop(L);
+  const seg *s = push_origin(E, E->depth - 1, &u);
   int shown = 0;
   for (int j = u + 1; j < E->depth && shown < 6; j++, shown++) push_seg(L, &E->path[j]);
   if (u + 1 + shown < E->depth) lua_pushliteral(L, "...");

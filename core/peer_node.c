@@ -202,17 +202,6 @@ static void step_unref(srun_step *st) {
   free(st);
 }
 
-/* A free TCP port on every address. */
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sa = { .sin_family = AF_INET };
-  socklen_t sl = sizeof sa;
-  int port = -1;
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) port = ntohs(sa.sin_port);
-  if (fd >= 0) close(fd);
-  return port;
-}
 
 /* Start `farm node --launched --connect-back` on every node of the allocation,
    one task each, with srun; its stdin (given to every task: --input=all) says
@@ -522,7 +511,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       if (ns[i]->h.kind == FARM_HOST_SLURM) {
         idx[k++] = i;
         memcpy(ns[i]->key, runkey, FARM_KEYLEN);
-        ns[i]->h.port = free_port();
+        ns[i]->h.port = farm__free_port(NULL);
       }
     char why[400];
     srun_step *st = start_srun(e, ns, idx, m, runkey, o, why, sizeof why);

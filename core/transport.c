@@ -6,6 +6,10 @@
  * processes; readiness comes from NN_RCVFD/NN_SNDFD so one poll() serves all.
  */
 #include <errno.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,3 +199,15 @@ int farm__link_recv(farm_link *l, void **msg, size_t *n, int nowait) {
 void farm__link_free(void *msg) { if (msg) nn_freemsg(msg); }
 int farm__link_rcvfd(farm_link *l) { return l->rcvfd; }
 int farm__link_sndfd(farm_link *l) { return l->sndfd; }
+
+int farm__free_port(const char *addr) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = { .sin_family = AF_INET };
+  socklen_t sl = sizeof sa;
+  int port = -1;
+  if (fd >= 0 && (!addr || inet_pton(AF_INET, addr, &sa.sin_addr) == 1) &&
+      bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) port = ntohs(sa.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}

@@ -52,5 +52,9 @@ int  farm__link_flush(farm_link *l);
 /* When a sealed frame last arrived (farm__now() seconds; 0: never). */
 double farm__link_last_recv(const farm_link *l);
 
+/* A TCP port free on IPv4 address addr (NULL: on every address) at this moment,
+   for a link to bind (nanomsg cannot bind port 0 and say which it got); -1 if none. */
+int  farm__free_port(const char *addr);
+
 #define FARM_EAGAIN (-100)            /* internal: try again later */
 #endif

@@ -515,19 +515,6 @@ static int loopback(const char *url) {
   return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 || strncmp(h, "[::1]:", 6) == 0;
 }
 
-/* A free TCP port on addr (for --launched: the client learns it from our first line). */
-static int free_port(const char *addr) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sa = { .sin_family = AF_INET };
-  if (fd < 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  socklen_t sl = sizeof sa;
-  getsockname(fd, (struct sockaddr *)&sa, &sl);
-  close(fd);
-  return ntohs(sa.sin_port);
-}
 
 static double num(const char *s, int *ok) {
   char *end;
@@ -568,8 +555,11 @@ int farm_node_main(int argc, char **argv) {
     if (i + 1 >= argc) return bad("%s needs a value (see farm node --help)", a);
     const char *v = argv[++i];
     if (!strcmp(a, "--listen")) {
-      if (strncmp(v, "tcp://", 6) || !strrchr(v + 6, ':') || strlen(v) >= sizeof n->listen)
-        return bad("--listen takes tcp://ADDRESS:PORT (e.g. tcp://0.0.0.0:7070), not '%s'", v);
+      const char *colon = strncmp(v, "tcp://", 6) ? NULL : strrchr(v + 6, ':');
+      char *end = NULL;
+      long port = colon ? strtol(colon + 1, &end, 10) : 0;
+      if (!colon || colon == v + 6 || *end || port < 1 || port > 65535 || strlen(v) >= sizeof n->listen)
+        return bad("--listen takes tcp://ADDRESS:PORT with a port from 1 to 65535 (e.g. tcp://0.0.0.0:7070), not '%s'", v);
       snprintf(n->listen, sizeof n->listen, "%s", v);
       listen_given = 1;
     } else if (!strcmp(a, "-w") || !strcmp(a, "--workers")) {
@@ -637,7 +627,7 @@ int farm_node_main(int argc, char **argv) {
     if (conn) sscanf(conn, "%*s %*s %63s", addr);
     if (!strchr(addr, '.')) snprintf(addr, sizeof addr, "0.0.0.0");
     if (!listen_given) {
-      int port = free_port(addr);
+      int port = farm__free_port(addr);
       if (port < 0) return bad("cannot find a free port on %s", addr);
       snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", addr, port);
     }
@@ -653,6 +643,8 @@ int farm_node_main(int argc, char **argv) {
   if (logfile && !(n->log = fopen(logfile, "a"))) return bad("cannot open log file '%s'", logfile);
   if (open_link(n, err, sizeof err) < 0) {
     if (strstr(err, "in use")) fprintf(stderr, "farm node: %s (another node there? pick another port with --listen)\n", err);
+    else if (strstr(err, "No such device"))
+      fprintf(stderr, "farm node: %s (the address must be one of this host's IP addresses, or 0.0.0.0)\n", err);
     else fprintf(stderr, "farm node: %s\n", err);
     if (n->log) fclose(n->log);
     return 1;

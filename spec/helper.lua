@@ -50,6 +50,18 @@ function H.sh(cmdline, timeout)
   return r
 end
 
+--- this process's pid (for names and ports of its own)
+H.pid = assert(tonumber(slurp("/proc/self/stat"):match("^(%d+)")))
+
+--- path made absolute against the current directory
+function H.abs(path)
+  if path:sub(1, 1) == "/" then return path end
+  local p = io.popen("pwd")
+  local dir = p:read("l")
+  p:close()
+  return dir .. "/" .. path
+end
+
 --- a system tool's command line, run without the ASan runtime that `make asan`
 --- preloads into every process (uninstrumented tools report their own leaks, and
 --- some hang); farm's own executables do not need it

@@ -19,10 +19,7 @@ local function read_cmd(cmd)
   return s
 end
 
-local function abs(path)
-  if path:sub(1, 1) == "/" then return path end
-  return (os.getenv("PWD") or read_cmd("pwd"):gsub("%s+$", "")) .. "/" .. path
-end
+local abs = H.abs
 
 local FARM = abs(H.farm)
 local FARM_EXE = abs(os.getenv("FARM_EXE") or H.farm)
@@ -31,7 +28,7 @@ local TESTBED = abs(((debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") o
   .. "/scripts/netns-testbed"))
 local NET = os.getenv("FARM_NETNS_NET") or "10.203.0"
 local PORT = 7070
-local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
+local MYPID = H.pid
 local TAG = "n" .. MYPID                      -- fH3n4194304: 11 characters at most
 local NHOSTS = 3
 local q = H.quote

@@ -4,7 +4,7 @@
 local H = require "helper"
 
 local q = H.quote
-local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
+local MYPID = H.pid
 
 local function bg(cmd)
   return tonumber(H.sh(cmd .. " >/dev/null 2>&1 & echo $!").out)
@@ -105,6 +105,15 @@ print(require("farm").submit(function() return string.left_here == nil, package.
 ]], via, 60)
     assert.are.equal(0, r.code, r.err)
     assert.are.equal("true\tnil\n", r.out)
+  end)
+
+  it("a bad --listen address: one line naming it and the form, no process left", function()
+    for _, bad in ipairs({ "tcp://127.0.0.1:99999", "tcp://:7070", "7070", "tcp://nohost.invalid:7070" }) do
+      local r = H.farm_cmd(("node --listen %s --key-file %s"):format(q(bad), q(key)), 20)
+      assert.are_not.equal(0, r.code)
+      assert.are.equal(1, H.lines(r.err), r.err)
+      assert.is_truthy(r.err:find(bad, 1, true), r.err)
+    end
   end)
 
   it("a key file that is not there: one line with the fix, on both sides", function()

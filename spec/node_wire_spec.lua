@@ -4,7 +4,7 @@
 local H = require "helper"
 
 local P = tonumber(H.farm_cmd("--version").out:match("protocol (%d+)"))
-local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
+local MYPID = H.pid
 local q = H.quote
 
 local function bg(cmd)

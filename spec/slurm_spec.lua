@@ -7,14 +7,10 @@
 local H = require "helper"
 
 local q = H.quote
-local function abs(path)
-  if path:sub(1, 1) == "/" then return path end
-  local p = io.popen("pwd"); local d = p:read("l"); p:close()
-  return d .. "/" .. path
-end
+local abs = H.abs
 local FARM = abs(H.farm)
 local ROOT = abs(".")
-local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
+local MYPID = H.pid
 local NET = os.getenv("FARM_NETNS_NET") or "10.203.0"
 
 -- Slurm's commands and the other tools run without `make asan`'s preloaded runtime

@@ -5,13 +5,9 @@
 local H = require "helper"
 
 local q = H.quote
-local function abs(path)
-  if path:sub(1, 1) == "/" then return path end
-  local p = io.popen("pwd"); local d = p:read("l"); p:close()
-  return d .. "/" .. path
-end
+local abs = H.abs
 local FARM = abs(H.farm)
-local MYPID = assert(tonumber(H.slurp("/proc/self/stat"):match("^(%d+)")))
+local MYPID = H.pid
 local PORT = 20000 + (MYPID * 7) % 20000
 local DIR = "/tmp/farm-ssh-spec." .. MYPID
 local HOME = DIR .. "/home"

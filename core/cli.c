@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -45,6 +46,9 @@ static const char usage[] =
   "  --remote-farm PATH  the farm executable on the SSH hosts (default: farm on their PATH)\n"
   "  --heartbeat S     seconds between heartbeats with nodes (default 1); a node silent\n"
   "                    for 5 heartbeats is lost and its jobs run elsewhere\n"
+  "  --dest DIR        where files that jobs send back (farm.send_file) go (default .)\n"
+  "  --max-file SIZE   the largest file that travels to or from a job, in bytes or with\n"
+  "                    k or M (default 64M, at most 192M)\n"
   "  --quiet-jobs  do not echo what jobs print (future.stdout still has it)\n"
   "  --progress    keep a live progress line on stderr (the default when it is a terminal)\n"
   "  --no-progress no progress line\n"
@@ -143,19 +147,36 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
   if (strcmp(a, "--quiet-jobs") == 0) { o->echo = 0; return 1; }
   if (strcmp(a, "--accept-new-hosts") == 0) { o->accept_new = 1; return 1; }
   if (strcmp(a, "--nodes") && strcmp(a, "--hosts") && strcmp(a, "--key-file") &&
-      strcmp(a, "--remote-farm") && strcmp(a, "--heartbeat"))
+      strcmp(a, "--remote-farm") && strcmp(a, "--heartbeat") && strcmp(a, "--dest") &&
+      strcmp(a, "--max-file"))
     return 0;
   if (*i + 1 >= argc || !*argv[*i + 1])
     return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
                 : !strcmp(a, "--hosts") ? "%s needs a list of hosts, e.g. --hosts h1,h2:2222,node://h3:7070"
                 : !strcmp(a, "--heartbeat") ? "%s needs a number of seconds, e.g. --heartbeat 1"
+                : !strcmp(a, "--dest") ? "%s needs a directory, e.g. --dest results"
+                : !strcmp(a, "--max-file") ? "%s needs a size, e.g. --max-file 200M"
                 : "%s needs a path", a);
   const char *v = argv[++*i];
   if (!strcmp(a, "--nodes")) { if (o->hosts) return fail("%s", "give --nodes or --hosts, not both"); o->nodes = v; }
   else if (!strcmp(a, "--hosts")) { if (o->nodes) return fail("%s", "give --nodes or --hosts, not both"); o->hosts = v; }
   else if (!strcmp(a, "--key-file")) o->key_file = v;
   else if (!strcmp(a, "--remote-farm")) o->remote_farm = v;
-  else {
+  else if (!strcmp(a, "--dest")) {
+    struct stat st;
+    if (stat(v, &st) < 0 || !S_ISDIR(st.st_mode))
+      return fail("--dest %s: no such directory (make it first)", v);
+    o->dest = v;
+  } else if (!strcmp(a, "--max-file")) {
+    char *end;
+    double x = strtod(v, &end);
+    double mul = *end == 'k' || *end == 'K' ? 1024.0 : *end == 'M' ? 1048576.0
+               : *end == 'G' ? 1073741824.0 : 1.0;
+    if (mul > 1) end++;
+    if (*end || end == v || !(x >= 1) || x * mul > 192.0 * 1048576)
+      return fail("--max-file takes a size such as 1000000, 500k or 100M (at most 192M), not '%s'", v);
+    o->max_file = (long long)(x * mul);
+  } else {
     char *end;
     o->heartbeat = strtod(v, &end);
     if (*end || !(o->heartbeat >= 0.05 && o->heartbeat <= 3600))
@@ -185,6 +206,8 @@ void farm__pool_config(lua_State *L, const farm_pool_opts *o) {
   set_str(L, "remote_farm", o->remote_farm);
   if (o->accept_new) { lua_pushboolean(L, 1); lua_setfield(L, -2, "accept_new_hosts"); }
   if (o->heartbeat > 0) { lua_pushnumber(L, o->heartbeat); lua_setfield(L, -2, "heartbeat"); }
+  set_str(L, "dest", o->dest);
+  if (o->max_file > 0) { lua_pushinteger(L, o->max_file); lua_setfield(L, -2, "max_file"); }
   lua_call(L, 1, 0);
 }
 

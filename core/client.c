@@ -5,11 +5,15 @@
  * All of this runs on the caller's thread: it encodes arguments, decodes
  * results and hands jobs to the engine, whose own thread does the rest.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <sodium.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -20,6 +24,7 @@
 #include "hosts.h"
 #include "session.h"
 #include "luafuncs.h"
+#include "exec.h"
 #include "worker.h"
 
 #define CTX_MT   "farm.ctx"
@@ -124,6 +129,11 @@ static int l_new(lua_State *L) {
   o.remote_farm = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 1, "heartbeat");
   o.heartbeat = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 1, "dest");
+  o.dest = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "max_file");
+  lua_Integer maxfile = luaL_optinteger(L, -1, 0);
+  o.max_file = maxfile > 0 ? (size_t)maxfile : 0;
   lua_getfield(L, 1, "nodes");
   const char *nodes = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 1, "hosts");
@@ -405,6 +415,142 @@ static int l_submit_map(lua_State *L) {
   return 1;
 }
 
+/* ---- what every job may use: farm.shared, farm.on_node, files ---------------- */
+
+/* core.share(ctx, kind, name, describe, namesfn, value): value encoded once, for
+   every peer (kind "value" or "setup"). */
+static int l_share(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  const char *kind = luaL_checkstring(L, 2);
+  size_t nn;
+  const char *name = luaL_checklstring(L, 3, &nn);
+  if (!c->e) return fail_lua(L, "farm: only the client shares values with the jobs");
+  int k = strcmp(kind, "setup") == 0 ? FARM_SHARE_SETUP : FARM_SHARE_VALUE;
+  lua_settop(L, 6);
+  int top = lua_gettop(L);
+  farm_buf *b = enc_begin(L, c);
+  farm_encoder e;
+  setup_encoder(L, &e, 4, 5, 6, 1, k == FARM_SHARE_SETUP ? "farm.on_node" : "shared value");
+  farm__codec_encode(L, b, 6, 1, &e);
+  check_size(L, c, b->n, k == FARM_SHARE_SETUP ? "the setup, cleanup and their arguments"
+                                              : "the shared value");
+  int rc = farm__engine_share(c->e, k, name, nn, b->p, b->n);
+  enc_end(L, top + 1);
+  if (rc < 0) return fail_lua(L, "farm: out of memory");
+  lua_pushinteger(L, (lua_Integer)b->n);
+  return 1;
+}
+
+/* core.file_key(path) -> "dev:ino:size:mtime" of a regular file, or raises
+   with what is wrong; and its size. */
+static int l_file_key(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *what = luaL_optstring(L, 2, "farm");
+  struct stat st;
+  if (stat(path, &st) < 0)
+    return fail_lua(L, "%s: cannot ship file %s: %s", what, path, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail_lua(L, "%s: cannot ship %s: it is not a regular file", what, path);
+  lua_pushfstring(L, "%I:%I:%I:%I.%I", (lua_Integer)st.st_dev, (lua_Integer)st.st_ino,
+                  (lua_Integer)st.st_size, (lua_Integer)st.st_mtim.tv_sec,
+                  (lua_Integer)st.st_mtim.tv_nsec);
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  return 2;
+}
+
+/* core.share_file(ctx, path) -> true when it was read for the nodes (none:
+   local workers see our files). Raises when it is missing or too large. */
+static int l_share_file(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  size_t np;
+  const char *path = luaL_checklstring(L, 2, &np);
+  const char *what = luaL_optstring(L, 3, "farm");
+  if (!c->e) return fail_lua(L, "%s: files are shipped by the client", what);
+  size_t limit = farm__engine_max_file(c->e);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0) return fail_lua(L, "%s: cannot ship file %s: %s", what, path, strerror(errno));
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return fail_lua(L, "%s: cannot ship %s: it is not a regular file", what, path);
+  }
+  if ((uint64_t)st.st_size > limit) {
+    close(fd);
+    char have[32], max[32];
+    return fail_lua(L, "%s: file %s is %s; files travel up to %s "
+                    "(farm.config{max_file = bytes} or farm run --max-file raises it)", what, path,
+                    farm__size_text((size_t)st.st_size, have, sizeof have),
+                    farm__size_text(limit, max, sizeof max));
+  }
+  if (!farm__engine_has_nodes(c->e)) { close(fd); lua_pushboolean(L, 0); return 1; }
+  size_t len = (size_t)st.st_size, got = 0;
+  char *data = malloc(len ? len : 1);
+  if (!data) { close(fd); return fail_lua(L, "farm: out of memory reading %s", path); }
+  while (got < len) {
+    ssize_t k = read(fd, data + got, len - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    got += (size_t)k;
+  }
+  close(fd);
+  if (got != len) { free(data); return fail_lua(L, "%s: %s changed while it was read", what, path); }
+  int rc = farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data, len);
+  free(data);
+  if (rc < 0) return fail_lua(L, "farm: out of memory");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.shared_get(name) -> the value (in a job), or nothing */
+static int l_shared_get(lua_State *L) {
+  size_t n;
+  const char *name = luaL_checklstring(L, 1, &n);
+  worker *w = farm__worker_of(L);
+  if (!w) return 0;
+  return farm__worker_shared(L, w, name, n);
+}
+
+/* core.send_file(path) (in a job) */
+static int l_send_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  worker *w = farm__worker_of(L);
+  if (!w) return fail_lua(L, "farm.send_file: only a job sends files back (the client has %s already)", path);
+  farm__worker_send_file(L, w, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.meta(job) -> {submitted=, started=, finished=, attempts=, node=, worker=} once over, else nil */
+static int l_meta(lua_State *L) {
+  farm_job *j = check_job(L, 1);
+  farm_engine *e = job_engine(L, 1);
+  if (!farm__job_over(j) || !e) { lua_pushnil(L); return 1; }
+  double wall = farm__engine_wall(e);
+  lua_createtable(L, 0, 6);
+  lua_pushnumber(L, j->submitted + wall);
+  lua_setfield(L, -2, "submitted");
+  /* the earliest sign: when it was seen running, or its end less what it ran */
+  double started = j->busy > 0 ? j->ended - j->busy : 0;
+  if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+  if (started > 0 && started < j->submitted) started = j->submitted;
+  if (started > 0) { lua_pushnumber(L, started + wall); lua_setfield(L, -2, "started"); }
+  lua_pushnumber(L, j->ended + wall);
+  lua_setfield(L, -2, "finished");
+  lua_pushinteger(L, 1 + j->attempt + j->requeues);
+  lua_setfield(L, -2, "attempts");
+  if (j->where[0]) {
+    lua_pushstring(L, j->where);
+    lua_setfield(L, -2, "worker");
+    lua_pushstring(L, j->untrusted ? j->where : "local");
+    if (j->untrusted) {                  /* a node's name: up to " (" */
+      const char *sp = strstr(j->where, " (");
+      lua_pushlstring(L, j->where, sp ? (size_t)(sp - j->where) : strlen(j->where));
+      lua_remove(L, -2);
+    }
+    lua_setfield(L, -2, "node");
+  }
+  return 1;
+}
+
 static int l_job_gc(lua_State *L) {
   job_ud *u = luaL_checkudata(L, 1, JOB_MT);
   if (u->job) farm__job_unref(u->job);
@@ -611,6 +757,10 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "kind");
     lua_pushstring(L, p->state ? p->state : "up");
     lua_setfield(L, -2, "state");
+    lua_pushinteger(L, (lua_Integer)p->bytes_sent);
+    lua_setfield(L, -2, "bytes_sent");
+    lua_pushinteger(L, (lua_Integer)p->bytes_received);
+    lua_setfield(L, -2, "bytes_received");
     lua_rawseti(L, -2, i + 1);
     jobs += p->jobs;
     busy += p->busy;
@@ -634,6 +784,20 @@ static int l_workers(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
   lua_pushinteger(L, c->e ? farm__engine_workers(c->e) : c->w ? farm__worker_pool(c->w) : 0);
   return 1;
+}
+
+/* core.set_workers(ctx, n): resize the running pool's local workers (farm.set_workers) */
+static int l_set_workers(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  if (c->w) return fail_lua(L, "farm.set_workers: only the client can resize the pool");
+  if (!c->e) return fail_lua(L, "farm.set_workers: the pool is closed");
+  if (n < 1 || n > 256)
+    return fail_lua(L, "farm.set_workers: the number of workers must be from 1 to 256 (got %d)", (int)n);
+  char err[512];
+  if (farm__engine_set_workers(c->e, (int)n, err, sizeof err) < 0)
+    return fail_lua(L, "farm.set_workers: %s", err);
+  return 0;
 }
 
 static int l_outstanding(lua_State *L) {
@@ -711,9 +875,12 @@ void farm__open_client(lua_State *L, int core) {
     { "result", l_result }, { "stdout", l_stdout }, { "where", l_where },
     { "split_done", l_split_done }, { "stats", l_stats }, { "workers", l_workers },
     { "outstanding", l_outstanding }, { "finished", l_finished },
-    { "pids", l_pids },
+    { "pids", l_pids }, { "set_workers", l_set_workers },
     { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
     { "worker_ctx", l_worker_ctx },
+    { "share", l_share }, { "file_key", l_file_key }, { "share_file", l_share_file },
+    { "shared_get", l_shared_get }, { "send_file", l_send_file }, { "meta", l_meta },
+    { "exec", farm__l_exec },            /* exec.c */
     { NULL, NULL } };
   lua_pushvalue(L, core);
   luaL_setfuncs(L, fns, 0);

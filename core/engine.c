@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sodium.h>
@@ -50,6 +51,7 @@
 #define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
 #define ECHO_LINE_MAX 65536        /* a partial line longer than this is echoed anyway */
 #define QUIT_GRACE_US 30000        /* for QUIT to leave on TCP links before they close */
+#define CLEANUP_GRACE_MS 5000      /* workers run farm.on_node's cleanup in this long when the pool closes */
 
 /* farm_job.cancel_req: which cancel is under way */
 enum { CANCEL_NONE, CANCEL_TAKE, CANCEL_FORCE };
@@ -87,6 +89,13 @@ struct farm_engine {
   int start_failed;
   int capacity;                    /* the peers' capacities summed (loop thread) */
   int restart_workers;             /* a local worker quits after each job, and is replaced */
+  struct share { uint8_t kind; char *name; size_t nname; char *p; size_t n; } *shares;
+  int nshares, capshares;          /* what every job may use (SHARE), in order */
+  char dest[PATH_MAX];             /* where sent files go */
+  size_t max_file;
+  int keep_files;                  /* a node's engine: sent files wait for the node */
+  farm_sent_file *files, *files_tail;
+  double wall;                     /* time of day minus farm__now() */
   int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
   int loop_skipped;                /* atomic: the loop sleeps without polling the links */
   char err[512];
@@ -136,6 +145,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
   if (farm__job_over(j)) return;
   free(j->args); j->args = NULL; j->nargs = 0;
   j->peer = NULL;
+  j->ended = farm__now();
   echo_rest(e, j);
   if (j->owner) subdone(e, j, state);
   if (j->notify) {
@@ -287,6 +297,7 @@ void farm__peer_reset(farm_peer *p) {
   p->est = 0;
   p->ready = 0;
   p->closing = 0;
+  p->shared_upto = 0;
 }
 
 static uint64_t hkey(const unsigned char *h) {
@@ -367,6 +378,7 @@ static void fail_queue(farm_engine *e, const char *why) {
 
 int farm__peer_send(farm_peer *p, const void *msg, size_t n) {
   if (!p->link) return FARM_ELINK;
+  p->bytes_out += n;
   if (!p->pend.n) {
     int rc = farm__link_send(p->link, msg, n, 1);
     if (rc != FARM_EAGAIN) return rc;
@@ -459,8 +471,28 @@ static int credit(farm_peer *p) {
   return k < lo ? (int)lo : k > hi ? (int)hi : (int)k;
 }
 
+/* The shared items p has not had yet go first (one SHARE message each: a
+   value may be large). Files go only to nodes: local workers share our
+   directory. */
+static void send_shares(farm_engine *e, farm_peer *p) {
+  farm_buf *b = &e->msg;
+  int local = p->ops->kind[0] == 'l';
+  for (; p->shared_upto < e->nshares; p->shared_upto++) {
+    struct share *x = &e->shares[p->shared_upto];
+    if (local && x->kind == FARM_SHARE_FILE) continue;
+    farm__msg_begin(b, FARM_MSG_SHARE);
+    farm__buf_put(b, "\1\0\0\0", 4);
+    farm__buf_u8(b, x->kind);
+    farm__buf_str(b, x->name, x->nname);
+    farm__buf_str(b, x->p, x->n);
+    e->bytes_sent += b->n;
+    if (farm__peer_send(p, b->p, b->n) < 0) { peer_broken(e, p, "cannot send shared values"); return; }
+  }
+}
+
 /* Build one JOBS message of up to k queued jobs for p, and send it. */
 static void send_batch(farm_engine *e, farm_peer *p, int k) {
+  if (p->shared_upto < e->nshares) send_shares(e, p);
   farm_buf *b = &e->msg;
   farm__msg_begin(b, FARM_MSG_JOBS);
   size_t flags_at = b->n;
@@ -509,7 +541,7 @@ static void send_batch(farm_engine *e, farm_peer *p, int k) {
 }
 
 static int peer_open(farm_peer *p) {
-  return p->ready && p->link && !p->closing;
+  return p->ready && p->link && !p->closing && !p->retired;   /* retired: no new jobs */
 }
 
 /* Share the queue out: first to peers with a free slot (nobody waits while a
@@ -780,6 +812,154 @@ static void flush_subdone(farm_engine *e) {
   for (int i = 0; i < e->npeers; i++) flush_subdone_of(e, e->peers[i]);
 }
 
+/* ---- files the jobs send (farm.send_file) ------------------------------------ */
+
+/* Where a sent file goes under the destination: its path as the job named it
+   when that stays below (relative, no ".."), else its last component. */
+static int dest_name(const char *path, size_t n, char *out, size_t outlen) {
+  if (!n || n >= outlen || memchr(path, 0, n)) return -1;
+  int inside = path[0] != '/';
+  for (size_t i = 0; inside && i < n; ) {          /* any ".." component: not inside */
+    size_t k = i;
+    while (k < n && path[k] != '/') k++;
+    if (k - i == 2 && path[i] == '.' && path[i + 1] == '.') inside = 0;
+    i = k + 1;
+  }
+  size_t from = 0;
+  if (!inside) for (size_t i = 0; i < n; i++) if (path[i] == '/') from = i + 1;
+  size_t len = n - from;
+  if (!len || (len == 1 && path[from] == '.') || (len == 2 && path[from] == '.' && path[from + 1] == '.'))
+    return -1;
+  memcpy(out, path + from, len);
+  out[len] = 0;
+  return 0;
+}
+
+static int mkdirs(char *path) {          /* the directories above path's last component */
+  for (char *s = path + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = 0;
+    int rc = mkdir(path, 0777);
+    *s = '/';
+    if (rc < 0 && errno != EEXIST) return -1;
+  }
+  return 0;
+}
+
+static int write_sent(farm_engine *e, farm_peer *p, const char *name, const char *data, size_t n,
+                      uint64_t dev, uint64_t ino, char *why, size_t whylen) {
+  char path[PATH_MAX * 2], tmp[PATH_MAX * 2 + 16];
+  snprintf(path, sizeof path, "%s/%s", e->dest, name);
+  struct stat st;
+  if (p->ops->kind[0] == 'l' && stat(path, &st) == 0 && (uint64_t)st.st_dev == dev &&
+      (uint64_t)st.st_ino == ino)
+    return 0;                            /* a local job's file, already where it belongs */
+  if (mkdirs(path) < 0) { snprintf(why, whylen, "cannot make its directory: %s", strerror(errno)); return -1; }
+  snprintf(tmp, sizeof tmp, "%s.farm-XXXXXX", path);
+  int fd = mkstemp(tmp);
+  if (fd < 0) { snprintf(why, whylen, "%s", strerror(errno)); return -1; }
+  for (size_t at = 0; at < n; ) {
+    ssize_t k = write(fd, data + at, n - at);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      snprintf(why, whylen, "%s", k < 0 ? strerror(errno) : "short write");
+      close(fd); unlink(tmp); return -1;
+    }
+    at += (size_t)k;
+  }
+  fchmod(fd, 0644);
+  if (close(fd) < 0 || rename(tmp, path) < 0) {
+    snprintf(why, whylen, "%s", strerror(errno));
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t errlen) {
+  uint64_t id = farm__rd_uvar(r), dev = farm__rd_uvar(r), ino = farm__rd_uvar(r);
+  size_t npath, ndata;
+  const char *path = farm__rd_str(r, &npath), *data = farm__rd_str(r, &ndata);
+  char name[PATH_MAX];
+  if (r->err || farm__rd_left(r) || dest_name(path, npath, name, sizeof name) < 0) return FARM_EPROTO;
+  if (ndata > e->max_file) {
+    snprintf(err, errlen, "%s sent a file larger than farm's limit", p->name);
+    return FARM_EPROTO;
+  }
+  farm_job *j = find_inflight(p, id);
+  if (!j || j->state != JOB_SENT) return 0;   /* not wanted there any more */
+  if (!e->dest[0] && !e->keep_files) return 0; /* a test engine: nowhere to write */
+  if (e->keep_files) {                   /* a node: the client is the one to write it */
+    farm_sent_file *f = malloc(sizeof *f + npath + ndata + 1);
+    if (!f) return FARM_ENOMEM;
+    memset(f, 0, sizeof *f);
+    f->ext_id = j->ext_id;
+    f->ext_attempt = j->ext_attempt;
+    f->dev = dev;
+    f->ino = ino;
+    f->path = (char *)(f + 1);
+    memcpy(f->path, path, npath);
+    f->npath = npath;
+    f->data = f->path + npath;
+    memcpy(f->data, data, ndata);
+    f->ndata = ndata;
+    if (e->files_tail) e->files_tail->next = f; else e->files = f;
+    e->files_tail = f;
+    e->signal_waiters = 1;
+    return 0;
+  }
+  char why[300];
+  if (write_sent(e, p, name, data, ndata, dev, ino, why, sizeof why) < 0)
+    fprintf(stderr, "farm: cannot write %s/%s, sent by job %llu: %s\n", e->dest, name,
+            (unsigned long long)j->id, why);
+  return 0;
+}
+
+farm_sent_file *farm__engine_take_files(farm_engine *e) {
+  pthread_mutex_lock(&e->mu);
+  farm_sent_file *f = e->files;
+  e->files = e->files_tail = NULL;
+  pthread_mutex_unlock(&e->mu);
+  return f;
+}
+
+/* ---- what every job may use ------------------------------------------------- */
+
+int farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
+                       const void *block, size_t n) {
+  pthread_mutex_lock(&e->mu);
+  int rc = 0;
+  if (e->nshares == e->capshares) {
+    int cap = e->capshares ? 2 * e->capshares : 8;
+    struct share *x = realloc(e->shares, (size_t)cap * sizeof *x);
+    if (!x) { rc = FARM_ENOMEM; goto out; }
+    e->shares = x;
+    e->capshares = cap;
+  }
+  struct share *x = &e->shares[e->nshares];
+  x->kind = (uint8_t)kind;
+  x->name = farm__dupmem(name, nname);
+  x->nname = nname;
+  x->p = farm__dupmem(block, n);
+  x->n = n;
+  if (!x->name || !x->p) { free(x->name); free(x->p); rc = FARM_ENOMEM; goto out; }
+  e->nshares++;
+out:
+  pthread_mutex_unlock(&e->mu);
+  return rc;
+}
+
+int farm__engine_has_nodes(farm_engine *e) {
+  pthread_mutex_lock(&e->mu);
+  int n = 0;
+  for (int i = 0; i < e->npeers; i++) n |= e->peers[i]->ops->kind[0] == 'n';
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
+size_t farm__engine_max_file(farm_engine *e) { return e->max_file; }
+double farm__engine_wall(farm_engine *e) { return e->wall; }
+
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
                          char *err, size_t errlen) {
   farm_rd r;
@@ -794,7 +974,8 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     p->capacity = (int)cap;
     p->ready = 1;
     e->capacity = 0;
-    for (int i = 0; i < e->npeers; i++) e->capacity += e->peers[i]->ready ? e->peers[i]->capacity : 0;
+    for (int i = 0; i < e->npeers; i++)
+      e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
     if (p->ops->kind[0] == 'l') farm__local_connected(p);
     changed(e);
@@ -826,6 +1007,26 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   case FARM_MSG_BEAT:              /* a node link's heartbeat: its arrival is the news */
     if (!farm__rd_left(&r)) return 0;
     break;
+  case FARM_MSG_FILE:
+    if (on_file(e, p, &r, err, errlen) >= 0) return 0;
+    break;
+  case FARM_MSG_SETUPFAIL: {       /* its setup failed: it is out of the run, not the run */
+    size_t nm;
+    const char *m = farm__rd_str(&r, &nm);
+    if (r.err || farm__rd_left(&r)) break;
+    if (p->setup_failed) return 0;
+    p->setup_failed = 1;
+    char why[400];
+    long pid = p->ops->pid ? p->ops->pid(p) : 0;
+    snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%.0ld%s: %.*s",
+             p->name, pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
+             (int)(nm < 300 ? nm : 300), m);
+    fprintf(stderr, "farm: %s; that %s is out of the run\n", why, p->ops->kind[0] == 'n' ? "node" : "worker");
+    farm__engine_error(e, why);
+    farm__peer_retire(p, why);
+    changed(e);
+    return 0;
+  }
   case FARM_MSG_QUIT:              /* a node stops (SIGTERM): what it held runs elsewhere */
     if (farm__rd_left(&r) || p->ops->kind[0] != 'n') break;
     farm__peer_broken(p, "it is stopping");
@@ -845,6 +1046,7 @@ int farm__peer_drain(farm_peer *p) {
     size_t n;
     if (farm__link_recv(p->link, &m, &n, 1) != 0) break;
     char why[200];
+    p->bytes_in += n;
     int rc = farm__engine_message(p->e, p, m, n, why, sizeof why);
     farm__link_free(m);
     handled++;
@@ -955,14 +1157,15 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
 int farm__engine_workers(farm_engine *e) {
   pthread_mutex_lock(&e->mu);
   int n = 0;
-  for (int i = 0; i < e->npeers; i++) n += e->peers[i]->dead ? 0 : e->peers[i]->capacity;
+  for (int i = 0; i < e->npeers; i++)
+    n += e->peers[i]->dead || e->peers[i]->retired ? 0 : e->peers[i]->capacity;
   pthread_mutex_unlock(&e->mu);
   return n;
 }
 
 static int live_peers(farm_engine *e) {
   int n = 0;
-  for (int i = 0; i < e->npeers; i++) n += !e->peers[i]->dead;
+  for (int i = 0; i < e->npeers; i++) n += !e->peers[i]->dead && !e->peers[i]->retired;
   return n;
 }
 
@@ -1013,7 +1216,7 @@ static void draw_progress(farm_engine *e, double now) {
   int busy = 0, cap = 0;
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
-    if (p->dead) continue;
+    if (p->dead || p->retired) continue;
     cap += p->capacity;
     busy += p->inflight < p->capacity ? p->inflight : p->capacity;
   }
@@ -1080,6 +1283,7 @@ static int want_fds(farm_engine *e) {
   return nf;
 }
 
+static void pool_steps(farm_engine *e);
 static void *loop_main(void *arg) {
   farm_engine *e = arg;
   sigset_t all;
@@ -1099,6 +1303,7 @@ static void *loop_main(void *arg) {
   changed(e);
   while (!e->stop) {
     fix_broken(e);
+    pool_steps(e);                           /* set_workers, farm__peer_retire */
     take_incoming(e);
     double now = farm__now();
     double period = __atomic_load_n(&e->outstanding, __ATOMIC_RELAXED) ? TICK : IDLE_TICK;
@@ -1128,6 +1333,29 @@ static void *loop_main(void *arg) {
     if (!__atomic_load_n(&e->caller_polls, __ATOMIC_SEQ_CST))
       for (int i = 0; i < e->npeers; i++) farm__peer_drain(e->peers[i]);
   }
+  /* The workers are this thread's children and die when it ends: when the
+     pool has a cleanup (farm.on_node), they are told to QUIT first and given
+     a moment to run it. */
+  int cleanup = 0;
+  for (int i = 0; i < e->nshares; i++) cleanup |= e->shares[i].kind == FARM_SHARE_SETUP;
+  if (cleanup) {
+    farm_buf q;
+    farm__buf_init(&q);
+    farm__msg_begin(&q, FARM_MSG_QUIT);
+    pid_t pids[256];
+    int np = 0;
+    for (int i = 0; i < e->npeers; i++) {
+      farm_peer *p = e->peers[i];
+      if (!p->link || !p->ready || p->ops->kind[0] != 'l') continue;
+      farm__link_send(p->link, q.p, q.n, 1);
+      long pid = p->ops->pid ? p->ops->pid(p) : 0;
+      if (pid > 0 && np < 256) pids[np++] = (pid_t)pid;
+    }
+    farm__buf_free(&q);
+    pthread_mutex_unlock(&e->mu);
+    farm__stop_pids(pids, np, CLEANUP_GRACE_MS);
+    pthread_mutex_lock(&e->mu);
+  }
   pthread_mutex_unlock(&e->mu);
   return NULL;
 }
@@ -1140,10 +1368,191 @@ static void wake_loop(farm_engine *e) {
   }
 }
 
+/* ---- retiring peers; resizing the local pool (farm.set_workers) ------------------ */
+
+#define RETIRE_GRACE 2.0           /* seconds a retired peer has to go once sent QUIT */
+#define SHRINK_WHY "the pool was made smaller (farm.set_workers)"
+
+static int is_local(farm_peer *p) { return p->ops->kind[0] == 'l'; }
+
+static void recount_capacity(farm_engine *e) {
+  e->capacity = 0;
+  for (int i = 0; i < e->npeers; i++)
+    e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
+}
+
+/* Ask a retired peer for its jobs not begun yet (one TAKE at a time; what it
+   does not give back has begun, on_taken, and is not asked for again). */
+static void retire_take(farm_engine *e, farm_peer *p) {
+  if (!p->link || !p->ready || p->takes || p->broken) return;
+  int n = 0;
+  for (farm_job *j = p->head; j; j = j->next)
+    if (j->state == JOB_SENT && !j->begun && !j->taking && !j->cancel_req) { j->taking = 1; n++; }
+  if (n) send_take(e, p);
+}
+
+void farm__peer_retire(farm_peer *p, const char *why) {
+  farm_engine *e = p->e;
+  if (p->retired) return;
+  p->retired = 1;
+  p->start_pending = 0;            /* not started yet: it never will be */
+  p->quit_at = 0;
+  snprintf(p->retired_why, sizeof p->retired_why, "%s", why && *why ? why : "retired");
+  recount_capacity(e);
+  retire_take(e, p);
+  changed(e);
+}
+
+/* Each turn of the loop: start the peers set_workers added, and walk the
+   retired ones to their end (take back, QUIT when empty, stop after a grace).
+   With every peer retired or dead, the queue fails, saying so. */
+static void pool_steps(farm_engine *e) {
+  double now = farm__now();
+  farm_peer *last = NULL;
+  int dead = 0;
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    dead += p->dead;
+    if (p->start_pending) {
+      p->start_pending = 0;
+      if (!p->retired && !p->dead && p->ops->start(p) < 0) p->dead = 1;   /* e->err says why */
+      changed(e);
+      continue;
+    }
+    if (!p->retired) continue;
+    last = p;
+    if (!p->link || p->broken) continue;     /* gone (or being stopped anyway) */
+    if (!p->ready) { p->ops->kill(p, p->retired_why, 0); continue; }   /* still starting */
+    retire_take(e, p);
+    if (p->takes || p->inflight) continue;   /* its running jobs end there */
+    if (!p->quit_at) {
+      p->quit_at = now;
+      if (!p->closing) {
+        farm_buf q;
+        farm__buf_init(&q);
+        farm__msg_begin(&q, FARM_MSG_QUIT);
+        if (farm__peer_send(p, q.p, q.n) < 0) peer_broken(e, p, "cannot send QUIT");
+        else p->closing = 1;
+        farm__buf_free(&q);
+      }
+    } else if (now - p->quit_at > RETIRE_GRACE) {
+      p->ops->kill(p, p->retired_why, 0);    /* it did not go by itself */
+    }
+  }
+  if (last && !live_peers(e)) {
+    char why[sizeof e->err + 300];
+    snprintf(why, sizeof why, "no workers left: %s was retired (%s)%s%s", last->name,
+             last->retired_why, dead && e->err[0] ? "; " : "", dead ? e->err : "");
+    fail_queue(e, why);
+  }
+}
+
+int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
+  if (errlen) err[0] = 0;
+  if (n < 1 || n > 256) {
+    snprintf(err, errlen, "the number of workers must be from 1 to 256 (got %d)", n);
+    return FARM_EINVAL;
+  }
+  farm_peer *fresh[256];
+  int nfresh = 0, active = 0, nlocal = 0, rc = 0;
+  pthread_mutex_lock(&e->mu);
+  if (e->closed || e->stop) {
+    pthread_mutex_unlock(&e->mu);
+    snprintf(err, errlen, "the pool is closed");
+    return FARM_ECLOSED;
+  }
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    if (!is_local(p)) continue;
+    nlocal++;
+    active += !p->dead && !p->retired;
+  }
+  /* growing: first the retired workers that are gone start again (their names
+     and slots come back), then new ones */
+  for (int i = 0; i < e->npeers && active < n; i++) {
+    farm_peer *p = e->peers[i];
+    if (!is_local(p) || !p->retired || p->dead || p->link || p->start_pending) continue;
+    p->retired = 0;
+    p->retired_why[0] = 0;
+    p->quit_at = 0;
+    p->ready = 0;
+    p->start_pending = 1;
+    fresh[nfresh++] = p;
+    active++;
+  }
+  if (active < n) {
+    farm_peer **grown = realloc(e->peers, (size_t)(e->npeers + n - active) * sizeof *grown);
+    if (!grown) { snprintf(err, errlen, "out of memory"); rc = FARM_ENOMEM; }
+    else e->peers = grown;
+    while (!rc && active < n) {
+      farm_peer *p = farm__local_new(e, nlocal, err, errlen);
+      if (!p) { rc = FARM_ENOMEM; break; }
+      nlocal++;
+      p->start_pending = 1;
+      e->peers[e->npeers++] = p;
+      fresh[nfresh++] = p;
+      active++;
+    }
+  }
+  /* shrinking: the workers not started first, then the idle, then those with
+     the fewest jobs begun (the newest among equals) */
+  while (active > n) {
+    farm_peer *best = NULL;
+    long best_score = LONG_MAX;
+    for (int i = 0; i < e->npeers; i++) {
+      farm_peer *p = e->peers[i];
+      if (!is_local(p) || p->dead || p->retired) continue;
+      long score = -1;
+      if (p->link && p->ready) {
+        uint64_t running = p->ops->running ? p->ops->running(p) : 0;
+        long begun = 0;
+        for (farm_job *j = p->head; j; j = j->next) begun += j->begun || (running && j->id == running);
+        score = begun * 65536 + p->inflight;
+      }
+      if (score <= best_score) { best = p; best_score = score; }
+    }
+    if (!best) break;
+    farm__peer_retire(best, SHRINK_WHY);
+    active--;
+  }
+  recount_capacity(e);
+  changed(e);
+  wake_waiters(e);
+  pthread_mutex_unlock(&e->mu);
+  uint64_t one = 1;
+  if (write(e->wake_fd, &one, sizeof one) < 0) { /* counter full: it wakes anyway */ }
+  if (rc < 0 || !nfresh) return rc;
+  /* the new workers say hello before the call returns, as a new pool's do */
+  double until = farm__now() + START_TIMEOUT;
+  for (;;) {
+    uint64_t gen = farm__engine_gen(e);
+    int waiting = 0, failed = 0;
+    pthread_mutex_lock(&e->mu);
+    int closed = e->closed || e->stop;
+    for (int k = 0; !closed && k < nfresh; k++) {
+      farm_peer *p = fresh[k];
+      if (p->retired) continue;              /* retired meanwhile */
+      if (p->start_pending || (!p->ready && !p->dead)) waiting++;
+      else if (p->dead) failed++;
+    }
+    if (failed && !waiting) snprintf(err, errlen, "%s", e->err[0] ? e->err : "a new worker did not start");
+    pthread_mutex_unlock(&e->mu);
+    if (closed) { snprintf(err, errlen, "the pool is closed"); return FARM_ECLOSED; }
+    if (!waiting) return failed ? FARM_ESPAWN : 0;
+    if (farm__now() > until) {
+      snprintf(err, errlen, "%d of %d new workers (%.300s) did not start within %g s",
+               waiting, nfresh, e->exe, START_TIMEOUT);
+      return FARM_ETIMEDOUT;
+    }
+    if (farm__engine_wait(e, gen, 0.05) < 0) return 0;   /* a signal: they go on starting */
+  }
+}
+
 /* ---- the caller's side ------------------------------------------------------------ */
 
 void farm__engine_submit(farm_engine *e, farm_job *j) {
   j->state = JOB_QUEUED;
+  j->submitted = farm__now();
   __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);   /* the engine's */
   size_t outstanding = __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
   __atomic_add_fetch(&e->submitted, 1, __ATOMIC_RELAXED);
@@ -1384,11 +1793,13 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
     farm_peer_stats *t = &s->peers[s->npeers++];
     snprintf(t->name, sizeof t->name, "%s", p->name);
     snprintf(t->kind, sizeof t->kind, "%s", p->ops->kind);
-    t->state = p->dead ? (p->ready ? "lost" : "failed") : p->ready ? "up" : "starting";
+    t->state = p->retired ? "retired" : p->dead ? (p->ready ? "lost" : "failed") : p->ready ? "up" : "starting";
     t->pid = p->ops->pid ? p->ops->pid(p) : 0;
     t->capacity = p->capacity;
     t->jobs = p->jobs;
     t->busy = p->busy;
+    t->bytes_sent = p->bytes_out;
+    t->bytes_received = p->bytes_in;
   }
   s->queued = e->nqueued;
   s->outstanding = farm__engine_outstanding(e);
@@ -1405,8 +1816,11 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
 int farm__engine_pids(farm_engine *e, long *pids, int max) {
   pthread_mutex_lock(&e->mu);
   int n = 0;
-  for (int i = 0; i < e->npeers && n < max; i++)
-    pids[n++] = e->peers[i]->ops->pid ? e->peers[i]->ops->pid(e->peers[i]) : 0;
+  for (int i = 0; i < e->npeers && n < max; i++) {
+    long pid = e->peers[i]->ops->pid ? e->peers[i]->ops->pid(e->peers[i]) : 0;
+    if (e->peers[i]->retired && pid <= 0) continue;   /* retired and gone: no entry */
+    pids[n++] = pid;
+  }
   pthread_mutex_unlock(&e->mu);
   return n;
 }
@@ -1464,7 +1878,8 @@ const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen) {
 
 void farm__engine_sockdir_done(farm_engine *e) {
   for (int i = 0; i < e->npeers; i++)
-    if (!e->peers[i]->dead && !e->peers[i]->ready) return;
+    if (!e->peers[i]->dead && !e->peers[i]->ready &&
+        !(e->peers[i]->retired && !e->peers[i]->link)) return;   /* retired and gone: not waited for */
   if (e->dir[0]) rmdir(e->dir);
   e->dir[0] = 0;
 }
@@ -1493,8 +1908,30 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   e->progress = o->progress;
   e->restart_workers = o->restart_workers;
   if (o->maxmsg) e->maxmsg = o->maxmsg;
-  e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
   int rc = FARM_ESPAWN;
+  e->keep_files = o->keep_files;
+  e->max_file = o->max_file ? o->max_file : FARM_MAX_FILE_DEFAULT;
+  if (e->max_file > e->maxmsg - (64u << 10)) e->max_file = e->maxmsg - (64u << 10);
+  {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    e->wall = (double)ts.tv_sec + ts.tv_nsec * 1e-9 - farm__now();
+    char lim[32];
+    int k = snprintf(lim, sizeof lim, "%zu", e->max_file);
+    if (farm__engine_share(e, FARM_SHARE_LIMIT, "max_file", 8, lim, (size_t)k) < 0) {
+      rc = FARM_ENOMEM;
+      goto fail;
+    }
+  }
+  if (o->dest && *o->dest) {
+    if (o->dest[0] == '/') snprintf(e->dest, sizeof e->dest, "%s", o->dest);
+    else {
+      char cwd[PATH_MAX];
+      if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
+      snprintf(e->dest, sizeof e->dest, "%.2000s/%.2000s", cwd, o->dest);
+    }
+  } else if (!getcwd(e->dest, sizeof e->dest)) snprintf(e->dest, sizeof e->dest, ".");
+  e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
   if (o->exe && *o->exe) snprintf(e->exe, sizeof e->exe, "%s", o->exe);
   else if (farm__find_exe(e->exe, sizeof e->exe) < 0) {
     const char *env = getenv("FARM_EXE");
@@ -1536,7 +1973,8 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
     uint64_t gen = farm__engine_gen(e);
     pthread_mutex_lock(&e->mu);
     int waiting = 0;
-    for (int i = 0; i < e->npeers; i++) waiting += !e->peers[i]->ready && !e->peers[i]->dead;
+    for (int i = 0; i < e->npeers; i++)
+      waiting += !e->peers[i]->ready && !e->peers[i]->dead && !e->peers[i]->retired;
     int live = live_peers(e), failed = e->start_failed;
     if (failed || (!live && e->err[0])) snprintf(err, errlen, "%s", e->err);
     pthread_mutex_unlock(&e->mu);
@@ -1617,6 +2055,9 @@ void farm__engine_free(farm_engine *e) {
   if (!e) return;
   farm__engine_close(e);
   for (farm_job *j; (j = e->fhead); ) { e->fhead = j->fnext; farm__job_unref(j); }
+  for (int i = 0; i < e->nshares; i++) { free(e->shares[i].name); free(e->shares[i].p); }
+  free(e->shares);
+  for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }
   free(e->peers);
   free(e->pfd);
   farm__buf_free(&e->msg);

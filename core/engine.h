@@ -60,6 +60,7 @@ typedef struct farm_job {
   double timeout;                  /* seconds it may run, 0: no limit */
   double started;                  /* when its peer was first seen running it */
   double busy;                     /* seconds it ran */
+  double submitted, ended;         /* when it was handed to the engine, and when it ended */
   char where[96];                  /* where it ran */
   uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
   uint16_t ext_attempt;
@@ -83,6 +84,9 @@ typedef struct farm_engine_opts {
   double heartbeat;                /* seconds between heartbeats on node links; 0: 1 s */
   int quiet;                       /* no "farm: node ... lost" lines on stderr */
   int restart_workers;             /* a fresh worker process for every job (ppserver -r) */
+  const char *dest;                /* where farm.send_file's files go; NULL: the current directory */
+  size_t max_file;                 /* the largest file that travels; 0: FARM_MAX_FILE_DEFAULT */
+  int keep_files;                  /* a node's: sent files are kept for farm__engine_take_files */
 } farm_engine_opts;
 
 typedef struct farm_engine farm_engine;
@@ -134,6 +138,7 @@ typedef struct farm_peer_stats {
   int capacity;
   uint64_t jobs;
   double busy;
+  uint64_t bytes_sent, bytes_received;   /* on its link, whole messages */
 } farm_peer_stats;
 typedef struct farm_engine_stats {
   int npeers;
@@ -146,6 +151,34 @@ typedef struct farm_engine_stats {
 void farm__engine_stats(farm_engine *e, farm_engine_stats *s);
 int  farm__engine_workers(farm_engine *e);
 int  farm__engine_pids(farm_engine *e, long *pids, int max);
+/* Resize the LOCAL pool to n workers (1..256) while it runs (any thread but
+   the loop's; farm.set_workers). Growing starts new local workers (or starts
+   again retired ones that are gone) and waits until they said HELLO; shrinking
+   retires the surplus (farm__peer_retire: those not started or idle first),
+   letting their running jobs finish, and does not wait. Nodes are untouched.
+   0, or a negative code with err saying why (a new worker would not start). */
+int  farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen);
+
+/* What every job of the pool may use (proto.h, SHARE): appended in order and
+   sent once to each peer before its next jobs (any thread). block is copied. */
+int  farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
+                        const void *block, size_t n);
+/* Whether any peer is a node (files need to travel only then). */
+int  farm__engine_has_nodes(farm_engine *e);
+size_t farm__engine_max_file(farm_engine *e);
+/* Seconds to add to farm__now() for the time of day (as os.time, with fractions). */
+double farm__engine_wall(farm_engine *e);
+/* A node's engine (opts.keep_files): the files its jobs sent, oldest first, for
+   the node to pass on; NULL when none. Free each with free() (one block). */
+typedef struct farm_sent_file {
+  struct farm_sent_file *next;
+  uint64_t ext_id;                 /* the client's id of the job that sent it */
+  uint16_t ext_attempt;
+  uint64_t dev, ino;
+  char *path, *data;               /* inside this block */
+  size_t npath, ndata;
+} farm_sent_file;
+farm_sent_file *farm__engine_take_files(farm_engine *e);
 
 /* ---- jobs and function packages (refcounted, any thread) ---- */
 farm_job *farm__job_new(void);

@@ -43,6 +43,11 @@ struct farm_peer {
   int capacity;                    /* jobs it runs at once (from HELLO) */
   int ready;                       /* HELLO seen */
   int dead;                        /* failed before HELLO: not restarted */
+  /* retirement (farm__peer_retire, farm__engine_set_workers) */
+  int retired;                     /* no new jobs; QUIT once empty; gone for good when it ends */
+  int start_pending;               /* added to a running pool: the loop thread starts it */
+  double quit_at;                  /* a retired peer: when it was sent QUIT (0: not yet) */
+  char retired_why[160];           /* why it was retired */
   int closing;                     /* QUIT sent */
   int broken;                      /* to be stopped and replaced by the loop thread: */
   char broken_why[200];            /* ...why (only the loop thread starts processes), */
@@ -68,6 +73,9 @@ struct farm_peer {
   uint64_t running_id;             /* the job it was last seen running */
   uint64_t jobs;                   /* stats */
   double busy;
+  int shared_upto;                 /* the engine's shared items it was sent */
+  int setup_failed;                /* said SETUPFAIL: taken out of the run */
+  uint64_t bytes_out, bytes_in;    /* on its link, whole messages */
 };
 
 /* For kinds: send a whole message now or keep it for when the link can take it
@@ -80,6 +88,19 @@ void farm__peer_broken(farm_peer *p, const char *why);
 /* Receive and handle everything waiting on p's link (header checks; a malformed
    message marks the peer broken). Returns messages handled. */
 int  farm__peer_drain(farm_peer *p);
+/* Retire p for good (lock held; on the loop thread, or wherever messages are
+   handled, as farm__engine_message is; it starts and stops no process itself).
+   From now on p gets no new job and counts neither in the pool's capacity nor
+   in farm.workers(); its jobs not yet started are taken back (TAKE/TAKEN) and
+   run elsewhere; the jobs it has begun run to their end there (a death still
+   gives them back, as for any peer). Once it holds nothing, the loop thread
+   sends it QUIT, and stops it (ops->kill, blame 0) if it has not gone within
+   a grace of 2 s; a peer that never said HELLO is stopped at once. When it
+   ends it is NOT replaced; it stays in the peer list with state "retired"
+   (pid 0 once gone). Any kind of peer; calling it again does nothing. why
+   (copied) names the cause: it reaches the user when no peer is left to run
+   the queue ("no workers left: local:2 was retired (why)"). */
+void farm__peer_retire(farm_peer *p, const char *why);
 
 /* The node kind (peer_node.c): a farm node on another host (or this one),
    reached over TCP, started over SSH when the host says so. Connects (in

@@ -155,7 +155,8 @@ fail:
 }
 
 /* The worker is gone (reaped): what it printed is kept, its jobs go back, and
-   it is replaced -- unless it never came up, which would only loop. */
+   it is replaced -- unless it never came up, which would only loop, or it was
+   retired (farm__peer_retire). */
 static void lost(farm_peer *p, const char *why, uint64_t blame) {
   local *l = L_(p);
   uint64_t running = blame ? blame : farm__wstate_job(l->state);
@@ -166,6 +167,10 @@ static void lost(farm_peer *p, const char *why, uint64_t blame) {
   unlink_sock(l);
   release(l);
   l->pid = 0;
+  if (p->retired) {                /* farm__peer_retire: gone for good, not replaced */
+    if (!p->ready) farm__engine_sockdir_done(p->e);
+    return;
+  }
   if (!p->ready) {
     char msg[512];
     p->dead = 1;

@@ -368,8 +368,10 @@ static void lose(farm_peer *p, const char *why) {
   node *n = N_(p);
   char msg[600];
   snprintf(msg, sizeof msg, "node %s lost: %s", n->name, why);
-  if (!n->quiet) fprintf(stderr, "farm: %s; its jobs run elsewhere\n", msg);
-  farm__engine_error(p->e, msg);
+  if (!p->retired) {               /* a retired node (farm__peer_retire) goes quietly */
+    if (!n->quiet) fprintf(stderr, "farm: %s; its jobs run elsewhere\n", msg);
+    farm__engine_error(p->e, msg);
+  }
   farm__engine_peer_lost(p->e, p, 0, why);
   drop(p);
   p->dead = 1;

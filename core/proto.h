@@ -29,6 +29,19 @@
  *   KILL     c->n  uvar(id): stop that job at once (out of time, or cancelled by force);
  *                  its result, if it comes, is not wanted
  *   AUTH1..AUTHNO: the handshake on a node link, before it is sealed (session.h)
+ *   SHARE    c->w  u32le(count) count * { u8(kind) str(name) str(block) }: what every job
+ *                  of the pool may use, sent once to each peer before the first JOBS
+ *                  that follows it (a fresh peer gets them all again), in the order
+ *                  they were made. Kinds: SHARE_VALUE (farm.shared.name = the value
+ *                  block), SHARE_SETUP (farm.on_node: a block of one table
+ *                  {setup=, cleanup=, args=}), SHARE_FILE (a file by its relative
+ *                  path: only to nodes, which put it in their jobs' directory),
+ *                  SHARE_LIMIT (name "max_file": the largest file, in decimal).
+ *   SETUPFAIL w->c str(message): the pool's setup function failed here; the worker
+ *                  runs no job from now on and waits to be told to QUIT
+ *   FILE     w->c  uvar(id) uvar(dev) uvar(ino) str(path) str(content): a job's
+ *                  farm.send_file, for the client's --dest directory (dev and ino
+ *                  say which file it was, so a local one is not copied onto itself)
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
  *                  str(stdout) str(block | message) [status 1: str(traceback) str(value)]
  *                  str(where) }
@@ -50,9 +63,11 @@
 
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
        FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE,
-       FARM_MSG_BEAT, FARM_MSG_KILL,
+       FARM_MSG_BEAT, FARM_MSG_KILL, FARM_MSG_SHARE, FARM_MSG_SETUPFAIL, FARM_MSG_FILE,
        FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
+enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT };
+#define FARM_MAX_FILE_DEFAULT (64u << 20)   /* files travel up to this size unless configured */
 enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };
 #define FARM_HASHLEN 16

@@ -93,6 +93,7 @@ typedef struct wjob {
   wblock *kept;                  /* its function's kept block, or NULL */
   uint64_t id, att;
   int mode, fnkind, forget;
+  int share;                     /* a SHARE message: its items are in args */
   unsigned char hash[FARM_HASHLEN];
   const char *pkg;               /* the function block: in msg, or kept's */
   size_t npkg;
@@ -280,6 +281,39 @@ int farm__wjobs_take(farm_wjobs *q, void *msg, size_t n, void (*release)(void *)
       msg_unref(m);
       return rc;
     }
+  } else if (type == FARM_MSG_SHARE) {
+    /* checked whole now, applied by the Lua thread in its turn among the jobs */
+    uint32_t count = farm__rd_u32le(&r);
+    const char *items = (const char *)r.p - 4;
+    for (uint32_t i = 0; i < count && !r.err; i++) {
+      int kind = farm__rd_u8(&r);
+      size_t k;
+      farm__rd_str(&r, &k);
+      farm__rd_str(&r, &k);
+      if (kind < FARM_SHARE_VALUE || kind > FARM_SHARE_LIMIT) r.err = 1;
+    }
+    wjob *j = NULL;
+    wmsg *m = NULL;
+    if (r.err || farm__rd_left(&r) || count == 0) {
+      snprintf(err, errlen, "malformed message from the client");
+      rc = FARM_EPROTO;
+    } else if (!(j = calloc(1, sizeof *j)) || !(m = calloc(1, sizeof *m))) {
+      free(j);
+      snprintf(err, errlen, "out of memory");
+      rc = FARM_ENOMEM;
+    } else {
+      m->p = msg;
+      m->release = release;
+      m->refs = 1;
+      j->msg = m;
+      j->share = 1;
+      j->args = items;
+      j->nargs = (size_t)((const char *)r.p - items);
+      if (q->tail) q->tail->next = j; else q->head = j;
+      q->tail = j;
+      q->n++;
+      return rc;
+    }
   } else if (type == FARM_MSG_TAKE) {
     int prc = parse_take(q, &r, given, ngiven, err, errlen);
     if (prc < 0) rc = prc;
@@ -349,6 +383,10 @@ struct worker {
   uint64_t gen;                  /* bumped (under mu) whenever a sub-job ends */
   farm_buf submit;               /* SUBMIT message being built (Lua thread) */
   uint32_t nsubmit;
+  int shared_raw, shared_vals;   /* registry refs: farm.shared's blocks, and values decoded */
+  int cleanup;                   /* registry ref of {cleanup, args} once setup ran, or LUA_NOREF */
+  int stopped;                   /* the pool's setup failed here: no job runs any more */
+  size_t max_file;               /* the largest file farm.send_file sends */
 };
 
 /* ---- the link thread ---------------------------------------------------------- */
@@ -604,6 +642,8 @@ static int p_decode(lua_State *L) {
   size_t n;
   const char *p = lua_touserdata(L, 2);
   n = (size_t)lua_tointeger(L, 3);
+  int own = lua_toboolean(L, 5);         /* the worker's own globals are its environment */
+  lua_settop(L, 4);
   lua_rotate(L, 1, 1);                   /* 1: the chain */
   lua_settop(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve);
@@ -615,7 +655,8 @@ static int p_decode(lua_State *L) {
   if (lua_istable(L, -1)) lua_getfield(L, -1, "install"); else lua_pushnil(L);
   lua_replace(L, 5);
   lua_settop(L, 5);
-  farm_decoder d = { .env = 0, .resolve = 2, .cache = 3, .remember = 4,
+  if (own) lua_pushglobaltable(L);
+  farm_decoder d = { .env = own ? 6 : 0, .resolve = 2, .cache = 3, .remember = 4,
                      .install = lua_isfunction(L, 5) ? 5 : 0,   /* results can be functions */
                      .chain = lua_istable(L, 1) ? 1 : 0,
                      .record = 1 };      /* the client's classes, to name them in results */
@@ -641,7 +682,7 @@ static int p_encode(lua_State *L) {
 /* Decode a block in protected mode: pushes the values and returns their count,
    or leaves the error message on the stack and returns -1. chain: the stack
    index of the job's chain table, or 0. */
-static int decode_block(worker *w, const char *p, size_t n, int chain) {
+static int decode_block_in(worker *w, const char *p, size_t n, int chain, int own) {
   lua_State *L = w->L;
   int top = lua_gettop(L);
   lua_pushcfunction(L, p_decode);
@@ -649,8 +690,13 @@ static int decode_block(worker *w, const char *p, size_t n, int chain) {
   lua_pushlightuserdata(L, (void *)p);
   lua_pushinteger(L, (lua_Integer)n);
   if (chain) lua_pushvalue(L, chain); else lua_pushnil(L);
-  if (lua_pcall(L, 4, LUA_MULTRET, 0) != LUA_OK) return -1;
+  lua_pushboolean(L, own);
+  if (lua_pcall(L, 5, LUA_MULTRET, 0) != LUA_OK) return -1;
   return lua_gettop(L) - top;
+}
+
+static int decode_block(worker *w, const char *p, size_t n, int chain) {
+  return decode_block_in(w, p, n, chain, 0);
 }
 
 /* ---- running jobs ------------------------------------------------------------------- */
@@ -902,12 +948,211 @@ done:
   free_run(w, r);
 }
 
+/* ---- what every job may use (SHARE): farm.shared, farm.on_node, limits ------------ */
+
+static int p_traceback(lua_State *L) {   /* an error's text: one line for the client */
+  push_error_text(L, 1);
+  return 1;
+}
+
+/* The pool's setup function, once (its globals are the jobs' globals): its
+   cleanup is kept for the end. When it fails, the client is told, and no job
+   runs here any more: the client takes them back and tells us to quit. */
+static void run_setup(worker *w, const char *p, size_t n) {
+  lua_State *L = w->L;
+  int top = lua_gettop(L);
+  const char *why = NULL;
+  lua_pushcfunction(L, p_traceback);
+  int nv = decode_block_in(w, p, n, 0, 1);   /* the globals it sets are the jobs' */
+  if (nv != 1 || !lua_istable(L, -1)) {
+    why = nv < 0 ? lua_tostring(L, -1) : "malformed message: setup block";
+  } else {
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "setup");
+    lua_getfield(L, t, "args");
+    int nargs = 0;
+    if (lua_istable(L, -1)) {
+      int a = lua_gettop(L);
+      lua_Integer k = luaL_len(L, a);
+      if (k > 200 || !lua_checkstack(L, (int)k + 4)) k = 0;
+      for (lua_Integer i = 1; i <= k; i++) lua_geti(L, a, i);
+      lua_remove(L, a);
+      nargs = (int)k;
+    } else lua_pop(L, 1);
+    if (!lua_isfunction(L, -nargs - 1)) lua_settop(L, t);        /* no setup: only a cleanup */
+    else if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK) why = lua_tostring(L, -1);
+    if (!why) {
+      lua_createtable(L, 2, 0);
+      lua_getfield(L, t, "cleanup");
+      lua_rawseti(L, -2, 1);
+      lua_getfield(L, t, "args");
+      lua_rawseti(L, -2, 2);
+      w->cleanup = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+  }
+  if (why) {
+    farm_buf b;
+    farm__buf_init(&b);
+    farm__msg_begin(&b, FARM_MSG_SETUPFAIL);
+    size_t k = strlen(why);
+    farm__buf_str(&b, why, k < ERROR_BYTES ? k : ERROR_BYTES);
+    w->stopped = 1;
+    if (farm__link_send(w->link, b.p, b.n, 0) != 0) {
+      fprintf(stderr, "farm worker %d: cannot send to the client: %s\n", w->slot + 1, farm__link_error());
+      exit(3);
+    }
+    farm__buf_free(&b);
+  }
+  lua_settop(L, top);
+}
+
+/* The cleanup of the pool's setup, when the worker ends (a failure is said on
+   the worker's stderr: there is no job to give it to). */
+static void run_cleanup(worker *w) {
+  lua_State *L = w->L;
+  if (!L || w->cleanup == LUA_NOREF) return;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, p_traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->cleanup);
+  int t = lua_gettop(L);
+  lua_rawgeti(L, t, 1);
+  if (lua_isfunction(L, -1)) {
+    int nargs = 0;
+    if (lua_rawgeti(L, t, 2) == LUA_TTABLE) {
+      int a = lua_gettop(L);
+      lua_Integer k = luaL_len(L, a);
+      if (k > 200 || !lua_checkstack(L, (int)k + 4)) k = 0;
+      for (lua_Integer i = 1; i <= k; i++) lua_geti(L, a, i);
+      lua_remove(L, a);
+      nargs = (int)k;
+    } else lua_pop(L, 1);
+    if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK)
+      fprintf(stderr, "farm worker %d: the cleanup function of farm.on_node failed: %s\n",
+              w->slot + 1, lua_tostring(L, -1));
+  }
+  lua_settop(L, top);
+}
+
+static void apply_shares(worker *w, wjob *j) {
+  lua_State *L = w->L;
+  farm_rd r;
+  farm__rd_init(&r, j->args, j->nargs);
+  uint32_t count = farm__rd_u32le(&r);
+  for (uint32_t i = 0; i < count && !r.err; i++) {
+    int kind = farm__rd_u8(&r);
+    size_t nn, nb;
+    const char *name = farm__rd_str(&r, &nn), *b = farm__rd_str(&r, &nb);
+    if (r.err) break;
+    if (kind == FARM_SHARE_VALUE) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, w->shared_vals);
+      lua_pushlstring(L, name, nn);
+      int have = lua_rawget(L, -2) != LUA_TNIL;
+      lua_pop(L, 2);
+      if (have) continue;                /* a name is set once */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, w->shared_raw);
+      lua_pushlstring(L, name, nn);
+      lua_pushlstring(L, b, nb);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+    } else if (kind == FARM_SHARE_SETUP) {
+      if (w->cleanup == LUA_NOREF && !w->stopped) run_setup(w, b, nb);
+    } else if (kind == FARM_SHARE_LIMIT && nn == 8 && memcmp(name, "max_file", 8) == 0) {
+      char num[32];
+      if (nb < sizeof num) {
+        memcpy(num, b, nb);
+        num[nb] = 0;
+        unsigned long long v = strtoull(num, NULL, 10);
+        if (v > 0) w->max_file = (size_t)v;
+      }
+    }                                    /* files are a node's business */
+  }
+}
+
+int farm__worker_shared(lua_State *L, worker *w, const char *name, size_t n) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->shared_vals);
+  lua_pushlstring(L, name, n);
+  if (lua_rawget(L, -2) != LUA_TNIL) { lua_remove(L, -2); return 1; }
+  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->shared_raw);
+  lua_pushlstring(L, name, n);
+  if (lua_rawget(L, -2) != LUA_TSTRING) { lua_pop(L, 3); return 0; }
+  size_t nb;
+  const char *b = lua_tolstring(L, -1, &nb);
+  int base = lua_gettop(L);                /* vals raw block */
+  lua_pushcfunction(L, p_decode);
+  lua_pushlightuserdata(L, w);
+  lua_pushlightuserdata(L, (void *)b);
+  lua_pushinteger(L, (lua_Integer)nb);
+  lua_pushnil(L);
+  if (lua_pcall(L, 4, LUA_MULTRET, 0) != LUA_OK) return lua_error(L);
+  if (lua_gettop(L) != base + 1) return luaL_error(L, "farm.shared.%s: malformed shared value", name);
+  lua_pushlstring(L, name, n);             /* decoded once: the block goes */
+  lua_pushvalue(L, -2);
+  lua_rawset(L, base - 2);
+  lua_pushlstring(L, name, n);
+  lua_pushnil(L);
+  lua_rawset(L, base - 1);
+  lua_replace(L, base - 2);
+  lua_settop(L, base - 2);
+  return 1;
+}
+
+int farm__worker_send_file(lua_State *L, worker *w, const char *path) {
+  if (!w->cur) return luaL_error(L, "farm.send_file: only a job can send a file (not the setup)");
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return luaL_error(L, "farm.send_file: cannot open %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return luaL_error(L, "farm.send_file: %s is not a regular file", path);
+  }
+  size_t limit = w->max_file ? w->max_file : FARM_MAX_FILE_DEFAULT;
+  if ((uint64_t)st.st_size > limit) {
+    close(fd);
+    char have[32], max[32];
+    return luaL_error(L, "farm.send_file: %s is %s; files travel up to %s "
+                      "(farm.config{max_file = bytes} or farm run --max-file raises it)", path,
+                      farm__size_text((size_t)st.st_size, have, sizeof have),
+                      farm__size_text(limit, max, sizeof max));
+  }
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_FILE);
+  farm__buf_uvar(&b, w->cur->j->id);
+  farm__buf_uvar(&b, (uint64_t)st.st_dev);
+  farm__buf_uvar(&b, (uint64_t)st.st_ino);
+  farm__buf_str(&b, path, strlen(path));
+  size_t len = (size_t)st.st_size;
+  if (farm__buf_uvar(&b, len) < 0 || farm__buf_reserve(&b, len) < 0) {
+    close(fd); farm__buf_free(&b);
+    return luaL_error(L, "farm.send_file: out of memory for %s", path);
+  }
+  size_t got = 0;
+  while (got < len) {
+    ssize_t k = read(fd, b.p + b.n + got, len - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    got += (size_t)k;
+  }
+  close(fd);
+  if (got != len) {
+    farm__buf_free(&b);
+    return luaL_error(L, "farm.send_file: %s changed while it was read", path);
+  }
+  b.n += len;
+  int rc = farm__link_send(w->link, b.p, b.n, 0);
+  farm__buf_free(&b);
+  if (rc != 0) return luaL_error(L, "farm.send_file: cannot send %s: %s", path, farm__link_error());
+  return 0;
+}
+
 static void start_job(worker *w, wjob *j) {
   lua_State *L = w->L;
   if (j->forget) {                       /* the client forgot what we have: so do we */
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, w->fns);
   }
+  if (j->share) { apply_shares(w, j); wjob_free(j); return; }
   int top = lua_gettop(L);
   /* a fresh function's block and the job's argument block decode as one (codec.h) */
   int chain = 0;
@@ -1004,7 +1249,8 @@ static int serve(worker *w) {
     pthread_mutex_lock(&w->mu);
     wjob *j = NULL;
     wrun *r = NULL;
-    while (!(r = ready_run(w, farm__now())) && !(j = wjobs_pop(w->q)) && !w->quit && !w->failed) {
+    while (!(r = ready_run(w, farm__now())) && !(j = w->stopped ? NULL : wjobs_pop(w->q)) &&
+           !w->quit && !w->failed) {
       if (w->nres || w->nsubmit) {         /* nothing to run: results go now */
         pthread_mutex_unlock(&w->mu);
         flush(w);
@@ -1114,7 +1360,7 @@ static int wait_in(lua_State *L, worker *w, farm_job *j, int any, uint64_t gen, 
       continue;
     }
     wrun *next = ready_run(w, farm__now());
-    wjob *job = next ? NULL : wjobs_pop(w->q);
+    wjob *job = next || w->stopped ? NULL : wjobs_pop(w->q);
     if (!next && !job) {
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
@@ -1200,6 +1446,10 @@ static int setup(lua_State *L) {
   lua_pop(L, 1);                           /* (farm.lua hooked load: chunks are remembered) */
   lua_newtable(L);
   w->fns = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  w->shared_raw = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  w->shared_vals = luaL_ref(L, LUA_REGISTRYINDEX);
   weak_table(L, "v");                      /* compiled chunks, as long as something uses them */
   w->chunks = luaL_ref(L, LUA_REGISTRYINDEX);
   if (luaL_loadbufferx(L, map_runner, sizeof map_runner - 1, "=farm.map", "t") != LUA_OK)
@@ -1244,6 +1494,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   memset(&w, 0, sizeof w);
   w.slot = slot;
   w.parent = (pid_t)parent;
+  w.cleanup = LUA_NOREF;
   w.maxmsg = maxmsg;
   set_signals();
   farm__buf_init(&w.res);
@@ -1315,6 +1566,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   }
   rc = serve(&w);
   if (rc) fprintf(stderr, "farm worker %d: %s\n", slot + 1, w.err);
+  else run_cleanup(&w);
   pthread_mutex_lock(&w.mu);             /* the link thread ends (QUIT, orphaned, failed) */
   w.quit = 1;
   pthread_cond_signal(&w.io_cv);

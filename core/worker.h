@@ -27,6 +27,12 @@ int farm__worker_submit(worker *w, struct farm_job *j);
    coroutine, so the worker runs other jobs meanwhile: call as `return ...`. */
 int farm__worker_wait(struct lua_State *L, worker *w, struct farm_job *j, double timeout);
 int farm__worker_pump(struct lua_State *L, worker *w, uint64_t gen, double timeout);
+/* farm.shared.name in a job: pushes its value (decoded at the first read) and
+   returns 1, or returns 0 when the client set no such name. */
+int farm__worker_shared(struct lua_State *L, worker *w, const char *name, size_t n);
+/* farm.send_file(path) in a job: the file goes to the client now (before the
+   job's result); raises a Lua error when it cannot. */
+int farm__worker_send_file(struct lua_State *L, worker *w, const char *path);
 
 /* ---- the link thread's parser, exposed for the fuzzer ---- */
 typedef struct farm_wjobs farm_wjobs;    /* parsed jobs and the function blocks kept */

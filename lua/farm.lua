@@ -36,7 +36,7 @@ Pool.__index = Pool
 local pool_of = setmetatable({}, { __mode = "k" })   -- ctx -> its pool
 
 local OPTIONS = "workers, echo, max_message, progress, nodes, hosts, key_file, local_workers, "
-  .. "accept_new_hosts, remote_farm, heartbeat"
+  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file"
 
 local function check_config(what, opts, level)
   if type(opts) ~= "table" then
@@ -55,7 +55,11 @@ local function check_config(what, opts, level)
       if type(v) ~= "boolean" then
         error(("%s: %s must be true or false (got %s)"):format(what, k, type(v)), level + 1)
       end
-    elseif k == "nodes" or k == "hosts" or k == "key_file" or k == "remote_farm" then
+    elseif k == "max_file" then
+      if math.type(v) ~= "integer" or v < 1 or v > 192 * 1048576 then
+        error(("%s: max_file must be a number of bytes from 1 to 192 MiB"):format(what), level + 1)
+      end
+    elseif k == "nodes" or k == "hosts" or k == "key_file" or k == "remote_farm" or k == "dest" then
       if type(v) ~= "string" or v == "" then
         error(("%s: %s must be a string (got %s)"):format(what, k, type(v)), level + 1)
       end
@@ -69,8 +73,11 @@ local function check_config(what, opts, level)
   end
 end
 
+local new_shared
 local function new_pool(config)
-  return setmetatable({ config = config, callbacks = {} }, Pool)
+  local p = setmetatable({ config = config, callbacks = {}, shares = {}, files = {} }, Pool)
+  p.shared = new_shared(p)
+  return p
 end
 
 function Pool:_ctx()
@@ -85,9 +92,127 @@ function Pool:_ctx()
   if not c or core.closed(c) then
     c = core.new(self.config)
     self.ctx = c
+    self.files = {}
     pool_of[c] = self
+    for _, x in ipairs(self.shares) do
+      if x[4] then self:_ship_files(c, x[4], "farm.on_node", 1) end
+      core.share(c, x[1], x[2], describe, names, x[3])
+    end
   end
   return c
+end
+
+-- What every job of the pool may use (shared values, the setup): encoded
+-- once, sent once to each worker and node; a pool started again sends it again.
+function Pool:_share(kind, name, value, files)
+  local c = self:_ctx()
+  if files then self:_ship_files(c, files, "farm.on_node", 3) end
+  core.share(c, kind, name, describe, names, value)
+  self.shares[#self.shares + 1] = { kind, name, value, files }
+end
+
+-- ---- farm.shared: constants every job reads (SCOOP's shared.setConst) ------
+
+local NAME = "^[%a_][%w_]*$"
+function new_shared(pool)
+  local values = {}
+  return setmetatable({}, {
+    __index = function(_, name)
+      if on_worker then
+        if type(name) == "string" then
+          local v = core.shared_get(name)
+          if v ~= nil then return v end
+        end
+        error(("farm.shared.%s is not set: set it in the client (farm.shared.%s = value) "
+          .. "before submitting the job"):format(tostring(name), tostring(name)), 2)
+      end
+      local v = values[name]
+      if v == nil then
+        error(("farm.shared.%s is not set: set it first (farm.shared.%s = value)")
+          :format(tostring(name), tostring(name)), 2)
+      end
+      return v
+    end,
+    __newindex = function(_, name, value)
+      if on_worker then
+        error("farm.shared: shared values are set in the client, not in a job", 2)
+      end
+      if type(name) ~= "string" or not name:match(NAME) then
+        error(("farm.shared: a name must be a Lua name such as data_2 (got %s)")
+          :format(type(name) == "string" and ("'" .. name .. "'") or type(name)), 2)
+      end
+      if values[name] ~= nil then
+        error(("farm.shared.%s is already set: shared values are constants (use another name)")
+          :format(name), 2)
+      end
+      if value == nil then error(("farm.shared.%s: a shared value cannot be nil"):format(name), 2) end
+      pool:_share("value", name, value)
+      values[name] = value
+    end,
+    __pairs = function() return next, on_worker and {} or values, nil end,
+    __name = "farm.shared",
+  })
+end
+
+--- pool:on_node{setup = fn, cleanup = fn, args = {...}}: setup(args...) runs once in
+--- each worker (here and on every node) before its first job; the globals it sets
+--- are the jobs' globals. cleanup(args...) runs when that worker ends. A setup
+--- that fails takes its worker out of the run, with a line that names it.
+function Pool:on_node(spec)
+  if on_worker then error("farm.on_node: only the client sets up the workers", 2) end
+  if type(spec) ~= "table" then
+    error(("farm.on_node: argument #1 must be a table such as {setup = fn, cleanup = fn, "
+      .. "args = {...}} (got %s)"):format(type(spec)), 2)
+  end
+  for k, v in pairs(spec) do
+    if k == "setup" or k == "cleanup" then
+      if type(v) ~= "function" then
+        error(("farm.on_node: %s must be a function (got %s)"):format(k, type(v)), 2)
+      end
+    elseif k == "args" or k == "files" then
+      if type(v) ~= "table" then error(("farm.on_node: %s must be a table (got %s)"):format(k, type(v)), 2) end
+    else
+      error(("farm.on_node: unknown field '%s' (setup, cleanup, args, files)"):format(tostring(k)), 2)
+    end
+  end
+  if not spec.setup and not spec.cleanup then
+    error("farm.on_node: give a setup function, a cleanup function, or both", 2)
+  end
+  if self.setup_given then
+    error("farm.on_node: this pool's setup is already given (once per pool: close it first)", 2)
+  end
+  local args = spec.args or {}
+  self:_share("setup", "", { setup = spec.setup, cleanup = spec.cleanup,
+                             args = tmove(args, 1, #args, 1, {}) }, spec.files)
+  self.setup_given = true
+end
+
+-- Files a job needs: relative paths below the current directory, which is where
+-- local workers run; a node gets each once (by content), into its jobs' directory.
+-- (what: the call, for messages; level: the caller's level, as error's, from here)
+function Pool:_ship_files(c, files, what, level)
+  level = level + 1
+  if type(files) ~= "table" then
+    error(("%s: files must be a list of paths (got %s)"):format(what, type(files)), level)
+  end
+  for i = 1, #files do
+    local path = files[i]
+    if type(path) ~= "string" or path == "" then
+      error(("%s: files[%d] must be a path (got %s)"):format(what, i, type(path)), level)
+    end
+    if path:sub(1, 1) == "/" or ("/" .. path .. "/"):find("/%.%./") then
+      error(("%s: file %s must be a relative path below the current directory "
+        .. "(jobs on nodes find it at that path in their directory); cd, or copy it here")
+        :format(what, path), level)
+    end
+    local ok, key = pcall(core.file_key, path, what)
+    if not ok then error(key, level) end
+    if self.files[path] ~= key then
+      ok, key = pcall(core.share_file, c, path, what)
+      if not ok then error(key, level) end
+      self.files[path] = core.file_key(path)
+    end
+  end
 end
 
 -- Callbacks run on the caller's thread, inside farm calls: each exactly once.
@@ -217,8 +342,10 @@ function Pool:submit_with(opts, fn, ...)
         error(("farm.submit_with: callback must be a function (got %s)"):format(type(v)), 2)
       end
       o.notify = true
+    elseif k == "files" then
+      o.files = v
     else
-      error(("farm.submit_with: unknown option '%s' (timeout, retries, callback)")
+      error(("farm.submit_with: unknown option '%s' (timeout, retries, callback, files)")
         :format(tostring(k)), 2)
     end
   end
@@ -229,6 +356,7 @@ function Pool:submit_with(opts, fn, ...)
   if on_worker then
     error("farm.submit_with: a job's own jobs take no options yet; use farm.submit", 2)
   end
+  if o.files then self:_ship_files(c, o.files, "farm.submit_with", 1); o.files = nil end
   local f = core.submit(c, o, package(c, fn), describe, names, ...)
   if o.notify then self.callbacks[core.id(f)] = { opts.callback, f } end
   return f
@@ -315,11 +443,19 @@ Future.done = core.done
 Future.id = core.id
 
 local methods = Future
+-- what a finished future tells of its job: the times are seconds, as os.time
+-- (with fractions); node is "local" or the node's name; attempts counts tries
+local META = { submitted = true, started = true, finished = true, attempts = true, node = true }
 core.set_future_mt {
   __index = function(f, k)
     if k == "stdout" then return core.stdout(f) end
     if k == "worker" then return core.where(f) end
-    return methods[k]
+    local m = methods[k]
+    if m == nil and META[k] then
+      local t = core.meta(f)
+      return t and t[k]
+    end
+    return m
   end,
   __call = Future.result,
   __tostring = function(f) return ("farm.future(%d, %s)"):format(core.id(f), core.status(f)) end,
@@ -360,42 +496,352 @@ local function progress(deadline, c, gen)
   return true
 end
 
---- pool:map(fn, list1 [, list2, ...]) -> { fn(list1[i], list2[i], ...) first results }
+-- ---- map and more ways to collect: imap, map_unordered, map_reduce -----------
+--
+-- Each splits the rows of its lists into chunks, one job each. map submits
+-- every chunk at once; the others keep a window of chunks in flight (4 per
+-- worker unless told) and submit the next as results are taken, so a list of
+-- any length (or an iterator) runs in bounded memory.
+
+local tunpack = table.unpack
+local MAP_OPTS = { "chunksize" }
+local STREAM_OPTS = { "chunksize", "window" }
+local REDUCE_OPTS = { "chunksize", "window", "init" }
+
+local function shown(v)
+  if type(v) == "number" then return tostring(v) end
+  if type(v) == "string" then return ("%q"):format(v) end
+  return type(v)
+end
+
+-- (what, known option names, level, the argument number before the first list, lists... [, opts]) -> the lists (an
+-- array), their count, the rows of the tables (huge when there are none),
+-- whether some list is an iterator function, and the options (a table).
+local function map_args(what, keys, level, argbase, ...)
+  local nargs = select("#", ...)
+  local opts = nargs > 0 and select(nargs, ...)
+  if type(opts) == "table" then
+    local found = false
+    for _, k in ipairs(keys) do
+      if rawget(opts, k) ~= nil then found = true; break end
+    end
+    if found then nargs = nargs - 1 else opts = nil end
+  else
+    opts = nil
+  end
+  if nargs == 0 then error(what .. ": needs at least one list", level + 1) end
+  local lists, n, iter = { ... }, huge, false
+  for i = 1, nargs do
+    local l = lists[i]
+    if type(l) == "table" then
+      n = min(n, #l)
+    elseif type(l) == "function" then
+      iter = true
+    else
+      error(("%s: argument #%d must be a table (got %s) or an iterator function")
+        :format(what, i + argbase, type(l)), level + 1)
+    end
+  end
+  lists[nargs + 1] = nil
+  if opts then
+    for k, v in pairs(opts) do
+      local known = false
+      for _, key in ipairs(keys) do known = known or k == key end
+      if not known then
+        error(("%s: unknown option '%s' (%s)"):format(what, tostring(k), table.concat(keys, ", ")),
+          level + 1)
+      end
+      if (k == "chunksize" or k == "window") and (math.type(v) ~= "integer" or v < 1) then
+        error(("%s: %s must be an integer of 1 or more (got %s)"):format(what, k, shown(v)), level + 1)
+      end
+    end
+  end
+  return lists, nargs, n, iter, opts or {}
+end
+
+-- about eight chunks a worker: enough to even out the end, few enough to
+-- batch; a short list goes item by item (its items are likely long ones,
+-- and a job costs microseconds), so no worker waits on another's last chunk.
+-- Rows from an iterator (their number unknown) go in chunks that grow with
+-- the rows taken so far, by the same rule.
+local function chunk_for(n, w)
+  return n <= 64 * w and 1 or max(1, min(10000, ceil(n / (w * 8))))
+end
+local function chunk_after(taken, w)
+  return taken < 64 * w and 1 or max(1, min(10000, taken // (w * 8)))
+end
+
+-- A job of our own that cannot be cancelled (a job's sub-jobs, for now) runs
+-- to its end, and its result is dropped.
+local function drop(f)
+  if not on_worker and not core.done(f) then core.cancel(f) end
+end
+
+-- A stream of chunk jobs over the rows of lists: s.pend holds the futures in
+-- flight (in the order submitted), s.meta[f] = { chunk number, first row, rows }.
+local Stream = {}
+Stream.__index = Stream
+
+-- submit(start, count, slices) submits one chunk: rows start..start+count-1 of
+-- the lists, or when slices is given (rows from iterators), rows 1..count of them.
+local function new_stream(lists, nl, n, iter, chunk, w, window, submit)
+  return setmetatable({ lists = lists, nl = nl, n = n, iter = iter, chunk = chunk, w = w,
+    window = window, submit = submit, pos = 1, chunks = 0, over = n == 0,
+    pend = {}, meta = {} }, Stream)
+end
+
+-- The next chunk's rows, as (start, count[, slices]); nil at the end.
+function Stream:take()
+  if self.over then return nil end
+  local start = self.pos
+  if not self.iter then
+    local count = min(self.chunk or chunk_for(self.n, self.w), self.n - start + 1)
+    self.pos = start + count
+    if self.pos > self.n then self.over = true end
+    return start, count
+  end
+  local size = self.chunk or chunk_after(start - 1, self.w)
+  local lists, nl, n, slices, count = self.lists, self.nl, self.n, {}, 0
+  for k = 1, nl do slices[k] = {} end
+  for r = 0, size - 1 do
+    local row = start + r
+    if row > n then self.over = true; break end
+    local ended = false
+    for k = 1, nl do
+      local l, v = lists[k], nil
+      if type(l) == "function" then
+        v = l()
+        if v == nil then ended = true; break end
+      else
+        v = l[row]
+      end
+      slices[k][r + 1] = v
+    end
+    if ended then self.over = true; break end
+    count = r + 1
+  end
+  self.pos = start + count
+  if count == 0 then return nil end
+  return start, count, slices
+end
+
+-- Submit chunks until the window is full or the rows run out.
+function Stream:fill()
+  local pend = self.pend
+  while #pend < self.window do
+    local start, count, slices = self:take()
+    if not start then return end
+    self.chunks = self.chunks + 1
+    local f = self.submit(start, count, slices)
+    pend[#pend + 1] = f
+    self.meta[f] = { self.chunks, start, count }
+  end
+end
+
+-- Stop: no more chunks, and those in flight are cancelled (or dropped).
+function Stream:stop()
+  self.over = true
+  local pend = self.pend
+  self.pend = {}
+  for i = 1, #pend do drop(pend[i]) end
+  local ready = self.ready
+  if ready then
+    for i = self.ri or 1, #ready do drop(ready[i]) end
+    self.ready = nil
+  end
+end
+
+-- f's results, or the job's error raised (after the rest is stopped).
+function Stream:result(f)
+  local m = self.meta[f]
+  self.meta[f] = nil
+  local ok, r = pcall(Future.result, f)
+  if not ok then self:stop(); error(r, 0) end
+  return m[1], m[2], m[3], r
+end
+
+-- The next chunk in the order submitted: (chunk number, start, count, results), or nil.
+function Stream:next_ordered()
+  self:fill()
+  local f = table.remove(self.pend, 1)
+  if not f then return nil end
+  self:fill()
+  return self:result(f)
+end
+
+-- The next chunk to finish: (chunk number, start, count, results), or nil.
+function Stream:next_done()
+  while true do
+    local ready = self.ready
+    if ready and self.ri <= #ready then
+      local f = ready[self.ri]
+      self.ri = self.ri + 1
+      return self:result(f)
+    end
+    self:fill()
+    if #self.pend == 0 then return nil end
+    local c, gen = watch(self.pend)
+    self.ready, self.pend = core.split_done(self.pend)
+    self.ri = 1
+    if #self.ready == 0 then progress(nil, c, gen) end
+    callbacks_of()
+  end
+end
+
+-- The pieces common to the streaming kinds: the stream, its ctx.
+local function stream_of(self, what, keys, argbase, ...)
+  local lists, nl, n, iter, opts = map_args(what, keys, 3, argbase, ...)
+  local c = self:_ctx()
+  if self.ctx and next(self.callbacks) then self:_callbacks() end
+  local w = core.workers(c)
+  local s = new_stream(lists, nl, n, iter, opts.chunksize, w, opts.window or 4 * w, nil)
+  return s, c, opts
+end
+
+local function map_submitter(c, fn, s)
+  local p = package(c, fn)
+  local lists, nl = s.lists, s.nl
+  return function(start, count, slices)
+    if slices then return core.submit_map(c, p, describe, names, 1, count, tunpack(slices, 1, nl)) end
+    return core.submit_map(c, p, describe, names, start, start + count - 1, tunpack(lists, 1, nl))
+  end
+end
+
+-- An iterator over (row, result) that yields chunk by chunk through next_chunk,
+-- with a closing value for the generic for: leaving the loop stops the rest.
+local function rows_of(s, next_chunk)
+  local cur, pos, count, base = nil, 1, 0, 0
+  local closing = setmetatable({}, { __close = function() s:stop() end })
+  return function()
+    if pos > count then
+      local _, start, n, r = next_chunk(s)
+      if not start then return nil end
+      cur, pos, count, base = r, 1, n, start
+    end
+    local i = pos
+    pos = i + 1
+    return base + i - 1, cur[i]
+  end, nil, nil, closing
+end
+
+--- pool:map(fn, list1 [, list2, ...] [, {chunksize = n}]) -> { fn(list1[i], list2[i], ...) first results }
 function Pool:map(fn, ...)
   check_fn("farm.map", fn)
-  local nl = select("#", ...)
-  if nl == 0 then error("farm.map: needs at least one list", 2) end
-  local n = huge
-  for i = 1, nl do
-    local l = select(i, ...)
-    if type(l) ~= "table" then
-      error(("farm.map: argument #%d must be a table (got %s)"):format(i + 1, type(l)), 2)
-    end
-    n = min(n, #l)
-  end
+  local lists, nl, n, iter, opts = map_args("farm.map", MAP_OPTS, 2, 1, ...)
   local out = {}
   if n == 0 then return out end
   local c = self:_ctx()
+  if iter then
+    local s = new_stream(lists, nl, n, true, opts.chunksize, core.workers(c), 4 * core.workers(c))
+    s.submit = map_submitter(c, fn, s)
+    while true do
+      local _, start, count, r = s:next_ordered()
+      if not start then return out end
+      tmove(r, 1, count, start, out)
+    end
+  end
   local p = package(c, fn)
-  -- about eight chunks a worker: enough to even out the end, few enough to
-  -- batch; a short list goes item by item (its items are likely long ones,
-  -- and a job costs microseconds), so no worker waits on another's last chunk
-  local w = core.workers(c)
-  local chunk = n <= 64 * w and 1 or max(1, min(10000, ceil(n / (w * 8))))
+  local chunk = opts.chunksize or chunk_for(n, core.workers(c))
   local futures, starts = {}, {}
   for i = 1, n, chunk do
     starts[#starts + 1] = i
-    futures[#futures + 1] = core.submit_map(c, p, describe, names, i, min(i + chunk - 1, n), ...)
+    futures[#futures + 1] = core.submit_map(c, p, describe, names, i, min(i + chunk - 1, n), tunpack(lists, 1, nl))
   end
   for k = 1, #futures do
     local ok, r = pcall(Future.result, futures[k])
     if not ok then
-      for j = k + 1, #futures do core.cancel(futures[j]) end
+      for j = k + 1, #futures do drop(futures[j]) end
       error(r, 2)
     end
     tmove(r, 1, min(chunk, n - starts[k] + 1), starts[k], out)
   end
   return out
+end
+
+--- pool:imap(fn, list1 [, ...] [, {chunksize =, window =}]) -> iterator over i, fn(...) in order
+function Pool:imap(fn, ...)
+  check_fn("farm.imap", fn)
+  local s, c = stream_of(self, "farm.imap", STREAM_OPTS, 1, ...)
+  s.submit = map_submitter(c, fn, s)
+  return rows_of(s, s.next_ordered)
+end
+
+--- pool:map_unordered(fn, list1 [, ...] [, opts]) -> iterator over i, fn(...) as they finish
+function Pool:map_unordered(fn, ...)
+  check_fn("farm.map_unordered", fn)
+  local s, c = stream_of(self, "farm.map_unordered", STREAM_OPTS, 1, ...)
+  s.submit = map_submitter(c, fn, s)
+  return rows_of(s, s.next_done)
+end
+
+-- The jobs of map_reduce, shipped as any function is, with fn and reducer as
+-- their upvalues: a chunk job maps its rows and folds them, on a worker; one
+-- more folds the chunks' partials, in order. The text is kept for ship.lua
+-- under its chunk name (on workers too: a job may call map_reduce).
+local REDUCE_CHUNK = "=farm.map_reduce"
+local REDUCE_TEXT = [[
+local fn, reducer = ...
+local function chunk_job(has_init, acc, n, l1, ...)
+  local nl = select("#", ...)
+  local lists, row = nl > 0 and { l1, ... } or nil, {}
+  for i = 1, n do
+    local v
+    if lists then
+      for k = 1, nl + 1 do row[k] = lists[k][i] end
+      v = fn(table.unpack(row, 1, nl + 1))
+    else
+      v = fn(l1[i])
+    end
+    if has_init or i > 1 then acc = reducer(acc, v) else acc = v end
+  end
+  return acc
+end
+local function fold_job(has_init, acc, n, partials)
+  for i = 1, n do
+    if has_init or i > 1 then acc = reducer(acc, partials[i]) else acc = partials[i] end
+  end
+  return acc
+end
+return chunk_job, fold_job
+]]
+ship.remember(REDUCE_CHUNK, REDUCE_TEXT)
+local reduce_jobs = assert(load(REDUCE_TEXT, REDUCE_CHUNK, "t"))
+
+--- pool:map_reduce(fn, reducer, list1 [, ...] [, {chunksize =, window =, init =}])
+---   -> reducer(...reducer(reducer(fn(row 1), fn(row 2)), fn(row 3))..., in row order;
+---   every fold (on the workers) starts from init when given: a neutral element.
+function Pool:map_reduce(fn, reducer, ...)
+  check_fn("farm.map_reduce", fn)
+  if type(reducer) ~= "function" then
+    error(("farm.map_reduce: argument #2 must be a function (got %s)"):format(type(reducer)), 2)
+  end
+  local s, c, opts = stream_of(self, "farm.map_reduce", REDUCE_OPTS, 2, ...)
+  local has_init, init = opts.init ~= nil, opts.init
+  local chunk_job, fold_job = reduce_jobs(fn, reducer)
+  local p = package(c, chunk_job)
+  local lists, nl = s.lists, s.nl
+  s.submit = function(start, count, slices)
+    if not slices then
+      slices = {}
+      for k = 1, nl do slices[k] = tmove(lists[k], start, start + count - 1, 1, {}) end
+    end
+    return core.submit(c, nil, p, describe, names, has_init, init, count, tunpack(slices, 1, nl))
+  end
+  local partials = {}
+  while true do
+    local k, start, _, r = s:next_done()
+    if not start then break end
+    partials[k] = r
+  end
+  if s.chunks == 0 then
+    if has_init then return init end
+    error("farm.map_reduce: the lists are empty; nothing to reduce", 2)
+  end
+  if s.chunks == 1 then return partials[1] end
+  local f = core.submit(c, nil, package(c, fold_job), describe, names, has_init, init, s.chunks, partials)
+  local ok, r = pcall(Future.result, f)
+  if not ok then error(r, 2) end
+  return r
 end
 
 --- farm.as_completed(futures [, timeout]) -> iterator over the futures as they finish
@@ -454,6 +900,21 @@ end
 --- pool:workers() -> number of workers
 function Pool:workers()
   return core.workers(self:_ctx())
+end
+
+--- pool:set_workers(n): n local workers (1 to 256) from now on, as pp's set_ncpus:
+--- growing starts workers (they are up when it returns), shrinking retires the
+--- surplus, idle ones first, letting their running jobs finish. Before the pool
+--- starts it sets the configured count. Only the client can resize a pool.
+function Pool:set_workers(n)
+  if on_worker then error("farm.set_workers: only the client can resize the pool", 2) end
+  if math.type(n) ~= "integer" or n < 1 or n > 256 then
+    error(("farm.set_workers: the number of workers must be an integer from 1 to 256 (got %s)")
+      :format(math.type(n) and tostring(n) or type(n)), 2)
+  end
+  local c = self.ctx
+  if c and not core.closed(c) then core.set_workers(c, n) end
+  self.config.workers, self.config.local_workers = n, nil   -- and when it starts again
 end
 
 --- pool:stats() -> { workers = {{name, pid, jobs, busy}...}, jobs, busy, elapsed, ... }
@@ -534,6 +995,79 @@ function Pool:close(opts)
   self.ctx = nil
 end
 
+-- ---- programs as jobs (dispy's executable computations) -------------------------
+--
+-- pool:exec{"sha1sum", "f.bin", input = s, timeout = t, retries = n, files = {...},
+-- max_output = bytes} -> a future whose result is { status =, stdout =, stderr =
+-- [, signal =] [, truncated =] }. The job is core.exec itself (core/exec.c): a C
+-- function of farm.core, it travels by its name and the worker runs its own.
+-- A program that exits non-zero is a result; one that cannot start is an error.
+
+local EXEC_OPTIONS = "input, max_output, timeout, retries, files"
+local EXAMPLE = '{"sha1sum", "f.bin"}'
+
+function Pool:exec(spec)
+  if type(spec) ~= "table" then
+    error(("farm.exec: argument #1 must be a table such as %s (got %s)"):format(EXAMPLE, type(spec)), 2)
+  end
+  local n = #spec
+  if n == 0 then
+    error(("farm.exec: the command is empty: give the program and its arguments, as %s"):format(EXAMPLE), 2)
+  end
+  local argv = {}
+  for i = 1, n do
+    local v = spec[i]
+    if type(v) ~= "string" then
+      error(("farm.exec: item %d of the command must be a string (got %s)"):format(i, type(v)), 2)
+    end
+    if v:find("\0", 1, true) then
+      error(("farm.exec: item %d of the command holds a zero byte"):format(i), 2)
+    end
+    argv[i] = v
+  end
+  if argv[1] == "" then error("farm.exec: the program's name (item 1 of the command) is empty", 2) end
+  local run, opts = nil, nil
+  for k, v in pairs(spec) do
+    if math.type(k) == "integer" and k >= 1 and k <= n then
+      -- the command itself
+    elseif k == "input" then
+      if type(v) ~= "string" then
+        error(("farm.exec: input must be a string (got %s)"):format(type(v)), 2)
+      end
+      run = run or {}
+      run.input = v
+    elseif k == "max_output" then
+      if math.type(v) ~= "integer" or v < 0 then
+        error(("farm.exec: max_output must be a number of bytes (an integer >= 0, got %s)")
+          :format(tostring(v)), 2)
+      end
+      run = run or {}
+      run.max_output = v
+    elseif k == "timeout" then
+      if type(v) ~= "number" or not (v > 0) or v == huge then
+        error(("farm.exec: timeout must be a positive number of seconds (got %s)"):format(tostring(v)), 2)
+      end
+      opts = opts or {}
+      opts.timeout = v
+    elseif k == "retries" then
+      if math.type(v) ~= "integer" or v < 0 or v > 1000 then
+        error(("farm.exec: retries must be an integer from 0 to 1000 (got %s)"):format(tostring(v)), 2)
+      end
+      opts = opts or {}
+      opts.retries = v
+    elseif k == "files" then
+      opts = opts or {}
+      opts.files = v                      -- farm.submit_with checks and ships them
+    elseif math.type(k) == "integer" then
+      error(("farm.exec: the command must be a list without holes (item %d follows a hole)"):format(k), 2)
+    else
+      error(("farm.exec: unknown option '%s' (%s)"):format(tostring(k), EXEC_OPTIONS), 2)
+    end
+  end
+  if opts then return self:submit_with(opts, core.exec, argv, run) end
+  return self:submit(core.exec, argv, run)
+end
+
 -- ---- the default pool, and farm.new -------------------------------------------
 
 default = new_pool({ echo = true })
@@ -552,10 +1086,26 @@ function farm.new(opts)
 end
 
 function farm.config(opts) return default:configure(opts) end
+farm.shared = default.shared
+function farm.on_node(spec) return default:on_node(spec) end
+--- farm.send_file(path): in a job, send that file to the client, which writes it
+--- under its --dest directory (farm.config{dest =}), at path when path is relative
+--- and stays below, else under its last component. Before the job's result.
+function farm.send_file(path)
+  if type(path) ~= "string" then
+    error(("farm.send_file: argument #1 must be a path (got %s)"):format(type(path)), 2)
+  end
+  return core.send_file(path)
+end
 function farm.submit(fn, ...) return default:submit(fn, ...) end
 function farm.submit_with(opts, fn, ...) return default:submit_with(opts, fn, ...) end
 function farm.map(fn, ...) return default:map(fn, ...) end
+function farm.imap(fn, ...) return default:imap(fn, ...) end
+function farm.map_unordered(fn, ...) return default:map_unordered(fn, ...) end
+function farm.map_reduce(fn, reducer, ...) return default:map_reduce(fn, reducer, ...) end
+function farm.exec(spec) return default:exec(spec) end
 function farm.workers() return default:workers() end
+function farm.set_workers(n) return default:set_workers(n) end
 function farm.stats() return default:stats() end
 function farm.nodes() return default:nodes() end
 function farm.print_stats(out) return default:print_stats(out) end

@@ -191,7 +191,7 @@ Commands:
   :nodes         the nodes and their state
   :stats         the pool's statistics (farm.print_stats)
   :cancel ID     cancel job ID, stopping it if it runs (:cancel all: every job)
-  :workers N     restart the local pool with N workers (no job may be unfinished)
+  :workers N     N local workers from now on (running jobs go on; farm.set_workers)
   :help          this text
   :quit          leave (Ctrl-D too); unfinished jobs are stopped
 Ctrl-C clears the line, or stops waiting for a result (the job goes on).
@@ -279,8 +279,10 @@ function commands.cancel(arg)
   prune()
 end
 
--- The engine cannot resize a running pool: the pool closes and reopens with
--- the new count, which it may only do when no job is unfinished.
+-- N >= 1 resizes the running pool (farm.set_workers: running jobs go on, a
+-- retired worker finishes its own first). No local workers at all (0, with
+-- nodes) is a pool of another kind: it closes and reopens, so only when no job
+-- is unfinished.
 function commands.workers(arg)
   local n = math.tointeger(tonumber(arg or ""))
   if not n or n < 0 or n > 256 then
@@ -288,20 +290,19 @@ function commands.workers(arg)
   end
   local pool = farm._default
   local cfg = pool.config
-  if n == 0 and not (cfg.nodes or cfg.hosts) then
-    return false, ":workers 0 leaves no workers: start farm repl with --nodes or --hosts for that"
-  end
-  local busy = outstanding()
-  if busy > 0 then
-    return false, format("%d job%s unfinished: :workers N restarts the pool, so wait for them "
-      .. "or :cancel them first", busy, busy == 1 and " is" or "s are")
-  end
-  farm.close()
-  if n == 0 then
-    farm.config { local_workers = false }
+  if n > 0 then
+    farm.set_workers(n)
   else
-    cfg.workers, cfg.local_workers = nil, nil
-    farm.config { workers = n }
+    if not (cfg.nodes or cfg.hosts) then
+      return false, ":workers 0 leaves no workers: start farm repl with --nodes or --hosts for that"
+    end
+    local busy = outstanding()
+    if busy > 0 then
+      return false, format("%d job%s unfinished: :workers 0 restarts the pool, so wait for them "
+        .. "or :cancel them first", busy, busy == 1 and " is" or "s are")
+    end
+    farm.close()
+    farm.config { local_workers = false }
   end
   local w = farm.workers()
   out(format("%d worker%s", w, w == 1 and "" or "s"))

@@ -21,6 +21,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -85,6 +87,7 @@ typedef struct node {
   int stop;
   uint64_t sessions, jobs_done, jobs_failed, auth_failed, dropped;
   double t0;
+  char workdir[PATH_MAX];          /* the jobs' directory, one per client: files land here */
 } node;
 
 /* ---- log ------------------------------------------------------------------------- */
@@ -204,9 +207,11 @@ static void flush_results(node *n) {
   n->nres = 0;
 }
 
+static void forward_files(node *n);
 static void send_results(node *n) {
   farm_job *j;
   while ((j = farm__engine_finished(n->e))) {
+    forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
     farm_job *mine = map_get(&n->jobs, j->ext_id);
     if (mine == j) {                           /* (not a newer try of that id) */
@@ -268,6 +273,111 @@ static void peer_addr(node *n, char *out, size_t len) {
   fclose(f);
 }
 
+/* ---- the engine and the jobs' directory ------------------------------------------------ */
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *f) {
+  (void)st; (void)flag; (void)f;
+  remove(path);
+  return 0;
+}
+
+/* Each client's jobs run in a directory of their own (files shipped to them
+   land there, and what they leave goes with the client): the workers start in
+   it, so the node works from it while that engine lives. */
+static int open_engine(node *n, char *err, size_t errlen) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(n->workdir) || chdir(n->workdir) < 0) {
+    snprintf(err, errlen, "cannot make the jobs' directory %.300s: %s", n->workdir, strerror(errno));
+    n->workdir[0] = 0;
+    return -1;
+  }
+  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart,
+                         .keep_files = 1 };
+  return farm__engine_open(&n->e, &o, err, errlen);
+}
+
+static void close_engine(node *n) {
+  if (n->e) {
+    farm__engine_close(n->e);
+    farm__engine_free(n->e);
+    n->e = NULL;
+  }
+  if (n->workdir[0]) {
+    if (chdir("/") < 0) { /* nothing else to stand on */ }
+    nftw(n->workdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    n->workdir[0] = 0;
+  }
+}
+
+/* A file the client ships for its jobs, at its path below the jobs' directory
+   (the client sends only such paths; anything else ends the session). */
+static int put_file(node *n, const char *path, size_t np, const char *data, size_t nd) {
+  char rel[PATH_MAX], tmp[PATH_MAX + 16];
+  if (!np || np >= sizeof rel - 16 || memchr(path, 0, np) || path[0] == '/') return FARM_EPROTO;
+  memcpy(rel, path, np);
+  rel[np] = 0;
+  char probe[PATH_MAX + 2];
+  snprintf(probe, sizeof probe, "/%s/", rel);
+  if (strstr(probe, "/../") || strstr(probe, "//") || !strcmp(rel, ".")) return FARM_EPROTO;
+  for (char *s = rel; *s; s++) {                /* its directories */
+    if (*s != '/') continue;
+    *s = 0;
+    if (mkdir(rel, 0777) < 0 && errno != EEXIST) { *s = '/'; goto fail; }
+    *s = '/';
+  }
+  snprintf(tmp, sizeof tmp, "%s.farm-XXXXXX", rel);
+  int fd = mkstemp(tmp);
+  if (fd < 0) goto fail;
+  for (size_t at = 0; at < nd; ) {
+    ssize_t k = write(fd, data + at, nd - at);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) { close(fd); unlink(tmp); goto fail; }
+    at += (size_t)k;
+  }
+  fchmod(fd, 0644);
+  if (close(fd) < 0 || rename(tmp, rel) < 0) { unlink(tmp); goto fail; }
+  logf_(n, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
+  return 0;
+fail:
+  logf_(n, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, strerror(errno));
+  return 0;                                     /* the job that needs it will say so */
+}
+
+/* SHARE from the client: values and the setup go to our workers; files here. */
+static int on_share(node *n, farm_rd *r) {
+  uint32_t count = farm__rd_u32le(r);
+  for (uint32_t i = 0; i < count && !r->err; i++) {
+    int kind = farm__rd_u8(r);
+    size_t nn, nb;
+    const char *name = farm__rd_str(r, &nn), *b = farm__rd_str(r, &nb);
+    if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_LIMIT) return FARM_EPROTO;
+    if (kind == FARM_SHARE_FILE) {
+      if (put_file(n, name, nn, b, nb) < 0) return FARM_EPROTO;
+    } else if (farm__engine_share(n->e, kind, name, nn, b, nb) < 0) return FARM_ENOMEM;
+  }
+  return r->err || farm__rd_left(r) ? FARM_EPROTO : 0;
+}
+
+/* Files our jobs sent (farm.send_file) go on to the client, before their results. */
+static void forward_files(node *n) {
+  farm_sent_file *f = farm__engine_take_files(n->e);
+  while (f) {
+    farm_sent_file *next = f->next;
+    if (n->sealed) {
+      farm__msg_begin(&n->out, FARM_MSG_FILE);
+      farm__buf_uvar(&n->out, f->ext_id);
+      farm__buf_uvar(&n->out, f->dev);
+      farm__buf_uvar(&n->out, f->ino);
+      farm__buf_str(&n->out, f->path, f->npath);
+      farm__buf_str(&n->out, f->data, f->ndata);
+      send_out(n);
+    }
+    free(f);
+    f = next;
+  }
+}
+
 /* ---- sessions ------------------------------------------------------------------------ */
 
 static void drop_job(void *p) { farm__job_unref(p); }
@@ -303,11 +413,8 @@ static void forget_client(node *n, const char *why) {
      modules) is seen by the next. Closing the engine stops the old client's
      jobs with their workers. */
   char err[300];
-  farm__engine_close(n->e);
-  farm__engine_free(n->e);
-  n->e = NULL;
-  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart };
-  if (farm__engine_open(&n->e, &o, err, sizeof err) < 0) {
+  close_engine(n);
+  if (open_engine(n, err, sizeof err) < 0) {
     logf_(n, LOG_ERROR, "cannot start fresh workers for the next client: %s", err);
     n->stop = 1;
   }
@@ -431,6 +538,7 @@ static void on_message(node *n, const void *m, size_t len) {
   switch (type) {
   case FARM_MSG_JOBS: rc = on_jobs(n, &r); break;
   case FARM_MSG_TAKE: rc = on_take(n, &r); break;
+  case FARM_MSG_SHARE: rc = on_share(n, &r); break;
   case FARM_MSG_KILL: {
     uint64_t id = farm__rd_uvar(&r);
     farm_job *j = r.err ? NULL : map_get(&n->jobs, id);
@@ -671,9 +779,9 @@ int farm_node_main(int argc, char **argv) {
   sigaddset(&sigs, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   n->sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-  farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart };
-  if (farm__engine_open(&n->e, &o, err, sizeof err) < 0) {
+  if (open_engine(n, err, sizeof err) < 0) {
     logf_(n, LOG_ERROR, "%s", err);
+    close_engine(n);
     farm__link_close(n->link);
     return 1;
   }
@@ -760,8 +868,7 @@ int farm_node_main(int argc, char **argv) {
   }
   map_clear(&n->jobs, drop_job);
   map_clear(&n->fns, drop_fn);
-  farm__engine_close(n->e);
-  farm__engine_free(n->e);
+  close_engine(n);
   farm__link_close(n->link);
   farm__buf_free(&n->out);
   farm__buf_free(&n->pend);

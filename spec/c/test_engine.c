@@ -131,6 +131,36 @@ int main(void) {
   while (!farm__job_over(after)) farm__engine_wait(e, farm__engine_gen(e), 10.0);
   ok(farm__job_state(after) == JOB_DONE && farm__engine_workers(e) == 2, "the pool is whole after");
 
+  /* farm__engine_set_workers: grown, its new workers are up when it returns;
+     shrunk, a retired worker finishes its job, then quits and is not replaced */
+  char serr[256] = "";
+  ok(farm__engine_set_workers(e, 0, serr, sizeof serr) == FARM_EINVAL && serr[0],
+     "set_workers refuses 0 workers");
+  ok(farm__engine_set_workers(e, 3, serr, sizeof serr) == 0 && farm__engine_workers(e) == 3,
+     "set_workers grows the pool to 3");
+  long three[8];
+  int n3 = farm__engine_pids(e, three, 8), up = n3 == 3;
+  for (int i = 0; i < n3; i++) up &= alive(three[i]);
+  ok(up, "three workers run");
+  farm_job *busy[3];
+  for (int i = 0; i < 3; i++) busy[i] = job(e, spin, 100 + i);
+  ok(farm__engine_set_workers(e, 1, serr, sizeof serr) == 0 && farm__engine_workers(e) == 1,
+     "set_workers shrinks it to 1 at once");
+  int right = 1;
+  for (int i = 0; i < 3; i++) {
+    while (!farm__job_over(busy[i])) farm__engine_wait(e, farm__engine_gen(e), 10.0);
+    right &= farm__job_state(busy[i]) == JOB_DONE;
+  }
+  ok(right, "the jobs held when it shrank finish");
+  long one[8];
+  int n1 = 0;
+  for (int k = 0; k < 500 && (n1 = farm__engine_pids(e, one, 8)) != 1; k++) sleep_s(0.01);
+  int gone3 = 0;
+  for (int i = 0; i < n3; i++) gone3 += !alive(three[i]);
+  ok(n1 == 1 && gone3 == 2 && alive(one[0]), "the two retired workers are gone, one runs");
+  ok(farm__engine_set_workers(e, 2, serr, sizeof serr) == 0 && farm__engine_workers(e) == 2,
+     "set_workers grows it again");
+
   long pids[4];
   int np = farm__engine_pids(e, pids, 4);
   farm__engine_free(e);

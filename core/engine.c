@@ -93,7 +93,8 @@ struct farm_engine {
   int nshares, capshares;          /* what every job may use (SHARE), in order */
   char dest[PATH_MAX];             /* where sent files go */
   size_t max_file;
-  int keep_files;                  /* a node's engine: sent files wait for the node */
+  int keep_files;                  /* a node's engine: sent files wait for the node, and */
+  char setup_err[400];             /* ...the first setup failure, for it to pass on */
   farm_sent_file *files, *files_tail;
   double wall;                     /* time of day minus farm__now() */
   int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
@@ -958,6 +959,14 @@ int farm__engine_has_nodes(farm_engine *e) {
 }
 
 size_t farm__engine_max_file(farm_engine *e) { return e->max_file; }
+
+int farm__engine_setup_failed(farm_engine *e, char *out, size_t n) {
+  pthread_mutex_lock(&e->mu);
+  int failed = e->setup_err[0] != 0;
+  if (failed) snprintf(out, n, "%s", e->setup_err);
+  pthread_mutex_unlock(&e->mu);
+  return failed;
+}
 double farm__engine_wall(farm_engine *e) { return e->wall; }
 
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
@@ -1018,11 +1027,15 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     p->setup_failed = 1;
     char why[400];
     long pid = p->ops->pid ? p->ops->pid(p) : 0;
-    snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%.0ld%s: %.*s",
-             p->name, pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
-             (int)(nm < 300 ? nm : 300), m);
+    if (p->ops->kind[0] == 'n')          /* the node names its worker */
+      snprintf(why, sizeof why, "node %s: %.*s", p->name, (int)(nm < 300 ? nm : 300), m);
+    else
+      snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%.0ld%s: %.*s",
+               p->name, pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
+               (int)(nm < 300 ? nm : 300), m);
     fprintf(stderr, "farm: %s; that %s is out of the run\n", why, p->ops->kind[0] == 'n' ? "node" : "worker");
     farm__engine_error(e, why);
+    if (!e->setup_err[0]) snprintf(e->setup_err, sizeof e->setup_err, "%s", why);
     farm__peer_retire(p, why);
     changed(e);
     return 0;
@@ -1236,7 +1249,9 @@ static void tick(farm_engine *e, double now) {
   }
   check_timeouts(e, now);
   rebalance(e, now);
-  if (!live_peers(e)) fail_queue(e, e->err[0] ? e->err : "no workers left");
+  /* (a node's queue waits for its client to take it back: the client hears
+     of a setup failure from the node, and runs those jobs elsewhere) */
+  if (!live_peers(e) && !(e->keep_files && e->setup_err[0])) fail_queue(e, e->err[0] ? e->err : "no workers left");
   if (e->progress && now - e->last_progress >= PROGRESS_EVERY) {
     e->last_progress = now;
     draw_progress(e, now);
@@ -1439,7 +1454,7 @@ static void pool_steps(farm_engine *e) {
       p->ops->kill(p, p->retired_why, 0);    /* it did not go by itself */
     }
   }
-  if (last && !live_peers(e)) {
+  if (last && !live_peers(e) && !(e->keep_files && e->setup_err[0])) {
     char why[sizeof e->err + 300];
     snprintf(why, sizeof why, "no workers left: %s was retired (%s)%s%s", last->name,
              last->retired_why, dead && e->err[0] ? "; " : "", dead ? e->err : "");

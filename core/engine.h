@@ -166,6 +166,8 @@ int  farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname
 /* Whether any peer is a node (files need to travel only then). */
 int  farm__engine_has_nodes(farm_engine *e);
 size_t farm__engine_max_file(farm_engine *e);
+/* Whether a worker's setup (farm.on_node) failed; its message in out. */
+int  farm__engine_setup_failed(farm_engine *e, char *out, size_t n);
 /* Seconds to add to farm__now() for the time of day (as os.time, with fractions). */
 double farm__engine_wall(farm_engine *e);
 /* A node's engine (opts.keep_files): the files its jobs sent, oldest first, for

@@ -88,6 +88,7 @@ typedef struct node {
   uint64_t sessions, jobs_done, jobs_failed, auth_failed, dropped;
   double t0;
   char workdir[PATH_MAX];          /* the jobs' directory, one per client: files land here */
+  int setup_told;                  /* the client heard that a worker's setup failed */
 } node;
 
 /* ---- log ------------------------------------------------------------------------- */
@@ -396,6 +397,7 @@ static int open_link(node *n, char *err, size_t errlen) {
 static void forget_client(node *n, const char *why) {
   logf_(n, LOG_INFO, "session with %s ended: %s", n->who, why);
   n->sealed = 0;
+  n->setup_told = 0;
   n->peer_beat = 0;
   n->pend.n = 0;
   n->res.n = 0;
@@ -806,6 +808,15 @@ int farm_node_main(int argc, char **argv) {
     uint64_t gen = farm__engine_gen(n->e);
     receive(n);
     if (n->stop) break;
+    char why[400];
+    if (n->sealed && !n->setup_told && farm__engine_setup_failed(n->e, why, sizeof why)) {
+      /* the node is out of the client's run: the client takes its jobs back */
+      logf_(n, LOG_WARN, "%s; telling the client", why);
+      farm__msg_begin(&n->out, FARM_MSG_SETUPFAIL);
+      farm__buf_str(&n->out, why, strlen(why));
+      send_out(n);
+      n->setup_told = 1;
+    }
     send_results(n);
     double now = farm__now();
     if (n->sealed) {

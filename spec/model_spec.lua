@@ -413,6 +413,33 @@ for _, w in ipairs(farm.stats().workers) do print("link", w.kind, w.jobs, w.byte
     assert.is_truthy(H.slurp(d .. "/cleanup.log"):find("cleanup\n", 1, true))
   end)
 
+  it("takes a node out of the run when its workers' setup fails there; local workers run every job", function()
+    local d = tmpdir()
+    local r = remote(d, [[
+farm.on_node{ setup = function()
+  local dir = io.popen("pwd"):read("l")
+  if dir:find("farm-node", 1, true) then error("no GPU on this node") end
+end }
+local fs = {}
+for i = 1, 20 do fs[i] = farm.submit(function(i) return i end, i) end
+local s = 0
+for i = 1, 20 do s = s + fs[i]:result() end
+print("sum", s)
+for _, w in ipairs(farm.stats().workers) do print(w.kind, w.state) end
+]])
+    -- (remote() runs with -n 0: give it a local worker too)
+    assert.is_truthy(r, "ran")
+    local r2 = H.sh(("cd %s && HOME=%s SSH_AUTH_SOCK= %s run job.lua -n 1 --remote-farm %s --hosts %s")
+      :format(q(d), q(HOME), q(FARM), q(FARM), q("127.0.0.1:" .. PORT)), 120)
+    assert.are.equal(0, r2.code, r2.err)
+    assert.is_truthy(r2.out:find("sum\t210\n", 1, true), r2.out)
+    assert.is_truthy(r2.out:find("node\tretired", 1, true), r2.out)
+    assert.is_truthy(r2.err:find("farm: node 127.0.0.1:" .. PORT .. ": the setup function of farm.on_node failed on local:%d+ %(pid %d+%): [^\n]*no GPU on this node; that node is out of the run"), r2.err)
+    -- with the node alone, the jobs fail with that error
+    assert.are.equal(1, r.code, r.out)
+    assert.is_truthy(r.err:find("no GPU on this node", 1, true), r.err)
+  end)
+
   it("runs examples/hashing.lua on the node alone: its data file travels there once", function()
     local d = tmpdir()
     H.write(d .. "/job.lua", H.slurp("examples/hashing.lua"))

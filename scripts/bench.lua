@@ -10,6 +10,8 @@
 --   bytes:  MB/s for 1,000 jobs with a 1 MB string argument
 --   roundtrip: median of 2,000 sequential submit-to-result round trips (after 100
 --           unmeasured ones) of one trivial job to an idle pool, in microseconds
+--   shared: 1,000 jobs that each read a 10 MB table through farm.shared (sent once
+--           to each worker), against 20 jobs that get it as their argument
 --   startup: no figure; prints the result of one trivial job (bench.sh times the
 --           whole `farm run` process that does this)
 local farm = require "farm"
@@ -110,10 +112,29 @@ elseif what == "roundtrip" then
   local function us(q) return 1e6 * dts[math.max(1, math.ceil(q * n))] end
   print(("round_trip %.1f µs (median of %d sequential round trips; min %.1f, p90 %.1f µs)")
     :format(us(0.5), n, 1e6 * dts[1], us(0.9)))
+elseif what == "shared" then
+  local big = {}
+  for i = 1, 10000 do big[i] = string.rep(string.char(65 + i % 26), 996) .. ("%04d"):format(i) end
+  local t0 = now()
+  farm.shared.big = big
+  local fs = {}
+  for i = 1, 1000 do fs[i] = farm.submit(function(i) return #farm.shared.big[i % 10000 + 1] end, i) end
+  for i = 1, 1000 do assert(fs[i]:result() == 1000) end
+  local dt = now() - t0
+  local sent = 0
+  for _, w in ipairs(farm.stats().workers) do sent = sent + w.bytes_sent end
+  local n = 20
+  local t1 = now()
+  for i = 1, n do fs[i] = farm.submit(function(t, i) return #t[i] end, big, i) end
+  for i = 1, n do assert(fs[i]:result() == 1000) end
+  local da = now() - t1
+  print(("shared_10MB %.0f jobs/s (1,000 jobs reading a 10 MB farm.shared table in %.3f s, "
+    .. "%.1f MB sent in all; as each job's argument instead: %.0f jobs/s)")
+    :format(1000 / dt, dt, sent / 1e6, n / da))
 elseif what == "startup" then
   print(first)
   io.stdout:flush()                 -- the timer in bench.sh reads this line at once
 else
   error("bench.lua: unknown benchmark '" .. tostring(what)
-    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, roundtrip, startup)")
+    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, roundtrip, shared, startup)")
 end

@@ -152,6 +152,7 @@ int main(void) {
     right &= farm__job_state(busy[i]) == JOB_DONE;
   }
   ok(right, "the jobs held when it shrank finish");
+  for (int i = 0; i < 3; i++) farm__job_unref(busy[i]);
   long one[8];
   int n1 = 0;
   for (int k = 0; k < 500 && (n1 = farm__engine_pids(e, one, 8)) != 1; k++) sleep_s(0.01);

@@ -299,6 +299,7 @@ void farm__peer_reset(farm_peer *p) {
   p->ready = 0;
   p->closing = 0;
   p->shared_upto = 0;
+  p->setup_failed = 0;
 }
 
 static uint64_t hkey(const unsigned char *h) {
@@ -480,7 +481,7 @@ static void send_shares(farm_engine *e, farm_peer *p) {
   int local = p->ops->kind[0] == 'l';
   for (; p->shared_upto < e->nshares; p->shared_upto++) {
     struct share *x = &e->shares[p->shared_upto];
-    if (local && x->kind == FARM_SHARE_FILE) continue;
+    if (!x->kind || (local && x->kind == FARM_SHARE_FILE)) continue;
     farm__msg_begin(b, FARM_MSG_SHARE);
     farm__buf_put(b, "\1\0\0\0", 4);
     farm__buf_u8(b, x->kind);
@@ -816,65 +817,89 @@ static void flush_subdone(farm_engine *e) {
 /* ---- files the jobs send (farm.send_file) ------------------------------------ */
 
 /* Where a sent file goes under the destination: its path as the job named it
-   when that stays below (relative, no ".."), else its last component. */
-static int dest_name(const char *path, size_t n, char *out, size_t outlen) {
+   when that stays below (relative, no ".."; empty and "." parts dropped), else
+   its last component. From another host (untrusted) a part that begins with a
+   dot is refused: a node must not plant .bashrc or .git/config. 0 or -1. */
+static int dest_name(const char *path, size_t n, int untrusted, char *out, size_t outlen) {
   if (!n || n >= outlen || memchr(path, 0, n)) return -1;
   int inside = path[0] != '/';
-  for (size_t i = 0; inside && i < n; ) {          /* any ".." component: not inside */
+  for (size_t i = 0; inside && i < n; ) {          /* any ".." part: not inside */
     size_t k = i;
     while (k < n && path[k] != '/') k++;
     if (k - i == 2 && path[i] == '.' && path[i + 1] == '.') inside = 0;
     i = k + 1;
   }
-  size_t from = 0;
+  size_t from = 0, len = 0;
   if (!inside) for (size_t i = 0; i < n; i++) if (path[i] == '/') from = i + 1;
-  size_t len = n - from;
-  if (!len || (len == 1 && path[from] == '.') || (len == 2 && path[from] == '.' && path[from + 1] == '.'))
-    return -1;
-  memcpy(out, path + from, len);
-  out[len] = 0;
-  return 0;
-}
-
-static int mkdirs(char *path) {          /* the directories above path's last component */
-  for (char *s = path + 1; *s; s++) {
-    if (*s != '/') continue;
-    *s = 0;
-    int rc = mkdir(path, 0777);
-    *s = '/';
-    if (rc < 0 && errno != EEXIST) return -1;
-  }
-  return 0;
-}
-
-static int write_sent(farm_engine *e, farm_peer *p, const char *name, const char *data, size_t n,
-                      uint64_t dev, uint64_t ino, char *why, size_t whylen) {
-  char path[PATH_MAX * 2], tmp[PATH_MAX * 2 + 16];
-  snprintf(path, sizeof path, "%s/%s", e->dest, name);
-  struct stat st;
-  if (p->ops->kind[0] == 'l' && stat(path, &st) == 0 && (uint64_t)st.st_dev == dev &&
-      (uint64_t)st.st_ino == ino)
-    return 0;                            /* a local job's file, already where it belongs */
-  if (mkdirs(path) < 0) { snprintf(why, whylen, "cannot make its directory: %s", strerror(errno)); return -1; }
-  snprintf(tmp, sizeof tmp, "%s.farm-XXXXXX", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) { snprintf(why, whylen, "%s", strerror(errno)); return -1; }
-  for (size_t at = 0; at < n; ) {
-    ssize_t k = write(fd, data + at, n - at);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      snprintf(why, whylen, "%s", k < 0 ? strerror(errno) : "short write");
-      close(fd); unlink(tmp); return -1;
+  for (size_t i = from; i < n; ) {
+    size_t k = i;
+    while (k < n && path[k] != '/') k++;
+    size_t m = k - i;
+    if (m && !(m == 1 && path[i] == '.')) {
+      if ((m == 2 && path[i] == '.' && path[i + 1] == '.') || (untrusted && path[i] == '.')) return -1;
+      if (len) out[len++] = '/';
+      memcpy(out + len, path + i, m);
+      len += m;
     }
+    i = k + 1;
+  }
+  out[len] = 0;
+  return len ? 0 : -1;
+}
+
+int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
+                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen) {
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, fd = -1;
+  char part[NAME_MAX + 1], tmp[NAME_MAX + 32];
+  if (dfd < 0) { snprintf(why, whylen, "cannot open %s: %s", dir, strerror(errno)); return -1; }
+  const char *s = rel;
+  for (;;) {                             /* down the directories, never through a symlink */
+    const char *slash = strchr(s, '/');
+    size_t m = slash ? (size_t)(slash - s) : strlen(s);
+    if (!m || m > NAME_MAX) { snprintf(why, whylen, "a bad name"); goto out; }
+    memcpy(part, s, m);
+    part[m] = 0;
+    if (!slash) break;
+    if (mkdirat(dfd, part, 0777) < 0 && errno != EEXIST) goto fail;
+    int next = openat(dfd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) goto fail;
+    close(dfd);
+    dfd = next;
+    s = slash + 1;
+  }
+  struct stat st;
+  if (same_ino && fstatat(dfd, part, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      (uint64_t)st.st_dev == same_dev && (uint64_t)st.st_ino == same_ino) {
+    rc = 0;                              /* it is that very file already */
+    goto out;
+  }
+  for (int tries = 0; fd < 0 && tries < 16; tries++) {
+    snprintf(tmp, sizeof tmp, ".%.200s.farm-%08x", part, randombytes_random());
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) goto fail;
+  }
+  if (fd < 0) goto fail;
+  for (size_t at = 0; at < n; ) {
+    ssize_t k = write(fd, (const char *)data + at, n - at);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) { if (!k) errno = EIO; goto fail_tmp; }
     at += (size_t)k;
   }
-  fchmod(fd, 0644);
-  if (close(fd) < 0 || rename(tmp, path) < 0) {
-    snprintf(why, whylen, "%s", strerror(errno));
-    unlink(tmp);
-    return -1;
-  }
-  return 0;
+  if (close(fd) < 0) { fd = -1; goto fail_tmp; }
+  fd = -1;
+  if (renameat(dfd, tmp, dfd, part) < 0) goto fail_tmp;
+  rc = 0;
+  goto out;
+fail_tmp:
+  snprintf(why, whylen, "%s", strerror(errno));
+  unlinkat(dfd, tmp, 0);
+  goto out;
+fail:
+  snprintf(why, whylen, "%s", strerror(errno));
+out:
+  if (fd >= 0) close(fd);
+  close(dfd);
+  return rc;
 }
 
 static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t errlen) {
@@ -882,14 +907,21 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   size_t npath, ndata;
   const char *path = farm__rd_str(r, &npath), *data = farm__rd_str(r, &ndata);
   char name[PATH_MAX];
-  if (r->err || farm__rd_left(r) || dest_name(path, npath, name, sizeof name) < 0) return FARM_EPROTO;
-  if (ndata > e->max_file) {
+  if (r->err || farm__rd_left(r)) return FARM_EPROTO;
+  if (ndata > e->max_file && !e->keep_files) {   /* (a node's client checks it, by its own limit) */
     snprintf(err, errlen, "%s sent a file larger than farm's limit", p->name);
     return FARM_EPROTO;
   }
   farm_job *j = find_inflight(p, id);
   if (!j || j->state != JOB_SENT) return 0;   /* not wanted there any more */
   if (!e->dest[0] && !e->keep_files) return 0; /* a test engine: nowhere to write */
+  if (!e->keep_files && dest_name(path, npath, p->ops->untrusted, name, sizeof name) < 0) {
+    fprintf(stderr, "farm: refused the file '%.*s' that job %llu sent from %s: %s\n",
+            (int)(npath < 200 ? npath : 200), path, (unsigned long long)j->id, p->name,
+            p->ops->untrusted ? "no part of a name from another host may begin with a dot"
+                              : "it names no file");
+    return 0;
+  }
   if (e->keep_files) {                   /* a node: the client is the one to write it */
     farm_sent_file *f = malloc(sizeof *f + npath + ndata + 1);
     if (!f) return FARM_ENOMEM;
@@ -910,7 +942,8 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
     return 0;
   }
   char why[300];
-  if (write_sent(e, p, name, data, ndata, dev, ino, why, sizeof why) < 0)
+  int local = p->ops->kind[0] == 'l';          /* (dev and ino mean something only here) */
+  if (farm__write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, why, sizeof why) < 0)
     fprintf(stderr, "farm: cannot write %s/%s, sent by job %llu: %s\n", e->dest, name,
             (unsigned long long)j->id, why);
   return 0;
@@ -930,6 +963,15 @@ int farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
                        const void *block, size_t n) {
   pthread_mutex_lock(&e->mu);
   int rc = 0;
+  if (kind == FARM_SHARE_FILE)           /* only the newest version of a file is kept */
+    for (int i = 0; i < e->nshares; i++) {
+      struct share *x = &e->shares[i];
+      if (x->kind != FARM_SHARE_FILE || x->nname != nname || memcmp(x->name, name, nname)) continue;
+      free(x->p);
+      x->p = NULL;
+      x->n = 0;
+      x->kind = 0;                       /* skipped from now on */
+    }
   if (e->nshares == e->capshares) {
     int cap = e->capshares ? 2 * e->capshares : 8;
     struct share *x = realloc(e->shares, (size_t)cap * sizeof *x);
@@ -1926,7 +1968,11 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   int rc = FARM_ESPAWN;
   e->keep_files = o->keep_files;
   e->max_file = o->max_file ? o->max_file : FARM_MAX_FILE_DEFAULT;
-  if (e->max_file > e->maxmsg - (64u << 10)) e->max_file = e->maxmsg - (64u << 10);
+  {                                      /* a file and its message's head fit a link */
+    size_t room = e->maxmsg > (128u << 10) ? e->maxmsg - (64u << 10) : e->maxmsg / 2;
+    if (e->max_file > room) e->max_file = room;
+    if (e->max_file < 1) e->max_file = 1;
+  }
   {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -386,6 +386,7 @@ struct worker {
   int shared_raw, shared_vals;   /* registry refs: farm.shared's blocks, and values decoded */
   int cleanup;                   /* registry ref of {cleanup, args} once setup ran, or LUA_NOREF */
   int stopped;                   /* the pool's setup failed here: no job runs any more */
+  int in_setup;                  /* setup or cleanup runs: it may not wait for jobs */
   size_t max_file;               /* the largest file farm.send_file sends */
 };
 
@@ -980,7 +981,11 @@ static void run_setup(worker *w, const char *p, size_t n) {
       nargs = (int)k;
     } else lua_pop(L, 1);
     if (!lua_isfunction(L, -nargs - 1)) lua_settop(L, t);        /* no setup: only a cleanup */
-    else if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK) why = lua_tostring(L, -1);
+    else {
+      w->in_setup = 1;
+      if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK) why = lua_tostring(L, -1);
+      w->in_setup = 0;
+    }
     if (!why) {
       lua_createtable(L, 2, 0);
       lua_getfield(L, t, "cleanup");
@@ -1026,9 +1031,11 @@ static void run_cleanup(worker *w) {
       lua_remove(L, a);
       nargs = (int)k;
     } else lua_pop(L, 1);
+    w->in_setup = 1;
     if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK)
       fprintf(stderr, "farm worker %d: the cleanup function of farm.on_node failed: %s\n",
               w->slot + 1, lua_tostring(L, -1));
+    w->in_setup = 0;
   }
   lua_settop(L, top);
 }
@@ -1322,6 +1329,9 @@ int farm__worker_submit(worker *w, farm_job *j) {
 /* Wait in L for what wait_over says: by yielding when L is the job's own
    coroutine (the worker runs other jobs meanwhile), else by blocking. */
 static int wait_in(lua_State *L, worker *w, farm_job *j, int any, uint64_t gen, double timeout) {
+  if (w->in_setup)   /* no job has a slot to free, and none may run before it */
+    return luaL_error(L, "farm.on_node: the setup and cleanup functions cannot wait for jobs "
+                      "(setup runs before the worker's first job)");
   flush_submits(w);
   wrun *r = w->cur;
   if (r && L == r->co && lua_isyieldable(L)) {

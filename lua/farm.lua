@@ -205,6 +205,11 @@ function Pool:_ship_files(c, files, what, level)
         .. "(jobs on nodes find it at that path in their directory); cd, or copy it here")
         :format(what, path), level)
     end
+    -- its plain form: what a node writes ("./a//b.txt" is a/b.txt there too)
+    local parts = {}
+    for part in path:gmatch("[^/]+") do if part ~= "." then parts[#parts + 1] = part end end
+    path = table.concat(parts, "/")
+    if path == "" then error(("%s: files[%d] names no file"):format(what, i), level) end
     local ok, key = pcall(core.file_key, path, what)
     if not ok then error(key, level) end
     if self.files[path] ~= key then

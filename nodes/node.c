@@ -312,37 +312,23 @@ static void close_engine(node *n) {
 }
 
 /* A file the client ships for its jobs, at its path below the jobs' directory
-   (the client sends only such paths; anything else ends the session). */
-static int put_file(node *n, const char *path, size_t np, const char *data, size_t nd) {
-  char rel[PATH_MAX], tmp[PATH_MAX + 16];
-  if (!np || np >= sizeof rel - 16 || memchr(path, 0, np) || path[0] == '/') return FARM_EPROTO;
+   (the client sends only plain relative paths; another is logged and skipped:
+   the job that needs it will say so). */
+static void put_file(node *n, const char *path, size_t np, const char *data, size_t nd) {
+  char rel[PATH_MAX], probe[PATH_MAX + 2], why[300];
+  if (!np || np >= sizeof rel || memchr(path, 0, np) || path[0] == '/') goto bad;
   memcpy(rel, path, np);
   rel[np] = 0;
-  char probe[PATH_MAX + 2];
   snprintf(probe, sizeof probe, "/%s/", rel);
-  if (strstr(probe, "/../") || strstr(probe, "//") || !strcmp(rel, ".")) return FARM_EPROTO;
-  for (char *s = rel; *s; s++) {                /* its directories */
-    if (*s != '/') continue;
-    *s = 0;
-    if (mkdir(rel, 0777) < 0 && errno != EEXIST) { *s = '/'; goto fail; }
-    *s = '/';
-  }
-  snprintf(tmp, sizeof tmp, "%s.farm-XXXXXX", rel);
-  int fd = mkstemp(tmp);
-  if (fd < 0) goto fail;
-  for (size_t at = 0; at < nd; ) {
-    ssize_t k = write(fd, data + at, nd - at);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) { close(fd); unlink(tmp); goto fail; }
-    at += (size_t)k;
-  }
-  fchmod(fd, 0644);
-  if (close(fd) < 0 || rename(tmp, rel) < 0) { unlink(tmp); goto fail; }
-  logf_(n, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
-  return 0;
-fail:
-  logf_(n, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, strerror(errno));
-  return 0;                                     /* the job that needs it will say so */
+  if (strstr(probe, "/../") || strstr(probe, "/./") || strstr(probe, "//")) goto bad;
+  if (farm__write_below(n->workdir, rel, data, nd, 0, 0, why, sizeof why) < 0)
+    logf_(n, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, why);
+  else
+    logf_(n, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
+  return;
+bad:
+  logf_(n, LOG_WARN, "skipped a file for the jobs with a name that is not a plain relative path: '%.*s'",
+        (int)(np < 200 ? np : 200), path);
 }
 
 /* SHARE from the client: values and the setup go to our workers; files here. */
@@ -353,9 +339,8 @@ static int on_share(node *n, farm_rd *r) {
     size_t nn, nb;
     const char *name = farm__rd_str(r, &nn), *b = farm__rd_str(r, &nb);
     if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_LIMIT) return FARM_EPROTO;
-    if (kind == FARM_SHARE_FILE) {
-      if (put_file(n, name, nn, b, nb) < 0) return FARM_EPROTO;
-    } else if (farm__engine_share(n->e, kind, name, nn, b, nb) < 0) return FARM_ENOMEM;
+    if (kind == FARM_SHARE_FILE) put_file(n, name, nn, b, nb);
+    else if (farm__engine_share(n->e, kind, name, nn, b, nb) < 0) return FARM_ENOMEM;
   }
   return r->err || farm__rd_left(r) ? FARM_EPROTO : 0;
 }

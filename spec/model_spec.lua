@@ -204,6 +204,27 @@ print(farm.submit(function() return 1 end):result())
     assert.is_falsy(r.out:find("1"), r.out)
   end)
 
+  it("says a setup cannot wait for jobs, and a worker started again after a failed setup fails again, in words", function()
+    local r = run([[
+farm.on_node{ setup = function() READY = farm.submit(function() return 42 end):result() end }
+print(pcall(function() return farm.submit(function() return READY end):result() end))
+]], "-n 1")
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.err:find("the setup and cleanup functions cannot wait for jobs", 1, true), r.err)
+    assert.is_truthy(r.out:find("^false\t"), r.out)
+    local r2 = run([[
+farm.on_node{ setup = function() error("no licence") end }
+for round = 1, 2 do
+  local ok, e = pcall(function() return farm.submit(function() return 1 end):result(30) end)
+  print(round, ok, tostring(e):match("no licence") ~= nil)
+  os.execute("sleep 0.3")
+  farm.set_workers(2)
+end
+]], "-n 2")
+    assert.are.equal(0, r2.code, r2.err)
+    assert.are.equal("1\tfalse\ttrue\n2\tfalse\ttrue\n", r2.out)
+  end)
+
   it("refuses bad specs in one line", function()
     for spec, msg in pairs({
       ["nil"] = "argument #1 must be a table",
@@ -271,6 +292,20 @@ print()
       assert.are.equal(1, r.code, c[1] .. "\n" .. r.err)
       assert.is_truthy(r.err:find(c[2], 1, true), r.err)
     end
+    -- the smallest links still carry a small file
+    H.write(d .. "/small.lua", [[
+farm.config{ max_message = 65536 }
+print(farm.submit(function()
+  local f = io.open("tiny.out", "w") f:write(("z"):rep(100)) f:close()
+  farm.send_file("tiny.out") return true
+end):result())
+]])
+    local rs = H.sh(("cd %s && %s run small.lua -n 1 --dest sent"):format(q(d), q(FARM)))
+    assert.are.equal(2, rs.code)                 -- no such directory yet
+    os.execute("mkdir " .. q(d .. "/sent"))
+    rs = H.sh(("cd %s && %s run small.lua -n 1 --dest sent"):format(q(d), q(FARM)))
+    assert.are.equal(0, rs.code, rs.err)
+    assert.are.equal(("z"):rep(100), H.slurp(d .. "/sent/tiny.out"))
     local r = H.farm_cmd("run x.lua --max-file 1T")
     assert.are.equal(2, r.code)
     assert.is_truthy(r.err:find("--max-file takes a size such as", 1, true), r.err)
@@ -438,6 +473,34 @@ for _, w in ipairs(farm.stats().workers) do print(w.kind, w.state) end
     -- with the node alone, the jobs fail with that error
     assert.are.equal(1, r.code, r.out)
     assert.is_truthy(r.err:find("no GPU on this node", 1, true), r.err)
+  end)
+
+  it("sends a file again when it changed, takes plain forms of paths, carries big files, and refuses dot-files from nodes", function()
+    local d = tmpdir()
+    os.execute("mkdir -p " .. q(d .. "/sub") .. " " .. q(d .. "/out"))
+    H.write(d .. "/sub/v.txt", "version one")
+    local r = remote(d, [[
+local read = function(p) local f = assert(io.open(p)) local s = f:read("a") f:close() return s end
+print(farm.submit_with({ files = { "./sub//v.txt" } }, read, "sub/v.txt"):result())
+local f = io.open("sub/v.txt", "w") f:write("version two, longer") f:close()
+print(farm.submit_with({ files = { "sub/v.txt" } }, read, "sub/v.txt"):result())
+print(farm.submit(function()
+  local h = io.open("big.out", "wb")
+  for _ = 1, 70 do h:write(("b"):rep(1048576)) end
+  h:close()
+  farm.send_file("big.out")
+  h = io.open(".profile", "w") h:write("evil") h:close()
+  farm.send_file(".profile")
+  return "sent"
+end):result())
+]], "--dest out --max-file 100M")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("version one\nversion two, longer\nsent\n", r.out)
+    local h = io.open(d .. "/out/big.out", "rb")
+    assert.are.equal(70 * 1048576, h:seek("end"))
+    h:close()
+    assert.is_nil(io.open(d .. "/out/.profile"))
+    assert.is_truthy(r.err:find("refused the file '.profile' that job %d+ sent from 127.0.0.1:%d+: no part of a name from another host may begin with a dot"), r.err)
   end)
 
   it("runs examples/hashing.lua on the node alone: its data file travels there once", function()

@@ -18,10 +18,12 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium libssh2 2>/dev/null) -lpthread -lm -ldl
+# libssh2 (ssh.c) and libedit (repl.c, `farm repl`, the executable alone) are not
+# linked: only their headers are used here, and each is loaded (dlopen) when first
+# needed: the processes that use neither (every worker, most clients) start without
+# them and OpenSSL's libcrypto and ncurses' libtinfo under them.
+LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium 2>/dev/null) -lpthread -lm -ldl
 LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
-# the farm executable alone: line editing for `farm repl` (never in libfarm or farm.so)
-LIBS_EXE = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
 CORE_SRC = $(filter-out core/main.c core/cli.c core/repl.c,$(wildcard core/*.c))
 CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
@@ -87,7 +89,7 @@ $(B)/obj/node.o: nodes/node.c $(wildcard core/*.h) include/farm.h | $(B)/obj
 $(B)/obj/repl.o: CFLAGS += $(shell pkg-config --cflags libedit 2>/dev/null)
 
 $(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/repl.o $(B)/obj/node.o $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS) $(LIBS_EXE)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
 $(B)/farm.pc: scripts/farm.pc.in include/farm.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@

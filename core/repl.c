@@ -10,7 +10,9 @@
  *   - line editing, history (~/.farm_history) and Tab completion with libedit,
  *     through its readline-compatible API, when stdin and stdout are a terminal;
  *     otherwise lines are read plainly, with no prompt and no colour, so the
- *     same statements give the same output through a pipe;
+ *     same statements give the same output through a pipe. libedit is loaded
+ *     (dlopen) only then, not linked: every farm process, each worker too,
+ *     would otherwise load it (and ncurses' libtinfo) at exec;
  *   - Ctrl-C: at the prompt it clears the line; while a chunk runs it raises
  *     "interrupted" in it (as lua.c does, from a hook), which ends a wait for a
  *     result but not the job, which goes on;
@@ -19,11 +21,13 @@
  *     the line being typed, which is then drawn again, so a job's output never
  *     breaks the line.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <langinfo.h>
 #include <locale.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +40,70 @@
 #include <editline/readline.h>
 #include "farm.h"
 #include "cli.h"
+
+/* ---- libedit, loaded when a terminal needs it ----------------------------------
+   The functions and variables of its readline API used here, in one table
+   filled once (pthread_once) and read-only after; the header still declares
+   them, so every use below is checked against it. */
+
+#define LIBEDIT_SONAME "libedit.so.2"      /* Debian's libedit2 */
+#define LIBEDIT_PACKAGE "libedit2"
+
+#define EDIT_SYMS(X) \
+  X(readline) X(rl_initialize) X(rl_forced_update_display) X(rl_resize_terminal) \
+  X(add_history) X(stifle_history) X(read_history) X(write_history) \
+  X(rl_readline_name) X(rl_instream) X(rl_outstream) X(rl_line_buffer) X(rl_getc_function) \
+  X(rl_catch_signals) X(rl_catch_sigwinch) X(rl_attempted_completion_function) \
+  X(rl_attempted_completion_over) X(rl_basic_word_break_characters) \
+  X(rl_completer_word_break_characters) X(rl_completion_append_character)
+
+static struct edit {
+#define EDIT_FIELD(f) __typeof__(f) *f;
+  EDIT_SYMS(EDIT_FIELD)
+#undef EDIT_FIELD
+} edit;
+static char edit_err[400];         /* why libedit cannot be used; "" once it can */
+static pthread_once_t edit_once = PTHREAD_ONCE_INIT;
+
+static void edit_load(void) {
+  void *h = dlopen(LIBEDIT_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    snprintf(edit_err, sizeof edit_err, "cannot load " LIBEDIT_SONAME " (apt-get install "
+             LIBEDIT_PACKAGE "): %s", dlerror());
+    return;
+  }
+#define EDIT_SYM(f) \
+  if (!(edit.f = (__typeof__(edit.f))dlsym(h, #f))) { \
+    snprintf(edit_err, sizeof edit_err, "cannot load " LIBEDIT_SONAME " (apt-get install " \
+             LIBEDIT_PACKAGE "): it has no %s", #f); \
+    dlclose(h); \
+    return; \
+  }
+  EDIT_SYMS(EDIT_SYM)
+#undef EDIT_SYM
+}
+
+/* From here on, libedit's names go through the table. */
+#define readline (*edit.readline)
+#define rl_initialize (*edit.rl_initialize)
+#define rl_forced_update_display (*edit.rl_forced_update_display)
+#define rl_resize_terminal (*edit.rl_resize_terminal)
+#define add_history (*edit.add_history)
+#define stifle_history (*edit.stifle_history)
+#define read_history (*edit.read_history)
+#define write_history (*edit.write_history)
+#define rl_readline_name (*edit.rl_readline_name)
+#define rl_instream (*edit.rl_instream)
+#define rl_outstream (*edit.rl_outstream)
+#define rl_line_buffer (*edit.rl_line_buffer)
+#define rl_getc_function (*edit.rl_getc_function)
+#define rl_catch_signals (*edit.rl_catch_signals)
+#define rl_catch_sigwinch (*edit.rl_catch_sigwinch)
+#define rl_attempted_completion_function (*edit.rl_attempted_completion_function)
+#define rl_attempted_completion_over (*edit.rl_attempted_completion_over)
+#define rl_basic_word_break_characters (*edit.rl_basic_word_break_characters)
+#define rl_completer_word_break_characters (*edit.rl_completer_word_break_characters)
+#define rl_completion_append_character (*edit.rl_completion_append_character)
 
 #define PROMPT      "farm> "
 #define PROMPT_MORE "  ... "
@@ -444,6 +512,13 @@ int farm_repl_main(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   r.term = r.held_rd = r.held_wr = -1;
   r.tty = isatty(0) && isatty(1);
+  if (r.tty) {
+    pthread_once(&edit_once, edit_load);
+    if (edit_err[0]) {
+      fprintf(stderr, "farm: %s; reading lines plainly\n", edit_err);
+      r.tty = 0;
+    }
+  }
   const char *nc = getenv("NO_COLOR"), *term = getenv("TERM");
   int color = r.tty && !(nc && *nc) && !(term && strcmp(term, "dumb") == 0);
   lua_State *L = r.L = luaL_newstate();

@@ -2,7 +2,12 @@
  * ssh.c -- starting a command on another host over SSH, with libssh2 1.10
  * (ssh.h says what; this says how).
  *
- * No global state but libssh2_init, done once per process (pthread_once):
+ * libssh2 (and OpenSSL's libcrypto under it) is loaded when the first host is
+ * started, not at exec: linked in, every farm process -- the client and each
+ * worker -- paid about a millisecond at start-up for it, though only SSH launching
+ * uses it. libssh2.h still gives the types and constants; the functions are
+ * reached through one table, filled by dlopen/dlsym and libssh2_init once per
+ * process (pthread_once) and read-only after. That is the only global state:
  * everything else hangs off the farm_ssh object.
  *
  * Launch runs libssh2 in blocking mode, with the session's timeout set before
@@ -26,6 +31,7 @@
  * parse (and drops every line after it); here such a line is skipped alone,
  * as are `@cert-authority` and `@revoked` lines.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -67,12 +73,98 @@ struct farm_ssh {
   int shut;                        /* the socket was shut down to end the waits */
 };
 
+/* ---- libssh2, loaded at first use (see the top) ---------------------------- */
+
+#define LIBSSH2_SONAME "libssh2.so.1"     /* Debian's libssh2-1 */
+#define LIBSSH2_PACKAGE "libssh2-1"
+
+/* every libssh2 function this file calls (the macros of libssh2.h, such as
+   libssh2_session_init or libssh2_channel_exec, come down to these) */
+#define SSH2_FUNCS(X) \
+  X(libssh2_init) X(libssh2_free) X(libssh2_hostkey_hash) \
+  X(libssh2_session_init_ex) X(libssh2_session_free) X(libssh2_session_handshake) \
+  X(libssh2_session_disconnect_ex) X(libssh2_session_set_blocking) X(libssh2_session_set_timeout) \
+  X(libssh2_session_block_directions) X(libssh2_session_hostkey) X(libssh2_session_method_pref) \
+  X(libssh2_session_last_error) X(libssh2_session_last_errno) \
+  X(libssh2_knownhost_init) X(libssh2_knownhost_free) X(libssh2_knownhost_readline) X(libssh2_knownhost_check) \
+  X(libssh2_userauth_list) X(libssh2_userauth_authenticated) X(libssh2_userauth_publickey_fromfile_ex) \
+  X(libssh2_agent_init) X(libssh2_agent_connect) X(libssh2_agent_list_identities) X(libssh2_agent_get_identity) \
+  X(libssh2_agent_userauth) X(libssh2_agent_disconnect) X(libssh2_agent_free) \
+  X(libssh2_channel_open_ex) X(libssh2_channel_process_startup) X(libssh2_channel_write_ex) \
+  X(libssh2_channel_read_ex) X(libssh2_channel_eof) X(libssh2_channel_send_eof) X(libssh2_channel_close) \
+  X(libssh2_channel_wait_closed) X(libssh2_channel_free) X(libssh2_channel_get_exit_status) \
+  X(libssh2_channel_get_exit_signal)
+
+static struct ssh2 {
+#define SSH2_FIELD(f) __typeof__(f) *f;
+  SSH2_FUNCS(SSH2_FIELD)
+#undef SSH2_FIELD
+} ssh2;
+static char ssh2_err[400];        /* why libssh2 cannot be used; "" once it can */
+static pthread_once_t ssh2_once = PTHREAD_ONCE_INIT;
+
+static void ssh2_load(void) {
+  void *h = dlopen(LIBSSH2_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    snprintf(ssh2_err, sizeof ssh2_err, "cannot load " LIBSSH2_SONAME " (apt-get install "
+             LIBSSH2_PACKAGE "): %s", dlerror());
+    return;
+  }
+#define SSH2_SYM(f) \
+  if (!(ssh2.f = (__typeof__(ssh2.f))dlsym(h, #f))) { \
+    snprintf(ssh2_err, sizeof ssh2_err, "cannot load " LIBSSH2_SONAME " (apt-get install " \
+             LIBSSH2_PACKAGE "): it has no %s", #f); \
+    dlclose(h); \
+    return; \
+  }
+  SSH2_FUNCS(SSH2_SYM)
+#undef SSH2_SYM
+  if (ssh2.libssh2_init(0) != 0) snprintf(ssh2_err, sizeof ssh2_err, "libssh2 failed to initialize");
+}
+
+/* From here on, a call of libssh2_x goes through the table: the header's
+   prototypes still check every call, and nothing links with libssh2. */
+#define libssh2_init (*ssh2.libssh2_init)
+#define libssh2_free (*ssh2.libssh2_free)
+#define libssh2_hostkey_hash (*ssh2.libssh2_hostkey_hash)
+#define libssh2_session_init_ex (*ssh2.libssh2_session_init_ex)
+#define libssh2_session_free (*ssh2.libssh2_session_free)
+#define libssh2_session_handshake (*ssh2.libssh2_session_handshake)
+#define libssh2_session_disconnect_ex (*ssh2.libssh2_session_disconnect_ex)
+#define libssh2_session_set_blocking (*ssh2.libssh2_session_set_blocking)
+#define libssh2_session_set_timeout (*ssh2.libssh2_session_set_timeout)
+#define libssh2_session_block_directions (*ssh2.libssh2_session_block_directions)
+#define libssh2_session_hostkey (*ssh2.libssh2_session_hostkey)
+#define libssh2_session_method_pref (*ssh2.libssh2_session_method_pref)
+#define libssh2_session_last_error (*ssh2.libssh2_session_last_error)
+#define libssh2_session_last_errno (*ssh2.libssh2_session_last_errno)
+#define libssh2_knownhost_init (*ssh2.libssh2_knownhost_init)
+#define libssh2_knownhost_free (*ssh2.libssh2_knownhost_free)
+#define libssh2_knownhost_readline (*ssh2.libssh2_knownhost_readline)
+#define libssh2_knownhost_check (*ssh2.libssh2_knownhost_check)
+#define libssh2_userauth_list (*ssh2.libssh2_userauth_list)
+#define libssh2_userauth_authenticated (*ssh2.libssh2_userauth_authenticated)
+#define libssh2_userauth_publickey_fromfile_ex (*ssh2.libssh2_userauth_publickey_fromfile_ex)
+#define libssh2_agent_init (*ssh2.libssh2_agent_init)
+#define libssh2_agent_connect (*ssh2.libssh2_agent_connect)
+#define libssh2_agent_list_identities (*ssh2.libssh2_agent_list_identities)
+#define libssh2_agent_get_identity (*ssh2.libssh2_agent_get_identity)
+#define libssh2_agent_userauth (*ssh2.libssh2_agent_userauth)
+#define libssh2_agent_disconnect (*ssh2.libssh2_agent_disconnect)
+#define libssh2_agent_free (*ssh2.libssh2_agent_free)
+#define libssh2_channel_open_ex (*ssh2.libssh2_channel_open_ex)
+#define libssh2_channel_process_startup (*ssh2.libssh2_channel_process_startup)
+#define libssh2_channel_write_ex (*ssh2.libssh2_channel_write_ex)
+#define libssh2_channel_read_ex (*ssh2.libssh2_channel_read_ex)
+#define libssh2_channel_eof (*ssh2.libssh2_channel_eof)
+#define libssh2_channel_send_eof (*ssh2.libssh2_channel_send_eof)
+#define libssh2_channel_close (*ssh2.libssh2_channel_close)
+#define libssh2_channel_wait_closed (*ssh2.libssh2_channel_wait_closed)
+#define libssh2_channel_free (*ssh2.libssh2_channel_free)
+#define libssh2_channel_get_exit_status (*ssh2.libssh2_channel_get_exit_status)
+#define libssh2_channel_get_exit_signal (*ssh2.libssh2_channel_get_exit_signal)
+
 /* ---- small things -------------------------------------------------------- */
-
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static int init_rc = -1;
-
-static void init_libssh2(void) { init_rc = libssh2_init(0); }
 
 static double now_s(void) {
   struct timespec ts;
@@ -738,9 +830,9 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
   if (port == 22) snprintf(khname, sizeof khname, "%s", host);
   else snprintf(khname, sizeof khname, "[%s]:%d", host, port);
 
-  pthread_once(&init_once, init_libssh2);
-  if (init_rc != 0) {
-    say(err, errlen, s->name, "libssh2 failed to initialize");
+  pthread_once(&ssh2_once, ssh2_load);
+  if (ssh2_err[0]) {
+    say(err, errlen, s->name, "%s", ssh2_err);
     free(s);
     return FARM_ESSH;
   }

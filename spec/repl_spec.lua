@@ -24,7 +24,8 @@ end
 local function sleep(s) os.execute("sleep " .. s) end
 
 -- A terminal running farm repl. opts: args (farm repl's), home, history
--- (FARM_HISTORY; nil: not set). When farm exits, the pane says "[exited N]".
+-- (FARM_HISTORY; nil: not set), env (more NAME=value words for env), no_prompt
+-- (do not wait for the first prompt). When farm exits, the pane says "[exited N]".
 local Term = {}
 Term.__index = Term
 
@@ -36,12 +37,13 @@ local function start(opts)
   if not opts.history then env[#env + 1] = "-u FARM_HISTORY" end
   env[#env + 1] = "HOME=" .. H.quote(self.home)
   if opts.history then env[#env + 1] = "FARM_HISTORY=" .. H.quote(opts.history) end
+  if opts.env then env[#env + 1] = opts.env end
   if os.getenv("FARM_EXE") then env[#env + 1] = "FARM_EXE=" .. H.quote(os.getenv("FARM_EXE")) end
   local cmd = ("%s %s repl %s; echo \"[exited $?]\"; sleep 600")
     :format(table.concat(env, " "), H.quote(H.farm), opts.args or "-n 2")
   local r = tmux(("new-session -d -s %s -x 200 -y 50 %s"):format(self.name, H.quote(cmd)))
   assert(r.code == 0, "tmux: " .. r.err)
-  self:wait_line("^farm>%s*$", "the first prompt")
+  if not opts.no_prompt then self:wait_line("^farm>%s*$", "the first prompt") end
   return self
 end
 
@@ -382,6 +384,20 @@ describe("farm repl", function()
       t:keys("C-d")
       t:wait_line("^%[exited 0%]", "the REPL to exit")
       assert.is_true(H.wait_gone(pids, 10), "the REPL or a worker outlived Ctrl-D")
+      t:stop()
+    end)
+
+    it("says so when libedit cannot be loaded, and reads lines plainly", function()
+      local dir = tmpdir()
+      H.write(dir .. "/libedit.so.2", "")   -- no library: found first, dlopen fails
+      local t = start({ env = "LD_LIBRARY_PATH=" .. H.quote(dir), no_prompt = true })
+      t:wait_line("^farm: cannot load libedit%.so%.2 %(apt%-get install libedit2%): .*; reading lines plainly$",
+        "the line that says so")
+      t:type("print(6 * 7)")
+      t:keys("Enter")
+      t:wait_line("^42$", "the statement's output")
+      t:keys("C-d")
+      t:wait_line("^%[exited 0%]", "the REPL to exit")
       t:stop()
     end)
 

@@ -182,3 +182,32 @@ for i = 1, 50 do fs[i]:result() end
     assert.is_truthy(r.err:find("host 127.0.0.1:1: connection refused", 1, true), r.err)
   end)
 end)
+
+describe("libssh2, loaded only when a host is started over SSH", function()
+  local libdir = DIR .. "-lib"
+  after_each(function()
+    os.execute("rm -rf " .. q(libdir))
+    H.cleanup()
+  end)
+
+  it("is not linked: no farm process loads it, OpenSSL's libcrypto or libedit at exec", function()
+    local r = H.sh(H.tool("readelf -d " .. q(FARM)))
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("%(NEEDED%)", r.out)
+    for _, lib in ipairs { "libssh2", "libcrypto", "libedit", "libtinfo" } do
+      assert.is_nil(r.out:find("[" .. lib, 1, true), r.out)
+    end
+  end)
+
+  it("when it cannot be loaded, says so in one line with the package to install", function()
+    -- a libssh2.so.1 that is no library, found first through LD_LIBRARY_PATH
+    assert(os.execute("mkdir -p " .. q(libdir)) == true)
+    H.write(libdir .. "/libssh2.so.1", "")
+    local r = H.run_script("require('farm').submit(function() end):result()",
+      "-n 0 --hosts 127.0.0.1:1", 60, "LD_LIBRARY_PATH=" .. q(libdir))
+    assert.are_not.equal(0, r.code)
+    assert.are.equal(1, H.lines(r.err), r.err)
+    assert.is_truthy(r.err:find("host 127.0.0.1:1: cannot load libssh2.so.1 (apt-get install libssh2-1): ",
+      1, true), r.err)
+  end)
+end)

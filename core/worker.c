@@ -956,6 +956,26 @@ static int p_traceback(lua_State *L) {   /* an error's text: one line for the cl
   return 1;
 }
 
+/* Call the function below the table of its arguments on top of L (the table
+   gives way to its items, 200 at most), with the error handler at h, as setup
+   or cleanup (no waiting for jobs); lua_pcall's status. */
+static int call_with_args(worker *w, int h) {
+  lua_State *L = w->L;
+  int nargs = 0;
+  if (lua_istable(L, -1)) {
+    int a = lua_gettop(L);
+    lua_Integer k = luaL_len(L, a);
+    if (k > 200 || !lua_checkstack(L, (int)k + 4)) k = 0;
+    for (lua_Integer i = 1; i <= k; i++) lua_geti(L, a, i);
+    lua_remove(L, a);
+    nargs = (int)k;
+  } else lua_pop(L, 1);
+  w->in_setup = 1;
+  int st = lua_pcall(L, nargs, 0, h);
+  w->in_setup = 0;
+  return st;
+}
+
 /* The pool's setup function, once (its globals are the jobs' globals): its
    cleanup is kept for the end. When it fails, the client is told, and no job
    runs here any more: the client takes them back and tells us to quit. */
@@ -969,22 +989,10 @@ static void run_setup(worker *w, const char *p, size_t n) {
     why = nv < 0 ? lua_tostring(L, -1) : "malformed message: setup block";
   } else {
     int t = lua_gettop(L);
-    lua_getfield(L, t, "setup");
-    lua_getfield(L, t, "args");
-    int nargs = 0;
-    if (lua_istable(L, -1)) {
-      int a = lua_gettop(L);
-      lua_Integer k = luaL_len(L, a);
-      if (k > 200 || !lua_checkstack(L, (int)k + 4)) k = 0;
-      for (lua_Integer i = 1; i <= k; i++) lua_geti(L, a, i);
-      lua_remove(L, a);
-      nargs = (int)k;
-    } else lua_pop(L, 1);
-    if (!lua_isfunction(L, -nargs - 1)) lua_settop(L, t);        /* no setup: only a cleanup */
+    if (lua_getfield(L, t, "setup") != LUA_TFUNCTION) lua_settop(L, t);   /* only a cleanup */
     else {
-      w->in_setup = 1;
-      if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK) why = lua_tostring(L, -1);
-      w->in_setup = 0;
+      lua_getfield(L, t, "args");
+      if (call_with_args(w, top + 1) != LUA_OK) why = lua_tostring(L, -1);
     }
     if (!why) {
       lua_createtable(L, 2, 0);
@@ -1020,22 +1028,11 @@ static void run_cleanup(worker *w) {
   lua_pushcfunction(L, p_traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->cleanup);
   int t = lua_gettop(L);
-  lua_rawgeti(L, t, 1);
-  if (lua_isfunction(L, -1)) {
-    int nargs = 0;
-    if (lua_rawgeti(L, t, 2) == LUA_TTABLE) {
-      int a = lua_gettop(L);
-      lua_Integer k = luaL_len(L, a);
-      if (k > 200 || !lua_checkstack(L, (int)k + 4)) k = 0;
-      for (lua_Integer i = 1; i <= k; i++) lua_geti(L, a, i);
-      lua_remove(L, a);
-      nargs = (int)k;
-    } else lua_pop(L, 1);
-    w->in_setup = 1;
-    if (lua_pcall(L, nargs, 0, top + 1) != LUA_OK)
+  if (lua_rawgeti(L, t, 1) == LUA_TFUNCTION) {
+    lua_rawgeti(L, t, 2);
+    if (call_with_args(w, top + 1) != LUA_OK)
       fprintf(stderr, "farm worker %d: the cleanup function of farm.on_node failed: %s\n",
               w->slot + 1, lua_tostring(L, -1));
-    w->in_setup = 0;
   }
   lua_settop(L, top);
 }

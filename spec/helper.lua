@@ -67,6 +67,17 @@ end
 --- some hang); farm's own executables do not need it
 function H.tool(cmdline) return "env -u LD_PRELOAD " .. cmdline end
 
+--- pids of the `farm node --launched` processes of the farm executable at path
+--- farm (nodes started over SSH or srun for a run); the [n] keeps the pattern
+--- from matching the shell that runs pgrep
+function H.launched_nodes(farm)
+  local p = io.popen(H.tool("pgrep -f -- " .. quote(farm .. " [n]ode --launched")) .. " 2>/dev/null")
+  local pids = {}
+  for l in p:lines() do pids[#pids + 1] = tonumber(l) end
+  p:close()
+  return pids
+end
+
 --- farm ARGS (a string, already quoted as the shell needs)
 function H.farm_cmd(args, timeout, env)
   return H.sh((env or "") .. " " .. quote(H.farm) .. " " .. args, timeout)

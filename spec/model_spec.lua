@@ -372,13 +372,7 @@ local PORT = 20000 + (MYPID * 11 + 3) % 20000
 local DIR = "/tmp/farm-model-spec." .. MYPID
 local HOME = DIR .. "/home"
 
-local function launched_nodes()
-  local p = io.popen(H.tool("pgrep -f -- " .. q(FARM .. " [n]ode --launched")) .. " 2>/dev/null")
-  local pids = {}
-  for l in p:lines() do pids[#pids + 1] = tonumber(l) end
-  p:close()
-  return pids
-end
+local function launched_nodes() return H.launched_nodes(FARM) end
 
 describe("through a node started over SSH (a real sshd on 127.0.0.1)", function()
   setup(function()

@@ -12,16 +12,9 @@ local PORT = 20000 + (MYPID * 7) % 20000
 local DIR = "/tmp/farm-ssh-spec." .. MYPID
 local HOME = DIR .. "/home"
 
-local function launched_nodes()
-  -- `farm node --launched` processes started for this spec's sshd (by their
-  -- command line: the remote farm path is ours)
-  -- (the pattern's [n] keeps it from matching the shell that runs pgrep)
-  local p = io.popen(H.tool("pgrep -f -- " .. q(FARM .. " [n]ode --launched")) .. " 2>/dev/null")
-  local pids = {}
-  for l in p:lines() do pids[#pids + 1] = tonumber(l) end
-  p:close()
-  return pids
-end
+-- `farm node --launched` processes started for this spec's sshd (by their
+-- command line: the remote farm path is ours)
+local function launched_nodes() return H.launched_nodes(FARM) end
 
 local function settles_empty(seconds)
   local deadline = os.time() + (seconds or 10)

@@ -348,6 +348,7 @@ static farm_job *new_job(lua_State *L, ctx *c, farm_fn *f, int mode, farm_buf *b
 static void hand_over(lua_State *L, ctx *c, farm_job *j) {
   if (c->e) farm__engine_submit(c->e, j);
   else if (farm__worker_submit(c->w, j) < 0) luaL_error(L, "farm: out of memory");
+  else farm__worker_submitted(L, c->w);
 }
 
 /* Per-job options at stack slot o (a table, or none): timeout, retries, notify. */

@@ -45,7 +45,6 @@
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
 #define PROGRESS_EVERY 0.2
 #define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
-#define DEFAULT_RETRIES 2          /* a job that killed its worker is tried this often more */
 #define REQUEUE_MAX 8              /* a job held by lost peers goes back this often */
 #define DEFAULT_MAX_MESSAGE (256u << 20)
 #define START_TIMEOUT 30.0         /* seconds for a new pool's workers to connect */
@@ -112,7 +111,7 @@ farm_job *farm__job_new(void) {
   farm_job *j = calloc(1, sizeof *j);
   if (!j) return NULL;
   farm__buf_init(&j->out);
-  j->max_retries = DEFAULT_RETRIES;
+  j->max_retries = FARM_DEFAULT_RETRIES;
   return j;
 }
 
@@ -735,10 +734,12 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
   int rc = 0;
   for (uint32_t i = 0; i < count; i++) {
     uint64_t subid = farm__rd_uvar(r);
-    int mode = farm__rd_u8(r), fresh = farm__rd_u8(r);
+    int mode = farm__rd_u8(r), fresh = farm__rd_u8(r), opts = farm__rd_u8(r);
+    uint64_t timeout_us = opts & 1 ? farm__rd_uvar(r) : 0, retries = opts & 2 ? farm__rd_uvar(r) : FARM_DEFAULT_RETRIES;
     size_t nf, na;
     const char *fb = farm__rd_str(r, &nf), *a = farm__rd_str(r, &na);
-    if (r->err || mode > FARM_MODE_MAP || fresh > 1) { rc = FARM_EPROTO; break; }
+    if (r->err || mode > FARM_MODE_MAP || fresh > 1 || opts > 3 || retries > 1000 ||
+        timeout_us > (uint64_t)1e15) { rc = FARM_EPROTO; break; }
     farm_job *j = farm__job_new();
     farm_fn *f = calloc(1, sizeof *f);
     if (!j || !f || !(f->p = farm__dupmem(fb, nf)) || !(j->args = farm__dupmem(a, na))) {
@@ -755,6 +756,8 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
     j->fn = f;
     j->nargs = na;
     j->mode = (uint8_t)mode;
+    j->timeout = timeout_us * 1e-6;
+    j->max_retries = (uint16_t)retries;
     j->id = farm__engine_nextid(e);
     j->owner = p;
     j->owner_gen = p->gen;

@@ -29,6 +29,7 @@ typedef struct farm_fn {           /* a function package: hash + codec block */
 } farm_fn;
 
 enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+#define FARM_DEFAULT_RETRIES 2     /* a job that killed its worker is tried this often more */
 
 typedef struct farm_peer farm_peer;
 

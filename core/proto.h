@@ -22,7 +22,8 @@
  *                  given back (they will never run there); the others had started.
  *   SUSPENDED w->c uvar(n) uvar(id): n of its jobs wait on sub-jobs (their slots are
  *                  free); job id has just begun to wait, or goes on.
- *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) str(fn block)
+ *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) u8(options: 1 a
+ *                  timeout, 2 retries) [uvar(timeout µs)] [uvar(retries)] str(fn block)
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
  *   BEAT     both  [uvar(heartbeat ms)]: a node link's heartbeat, sent when nothing else went
  *                  for a while (the client's says its interval: silence is judged by the slower side)

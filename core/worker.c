@@ -1314,6 +1314,10 @@ int farm__worker_submit(worker *w, farm_job *j) {
   farm__buf_uvar(&w->submit, j->id);
   farm__buf_u8(&w->submit, j->mode);
   farm__buf_u8(&w->submit, (uint8_t)j->fn->fresh);
+  int retries = j->max_retries != FARM_DEFAULT_RETRIES;
+  farm__buf_u8(&w->submit, (uint8_t)((j->timeout > 0 ? 1 : 0) | (retries ? 2 : 0)));
+  if (j->timeout > 0) farm__buf_uvar(&w->submit, (uint64_t)(j->timeout * 1e6));
+  if (retries) farm__buf_uvar(&w->submit, j->max_retries);
   farm__buf_str(&w->submit, j->fn->p, j->fn->n);
   farm__buf_str(&w->submit, j->args, j->nargs);
   w->nsubmit++;
@@ -1321,6 +1325,10 @@ int farm__worker_submit(worker *w, farm_job *j) {
   j->args = NULL;
   j->nargs = 0;
   return 0;
+}
+
+void farm__worker_submitted(lua_State *L, worker *w) {
+  if (w->nsubmit && !lua_gethook(L)) lua_sethook(L, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
 }
 
 /* Wait in L for what wait_over says: by yielding when L is the job's own

@@ -22,6 +22,9 @@ uint64_t farm__worker_gen(worker *w);
 /* Send j (its fn and args set) to the client's scheduler; it gets an id of
    this worker's and a reference kept until its result comes. */
 int farm__worker_submit(worker *w, struct farm_job *j);
+/* After a submit from L: what was submitted leaves within about RESULT_DELAY
+   even if the job computes on without waiting (a count hook on L sends it). */
+void farm__worker_submitted(struct lua_State *L, worker *w);
 /* Wait for j to end, or for any sub-job to end after gen; pushes true when it
    did (false on timeout; timeout < 0: none). Yields when L is the job's own
    coroutine, so the worker runs other jobs meanwhile: call as `return ...`. */

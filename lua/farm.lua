@@ -358,8 +358,13 @@ function Pool:submit_with(opts, fn, ...)
     error(("farm.submit_with: argument #2 must be a function (got %s)"):format(type(fn)), 2)
   end
   local c = self:_ctx()
-  if on_worker then
-    error("farm.submit_with: a job's own jobs take no options yet; use farm.submit", 2)
+  if on_worker and (o.notify or o.files or o.timeout) then
+    -- a callback runs in the client, files are the client's to ship, and a
+    -- timeout stops the worker that runs the job: often the one where its
+    -- parent waits, which would then run again from its start
+    error(("farm.submit_with: a job's own jobs take retries, not %s")
+      :format(o.notify and "a callback" or o.files and "files"
+        or "a timeout (it stops a worker, and the job waiting there with it)"), 2)
   end
   if o.files then self:_ship_files(c, o.files, "farm.submit_with", 1); o.files = nil end
   local f = core.submit(c, o, package(c, fn), describe, names, ...)

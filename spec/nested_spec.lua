@@ -267,4 +267,57 @@ describe("nested jobs", function()
     os.remove(marker)
     assert.are.equal("42\tdone\n", r.out)
   end)
+
+  it("starts a job's sub-jobs while it computes on, before it waits for them", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local r = run(([[
+      print(farm.submit(function(m)
+        local f = farm.submit(function(m) io.open(m, "w"):close() return 1 end, m)
+        local t = os.time() + 30                -- computes until the sub-job has run
+        while not io.open(m, "r") and os.time() < t do end
+        return os.time() < t, f:result()
+      end, %q):result())
+    ]]):format(marker), "-n 2")
+    os.remove(marker)
+    assert.are.equal("true\t1\n", r.out)
+  end)
+
+  it("gives a job's own jobs retries (submit_with in a job), and refuses a timeout or a callback there", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local r = run(([[
+      local marker = %q
+      print(farm.submit(function(m)
+        -- a sub-job that kills its worker once is tried again only when retries allow
+        local once = function(m)
+          local h = io.open(m, "r")
+          if not h then io.open(m, "w"):close() os.exit(7) end
+          h:close()
+          return "again"
+        end
+        -- this job keeps its worker busy until the sub-job has run (on the other
+        -- worker, then): a worker that dies takes the jobs waiting there with it
+        local function busy_until(path)
+          local t = os.time() + 20
+          while not io.open(path, "r") and os.time() < t do end
+        end
+        local none = farm.submit_with({ retries = 0 }, once, m .. ".a")
+        busy_until(m .. ".a")
+        local ok, e = pcall(none.result, none)
+        local one = farm.submit_with({ retries = 1 }, once, m .. ".b")
+        busy_until(m .. ".b")
+        return ok, tostring(e.message):match("worker exited with status 7") ~= nil, one:result()
+      end, marker):result())
+      for _, o in ipairs({ "{ callback = print }", "{ timeout = 1 }" }) do
+        print(pcall(function() return farm.submit(function(o)
+          return farm.submit_with(load("return " .. o)(), print):result() end, o):result() end))
+      end
+    ]]):format(marker), "-n 2")
+    os.remove(marker .. ".a")
+    os.remove(marker .. ".b")
+    assert.is_truthy(r.out:find("false\ttrue\tagain\n", 1, true), r.out)
+    assert.is_truthy(r.out:find("a job's own jobs take retries, not a callback", 1, true), r.out)
+    assert.is_truthy(r.out:find("a job's own jobs take retries, not a timeout", 1, true), r.out)
+  end)
 end)

@@ -451,6 +451,21 @@ int farm_workers(farm *f) {
   return n;
 }
 
+int farm_set_workers(farm *f, int n) {
+  if (!f) return FARM_EINVAL;
+  farm_engine *e = enter(f);
+  if (!e) return FARM_ECLOSED;
+  char why[300];
+  int rc = farm__engine_set_workers(e, n, why, sizeof why);
+  leave(f);
+  if (rc < 0) {
+    pthread_mutex_lock(&f->mu);
+    set_err(f, "farm_set_workers: %s", why[0] ? why : farm_strerror(rc));
+    pthread_mutex_unlock(&f->mu);
+  }
+  return rc < 0 ? rc : FARM_OK;
+}
+
 const char *farm_last_error(farm *f) { return f ? f->err : "farm_last_error: no farm"; }
 
 /* ---- submitting -------------------------------------------------------------------- */

@@ -165,6 +165,14 @@ FARM_API void farm_close(farm *f);
 /* How many workers the farm has (local and on nodes), or a negative code. */
 FARM_API int farm_workers(farm *f);
 
+/* Resize the local pool to n workers (1 to 256) while the farm runs (pp's
+   set_ncpus); nodes are not touched. Growing starts the new workers and
+   returns once they are up; shrinking retires the surplus (idle ones first)
+   and returns at once: a retired worker gets no new job, its jobs not started
+   run elsewhere, the ones it runs finish there, then it quits. FARM_OK, or
+   FARM_EINVAL / FARM_ESPAWN with farm_last_error() saying why. */
+FARM_API int farm_set_workers(farm *f, int n);
+
 /* What the last call on f that failed said, in words (naming the thing and
    the fix where it can): "" when none did. Valid until the next call on f. */
 FARM_API const char *farm_last_error(farm *f);

@@ -440,6 +440,33 @@ static void test_two_farms(void) {
   farm_close(b);
 }
 
+/* pp's set_ncpus: the pool grows and shrinks while the farm runs */
+static void test_set_workers(void) {
+  farm *f = open_farm(1);
+  ok(f != NULL, "a farm of 1 worker for set_workers", NULL);
+  if (!f) return;
+  is_int(farm_set_workers(f, 3), FARM_OK, "farm_set_workers(3)");
+  is_int(farm_workers(f), 3, "...and it has 3 workers");
+  farm_future *fu[6];
+  for (int i = 0; i < 6; i++) {
+    farm_value arg = farm_number(0.05);
+    fu[i] = NULL;
+    farm_submit_source(f, LONG_JOB, &arg, 1, &fu[i]);
+  }
+  is_int(farm_set_workers(f, 1), FARM_OK, "farm_set_workers(1) while jobs run");
+  is_int(farm_workers(f), 1, "...and it counts 1 worker");
+  int done = 0;
+  for (int i = 0; i < 6; i++) {
+    done += fu[i] && farm_wait(fu[i], 30) == FARM_OK && farm_status(fu[i]) == FARM_DONE;
+    farm_future_free(fu[i]);
+  }
+  is_int(done, 6, "every job finished across the shrink");
+  is_int(int_of(f, "function(x) return x + 1 end", 41), 42, "the shrunk farm runs jobs");
+  is_int(farm_set_workers(f, 0), FARM_EINVAL, "farm_set_workers(0): FARM_EINVAL");
+  has_str(farm_last_error(f), "from 1 to 256", "...saying the range");
+  farm_close(f);
+}
+
 static void *thread_open(void *p) {
   *(farm **)p = open_farm(1);
   return NULL;
@@ -578,6 +605,7 @@ int main(void) {
     farm_close(f);
   }
   test_two_farms();
+  test_set_workers();
   test_threads();
   test_open_errors();
   printf("1..%d\n", n_test);

@@ -389,5 +389,5 @@ int farm_main(int argc, char **argv) {
   }
   if (strcmp(cmd, "repl") == 0) return farm_repl_main(argc, argv);
   if (strstr(cmd, ".lua")) return fail("to run a script, say 'farm run %s'", cmd);
-  return fail("unknown command '%s' (commands: run; see farm --help)", cmd);
+  return fail("unknown command '%s' (commands: run, repl, node, keygen; see farm --help)", cmd);
 }

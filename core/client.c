@@ -428,10 +428,12 @@ static int l_share(lua_State *L) {
   if (!c->e) return fail_lua(L, "farm: only the client shares values with the jobs");
   int k = strcmp(kind, "setup") == 0 ? FARM_SHARE_SETUP : FARM_SHARE_VALUE;
   lua_settop(L, 6);
+  if (k == FARM_SHARE_SETUP) lua_pushliteral(L, "=farm.on_node's");
+  else lua_pushfstring(L, "=farm.shared.%s", name);       /* 7: its name in messages */
   int top = lua_gettop(L);
   farm_buf *b = enc_begin(L, c);
   farm_encoder e;
-  setup_encoder(L, &e, 4, 5, 6, 1, k == FARM_SHARE_SETUP ? "farm.on_node" : "shared value");
+  setup_encoder(L, &e, 4, 5, 6, 1, lua_tostring(L, 7));
   farm__codec_encode(L, b, 6, 1, &e);
   check_size(L, c, b->n, k == FARM_SHARE_SETUP ? "the setup, cleanup and their arguments"
                                               : "the shared value");

@@ -198,6 +198,8 @@ static const seg *push_origin(enc *E, int from, int *u_out) {
     lua_pushfstring(L, "cannot ship upvalue '%s", s->name);
   else if (s->kind == SEG_GLOBAL)
     lua_pushfstring(L, "cannot ship global '%s", s->name);
+  else if (E->e->root && E->e->root[0] == '=')   /* one value with a name of its own */
+    lua_pushfstring(L, "cannot ship %s", E->e->root + 1);
   else
     lua_pushfstring(L, "cannot ship %s %I", E->e->root ? E->e->root : "value",
                     (LUAI_UACINT)s->i);

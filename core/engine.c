@@ -1075,8 +1075,9 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (p->ops->kind[0] == 'n')          /* the node names its worker */
       snprintf(why, sizeof why, "node %s: %.*s", p->name, (int)(nm < 300 ? nm : 300), m);
     else
-      snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%.0ld%s: %.*s",
-               p->name, pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
+      snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%s%.0ld%s: %.*s",
+               e->keep_files ? "this node's worker " : "", p->name,   /* (a node's engine) */
+               pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
                (int)(nm < 300 ? nm : 300), m);
     fprintf(stderr, "farm: %s; that %s is out of the run\n", why, p->ops->kind[0] == 'n' ? "node" : "worker");
     farm__engine_error(e, why);

@@ -46,6 +46,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -236,7 +237,11 @@ static int push_stream(lua_State *L, stream *s, const char *name, size_t max) {
 static const char *why_not(int e, const char *prog) {
   if (e == ENOENT)
     return strchr(prog, '/') ? "no such file" : "not found on PATH (is it installed on this host?)";
-  if (e == EACCES) return "permission denied";
+  if (e == EACCES) {
+    struct stat st;
+    if (strchr(prog, '/') && stat(prog, &st) == 0 && S_ISDIR(st.st_mode)) return "it is a directory";
+    return "permission denied";
+  }
   if (e == ENOEXEC) return "not an executable this host can run";
   return strerror(e);
 }

@@ -39,7 +39,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1101,20 +1103,38 @@ int farm__worker_shared(lua_State *L, worker *w, const char *name, size_t n) {
   return 1;
 }
 
+/* Whether this worker is a node's: they start in the node's jobs' directory. */
+static int in_node_dir(void) {
+  char cwd[PATH_MAX];
+  return getcwd(cwd, sizeof cwd) && strstr(cwd, "/farm-node-") != NULL;
+}
+
+/* A send_file error: its text alone (farm.lua puts the job's line in front). */
+static int send_fail(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
 int farm__worker_send_file(lua_State *L, worker *w, const char *path) {
-  if (!w->cur) return luaL_error(L, "farm.send_file: only a job can send a file (not the setup)");
+  if (!w->cur) return send_fail(L, "farm.send_file: only a job can send a file (not the setup)");
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return luaL_error(L, "farm.send_file: cannot open %s: %s", path, strerror(errno));
+  if (fd < 0)
+    return send_fail(L, "farm.send_file: cannot open %s: %s%s", path, strerror(errno),
+                     errno == ENOENT && in_node_dir() ? " (a job on a node runs in a directory of "
+                     "its own there; ship what it reads with files = {...})" : "");
   struct stat st;
   if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return luaL_error(L, "farm.send_file: %s is not a regular file", path);
+    return send_fail(L, "farm.send_file: %s is not a regular file", path);
   }
   size_t limit = w->max_file ? w->max_file : FARM_MAX_FILE_DEFAULT;
   if ((uint64_t)st.st_size > limit) {
     close(fd);
     char have[32], max[32];
-    return luaL_error(L, "farm.send_file: %s is %s; files travel up to %s "
+    return send_fail(L, "farm.send_file: %s is %s; files travel up to %s "
                       "(farm.config{max_file = bytes} or farm run --max-file raises it)", path,
                       farm__size_text((size_t)st.st_size, have, sizeof have),
                       farm__size_text(limit, max, sizeof max));
@@ -1129,7 +1149,7 @@ int farm__worker_send_file(lua_State *L, worker *w, const char *path) {
   size_t len = (size_t)st.st_size;
   if (farm__buf_uvar(&b, len) < 0 || farm__buf_reserve(&b, len) < 0) {
     close(fd); farm__buf_free(&b);
-    return luaL_error(L, "farm.send_file: out of memory for %s", path);
+    return send_fail(L, "farm.send_file: out of memory for %s", path);
   }
   size_t got = 0;
   while (got < len) {
@@ -1141,12 +1161,12 @@ int farm__worker_send_file(lua_State *L, worker *w, const char *path) {
   close(fd);
   if (got != len) {
     farm__buf_free(&b);
-    return luaL_error(L, "farm.send_file: %s changed while it was read", path);
+    return send_fail(L, "farm.send_file: %s changed while it was read", path);
   }
   b.n += len;
   int rc = farm__link_send(w->link, b.p, b.n, 0);
   farm__buf_free(&b);
-  if (rc != 0) return luaL_error(L, "farm.send_file: cannot send %s: %s", path, farm__link_error());
+  if (rc != 0) return send_fail(L, "farm.send_file: cannot send %s: %s", path, farm__link_error());
   return 0;
 }
 

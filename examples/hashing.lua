@@ -5,7 +5,8 @@
 -- A data file travels to every node once (on_node's files; local workers read
 -- it where it is), each worker reads it into memory once (setup: the globals it
 -- sets are the jobs'), each job hashes one slice of it with the BLAKE2b kernel,
--- and each worker says at the end how many slices it hashed (cleanup). The
+-- and each worker says at the end how many slices it hashed (cleanup, on its
+-- standard error; a node's workers, on the node's, which may be gone by then). The
 -- digests are checked against the same hashes made here, one by one.
 --
 -- Without DATAFILE it makes hashing-data.bin (4 MiB of reproducible bytes) in

@@ -146,7 +146,8 @@ function new_shared(pool)
           :format(name), 2)
       end
       if value == nil then error(("farm.shared.%s: a shared value cannot be nil"):format(name), 2) end
-      pool:_share("value", name, value)
+      local ok, e = pcall(pool._share, pool, "value", name, value)
+      if not ok then error(e, 2) end
       values[name] = value
     end,
     __pairs = function() return next, on_worker and {} or values, nil end,
@@ -309,6 +310,14 @@ local function package(c, f)
   return p
 end
 
+-- a value in a message, as the script would write it ("5" stays a string; a
+-- table is named by its type, not its address)
+local function shown(v)
+  if type(v) == "number" or type(v) == "boolean" or v == nil then return tostring(v) end
+  if type(v) == "string" then return ("%q"):format(v) end
+  return type(v)
+end
+
 local function check_fn(what, fn)
   if type(fn) ~= "function" then
     error(("%s: argument #1 must be a function (got %s)"):format(what, type(fn)), 3)
@@ -333,13 +342,13 @@ function Pool:submit_with(opts, fn, ...)
     if k == "timeout" then
       if type(v) ~= "number" or not (v > 0) or v == huge then
         error(("farm.submit_with: timeout must be a positive number of seconds (got %s)")
-          :format(tostring(v)), 2)
+          :format(shown(v)), 2)
       end
       o.timeout = v
     elseif k == "retries" then
       if math.type(v) ~= "integer" or v < 0 or v > 1000 then
         error(("farm.submit_with: retries must be an integer from 0 to 1000 (got %s)")
-          :format(tostring(v)), 2)
+          :format(shown(v)), 2)
       end
       o.retries = v
     elseif k == "callback" then
@@ -366,7 +375,7 @@ function Pool:submit_with(opts, fn, ...)
       :format(o.notify and "a callback" or o.files and "files"
         or "a timeout (it stops a worker, and the job waiting there with it)"), 2)
   end
-  if o.files then self:_ship_files(c, o.files, "farm.submit_with", 1); o.files = nil end
+  if o.files then self:_ship_files(c, o.files, "farm.submit_with", 2); o.files = nil end
   local f = core.submit(c, o, package(c, fn), describe, names, ...)
   if o.notify then self.callbacks[core.id(f)] = { opts.callback, f } end
   return f
@@ -416,6 +425,10 @@ end
 
 --- future:result([timeout]) -> the job's results, or raises its error
 function Future.result(f, timeout)
+  if not core.is_future(f) then
+    error("future:result: call it on a future with a colon, f:result() (got "
+      .. (f == nil and "nothing" or type(f)) .. ")", 2)
+  end
   if not core.done(f) then
     check_timeout("future:result", timeout, 2)
     local deadline = timeout and core.now() + timeout
@@ -518,11 +531,6 @@ local MAP_OPTS = { "chunksize" }
 local STREAM_OPTS = { "chunksize", "window" }
 local REDUCE_OPTS = { "chunksize", "window", "init" }
 
-local function shown(v)
-  if type(v) == "number" then return tostring(v) end
-  if type(v) == "string" then return ("%q"):format(v) end
-  return type(v)
-end
 
 -- (what, known option names, level, the argument number before the first list, lists... [, opts]) -> the lists (an
 -- array), their count, the rows of the tables (huge when there are none),
@@ -845,7 +853,8 @@ function Pool:map_reduce(fn, reducer, ...)
   end
   if s.chunks == 0 then
     if has_init then return init end
-    error("farm.map_reduce: the lists are empty; nothing to reduce", 2)
+    error("farm.map_reduce: the lists are empty; nothing to reduce (give {init = value} to get "
+      .. "that value back)", 2)
   end
   if s.chunks == 1 then return partials[1] end
   local f = core.submit(c, nil, package(c, fold_job), describe, names, has_init, init, s.chunks, partials)
@@ -1055,13 +1064,13 @@ function Pool:exec(spec)
       run.max_output = v
     elseif k == "timeout" then
       if type(v) ~= "number" or not (v > 0) or v == huge then
-        error(("farm.exec: timeout must be a positive number of seconds (got %s)"):format(tostring(v)), 2)
+        error(("farm.exec: timeout must be a positive number of seconds (got %s)"):format(shown(v)), 2)
       end
       opts = opts or {}
       opts.timeout = v
     elseif k == "retries" then
       if math.type(v) ~= "integer" or v < 0 or v > 1000 then
-        error(("farm.exec: retries must be an integer from 0 to 1000 (got %s)"):format(tostring(v)), 2)
+        error(("farm.exec: retries must be an integer from 0 to 1000 (got %s)"):format(shown(v)), 2)
       end
       opts = opts or {}
       opts.retries = v
@@ -1105,7 +1114,9 @@ function farm.send_file(path)
   if type(path) ~= "string" then
     error(("farm.send_file: argument #1 must be a path (got %s)"):format(type(path)), 2)
   end
-  return core.send_file(path)
+  local ok, e = pcall(core.send_file, path)
+  if not ok then error(e, 2) end
+  return true
 end
 function farm.submit(fn, ...) return default:submit(fn, ...) end
 function farm.submit_with(opts, fn, ...) return default:submit_with(opts, fn, ...) end

@@ -461,7 +461,7 @@ for _, w in ipairs(farm.stats().workers) do print(w.kind, w.state) end
     assert.are.equal(0, r2.code, r2.err)
     assert.is_truthy(r2.out:find("sum\t210\n", 1, true), r2.out)
     assert.is_truthy(r2.out:find("node\tretired", 1, true), r2.out)
-    assert.is_truthy(r2.err:find("farm: node 127.0.0.1:" .. PORT .. ": the setup function of farm.on_node failed on local:%d+ %(pid %d+%): [^\n]*no GPU on this node; that node is out of the run"), r2.err)
+    assert.is_truthy(r2.err:find("farm: node 127.0.0.1:" .. PORT .. ": the setup function of farm.on_node failed on this node's worker local:%d+ %(pid %d+%): [^\n]*no GPU on this node; that node is out of the run"), r2.err)
     -- with the node alone, the jobs fail with that error
     assert.are.equal(1, r.code, r.out)
     assert.is_truthy(r.err:find("no GPU on this node", 1, true), r.err)

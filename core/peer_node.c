@@ -326,6 +326,9 @@ static void *connect_one(void *arg) {
 handshake:
   n->rc = farm__session_client(n->link, n->key, CONNECT_TIMEOUT, why, sizeof why);
 hello:
+  if (n->rc == FARM_EAUTH && n->h.kind == FARM_HOST_NODE && !n->o->key)
+    snprintf(why, sizeof why, "authentication failed: the node has a key and none was given here "
+             "(pass --key-file F, or set FARM_KEY_FILE)");
   if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
   double until = farm__now() + CONNECT_TIMEOUT;
   for (;;) {

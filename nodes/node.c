@@ -254,7 +254,7 @@ static void peer_addr(node *n, char *out, size_t len) {
     unsigned lport, raddr, rport, st;
     unsigned long inode;
     if (sscanf(line, " %*d: %*8X:%4X %8X:%4X %2X %*s %*s %*s %*s %*s %lu", &lport, &raddr, &rport, &st, &inode) != 5 ||
-        lport != port || st != 1)
+        lport != port || (st != 1 && st != 8))   /* established, or closed by it just now */
       continue;
     char want[64], link[64], path[64];
     snprintf(want, sizeof want, "socket:[%lu]", inode);

@@ -350,6 +350,13 @@ describe("farm node", function()
     assert.is_truthy(stats:find("0 sessions", 1, true), stats)
     assert.is_truthy(stats:find("1 failed authentications", 1, true), stats)
     assert.is_nil(io.open(mark))
+    -- the node's log names the client's address
+    assert.is_truthy(H.slurp(n.log):find("authentication failed: client at 127%.0%.0%.1:%d+ "), H.slurp(n.log))
+    -- no key at all: the client says to give one
+    local r2 = run("print(farm.submit(function() return 1 end):result())", "-n 0 --hosts " .. n.url, 60)
+    assert.are.equal(1, r2.code)
+    assert.is_true(one_line(r2.err), r2.err)
+    assert.is_truthy(r2.err:find("the node has a key and none was given here (pass --key-file F, or set FARM_KEY_FILE)", 1, true), r2.err)
     stopped_ok(n)
   end)
 

@@ -21,7 +21,6 @@
  *     the line being typed, which is then drawn again, so a job's output never
  *     breaks the line.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <langinfo.h>
@@ -39,6 +38,7 @@
 #include <lualib.h>
 #include <editline/readline.h>
 #include "farm.h"
+#include "lazy.h"
 #include "cli.h"
 
 /* ---- libedit, loaded when a terminal needs it ----------------------------------
@@ -66,21 +66,12 @@ static char edit_err[400];         /* why libedit cannot be used; "" once it can
 static pthread_once_t edit_once = PTHREAD_ONCE_INIT;
 
 static void edit_load(void) {
-  void *h = dlopen(LIBEDIT_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!h) {
-    snprintf(edit_err, sizeof edit_err, "cannot load " LIBEDIT_SONAME " (apt-get install "
-             LIBEDIT_PACKAGE "): %s", dlerror());
-    return;
-  }
-#define EDIT_SYM(f) \
-  if (!(edit.f = (__typeof__(edit.f))dlsym(h, #f))) { \
-    snprintf(edit_err, sizeof edit_err, "cannot load " LIBEDIT_SONAME " (apt-get install " \
-             LIBEDIT_PACKAGE "): it has no %s", #f); \
-    dlclose(h); \
-    return; \
-  }
-  EDIT_SYMS(EDIT_SYM)
-#undef EDIT_SYM
+  static const char *const names[] = { EDIT_SYMS(FARM_LAZY_NAME) };
+#define t edit
+  void **slots[] = { EDIT_SYMS(FARM_LAZY_SLOT) };
+#undef t
+  int n = (int)(sizeof names / sizeof *names);
+  if (farm__lazy_load(LIBEDIT_SONAME, LIBEDIT_PACKAGE, names, slots, n, edit_err, sizeof edit_err) < 0) return;
 }
 
 /* From here on, libedit's names go through the table. */

@@ -31,7 +31,6 @@
  * parse (and drops every line after it); here such a line is skipped alone,
  * as are `@cert-authority` and `@revoked` lines.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -51,6 +50,7 @@
 #include <unistd.h>
 #include <libssh2.h>
 #include "farm.h"
+#include "lazy.h"
 #include "ssh.h"
 
 #define LBUF 16384                 /* a stream's bytes not yet passed on as lines */
@@ -104,21 +104,12 @@ static char ssh2_err[400];        /* why libssh2 cannot be used; "" once it can 
 static pthread_once_t ssh2_once = PTHREAD_ONCE_INIT;
 
 static void ssh2_load(void) {
-  void *h = dlopen(LIBSSH2_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!h) {
-    snprintf(ssh2_err, sizeof ssh2_err, "cannot load " LIBSSH2_SONAME " (apt-get install "
-             LIBSSH2_PACKAGE "): %s", dlerror());
-    return;
-  }
-#define SSH2_SYM(f) \
-  if (!(ssh2.f = (__typeof__(ssh2.f))dlsym(h, #f))) { \
-    snprintf(ssh2_err, sizeof ssh2_err, "cannot load " LIBSSH2_SONAME " (apt-get install " \
-             LIBSSH2_PACKAGE "): it has no %s", #f); \
-    dlclose(h); \
-    return; \
-  }
-  SSH2_FUNCS(SSH2_SYM)
-#undef SSH2_SYM
+  static const char *const names[] = { SSH2_FUNCS(FARM_LAZY_NAME) };
+#define t ssh2
+  void **slots[] = { SSH2_FUNCS(FARM_LAZY_SLOT) };
+#undef t
+  int n = (int)(sizeof names / sizeof *names);
+  if (farm__lazy_load(LIBSSH2_SONAME, LIBSSH2_PACKAGE, names, slots, n, ssh2_err, sizeof ssh2_err) < 0) return;
   if (ssh2.libssh2_init(0) != 0) snprintf(ssh2_err, sizeof ssh2_err, "libssh2 failed to initialize");
 }
 

@@ -5,9 +5,9 @@
 #define FARM_LAZY_H
 #include <stddef.h>
 
-/* Open soname and set *slots[i] to the address of names[i] (n of them). 0, or -1 with err
-   saying "cannot load SONAME (apt-get install PACKAGE): why". The handle is
-   kept open for the process's life. */
+/* Open soname and set *slots[i] to the address of names[i] (n of them). 0,
+   or -1 with err saying "cannot load SONAME (apt-get install PACKAGE): why".
+   The handle is kept open for the process's life. */
 int farm__lazy_load(const char *soname, const char *package, const char *const *names,
                     void **const *slots, int n, char *err, size_t errlen);
 

@@ -71,7 +71,7 @@ static void edit_load(void) {
   void **slots[] = { EDIT_SYMS(FARM_LAZY_SLOT) };
 #undef t
   int n = (int)(sizeof names / sizeof *names);
-  if (farm__lazy_load(LIBEDIT_SONAME, LIBEDIT_PACKAGE, names, slots, n, edit_err, sizeof edit_err) < 0) return;
+  farm__lazy_load(LIBEDIT_SONAME, LIBEDIT_PACKAGE, names, slots, n, edit_err, sizeof edit_err);
 }
 
 /* From here on, libedit's names go through the table. */

@@ -89,6 +89,7 @@ typedef struct node {
   double t0;
   char workdir[PATH_MAX];          /* the jobs' directory, one per client: files land here */
   int setup_told;                  /* the client heard that a worker's setup failed */
+  char hello_from[64];             /* the address the last hello (AUTH1) came from */
 } node;
 
 /* ---- log ------------------------------------------------------------------------- */
@@ -498,18 +499,19 @@ static int on_take(node *n, farm_rd *r) {
 static void on_message(node *n, const void *m, size_t len) {
   char err[200];
   if (!n->sealed) {
+    /* whose hello: asked now, while its connection is surely up (a client
+       refused a moment later may have closed it by the time we log) */
+    if (len >= 4 && ((const unsigned char *)m)[3] == FARM_MSG_AUTH1) peer_addr(n, n->hello_from, sizeof n->hello_from);
     int rc = farm__session_node(&n->hs, n->link, n->key, m, len, err, sizeof err);
     if (rc == 1) {
       n->sealed = 1;
       n->sessions++;
       snprintf(n->who, sizeof n->who, "%s", n->hs.who);
-      char addr[64];
-      peer_addr(n, addr, sizeof addr);
+      const char *addr = n->hello_from[0] ? n->hello_from : "?";
       logf_(n, LOG_INFO, "client at %s (%s) authenticated; serving it", addr, n->who);
       send_hello(n);
     } else if (rc == FARM_EAUTH) {
-      char addr[64];
-      peer_addr(n, addr, sizeof addr);
+      const char *addr = n->hello_from[0] ? n->hello_from : "?";
       n->auth_failed++;
       logf_(n, LOG_WARN, "authentication failed: client at %s (says it is %s) does not know this node's key",
             addr, n->hs.who[0] ? n->hs.who : "?");

@@ -743,7 +743,15 @@ static void end_coroutine(worker *w, lua_State *co, int ref, int ok) {
 }
 
 /* tostring(v), protected: an error object's __tostring may raise, or lie. */
+/* An error's text: a string or number as it is, a value with __tostring by it,
+   anything else as lua.c says it ("(error object is a table value)": its
+   address would say nothing; the value itself travels as err.value). */
 static int p_tostring(lua_State *L) {
+  int t = lua_type(L, 1);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL) {
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    return 1;
+  }
   luaL_tolstring(L, 1, NULL);
   return 1;
 }

@@ -21,6 +21,8 @@
 #include "worker.h"
 #include "cli.h"
 #include "session.h"
+#include "hosts.h"
+#include <sodium.h>
 
 static const char usage[] =
   "usage: farm run SCRIPT.lua [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
@@ -188,6 +190,25 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
 int farm__pool_check(const farm_pool_opts *o) {
   if (o->nworkers == 0 && !o->nodes && !o->hosts)
     return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
+  if (!o->nodes && !o->hosts) return 0;
+  /* the hostfile (or allocation) and the key are read now, before the script
+     runs: a mistake there is the command line's, not something the script's
+     first submit should find after its own work */
+  char err[512];
+  farm_host *hl = NULL;
+  int n = o->nodes ? farm__hosts_named(o->nodes, &hl, err, sizeof err)
+                   : farm__hosts_list(o->hosts, &hl, err, sizeof err);
+  if (n < 0) return fail("%s", err);
+  int standing = 0;
+  for (int i = 0; i < n; i++) standing |= hl[i].kind == FARM_HOST_NODE;
+  free(hl);
+  const char *keyfile = o->key_file && *o->key_file ? o->key_file : getenv("FARM_KEY_FILE");
+  if (standing && keyfile && *keyfile) {
+    unsigned char key[FARM_KEYLEN];
+    int rc = farm__key_load(keyfile, key, err, sizeof err);
+    sodium_memzero(key, sizeof key);
+    if (rc < 0) return fail("%s", err);
+  }
   return 0;
 }
 

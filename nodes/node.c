@@ -19,6 +19,7 @@
  * forgotten, the link reopened
  * for the next client. Nothing from a peer is decoded before the handshake.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -283,12 +284,34 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
   return 0;
 }
 
+/* The jobs' directories that nodes killed outright (SIGKILL) left behind:
+   theirs by name (farm-node-PID-...), ours by owner, and their node is gone. */
+static void sweep_workdirs(void) {
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/tmp";
+  DIR *d = opendir(tmp);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    long pid;
+    char rest[16], path[PATH_MAX];
+    struct stat st;
+    if (sscanf(e->d_name, "farm-node-%ld-%15s", &pid, rest) != 2 || pid <= 0) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  }
+  closedir(d);
+}
+
 /* Each client's jobs run in a directory of their own (files shipped to them
    land there, and what they leave goes with the client): the workers start in
    it, so the node works from it while that engine lives. */
 static int open_engine(node *n, char *err, size_t errlen) {
   const char *tmp = getenv("TMPDIR");
-  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-%ld-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+           (long)getpid());
   if (!mkdtemp(n->workdir) || chdir(n->workdir) < 0) {
     snprintf(err, errlen, "cannot make the jobs' directory %.300s: %s", n->workdir, strerror(errno));
     n->workdir[0] = 0;
@@ -768,6 +791,7 @@ int farm_node_main(int argc, char **argv) {
   sigaddset(&sigs, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   n->sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+  sweep_workdirs();
   if (open_engine(n, err, sizeof err) < 0) {
     logf_(n, LOG_ERROR, "%s", err);
     close_engine(n);

@@ -54,6 +54,28 @@ for i = 1, 12 do most = math.max(most, fs[i]:result()) end
 print("most jobs in one worker process", most)
 ]]
 
+  it("runs the jobs in a directory of its own and sweeps those of killed nodes", function()
+    -- a node killed with SIGKILL left its jobs' directory behind (its pid is gone)
+    local gone = tonumber(H.sh("sh -c 'echo $$'").out)
+    local stale = ("%s/farm-node-%d-AbCdEf"):format(dir, gone)
+    local live = ("%s/farm-node-%d-GhIjKl"):format(dir, MYPID)     -- a node that still runs
+    os.execute("mkdir -p " .. q(stale .. "/sub") .. " " .. q(live))
+    H.write(stale .. "/sub/left.txt", "x")
+    node = bg(("TMPDIR=%s %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s --pid-file %s -w 1")
+      :format(q(dir), q(H.farm), port, q(key), q(dir .. "/log"), q(dir .. "/pid")))
+    for _ = 1, 200 do
+      if H.slurp(dir .. "/pid"):find("%d") then break end
+      os.execute("sleep 0.05")
+    end
+    local r = H.run_script("print(farm.submit(function() return io.popen('pwd'):read('l') end):result())",
+      ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)), 60)
+    assert.are.equal(0, r.code, r.err)
+    local mine = ("%s/farm-node-%d-"):format(dir, node)
+    assert.are.equal(mine, r.out:sub(1, #mine), r.out)
+    assert.is_nil(io.open(stale .. "/sub/left.txt"))
+    assert.is_true(os.execute("test -d " .. q(live)) == true)
+  end)
+
   it("--restart-workers gives every job a fresh worker process", function()
     start("-w 2 --restart-workers")
     local r = H.run_script(COUNT, ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)), 60)

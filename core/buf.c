@@ -8,9 +8,13 @@
  * decoder can check for errors once at a convenient point instead of after
  * every read.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include "farm.h"
 #include "buf.h"
 
@@ -166,4 +170,43 @@ const char *farm__size_text(size_t n, char *out, size_t len) {
   else if (n < (1u << 20)) snprintf(out, len, "%.1f KiB", n / 1024.0);
   else snprintf(out, len, "%.1f MiB", n / 1048576.0);
   return out;
+}
+
+int farm__file_take(const char *path, size_t limit, farm_buf *b, struct stat *st,
+                    char *err, size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
+    errno = e;
+    return -1;
+  }
+  int rc = -1;
+  if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+    snprintf(err, errlen, "%s is not a regular file", path);
+    goto out;
+  }
+  if ((uint64_t)st->st_size > limit) {
+    char have[32], max[32];
+    snprintf(err, errlen, "%s is %s; files travel up to %s (farm.config{max_file = bytes} "
+             "or farm run --max-file raises it)", path,
+             farm__size_text((size_t)st->st_size, have, sizeof have),
+             farm__size_text(limit, max, sizeof max));
+    goto out;
+  }
+  if (!b) { rc = 0; goto out; }
+  size_t len = (size_t)st->st_size, got = 0;
+  if (farm__buf_reserve(b, len) < 0) { snprintf(err, errlen, "out of memory for %s", path); goto out; }
+  while (got < len) {
+    ssize_t k = read(fd, b->p + b->n + got, len - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    got += (size_t)k;
+  }
+  if (got != len) { snprintf(err, errlen, "%s changed while it was read", path); goto out; }
+  b->n += len;
+  rc = 0;
+out:
+  close(fd);
+  return rc;
 }

@@ -49,4 +49,13 @@ const void *farm__rd_bytes(farm_rd *r, size_t n);
 /* A size for people: "512 bytes", "12.3 KiB", "256.0 MiB". Returns out. */
 const char *farm__size_text(size_t n, char *out, size_t len);
 
+/* A file that travels (files =, farm.send_file): path must be a regular file
+   of at most limit bytes; its bytes are appended to b (b NULL: only checked),
+   and st says which file it was. 0, or -1 with why in err (the path named; the
+   caller puts its own name in front), and errno as open() left it when the
+   file could not be opened. */
+struct stat;
+int farm__file_take(const char *path, size_t limit, farm_buf *b, struct stat *st,
+                    char *err, size_t errlen);
+
 #endif

@@ -451,8 +451,8 @@ static int l_file_key(lua_State *L) {
   const char *what = luaL_optstring(L, 2, "farm");
   struct stat st;
   if (stat(path, &st) < 0)
-    return fail_lua(L, "%s: cannot ship file %s: %s", what, path, strerror(errno));
-  if (!S_ISREG(st.st_mode)) return fail_lua(L, "%s: cannot ship %s: it is not a regular file", what, path);
+    return fail_lua(L, "%s: cannot read %s: %s", what, path, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail_lua(L, "%s: %s is not a regular file", what, path);
   lua_pushfstring(L, "%I:%I:%I:%I.%I", (lua_Integer)st.st_dev, (lua_Integer)st.st_ino,
                   (lua_Integer)st.st_size, (lua_Integer)st.st_mtim.tv_sec,
                   (lua_Integer)st.st_mtim.tv_nsec);
@@ -468,38 +468,17 @@ static int l_share_file(lua_State *L) {
   const char *path = luaL_checklstring(L, 2, &np);
   const char *what = luaL_optstring(L, 3, "farm");
   if (!c->e) return fail_lua(L, "%s: files are shipped by the client", what);
-  size_t limit = farm__engine_max_file(c->e);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int nodes = farm__engine_has_nodes(c->e);  /* (local workers read our files where they are) */
+  farm_buf data;
+  farm__buf_init(&data);
+  char why[400];
   struct stat st;
-  if (fd < 0) return fail_lua(L, "%s: cannot ship file %s: %s", what, path, strerror(errno));
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return fail_lua(L, "%s: cannot ship %s: it is not a regular file", what, path);
-  }
-  if ((uint64_t)st.st_size > limit) {
-    close(fd);
-    char have[32], max[32];
-    return fail_lua(L, "%s: file %s is %s; files travel up to %s "
-                    "(farm.config{max_file = bytes} or farm run --max-file raises it)", what, path,
-                    farm__size_text((size_t)st.st_size, have, sizeof have),
-                    farm__size_text(limit, max, sizeof max));
-  }
-  if (!farm__engine_has_nodes(c->e)) { close(fd); lua_pushboolean(L, 0); return 1; }
-  size_t len = (size_t)st.st_size, got = 0;
-  char *data = malloc(len ? len : 1);
-  if (!data) { close(fd); return fail_lua(L, "farm: out of memory reading %s", path); }
-  while (got < len) {
-    ssize_t k = read(fd, data + got, len - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) break;
-    got += (size_t)k;
-  }
-  close(fd);
-  if (got != len) { free(data); return fail_lua(L, "%s: %s changed while it was read", what, path); }
-  int rc = farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data, len);
-  free(data);
+  if (farm__file_take(path, farm__engine_max_file(c->e), nodes ? &data : NULL, &st, why, sizeof why) < 0)
+    return fail_lua(L, "%s: %s", what, why);
+  int rc = nodes ? farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data.p, data.n) : 0;
+  farm__buf_free(&data);
   if (rc < 0) return fail_lua(L, "farm: out of memory");
-  lua_pushboolean(L, 1);
+  lua_pushboolean(L, nodes);
   return 1;
 }
 
@@ -517,7 +496,8 @@ static int l_send_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   worker *w = farm__worker_of(L);
   if (!w) return fail_lua(L, "farm.send_file: only a job sends files back (the client has %s already)", path);
-  farm__worker_send_file(L, w, path);
+  char err[600];
+  if (farm__worker_send_file(w, path, err, sizeof err) < 0) return fail_lua(L, "%s", err);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -1117,64 +1117,41 @@ static int in_node_dir(void) {
   return getcwd(cwd, sizeof cwd) && strstr(cwd, "/farm-node-") != NULL;
 }
 
-/* A send_file error: its text alone (farm.lua puts the job's line in front). */
-static int send_fail(lua_State *L, const char *fmt, ...) {
+/* Say why in err; -1. */
+static int say(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int say(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
+  vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
-  return lua_error(L);
+  return -1;
 }
 
-int farm__worker_send_file(lua_State *L, worker *w, const char *path) {
-  if (!w->cur) return send_fail(L, "farm.send_file: only a job can send a file (not the setup)");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return send_fail(L, "farm.send_file: cannot open %s: %s%s", path, strerror(errno),
-                     errno == ENOENT && in_node_dir() ? " (a job on a node runs in a directory of "
-                     "its own there; ship what it reads with files = {...})" : "");
-  struct stat st;
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return send_fail(L, "farm.send_file: %s is not a regular file", path);
-  }
-  size_t limit = w->max_file ? w->max_file : FARM_MAX_FILE_DEFAULT;
-  if ((uint64_t)st.st_size > limit) {
-    close(fd);
-    char have[32], max[32];
-    return send_fail(L, "farm.send_file: %s is %s; files travel up to %s "
-                      "(farm.config{max_file = bytes} or farm run --max-file raises it)", path,
-                      farm__size_text((size_t)st.st_size, have, sizeof have),
-                      farm__size_text(limit, max, sizeof max));
-  }
-  farm_buf b;
+int farm__worker_send_file(worker *w, const char *path, char *err, size_t errlen) {
+  if (!w->cur) return say(err, errlen, "farm.send_file: only a job can send a file (not the setup)");
+  farm_buf data, b;
+  farm__buf_init(&data);
   farm__buf_init(&b);
+  char why[400];
+  struct stat st;
+  if (farm__file_take(path, w->max_file ? w->max_file : FARM_MAX_FILE_DEFAULT, &data, &st,
+                      why, sizeof why) < 0) {
+    int missing = errno == ENOENT;
+    farm__buf_free(&data);
+    return say(err, errlen, "farm.send_file: %s%s", why, missing && in_node_dir() ?
+               " (a job on a node runs in a directory of its own there; ship what it reads with "
+               "files = {...})" : "");
+  }
   farm__msg_begin(&b, FARM_MSG_FILE);
   farm__buf_uvar(&b, w->cur->j->id);
   farm__buf_uvar(&b, (uint64_t)st.st_dev);
   farm__buf_uvar(&b, (uint64_t)st.st_ino);
   farm__buf_str(&b, path, strlen(path));
-  size_t len = (size_t)st.st_size;
-  if (farm__buf_uvar(&b, len) < 0 || farm__buf_reserve(&b, len) < 0) {
-    close(fd); farm__buf_free(&b);
-    return send_fail(L, "farm.send_file: out of memory for %s", path);
-  }
-  size_t got = 0;
-  while (got < len) {
-    ssize_t k = read(fd, b.p + b.n + got, len - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) break;
-    got += (size_t)k;
-  }
-  close(fd);
-  if (got != len) {
-    farm__buf_free(&b);
-    return send_fail(L, "farm.send_file: %s changed while it was read", path);
-  }
-  b.n += len;
-  int rc = farm__link_send(w->link, b.p, b.n, 0);
+  int rc = farm__buf_str(&b, data.p, data.n) < 0 ? FARM_ENOMEM : farm__link_send(w->link, b.p, b.n, 0);
+  farm__buf_free(&data);
   farm__buf_free(&b);
-  if (rc != 0) return send_fail(L, "farm.send_file: cannot send %s: %s", path, farm__link_error());
+  if (rc == FARM_ENOMEM) return say(err, errlen, "farm.send_file: out of memory for %s", path);
+  if (rc != 0) return say(err, errlen, "farm.send_file: cannot send %s: %s", path, farm__link_error());
   return 0;
 }
 

@@ -34,8 +34,8 @@ int farm__worker_pump(struct lua_State *L, worker *w, uint64_t gen, double timeo
    returns 1, or returns 0 when the client set no such name. */
 int farm__worker_shared(struct lua_State *L, worker *w, const char *name, size_t n);
 /* farm.send_file(path) in a job: the file goes to the client now (before the
-   job's result); raises a Lua error when it cannot. */
-int farm__worker_send_file(struct lua_State *L, worker *w, const char *path);
+   job's result). 0, or -1 with why in err. */
+int farm__worker_send_file(worker *w, const char *path, char *err, size_t errlen);
 
 /* ---- the link thread's parser, exposed for the fuzzer ---- */
 typedef struct farm_wjobs farm_wjobs;    /* parsed jobs and the function blocks kept */

@@ -20,6 +20,17 @@ local what = arg[1] or "submit"
 
 local function inc(x) return x + 1 end
 
+-- examples/pi.lua's workload: hits of n random points in the unit quarter circle
+local function throw(n, seed)
+  math.randomseed(seed)
+  local random, hits = math.random, 0
+  for _ = 1, n do
+    local x, y = random(), random()
+    if x * x + y * y <= 1.0 then hits = hits + 1 end
+  end
+  return hits
+end
+
 local first = farm.submit(inc, 0):result()   -- the pool is up and the function cached
 
 if what == "submit" then
@@ -42,15 +53,6 @@ elseif what == "map" then
   assert(#out == n and out[n] == n + 1)
   print(("map %.0f items/s (%d items in %.3f s)"):format(n / dt, n, dt))
 elseif what == "pi" then
-  local function throw(n, seed)
-    math.randomseed(seed)
-    local random, hits = math.random, 0
-    for _ = 1, n do
-      local x, y = random(), random()
-      if x * x + y * y <= 1.0 then hits = hits + 1 end
-    end
-    return hits
-  end
   local jobs, points = 32, 500000
   local sizes, seeds = {}, {}
   for i = 1, jobs do sizes[i], seeds[i] = points, i end
@@ -64,15 +66,6 @@ elseif what == "pi" then
   print(("pi_parallel_efficiency %.1f %% (serial %.3f s, parallel %.3f s on %d workers)")
     :format(100 * eff, serial, parallel, farm.workers()))
 elseif what == "pi_lua" or what == "pi_kernel" then
-  local function throw(n, seed)
-    math.randomseed(seed)
-    local random, hits = math.random, 0
-    for _ = 1, n do
-      local x, y = random(), random()
-      if x * x + y * y <= 1.0 then hits = hits + 1 end
-    end
-    return hits
-  end
   local kernel = what == "pi_kernel"
   local fn = kernel and farm.kernels.pi_hits or throw
   local jobs, points = 32, kernel and 50000000 or 500000

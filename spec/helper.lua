@@ -78,6 +78,11 @@ function H.launched_nodes(farm)
   return pids
 end
 
+--- start a shell command line in the background (output dropped); its pid
+function H.bg(cmdline)
+  return tonumber(H.sh(cmdline .. " >/dev/null 2>&1 & echo $!").out)
+end
+
 --- farm ARGS (a string, already quoted as the shell needs)
 function H.farm_cmd(args, timeout, env)
   return H.sh((env or "") .. " " .. quote(H.farm) .. " " .. args, timeout)

@@ -6,9 +6,7 @@ local H = require "helper"
 local q = H.quote
 local MYPID = H.pid
 
-local function bg(cmd)
-  return tonumber(H.sh(cmd .. " >/dev/null 2>&1 & echo $!").out)
-end
+local bg = H.bg
 
 describe("node options", function()
   local dir, key, port, node

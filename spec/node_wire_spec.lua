@@ -7,9 +7,7 @@ local P = tonumber(H.farm_cmd("--version").out:match("protocol (%d+)"))
 local MYPID = H.pid
 local q = H.quote
 
-local function bg(cmd)
-  return tonumber(H.sh(cmd .. " >/dev/null 2>&1 & echo $!").out)
-end
+local bg = H.bg
 
 describe("node links and other protocol versions", function()
   local dir, key, port, node

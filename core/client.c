@@ -744,6 +744,10 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "bytes_sent");
     lua_pushinteger(L, (lua_Integer)p->bytes_received);
     lua_setfield(L, -2, "bytes_received");
+    if (p->clients) {
+      lua_pushinteger(L, p->clients);
+      lua_setfield(L, -2, "clients");
+    }
     lua_rawseti(L, -2, i + 1);
     jobs += p->jobs;
     busy += p->busy;

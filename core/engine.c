@@ -1058,9 +1058,14 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   case FARM_MSG_SUBMIT:
     if (on_submit(e, p, &r) >= 0) return 0;
     break;
-  case FARM_MSG_BEAT:              /* a node link's heartbeat: its arrival is the news */
-    if (!farm__rd_left(&r)) return 0;
-    break;
+  case FARM_MSG_BEAT:              /* a node link's heartbeat: its arrival is the news; */
+    if (farm__rd_left(&r)) {       /* ...a node's says its heartbeat and the clients it serves */
+      farm__rd_uvar(&r);
+      uint64_t clients = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;
+      if (r.err || farm__rd_left(&r)) break;
+      if (clients >= 1 && clients <= 65536) p->clients = (int)clients;
+    }
+    return 0;
   case FARM_MSG_FILE:
     if (on_file(e, p, &r, err, errlen) >= 0) return 0;
     break;
@@ -1861,6 +1866,7 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
     t->busy = p->busy;
     t->bytes_sent = p->bytes_out;
     t->bytes_received = p->bytes_in;
+    t->clients = p->clients;
   }
   s->queued = e->nqueued;
   s->outstanding = farm__engine_outstanding(e);

@@ -140,6 +140,7 @@ typedef struct farm_peer_stats {
   uint64_t jobs;
   double busy;
   uint64_t bytes_sent, bytes_received;   /* on its link, whole messages */
+  int clients;                     /* a node: the clients it serves now (0: unknown) */
 } farm_peer_stats;
 typedef struct farm_engine_stats {
   int npeers;

@@ -76,6 +76,7 @@ struct farm_peer {
   int shared_upto;                 /* the engine's shared items it was sent */
   int setup_failed;                /* said SETUPFAIL: taken out of the run */
   uint64_t bytes_out, bytes_in;    /* on its link, whole messages */
+  int clients;                     /* a node: the clients it serves (from its BEATs; 0: unknown) */
 };
 
 /* For kinds: send a whole message now or keep it for when the link can take it

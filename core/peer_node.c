@@ -41,7 +41,6 @@
 
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
-#define HELLO_RETRY 1.0            /* a hello unanswered this long is sent again, anew */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
 
@@ -295,6 +294,17 @@ static int await_step_node(node *n) {
   return 0;
 }
 
+/* An AUTHNO where a node's HELLO was due: its words, in err. */
+static int refused_first(const void *m, size_t n, char *err, size_t errlen) {
+  farm_rd r;
+  char e2[64];
+  if (farm__msg_open(&r, m, n, e2, sizeof e2) != FARM_MSG_AUTHNO) return 0;
+  size_t k;
+  const char *why = farm__rd_str(&r, &k);
+  snprintf(err, errlen, "the node refused us: %.*s", why ? (int)(k > 200 ? 200 : k) : 0, why ? why : "");
+  return 1;
+}
+
 static void *connect_one(void *arg) {
   node *n = arg;
   char addr[64], url[128], why[300];
@@ -307,21 +317,8 @@ static void *connect_one(void *arg) {
   n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
   if (n->rc < 0) return NULL;
   snprintf(url, sizeof url, "tcp://%s:%d", addr, port);
-  /* A node busy with another client takes no connection (nanomsg drops it and
-     our hello with it): try again on a fresh connection until it is free. */
-  for (double until = farm__now() + CONNECT_TIMEOUT;;) {
-    n->rc = farm__link_open(&n->link, url, 0, n->maxmsg, why, sizeof why);
-    if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
-    double left = until - farm__now();
-    n->rc = farm__session_client(n->link, n->key, left < HELLO_RETRY ? (left > 0.1 ? left : 0.1) : HELLO_RETRY,
-                                 why, sizeof why);
-    if (n->rc != FARM_ETIMEDOUT || farm__now() >= until) break;
-    farm__link_close(n->link);
-    n->link = NULL;
-  }
-  if (n->rc == FARM_ETIMEDOUT)
-    snprintf(why, sizeof why, "no answer within %g s (is a farm node listening there, and free? "
-             "a node serves one client at a time)", CONNECT_TIMEOUT);
+  /* hello at the node's lobby, then a link of our own (session.h) */
+  n->rc = farm__lobby_client(url, n->key, CONNECT_TIMEOUT, n->maxmsg, &n->link, why, sizeof why);
   goto hello;
 handshake:
   n->rc = farm__session_client(n->link, n->key, CONNECT_TIMEOUT, why, sizeof why);
@@ -335,6 +332,14 @@ hello:
     void *m;
     size_t len;
     int rc = farm__link_recv(n->link, &m, &len, 1);
+    char e2[300];
+    if (rc == 0 && refused_first(m, len, e2, sizeof e2)) {
+      /* the node could not serve us after all (it could not start our workers) */
+      snprintf(n->err, sizeof n->err, "%s", e2);
+      farm__link_free(m);
+      n->rc = FARM_ESPAWN;
+      return NULL;
+    }
     if (rc == 0) {
       n->hello = malloc(len ? len : 1);
       if (n->hello) memcpy(n->hello, m, len);
@@ -395,7 +400,9 @@ static int node_start(farm_peer *p) {
   if (farm__msg_open(&r, n->hello, n->nhello, e2, sizeof e2) == FARM_MSG_HELLO) {
     farm__rd_uvar(&r); farm__rd_uvar(&r); farm__rd_uvar(&r);
     uint64_t ms = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;
+    uint64_t clients = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;   /* ...and the clients it serves */
     if (!r.err && ms >= 10 && ms <= 3600000) n->peer_beat = ms / 1e3;
+    if (!r.err && clients >= 1 && clients <= 65536) p->clients = (int)clients;
   }
   free(n->hello);
   n->hello = NULL;

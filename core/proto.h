@@ -5,7 +5,7 @@
  * protocol version is told so ("protocol version 4, this node speaks 3") instead
  * of being fed garbage. Bodies are built from buf.h primitives and codec blocks:
  *
- *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity) [uvar(heartbeat ms): a node's]
+ *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity) [uvar(heartbeat ms) uvar(clients): a node's]
  *   JOBS     c->w  u8(flags: 1 = forget cached functions) uvar(the pool's capacity) u32le(count)
  *                  count * { uvar(id) uvar(attempt) u8(mode) hash[16]
  *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH)
@@ -25,11 +25,12 @@
  *   SUBMIT   w->c  u32le(count) count * { uvar(subid) u8(mode) u8(fresh) u8(options: 1 a
  *                  timeout, 2 retries) [uvar(timeout µs)] [uvar(retries)] str(fn block)
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
- *   BEAT     both  [uvar(heartbeat ms)]: a node link's heartbeat, sent when nothing else went
- *                  for a while (the client's says its interval: silence is judged by the slower side)
+ *   BEAT     both  [uvar(heartbeat ms) [uvar(clients)]]: a node link's heartbeat, sent when
+ *                  nothing else went for a while (each says its interval: silence is judged by
+ *                  the slower side; a node's says how many clients it serves now)
  *   KILL     c->n  uvar(id): stop that job at once (out of time, or cancelled by force);
  *                  its result, if it comes, is not wanted
- *   AUTH1..AUTHNO: the handshake on a node link, before it is sealed (session.h)
+ *   AUTH1..AUTHOK: the handshake on a node link or lobby, before it is sealed (session.h)
  *   SHARE    c->w  u32le(count) count * { u8(kind) str(name) str(block) }: what every job
  *                  of the pool may use, sent once to each peer before the first JOBS
  *                  that follows it (a fresh peer gets them all again), in the order
@@ -65,7 +66,7 @@
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
        FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE,
        FARM_MSG_BEAT, FARM_MSG_KILL, FARM_MSG_SHARE, FARM_MSG_SETUPFAIL, FARM_MSG_FILE,
-       FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO };
+       FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO, FARM_MSG_AUTHOK };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
 enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT };
 #define FARM_MAX_FILE_DEFAULT (64u << 20)   /* files travel up to this size unless configured */

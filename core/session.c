@@ -106,9 +106,8 @@ static void seal(farm_link *l, const unsigned char *key, const unsigned char *nc
   sodium_memzero(k, sizeof k);
 }
 
-/* Send within 2 s at most: a peer that went away must not hold us up. */
-static int send_msg(farm_link *l, farm_buf *b) {
-  double until = farm__now() + 2.0;
+/* Send by `until` at most: a peer that went away must not hold us up. */
+static int send_until(farm_link *l, farm_buf *b, double until) {
   int rc;
   while ((rc = farm__link_send(l, b->p, b->n, 1)) == FARM_EAGAIN && farm__now() < until) {
     struct pollfd pfd = { .fd = farm__link_sndfd(l), .events = POLLIN };
@@ -117,6 +116,8 @@ static int send_msg(farm_link *l, farm_buf *b) {
   farm__buf_free(b);
   return rc;
 }
+
+static int send_msg(farm_link *l, farm_buf *b) { return send_until(l, b, farm__now() + 2.0); }
 
 static void refuse(farm_link *l, const char *why) {
   farm_buf b;
@@ -298,4 +299,259 @@ int farm__session_node(farm_hs *hs, farm_link *l, const unsigned char key[FARM_K
   snprintf(err, errlen, "unexpected message %d before the handshake", type);
   hs->state = 0;
   return FARM_EPROTO;
+}
+
+/* ---- the lobby (session.h) -------------------------------------------------------- */
+
+static void lobby_keys(const unsigned char *key, const unsigned char *nc, const unsigned char *nn,
+                       int cipher, unsigned char *k64) {
+  derive(key, "farm keys", nc, nn, cipher, k64, 64);
+}
+
+int farm__lobby_client(const char *url, const unsigned char key[FARM_KEYLEN], double timeout,
+                       size_t maxmsg, farm_link **out, char *err, size_t errlen) {
+  double until = farm__now() + timeout;
+  farm_link *l = NULL;
+  int rc = farm__lobby_link_open(&l, url, 0, err, errlen);
+  if (rc < 0) return rc;
+  unsigned char nc[FARM_NONCELEN], k[64];
+  int cipher = farm__seal_best(), port = 0;
+  char who[128], host[64] = "?";
+  gethostname(host, sizeof host - 1);
+  snprintf(who, sizeof who, "%s pid %ld", host, (long)getpid());
+  randombytes_buf(nc, sizeof nc);
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_AUTH1);
+  farm__buf_u8(&b, (uint8_t)cipher);
+  farm__buf_put(&b, nc, sizeof nc);
+  farm__buf_str(&b, who, strlen(who));
+  void *m = NULL;
+  size_t n;
+  farm_rd r;
+  char e2[128];
+  /* two requests, each answered on this connection: AUTH1 -> AUTH2, AUTH3 -> AUTHOK */
+  for (int step = 0; step < 2; step++) {
+    if ((rc = send_until(l, &b, until)) < 0) {
+      if (rc == FARM_EAGAIN)
+        snprintf(err, errlen, "no answer within %g s (is a farm node listening there?)", timeout);
+      else snprintf(err, errlen, "cannot send: %s", farm__link_error());
+      rc = rc == FARM_EAGAIN ? FARM_ETIMEDOUT : FARM_ELINK;
+      goto out;
+    }
+    if ((rc = recv_until(l, until, &m, &n)) < 0) {
+      if (rc == FARM_ETIMEDOUT)
+        snprintf(err, errlen, "no answer within %g s (is a farm node of protocol %d listening there?)",
+                 timeout, FARM_PROTOCOL);
+      else snprintf(err, errlen, "link failed: %s", farm__link_error());
+      if (rc != FARM_ETIMEDOUT) rc = FARM_ELINK;
+      goto out;
+    }
+    int type = farm__msg_open(&r, m, n, e2, sizeof e2);
+    if (type != (step ? FARM_MSG_AUTHOK : FARM_MSG_AUTH2)) {
+      rc = refused_why(m, n, err, errlen);
+      if (!rc) { snprintf(err, errlen, "not a farm node (it answered something else)"); rc = FARM_EPROTO; }
+      goto out;
+    }
+    if (step) {
+      uint64_t p = farm__rd_uvar(&r);
+      if (r.err || farm__rd_left(&r) || p < 1 || p > 65535) {
+        snprintf(err, errlen, "malformed handshake from the node");
+        rc = FARM_EPROTO;
+        goto out;
+      }
+      port = (int)p;
+      break;
+    }
+    const unsigned char *echo = farm__rd_bytes(&r, FARM_NONCELEN);
+    int chosen = farm__rd_u8(&r);
+    const unsigned char *nn = farm__rd_bytes(&r, FARM_NONCELEN), *pn = farm__rd_bytes(&r, 32);
+    if (r.err || farm__rd_left(&r) || sodium_memcmp(echo, nc, FARM_NONCELEN) != 0 ||
+        (chosen != FARM_SEAL_AES && chosen != FARM_SEAL_CHACHA) ||
+        (chosen == FARM_SEAL_AES && cipher != FARM_SEAL_AES)) {
+      snprintf(err, errlen, "malformed handshake from the node");
+      rc = FARM_EPROTO;
+      goto out;
+    }
+    unsigned char want[32], proof[32];
+    derive(key, "farm proof node", nc, nn, chosen, want, sizeof want);
+    if (sodium_memcmp(want, pn, 32) != 0) {
+      /* the node hears it too (its log says so); its answer is not waited for long */
+      static const char no[] = "authentication failed: the node does not know the client's key";
+      farm__link_free(m);
+      m = NULL;
+      farm__buf_init(&b);
+      farm__msg_begin(&b, FARM_MSG_AUTHNO);
+      farm__buf_str(&b, no, sizeof no - 1);
+      farm__buf_put(&b, nc, sizeof nc);
+      if (send_until(l, &b, farm__now() + 0.5) == 0) recv_until(l, farm__now() + 0.5, &m, &n);
+      snprintf(err, errlen, "authentication failed: the node does not know our key "
+               "(give both sides the same --key-file)");
+      rc = FARM_EAUTH;
+      goto out;
+    }
+    derive(key, "farm proof client", nc, nn, chosen, proof, sizeof proof);
+    lobby_keys(key, nc, nn, chosen, k);
+    cipher = chosen;
+    farm__link_free(m);
+    m = NULL;
+    farm__buf_init(&b);
+    farm__msg_begin(&b, FARM_MSG_AUTH3);
+    farm__buf_put(&b, nc, sizeof nc);
+    farm__buf_put(&b, proof, sizeof proof);
+  }
+  farm__link_free(m);
+  m = NULL;
+  farm__link_close(l);
+  l = NULL;
+  /* the link of our own, on the same host */
+  char url2[300];
+  const char *hp = strstr(url, "://");
+  hp = hp ? hp + 3 : url;
+  const char *colon = strrchr(hp, ':');
+  snprintf(url2, sizeof url2, "tcp://%.*s:%d", (int)(colon ? colon - hp : (long)strlen(hp)), hp, port);
+  if ((rc = farm__link_open(&l, url2, 0, maxmsg, err, errlen)) < 0) goto out;
+  farm__link_seal(l, cipher, k, k + 32);
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_BEAT);     /* we speak first: the node answers HELLO */
+  rc = farm__link_send(l, b.p, b.n, 1);
+  farm__buf_free(&b);
+  while (rc == 0 && farm__link_held(l) && farm__now() < until) {   /* (sealed: held until connected) */
+    struct pollfd pfd = { .fd = farm__link_sndfd(l), .events = POLLIN };
+    poll(&pfd, 1, 20);
+    rc = farm__link_flush(l);
+    if (rc == FARM_EAGAIN) rc = 0;
+  }
+  if (rc < 0 || farm__link_held(l)) {
+    if (rc < 0) snprintf(err, errlen, "cannot send: %s", farm__link_error());
+    else snprintf(err, errlen, "no answer within %g s on the link the node gave us (port %d: can this "
+                  "host reach it? a firewall?)", timeout, port);
+    rc = rc < 0 ? FARM_ELINK : FARM_ETIMEDOUT;
+    goto out;
+  }
+  *out = l;
+  l = NULL;
+  rc = 0;
+out:
+  farm__buf_free(&b);
+  farm__link_free(m);
+  farm__link_close(l);
+  sodium_memzero(k, sizeof k);
+  return rc;
+}
+
+static farm_lobby_hs *lobby_find(farm_lobby *lb, const unsigned char *nc, double now) {
+  for (int i = 0; i < FARM_LOBBY_PENDING; i++) {
+    farm_lobby_hs *h = &lb->hs[i];
+    if (h->at > 0 && now - h->at > FARM_LOBBY_DEADLINE) h->at = 0;    /* too late */
+    if (h->at > 0 && sodium_memcmp(h->nc, nc, FARM_NONCELEN) == 0) return h;
+  }
+  return NULL;
+}
+
+void farm__lobby_refuse(farm_buf *out, const char *why) {
+  farm__msg_begin(out, FARM_MSG_AUTHNO);
+  farm__buf_str(out, why, strlen(why));
+}
+
+void farm__lobby_welcome(farm_buf *out, int port) {
+  farm__msg_begin(out, FARM_MSG_AUTHOK);
+  farm__buf_uvar(out, (uint64_t)port);
+}
+
+void farm__lobby_seal(farm_link *l, const farm_lobby_client *acc) {
+  farm__link_seal(l, acc->cipher, acc->ktx, acc->krx);
+}
+
+int farm__lobby_answer(farm_lobby *lb, const unsigned char key[FARM_KEYLEN], const void *msg,
+                       size_t n, farm_buf *out, farm_lobby_client *acc, char *err, size_t errlen) {
+  farm_rd r;
+  out->n = 0;
+  int type = farm__msg_open(&r, msg, n, err, errlen);
+  if (type == FARM_EVERSION) {
+    char why[160];
+    snprintf(why, sizeof why, "%s", err);
+    farm__lobby_refuse(out, why);
+    return 0;
+  }
+  if (type < 0) return 0;
+  double now = farm__now();
+  if (type == FARM_MSG_AUTH1) {
+    int want = farm__rd_u8(&r);
+    const unsigned char *nc = farm__rd_bytes(&r, FARM_NONCELEN);
+    size_t k;
+    const char *who = farm__rd_str(&r, &k);
+    if (r.err || farm__rd_left(&r) || (want != FARM_SEAL_AES && want != FARM_SEAL_CHACHA)) {
+      snprintf(err, errlen, "malformed hello");
+      return 0;
+    }
+    farm_lobby_hs *h = lobby_find(lb, nc, now);
+    if (!h) {                      /* a new hello (a repeated one is answered the same) */
+      if (now - lb->window >= 1.0) { lb->window = now; lb->answered = 0; }
+      if (lb->answered >= FARM_LOBBY_RATE) {
+        lb->unanswered++;
+        snprintf(err, errlen, "more than %d hellos a second", FARM_LOBBY_RATE);
+        return 0;
+      }
+      lb->answered++;
+      h = &lb->hs[0];              /* a free slot, else the oldest */
+      for (int i = 0; i < FARM_LOBBY_PENDING && h->at > 0; i++)
+        if (lb->hs[i].at < h->at) h = &lb->hs[i];
+      memcpy(h->nc, nc, FARM_NONCELEN);
+      randombytes_buf(h->nn, FARM_NONCELEN);
+      h->cipher = want == FARM_SEAL_AES && farm__seal_best() == FARM_SEAL_AES ? FARM_SEAL_AES : FARM_SEAL_CHACHA;
+      h->at = now;
+      snprintf(h->who, sizeof h->who, "%.*s", (int)(k > 100 ? 100 : k), who);
+      for (char *c = h->who; *c; c++) if ((unsigned char)*c < ' ' || *c == 0x7f) *c = '?';
+    }
+    unsigned char proof[32];
+    derive(key, "farm proof node", h->nc, h->nn, h->cipher, proof, sizeof proof);
+    farm__msg_begin(out, FARM_MSG_AUTH2);
+    farm__buf_put(out, h->nc, FARM_NONCELEN);
+    farm__buf_u8(out, (uint8_t)h->cipher);
+    farm__buf_put(out, h->nn, FARM_NONCELEN);
+    farm__buf_put(out, proof, sizeof proof);
+    return 0;
+  }
+  if (type == FARM_MSG_AUTH3) {
+    const unsigned char *nc = farm__rd_bytes(&r, FARM_NONCELEN), *pc = farm__rd_bytes(&r, 32);
+    if (r.err || farm__rd_left(&r)) { snprintf(err, errlen, "malformed handshake"); return 0; }
+    farm_lobby_hs *h = lobby_find(lb, nc, now);
+    if (!h) {
+      snprintf(err, errlen, "a proof for no hello of the last %g s", FARM_LOBBY_DEADLINE);
+      farm__lobby_refuse(out, "the handshake took too long; try again");
+      return 0;
+    }
+    unsigned char want[32], k[64];
+    derive(key, "farm proof client", h->nc, h->nn, h->cipher, want, sizeof want);
+    h->at = 0;                     /* one proof per hello */
+    snprintf(acc->who, sizeof acc->who, "%s", h->who);
+    if (sodium_memcmp(want, pc, 32) != 0) {
+      lb->refused++;
+      snprintf(err, errlen, "authentication failed: the client does not know this node's key");
+      farm__lobby_refuse(out, "authentication failed: the client does not know the node's key");
+      return FARM_EAUTH;
+    }
+    lobby_keys(key, h->nc, h->nn, h->cipher, k);
+    acc->cipher = h->cipher;
+    memcpy(acc->krx, k, 32);       /* the first half seals client->node */
+    memcpy(acc->ktx, k + 32, 32);
+    sodium_memzero(k, sizeof k);
+    return 1;
+  }
+  if (type == FARM_MSG_AUTHNO) {    /* the client found that we do not know its key */
+    size_t k;
+    farm__rd_str(&r, &k);
+    const unsigned char *nc = farm__rd_bytes(&r, FARM_NONCELEN);
+    farm_lobby_hs *h = r.err || farm__rd_left(&r) ? NULL : lobby_find(lb, nc, now);
+    if (!h) { snprintf(err, errlen, "malformed handshake"); return 0; }
+    snprintf(acc->who, sizeof acc->who, "%s", h->who);
+    h->at = 0;
+    lb->refused++;
+    snprintf(err, errlen, "authentication failed: the client found that this node does not know its key");
+    farm__lobby_refuse(out, "so be it");
+    return FARM_EAUTH;
+  }
+  snprintf(err, errlen, "unexpected message %d in the lobby", type);
+  return 0;
 }

@@ -24,10 +24,30 @@
  * on a loopback address) runs the same handshake with a key of zeros: frames are
  * numbered and sealed, but anyone on the host can connect.
  */
+/*
+ * The lobby. A standing node, and a node started over SSH, do not hand their
+ * listening port to the first connection that comes: they listen with a lobby
+ * (transport.h: nanomsg REP, which answers each request on the connection it
+ * came from), and each client that proves it knows the key is given a link of
+ * its own, on a port of its own, served by a process of its own (nodes/node.c).
+ * So a stranger's connection, idle or busy, holds nobody off, and messages
+ * before the handshake are at most FARM_LOBBY_MAXMSG bytes.
+ *
+ *   AUTH1  c->n  as above                       (the lobby answers AUTH2)
+ *   AUTH3  c->n  nonce_c[32] proof_c[32]        (the nonce says whose hello it answers)
+ *   AUTHOK n->c  uvar(port)                      (go there: the link of your own)
+ *   AUTHNO n->c  str(why)
+ *
+ * The client then connects a PAIR link to that port, seals it with the keys
+ * above, and speaks first (a BEAT); the node's side answers HELLO once a frame
+ * has opened under those keys, and gives up the link if none does within
+ * FARM_LOBBY_DEADLINE seconds.
+ */
 #ifndef FARM_SESSION_H
 #define FARM_SESSION_H
 #include <stddef.h>
 #include <stdint.h>
+#include "buf.h"
 #include "transport.h"
 
 #define FARM_KEYLEN 32
@@ -59,4 +79,49 @@ typedef struct farm_hs {
    the client was told). */
 int  farm__session_node(farm_hs *hs, farm_link *l, const unsigned char key[FARM_KEYLEN],
                         const void *msg, size_t n, char *err, size_t errlen);
+
+#define FARM_LOBBY_DEADLINE 5.0    /* seconds for a handshake, or a first frame */
+#define FARM_LOBBY_PENDING 256     /* hellos answered and awaiting their AUTH3 */
+#define FARM_LOBBY_RATE 500        /* hellos answered per second at most */
+
+/* The client's side: say hello at the lobby at url ("tcp://addr:port"), then
+   connect and seal a link of its own (maxmsg as farm__link_open). 0 with *out
+   set, or a negative code with one line in err (FARM_EAUTH: a key is wrong;
+   FARM_ETIMEDOUT: no answer). */
+int  farm__lobby_client(const char *url, const unsigned char key[FARM_KEYLEN], double timeout,
+                        size_t maxmsg, farm_link **out, char *err, size_t errlen);
+
+/* The node's side: the hellos it has answered (no pointers: a lobby is a plain
+   value, zeroed to start). */
+typedef struct farm_lobby_hs {
+  unsigned char nc[FARM_NONCELEN], nn[FARM_NONCELEN];
+  int cipher;
+  double at;                       /* when AUTH1 came (0: a free slot) */
+  char who[128];
+} farm_lobby_hs;
+typedef struct farm_lobby {
+  farm_lobby_hs hs[FARM_LOBBY_PENDING];
+  double window;                   /* the second the rate is counted in, */
+  int answered;                    /* ...and the hellos answered in it */
+  uint64_t unanswered, refused;    /* for the log: hellos over the rate; proofs wrong */
+} farm_lobby;
+/* A client that proved it knows the key: the node's keys for its link. */
+typedef struct farm_lobby_client {
+  int cipher;
+  unsigned char ktx[32], krx[32];
+  char who[128];
+} farm_lobby_client;
+/* One message that came to the lobby. Returns 0 with the answer in out (an
+   AUTH2, or an AUTHNO; out->n == 0: none, the message is ignored: a stranger's
+   bytes, or a hello over the rate, which REQ asks again); FARM_EAUTH when one
+   side's key is not the other's (err says which; acc->who who it said it was;
+   the answer is in out); or 1: acc says who proved it knows the key, and the
+   caller gives it a link and answers with farm__lobby_welcome (or
+   farm__lobby_refuse). err says why a message was ignored. */
+int  farm__lobby_answer(farm_lobby *lb, const unsigned char key[FARM_KEYLEN], const void *msg,
+                        size_t n, farm_buf *out, farm_lobby_client *acc, char *err, size_t errlen);
+void farm__lobby_welcome(farm_buf *out, int port);
+void farm__lobby_refuse(farm_buf *out, const char *why);
+/* The node's side of a client's own link: seal it with acc's keys. */
+void farm__lobby_seal(farm_link *l, const farm_lobby_client *acc);
 #endif

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <nanomsg/nn.h>
 #include <nanomsg/pair.h>
+#include <nanomsg/reqrep.h>
 #include <sodium.h>
 #include "farm.h"
 #include "clock.h"
@@ -24,6 +25,8 @@
 
 struct farm_link {
   int sock;
+  int ep, bound;                   /* its endpoint, and whether it binds */
+  char url[256];                   /* (for farm__link_rebind) */
   int rcvfd, sndfd;
   int cipher;                      /* 0: plain; FARM_SEAL_AES or FARM_SEAL_CHACHA */
   unsigned char ktx[32], krx[32];  /* keys of the two directions */
@@ -72,24 +75,32 @@ int farm__seal_best(void) {
 
 const char *farm__link_error(void) { return nn_strerror(nn_errno()); }
 
-int farm__link_open(farm_link **out, const char *url, int bind, size_t maxmsg,
-                    char *err, size_t errlen) {
+static int open_as(farm_link **out, int proto, const char *url, int bind, size_t maxmsg,
+                   char *err, size_t errlen) {
   farm_link *l = calloc(1, sizeof *l);
   if (!l) return FARM_ENOMEM;
-  l->sock = nn_socket(AF_SP, NN_PAIR);
+  l->sock = nn_socket(AF_SP, proto);
+  l->ep = -1;
   if (l->sock < 0) goto fail;
-  int max = maxmsg == 0 || maxmsg > 0x7fffffff ? -1 : (int)maxmsg;
-  if (nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_RCVMAXSIZE, &max, sizeof max) < 0) goto fail;
+  if (farm__link_maxmsg(l, maxmsg) < 0) goto fail;
   int linger = 0;   /* close() does not wait for unsent messages to a dead peer */
   nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_LINGER, &linger, sizeof linger);
   int ivl = 20;     /* reconnect quickly: a worker connects right after exec */
   nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_RECONNECT_IVL, &ivl, sizeof ivl);
-  if (strncmp(url, "tcp://", 6) == 0) {
+  if (proto == NN_REQ) {
+    /* a hello lost in a flood is asked again, the same request (the lobby
+       answers a repeated hello the same way) */
+    int resend = 1000;
+    nn_setsockopt(l->sock, NN_REQ, NN_REQ_RESEND_IVL, &resend, sizeof resend);
+  }
+  if (proto == NN_PAIR && strncmp(url, "tcp://", 6) == 0) {
     int big = 4 << 20;   /* megabyte arguments stream without stalls between hosts */
     nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_SNDBUF, &big, sizeof big);
     nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_RCVBUF, &big, sizeof big);
   }
-  if ((bind ? nn_bind(l->sock, url) : nn_connect(l->sock, url)) < 0) goto fail;
+  snprintf(l->url, sizeof l->url, "%s", url);
+  l->bound = bind;
+  if ((l->ep = bind ? nn_bind(l->sock, url) : nn_connect(l->sock, url)) < 0) goto fail;
   size_t sz = sizeof l->rcvfd;
   if (nn_getsockopt(l->sock, NN_SOL_SOCKET, NN_RCVFD, &l->rcvfd, &sz) < 0) goto fail;
   sz = sizeof l->sndfd;
@@ -102,6 +113,30 @@ fail:
   if (l->sock >= 0) nn_close(l->sock);
   free(l);
   return FARM_ELINK;
+}
+
+int farm__link_open(farm_link **out, const char *url, int bind, size_t maxmsg,
+                    char *err, size_t errlen) {
+  return open_as(out, NN_PAIR, url, bind, maxmsg, err, errlen);
+}
+
+int farm__lobby_link_open(farm_link **out, const char *url, int bind, char *err, size_t errlen) {
+  return open_as(out, bind ? NN_REP : NN_REQ, url, bind, FARM_LOBBY_MAXMSG, err, errlen);
+}
+
+int farm__link_maxmsg(farm_link *l, size_t maxmsg) {
+  int max = maxmsg == 0 || maxmsg > 0x7fffffff ? -1 : (int)maxmsg;
+  return nn_setsockopt(l->sock, NN_SOL_SOCKET, NN_RCVMAXSIZE, &max, sizeof max) < 0 ? FARM_ELINK : 0;
+}
+
+int farm__link_rebind(farm_link *l) {
+  if (l->ep >= 0) nn_shutdown(l->sock, l->ep);
+  for (int i = 0; i < 40; i++) {       /* the port just closed may be busy a moment */
+    l->ep = l->bound ? nn_bind(l->sock, l->url) : nn_connect(l->sock, l->url);
+    if (l->ep >= 0 || nn_errno() != EADDRINUSE) break;
+    usleep(25000);
+  }
+  return l->ep >= 0 ? 0 : FARM_ELINK;
 }
 
 void farm__link_close(farm_link *l) {

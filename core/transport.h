@@ -20,6 +20,23 @@ typedef struct farm_link farm_link;
 int  farm__link_open(farm_link **out, const char *url, int bind, size_t maxmsg,
                      char *err, size_t errlen);
 void farm__link_close(farm_link *l);
+/* The largest message accepted from now on (0: no limit); nanomsg reads it as
+   each message's header arrives, and drops a connection that announces more. */
+int  farm__link_maxmsg(farm_link *l, size_t maxmsg);
+/* Drop every connection of a link and take new ones at the same address (a
+   bound link that a stranger holds: the peer it waits for reconnects). */
+int  farm__link_rebind(farm_link *l);
+
+/* A node's lobby (session.h): where clients say hello before each gets a link
+   of its own. bind: the node's side, nanomsg REP (it answers each request on
+   the connection it came from, so any number of clients, and strangers, can
+   be connected at once and none holds the others off); else the client's side,
+   REQ. Lobby messages are at most FARM_LOBBY_MAXMSG bytes: a longer one drops
+   its connection before it is read. Only the handshake crosses a lobby, in
+   request/answer pairs; REQ's re-send after a silence (1 s here) only repeats
+   a hello, which the lobby answers the same way. */
+#define FARM_LOBBY_MAXMSG 4096
+int  farm__lobby_link_open(farm_link **out, const char *url, int bind, char *err, size_t errlen);
 
 /* Send n bytes (copied). nowait: return FARM_EAGAIN instead of blocking. */
 int  farm__link_send(farm_link *l, const void *p, size_t n, int nowait);

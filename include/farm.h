@@ -43,7 +43,7 @@ extern "C" {
 struct lua_State;
 
 #define FARM_VERSION "0.1.0"
-#define FARM_PROTOCOL 4          /* the wire protocol this build speaks */
+#define FARM_PROTOCOL 5          /* the wire protocol this build speaks */
 
 /* Error codes: negative, with a message for each from farm_strerror(). */
 #define FARM_OK        0

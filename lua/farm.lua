@@ -942,12 +942,14 @@ function Pool:stats()
   return core.stats(self.ctx)
 end
 
---- pool:nodes() -> { {host =, workers =, jobs_done =, state = "up" | "lost" | "failed"}, ... }
+--- pool:nodes() -> { {host =, workers =, jobs_done =, state = "up" | "lost" | "failed",
+---                     clients = (the clients the node serves now, this one included)}, ... }
 function Pool:nodes()
   local list = {}
   for _, w in ipairs(self:stats().workers) do
     if w.kind == "node" then
-      list[#list + 1] = { host = w.name, workers = w.capacity, jobs_done = w.jobs, state = w.state }
+      list[#list + 1] = { host = w.name, workers = w.capacity, jobs_done = w.jobs, state = w.state,
+                          clients = w.clients }
     end
   end
   return list

@@ -1,23 +1,38 @@
 /*
  * node.c -- `farm node`: a standing node (ppserver, dispynode), or one started
- * over SSH for a single run (`--launched`).
+ * over SSH for a single run (`--launched`), or by srun inside an allocation
+ * (`--connect-back`).
  *
- * A node is the client's engine turned around: it listens on one nanomsg PAIR
- * link, lets a client in only after the mutual handshake (session.h), and runs
- * the jobs the client sends on its own local workers, through an engine of its
- * own. To the client it is one peer whose capacity is its workers: it answers
- * JOBS with RESULTS, TAKE with TAKEN, KILL by stopping that job, and sends a
- * BEAT whenever it has said nothing for a heartbeat. Jobs that the node's jobs
- * submit (nested jobs) run on this node's workers.
+ * A node is the client's engine turned around: it runs the jobs a client sends
+ * on its own local workers, through an engine of its own. To the client it is
+ * one peer whose capacity is its workers: it answers JOBS with RESULTS, TAKE
+ * with TAKEN, KILL by stopping that job, and sends a BEAT whenever it has said
+ * nothing for a heartbeat. Jobs that the node's jobs submit (nested jobs) run
+ * on this node's workers.
  *
- * One client at a time: a bound PAIR takes one connection, and nanomsg drops
- * a second while the first is up (the second client says hello again on a fresh
- * connection every second, and gets in once the first is gone, or gives up after
- * 10 s saying the node is busy). A client that goes away
- * (QUIT, silence for 5 heartbeats, a frame that does not authenticate) ends its
- * session: its jobs are stopped with fresh workers for the next, its functions
- * forgotten, the link reopened
- * for the next client. Nothing from a peer is decoded before the handshake.
+ * Two processes make a node (DESIGN.md, "three walls"):
+ *
+ * - The lobby (this process, `lobby_main`) listens where clients connect, with
+ *   a nanomsg REP socket (session.h): it answers each hello on the connection
+ *   it came from, so strangers connected to it, idle or flooding, hold no
+ *   honest client off; a message there is at most FARM_LOBBY_MAXMSG bytes;
+ *   connections that have not finished a handshake within FARM_LOBBY_DEADLINE
+ *   seconds are dropped (nanomsg cannot drop one connection: the lobby finds
+ *   its socket among its own descriptors and shuts it down), and no more than
+ *   LOBBY_CAP are held at once. It runs no job and decodes nothing.
+ *
+ * - A session process (`session_main`, `farm node --session`, exec'd afresh so
+ *   no nanomsg state crosses a fork) for each client that proved it knows the
+ *   key: a PAIR link of its own on a port of its own, its own engine and
+ *   workers, its own jobs' directory. It is a child subreaper: whatever its
+ *   client's jobs start, even with setsid, stays below it and is killed when
+ *   the client goes, with the directory. The lobby shares the node's workers
+ *   between the sessions (each session with jobs gets an even share; one with
+ *   none keeps one worker) and tells each how many clients the node serves.
+ *
+ * A node started by srun dials its client (--connect-back) and serves it in
+ * one process, with the PAIR handshake (session.h): its client listens, and
+ * holds that listener against strangers itself (peer_node.c).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +40,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,9 +50,12 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sodium.h>
 #include "farm.h"
 #include "clock.h"
@@ -53,9 +72,15 @@
 #define RESULTS_WAIT 0.0005        /* a result waits this long for others to go with it */
 #define RESULTS_BATCH 512
 #define RESULTS_BYTES (4u << 20)
+#define LOBBY_CAP 64               /* connections held before a handshake, at most */
+#define LOBBY_SCAN 0.5             /* seconds between looks at the lobby's connections */
+#define LOG_EVERY 60.0             /* a stranger's address is logged once a minute */
+#define CTL_FD 3                   /* a session's control socket to its lobby */
 
 enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 static const char *level_names[] = { "error", "warn", "info", "debug" };
+
+typedef struct logger { FILE *f; int level; } logger;
 
 typedef struct entry {             /* a map from a 64-bit key to a pointer */
   uint64_t key;
@@ -64,18 +89,29 @@ typedef struct entry {             /* a map from a 64-bit key to a pointer */
 } entry;
 typedef struct map { entry **b; size_t nb, n; } map;
 
+/* What a lobby hands the session process it starts (over CTL_FD, one message;
+   the same executable reads it, so the layout is shared). */
+typedef struct session_args {
+  farm_lobby_client acc;           /* the client's keys and its word for itself */
+  char bind[320];                  /* the link of its own: tcp://ADDR:PORT */
+  int workers, total, clients, restart, loglevel, launched;
+  double beat;
+} session_args;
+
+/* One client's session (in a session process, or a --connect-back node). */
 typedef struct node {
   farm_engine *e;
   farm_link *link;
   char listen[300];
   unsigned char key[FARM_KEYLEN];
-  int keyed, launched, workers, loglevel, restart;
+  int keyed, launched, workers, restart;
   int connect;                     /* --connect-back: we dial the client (srun) */
-  FILE *log;
-  double beat, idle_timeout, idle_since, last_sent;
+  int lobbied;                     /* a session process: the lobby did the handshake */
+  logger lg;
+  double beat, last_sent, t0;
   double peer_beat;                /* the client's heartbeat (from its BEATs) */
-  int sealed;                      /* a client is in session */
-  farm_hs hs;
+  int sealed;                      /* the client is in session */
+  farm_hs hs;                      /* (--connect-back: the handshake on the link) */
   char who[160];
   map jobs;                        /* client's id -> farm_job (ours, until over) */
   map fns;                         /* function hash -> farm_fn */
@@ -85,23 +121,27 @@ typedef struct node {
   double res_since;
   farm_buf pend;                   /* whole messages waiting for the link (length first) */
   int sigfd;
-  int stop;
-  uint64_t sessions, jobs_done, jobs_failed, auth_failed, dropped;
-  double t0;
+  int stop, status;                /* status: the process's exit status once stopped */
+  uint64_t jobs_done, jobs_failed;
   char workdir[PATH_MAX];          /* the jobs' directory, one per client: files land here */
   int setup_told;                  /* the client heard that a worker's setup failed */
-  char hello_from[64];             /* the address the last hello (AUTH1) came from */
+  int ctl;                         /* a session's socket to its lobby (-1: none) */
+  int total, clients;              /* the node's workers, and the clients it serves */
+  int told_active;                 /* what the lobby last heard: has jobs, */
+  uint64_t told_done;              /* ...and jobs done */
+  double idle_at;                  /* when it last had no jobs (0: it has some) */
+  char stranger[96];               /* the last stranger on our own link, logged once */
 } node;
 
 /* ---- log ------------------------------------------------------------------------- */
 
-static void logf_(node *n, int level, const char *fmt, ...) {
-  if (level > n->loglevel) return;
+static void logf_(logger *lg, int level, const char *fmt, ...) {
+  if (level > lg->level) return;
   char when[32];
   time_t t = time(NULL);
   struct tm tm;
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", localtime_r(&t, &tm));
-  FILE *f = n->log ? n->log : stderr;
+  FILE *f = lg->f ? lg->f : stderr;
   fprintf(f, "%s farm node[%ld] %s: ", when, (long)getpid(), level_names[level]);
   va_list ap;
   va_start(ap, fmt);
@@ -189,8 +229,9 @@ static void send_hello(node *n) {
   farm__msg_begin(&n->out, FARM_MSG_HELLO);
   farm__buf_uvar(&n->out, (uint64_t)getpid());
   farm__buf_uvar(&n->out, 0);
-  farm__buf_uvar(&n->out, (uint64_t)farm__engine_workers(n->e));
+  farm__buf_uvar(&n->out, (uint64_t)(n->total ? n->total : farm__engine_workers(n->e)));
   farm__buf_uvar(&n->out, (uint64_t)(n->beat * 1e3));   /* our heartbeat, in ms */
+  farm__buf_uvar(&n->out, (uint64_t)(n->clients > 0 ? n->clients : 1));
   send_out(n);
 }
 
@@ -243,37 +284,86 @@ static void send_results(node *n) {
     flush_results(n);
 }
 
-/* The address of the peer on our listening port (nanomsg does not say): the
-   established TCP connection to that port whose socket is ours. "?" if none. */
-static void peer_addr(node *n, char *out, size_t len) {
-  snprintf(out, len, "?");
-  const char *colon = strrchr(n->listen, ':');
-  unsigned port = colon ? (unsigned)atoi(colon + 1) : 0;
+
+/* ---- connections on a port of ours ------------------------------------------------ */
+
+/* nanomsg does not say who is connected, nor drop one connection alone. The
+   kernel does: the established TCP connections to a local port, whose sockets
+   are among this process's descriptors (a session's link, or the lobby's). */
+typedef struct conn { unsigned long inode; int fd; char addr[64]; } conn;
+
+static int scan_conns(unsigned port, conn *out, int max) {
+  unsigned long *ino = NULL;
+  int *fds = NULL, nfd = 0, cap = 0, n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    char path[64], link[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%.20s", de->d_name);
+    ssize_t k = readlink(path, link, sizeof link - 1);
+    unsigned long i;
+    if (k <= 0) continue;
+    link[k] = 0;
+    if (sscanf(link, "socket:[%lu]", &i) != 1) continue;
+    if (nfd == cap) {
+      cap = cap ? 2 * cap : 256;
+      unsigned long *a = realloc(ino, (size_t)cap * sizeof *a);
+      int *b = a ? realloc(fds, (size_t)cap * sizeof *b) : NULL;
+      if (a) ino = a;
+      if (!b) break;
+      fds = b;
+    }
+    ino[nfd] = i;
+    fds[nfd++] = atoi(de->d_name);
+  }
+  if (d) closedir(d);
   FILE *f = fopen("/proc/self/net/tcp", "r");
-  if (!f || !port) { if (f) fclose(f); return; }
   char line[512];
-  while (fgets(line, sizeof line, f)) {
+  while (f && n < max && fgets(line, sizeof line, f)) {
     unsigned lport, raddr, rport, st;
     unsigned long inode;
     if (sscanf(line, " %*d: %*8X:%4X %8X:%4X %2X %*s %*s %*s %*s %*s %lu", &lport, &raddr, &rport, &st, &inode) != 5 ||
-        lport != port || (st != 1 && st != 8))   /* established, or closed by it just now */
+        lport != port || (st != 1 && st != 8) || !inode)   /* established, or closed by it just now */
       continue;
-    char want[64], link[64], path[64];
-    snprintf(want, sizeof want, "socket:[%lu]", inode);
-    int mine = 0;
-    for (int fd = 0; fd < 1024 && !mine; fd++) {
-      snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-      ssize_t k = readlink(path, link, sizeof link - 1);
-      if (k > 0) { link[k] = 0; mine = !strcmp(link, want); }
+    for (int i = 0; i < nfd; i++) {
+      if (ino[i] != inode) continue;
+      struct in_addr a = { .s_addr = raddr };
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &a, ip, sizeof ip);
+      out[n].inode = inode;
+      out[n].fd = fds[i];
+      snprintf(out[n].addr, sizeof out[n].addr, "%s:%u", ip, rport);
+      n++;
+      break;
     }
-    if (!mine) continue;
-    struct in_addr a = { .s_addr = raddr };
-    char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &a, ip, sizeof ip);
-    snprintf(out, len, "%s:%u", ip, rport);
-    break;
   }
-  fclose(f);
+  if (f) fclose(f);
+  free(ino);
+  free(fds);
+  return n;
+}
+
+/* Drop one connection under nanomsg's feet: it sees the end of the stream and
+   closes that connection alone. The descriptor is checked to be that socket
+   still (nanomsg may have closed it and reused the number meanwhile). */
+static int drop_conn(const conn *c) {
+  struct stat st;
+  if (fstat(c->fd, &st) < 0 || !S_ISSOCK(st.st_mode) || (unsigned long)st.st_ino != c->inode) return -1;
+  return shutdown(c->fd, SHUT_RDWR);
+}
+
+static unsigned port_of(const char *url) {
+  const char *colon = strrchr(url, ':');
+  return colon ? (unsigned)atoi(colon + 1) : 0;
+}
+
+/* The address of the peer on our port ("?" if none, "one of N" if several). */
+static void peer_addr(unsigned port, char *out, size_t len) {
+  conn c[8];
+  int k = scan_conns(port, c, 8);
+  if (k == 1) snprintf(out, len, "%s", c[0].addr);
+  else if (k > 1) snprintf(out, len, "%s (one of %d connected)", c[k - 1].addr, k);
+  else snprintf(out, len, "?");
 }
 
 /* ---- the engine and the jobs' directory ------------------------------------------------ */
@@ -310,8 +400,10 @@ static void sweep_workdirs(void) {
    it, so the node works from it while that engine lives. */
 static int open_engine(node *n, char *err, size_t errlen) {
   const char *tmp = getenv("TMPDIR");
-  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-%ld-XXXXXX", tmp && *tmp ? tmp : "/tmp",
-           (long)getpid());
+  char who[64];                    /* a session's: its lobby's pid, then its own */
+  if (n->lobbied) snprintf(who, sizeof who, "%ld-%ld", (long)getppid(), (long)getpid());
+  else snprintf(who, sizeof who, "%ld", (long)getpid());
+  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", who);
   if (!mkdtemp(n->workdir) || chdir(n->workdir) < 0) {
     snprintf(err, errlen, "cannot make the jobs' directory %.300s: %s", n->workdir, strerror(errno));
     n->workdir[0] = 0;
@@ -322,12 +414,14 @@ static int open_engine(node *n, char *err, size_t errlen) {
   return farm__engine_open(&n->e, &o, err, errlen);
 }
 
+static void kill_tree(logger *lg);
 static void close_engine(node *n) {
   if (n->e) {
     farm__engine_close(n->e);
     farm__engine_free(n->e);
     n->e = NULL;
   }
+  kill_tree(&n->lg);               /* what the jobs started goes before their directory */
   if (n->workdir[0]) {
     if (chdir("/") < 0) { /* nothing else to stand on */ }
     nftw(n->workdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
@@ -346,12 +440,12 @@ static void put_file(node *n, const char *path, size_t np, const char *data, siz
   snprintf(probe, sizeof probe, "/%s/", rel);
   if (strstr(probe, "/../") || strstr(probe, "/./") || strstr(probe, "//")) goto bad;
   if (farm__write_below(n->workdir, rel, data, nd, 0, 0, why, sizeof why) < 0)
-    logf_(n, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, why);
+    logf_(&n->lg, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, why);
   else
-    logf_(n, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
+    logf_(&n->lg, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
   return;
 bad:
-  logf_(n, LOG_WARN, "skipped a file for the jobs with a name that is not a plain relative path: '%.*s'",
+  logf_(&n->lg, LOG_WARN, "skipped a file for the jobs with a name that is not a plain relative path: '%.*s'",
         (int)(np < 200 ? np : 200), path);
 }
 
@@ -388,59 +482,80 @@ static void forward_files(node *n) {
   }
 }
 
-/* ---- sessions ------------------------------------------------------------------------ */
+
+/* ---- the session ------------------------------------------------------------------- */
 
 static void drop_job(void *p) { farm__job_unref(p); }
 static void drop_fn(void *p) { farm__fn_unref(p); }
 
-static int open_link(node *n, char *err, size_t errlen) {
+static int open_link(node *n, size_t maxmsg, char *err, size_t errlen) {
   /* a port just closed can be busy for a moment */
   for (int i = 0; ; i++) {
-    int rc = farm__link_open(&n->link, n->listen, !n->connect, MAX_MESSAGE + (1u << 16), err, errlen);
+    int rc = farm__link_open(&n->link, n->listen, !n->connect, maxmsg, err, errlen);
     if (rc == 0 || i >= 20 || !strstr(err, "in use")) return rc;
     usleep(50000);
   }
 }
 
-/* The client's jobs are cancelled and its functions forgotten. */
-static void forget_client(node *n, const char *why) {
-  logf_(n, LOG_INFO, "session with %s ended: %s", n->who, why);
+/* The client is gone, or going: its jobs are stopped, and the session with it
+   (a session process ends with its client; so does a node srun started). */
+static void end_session(node *n, const char *why) {
+  if (!n->stop && n->sealed) logf_(&n->lg, LOG_INFO, "session with %s ended: %s", n->who, why);
   n->sealed = 0;
-  n->setup_told = 0;
-  n->peer_beat = 0;
-  n->pend.n = 0;
-  n->res.n = 0;
-  n->nres = 0;
-  map_clear(&n->jobs, drop_job);
-  map_clear(&n->fns, drop_fn);
-  memset(&n->hs, 0, sizeof n->hs);
-  if (n->launched) {               /* the node ends with its only client */
+  n->stop = 1;
+  if (n->e) {
     farm__engine_cancel_all(n->e, 1);
     for (farm_job *j; (j = farm__engine_finished(n->e)); ) farm__job_unref(j);
-    return;
-  }
-  /* A standing node gives the next client fresh workers: nothing one client
-     left in a worker's Lua state (library fields it installed, paths, classes,
-     modules) is seen by the next. Closing the engine stops the old client's
-     jobs with their workers. */
-  char err[300];
-  close_engine(n);
-  if (open_engine(n, err, sizeof err) < 0) {
-    logf_(n, LOG_ERROR, "cannot start fresh workers for the next client: %s", err);
-    n->stop = 1;
   }
 }
 
-static void end_session(node *n, const char *why) {
-  if (!n->sealed) return;
-  forget_client(n, why);
-  /* a new link: the old connection is dropped, the next client can come in */
-  farm__link_close(n->link);
-  n->link = NULL;
-  char err[300];
-  if (n->launched) { n->stop = 1; return; }
-  if (open_link(n, err, sizeof err) < 0) { logf_(n, LOG_ERROR, "%s", err); n->stop = 1; }
-  n->idle_since = farm__now();
+/* Our client spoke, under the session's keys: serve it. */
+static void start_session(node *n, const char *who) {
+  n->sealed = 1;
+  if (who != n->who) snprintf(n->who, sizeof n->who, "%s", who);
+  char addr[96];
+  peer_addr(port_of(n->listen), addr, sizeof addr);
+  logf_(&n->lg, LOG_INFO, "client at %s (%s) authenticated; serving it", addr, n->who);
+  /* the handshake is over: from now on a frame may be as large as a job's */
+  farm__link_maxmsg(n->link, MAX_MESSAGE + (1u << 16));
+  send_hello(n);
+}
+
+/* Every process our client's jobs started is below us (we are a child
+   subreaper: an orphan of theirs, even one that called setsid, becomes ours):
+   kill them all, children first, until none is left. */
+static void kill_tree(logger *lg) {
+  pid_t me = getpid();
+  int killed = 0;
+  for (int round = 0; round < 100; round++) {
+    int found = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+      char path[64], buf[512];
+      long pid = atol(de->d_name);
+      if (pid <= 0) continue;
+      snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+      FILE *f = fopen(path, "r");
+      if (!f) continue;
+      size_t k = fread(buf, 1, sizeof buf - 1, f);
+      fclose(f);
+      buf[k] = 0;
+      char *rp = strrchr(buf, ')');           /* the name may hold spaces and parentheses */
+      long ppid = 0;
+      char state = 0;
+      if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2 || ppid != me) continue;
+      if (state == 'Z') continue;             /* gone already: reaped below */
+      kill((pid_t)pid, SIGKILL);
+      found++;
+    }
+    if (d) closedir(d);
+    while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    if (!found) break;
+    killed += found;
+    usleep(10000);
+  }
+  if (killed) logf_(lg, LOG_INFO, "stopped %d processes the client's jobs had left running", killed);
 }
 
 /* JOBS from the client: each becomes a job of our engine. */
@@ -519,30 +634,22 @@ static int on_take(node *n, farm_rd *r) {
   return r->err ? FARM_EPROTO : 0;
 }
 
+
 static void on_message(node *n, const void *m, size_t len) {
-  char err[200];
+  char err[200] = "";
   if (!n->sealed) {
-    /* whose hello: asked now, while its connection is surely up (a client
-       refused a moment later may have closed it by the time we log) */
-    if (len >= 4 && ((const unsigned char *)m)[3] == FARM_MSG_AUTH1) peer_addr(n, n->hello_from, sizeof n->hello_from);
-    int rc = farm__session_node(&n->hs, n->link, n->key, m, len, err, sizeof err);
-    if (rc == 1) {
-      n->sealed = 1;
-      n->sessions++;
-      snprintf(n->who, sizeof n->who, "%s", n->hs.who);
-      const char *addr = n->hello_from[0] ? n->hello_from : "?";
-      logf_(n, LOG_INFO, "client at %s (%s) authenticated; serving it", addr, n->who);
-      send_hello(n);
-    } else if (rc == FARM_EAUTH) {
-      const char *addr = n->hello_from[0] ? n->hello_from : "?";
-      n->auth_failed++;
-      logf_(n, LOG_WARN, "authentication failed: client at %s (says it is %s) does not know this node's key",
-            addr, n->hs.who[0] ? n->hs.who : "?");
-    } else if (rc < 0) {
-      n->dropped++;
-      logf_(n, LOG_WARN, "dropped %zu bytes from an unauthenticated peer: %s", len, err);
+    if (n->lobbied) {
+      /* the first frame that opened under the keys the lobby agreed: our client */
+      start_session(n, n->who);
+    } else {                       /* --connect-back: the handshake is on this link */
+      int rc = farm__session_node(&n->hs, n->link, n->key, m, len, err, sizeof err);
+      if (rc == 1) start_session(n, n->hs.who);
+      else if (rc == FARM_EAUTH)
+        logf_(&n->lg, LOG_WARN, "authentication failed: the client (says it is %s) does not know this node's key",
+              n->hs.who[0] ? n->hs.who : "?");
+      else if (rc < 0) logf_(&n->lg, LOG_WARN, "dropped %zu bytes from an unauthenticated peer: %s", len, err);
+      return;
     }
-    return;
   }
   farm_rd r;
   int type = farm__msg_open(&r, m, len, err, sizeof err);
@@ -576,26 +683,609 @@ static void receive(node *n) {
     size_t len;
     int rc = farm__link_recv(n->link, &m, &len, 1);
     if (rc == FARM_EAGAIN) return;
-    if (rc == FARM_EAUTH) {
-      size_t k;
-      const unsigned char *raw = farm__link_rejected(n->link, &k);
-      if (raw && k >= 4 && raw[0] == 'F' && raw[1] == 'm' && raw[3] == FARM_MSG_AUTH1 && !n->launched) {
-        /* the client's connection died unnoticed and a new client took its
-           place (a PAIR takes one connection at a time): serve the new one */
-        unsigned char hello[256];
-        memcpy(hello, raw, k);
-        forget_client(n, "its connection was replaced by a new client's");
-        farm__link_unseal(n->link);
-        on_message(n, hello, k);
-        continue;
+    if (rc == FARM_EAUTH && !n->sealed && n->lobbied) {
+      /* not our client (it would open under our keys): a stranger holds our
+         port; drop it, and our client's connection comes (nanomsg retries) */
+      char addr[96];
+      peer_addr(port_of(n->listen), addr, sizeof addr);
+      if (strcmp(addr, n->stranger)) {
+        logf_(&n->lg, LOG_WARN, "a stranger at %s spoke first on %s's link (its frame does not open "
+              "under the session's keys): dropped it", addr, n->who);
+        snprintf(n->stranger, sizeof n->stranger, "%s", addr);
       }
+      if (farm__link_rebind(n->link) < 0) { end_session(n, "cannot listen again"); n->status = 1; }
+      return;
+    }
+    if (rc == FARM_EAUTH) {
       end_session(n, "a frame did not authenticate (the client went away, or the link was tampered with)");
       return;
     }
-    if (rc < 0) { logf_(n, LOG_ERROR, "link failed: %s", farm__link_error()); n->stop = 1; return; }
+    if (rc < 0) { logf_(&n->lg, LOG_ERROR, "link failed: %s", farm__link_error()); n->stop = 1; n->status = 1; return; }
     on_message(n, m, len);
     farm__link_free(m);
   }
+}
+
+/* ---- serving one client --------------------------------------------------------------- */
+
+static void stats_line(node *n) {
+  logf_(&n->lg, LOG_WARN, "stats: session with %s: %llu jobs done, %llu failed, %zu running or queued",
+        n->sealed ? n->who : "no client", (unsigned long long)n->jobs_done,
+        (unsigned long long)n->jobs_failed, n->jobs.n);
+}
+
+/* Tell the lobby whether we have jobs (after a moment without: a gap between
+   two bursts is no reason to give workers away) and how many were done. */
+static void tell_lobby(node *n, double now) {
+  if (n->ctl < 0) return;
+  int active = n->jobs.n > 0;
+  if (active) n->idle_at = 0;
+  else if (!n->idle_at) n->idle_at = now;
+  if (!active && n->told_active && now - n->idle_at < 0.3) active = 1;
+  if (active == n->told_active && (n->jobs_done + n->jobs_failed == n->told_done || n->jobs.n)) return;
+  char msg[96];
+  int k = snprintf(msg, sizeof msg, "A %d %llu %llu", active, (unsigned long long)n->jobs_done,
+                   (unsigned long long)n->jobs_failed);
+  if (send(n->ctl, msg, (size_t)k, MSG_DONTWAIT | MSG_NOSIGNAL) == k) {
+    n->told_active = active;
+    n->told_done = n->jobs_done + n->jobs_failed;
+  }
+}
+
+/* What the lobby says: our share of the node's workers, and how many clients
+   the node serves. Its end (the lobby is gone) ends the session. */
+static void hear_lobby(node *n) {
+  char msg[96];
+  ssize_t k;
+  while ((k = recv(n->ctl, msg, sizeof msg - 1, MSG_DONTWAIT)) > 0) {
+    msg[k] = 0;
+    int share, clients;
+    if (sscanf(msg, "S %d %d", &share, &clients) != 2 || share < 1 || share > 4096) continue;
+    n->clients = clients;
+    char err[200];
+    if (n->e && share != farm__engine_workers(n->e) && farm__engine_set_workers(n->e, share, err, sizeof err) < 0)
+      logf_(&n->lg, LOG_WARN, "cannot run on %d workers: %s", share, err);
+    else if (n->e) logf_(&n->lg, LOG_DEBUG, "%d workers for %s (the node serves %d clients)", share, n->who, clients);
+  }
+  if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+    end_session(n, "the node is stopping");
+    n->stop = 1;
+  }
+}
+
+static void serve(node *n) {
+  double started = farm__now(), rebound = 0;
+  while (!n->stop) {
+    uint64_t gen = farm__engine_gen(n->e);
+    receive(n);
+    if (n->stop) break;
+    char why[400];
+    if (n->sealed && !n->setup_told && farm__engine_setup_failed(n->e, why, sizeof why)) {
+      /* the node is out of the client's run: the client takes its jobs back */
+      logf_(&n->lg, LOG_WARN, "%s; telling the client", why);
+      farm__msg_begin(&n->out, FARM_MSG_SETUPFAIL);
+      farm__buf_str(&n->out, why, strlen(why));
+      send_out(n);
+      n->setup_told = 1;
+    }
+    send_results(n);
+    double now = farm__now();
+    if (n->sealed) {
+      double last = farm__link_last_recv(n->link);
+      double beat = n->peer_beat > n->beat ? n->peer_beat : n->beat;
+      if (last > 0 && now - last > LOST_BEATS * beat) {
+        snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
+        end_session(n, why);
+        break;
+      }
+      if (now - n->last_sent >= n->beat) {
+        farm__msg_begin(&n->out, FARM_MSG_BEAT);
+        farm__buf_uvar(&n->out, (uint64_t)(n->beat * 1e3));
+        farm__buf_uvar(&n->out, (uint64_t)(n->clients > 0 ? n->clients : 1));
+        send_out(n);
+      }
+    } else if (n->lobbied) {
+      /* our client connects at once; a stranger may have been quicker (a PAIR
+         takes one connection): drop whoever is there now and then */
+      if (now - started > FARM_LOBBY_DEADLINE) {
+        logf_(&n->lg, LOG_WARN, "%s did not come to its link within %g s: given up", n->who, FARM_LOBBY_DEADLINE);
+        n->status = 2;
+        break;
+      }
+      if (now - started > 1.0 && now - rebound > 1.0) {
+        conn c[4];
+        if (rebound > 0 || scan_conns(port_of(n->listen), c, 4) > 0) farm__link_rebind(n->link);
+        rebound = now;
+      }
+    } else if (now - started > 60) {
+      logf_(&n->lg, LOG_ERROR, "no client finished a handshake within 60 s: giving up");
+      n->status = 1;
+      break;
+    }
+    tell_lobby(n, now);
+    int backed = n->pend.n || farm__link_held(n->link);
+    if (backed && flush_pend(n) == 0) backed = 0;
+    struct pollfd fds[4] = {
+      { .fd = farm__link_rcvfd(n->link), .events = POLLIN },
+      { .fd = n->sigfd, .events = POLLIN },
+      { .fd = n->ctl >= 0 ? n->ctl : n->launched ? 0 : -1, .events = POLLIN },
+      { .fd = backed ? farm__link_sndfd(n->link) : -1, .events = POLLIN },
+    };
+    double wait = n->beat / 4 < 0.25 ? n->beat / 4 : 0.25;
+    if (n->nres) wait = RESULTS_WAIT;            /* results wait for company this long at most */
+    int rc = farm__engine_wait_fds(n->e, gen, wait, fds, 4);
+    if (rc == 2 && fds[1].revents) {
+      struct signalfd_siginfo si;
+      while (read(n->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGUSR1) stats_line(n);
+        else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP) {
+          logf_(&n->lg, LOG_INFO, "%s: stopping", strsignal((int)si.ssi_signo));
+          n->stop = 1;
+        }
+      }
+    }
+    if (rc == 2 && fds[2].revents) {
+      if (n->ctl >= 0) hear_lobby(n);
+      else {
+        /* the SSH channel or srun's stdin closed: the client is gone */
+        char c;
+        if (read(0, &c, 1) <= 0) {
+          logf_(&n->lg, LOG_INFO, "stdin closed: the client is gone");
+          end_session(n, "its connection closed");
+        }
+      }
+    }
+  }
+  if (n->sealed && n->link) {                   /* the client takes back what did not finish */
+    send_results(n);
+    flush_results(n);
+    farm__msg_begin(&n->out, FARM_MSG_QUIT);
+    send_out(n);
+    for (double until = farm__now() + 1; (n->pend.n || farm__link_held(n->link)) && flush_pend(n) == FARM_EAGAIN &&
+         farm__now() < until; ) usleep(5000);
+    usleep(100000);                               /* nanomsg sends it after we close: let it go */
+    end_session(n, "the node is stopping");
+  }
+}
+
+static int block_signals(void) {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGUSR1);
+  sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGPIPE);
+  sigaddset(&sigs, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  sigdelset(&sigs, SIGPIPE);
+  return signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* Free what a session holds; its jobs' directory and every process of its
+   client's go with it. */
+static void session_free(node *n) {
+  map_clear(&n->jobs, drop_job);
+  map_clear(&n->fns, drop_fn);
+  close_engine(n);
+  farm__link_close(n->link);
+  n->link = NULL;
+  farm__buf_free(&n->out);
+  farm__buf_free(&n->pend);
+  farm__buf_free(&n->res);
+  if (n->sigfd >= 0) close(n->sigfd);
+  sodium_memzero(n->key, sizeof n->key);
+}
+
+/* `farm node --session`: one client's session, started by the lobby with the
+   client's keys on CTL_FD (never on a command line). */
+static int session_main(void) {
+  session_args a;
+  node N = { .sigfd = -1, .ctl = CTL_FD, .lobbied = 1, .launched = 1 };
+  node *n = &N;
+  ssize_t k = recv(CTL_FD, &a, sizeof a, 0);
+  if (k != (ssize_t)sizeof a) {
+    fprintf(stderr, "farm node: --session is for the node itself (it starts one for each client)\n");
+    return 2;
+  }
+  fcntl(CTL_FD, F_SETFD, FD_CLOEXEC);
+  n->lg.level = a.loglevel;
+  n->lg.f = fdopen(4, "a");                     /* the node's log, when it has one */
+  n->beat = a.beat;
+  n->workers = a.workers;
+  n->total = a.total;
+  n->clients = a.clients;
+  n->restart = a.restart;
+  snprintf(n->listen, sizeof n->listen, "%.299s", a.bind);
+  snprintf(n->who, sizeof n->who, "%s", a.acc.who);
+  /* whatever the client's jobs start stays below us, to be stopped with them */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  n->sigfd = block_signals();
+  farm__buf_init(&n->out);
+  farm__buf_init(&n->pend);
+  farm__buf_init(&n->res);
+  char err[600];
+  int rc = 1;
+  /* until our client has spoken under its keys, a frame is a few KiB at most */
+  if (open_link(n, FARM_LOBBY_MAXMSG, err, sizeof err) < 0) {
+    logf_(&n->lg, LOG_ERROR, "cannot give %s a link: %s", n->who, err);
+    goto out;
+  }
+  farm__lobby_seal(n->link, &a.acc);
+  sodium_memzero(&a, sizeof a);
+  if (open_engine(n, err, sizeof err) < 0) {
+    logf_(&n->lg, LOG_ERROR, "cannot start workers for %s: %s", n->who, err);
+    goto out;
+  }
+  n->t0 = farm__now();
+  serve(n);
+  rc = n->status;
+out:
+  sodium_memzero(&a, sizeof a);
+  session_free(n);
+  if (n->lg.f) fclose(n->lg.f);
+  return rc;
+}
+
+/* ---- the lobby ---------------------------------------------------------------------- */
+
+#define MAX_KIDS 64
+
+typedef struct kid {               /* a session process: one client */
+  pid_t pid;
+  int ctl;                         /* our end of its control socket */
+  char who[128];
+  int active, share, clients;      /* what it said; what it was told */
+  uint64_t done, failed;
+} kid;
+
+typedef struct seen { unsigned long inode; double since; } seen;
+typedef struct told { char addr[64]; double at; } told;
+
+typedef struct lobby {
+  farm_link *link;
+  farm_lobby lb;
+  logger lg;
+  char listen[300], host[256], exe[PATH_MAX];
+  unsigned char key[FARM_KEYLEN];
+  int keyed, launched, workers, restart, logfd;
+  double beat, idle_timeout, idle_since, t0, scanned, summed;
+  unsigned port;
+  kid kids[MAX_KIDS];
+  int nkids;
+  seen *conns;                     /* connections to the lobby, and since when */
+  int nconns;
+  told logged[32];                 /* addresses logged in the last minute */
+  int sigfd, stop, status, served;
+  uint64_t sessions, auth_failed, dropped, dropped_conns, done, failed;
+  uint64_t unanswered_told;
+} lobby;
+
+/* Once per address per minute: a stranger who keeps at it fills no log. */
+static int worth_logging(lobby *L, const char *addr, double now) {
+  char host[64];
+  snprintf(host, sizeof host, "%s", addr);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;                        /* the address, whatever its port */
+  told *old = &L->logged[0];
+  for (int i = 0; i < 32; i++) {
+    if (!strcmp(L->logged[i].addr, host)) {
+      if (now - L->logged[i].at < LOG_EVERY) return 0;
+      old = &L->logged[i];
+      break;
+    }
+    if (L->logged[i].at < old->at) old = &L->logged[i];
+  }
+  snprintf(old->addr, sizeof old->addr, "%s", host);
+  old->at = now;
+  return 1;
+}
+
+/* Each session with jobs gets an even share of the node's workers; one with
+   none keeps one (it costs nothing idle, and starts at once); with nobody
+   busy, each may use them all. */
+static void share_workers(lobby *L) {
+  int active = 0, rank = 0;
+  for (int i = 0; i < L->nkids; i++) active += L->kids[i].active;
+  for (int i = 0; i < L->nkids; i++) {
+    kid *k = &L->kids[i];
+    int s = !active ? L->workers : !k->active ? 1 : L->workers / active + (rank++ < L->workers % active);
+    if (s < 1) s = 1;
+    if (s == k->share && k->clients == L->nkids) continue;
+    char msg[64];
+    int len = snprintf(msg, sizeof msg, "S %d %d", s, L->nkids);
+    if (send(k->ctl, msg, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL) == len) {
+      k->share = s;
+      k->clients = L->nkids;
+    }
+  }
+}
+
+/* A session process for a client that proved it knows the key: exec'd afresh
+   (nanomsg's threads do not survive a fork), its keys sent on a socket. Its
+   port, or -1 with why. */
+static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size_t whylen) {
+  if (L->launched && L->served) {
+    snprintf(why, whylen, "this node was started for one run, and serves it already");
+    return -1;
+  }
+  if (L->nkids >= MAX_KIDS) {
+    snprintf(why, whylen, "the node serves %d clients, as many as it takes; try again later", MAX_KIDS);
+    return -1;
+  }
+  int port = farm__free_port(strcmp(L->host, "0.0.0.0") ? L->host : NULL);
+  int sv[2];
+  if (port < 0) { snprintf(why, whylen, "no free port on %.100s", L->host); return -1; }
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+    snprintf(why, whylen, "the node is short of resources (%s); try again later", strerror(errno));
+    return -1;
+  }
+  session_args a = { .acc = *acc, .workers = L->workers, .total = L->workers, .clients = L->nkids + 1,
+                     .restart = L->restart, .loglevel = L->lg.level, .launched = L->launched,
+                     .beat = L->beat };
+  int active = 0;
+  for (int i = 0; i < L->nkids; i++) active += L->kids[i].active;
+  if (active) a.workers = L->workers / (active + 1) > 1 ? L->workers / (active + 1) : 1;
+  snprintf(a.bind, sizeof a.bind, "tcp://%s:%d", L->host, port);
+  pid_t lobby_pid = getpid(), pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != lobby_pid) _exit(1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* (out of the way first: either may be 3 or 4 now) */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int ctl = fcntl(sv[1], F_DUPFD_CLOEXEC, 10), log = L->logfd >= 0 ? fcntl(L->logfd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (null < 0 || ctl < 0 || dup2(ctl, CTL_FD) < 0 || dup2(null, 0) < 0) _exit(1);
+    if (log >= 0 ? dup2(log, 4) < 0 : close(4) < 0 && errno != EBADF) _exit(1);
+    execl(L->exe, "farm", "node", "--session", (char *)NULL);
+    _exit(127);
+  }
+  close(sv[1]);
+  int sent = pid > 0 && send(sv[0], &a, sizeof a, MSG_NOSIGNAL) == (ssize_t)sizeof a;
+  sodium_memzero(&a, sizeof a);
+  if (!sent) {
+    snprintf(why, whylen, "the node cannot start a session now (%s); try again later", strerror(errno));
+    if (pid > 0) kill(pid, SIGKILL);
+    close(sv[0]);
+    return -1;
+  }
+  kid *k = &L->kids[L->nkids++];
+  *k = (kid){ .pid = pid, .ctl = sv[0], .share = a.workers, .clients = 0 };
+  snprintf(k->who, sizeof k->who, "%s", acc->who);
+  L->sessions++;
+  L->served = 1;
+  return port;
+}
+
+static void remove_workdirs_of(pid_t lobby_pid, pid_t pid) {
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/tmp";
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "farm-node-%ld-%ld-", (long)lobby_pid, (long)pid);
+  DIR *d = opendir(tmp);
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char path[PATH_MAX];
+    if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+    snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  }
+  if (d) closedir(d);
+}
+
+static void reap(lobby *L) {
+  int st;
+  pid_t pid;
+  while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    for (int i = 0; i < L->nkids; i++) {
+      kid *k = &L->kids[i];
+      if (k->pid != pid) continue;
+      if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0)) {
+        logf_(&L->lg, LOG_WARN, "the session of %s (pid %ld) ended %s %d", k->who, (long)pid,
+              WIFSIGNALED(st) ? "by signal" : "with status", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        remove_workdirs_of(getpid(), pid);    /* (one killed outright leaves its directory) */
+      }
+      L->done += k->done;
+      L->failed += k->failed;
+      close(k->ctl);
+      L->kids[i] = L->kids[--L->nkids];
+      break;
+    }
+  }
+  if (!L->nkids) L->idle_since = farm__now();
+  share_workers(L);
+}
+
+static void hear_kid(lobby *L, kid *k) {
+  char msg[96];
+  ssize_t len;
+  while ((len = recv(k->ctl, msg, sizeof msg - 1, MSG_DONTWAIT)) > 0) {
+    msg[len] = 0;
+    int active;
+    unsigned long long done, failed;
+    if (sscanf(msg, "A %d %llu %llu", &active, &done, &failed) != 3) continue;
+    k->active = active != 0;
+    k->done = done;
+    k->failed = failed;
+  }
+  share_workers(L);
+}
+
+/* Connections that have not finished a handshake in time are dropped, and no
+   more than LOBBY_CAP are held (the oldest go first: an honest client is done
+   in milliseconds). An honest client's lobby connection closes once it has its
+   own link, so everything here is someone's handshake, or a stranger. */
+static void watch_lobby(lobby *L, double now) {
+  int cap = 4096;
+  conn *c = malloc((size_t)cap * sizeof *c);
+  seen *s = malloc((size_t)cap * sizeof *s);
+  if (!c || !s) { free(c); free(s); return; }
+  int n = scan_conns(L->port, c, cap), kept = 0;
+  for (int i = 0; i < n; i++) {
+    s[i] = (seen){ c[i].inode, now };
+    for (int j = 0; j < L->nconns; j++)
+      if (L->conns[j].inode == c[i].inode) { s[i].since = L->conns[j].since; break; }
+  }
+  for (int i = 0; i < n; i++) kept += now - s[i].since <= FARM_LOBBY_DEADLINE;
+  for (int i = 0; i < n; i++) {
+    int late = now - s[i].since > FARM_LOBBY_DEADLINE;
+    if (!late && kept > LOBBY_CAP) {             /* too many: the oldest of the rest go */
+      int older = 0;
+      for (int j = 0; j < n; j++)
+        older += now - s[j].since <= FARM_LOBBY_DEADLINE && s[j].since < s[i].since;
+      if (older < kept - LOBBY_CAP) late = 2;
+    }
+    if (!late || drop_conn(&c[i]) < 0) continue;
+    L->dropped_conns++;
+    if (!worth_logging(L, c[i].addr, now)) continue;
+    if (late == 2)
+      logf_(&L->lg, LOG_WARN, "dropped a connection from %s: more than %d connections before a handshake "
+            "(logged once a minute)", c[i].addr, LOBBY_CAP);
+    else
+      logf_(&L->lg, LOG_WARN, "dropped a connection from %s: no handshake within %g s (logged once a minute)",
+            c[i].addr, FARM_LOBBY_DEADLINE);
+  }
+  free(L->conns);
+  L->conns = s;
+  L->nconns = n;
+  free(c);
+  if (now - L->summed >= LOG_EVERY) {            /* hellos over the rate, once a minute */
+    if (L->lb.unanswered > L->unanswered_told)
+      logf_(&L->lg, LOG_WARN, "%llu hellos left unanswered in the last minute (more than %d a second: a flood?)",
+            (unsigned long long)(L->lb.unanswered - L->unanswered_told), FARM_LOBBY_RATE);
+    L->unanswered_told = L->lb.unanswered;
+    L->summed = now;
+  }
+}
+
+static void lobby_receive(lobby *L) {
+  for (int k = 0; k < 256 && !L->stop; k++) {
+    void *m;
+    size_t len;
+    int rc = farm__link_recv(L->link, &m, &len, 1);
+    if (rc == FARM_EAGAIN) return;
+    if (rc < 0) {
+      logf_(&L->lg, LOG_ERROR, "the lobby failed: %s", farm__link_error());
+      L->stop = 1;
+      L->status = 1;
+      return;
+    }
+    farm_buf out;
+    farm__buf_init(&out);
+    farm_lobby_client acc;
+    memset(&acc, 0, sizeof acc);
+    char err[200] = "";
+    int type = len >= 4 ? ((const unsigned char *)m)[3] : -1;
+    int r = farm__lobby_answer(&L->lb, L->key, m, len, &out, &acc, err, sizeof err);
+    farm__link_free(m);
+    char addr[96];
+    if (r == 1) {
+      char why[200];
+      int port = spawn_session(L, &acc, why, sizeof why);
+      if (port > 0) {
+        logf_(&L->lg, LOG_DEBUG, "%s proved it knows the key: its session (pid %ld) is on port %d",
+              acc.who, (long)L->kids[L->nkids - 1].pid, port);
+        farm__lobby_welcome(&out, port);
+        share_workers(L);
+      } else {
+        logf_(&L->lg, LOG_WARN, "cannot serve %s: %s", acc.who, why);
+        farm__lobby_refuse(&out, why);
+      }
+    } else if (r == FARM_EAUTH) {
+      L->auth_failed++;
+      peer_addr(L->port, addr, sizeof addr);
+      logf_(&L->lg, LOG_WARN, "authentication failed: client at %s (says it is %s): %s",
+            addr, acc.who[0] ? acc.who : "?", err + sizeof "authentication failed: " - 1);
+    } else if (err[0] && type != FARM_MSG_AUTH1) {
+      L->dropped++;
+      peer_addr(L->port, addr, sizeof addr);
+      if (worth_logging(L, addr, farm__now()))
+        logf_(&L->lg, LOG_WARN, "dropped %zu bytes from %s before a handshake: %s (logged once a minute)",
+              len, addr, err);
+    } else if (err[0]) L->dropped++;
+    sodium_memzero(&acc, sizeof acc);
+    if (out.n) farm__link_send(L->link, out.p, out.n, 1);   /* (lost: REQ asks again) */
+    farm__buf_free(&out);
+  }
+}
+
+static void lobby_stats(lobby *L) {
+  char who[600] = "";
+  size_t at = 0;
+  uint64_t done = L->done, failed = L->failed;
+  for (int i = 0; i < L->nkids && at < sizeof who - 1; i++) {
+    kid *k = &L->kids[i];
+    done += k->done;
+    failed += k->failed;
+    at += (size_t)snprintf(who + at, sizeof who - at, "%s%s (%d workers%s)", i ? ", " : "", k->who,
+                           k->share, k->active ? ", busy" : "");
+  }
+  logf_(&L->lg, LOG_WARN, "stats: %d clients now, %llu sessions, %llu jobs done, %llu failed, "
+        "%llu failed authentications, %llu messages dropped, %llu connections dropped before a handshake, "
+        "up %.0f s; %s",
+        L->nkids, (unsigned long long)L->sessions, (unsigned long long)done, (unsigned long long)failed,
+        (unsigned long long)L->auth_failed, (unsigned long long)L->dropped,
+        (unsigned long long)L->dropped_conns, farm__now() - L->t0, L->nkids ? who : "no client");
+}
+
+static void stop_kids(lobby *L) {
+  for (int i = 0; i < L->nkids; i++) kill(L->kids[i].pid, SIGTERM);
+  for (double until = farm__now() + 5; L->nkids && farm__now() < until; ) {
+    usleep(20000);
+    reap(L);
+  }
+  for (int i = 0; i < L->nkids; i++) kill(L->kids[i].pid, SIGKILL);
+  while (L->nkids) { usleep(10000); reap(L); }
+}
+
+static int lobby_main(lobby *L) {
+  L->t0 = L->idle_since = L->scanned = L->summed = farm__now();
+  while (!L->stop) {
+    lobby_receive(L);
+    double now = farm__now();
+    if (now - L->scanned >= LOBBY_SCAN) { watch_lobby(L, now); L->scanned = now; }
+    if (!L->nkids && L->idle_timeout > 0 && now - L->idle_since > L->idle_timeout) {
+      logf_(&L->lg, LOG_INFO, "no client for %g s: exiting", L->idle_timeout);
+      break;
+    }
+    struct pollfd fds[3 + MAX_KIDS];
+    int nfds = 3;
+    fds[0] = (struct pollfd){ .fd = farm__link_rcvfd(L->link), .events = POLLIN };
+    fds[1] = (struct pollfd){ .fd = L->sigfd, .events = POLLIN };
+    fds[2] = (struct pollfd){ .fd = L->launched ? 0 : -1, .events = POLLIN };
+    for (int i = 0; i < L->nkids; i++) fds[nfds++] = (struct pollfd){ .fd = L->kids[i].ctl, .events = POLLIN };
+    if (poll(fds, (nfds_t)nfds, 250) <= 0) continue;
+    if (fds[1].revents) {
+      struct signalfd_siginfo si;
+      while (read(L->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGUSR1) lobby_stats(L);
+        else if (si.ssi_signo == SIGCHLD) {
+          reap(L);
+          if (L->launched && L->served && !L->nkids) L->stop = 1;   /* it ends with its run */
+        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP) {
+          logf_(&L->lg, LOG_INFO, "%s: stopping", strsignal((int)si.ssi_signo));
+          L->stop = 1;
+        }
+      }
+    }
+    if (fds[2].revents) {
+      /* the SSH channel closed: the client is gone (sshd does not kill us) */
+      char c;
+      if (read(0, &c, 1) <= 0) {
+        logf_(&L->lg, LOG_INFO, "stdin closed: the client is gone");
+        L->stop = 1;
+      }
+    }
+    for (int i = 3; i < nfds; i++)
+      if (fds[i].revents)
+        for (int j = 0; j < L->nkids; j++) if (L->kids[j].ctl == fds[i].fd) { hear_kid(L, &L->kids[j]); break; }
+  }
+  stop_kids(L);
+  free(L->conns);
+  return L->status;
 }
 
 /* ---- options ----------------------------------------------------------------------- */
@@ -604,9 +1294,12 @@ static const char node_usage[] =
   "usage: farm node [--listen ADDR] [-w N] [--key-file F] [--idle-timeout S] [--heartbeat S]\n"
   "                 [--restart-workers] [--pid-file F] [--log-file F] [--log-level L] [--daemon]\n"
   "\n"
-  "A standing node: runs the jobs of one client at a time on N local workers.\n"
+  "A standing node: runs the jobs of its clients on N local workers, shared evenly\n"
+  "between the clients that have jobs; each client gets workers, a directory and a\n"
+  "process tree of its own, all gone when it leaves.\n"
   "  --listen ADDR     where clients connect (default " DEFAULT_LISTEN ");\n"
-  "                    any address but loopback needs a key\n"
+  "                    any address but loopback needs a key. Each client is then given\n"
+  "                    a port of its own on the same address (open them in a firewall)\n"
   "  -w, --workers N   workers (default: the CPUs this process may use)\n"
   "  --key-file F      the farm key clients must prove they know (default $FARM_KEY_FILE);\n"
   "                    make one with: farm keygen F (it must be readable by you alone)\n"
@@ -619,7 +1312,7 @@ static const char node_usage[] =
   "  --log-file F      log there instead of stderr\n"
   "  --log-level L     error, warn, info (default) or debug\n"
   "  --daemon          detach from the terminal (with --log-file, or logs are lost)\n"
-  "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the client's jobs and exits.\n"
+  "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the clients' jobs and exits.\n"
   "A client reaches it with: farm run SCRIPT --hosts node://HOST:PORT --key-file F\n";
 
 static int bad(const char *fmt, const char *a) {
@@ -643,23 +1336,50 @@ static double num(const char *s, int *ok) {
   return v;
 }
 
+
 /* ---- main ------------------------------------------------------------------------------ */
 
-static void stats_line(node *n) {
-  logf_(n, LOG_WARN, "stats: %llu sessions, %llu jobs done, %llu failed, %zu running or queued, "
-        "%llu failed authentications, %llu messages dropped, up %.0f s; %s",
-        (unsigned long long)n->sessions, (unsigned long long)n->jobs_done,
-        (unsigned long long)n->jobs_failed, n->jobs.n, (unsigned long long)n->auth_failed,
-        (unsigned long long)n->dropped, farm__now() - n->t0,
-        n->sealed ? n->who : "no client");
+/* ---- main ------------------------------------------------------------------------------ */
+
+static int cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long k = sysconf(_SC_NPROCESSORS_ONLN);
+  return k > 0 ? (int)k : 1;
+}
+
+/* A node srun started: it dials its client and serves it in this process. */
+static int connect_main(node *n) {
+  char err[600];
+  n->sigfd = block_signals();
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  farm__buf_init(&n->out);
+  farm__buf_init(&n->pend);
+  farm__buf_init(&n->res);
+  int rc = 1;
+  if (open_link(n, FARM_LOBBY_MAXMSG, err, sizeof err) < 0) {
+    fprintf(stderr, "farm node: %s\n", err);
+    goto out;
+  }
+  if (open_engine(n, err, sizeof err) < 0) {
+    logf_(&n->lg, LOG_ERROR, "%s", err);
+    goto out;
+  }
+  n->t0 = farm__now();
+  serve(n);
+  rc = n->status;
+out:
+  session_free(n);
+  return rc;
 }
 
 int farm_node_main(int argc, char **argv) {
-  node N = { .beat = 1.0, .loglevel = LOG_INFO, .sigfd = -1 };
+  node N = { .beat = 1.0, .sigfd = -1, .ctl = -1, .lg.level = LOG_INFO };
   node *n = &N;
   const char *keyfile = getenv("FARM_KEY_FILE"), *pidfile = NULL, *logfile = NULL;
   int daemonize = 0, ok = 1, listen_given = 0;
   snprintf(n->listen, sizeof n->listen, "%s", DEFAULT_LISTEN);
+  if (argc == 3 && !strcmp(argv[2], "--session")) return session_main();
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(node_usage, stdout); return 0; }
@@ -688,7 +1408,7 @@ int farm_node_main(int argc, char **argv) {
       if (*end || w < 1 || w > 256) return bad("--workers takes a number from 1 to 256, not '%s'", v);
       n->workers = (int)w;
     } else if (!strcmp(a, "--key-file")) keyfile = v;
-    else if (!strcmp(a, "--idle-timeout")) { n->idle_timeout = num(v, &ok); if (!ok) return bad("--idle-timeout takes seconds, not '%s'", v); }
+    else if (!strcmp(a, "--idle-timeout")) { N.t0 = num(v, &ok); if (!ok) return bad("--idle-timeout takes seconds, not '%s'", v); }
     else if (!strcmp(a, "--heartbeat")) { n->beat = num(v, &ok); if (!ok) return bad("--heartbeat takes seconds, not '%s'", v); }
     else if (!strcmp(a, "--pid-file")) pidfile = v;
     else if (!strcmp(a, "--log-file")) logfile = v;
@@ -696,9 +1416,11 @@ int farm_node_main(int argc, char **argv) {
       int l = -1;
       for (int k = 0; k < 4; k++) if (!strcmp(v, level_names[k])) l = k;
       if (l < 0) return bad("--log-level takes error, warn, info or debug, not '%s'", v);
-      n->loglevel = l;
+      n->lg.level = l;
     }
   }
+  double idle_timeout = N.t0;
+  N.t0 = 0;
   if (sodium_init() < 0) return bad("%s", "libsodium failed to start");
   char err[600];
   if (n->launched) {
@@ -737,11 +1459,11 @@ int farm_node_main(int argc, char **argv) {
         return bad("%s", "--connect-back: run by farm under srun (SLURM_PROCID, SLURM_LAUNCH_NODE_IPADDR and the ports on stdin)");
       snprintf(n->listen, sizeof n->listen, "tcp://%s:%ld", host, port);
       listen_given = 1;
-      const char *cpus = getenv("SLURM_CPUS_ON_NODE");
-      if (!n->workers && cpus && atoi(cpus) > 0 && atoi(cpus) <= 256) n->workers = atoi(cpus);
+      const char *cpus_on = getenv("SLURM_CPUS_ON_NODE");
+      if (!n->workers && cpus_on && atoi(cpus_on) > 0 && atoi(cpus_on) <= 256) n->workers = atoi(cpus_on);
     }
     n->keyed = 1;
-    n->loglevel = n->loglevel == LOG_INFO ? LOG_WARN : n->loglevel;
+    n->lg.level = n->lg.level == LOG_INFO ? LOG_WARN : n->lg.level;
     const char *conn = getenv("SSH_CONNECTION");      /* "client port server port" */
     char addr[64] = "0.0.0.0";
     if (conn) sscanf(conn, "%*s %*s %63s", addr);
@@ -760,144 +1482,79 @@ int farm_node_main(int argc, char **argv) {
             "run code here; pass --key-file F (make one with: farm keygen F)\n", n->listen);
     return 2;
   }
-  if (logfile && !(n->log = fopen(logfile, "a"))) return bad("cannot open log file '%s'", logfile);
-  if (open_link(n, err, sizeof err) < 0) {
+  if (n->connect) return connect_main(n);
+
+  static lobby L;                               /* (large: not on the stack; one per process) */
+  memset(&L, 0, sizeof L);
+  L.lg.level = n->lg.level;
+  L.logfd = -1;
+  L.launched = n->launched;
+  L.restart = n->restart;
+  L.beat = n->beat;
+  L.idle_timeout = idle_timeout;
+  L.workers = n->workers ? n->workers : cpus();
+  L.port = port_of(n->listen);
+  memcpy(L.key, n->key, sizeof L.key);
+  sodium_memzero(n->key, sizeof n->key);
+  snprintf(L.listen, sizeof L.listen, "%.299s", n->listen);
+  snprintf(L.host, sizeof L.host, "%.*s", (int)(strrchr(n->listen, ':') - (n->listen + 6)), n->listen + 6);
+  if (!strcmp(L.host, "localhost")) snprintf(L.host, sizeof L.host, "127.0.0.1");
+  if (farm__find_exe(L.exe, sizeof L.exe) < 0) return bad("%s", "cannot find the farm executable (set FARM_EXE to its path)");
+  if (logfile && !(L.lg.f = fopen(logfile, "a"))) return bad("cannot open log file '%s'", logfile);
+  if (L.lg.f) L.logfd = fileno(L.lg.f);
+  /* descriptors: as many as we may (strangers' connections are capped anyway) */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  int rc = 1;
+  if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) {
+    for (int i = 0; i < 20 && strstr(err, "in use"); i++) {   /* a port just closed can be busy a moment */
+      usleep(50000);
+      if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) == 0) break;
+    }
+  }
+  if (!L.link) {
     if (strstr(err, "in use")) fprintf(stderr, "farm node: %s (another node there? pick another port with --listen)\n", err);
     else if (strstr(err, "No such device"))
       fprintf(stderr, "farm node: %s (the address must be one of this host's IP addresses, or 0.0.0.0)\n", err);
     else fprintf(stderr, "farm node: %s\n", err);
-    if (n->log) fclose(n->log);
-    return 1;
+    goto out;
   }
   char pidpath[4096];
   if (pidfile && pidfile[0] != '/') {           /* a daemon works from / */
     char cwd[3000];
-    if (!getcwd(cwd, sizeof cwd)) return bad("cannot tell the current directory for '%s'", pidfile);
+    if (!getcwd(cwd, sizeof cwd)) { bad("cannot tell the current directory for '%s'", pidfile); goto out; }
     snprintf(pidpath, sizeof pidpath, "%s/%s", cwd, pidfile);
     pidfile = pidpath;
   }
   if (daemonize) {
-    farm__link_close(n->link);                  /* nanomsg's threads do not survive fork */
-    n->link = NULL;
-    if (daemon(0, 0) < 0) return bad("cannot become a daemon: %s", strerror(errno));
-    if (open_link(n, err, sizeof err) < 0) { logf_(n, LOG_ERROR, "%s", err); return 1; }
+    farm__link_close(L.link);                   /* nanomsg's threads do not survive fork */
+    L.link = NULL;
+    if (daemon(0, 0) < 0) { bad("cannot become a daemon: %s", strerror(errno)); goto out; }
+    if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) { logf_(&L.lg, LOG_ERROR, "%s", err); goto out; }
   }
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGUSR1);
-  sigaddset(&sigs, SIGHUP);
-  sigaddset(&sigs, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-  n->sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+  L.sigfd = block_signals();
   sweep_workdirs();
-  if (open_engine(n, err, sizeof err) < 0) {
-    logf_(n, LOG_ERROR, "%s", err);
-    close_engine(n);
-    farm__link_close(n->link);
-    return 1;
-  }
   if (pidfile) {
     FILE *f = fopen(pidfile, "w");
-    if (!f) logf_(n, LOG_ERROR, "cannot write pid file '%s': %s", pidfile, strerror(errno));
+    if (!f) logf_(&L.lg, LOG_ERROR, "cannot write pid file '%s': %s", pidfile, strerror(errno));
     else { fprintf(f, "%ld\n", (long)getpid()); fclose(f); }
   }
-  farm__buf_init(&n->out);
-  farm__buf_init(&n->pend);
-  farm__buf_init(&n->res);
-  n->t0 = n->idle_since = farm__now();
-  if (n->launched && !n->connect) {
-    const char *port = strrchr(n->listen, ':');
-    printf("FARM-NODE %d %s\n", FARM_PROTOCOL, port ? port + 1 : "0");
+  if (L.launched) {
+    printf("FARM-NODE %d %u\n", FARM_PROTOCOL, L.port);
     fflush(stdout);
-  } else if (!n->launched) {
-    logf_(n, LOG_INFO, "listening on %s with %d workers%s", n->listen, farm__engine_workers(n->e),
+  } else {
+    logf_(&L.lg, LOG_INFO, "listening on %s with %d workers%s", L.listen, L.workers,
           n->keyed ? "" : " (no key: any local user can connect)");
   }
-  while (!n->stop) {
-    uint64_t gen = farm__engine_gen(n->e);
-    receive(n);
-    if (n->stop) break;
-    char why[400];
-    if (n->sealed && !n->setup_told && farm__engine_setup_failed(n->e, why, sizeof why)) {
-      /* the node is out of the client's run: the client takes its jobs back */
-      logf_(n, LOG_WARN, "%s; telling the client", why);
-      farm__msg_begin(&n->out, FARM_MSG_SETUPFAIL);
-      farm__buf_str(&n->out, why, strlen(why));
-      send_out(n);
-      n->setup_told = 1;
-    }
-    send_results(n);
-    double now = farm__now();
-    if (n->sealed) {
-      double last = farm__link_last_recv(n->link);
-      double beat = n->peer_beat > n->beat ? n->peer_beat : n->beat;
-      if (last > 0 && now - last > LOST_BEATS * beat) {
-        char why[100];
-        snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
-        end_session(n, why);
-        continue;
-      }
-      if (now - n->last_sent >= n->beat) {
-        farm__msg_begin(&n->out, FARM_MSG_BEAT);
-        send_out(n);
-      }
-    } else if (n->idle_timeout > 0 && now - n->idle_since > n->idle_timeout) {
-      logf_(n, LOG_INFO, "no client for %g s: exiting", n->idle_timeout);
-      break;
-    }
-    int backed = n->pend.n || farm__link_held(n->link);
-    if (backed && flush_pend(n) == 0) backed = 0;
-    struct pollfd fds[4] = {
-      { .fd = farm__link_rcvfd(n->link), .events = POLLIN },
-      { .fd = n->sigfd, .events = POLLIN },
-      { .fd = n->launched ? 0 : -1, .events = POLLIN },
-      { .fd = backed ? farm__link_sndfd(n->link) : -1, .events = POLLIN },
-    };
-    double wait = n->beat / 4 < 0.25 ? n->beat / 4 : 0.25;
-    if (n->nres) wait = RESULTS_WAIT;            /* results wait for company this long at most */
-    int rc = farm__engine_wait_fds(n->e, gen, wait, fds, 4);
-    if (rc == 2 && fds[1].revents) {
-      struct signalfd_siginfo si;
-      while (read(n->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
-        if (si.ssi_signo == SIGUSR1) stats_line(n);
-        else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP) {
-          logf_(n, LOG_INFO, "%s: stopping", strsignal((int)si.ssi_signo));
-          n->stop = 1;
-        }
-      }
-    }
-    if (rc == 2 && fds[2].revents) {
-      /* the SSH channel closed: the client is gone (sshd does not kill us) */
-      char c;
-      if (read(0, &c, 1) <= 0) {
-        logf_(n, LOG_INFO, "stdin closed: the client is gone");
-        n->stop = 1;
-        end_session(n, "its SSH connection closed");
-      }
-    }
-  }
-  if (n->sealed && n->link) {                   /* the client takes back what did not finish */
-    send_results(n);
-    flush_results(n);
-    farm__msg_begin(&n->out, FARM_MSG_QUIT);
-    send_out(n);
-    for (double until = farm__now() + 1; (n->pend.n || farm__link_held(n->link)) && flush_pend(n) == FARM_EAGAIN &&
-         farm__now() < until; ) usleep(5000);
-    usleep(100000);                               /* nanomsg sends it after we close: let it go */
-    end_session(n, "the node is stopping");
-  }
-  map_clear(&n->jobs, drop_job);
-  map_clear(&n->fns, drop_fn);
-  close_engine(n);
-  farm__link_close(n->link);
-  farm__buf_free(&n->out);
-  farm__buf_free(&n->pend);
-  farm__buf_free(&n->res);
-  if (n->sigfd >= 0) close(n->sigfd);
-  sodium_memzero(n->key, sizeof n->key);
+  rc = lobby_main(&L);
   if (pidfile) unlink(pidfile);
-  if (n->log) fclose(n->log);
-  return 0;
+out:
+  farm__link_close(L.link);
+  if (L.sigfd > 0) close(L.sigfd);
+  sodium_memzero(L.key, sizeof L.key);
+  if (L.lg.f) fclose(L.lg.f);
+  return rc;
 }

@@ -28,8 +28,15 @@
  *
  * known_hosts is read a line at a time with libssh2_knownhost_readline rather
  * than libssh2_knownhost_readfile: readfile stops at the first line it cannot
- * parse (and drops every line after it); here such a line is skipped alone,
- * as are `@cert-authority` and `@revoked` lines.
+ * parse (and drops every line after it); here such a line is skipped alone.
+ * libssh2 1.10 knows no markers: it reads `@revoked HOSTS TYPE KEY` as an
+ * entry for a host named "@revoked" whose key is of an unknown type (checked:
+ * readfile neither fails nor honours it), so a revocation would be silently
+ * lost. Marker lines are therefore kept from libssh2 and read here:
+ * `@revoked` keys are gathered (see revoked_add) and the host's key is
+ * compared with each before anything else is asked of known_hosts;
+ * `@cert-authority` lines are ignored (libssh2 1.10 does not take host
+ * certificates, so a CA could never vouch for a key here anyway).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -347,9 +354,87 @@ static int tcp_connect(farm_ssh *s, const char *host, int port, double deadline,
 
 /* ---- the host key ---------------------------------------------------------- */
 
-/* Read known_hosts into kh, a line at a time (see the top). A missing file is
-   an empty one. */
-static int read_known(LIBSSH2_KNOWNHOSTS *kh, const char *path, char *why, size_t whylen) {
+/* The keys known_hosts marks `@revoked`: each as the blob a host sends
+   (libssh2_session_hostkey), with the line it is on, for the message. */
+typedef struct revoked_key { unsigned char *blob; size_t len; unsigned long line; } revoked_key;
+typedef struct revoked_keys { revoked_key *v; size_t n; } revoked_keys;
+
+static void revoked_free(revoked_keys *rv) {
+  for (size_t i = 0; i < rv->n; i++) free(rv->v[i].blob);
+  free(rv->v);
+  rv->v = NULL;
+  rv->n = 0;
+}
+
+/* Decode n bytes of base64 (padding optional) into out, which has room for
+   n / 4 * 3 + 3 bytes. The length, or -1 when it is not base64. */
+static long unb64(const char *s, size_t n, unsigned char *out) {
+  while (n > 0 && s[n - 1] == '=') n--;
+  if (n % 4 == 1) return -1;
+  size_t k = 0;
+  unsigned v = 0;
+  for (size_t i = 0; i < n; i++) {
+    int c = (unsigned char)s[i], d;
+    if (c >= 'A' && c <= 'Z') d = c - 'A';
+    else if (c >= 'a' && c <= 'z') d = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') d = c - '0' + 52;
+    else if (c == '+') d = 62;
+    else if (c == '/') d = 63;
+    else return -1;
+    v = v << 6 | (unsigned)d;
+    if (i % 4 == 3) { out[k++] = (unsigned char)(v >> 16); out[k++] = (unsigned char)(v >> 8); out[k++] = (unsigned char)v; v = 0; }
+  }
+  if (n % 4 == 2) out[k++] = (unsigned char)(v >> 4);
+  else if (n % 4 == 3) { out[k++] = (unsigned char)(v >> 10); out[k++] = (unsigned char)(v >> 2); }
+  return (long)k;
+}
+
+/* A `@revoked HOSTS TYPE BASE64 [comment]` line (p just after the marker):
+   its key joins rv, whatever the host patterns say. OpenSSH heeds a @revoked
+   line only for the hosts its patterns match (hostfile.c loads the matching
+   lines alone); but what is revoked is the key, which a thief may present as
+   any host, so farm refuses it everywhere -- stricter, never laxer. For the
+   same reason a @revoked line that cannot be read is an error, not skipped as
+   OpenSSH skips it: the user meant to refuse something, and a typo must not
+   quietly let it in. -1 with why on such a line or out of memory. */
+static int revoked_add(revoked_keys *rv, char *p, unsigned long line, char *why, size_t whylen) {
+  char *field[3];
+  size_t flen[3];
+  for (int i = 0; i < 3; i++) {               /* hosts, type, base64 */
+    while (*p == ' ' || *p == '\t') p++;
+    field[i] = p;
+    flen[i] = strcspn(p, " \t");
+    p += flen[i];
+    if (!flen[i] || (i && *field[i] == '#')) {
+      snprintf(why, whylen, "~/.ssh/known_hosts line %lu: a @revoked line needs host patterns, a key "
+               "type and a key (@revoked HOSTS TYPE BASE64); fix or remove that line", line);
+      return -1;
+    }
+  }
+  unsigned char *blob = malloc(flen[2] / 4 * 3 + 3);
+  if (!blob) { snprintf(why, whylen, "out of memory"); return -1; }
+  long n = unb64(field[2], flen[2], blob);
+  /* the blob names its type first (uint32 length, name): it must be the line's */
+  if (n < 4 + (long)flen[1] ||
+      ((size_t)blob[0] << 24 | (size_t)blob[1] << 16 | (size_t)blob[2] << 8 | blob[3]) != flen[1] ||
+      memcmp(blob + 4, field[1], flen[1])) {
+    free(blob);
+    snprintf(why, whylen, "~/.ssh/known_hosts line %lu: the key on a @revoked line is not a base64 "
+             "key of type %.*s; fix or remove that line", line, (int)(flen[1] < 40 ? flen[1] : 40), field[1]);
+    return -1;
+  }
+  revoked_key *v = realloc(rv->v, (rv->n + 1) * sizeof *v);
+  if (!v) { free(blob); snprintf(why, whylen, "out of memory"); return -1; }
+  rv->v = v;
+  rv->v[rv->n++] = (revoked_key){ .blob = blob, .len = (size_t)n, .line = line };
+  return 0;
+}
+
+/* Read known_hosts into kh, a line at a time (see the top), and its @revoked
+   keys into rv (the caller frees them with revoked_free, also on error). A
+   missing file is an empty one. */
+static int read_known(LIBSSH2_KNOWNHOSTS *kh, revoked_keys *rv, const char *path,
+                      char *why, size_t whylen) {
   FILE *f = fopen(path, "re");
   if (!f) {
     if (errno == ENOENT || errno == ENOTDIR) return 0;
@@ -359,16 +444,24 @@ static int read_known(LIBSSH2_KNOWNHOSTS *kh, const char *path, char *why, size_
   char *l = NULL;
   size_t cap = 0;
   ssize_t n;
-  while ((n = getline(&l, &cap, f)) >= 0) {
+  unsigned long line = 0;
+  int rc = 0;
+  while (rc == 0 && (n = getline(&l, &cap, f)) >= 0) {
+    line++;
     while (n > 0 && (l[n - 1] == '\n' || l[n - 1] == '\r')) l[--n] = 0;
     char *p = l;
     while (*p == ' ' || *p == '\t') p++;
-    if (!*p || *p == '#' || *p == '@') continue;
+    if (!*p || *p == '#') continue;
+    if (*p == '@') {               /* a marker: never libssh2's (see the top) */
+      size_t mlen = strcspn(p, " \t");
+      if (mlen == 8 && !memcmp(p, "@revoked", 8)) rc = revoked_add(rv, p + 8, line, why, whylen);
+      continue;                    /* @cert-authority, or one OpenSSH does not know either */
+    }
     libssh2_knownhost_readline(kh, p, strlen(p), LIBSSH2_KNOWNHOST_FILE_OPENSSH);
   }
   free(l);
   fclose(f);
-  return 0;
+  return rc;
 }
 
 /* Put the key types known_hosts has for this host first in the host key
@@ -427,9 +520,12 @@ static int add_known(const char *home, const char *khname, const char *tname,
   return 0;
 }
 
-static int check_hostkey(farm_ssh *s, LIBSSH2_KNOWNHOSTS *kh, const char *host, int port,
-                         const char *khname, const char *home, int accept_new,
-                         char *err, size_t errlen) {
+/* The host's key against known_hosts: 0 when it may be trusted. A key marked
+   @revoked is refused first, whatever else known_hosts says of the host and
+   whatever accept_new, so it is never accepted and never appended. */
+static int check_hostkey(farm_ssh *s, LIBSSH2_KNOWNHOSTS *kh, const revoked_keys *rv,
+                         const char *host, int port, const char *khname, const char *home,
+                         int accept_new, char *err, size_t errlen) {
   size_t klen = 0;
   int type = 0;
   const char *key = libssh2_session_hostkey(s->sess, &klen, &type);
@@ -446,6 +542,14 @@ static int check_hostkey(farm_ssh *s, LIBSSH2_KNOWNHOSTS *kh, const char *host, 
   char fp[64] = "SHA256:?";
   const unsigned char *h = (const unsigned char *)libssh2_hostkey_hash(s->sess, LIBSSH2_HOSTKEY_HASH_SHA256);
   if (h) { memcpy(fp, "SHA256:", 7); b64(h, 32, fp + 7, 0); }
+  for (size_t i = 0; i < rv->n; i++) {
+    if (rv->v[i].len != klen || memcmp(rv->v[i].blob, key, klen)) continue;
+    /* OpenSSH: "Host key for HOST was revoked and you cannot connect to it" */
+    say(err, errlen, s->name, "the host key (%s %s) is marked @revoked in ~/.ssh/known_hosts line %lu: "
+        "it was revoked and you cannot connect to it (a stolen key may be posing as the host); the "
+        "host needs a new key: ask its administrator", t->name, fp, rv->v[i].line);
+    return FARM_ESSH;
+  }
   int c = libssh2_knownhost_check(kh, khname, key, klen, LIBSSH2_KNOWNHOST_TYPE_PLAIN |
                                   LIBSSH2_KNOWNHOST_KEYENC_RAW | t->known, NULL);
   if (c == LIBSSH2_KNOWNHOST_CHECK_MATCH) return 0;
@@ -832,6 +936,7 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
   if (rc < 0) { teardown(s, 0); return rc; }
 
   LIBSSH2_KNOWNHOSTS *kh = NULL;
+  revoked_keys rv = { NULL, 0 };
   s->sess = libssh2_session_init();
   if (!s->sess) { say(err, errlen, s->name, "out of memory"); rc = FARM_ENOMEM; goto fail; }
   libssh2_session_set_blocking(s->sess, 1);
@@ -839,7 +944,7 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
   if (!kh) { say(err, errlen, s->name, "out of memory"); rc = FARM_ENOMEM; goto fail; }
   char why[300], khpath[PATH_MAX + 32];
   snprintf(khpath, sizeof khpath, "%s/.ssh/known_hosts", home);
-  if (read_known(kh, khpath, why, sizeof why) < 0) {
+  if (read_known(kh, &rv, khpath, why, sizeof why) < 0) {
     say(err, errlen, s->name, "%s", why);
     rc = FARM_ESSH;
     goto fail;
@@ -854,9 +959,10 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
     rc = FARM_ESSH;
     goto fail;
   }
-  rc = check_hostkey(s, kh, host, port, khname, home, o->accept_new, err, errlen);
+  rc = check_hostkey(s, kh, &rv, host, port, khname, home, o->accept_new, err, errlen);
   libssh2_knownhost_free(kh);
   kh = NULL;
+  revoked_free(&rv);
   if (rc < 0) goto fail;
 
   rc = login(s, user, home, deadline, total, err, errlen);
@@ -901,6 +1007,7 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
 
 fail:
   if (kh) libssh2_knownhost_free(kh);
+  revoked_free(&rv);
   if (line && linelen) line[0] = 0;
   {
     long ms = left_ms(deadline);           /* the launch stays within its time */

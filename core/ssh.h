@@ -3,9 +3,11 @@
  *
  * The host key is checked against ~/.ssh/known_hosts before anything else, by
  * OpenSSH's rules: a host on a port other than 22 matches only `[host]:port`
- * entries (hashed or not); a changed key is refused; an unknown host is refused
- * with the ssh-keyscan line that would add it, unless accept_new (then the key
- * is added to known_hosts, as `StrictHostKeyChecking=accept-new` does).
+ * entries (hashed or not); a key marked `@revoked` is refused first, for any
+ * host and even with accept_new; a changed key is refused; an unknown host is
+ * refused with the ssh-keyscan line that would add it, unless accept_new (then
+ * the key is added to known_hosts, as `StrictHostKeyChecking=accept-new` does).
+ * `@cert-authority` lines are ignored.
  * Authentication: the SSH agent (SSH_AUTH_SOCK), else ~/.ssh/id_ed25519, then
  * ~/.ssh/id_ecdsa. An RSA key is refused with a message saying why (Debian's
  * libssh2 1.10 signs only with SHA-1, which OpenSSH refuses) and naming ed25519.
@@ -37,6 +39,7 @@ typedef struct farm_ssh_opts {
    the host and the fix, e.g.
      "host 127.0.0.1:2222: unknown host key; add it with: ssh-keyscan -p 2222 -t ed25519 127.0.0.1 >> ~/.ssh/known_hosts (or pass --accept-new-hosts)"
      "host h: the host key has CHANGED (ssh-ed25519 SHA256:...); if that is expected, remove the old line from ~/.ssh/known_hosts"
+     "host h: the host key (ssh-ed25519 SHA256:...) is marked @revoked in ~/.ssh/known_hosts line 3: it was revoked and you cannot connect to it (...); the host needs a new key: ask its administrator"
      "host h: login refused for user root (tried the SSH agent, ~/.ssh/id_ed25519, ~/.ssh/id_ecdsa)"
      "host h: 'farm' was not found there (sh: 1: farm: not found); install farm there or pass --remote-farm PATH"
    The last: the command exited before printing a line (its stderr is in err). */

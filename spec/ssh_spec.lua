@@ -158,6 +158,44 @@ for i = 1, 50 do fs[i]:result() end
     assert.is_truthy(r.err:find("CHANGED", 1, true), r.err)
   end)
 
+  it("refuses a host key marked @revoked in known_hosts, also with --accept-new-hosts, and never appends it", function()
+    local kh = HOME .. "/.ssh/known_hosts"
+    local saved = H.slurp(kh)
+    local key = H.slurp(DIR .. "/hostkey.pub"):match("^(%S+ %S+)")
+    local job = "print(require('farm').submit(function() return 7 end):result())"
+    local hosts = "-n 0 --hosts " .. q("127.0.0.1:" .. PORT)
+    local cases = {
+      { saved .. ("@revoked [127.0.0.1]:%d %s\n"):format(PORT, key), "" },
+      { saved .. ("@revoked [127.0.0.1]:%d %s\n"):format(PORT, key), "--accept-new-hosts " },
+      { ("@revoked [127.0.0.1]:%d %s\n"):format(PORT, key), "" },          -- no normal line
+      { ("@revoked [127.0.0.1]:%d %s\n"):format(PORT, key), "--accept-new-hosts " },
+    }
+    for _, c in ipairs(cases) do
+      H.write(kh, c[1])
+      local r = run(job, c[2] .. hosts)
+      local after = H.slurp(kh)
+      H.write(kh, saved)
+      assert.are_not.equal(0, r.code, r.err)
+      assert.are.equal(1, H.lines(r.err), r.err)
+      assert.is_truthy(r.err:find(("host 127.0.0.1:%d: the host key (ssh-ed25519 SHA256:"):format(PORT), 1, true), r.err)
+      assert.is_truthy(r.err:find("is marked @revoked in ~/.ssh/known_hosts line %d+: it was revoked and you " ..
+        "cannot connect to it"), r.err)
+      assert.are.equal(c[1], after)
+    end
+  end)
+
+  it("ignores @cert-authority lines: a normal line for the host still lets it in", function()
+    local kh = HOME .. "/.ssh/known_hosts"
+    local saved = H.slurp(kh)
+    local key = H.slurp(DIR .. "/hostkey.pub"):match("^(%S+ %S+)")
+    H.write(kh, ("@cert-authority * %s\n"):format(key) .. saved)
+    local r = run("print(require('farm').submit(function() return 7 end):result())",
+      "-n 0 --hosts " .. q("127.0.0.1:" .. PORT))
+    H.write(kh, saved)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("7\n", r.out)
+  end)
+
   it("says so when farm is not installed on the host", function()
     local r = H.run_script("require('farm').submit(function() end):result()",
       "--remote-farm /nonexistent/farm -n 0 --hosts " .. q("127.0.0.1:" .. PORT), 60,

@@ -3,7 +3,7 @@
  * 127.0.0.1 with throwaway keys (scripts/sshd-testbed): running a command and
  * reading its first line, what happens to it when the session closes, host key
  * checks by OpenSSH's rules (unknown, accept-new, changed, a portless line for
- * another port, hashed lines), refused logins (a wrong key, an RSA key), a
+ * another port, hashed lines, @revoked keys), refused logins (a wrong key, an RSA key), a
  * command that is not there, an unknown host name and a closed port. Runs from
  * the top of the tree, with HOME in the test bed. Everything it starts it
  * stops. TAP.
@@ -359,6 +359,59 @@ int main(void) {
   OK(try_login() == FARM_ESSH && has(err, "CHANGED"), "a hashed line with another key: CHANGED");
   put(kh, good);
   OK(try_login() == 0, "known_hosts as it was: it logs in again");
+
+  /* @revoked: the key is refused whatever else known_hosts says, and never
+     appended; libssh2 1.10 itself would read such a line as a host named
+     "@revoked" and drop the revocation */
+  char revoked[1000], rwant[700];
+  snprintf(revoked, sizeof revoked, "[127.0.0.1]:%d %s\n@revoked [127.0.0.1]:%d %s\n", port, hostkey, port, hostkey);
+  put(kh, revoked);
+  rc = try_login();
+  snprintf(rwant, sizeof rwant, "host 127.0.0.1:%d: the host key (ssh-ed25519 %s) is marked @revoked in "
+           "~/.ssh/known_hosts line 2: it was revoked and you cannot connect to it (a stolen key may be "
+           "posing as the host); the host needs a new key: ask its administrator", port, fp);
+  OK(rc == FARM_ESSH && !strcmp(err, rwant), "a @revoked host key is refused, though a normal line has it too");
+  OK(!strcmp(get(kh), revoked), "and known_hosts is left alone");
+  rc = launch(NULL, NULL, "127.0.0.1", port, "echo up", NULL, 1, 10);
+  OK(rc == FARM_ESSH && !strcmp(err, rwant), "...also with accept_new");
+  OK(!strcmp(get(kh), revoked), "and known_hosts is left alone");
+  snprintf(revoked, sizeof revoked, "@revoked [127.0.0.1]:%d %s\n", port, hostkey);
+  put(kh, revoked);
+  rc = try_login();
+  snprintf(rwant, sizeof rwant, "host 127.0.0.1:%d: the host key (ssh-ed25519 %s) is marked @revoked in "
+           "~/.ssh/known_hosts line 1: it was revoked", port, fp);
+  OK(rc == FARM_ESSH && !strncmp(err, rwant, strlen(rwant)), "a @revoked key with no normal line: refused, not unknown");
+  rc = launch(NULL, NULL, "127.0.0.1", port, "echo up", NULL, 1, 10);
+  OK(rc == FARM_ESSH && !strncmp(err, rwant, strlen(rwant)) && !strcmp(get(kh), revoked),
+     "...also with accept_new, which does not append it");
+  snprintf(revoked, sizeof revoked, "# keys\n[127.0.0.1]:%d %s\n  @revoked\t*.example.org,10.9.9.9 %s stolen\n",
+           port, hostkey, hostkey);
+  put(kh, revoked);
+  OK(try_login() == FARM_ESSH && has(err, "is marked @revoked in ~/.ssh/known_hosts line 3:"),
+     "a @revoked key is refused whatever host patterns its line has");
+  put(kh, good);
+  sh("ssh-keygen -H -f %s >/dev/null 2>&1", kh);
+  snprintf(revoked, sizeof revoked, "@revoked %s", get(kh));
+  put(kh, revoked);
+  OK(try_login() == FARM_ESSH && has(err, "is marked @revoked"), "...hashed ones too");
+  snprintf(revoked, sizeof revoked, "@revoked * %s\n%s", other, good);
+  put(kh, revoked);
+  OK(try_login() == 0, "another key marked @revoked does not keep the host out");
+  snprintf(revoked, sizeof revoked, "%s@revoked * ssh-ed25519 not-base64!\n", good);
+  put(kh, revoked);
+  rc = try_login();
+  snprintf(rwant, sizeof rwant, "host 127.0.0.1:%d: ~/.ssh/known_hosts line 2: the key on a @revoked line is "
+           "not a base64 key of type ssh-ed25519; fix or remove that line", port);
+  OK(rc == FARM_ESSH && !strcmp(err, rwant), "a @revoked line that cannot be read is an error, not skipped");
+  snprintf(revoked, sizeof revoked, "%s@revoked *\n", good);
+  put(kh, revoked);
+  OK(try_login() == FARM_ESSH && has(err, "line 2: a @revoked line needs host patterns, a key type and a key"),
+     "...as is one with no key");
+  snprintf(revoked, sizeof revoked, "@cert-authority * %s\n@cert-authority [127.0.0.1]:%d %s\n%s",
+           other, port, hostkey, good);
+  put(kh, revoked);
+  OK(try_login() == 0, "@cert-authority lines are ignored; the normal line still vouches for the host");
+  put(kh, good);
 
   /* ---- logging in ---- */
   char home3[300];

@@ -308,9 +308,8 @@ static void lobby_keys(const unsigned char *key, const unsigned char *nc, const 
   derive(key, "farm keys", nc, nn, cipher, k64, 64);
 }
 
-int farm__lobby_client(const char *url, const unsigned char key[FARM_KEYLEN], double timeout,
-                       size_t maxmsg, farm_link **out, char *err, size_t errlen) {
-  double until = farm__now() + timeout;
+static int lobby_once(const char *url, const unsigned char key[FARM_KEYLEN], double timeout,
+                      double until, size_t maxmsg, farm_link **out, char *err, size_t errlen) {
   farm_link *l = NULL;
   int rc = farm__lobby_link_open(&l, url, 0, err, errlen);
   if (rc < 0) return rc;
@@ -440,6 +439,18 @@ out:
   return rc;
 }
 
+/* A node short of something for a moment (descriptors under a flood of
+   connections) says "try again": so we do, while time is left. */
+int farm__lobby_client(const char *url, const unsigned char key[FARM_KEYLEN], double timeout,
+                       size_t maxmsg, farm_link **out, char *err, size_t errlen) {
+  double until = farm__now() + timeout;
+  for (;;) {
+    int rc = lobby_once(url, key, timeout, until, maxmsg, out, err, errlen);
+    if (rc != FARM_EAUTH || !strstr(err, "try again") || farm__now() + 0.2 >= until) return rc;
+    usleep(200000);
+  }
+}
+
 static farm_lobby_hs *lobby_find(farm_lobby *lb, const unsigned char *nc, double now) {
   for (int i = 0; i < FARM_LOBBY_PENDING; i++) {
     farm_lobby_hs *h = &lb->hs[i];
@@ -488,9 +499,8 @@ int farm__lobby_answer(farm_lobby *lb, const unsigned char key[FARM_KEYLEN], con
     farm_lobby_hs *h = lobby_find(lb, nc, now);
     if (!h) {                      /* a new hello (a repeated one is answered the same) */
       if (now - lb->window >= 1.0) { lb->window = now; lb->answered = 0; }
-      if (lb->answered >= FARM_LOBBY_RATE) {
+      if (lb->answered >= FARM_LOBBY_RATE) {   /* (counted, and logged once a minute) */
         lb->unanswered++;
-        snprintf(err, errlen, "more than %d hellos a second", FARM_LOBBY_RATE);
         return 0;
       }
       lb->answered++;

@@ -73,7 +73,7 @@
 #define RESULTS_BATCH 512
 #define RESULTS_BYTES (4u << 20)
 #define LOBBY_CAP 64               /* connections held before a handshake, at most */
-#define LOBBY_SCAN 0.5             /* seconds between looks at the lobby's connections */
+#define LOBBY_SCAN 0.25            /* seconds between looks at the lobby's connections */
 #define LOG_EVERY 60.0             /* a stranger's address is logged once a minute */
 #define CTL_FD 3                   /* a session's control socket to its lobby */
 
@@ -131,6 +131,7 @@ typedef struct node {
   uint64_t told_done;              /* ...and jobs done */
   double idle_at;                  /* when it last had no jobs (0: it has some) */
   char stranger[96];               /* the last stranger on our own link, logged once */
+  struct procfds *pf;              /* (for a look at who is connected) */
 } node;
 
 /* ---- log ------------------------------------------------------------------------- */
@@ -292,34 +293,62 @@ static void send_results(node *n) {
    are among this process's descriptors (a session's link, or the lobby's). */
 typedef struct conn { unsigned long inode; int fd; char addr[64]; } conn;
 
-static int scan_conns(unsigned port, conn *out, int max) {
+/* The descriptors a look at our connections reads through: opened once and
+   kept, because a stranger's flood may leave none free when we need to look. */
+typedef struct procfds { int dir, tcp; } procfds;   /* (its tag is named in node) */
+
+static void procfds_open(procfds *pf) {
+  pf->dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  pf->tcp = open("/proc/self/net/tcp", O_RDONLY | O_CLOEXEC);
+}
+static void procfds_close(procfds *pf) {
+  if (pf->dir >= 0) close(pf->dir);
+  if (pf->tcp >= 0) close(pf->tcp);
+  pf->dir = pf->tcp = -1;
+}
+
+static int scan_conns(const procfds *pf, unsigned port, conn *out, int max) {
   unsigned long *ino = NULL;
   int *fds = NULL, nfd = 0, cap = 0, n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *de;
-  while (d && (de = readdir(d))) {
-    char path[64], link[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%.20s", de->d_name);
-    ssize_t k = readlink(path, link, sizeof link - 1);
-    unsigned long i;
-    if (k <= 0) continue;
-    link[k] = 0;
-    if (sscanf(link, "socket:[%lu]", &i) != 1) continue;
-    if (nfd == cap) {
-      cap = cap ? 2 * cap : 256;
-      unsigned long *a = realloc(ino, (size_t)cap * sizeof *a);
-      int *b = a ? realloc(fds, (size_t)cap * sizeof *b) : NULL;
-      if (a) ino = a;
-      if (!b) break;
-      fds = b;
+  char dents[8192];
+  ssize_t got;
+  lseek(pf->dir, 0, SEEK_SET);
+  while (pf->dir >= 0 && (got = getdents64(pf->dir, dents, sizeof dents)) > 0) {
+    for (ssize_t at = 0; at < got; ) {
+      struct dirent64 *de = (struct dirent64 *)(dents + at);
+      at += de->d_reclen;
+      char path[64], link[64];
+      snprintf(path, sizeof path, "/proc/self/fd/%.20s", de->d_name);
+      ssize_t k = readlink(path, link, sizeof link - 1);
+      unsigned long i;
+      if (k <= 0) continue;
+      link[k] = 0;
+      if (sscanf(link, "socket:[%lu]", &i) != 1) continue;
+      if (nfd == cap) {
+        cap = cap ? 2 * cap : 256;
+        unsigned long *a = realloc(ino, (size_t)cap * sizeof *a);
+        if (a) ino = a;
+        int *b = a ? realloc(fds, (size_t)cap * sizeof *b) : NULL;
+        if (!b) { got = 0; break; }
+        fds = b;
+      }
+      ino[nfd] = i;
+      fds[nfd++] = atoi(de->d_name);
     }
-    ino[nfd] = i;
-    fds[nfd++] = atoi(de->d_name);
   }
-  if (d) closedir(d);
-  FILE *f = fopen("/proc/self/net/tcp", "r");
-  char line[512];
-  while (f && n < max && fgets(line, sizeof line, f)) {
+  /* the table of TCP sockets, read whole from its start through the kept descriptor */
+  farm_buf t;
+  farm__buf_init(&t);
+  for (off_t off = 0; pf->tcp >= 0 && farm__buf_reserve(&t, 65536) == 0; off += got) {
+    got = pread(pf->tcp, t.p + t.n, 65536, off);
+    if (got <= 0) break;
+    t.n += (size_t)got;
+  }
+  for (size_t at = 0; at < t.n && n < max; ) {
+    char *line = t.p + at, *end = memchr(line, '\n', t.n - at);
+    if (!end) break;
+    *end = 0;
+    at = (size_t)(end - t.p) + 1;
     unsigned lport, raddr, rport, st;
     unsigned long inode;
     if (sscanf(line, " %*d: %*8X:%4X %8X:%4X %2X %*s %*s %*s %*s %*s %lu", &lport, &raddr, &rport, &st, &inode) != 5 ||
@@ -337,7 +366,7 @@ static int scan_conns(unsigned port, conn *out, int max) {
       break;
     }
   }
-  if (f) fclose(f);
+  farm__buf_free(&t);
   free(ino);
   free(fds);
   return n;
@@ -358,9 +387,9 @@ static unsigned port_of(const char *url) {
 }
 
 /* The address of the peer on our port ("?" if none, "one of N" if several). */
-static void peer_addr(unsigned port, char *out, size_t len) {
+static void peer_addr(const procfds *pf, unsigned port, char *out, size_t len) {
   conn c[8];
-  int k = scan_conns(port, c, 8);
+  int k = scan_conns(pf, port, c, 8);
   if (k == 1) snprintf(out, len, "%s", c[0].addr);
   else if (k > 1) snprintf(out, len, "%s (one of %d connected)", c[k - 1].addr, k);
   else snprintf(out, len, "?");
@@ -514,7 +543,7 @@ static void start_session(node *n, const char *who) {
   n->sealed = 1;
   if (who != n->who) snprintf(n->who, sizeof n->who, "%s", who);
   char addr[96];
-  peer_addr(port_of(n->listen), addr, sizeof addr);
+  peer_addr(n->pf, port_of(n->listen), addr, sizeof addr);
   logf_(&n->lg, LOG_INFO, "client at %s (%s) authenticated; serving it", addr, n->who);
   /* the handshake is over: from now on a frame may be as large as a job's */
   farm__link_maxmsg(n->link, MAX_MESSAGE + (1u << 16));
@@ -687,7 +716,7 @@ static void receive(node *n) {
       /* not our client (it would open under our keys): a stranger holds our
          port; drop it, and our client's connection comes (nanomsg retries) */
       char addr[96];
-      peer_addr(port_of(n->listen), addr, sizeof addr);
+      peer_addr(n->pf, port_of(n->listen), addr, sizeof addr);
       if (strcmp(addr, n->stranger)) {
         logf_(&n->lg, LOG_WARN, "a stranger at %s spoke first on %s's link (its frame does not open "
               "under the session's keys): dropped it", addr, n->who);
@@ -794,7 +823,7 @@ static void serve(node *n) {
       }
       if (now - started > 1.0 && now - rebound > 1.0) {
         conn c[4];
-        if (rebound > 0 || scan_conns(port_of(n->listen), c, 4) > 0) farm__link_rebind(n->link);
+        if (rebound > 0 || scan_conns(n->pf, port_of(n->listen), c, 4) > 0) farm__link_rebind(n->link);
         rebound = now;
       }
     } else if (now - started > 60) {
@@ -898,6 +927,9 @@ static int session_main(void) {
   n->restart = a.restart;
   snprintf(n->listen, sizeof n->listen, "%.299s", a.bind);
   snprintf(n->who, sizeof n->who, "%s", a.acc.who);
+  procfds pf;
+  procfds_open(&pf);
+  n->pf = &pf;
   /* whatever the client's jobs start stays below us, to be stopped with them */
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -924,6 +956,7 @@ static int session_main(void) {
 out:
   sodium_memzero(&a, sizeof a);
   session_free(n);
+  procfds_close(&pf);
   if (n->lg.f) fclose(n->lg.f);
   return rc;
 }
@@ -958,6 +991,7 @@ typedef struct lobby {
   int nconns;
   told logged[32];                 /* addresses logged in the last minute */
   int sigfd, stop, status, served;
+  procfds pf;                      /* (kept open: a flood may leave no descriptor free) */
   uint64_t sessions, auth_failed, dropped, dropped_conns, done, failed;
   uint64_t unanswered_told;
 } lobby;
@@ -1035,6 +1069,12 @@ static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* a flood may have filled the table: keep only what the session needs */
+    unsigned keep1 = (unsigned)sv[1], keep2 = L->logfd >= 0 ? (unsigned)L->logfd : keep1;
+    if (keep2 < keep1) { unsigned t = keep1; keep1 = keep2; keep2 = t; }
+    if (keep1 > 3) close_range(3, keep1 - 1, 0);
+    if (keep2 > keep1 + 1) close_range(keep1 + 1, keep2 - 1, 0);
+    close_range(keep2 + 1, ~0U, 0);
     /* (out of the way first: either may be 3 or 4 now) */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     int ctl = fcntl(sv[1], F_DUPFD_CLOEXEC, 10), log = L->logfd >= 0 ? fcntl(L->logfd, F_DUPFD_CLOEXEC, 10) : -1;
@@ -1123,7 +1163,7 @@ static void watch_lobby(lobby *L, double now) {
   conn *c = malloc((size_t)cap * sizeof *c);
   seen *s = malloc((size_t)cap * sizeof *s);
   if (!c || !s) { free(c); free(s); return; }
-  int n = scan_conns(L->port, c, cap), kept = 0;
+  int n = scan_conns(&L->pf, L->port, c, cap), kept = 0;
   for (int i = 0; i < n; i++) {
     s[i] = (seen){ c[i].inode, now };
     for (int j = 0; j < L->nconns; j++)
@@ -1178,7 +1218,6 @@ static void lobby_receive(lobby *L) {
     farm_lobby_client acc;
     memset(&acc, 0, sizeof acc);
     char err[200] = "";
-    int type = len >= 4 ? ((const unsigned char *)m)[3] : -1;
     int r = farm__lobby_answer(&L->lb, L->key, m, len, &out, &acc, err, sizeof err);
     farm__link_free(m);
     char addr[96];
@@ -1196,16 +1235,16 @@ static void lobby_receive(lobby *L) {
       }
     } else if (r == FARM_EAUTH) {
       L->auth_failed++;
-      peer_addr(L->port, addr, sizeof addr);
+      peer_addr(&L->pf, L->port, addr, sizeof addr);
       logf_(&L->lg, LOG_WARN, "authentication failed: client at %s (says it is %s): %s",
             addr, acc.who[0] ? acc.who : "?", err + sizeof "authentication failed: " - 1);
-    } else if (err[0] && type != FARM_MSG_AUTH1) {
+    } else if (err[0]) {
       L->dropped++;
-      peer_addr(L->port, addr, sizeof addr);
+      peer_addr(&L->pf, L->port, addr, sizeof addr);
       if (worth_logging(L, addr, farm__now()))
         logf_(&L->lg, LOG_WARN, "dropped %zu bytes from %s before a handshake: %s (logged once a minute)",
               len, addr, err);
-    } else if (err[0]) L->dropped++;
+    }
     sodium_memzero(&acc, sizeof acc);
     if (out.n) farm__link_send(L->link, out.p, out.n, 1);   /* (lost: REQ asks again) */
     farm__buf_free(&out);
@@ -1353,6 +1392,9 @@ static int connect_main(node *n) {
   char err[600];
   n->sigfd = block_signals();
   prctl(PR_SET_CHILD_SUBREAPER, 1);
+  procfds pf;
+  procfds_open(&pf);
+  n->pf = &pf;
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
   farm__buf_init(&n->res);
@@ -1370,6 +1412,7 @@ static int connect_main(node *n) {
   rc = n->status;
 out:
   session_free(n);
+  procfds_close(&pf);
   return rc;
 }
 
@@ -1486,6 +1529,7 @@ int farm_node_main(int argc, char **argv) {
 
   static lobby L;                               /* (large: not on the stack; one per process) */
   memset(&L, 0, sizeof L);
+  L.pf.dir = L.pf.tcp = -1;
   L.lg.level = n->lg.level;
   L.logfd = -1;
   L.launched = n->launched;
@@ -1536,6 +1580,7 @@ int farm_node_main(int argc, char **argv) {
     if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) { logf_(&L.lg, LOG_ERROR, "%s", err); goto out; }
   }
   L.sigfd = block_signals();
+  procfds_open(&L.pf);
   sweep_workdirs();
   if (pidfile) {
     FILE *f = fopen(pidfile, "w");
@@ -1553,6 +1598,7 @@ int farm_node_main(int argc, char **argv) {
   if (pidfile) unlink(pidfile);
 out:
   farm__link_close(L.link);
+  procfds_close(&L.pf);
   if (L.sigfd > 0) close(L.sigfd);
   sodium_memzero(L.key, sizeof L.key);
   if (L.lg.f) fclose(L.lg.f);

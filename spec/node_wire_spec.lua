@@ -33,7 +33,7 @@ describe("node links and other protocol versions", function()
     os.execute("sleep 0.3")
     -- an AUTH1 from "version 9"
     local data = H.tmp("Fm\9\32" .. string.rep("x", 40), ".bin")
-    local cat = bg(("timeout 2 nanocat --pair --connect tcp://127.0.0.1:%d --file %s -i 0.3")
+    local cat = bg(("timeout 2 nanocat --req --connect tcp://127.0.0.1:%d --file %s -i 0.3")
       :format(port, q(data)))
     assert.is_true(H.wait_gone({ cat }, 10))
     local log = H.slurp(dir .. "/log")
@@ -47,7 +47,7 @@ describe("node links and other protocol versions", function()
   it("a client facing a node of another protocol version says so in one line", function()
     -- a "node" that answers everything with an AUTH2 of version 9
     local data = H.tmp("Fm\9\33" .. string.rep("y", 70), ".bin")
-    local fake = bg(("nanocat --pair --bind tcp://127.0.0.1:%d --file %s -i 0.05"):format(port, q(data)))
+    local fake = bg(("nanocat --rep --bind tcp://127.0.0.1:%d --data %s"):format(port, q(H.slurp(data))))
     os.execute("sleep 0.3")
     local r = H.run_script("require('farm').submit(function() end):result()",
       ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)), 60)
@@ -59,8 +59,7 @@ describe("node links and other protocol versions", function()
   end)
 
   it("a client facing something that is not a farm node says so in one line", function()
-    local data = H.tmp("hello, I am not farm", ".bin")
-    local fake = bg(("nanocat --pair --bind tcp://127.0.0.1:%d --file %s -i 0.05"):format(port, q(data)))
+    local fake = bg(("nanocat --rep --bind tcp://127.0.0.1:%d --data 'hello, I am not farm'"):format(port))
     os.execute("sleep 0.3")
     local r = H.run_script("require('farm').submit(function() end):result()",
       ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)), 60)

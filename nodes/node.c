@@ -50,6 +50,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -424,18 +425,53 @@ static void sweep_workdirs(void) {
   closedir(d);
 }
 
+/* A session's jobs' directory, hidden from the node's other sessions: in a
+   mount namespace of the session's own, the directory holds (bind mount) a
+   directory kept under the lobby's `-d` directory, and that one is covered by
+   an empty tmpfs, so no process of another client's, which sees neither
+   mount, finds this client's files by any path; and none of ours finds
+   theirs. Needs CAP_SYS_ADMIN (a node run as root); else -1 and the directory
+   is plain (README, security model). */
+static int hide_workdir(const char *data, const char *work, const char *parent) {
+  if (unshare(CLONE_NEWNS) < 0) return -1;
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return -1;
+  if (mount(data, work, NULL, MS_BIND, NULL) < 0) return -1;
+  if (mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0") < 0) {
+    umount2(work, MNT_DETACH);
+    return -1;
+  }
+  return 0;
+}
+
 /* Each client's jobs run in a directory of their own (files shipped to them
    land there, and what they leave goes with the client): the workers start in
    it, so the node works from it while that engine lives. */
 static int open_engine(node *n, char *err, size_t errlen) {
   const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/tmp";
   char who[64];                    /* a session's: its lobby's pid, then its own */
   if (n->lobbied) snprintf(who, sizeof who, "%ld-%ld", (long)getppid(), (long)getpid());
   else snprintf(who, sizeof who, "%ld", (long)getpid());
-  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", who);
-  if (!mkdtemp(n->workdir) || chdir(n->workdir) < 0) {
+  snprintf(n->workdir, sizeof n->workdir, "%s/farm-node-%s-XXXXXX", tmp, who);
+  if (!mkdtemp(n->workdir)) {
     snprintf(err, errlen, "cannot make the jobs' directory %.300s: %s", n->workdir, strerror(errno));
     n->workdir[0] = 0;
+    return -1;
+  }
+  if (n->lobbied) {
+    char parent[PATH_MAX], data[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s/farm-node-%ld-d", tmp, (long)getppid());
+    int k = snprintf(data, sizeof data, "%s/%ld-XXXXXX", parent, (long)getpid());
+    if (k > 0 && (size_t)k < sizeof data && (mkdir(parent, 0700) == 0 || errno == EEXIST) && mkdtemp(data)) {
+      if (hide_workdir(data, n->workdir, parent) < 0) {
+        logf_(&n->lg, LOG_DEBUG, "the jobs' directory of %s is not hidden from other clients' jobs: %s",
+              n->who, strerror(errno));
+        rmdir(data);
+      }
+    }
+  }
+  if (chdir(n->workdir) < 0) {
+    snprintf(err, errlen, "cannot work in the jobs' directory %.300s: %s", n->workdir, strerror(errno));
     return -1;
   }
   farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart,
@@ -1100,20 +1136,28 @@ static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size
   return port;
 }
 
-static void remove_workdirs_of(pid_t lobby_pid, pid_t pid) {
-  const char *tmp = getenv("TMPDIR");
-  if (!tmp || !*tmp) tmp = "/tmp";
-  char prefix[64];
-  snprintf(prefix, sizeof prefix, "farm-node-%ld-%ld-", (long)lobby_pid, (long)pid);
-  DIR *d = opendir(tmp);
+static void remove_dirs_named(const char *in, const char *prefix) {
+  DIR *d = opendir(in);
   struct dirent *e;
   while (d && (e = readdir(d))) {
     char path[PATH_MAX];
     if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
-    snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+    snprintf(path, sizeof path, "%s/%s", in, e->d_name);
     nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
   }
   if (d) closedir(d);
+}
+
+/* A session's jobs' directory and the one behind it (open_engine). */
+static void remove_workdirs_of(pid_t lobby_pid, pid_t pid) {
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/tmp";
+  char prefix[64], parent[PATH_MAX];
+  snprintf(prefix, sizeof prefix, "farm-node-%ld-%ld-", (long)lobby_pid, (long)pid);
+  remove_dirs_named(tmp, prefix);
+  snprintf(parent, sizeof parent, "%s/farm-node-%ld-d", tmp, (long)lobby_pid);
+  snprintf(prefix, sizeof prefix, "%ld-", (long)pid);
+  remove_dirs_named(parent, prefix);
 }
 
 static void reap(lobby *L) {
@@ -1123,11 +1167,13 @@ static void reap(lobby *L) {
     for (int i = 0; i < L->nkids; i++) {
       kid *k = &L->kids[i];
       if (k->pid != pid) continue;
-      if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0)) {
+      if (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0))
         logf_(&L->lg, LOG_WARN, "the session of %s (pid %ld) ended %s %d", k->who, (long)pid,
               WIFSIGNALED(st) ? "by signal" : "with status", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-        remove_workdirs_of(getpid(), pid);    /* (one killed outright leaves its directory) */
-      }
+      /* its directories: empty after a clean end (the one its jobs saw was a
+         mount point there, which only we may remove); one killed outright
+         leaves them full */
+      remove_workdirs_of(getpid(), pid);
       L->done += k->done;
       L->failed += k->failed;
       close(k->ctl);
@@ -1324,6 +1370,10 @@ static int lobby_main(lobby *L) {
   }
   stop_kids(L);
   free(L->conns);
+  const char *tmp = getenv("TMPDIR");
+  char parent[PATH_MAX];
+  snprintf(parent, sizeof parent, "%s/farm-node-%ld-d", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+  rmdir(parent);
   return L->status;
 }
 

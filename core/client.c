@@ -636,7 +636,9 @@ static int l_wait(lua_State *L) {
    state has loaded, never a require) and its globals never reach ours. */
 /* How l_result decodes j's blocks (its arguments 2-4: resolve, cache,
    resolve_loaded); pushes one slot (the env, or nil for a fresh one). From
-   another host: globals it brings go to a table of their own, never ours. */
+   another host: decoding runs none of its code, its metatables are only our
+   classes, and its globals and functions get a sandbox of their own, never
+   our globals (codec.h). */
 static farm_decoder result_decoder(lua_State *L, farm_job *j) {
   farm_decoder d = {0};
   if (j->untrusted) lua_pushnil(L); else lua_pushglobaltable(L);

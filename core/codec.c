@@ -284,11 +284,23 @@ static void push_envmt(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &envmt_key);
 }
 
+/* The environment of what arrives from another host (see push_sandbox) has a
+   metatable of its own, with no __index: it reaches nothing of ours. It still
+   counts as a decoded environment when its functions are shipped on. */
+static const char sandboxmt_key = 0;
+
+/* 1 when the table at the top is the registry's table at key. */
+static int is_registry_table(lua_State *L, const char *key) {
+  int is = lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE && lua_rawequal(L, -1, -2);
+  lua_pop(L, 1);
+  return is;
+}
+
 /* 1 when the table at idx is a decoder's environment. */
 static int is_decoded_env(lua_State *L, int idx) {
   if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
-  int is = lua_rawgetp(L, LUA_REGISTRYINDEX, &envmt_key) == LUA_TTABLE && lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
+  int is = is_registry_table(L, &envmt_key) || is_registry_table(L, &sandboxmt_key);
+  lua_pop(L, 1);
   return is;
 }
 
@@ -947,6 +959,8 @@ typedef struct dec {
   int refs;          /* stack slot: the tables and functions by number (nil until needed) */
   int env;           /* stack slot: the environment when d->env is 0 (nil until needed) */
   int maker;         /* stack slot: the fresh-_ENV-cell maker (nil until needed) */
+  int classes;       /* stack slot: untrusted, the classes of ours named so far, value ->
+                        true, which later metatables may refer to (nil until needed) */
   lua_Integer nrefs;
   int depth;
   uint64_t slots;    /* table slots that may still be preallocated (see decode_table) */
@@ -979,6 +993,86 @@ static void dec_enter(dec *D) {
 
 static const char chain_env_key = 0;
 
+/* What a function from another host may use, as lib, "name name ..." (lib
+   NULL: the base functions): the pure part of the standard library, so that
+   `function(x) return math.floor(x) end` works there as here. Left out, on
+   purpose: whatever reaches our state, files or process (load, loadfile,
+   dofile, require, package, io, os, debug, getmetatable, setmetatable, rawset,
+   collectgarbage, print, string.dump, math.randomseed). */
+static const char *const sandbox_lib[][2] = {
+  { NULL, "assert error ipairs next pairs pcall rawequal rawget rawlen select tonumber "
+          "tostring type xpcall _VERSION" },
+  { "string", "byte char find format gmatch gsub len lower match pack packsize rep reverse "
+              "sub unpack upper" },
+  { "table", "concat insert move pack remove sort unpack" },
+  { "math", "abs ceil cos deg exp floor fmod huge log max maxinteger min mininteger modf pi "
+            "rad random sin sqrt tan tointeger type ult" },
+  { "utf8", "char charpattern codepoint codes len offset" },
+  { "coroutine", "close create isyieldable resume running status wrap yield" },
+};
+
+/* Copy the fields named in names (space-separated) from the table at from to
+   the table at to. Only C functions, numbers and strings are copied: a field
+   our script replaced with a Lua function of its own (which would see our
+   globals) is left out, and so is anything else it put there. */
+static void copy_fields(lua_State *L, int from, int to, const char *names) {
+  while (*names) {
+    const char *end = strchr(names, ' ');
+    size_t n = end ? (size_t)(end - names) : strlen(names);
+    lua_pushlstring(L, names, n);
+    lua_pushvalue(L, -1);
+    int t = lua_rawget(L, from);
+    if (lua_iscfunction(L, -1) || t == LUA_TNUMBER || t == LUA_TSTRING) lua_rawset(L, to);
+    else lua_pop(L, 2);
+    names += n + (end != NULL);
+  }
+}
+
+/* Push a new environment for what arrives from another host: copies of the
+   libraries in sandbox_lib (fresh tables, so a function that writes math.x
+   writes its own math), and nothing else. It has no __index: our globals are
+   out of its reach. Its metatable (one per state, empty but for a __name) is
+   how is_decoded_env knows it. */
+static void push_sandbox(lua_State *L) {
+  luaL_checkstack(L, 10, NULL);
+  lua_createtable(L, 0, 24);
+  int env = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  int g = env + 1;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  int loaded = env + 2;
+  for (size_t i = 0; i < sizeof sandbox_lib / sizeof sandbox_lib[0]; i++) {
+    const char *lib = sandbox_lib[i][0];
+    if (!lib) {
+      copy_fields(L, g, env, sandbox_lib[i][1]);
+      continue;
+    }
+    lua_pushstring(L, lib);
+    if (lua_rawget(L, loaded) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      continue;                        /* a library this state never opened */
+    }
+    lua_pushstring(L, lib);
+    lua_newtable(L);
+    copy_fields(L, env + 3, env + 5, sandbox_lib[i][1]);
+    lua_rawset(L, env);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, env);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &sandboxmt_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "farm sandbox");
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sandboxmt_key);
+  }
+  lua_setmetatable(L, env);
+}
+
 static void push_env(dec *D) {
   lua_State *L = D->L;
   if (D->d->env) {
@@ -986,9 +1080,13 @@ static void push_env(dec *D) {
     return;
   }
   if (lua_isnil(L, D->env)) {
-    lua_newtable(L);
-    push_envmt(L);
-    lua_setmetatable(L, -2);
+    if (D->d->untrusted) {
+      push_sandbox(L);
+    } else {
+      lua_newtable(L);
+      push_envmt(L);
+      lua_setmetatable(L, -2);
+    }
     /* its own _G: in the sender, _G is the table its globals are in, and
        `_G.helper` finds the helper that travelled here as a global */
     lua_pushvalue(L, -1);
@@ -1116,6 +1214,9 @@ static int resolve_class(dec *D, const char *s, size_t n) {
 
 static void decode_table(dec *D, int withmt);
 
+#define METAVALUE_MSG "a value from another host carries a metatable by value " \
+                      "(only classes this side names may be metatables)"
+
 /* CLASS str(name) (NIL | TABLE | TABLEMT): pushes the metatable. */
 static void decode_class(dec *D) {
   lua_State *L = D->L;
@@ -1134,11 +1235,48 @@ static void decode_class(dec *D) {
     }
     add_ref(D, lua_gettop(L));
   } else if (tag == FARM_T_TABLE || tag == FARM_T_TABLEMT) {
+    if (D->d->untrusted) malformed(L, METAVALUE_MSG);
     decode_table(D, tag == FARM_T_TABLEMT);   /* the sender's class: this copy */
   } else {
     malformed(L, "bad class value (tag %d)", (int)tag);
   }
   if (D->d->record) record_name(L, -1, s, n);
+}
+
+/* A metatable from another host: a metatable runs code of its own (__gc at
+   the next collection, __index, __close, ...), so it may only be a table of
+   ours that this side names: CLASS name NIL (one of our classes), MODREF or
+   MODULE (a value we have loaded), or a REF to a class of ours named before in
+   the block. A table of the sender's, however it comes (TABLE, CLASS with a
+   copy, GLOBALS, a REF to a table decoded here), is refused. Pushes it. */
+static void decode_named_meta(dec *D) {
+  lua_State *L = D->L;
+  if (D->r.p >= D->r.end) malformed(L, "truncated");
+  unsigned tag = *D->r.p;
+  if (tag == FARM_T_CLASS) {
+    D->r.p++;
+    decode_class(D);                   /* (refuses a copy) */
+    if (lua_isnil(L, D->classes)) {
+      lua_newtable(L);
+      lua_replace(L, D->classes);
+    }
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, D->classes);
+    return;
+  }
+  if (tag != FARM_T_MODREF && tag != FARM_T_MODULE && tag != FARM_T_REF)
+    malformed(L, METAVALUE_MSG);
+  decode_value(D);
+  if (tag == FARM_T_REF) {
+    int ours = lua_istable(L, D->classes);
+    if (ours) {
+      lua_pushvalue(L, -1);
+      ours = lua_rawget(L, D->classes) != LUA_TNIL;
+      lua_pop(L, 1);
+    }
+    if (!ours) malformed(L, METAVALUE_MSG);
+  }
 }
 
 static void decode_table(dec *D, int withmt) {
@@ -1180,7 +1318,9 @@ static void decode_table(dec *D, int withmt) {
     lua_rawset(L, t);
   }
   if (withmt) {
-    if (D->r.p < D->r.end && *D->r.p == FARM_T_CLASS) {
+    if (D->d->untrusted) {
+      decode_named_meta(D);
+    } else if (D->r.p < D->r.end && *D->r.p == FARM_T_CLASS) {
       D->r.p++;
       decode_class(D);
     } else {
@@ -1288,6 +1428,169 @@ static void give_fresh_env_of(dec *D, int idx, int sealed) {
   lua_pop(L, 1);
 }
 
+/* ---- what a function from another host does while it is made ----
+ *
+ * FUNC text compiles to a chunk that is called to make the function. From
+ * another host that call must run nothing the sender wrote: `while true do
+ * end` or `("x"):rep(2^30)` before the `return function` would run here, in
+ * our process. Honest text (lua/ship.lua's verify_function) is only
+ * declarations and the function, `local a, b <const>; local c <close>; return
+ * function ... end`, whose main function does nothing but load nils, mark a
+ * nil to be closed and make closures. So before the call its compiled form is
+ * read (lua_dump, stripped) and every instruction of the main function must be
+ * one of those: there are no jumps among them, so the call runs each at most
+ * once, in order, and ends. The closures' own bodies run only when called.
+ * Anything else (a main chunk, which ships as `return load(...)`, included) is
+ * refused unrun. The text is compiled by our own compiler, so the code is
+ * well-formed: only what it does is in question.
+ */
+#if LUA_VERSION_NUM != 504
+#error "codec.c reads Lua 5.4's compiled form (check_makes_only): review it for this Lua"
+#endif
+
+/* Lua 5.4's opcodes (lopcodes.h), numbered as there, for the message. */
+static const char *const opnames[] = {
+  "MOVE", "LOADI", "LOADF", "LOADK", "LOADKX", "LOADFALSE", "LFALSESKIP", "LOADTRUE",
+  "LOADNIL", "GETUPVAL", "SETUPVAL", "GETTABUP", "GETTABLE", "GETI", "GETFIELD",
+  "SETTABUP", "SETTABLE", "SETI", "SETFIELD", "NEWTABLE", "SELF", "ADDI", "ADDK", "SUBK",
+  "MULK", "MODK", "POWK", "DIVK", "IDIVK", "BANDK", "BORK", "BXORK", "SHRI", "SHLI", "ADD",
+  "SUB", "MUL", "MOD", "POW", "DIV", "IDIV", "BAND", "BOR", "BXOR", "SHL", "SHR", "MMBIN",
+  "MMBINI", "MMBINK", "UNM", "BNOT", "NOT", "LEN", "CONCAT", "CLOSE", "TBC", "JMP", "EQ",
+  "LT", "LE", "EQK", "EQI", "LTI", "LEI", "GTI", "GEI", "TEST", "TESTSET", "CALL",
+  "TAILCALL", "RETURN", "RETURN0", "RETURN1", "FORLOOP", "FORPREP", "TFORPREP", "TFORCALL",
+  "TFORLOOP", "SETLIST", "CLOSURE", "VARARG", "VARARGPREP", "EXTRAARG"
+};
+enum {
+  OPC_MOVE = 0, OPC_LOADI = 1, OPC_LOADF = 2, OPC_LOADK = 3, OPC_LOADFALSE = 5,
+  OPC_LOADTRUE = 7, OPC_LOADNIL = 8, OPC_TBC = 55, OPC_RETURN = 70, OPC_RETURN0 = 71,
+  OPC_RETURN1 = 72, OPC_CLOSURE = 79, OPC_VARARGPREP = 81, OPC_NUM = 83
+};
+
+typedef struct dumpbuf {
+  luaL_Buffer B;
+  int init;
+} dumpbuf;
+
+/* lua_dump's writer, as string.dump's: the buffer is begun at the first
+   write, once lua_dump has taken the function from the top of the stack. */
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  dumpbuf *w = ud;
+  if (!w->init) {
+    w->init = 1;
+    luaL_buffinit(L, &w->B);
+  }
+  luaL_addlstring(&w->B, p, n);
+  return 0;
+}
+
+/* A size as ldump.c writes it: 7 bits a byte, most significant first, the
+   last byte marked by its high bit. 0 when it runs past end. */
+static int dumped_size(const unsigned char **p, const unsigned char *end, size_t *out) {
+  size_t x = 0;
+  unsigned b;
+  do {
+    if (*p >= end || x > (SIZE_MAX >> 7)) return 0;
+    b = *(*p)++;
+    x = (x << 7) | (b & 0x7f);
+  } while (!(b & 0x80));
+  *out = x;
+  return 1;
+}
+
+/* Raise unless the main function of the chunk at c (compiled from a FUNC's
+   text, on `line`) only declares and makes closures (see above). A chunk
+   that passed is remembered (weakly), so a cached one is read once. */
+static const char checked_key = 0;
+
+static void check_makes_only(dec *D, int c, uint64_t line) {
+  lua_State *L = D->L;
+  luaL_checkstack(L, 8, NULL);
+  push_record(L, &checked_key, "k");
+  lua_pushvalue(L, c);
+  int known = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (known) {
+    lua_pop(L, 1);
+    return;
+  }
+  int top = lua_gettop(L);
+  dumpbuf w;
+  w.init = 0;
+  lua_pushvalue(L, c);
+  lua_dump(L, dump_writer, &w, 1);
+  if (!w.init) luaL_buffinit(L, &w.B);
+  luaL_pushresult(&w.B);
+  size_t n;
+  const unsigned char *p = (const unsigned char *)lua_tolstring(L, -1, &n);
+  const unsigned char *end = p + n;
+
+  /* header: "\x1bLua", version, format, LUAC_DATA, the sizes of Instruction,
+     lua_Integer and lua_Number, LUAC_INT, LUAC_NUM; then the number of
+     upvalues, the source (0: stripped), linedefined, lastlinedefined,
+     numparams, is_vararg, maxstacksize, and the code */
+  static const unsigned char head[] = "\x1bLua\x54\x00\x19\x93\r\n\x1a\n";
+  size_t hdr = sizeof head - 1 + 3 + sizeof(lua_Integer) + sizeof(lua_Number);
+  size_t src, ldef, lastdef, ncode = 0;
+  int ok = n > hdr + 1 && memcmp(p, head, sizeof head - 1) == 0 && p[12] == 4 &&
+           p[13] == sizeof(lua_Integer) && p[14] == sizeof(lua_Number);
+  if (ok) {
+    p += hdr + 1;
+    ok = dumped_size(&p, end, &src) && src == 0 && dumped_size(&p, end, &ldef) &&
+         dumped_size(&p, end, &lastdef) && end - p > 3;
+  }
+  if (ok) {
+    p += 3;
+    ok = dumped_size(&p, end, &ncode) && ncode <= (size_t)(end - p) / 4;
+  }
+  if (!ok) luaL_error(L, "farm codec: cannot read Lua's compiled form of a function");
+
+  /* registers known to hold nil or false: the only values TBC may mark (a
+     value with a __close of some metatable would run it when the chunk returns) */
+  unsigned char nilish[512] = {0};
+  const char *bad = NULL;
+  size_t at = 0;
+  for (; at < ncode && !bad; at++, p += 4) {
+    uint32_t i;
+    memcpy(&i, p, 4);
+    unsigned op = i & 0x7f, a = (i >> 7) & 0xff, b = (i >> 16) & 0xff;
+    switch (op) {
+    case OPC_VARARGPREP: case OPC_RETURN: case OPC_RETURN0: case OPC_RETURN1:
+      break;
+    case OPC_LOADNIL:
+      memset(nilish + a, 1, b + 1);
+      break;
+    case OPC_LOADFALSE:
+      nilish[a] = 1;
+      break;
+    case OPC_MOVE:
+      nilish[a] = nilish[b];
+      break;
+    case OPC_LOADI: case OPC_LOADF: case OPC_LOADK: case OPC_LOADTRUE: case OPC_CLOSURE:
+      nilish[a] = 0;
+      break;
+    case OPC_TBC:
+      if (!nilish[a]) bad = "TBC of a value that may have a __close";
+      break;
+    default:
+      bad = op < OPC_NUM ? opnames[op] : "an unknown instruction";
+    }
+  }
+  if (bad) {
+    lua_Debug ar;
+    lua_pushvalue(L, c);
+    lua_getinfo(L, ">S", &ar);
+    malformed(L, "a function from another host runs code while it is made (%s, instruction %d "
+              "of the text around it at %s:%I: only local declarations and 'return function' "
+              "may stand there, so no statements and no main chunk)",
+              bad, (int)at, ar.short_src, (LUAI_UACINT)line);
+  }
+  lua_settop(L, top);
+  lua_pushvalue(L, c);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 /* The number of the upvalue of the function at f called name[0..n); raises if none. */
 static int upvalue_named(lua_State *L, int f, const char *name, size_t n) {
   const char *un;
@@ -1361,6 +1664,7 @@ static void decode_function(dec *D) {
     compile(D, chunk, nchunk, line, text, ntext);
   }
   int c = lua_gettop(L);
+  if (d->untrusted) check_makes_only(D, c, line);
   give_fresh_env_of(D, c, d->untrusted);
   lua_pushvalue(L, c);
   lua_call(L, 0, 1);
@@ -1496,15 +1800,17 @@ int farm__codec_decode(lua_State *L, const void *p, size_t len,
   lua_pushnil(L);
   lua_pushnil(L);
   lua_pushnil(L);
+  lua_pushnil(L);
   D.refs = base + 1;
   D.env = base + 2;
   D.maker = base + 3;
+  D.classes = base + 4;
   if (d->chain) {                      /* carry on from the block before */
     lua_pushvalue(L, d->chain);
     lua_replace(L, D.refs);
     D.nrefs = (lua_Integer)lua_rawlen(L, d->chain);
     if (!d->env && lua_rawgetp(L, d->chain, &chain_env_key) == LUA_TTABLE) lua_replace(L, D.env);
-    else lua_settop(L, base + 3);
+    else lua_settop(L, base + 4);
   }
 
   uint64_t n = farm__rd_uvar(&D.r);

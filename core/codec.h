@@ -72,6 +72,33 @@
  * together, and the lines its functions start after (a function may start on
  * line 1,000,000 at most; all those compiled, 64 lines per message byte plus
  * 1,000,000 in all).
+ *
+ * Decoding what another host sent (farm_decoder.untrusted: a node's results)
+ * runs nothing that host wrote, and what it decodes reaches nothing of ours
+ * that we did not name:
+ *   - A FUNC's text is compiled and its main function read (lua_dump) before
+ *     it is called to make the function: it may only declare locals (nil, or
+ *     a nil <close>) and make closures, `local a, b <const>; return function
+ *     ... end`, which has no jumps and so ends. Anything else is refused
+ *     unrun ("a function from another host runs code while it is made"), a
+ *     main chunk (sent as `return load(...)`) included.
+ *   - A TABLEMT's metatable must be ours, named: CLASS name NIL (a class we
+ *     have), MODREF or MODULE (resolved by d->resolve among what we loaded), or
+ *     a REF to a class named so before in the block. A metatable by value
+ *     (TABLE, CLASS with a copy, GLOBALS, a REF to a table of the message) is
+ *     refused: its __gc, __index or __close would be the sender's code, run by
+ *     us later.
+ *   - Without d->env, the block's environment (what GLOBALS decodes to, where
+ *     the globals section goes, and every function's _ENV) is a sandbox: a new
+ *     table with copies of the pure standard library (string, table, math,
+ *     utf8, coroutine and base functions such as pairs, type, tostring,
+ *     pcall), and no load, require, dofile, io, os, debug, package,
+ *     getmetatable, setmetatable or collectgarbage; no __index to our globals.
+ *   - Cost: compiles and the rest are bounded by the message's length as above;
+ *     a FUNC's text is only compiled, and compiling is linear in the text.
+ * Not covered here: which names d->resolve gives values for (MODREF lets the
+ * sender name any value we have loaded, and a function of its may hold it as
+ * an upvalue), and a string's methods (our string metatable).
  */
 #ifndef FARM_CODEC_H
 #define FARM_CODEC_H
@@ -116,7 +143,8 @@ typedef struct farm_encoder {
 
 typedef struct farm_decoder {
   int env;       /* table that GLOBALS decodes to and that functions get as _ENV;
-                    0: a new table with __index = the global table, made when first needed */
+                    0: a new table with __index = the global table, made when first
+                    needed (untrusted: a sandbox, see above) */
   int resolve;   /* function(name) -> value, for MODREF; 0: MODREF is an error */
   int cache;     /* table caching compiled chunks by chunk/line/text; 0: no cache */
   int remember;  /* function(chunk, text) told of each text compiled (padded to its
@@ -129,10 +157,11 @@ typedef struct farm_decoder {
                     same (at first empty) table to both; 0: none */
   int record;    /* 1: remember the names of the classes and globals that arrive
                     (a worker's decoders; see CLASS) */
-  int untrusted; /* 1: from another host (a node's results): a function's text is
-                    run with an empty environment while it is made (the text around
-                    the function reaches nothing of ours); the function it returns
-                    gets the decode env */
+  int untrusted; /* 1: from another host (a node's results): decoding runs nothing
+                    the message wrote, its metatables are only classes we name, and
+                    its functions get a sandbox of their own, not our globals (see
+                    above). Its references to metatables reach back only within the
+                    block, not through chain */
 } farm_decoder;
 
 /* Append the block of the n values at L[first..] to b. Raises a Lua error

@@ -646,12 +646,16 @@ describe("farm node", function()
       print("call", ok, rawget(_G, "SECRET"))
       local h = farm.submit(function()
         SECRET = 1
-        local t = setmetatable({}, { __index = function() return SECRET end })
-        return t, function() SECRET = "set by a result"; return true end
+        return function() SECRET = "set by a result"; return true end
       end)
-      local t, set = h:result()
+      local set = h:result()
       print("table", rawget(_G, "SECRET"), pcall(set))
       print("at last", rawget(_G, "SECRET"))
+      -- a metatable of the node's own (code that would run here) is refused
+      local m = farm.submit(function()
+        return setmetatable({}, { __index = function() return SECRET end })
+      end)
+      print("metatable", pcall(m.result, m))
     ]], "-n 0 " .. via(n, key))
     assert.are.equal(0, r.code, r.err)
     local lines = {}
@@ -660,6 +664,7 @@ describe("farm node", function()
     assert.is_truthy(lines[2] and lines[2]:find("^call\t%a+\tnil$"), r.out)
     assert.is_truthy(lines[3] and lines[3]:find("^table\tnil\t"), r.out)
     assert.are.equal("at last\tnil", lines[4], r.out)
+    assert.is_truthy(lines[5] and lines[5]:find("^metatable\tfalse\t.*carries a metatable by value"), r.out)
     stopped_ok(n)
   end)
 

@@ -8,8 +8,11 @@
  * block continues its function block), so references reach back. Decoding may compile and run function text from the input; it
  * runs with an empty environment, an instruction budget and a memory cap, so
  * that a loop or a huge string.rep the fuzzer writes is an error, not a hang
- * or an out-of-memory report. A malformed input must raise a Lua error;
- * anything else (a crash, a sanitizer report, a leak) is a finding.
+ * or an out-of-memory report. Each input is also decoded untrusted, as a
+ * client decodes a node's results (no env: a sandbox; a function's text is
+ * read before it runs, a metatable by value is refused). A malformed input
+ * must raise a Lua error; anything else (a crash, a sanitizer report, a leak)
+ * is a finding.
  *
  *   make fuzz && ./build-fuzz/fuzz_decode -max_total_time=60
  */
@@ -66,6 +69,14 @@ static int decode(lua_State *L) {
   return farm__codec_decode(L, in->p, in->n, &d);
 }
 
+/* decode_untrusted(input, resolve, cache) */
+static int decode_untrusted(lua_State *L) {
+  const input *in = lua_touserdata(L, 1);
+  farm_decoder d = {.resolve = 2, .cache = 3, .untrusted = 1};
+  lua_settop(L, 3);
+  return farm__codec_decode(L, in->p, in->n, &d);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mem m = {0};
   input in = {data, size};
@@ -81,6 +92,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_newtable(L);
   lua_newtable(L);
   lua_pcall(L, 5, LUA_MULTRET, 0);
+  lua_settop(L, 0);
+  lua_pushcfunction(L, decode_untrusted);
+  lua_pushlightuserdata(L, &in);
+  lua_pushcfunction(L, resolve_nil);
+  lua_newtable(L);
+  lua_pcall(L, 3, LUA_MULTRET, 0);
   lua_close(L);
   return 0;
 }

@@ -1130,11 +1130,22 @@ local function find_loaded(name)
   return nil
 end
 
+-- What a value from another host may not refer to, though this state has it
+-- loaded: the global table, and the libraries (or fields of them) that reach
+-- outside the Lua state or into its innards. A node's function gets an
+-- environment without them (core/codec.h); an upvalue must not bring them back.
+local UNTRUSTED_NO = { _G = true, package = true, debug = true, os = true, io = true,
+                       ["string.dump"] = true }
+
 --- ship.resolve_loaded(name) -> the value names() called `name`, found in what
 --- this state has loaded already (never a require: for values from another host)
 function ship.resolve_loaded(name)
   if type(name) ~= "string" then
     error(format("ship.resolve_loaded: module name expected, got %s", type(name)), 2)
+  end
+  if UNTRUSTED_NO[name] or UNTRUSTED_NO[name:match("^[^.]*")] then
+    error(format("a result refers to '%s', which a value from another host may not "
+      .. "(the global table, package, debug, os and io stay this side's)", name), 2)
   end
   local v = find_loaded(name)
   if v ~= nil then return v end

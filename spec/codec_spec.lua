@@ -461,6 +461,29 @@ describe("codec", function()
       assert.is_nil(getmetatable(env).__index)
     end)
 
+    it("resolves no reference to our global table, os, io, debug or package for it", function()
+      local ship = require "farm.ship"
+      for name, v in pairs({ _G = RG, ["os.execute"] = os.execute, ["io.open"] = io.open,
+                             ["debug.getregistry"] = debug.getregistry, package = package }) do
+        local g = v
+        local f = function() return g end
+        texts[f] = { chunk = "=node", line = 1, name = "f", where = "node:1", globals = {},
+                     text = "local g; return function() return g end" }
+        local block = pack({ describe = describe_fn, names = { [v] = name } }, f)
+        local ok, err = pcall(unpack, block, { untrusted = true, resolve = ship.resolve_loaded })
+        assert.is_false(ok, name)
+        assert.is_truthy(tostring(err):find("a value from another host may not", 1, true), err)
+      end
+      -- a library that stays in the state is still named
+      local fl = math.floor
+      local h = function() return fl end
+      texts[h] = { chunk = "=node", line = 1, name = "h", where = "node:1", globals = {},
+                   text = "local fl; return function() return fl end" }
+      local got = unpack(pack({ describe = describe_fn, names = { [math.floor] = "math.floor" } }, h),
+                         { untrusted = true, resolve = ship.resolve_loaded })
+      assert.equal(math.floor, got())
+    end)
+
     it("with copies of the libraries: what it writes there is its own", function()
       local f = unpack(hostile("return function() math.floor = nil; string.upper = nil; math.x = 1; " ..
                                "return math.x end"), { untrusted = true })

@@ -269,16 +269,11 @@ fail:
   return NULL;
 }
 
-/* A node srun started connects to the port we listen on for it. */
-static int await_step_node(node *n) {
-  char url[64], why[300];
-  snprintf(url, sizeof url, "tcp://0.0.0.0:%d", n->h.port);
-  int rc = farm__link_open(&n->link, url, 1, n->maxmsg, why, sizeof why);
-  if (rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return rc; }
-  double until = farm__now() + SRUN_TIMEOUT;
-  for (;;) {                       /* sendable once a node has connected */
+/* Until something is connected to n's link (sendable), srun's node or not. */
+static int await_connection(node *n, double until) {
+  for (;;) {
     struct pollfd pfd = { .fd = farm__link_sndfd(n->link), .events = POLLIN };
-    if (poll(&pfd, 1, 100) == 1) break;
+    if (poll(&pfd, 1, 100) == 1) return 0;
     if (!step_alive(n->step)) {
       snprintf(n->err, sizeof n->err, "srun ended before its node connected%s%s",
                n->step->last[0] ? ": " : "", n->step->last);
@@ -291,7 +286,16 @@ static int await_step_node(node *n) {
       return FARM_ETIMEDOUT;
     }
   }
-  return 0;
+}
+
+/* A node srun started connects to the port we listen on for it. */
+static int await_step_node(node *n) {
+  char url[64], why[300];
+  snprintf(url, sizeof url, "tcp://0.0.0.0:%d", n->h.port);
+  /* a few KiB a message until the handshake is done: anyone may connect here */
+  int rc = farm__link_open(&n->link, url, 1, FARM_LOBBY_MAXMSG, why, sizeof why);
+  if (rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return rc; }
+  return await_connection(n, farm__now() + SRUN_TIMEOUT);
 }
 
 /* An AUTHNO where a node's HELLO was due: its words, in err. */
@@ -321,7 +325,17 @@ static void *connect_one(void *arg) {
   n->rc = farm__lobby_client(url, n->key, CONNECT_TIMEOUT, n->maxmsg, &n->link, why, sizeof why);
   goto hello;
 handshake:
-  n->rc = farm__session_client(n->link, n->key, CONNECT_TIMEOUT, why, sizeof why);
+  /* Our port is open to anyone: a stranger who connects first holds it (a PAIR
+     takes one connection), and does not answer as our node would. Drop it
+     (rebind: our node's nanomsg connects again) and try again, until srun's
+     time is up. */
+  for (double until = farm__now() + SRUN_TIMEOUT;;) {
+    n->rc = farm__session_client(n->link, n->key, FARM_LOBBY_DEADLINE, why, sizeof why);
+    if (n->rc == 0 || n->rc == FARM_EVERSION || farm__now() > until || !step_alive(n->step)) break;
+    if (farm__link_rebind(n->link) < 0) break;
+    if ((n->rc = await_connection(n, until)) < 0) return NULL;
+  }
+  if (n->rc == 0) farm__link_maxmsg(n->link, n->maxmsg);
 hello:
   if (n->rc == FARM_EAUTH && n->h.kind == FARM_HOST_NODE && !n->o->key)
     snprintf(why, sizeof why, "authentication failed: the node has a key and none was given here "

@@ -236,8 +236,8 @@ describe("a hostile node", function()
     assert.are.equal(UTIL, H.slurp(dir .. "/out/util.lua"))
     assert.are.equal(UTIL, H.slurp(dir .. "/util.lua"))
     assert.are.equal(1, H.lines(r.err), r.err)
-    assert.is_truthy(r.err:find("^farm: refused the file 'util.lua' that job %d+ sent from node "
-      .. f.name:gsub("%p", "%%%0") .. ": a file of that name is already in [^\n]*/out %(files from nodes never replace one%)\n$"), r.err)
+    assert.is_truthy(r.err:find("^farm: refused the file 'util.lua' that job %d+ sent from "
+      .. f.url:gsub("%p", "%%%0") .. ": a file of that name is already in [^\n]*/out %(files from nodes never replace one%)\n$"), r.err)
     assert.is_true(fake_gone(f), "the fake node did not end with its client")
 
     -- the default destination: not the current directory, where ./?.lua is on package.path
@@ -246,6 +246,11 @@ describe("a hostile node", function()
     assert.are.equal(0, r.code, r.err)
     local_jobs_right(r)
     assert.are.equal(UTIL, H.slurp(dir .. "/util.lua"))
+    -- it landed in the run's own directory, which the user is told of in one line
+    local run_dir = r.err:match("^farm: the files jobs send are in (farm%-out/%d+%-%d+%-%d+) %(")
+    assert.is_truthy(run_dir, r.err)
+    assert.are.equal(1, H.lines(r.err), r.err)
+    assert.is_truthy(H.slurp(dir .. "/" .. run_dir .. "/util.lua"):find("io.open", 1, true))
     assert.is_true(fake_gone(f), "the fake node did not end with its client")
     -- the next run of the user's code requires util: its own
     local r2 = H.sh(("cd %s && %s run - -n 1 <<'EOF'\nprint(require('util').answer)\nEOF"):format(Q(dir), Q(FARM)), 30)

@@ -17,7 +17,7 @@
  *   loop        answer with a function whose surrounding text never ends
  *   alloc       answer with a function whose surrounding text allocates 1.5 GiB
  *               (string.rep stops at 2 GiB; a bigger or endless allocation would
- *               risk the test machine) -- the first job of each JOBS: a table
+ *               risk the test machine) -- the first job it answers: a table
  *               claiming 2^40 array slots
  *   file        FILE util.lua (text: creates the marker) for the first job of the
  *               first JOBS, then RESULTS 42 for every job
@@ -69,6 +69,7 @@ typedef struct fake {
   int attack;
   const char *marker;
   int jobs_seen;                   /* JOBS messages so far */
+  uint64_t answered;               /* jobs answered so far */
   double last_sent, last_recv, client_beat;
   farm_buf out;
 } fake;
@@ -145,8 +146,8 @@ static void marker_code(fake *f, char *out, size_t n) {
            quoted);
 }
 
-/* The value block this attack answers a job with (index: the job's place in its JOBS). */
-static void result_block(fake *f, farm_buf *b, uint32_t index) {
+/* The value block this attack answers a job with (index: how many jobs it answered before). */
+static void result_block(fake *f, farm_buf *b, uint64_t index) {
   char code[2400], text[2600];
   block_begin(b, 1);
   switch (f->attack) {
@@ -264,7 +265,7 @@ static int on_jobs(fake *f, farm_rd *r) {
     farm__buf_u8(&f->out, FARM_JOB_OK);
     farm__buf_uvar(&f->out, 1000000);        /* 1 ms busy */
     farm__buf_str(&f->out, "", 0);           /* printed nothing */
-    result_block(f, &blk, i);
+    result_block(f, &blk, f->answered++);
     farm__buf_str(&f->out, blk.p, blk.n);
   }
   rc = send_out(f);

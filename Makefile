@@ -30,6 +30,10 @@ CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
 LUA_SRC  = $(wildcard lua/*.lua)
 CTEST_SRC = $(wildcard spec/c/*.c)
 CTESTS   = $(CTEST_SRC:spec/c/%.c=$(B)/tests/%)
+# Peers written for the tests (a hostile node, ...): programs the specs start, not
+# tests themselves, so they live in $(B)/peers and not in $(B)/tests.
+PEER_SRC = $(wildcard spec/peers/*.c)
+PEERS    = $(PEER_SRC:spec/peers/%.c=$(B)/peers/%)
 # libfarm.so.$(SOVER), its soname libfarm.so.$(SOMAJOR): the version is farm.h's FARM_VERSION
 VERSION := $(shell sed -n 's/^\#define FARM_VERSION "\(.*\)"/\1/p' include/farm.h)
 SOVER    = $(VERSION)
@@ -37,7 +41,7 @@ SOMAJOR  = $(firstword $(subst ., ,$(VERSION)))
 # only farm_* and luaopen_farm leave libfarm.so and farm.so
 EXPORTS  = -Wl,--version-script=scripts/libfarm.map
 
-all: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS) \
+all: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS) $(PEERS) \
      $(B)/examples/embed \
      $(B)/libfarmkernels.a $(B)/libfarmkernels.so
 
@@ -101,7 +105,10 @@ $(B)/examples/embed: examples/embed.c include/farm.h $(B)/libfarm.so | $(B)/exam
 $(B)/tests/%: spec/c/%.c $(CORE_OBJ) | $(B)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJ) $(LIBS)
 
-$(B)/obj $(B)/tests $(B)/examples:
+$(B)/peers/%: spec/peers/%.c $(CORE_OBJ) | $(B)/peers
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CORE_OBJ) $(LIBS)
+
+$(B)/obj $(B)/tests $(B)/examples $(B)/peers:
 	mkdir -p $@
 
 PREFIX ?= /usr/local

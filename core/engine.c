@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -90,7 +91,11 @@ struct farm_engine {
   int restart_workers;             /* a local worker quits after each job, and is replaced */
   struct share { uint8_t kind; char *name; size_t nname; char *p; size_t n; } *shares;
   int nshares, capshares;          /* what every job may use (SHARE), in order */
-  char dest[PATH_MAX];             /* where sent files go */
+  char dest[PATH_MAX];             /* where sent files go (loop thread, after open) */
+  const char *dest_shown;          /* ...as the user is told it (a suffix of dest) */
+  int dest_default;                /* dest is the run's own directory, made at its first file */
+  char **node_names;               /* names below dest that files from nodes created in */
+  size_t nnode_names, capnode_names;  /* ...this run (open addressing; loop thread) */
   size_t max_file;
   int keep_files;                  /* a node's engine: sent files wait for the node, and */
   char setup_err[400];             /* ...the first setup failure, for it to pass on */
@@ -850,8 +855,24 @@ static int dest_name(const char *path, size_t n, int untrusted, char *out, size_
   return len ? 0 : -1;
 }
 
-int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen) {
+/* Give the temporary file tmp the name part, unless part exists (whatever it
+   is: a file, a directory, a symlink). renameat2 does it in one step; where the
+   file system cannot (EINVAL), a hard link does, which fails on an existing
+   name too. -1 with errno EEXIST when the name is taken. */
+static int rename_noreplace(int dfd, const char *tmp, const char *part) {
+#ifdef RENAME_NOREPLACE
+  if (renameat2(dfd, tmp, dfd, part, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return -1;
+#endif
+  if (linkat(dfd, tmp, dfd, part, 0) < 0) return -1;
+  unlinkat(dfd, tmp, 0);
+  return 0;
+}
+
+/* farm__write_below; noreplace: never replace an existing name (1 when it
+   exists, nothing written). */
+static int write_below(const char *dir, const char *rel, const void *data, size_t n,
+                       uint64_t same_dev, uint64_t same_ino, int noreplace, char *why, size_t whylen) {
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, fd = -1;
   char part[NAME_MAX + 1], tmp[NAME_MAX + 32];
   if (dfd < 0) { snprintf(why, whylen, "cannot open %s: %s", dir, strerror(errno)); return -1; }
@@ -876,6 +897,10 @@ int farm__write_below(const char *dir, const char *rel, const void *data, size_t
     rc = 0;                              /* it is that very file already */
     goto out;
   }
+  if (noreplace && fstatat(dfd, part, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    rc = 1;                              /* (rename_noreplace says it again, atomically) */
+    goto out;
+  }
   for (int tries = 0; fd < 0 && tries < 16; tries++) {
     snprintf(tmp, sizeof tmp, ".%.200s.farm-%08x", part, randombytes_random());
     fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -890,7 +915,14 @@ int farm__write_below(const char *dir, const char *rel, const void *data, size_t
   }
   if (close(fd) < 0) { fd = -1; goto fail_tmp; }
   fd = -1;
-  if (renameat(dfd, tmp, dfd, part) < 0) goto fail_tmp;
+  if ((noreplace ? rename_noreplace(dfd, tmp, part) : renameat(dfd, tmp, dfd, part)) < 0) {
+    if (noreplace && errno == EEXIST) {
+      unlinkat(dfd, tmp, 0);
+      rc = 1;
+      goto out;
+    }
+    goto fail_tmp;
+  }
   rc = 0;
   goto out;
 fail_tmp:
@@ -903,6 +935,72 @@ out:
   if (fd >= 0) close(fd);
   close(dfd);
   return rc;
+}
+
+int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
+                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen) {
+  return write_below(dir, rel, data, n, same_dev, same_ino, 0, why, whylen);
+}
+
+/* The names below dest that files from nodes created in this run: a node may
+   write such a name again (a job tried again, elsewhere, sends its file anew),
+   never one that was there before, nor one a local worker wrote. */
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+static int node_name_known(farm_engine *e, const char *name) {
+  if (!e->capnode_names) return 0;
+  for (size_t i = name_hash(name) & (e->capnode_names - 1); e->node_names[i]; i = (i + 1) & (e->capnode_names - 1))
+    if (!strcmp(e->node_names[i], name)) return 1;
+  return 0;
+}
+
+static int node_name_add(farm_engine *e, const char *name) {
+  if (2 * (e->nnode_names + 1) > e->capnode_names) {
+    size_t cap = e->capnode_names ? 2 * e->capnode_names : 64;
+    char **t = calloc(cap, sizeof *t);
+    if (!t) return FARM_ENOMEM;
+    for (size_t i = 0; i < e->capnode_names; i++) {
+      char *x = e->node_names[i];
+      if (!x) continue;
+      size_t k = name_hash(x) & (cap - 1);
+      while (t[k]) k = (k + 1) & (cap - 1);
+      t[k] = x;
+    }
+    free(e->node_names);
+    e->node_names = t;
+    e->capnode_names = cap;
+  }
+  char *x = strdup(name);
+  if (!x) return FARM_ENOMEM;
+  size_t k = name_hash(x) & (e->capnode_names - 1);
+  while (e->node_names[k]) k = (k + 1) & (e->capnode_names - 1);
+  e->node_names[k] = x;
+  e->nnode_names++;
+  return 0;
+}
+
+/* The run's own directory for sent files (the default destination), made
+   when the first file arrives: farm-out/ in the current directory, and in it
+   one directory per run (a run never meets an earlier run's files, and
+   nothing there is on package.path). The user is told once where it is. */
+static int make_dest(farm_engine *e, char *why, size_t whylen) {
+  if (!e->dest_default) return 0;
+  char parent[PATH_MAX];
+  snprintf(parent, sizeof parent, "%s", e->dest);
+  char *slash = strrchr(parent, '/');
+  if (slash) *slash = 0;
+  if ((mkdir(parent, 0777) < 0 && errno != EEXIST) || (mkdir(e->dest, 0777) < 0 && errno != EEXIST)) {
+    snprintf(why, whylen, "cannot make %.200s: %s", e->dest_shown, strerror(errno));
+    return -1;
+  }
+  e->dest_default = 0;
+  fprintf(stderr, "farm: the files jobs send are in %s (--dest DIR or farm.config{dest = DIR} to choose)\n",
+          e->dest_shown);
+  return 0;
 }
 
 static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t errlen) {
@@ -946,9 +1044,22 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   }
   char why[300];
   int local = p->ops->kind[0] == 'l';          /* (dev and ino mean something only here) */
-  if (farm__write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, why, sizeof why) < 0)
+  /* From a node, a file never replaces one that was there: the user may run it
+     next (./?.lua is on package.path), and it was not the node's to change. */
+  int noreplace = p->ops->untrusted && !node_name_known(e, name), rc;
+  if (make_dest(e, why, sizeof why) < 0)
+    rc = -1;
+  else
+    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, why, sizeof why);
+  if (rc < 0)
     fprintf(stderr, "farm: cannot write %s/%s, sent by job %llu: %s\n", e->dest, name,
             (unsigned long long)j->id, why);
+  else if (rc > 0)
+    fprintf(stderr, "farm: refused the file '%s' that job %llu sent from %s: a file of that name is "
+            "already in %s (files from nodes never replace one)\n", name, (unsigned long long)j->id,
+            p->name, e->dest);
+  else if (noreplace && node_name_add(e, name) < 0)
+    return FARM_ENOMEM;
   return 0;
 }
 
@@ -1014,11 +1125,52 @@ int farm__engine_setup_failed(farm_engine *e, char *out, size_t n) {
 }
 double farm__engine_wall(farm_engine *e) { return e->wall; }
 
+/* What a node may send its client: the rest (SUBMIT and SUSPENDED, which only
+   the client's own workers send -- a node's jobs' sub-jobs run on the node --
+   and whatever goes the other way) would have the client run the node's code
+   on its own workers, or is nonsense. */
+static int node_may_send(int type) {
+  switch (type) {
+  case FARM_MSG_HELLO: case FARM_MSG_RESULTS: case FARM_MSG_TAKEN: case FARM_MSG_BEAT:
+  case FARM_MSG_FILE: case FARM_MSG_SETUPFAIL: case FARM_MSG_QUIT:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static const char *msg_name(int type) {
+  static const char *names[] = { "?", "HELLO", "JOBS", "RESULTS", "QUIT", "TAKE", "TAKEN",
+                                 "SUSPENDED", "SUBMIT", "SUBDONE", "BEAT", "KILL", "SHARE",
+                                 "SETUPFAIL", "FILE" };
+  if (type > 0 && type < (int)(sizeof names / sizeof *names)) return names[type];
+  if (type >= FARM_MSG_AUTH1 && type <= FARM_MSG_AUTHNO) return "a handshake message";
+  return NULL;
+}
+
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
                          char *err, size_t errlen) {
   farm_rd r;
   int type = farm__msg_open(&r, msg, n, err, errlen);
   if (type < 0) return type;
+  if (p->ops->untrusted && !node_may_send(type)) {
+    /* A protocol violation by a peer that holds the key: it is dropped for
+       the rest of the run (a node lost is not used again), its jobs run
+       elsewhere, and the line that says so (the kind's, on the loss) names
+       what it sent. Nothing of the message is read. */
+    char why[160];
+    const char *name = msg_name(type);
+    if (type == FARM_MSG_SUBMIT || type == FARM_MSG_SUSPENDED)
+      snprintf(why, sizeof why, "it sent %s, which only the client's own workers may send "
+               "(a protocol violation; not used again in this run)", name);
+    else if (name)
+      snprintf(why, sizeof why, "it sent %s, which no node sends (a protocol violation; not used again in this run)", name);
+    else
+      snprintf(why, sizeof why, "it sent a message of unknown type %d (a protocol violation; not used again "
+               "in this run)", type);
+    farm__peer_broken(p, why);
+    return 0;
+  }
   switch (type) {
   case FARM_MSG_HELLO: {
     farm__rd_uvar(&r);                       /* pid, slot */
@@ -1115,7 +1267,8 @@ int farm__peer_drain(farm_peer *p) {
     farm__link_free(m);
     handled++;
     if (rc < 0) {                  /* a peer that talks nonsense is replaced */
-      fprintf(stderr, "farm: %s; restarting it\n", why);
+      /* (a node is not: it is lost for the run, and its kind says so) */
+      if (!p->ops->untrusted) fprintf(stderr, "farm: %s; restarting it\n", why);
       farm__peer_broken(p, why);
       break;
     }
@@ -2001,7 +2154,18 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
       if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
       snprintf(e->dest, sizeof e->dest, "%.2000s/%.2000s", cwd, o->dest);
     }
-  } else if (!getcwd(e->dest, sizeof e->dest)) snprintf(e->dest, sizeof e->dest, ".");
+  } else if (!o->keep_files) {
+    /* farm-out/YYYYmmdd-HHMMSS-PID, made when the first file comes (make_dest) */
+    char cwd[PATH_MAX], run[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
+    strftime(run, sizeof run, "%Y%m%d-%H%M%S", localtime_r(&now, &tm));
+    int k = snprintf(e->dest, sizeof e->dest, "%.3000s/", cwd);
+    snprintf(e->dest + k, sizeof e->dest - (size_t)k, "farm-out/%s-%ld", run, (long)getpid());
+    e->dest_shown = e->dest + k;
+    e->dest_default = 1;
+  }
   e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
   if (o->exe && *o->exe) snprintf(e->exe, sizeof e->exe, "%s", o->exe);
   else if (farm__find_exe(e->exe, sizeof e->exe) < 0) {
@@ -2128,6 +2292,8 @@ void farm__engine_free(farm_engine *e) {
   for (farm_job *j; (j = e->fhead); ) { e->fhead = j->fnext; farm__job_unref(j); }
   for (int i = 0; i < e->nshares; i++) { free(e->shares[i].name); free(e->shares[i].p); }
   free(e->shares);
+  for (size_t i = 0; i < e->capnode_names; i++) free(e->node_names[i]);
+  free(e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }
   free(e->peers);
   free(e->pfd);

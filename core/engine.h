@@ -85,7 +85,9 @@ typedef struct farm_engine_opts {
   double heartbeat;                /* seconds between heartbeats on node links; 0: 1 s */
   int quiet;                       /* no "farm: node ... lost" lines on stderr */
   int restart_workers;             /* a fresh worker process for every job (ppserver -r) */
-  const char *dest;                /* where farm.send_file's files go; NULL: the current directory */
+  const char *dest;                /* where farm.send_file's files go; NULL: the run's own
+                                      farm-out/YYYYmmdd-HHMMSS-PID below the current
+                                      directory, made at the first file */
   size_t max_file;                 /* the largest file that travels; 0: FARM_MAX_FILE_DEFAULT */
   int keep_files;                  /* a node's: sent files are kept for farm__engine_take_files */
 } farm_engine_opts;

@@ -1110,8 +1110,10 @@ function farm.config(opts) return default:configure(opts) end
 farm.shared = default.shared
 function farm.on_node(spec) return default:on_node(spec) end
 --- farm.send_file(path): in a job, send that file to the client, which writes it
---- under its --dest directory (farm.config{dest =}), at path when path is relative
---- and stays below, else under its last component. Before the job's result.
+--- under its --dest directory (farm.config{dest =}; by default the run's own
+--- farm-out/YYYYmmdd-HHMMSS-PID), at path when path is relative and stays below,
+--- else under its last component. Before the job's result. From a node, a file
+--- never replaces one that is there.
 function farm.send_file(path)
   if type(path) ~= "string" then
     error(("farm.send_file: argument #1 must be a path (got %s)"):format(type(path)), 2)

@@ -620,7 +620,8 @@ static void kill_tree(logger *lg) {
     killed += found;
     usleep(10000);
   }
-  if (killed) logf_(lg, LOG_INFO, "stopped %d processes the client's jobs had left running", killed);
+  if (killed) logf_(lg, LOG_INFO, "stopped %d process%s the client's jobs had left running", killed,
+                    killed == 1 ? "" : "es");
 }
 
 /* JOBS from the client: each becomes a job of our engine. */
@@ -810,7 +811,7 @@ static void hear_lobby(node *n) {
     char err[200];
     if (n->e && share != farm__engine_workers(n->e) && farm__engine_set_workers(n->e, share, err, sizeof err) < 0)
       logf_(&n->lg, LOG_WARN, "cannot run on %d workers: %s", share, err);
-    else if (n->e) logf_(&n->lg, LOG_DEBUG, "%d workers for %s (the node serves %d clients)", share, n->who, clients);
+    else if (n->e) logf_(&n->lg, LOG_DEBUG, "%d worker(s) for %s (the node serves %d client(s))", share, n->who, clients);
   }
   if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
     end_session(n, "the node is stopping");
@@ -1305,8 +1306,8 @@ static void lobby_stats(lobby *L) {
     kid *k = &L->kids[i];
     done += k->done;
     failed += k->failed;
-    at += (size_t)snprintf(who + at, sizeof who - at, "%s%s (%d workers%s)", i ? ", " : "", k->who,
-                           k->share, k->active ? ", busy" : "");
+    at += (size_t)snprintf(who + at, sizeof who - at, "%s%s (%d worker%s%s)", i ? ", " : "", k->who,
+                           k->share, k->share == 1 ? "" : "s", k->active ? ", busy" : "");
   }
   logf_(&L->lg, LOG_WARN, "stats: %d clients now, %llu sessions, %llu jobs done, %llu failed, "
         "%llu failed authentications, %llu messages dropped, %llu connections dropped before a handshake, "

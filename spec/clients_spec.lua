@@ -92,12 +92,21 @@ describe("several clients on one standing node", function()
       print(io.open(dir .. "/a.done") and "a had ended" or "a still runs")
       print("clients", farm.nodes()[1].clients)
       -- the file stays on the node a while: the thief has its chance
-      print(farm.submit_with({ files = { "secret-b.txt" } }, function()
+      print(farm.submit_with({ files = { "secret-b.txt" } }, function(dir)
+        io.open(dir .. "/b.busy", "w"):close()
         local t = os.clock() + 1.5
         while os.clock() < t do end
         return io.open("secret-b.txt"):read("a")
-      end):result())
+      end, dir):result())
     ]]):format(dir))
+    -- while both have jobs, each has half of the node's two workers
+    assert.is_truthy(wait_for(function() return exists(dir .. "/b.busy") end, 30), H.slurp(dir .. "/b.err"))
+    sleep(0.3)
+    os.execute("kill -USR1 " .. node)
+    local stats = wait_for(function() return H.slurp(dir .. "/node.log"):match("[^\n]*stats:[^\n]*") end, 10)
+    assert.is_truthy(stats and stats:find("2 clients now", 1, true), stats)
+    local _, halves = stats:gsub("%(1 worker, busy%)", "")
+    assert.are.equal(2, halves, stats)
     assert.is_truthy(finished("b"), "b did not finish")
     assert.is_truthy(finished("a"), "a did not finish")
     assert.are.equal("0\n", H.slurp(dir .. "/b.rc"), H.slurp(dir .. "/b.err"))

@@ -1,13 +1,17 @@
 /*
  * fuzz_session.c -- libFuzzer target for the node's side of the handshake
- * (core/session.c, farm__session_node): what anyone who reaches a node's port
- * can send before it is authenticated.
+ * (core/session.c: farm__session_node on a link, and farm__lobby_answer, a
+ * node's lobby): what anyone who reaches a node's port can send before it is
+ * authenticated.
  *
  * Each input is a sequence of messages (u16le length + bytes, the first byte of
  * each choosing AUTH1, AUTH3, AUTHNO or a raw header); they reach one handshake
  * in order, over a real link whose other end drains the answers. The handshake
  * must refuse what is malformed, never seal the link without the key's proof
  * (the fuzzer cannot forge it), and never crash, read out of bounds or leak.
+ * The same messages reach a lobby, which must never accept a client (the
+ * fuzzer cannot forge a proof there either) and answers only in whole messages
+ * of its own, at most FARM_LOBBY_MAXMSG bytes.
  *
  *   make fuzz && ./build-fuzz/fuzz_session -max_total_time=60
  */
@@ -46,8 +50,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const unsigned char key[FARM_KEYLEN] = { 7 };
+  static farm_lobby lb;            /* (kept from input to input, as a node's is) */
   farm_hs hs;
   memset(&hs, 0, sizeof hs);
+  farm_buf out;
+  farm__buf_init(&out);
   size_t at = 0;
   while (at + 3 <= size) {
     size_t n = (size_t)data[at] | (size_t)data[at + 1] << 8;
@@ -69,11 +76,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[256];
     err[0] = 0;
     int rc = farm__session_node(&hs, node_end, key, msg, len, err, sizeof err);
-    free(msg);
     if (rc == 1) abort();                      /* sealed without the key's proof */
     if (rc < 0 && !err[0]) abort();            /* a refusal always says why */
     drain();
+    farm_lobby_client acc;
+    err[0] = 0;
+    rc = farm__lobby_answer(&lb, key, msg, len, &out, &acc, err, sizeof err);
+    free(msg);
+    if (rc == 1) abort();                      /* let in without the key's proof */
+    if (rc < 0 && !err[0]) abort();
+    if (out.n > FARM_LOBBY_MAXMSG) abort();
+    if (out.n && (out.n < 4 || memcmp(out.p, "Fm", 2) != 0)) abort();
   }
+  farm__buf_free(&out);
   farm__link_unseal(node_end);
   return 0;
 }

@@ -177,8 +177,7 @@ int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], dou
   farm__buf_str(&b, who, strlen(who));
   int sent = send_msg(l, &b);
   if (sent == FARM_EAGAIN) {       /* the port answered, but no farm node took the link */
-    snprintf(err, errlen, "no answer (is a farm node listening there, and free? "
-             "a node serves one client at a time)");
+    snprintf(err, errlen, "no answer (no farm node took the link)");
     return FARM_ETIMEDOUT;
   }
   if (sent < 0) { snprintf(err, errlen, "cannot send: %s", farm__link_error()); return FARM_ELINK; }
@@ -190,8 +189,8 @@ int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], dou
   for (;;) {                       /* an answer to an earlier hello of ours is skipped */
     int rc = recv_until(l, until, &m, &n);
     if (rc == FARM_ETIMEDOUT) {
-      snprintf(err, errlen, "no answer within %g s (is a farm node listening there, and free? "
-               "a node serves one client at a time)", timeout);
+      snprintf(err, errlen, "no answer within %g s (what connected is not a farm node of this run)",
+               timeout);
       return rc;
     }
     if (rc < 0) { snprintf(err, errlen, "link failed: %s", farm__link_error()); return FARM_ELINK; }

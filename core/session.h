@@ -5,7 +5,8 @@
  * A farm key is 32 random bytes, kept as 64 hex digits in a file only its owner
  * can read (`farm keygen FILE`). Client and node each prove they know it over
  * two fresh nonces, the node first (pp checks only the client, with SHA-1, and
- * then talks in clear):
+ * then talks in clear). On one PAIR link (a node srun started dials its client,
+ * whose port it is; other nodes say hello at a lobby, below, in the same words):
  *
  *   AUTH1  c->n  u8(cipher wanted) nonce_c[32] str(who: "host pid N")
  *   AUTH2  n->c  nonce_c[32] u8(cipher chosen) nonce_n[32] proof_n[32]
@@ -37,6 +38,7 @@
  *   AUTH3  c->n  nonce_c[32] proof_c[32]        (the nonce says whose hello it answers)
  *   AUTHOK n->c  uvar(port)                      (go there: the link of your own)
  *   AUTHNO n->c  str(why)
+ *   AUTHNO c->n  str(why) nonce_c[32]            (the node's proof was wrong: it hears so)
  *
  * The client then connects a PAIR link to that port, seals it with the keys
  * above, and speaks first (a BEAT); the node's side answers HELLO once a frame

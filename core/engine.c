@@ -1144,7 +1144,7 @@ static const char *msg_name(int type) {
                                  "SUSPENDED", "SUBMIT", "SUBDONE", "BEAT", "KILL", "SHARE",
                                  "SETUPFAIL", "FILE" };
   if (type > 0 && type < (int)(sizeof names / sizeof *names)) return names[type];
-  if (type >= FARM_MSG_AUTH1 && type <= FARM_MSG_AUTHNO) return "a handshake message";
+  if (type >= FARM_MSG_AUTH1 && type <= FARM_MSG_AUTHOK) return "a handshake message";
   return NULL;
 }
 

@@ -814,7 +814,8 @@ static void hear_lobby(node *n) {
     else if (n->e) logf_(&n->lg, LOG_DEBUG, "%d worker(s) for %s (the node serves %d client(s))", share, n->who, clients);
   }
   if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
-    end_session(n, "the node is stopping");
+    /* as for SIGTERM: the client hears QUIT and takes its jobs back */
+    logf_(&n->lg, LOG_INFO, "the node's lobby is gone: stopping");
     n->stop = 1;
   }
 }
@@ -1019,7 +1020,7 @@ typedef struct lobby {
   logger lg;
   char listen[300], host[256], exe[PATH_MAX];
   unsigned char key[FARM_KEYLEN];
-  int keyed, launched, workers, restart, logfd;
+  int launched, workers, restart, logfd;
   double beat, idle_timeout, idle_since, t0, scanned, summed;
   unsigned port;
   kid kids[MAX_KIDS];

@@ -90,14 +90,19 @@ typedef struct entry {             /* a map from a 64-bit key to a pointer */
 } entry;
 typedef struct map { entry **b; size_t nb, n; } map;
 
-/* What a lobby hands the session process it starts (over CTL_FD, one message;
-   the same executable reads it, so the layout is shared). */
+/* What a lobby hands the session process it starts, over CTL_FD, in two
+   messages (the same executable reads them, so the layout is shared): how to
+   run, at once, so that it starts its workers before any client comes (a warm
+   spare); then, when a client has proved the key, who it serves. */
 typedef struct session_args {
-  farm_lobby_client acc;           /* the client's keys and its word for itself */
-  char bind[320];                  /* the link of its own: tcp://ADDR:PORT */
-  int workers, total, clients, restart, loglevel, launched;
+  int workers, total, restart, loglevel;
   double beat;
 } session_args;
+typedef struct session_client {
+  farm_lobby_client acc;           /* the client's keys and its word for itself */
+  char bind[320];                  /* the link of its own: tcp://ADDR:PORT */
+  int clients;                     /* the clients the node serves, this one included */
+} session_client;
 
 /* One client's session (in a session process, or a --connect-back node). */
 typedef struct node {
@@ -948,8 +953,10 @@ static void session_free(node *n) {
    client's keys on CTL_FD (never on a command line). */
 static int session_main(void) {
   session_args a;
+  session_client c;
   node N = { .sigfd = -1, .ctl = CTL_FD, .lobbied = 1, .launched = 1 };
   node *n = &N;
+  memset(&c, 0, sizeof c);
   ssize_t k = recv(CTL_FD, &a, sizeof a, 0);
   if (k != (ssize_t)sizeof a) {
     fprintf(stderr, "farm node: --session is for the node itself (it starts one for each client)\n");
@@ -961,10 +968,8 @@ static int session_main(void) {
   n->beat = a.beat;
   n->workers = a.workers;
   n->total = a.total;
-  n->clients = a.clients;
   n->restart = a.restart;
-  snprintf(n->listen, sizeof n->listen, "%.299s", a.bind);
-  snprintf(n->who, sizeof n->who, "%s", a.acc.who);
+  snprintf(n->who, sizeof n->who, "a client to come");
   procfds pf;
   procfds_open(&pf);
   n->pf = &pf;
@@ -977,22 +982,35 @@ static int session_main(void) {
   farm__buf_init(&n->res);
   char err[600];
   int rc = 1;
+  /* workers first, before any client: its first job finds them warm */
+  if (open_engine(n, err, sizeof err) < 0) {
+    logf_(&n->lg, LOG_ERROR, "cannot start workers for a session: %s", err);
+    goto out;
+  }
+  for (;;) {                       /* then the client, or the end of the lobby */
+    struct pollfd p[2] = { { .fd = CTL_FD, .events = POLLIN }, { .fd = n->sigfd, .events = POLLIN } };
+    if (poll(p, 2, -1) < 0 && errno != EINTR) goto out;
+    if (p[1].revents) { rc = 0; goto out; }     /* told to stop while waiting */
+    if (!p[0].revents) continue;
+    k = recv(CTL_FD, &c, sizeof c, 0);
+    if (k == (ssize_t)sizeof c) break;
+    if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) { rc = 0; goto out; }
+  }
+  n->clients = c.clients;
+  snprintf(n->listen, sizeof n->listen, "%.299s", c.bind);
+  snprintf(n->who, sizeof n->who, "%s", c.acc.who);
   /* until our client has spoken under its keys, a frame is a few KiB at most */
   if (open_link(n, FARM_LOBBY_MAXMSG, err, sizeof err) < 0) {
     logf_(&n->lg, LOG_ERROR, "cannot give %s a link: %s", n->who, err);
     goto out;
   }
-  farm__lobby_seal(n->link, &a.acc);
-  sodium_memzero(&a, sizeof a);
-  if (open_engine(n, err, sizeof err) < 0) {
-    logf_(&n->lg, LOG_ERROR, "cannot start workers for %s: %s", n->who, err);
-    goto out;
-  }
+  farm__lobby_seal(n->link, &c.acc);
+  sodium_memzero(&c, sizeof c);
   n->t0 = farm__now();
   serve(n);
   rc = n->status;
 out:
-  sodium_memzero(&a, sizeof a);
+  sodium_memzero(&c, sizeof c);
   session_free(n);
   procfds_close(&pf);
   if (n->lg.f) fclose(n->lg.f);
@@ -1025,6 +1043,8 @@ typedef struct lobby {
   unsigned port;
   kid kids[MAX_KIDS];
   int nkids;
+  kid spare;                       /* a session started before its client (pid 0: none) */
+  double spare_at;                 /* when the last one was started */
   seen *conns;                     /* connections to the lobby, and since when */
   int nconns;
   told logged[32];                 /* addresses logged in the last minute */
@@ -1074,32 +1094,17 @@ static void share_workers(lobby *L) {
   }
 }
 
-/* A session process for a client that proved it knows the key: exec'd afresh
-   (nanomsg's threads do not survive a fork), its keys sent on a socket. Its
-   port, or -1 with why. */
-static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size_t whylen) {
-  if (L->launched && L->served) {
-    snprintf(why, whylen, "this node was started for one run, and serves it already");
-    return -1;
-  }
-  if (L->nkids >= MAX_KIDS) {
-    snprintf(why, whylen, "the node serves %d clients, as many as it takes; try again later", MAX_KIDS);
-    return -1;
-  }
-  int port = farm__free_port(strcmp(L->host, "0.0.0.0") ? L->host : NULL);
+/* Start a session process (exec'd afresh: nanomsg's threads do not survive a
+   fork) and tell it how to run; it starts its workers and waits to be told
+   whom it serves. 0, or -1 with why. */
+static int start_process(lobby *L, kid *k, char *why, size_t whylen) {
   int sv[2];
-  if (port < 0) { snprintf(why, whylen, "no free port on %.100s", L->host); return -1; }
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
     snprintf(why, whylen, "the node is short of resources (%s); try again later", strerror(errno));
     return -1;
   }
-  session_args a = { .acc = *acc, .workers = L->workers, .total = L->workers, .clients = L->nkids + 1,
-                     .restart = L->restart, .loglevel = L->lg.level, .launched = L->launched,
-                     .beat = L->beat };
-  int active = 0;
-  for (int i = 0; i < L->nkids; i++) active += L->kids[i].active;
-  if (active) a.workers = L->workers / (active + 1) > 1 ? L->workers / (active + 1) : 1;
-  snprintf(a.bind, sizeof a.bind, "tcp://%s:%d", L->host, port);
+  session_args a = { .workers = L->workers, .total = L->workers, .restart = L->restart,
+                     .loglevel = L->lg.level, .beat = L->beat };
   pid_t lobby_pid = getpid(), pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -1122,19 +1127,60 @@ static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size
     _exit(127);
   }
   close(sv[1]);
-  int sent = pid > 0 && send(sv[0], &a, sizeof a, MSG_NOSIGNAL) == (ssize_t)sizeof a;
-  sodium_memzero(&a, sizeof a);
-  if (!sent) {
+  if (pid < 0 || send(sv[0], &a, sizeof a, MSG_NOSIGNAL) != (ssize_t)sizeof a) {
     snprintf(why, whylen, "the node cannot start a session now (%s); try again later", strerror(errno));
     if (pid > 0) kill(pid, SIGKILL);
     close(sv[0]);
     return -1;
   }
-  kid *k = &L->kids[L->nkids++];
-  *k = (kid){ .pid = pid, .ctl = sv[0], .share = a.workers, .clients = 0 };
-  snprintf(k->who, sizeof k->who, "%s", acc->who);
+  *k = (kid){ .pid = pid, .ctl = sv[0], .share = L->workers };
+  L->spare_at = farm__now();
+  return 0;
+}
+
+/* The warm spare, when there is none (at most one start a second: a spare
+   that keeps failing is not started in a loop). A node started for one run
+   needs one only until its client came. */
+static void keep_spare(lobby *L, double now) {
+  char why[200];
+  if (L->spare.pid || (L->launched && L->served) || now - L->spare_at < 1.0) return;
+  if (start_process(L, &L->spare, why, sizeof why) < 0)
+    logf_(&L->lg, LOG_WARN, "cannot start a session ahead of its client: %s", why);
+}
+
+/* A session for a client that proved it knows the key: the warm spare, or one
+   started now; its port, or -1 with why. */
+static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size_t whylen) {
+  if (L->launched && L->served) {
+    snprintf(why, whylen, "this node was started for one run, and serves it already");
+    return -1;
+  }
+  if (L->nkids >= MAX_KIDS) {
+    snprintf(why, whylen, "the node serves %d clients, as many as it takes; try again later", MAX_KIDS);
+    return -1;
+  }
+  int port = farm__free_port(strcmp(L->host, "0.0.0.0") ? L->host : NULL);
+  if (port < 0) { snprintf(why, whylen, "no free port on %.100s", L->host); return -1; }
+  kid k = L->spare;
+  L->spare.pid = 0;
+  if (!k.pid && start_process(L, &k, why, whylen) < 0) return -1;
+  session_client c = { .acc = *acc, .clients = L->nkids + 1 };
+  snprintf(c.bind, sizeof c.bind, "tcp://%s:%d", L->host, port);
+  int sent = send(k.ctl, &c, sizeof c, MSG_NOSIGNAL) == (ssize_t)sizeof c;
+  sodium_memzero(&c, sizeof c);
+  if (!sent) {                     /* (it died: reap() will see it go) */
+    snprintf(why, whylen, "the node cannot start a session now (%s); try again later", strerror(errno));
+    kill(k.pid, SIGKILL);
+    close(k.ctl);
+    k.ctl = -1;
+    L->kids[L->nkids++] = k;       /* reaped, and forgotten, as any */
+    return -1;
+  }
+  snprintf(k.who, sizeof k.who, "%s", acc->who);
+  L->kids[L->nkids++] = k;
   L->sessions++;
   L->served = 1;
+  keep_spare(L, farm__now() + 1.0);   /* the next client's, now */
   return port;
 }
 
@@ -1166,6 +1212,14 @@ static void reap(lobby *L) {
   int st;
   pid_t pid;
   while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    if (pid == L->spare.pid) {     /* a spare that did not last (its workers would not start?) */
+      logf_(&L->lg, LOG_WARN, "a session started ahead of its client (pid %ld) ended %s %d", (long)pid,
+            WIFSIGNALED(st) ? "by signal" : "with status", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+      close(L->spare.ctl);
+      L->spare.pid = 0;
+      remove_workdirs_of(getpid(), pid);
+      continue;
+    }
     for (int i = 0; i < L->nkids; i++) {
       kid *k = &L->kids[i];
       if (k->pid != pid) continue;
@@ -1178,7 +1232,7 @@ static void reap(lobby *L) {
       remove_workdirs_of(getpid(), pid);
       L->done += k->done;
       L->failed += k->failed;
-      close(k->ctl);
+      if (k->ctl >= 0) close(k->ctl);
       L->kids[i] = L->kids[--L->nkids];
       break;
     }
@@ -1319,6 +1373,12 @@ static void lobby_stats(lobby *L) {
 }
 
 static void stop_kids(lobby *L) {
+  if (L->spare.pid) {
+    kill(L->spare.pid, SIGTERM);
+    close(L->spare.ctl);
+    L->kids[L->nkids++] = L->spare;   /* (reaped as any) */
+    L->spare.pid = 0;
+  }
   for (int i = 0; i < L->nkids; i++) kill(L->kids[i].pid, SIGTERM);
   for (double until = farm__now() + 5; L->nkids && farm__now() < until; ) {
     usleep(20000);
@@ -1334,6 +1394,7 @@ static int lobby_main(lobby *L) {
     lobby_receive(L);
     double now = farm__now();
     if (now - L->scanned >= LOBBY_SCAN) { watch_lobby(L, now); L->scanned = now; }
+    keep_spare(L, now);
     if (!L->nkids && L->idle_timeout > 0 && now - L->idle_since > L->idle_timeout) {
       logf_(&L->lg, LOG_INFO, "no client for %g s: exiting", L->idle_timeout);
       break;

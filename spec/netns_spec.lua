@@ -354,8 +354,9 @@ describe("standing nodes in network namespaces", function()
     local victim = nodes[2].pid
     local workers = {}
     for _, p in ipairs(ns_pids(2)) do if p ~= victim then workers[#workers + 1] = p end end
-    -- (a node is its lobby, a session process for our client, and the session's worker)
-    assert.are.equal(2, #workers, "node 2 should have one session with one worker")
+    -- (a node is its lobby, a session process for our client with its worker, and a
+    -- session started ahead of the next client, with its worker)
+    assert.are.equal(4, #workers, "node 2 should have two sessions of one worker each")
     assert.are.equal("", H.slurp(rcfile), "the run ended before the node was killed")
     os.execute("kill -KILL " .. victim)
     assert.is_true(H.wait_gone({ victim }, 5))

@@ -100,7 +100,8 @@ typedef struct session_args {
 } session_args;
 typedef struct session_client {
   farm_lobby_client acc;           /* the client's keys and its word for itself */
-  char bind[320];                  /* the link of its own: tcp://ADDR:PORT */
+  char host[256];                  /* where its link listens: the session picks a port
+                                      there, binds it, and tells the lobby "P port" */
   int clients;                     /* the clients the node serves, this one included */
 } session_client;
 
@@ -997,13 +998,23 @@ static int session_main(void) {
     if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) { rc = 0; goto out; }
   }
   n->clients = c.clients;
-  snprintf(n->listen, sizeof n->listen, "%.299s", c.bind);
   snprintf(n->who, sizeof n->who, "%s", c.acc.who);
-  /* until our client has spoken under its keys, a frame is a few KiB at most */
-  if (open_link(n, FARM_LOBBY_MAXMSG, err, sizeof err) < 0) {
-    logf_(&n->lg, LOG_ERROR, "cannot give %s a link: %s", n->who, err);
-    goto out;
+  /* a port of our own (we, not the lobby, whose descriptors a flood may have
+     taken; and a port taken between a look and a bind is tried again), until
+     our client has spoken under its keys taking a few KiB a frame at most */
+  for (int tries = 0; ; tries++) {
+    int port = farm__free_port(strcmp(c.host, "0.0.0.0") ? c.host : NULL);
+    snprintf(n->listen, sizeof n->listen, "tcp://%.200s:%d", c.host, port);
+    if (port > 0 && farm__link_open(&n->link, n->listen, 1, FARM_LOBBY_MAXMSG, err, sizeof err) == 0) break;
+    if (port < 0) snprintf(err, sizeof err, "no free port on %.200s", c.host);
+    if (tries >= 20) {
+      logf_(&n->lg, LOG_ERROR, "cannot give %s a link: %s", n->who, err);
+      goto out;
+    }
   }
+  char said[32];
+  int len = snprintf(said, sizeof said, "P %u", port_of(n->listen));
+  if (send(CTL_FD, said, (size_t)len, MSG_NOSIGNAL) != len) goto out;
   farm__lobby_seal(n->link, &c.acc);
   sodium_memzero(&c, sizeof c);
   n->t0 = farm__now();
@@ -1159,17 +1170,27 @@ static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size
     snprintf(why, whylen, "the node serves %d clients, as many as it takes; try again later", MAX_KIDS);
     return -1;
   }
-  int port = farm__free_port(strcmp(L->host, "0.0.0.0") ? L->host : NULL);
-  if (port < 0) { snprintf(why, whylen, "no free port on %.100s", L->host); return -1; }
   kid k = L->spare;
   L->spare.pid = 0;
   if (!k.pid && start_process(L, &k, why, whylen) < 0) return -1;
   session_client c = { .acc = *acc, .clients = L->nkids + 1 };
-  snprintf(c.bind, sizeof c.bind, "tcp://%s:%d", L->host, port);
-  int sent = send(k.ctl, &c, sizeof c, MSG_NOSIGNAL) == (ssize_t)sizeof c;
+  snprintf(c.host, sizeof c.host, "%s", L->host);
+  int sent = send(k.ctl, &c, sizeof c, MSG_NOSIGNAL) == (ssize_t)sizeof c, port = -1;
   sodium_memzero(&c, sizeof c);
-  if (!sent) {                     /* (it died: reap() will see it go) */
-    snprintf(why, whylen, "the node cannot start a session now (%s); try again later", strerror(errno));
+  /* the port it bound: a moment (its workers are up: it only binds); a
+     session that says nothing in time is given up */
+  for (double until = farm__now() + 3; sent && port < 0 && farm__now() < until; ) {
+    struct pollfd p = { .fd = k.ctl, .events = POLLIN };
+    char said[32];
+    if (poll(&p, 1, 100) <= 0) continue;
+    ssize_t len = recv(k.ctl, said, sizeof said - 1, MSG_DONTWAIT);
+    if (len <= 0) break;
+    said[len] = 0;
+    if (sscanf(said, "P %d", &port) != 1 || port < 1 || port > 65535) port = -1;
+  }
+  if (!sent || port < 0) {         /* (it died, or hangs: reap() will see it go) */
+    snprintf(why, whylen, "the node cannot start a session now (%s); try again later",
+             sent ? "it did not take a port" : strerror(errno));
     kill(k.pid, SIGKILL);
     close(k.ctl);
     k.ctl = -1;

@@ -3,7 +3,9 @@
  *
  * A node is `farm node` on another host (or this one): the same engine with
  * its own local workers, serving this client over one nanomsg PAIR link on TCP,
- * sealed after a mutual handshake (session.h). It is either standing (a
+ * sealed after a mutual handshake (session.h: said at the node's lobby, which
+ * gives each client a port of its own; a node srun started dials our port and
+ * the handshake is on that link). It is either standing (a
  * `node://host:port` line; the user's --key-file) or started for this run over
  * SSH (ssh.c), with a key made for the run and written to its stdin; the node
  * exits when that stdin closes, so a client that dies leaves nothing behind.

@@ -129,6 +129,18 @@ static void refuse(farm_link *l, const char *why) {
 
 /* ---- the client ----------------------------------------------------------------- */
 
+/* AUTH1 in b, with a fresh nonce (left in nc) and who we are. */
+static void put_hello(farm_buf *b, int cipher, unsigned char nc[FARM_NONCELEN]) {
+  char who[128], host[64] = "?";
+  gethostname(host, sizeof host - 1);
+  snprintf(who, sizeof who, "%s pid %ld", host, (long)getpid());
+  randombytes_buf(nc, FARM_NONCELEN);
+  farm__msg_begin(b, FARM_MSG_AUTH1);
+  farm__buf_u8(b, (uint8_t)cipher);
+  farm__buf_put(b, nc, FARM_NONCELEN);
+  farm__buf_str(b, who, strlen(who));
+}
+
 /* The next message, within the time left (plain: the link is not sealed yet). */
 static int recv_until(farm_link *l, double until, void **m, size_t *n) {
   for (;;) {
@@ -165,16 +177,9 @@ int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], dou
   double until = farm__now() + timeout;
   unsigned char nc[FARM_NONCELEN], proof[32], want[32];
   int cipher = farm__seal_best();
-  char who[128], host[64] = "?";
-  gethostname(host, sizeof host - 1);
-  snprintf(who, sizeof who, "%s pid %ld", host, (long)getpid());
-  randombytes_buf(nc, sizeof nc);
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_AUTH1);
-  farm__buf_u8(&b, (uint8_t)cipher);
-  farm__buf_put(&b, nc, sizeof nc);
-  farm__buf_str(&b, who, strlen(who));
+  put_hello(&b, cipher, nc);
   int sent = send_msg(l, &b);
   if (sent == FARM_EAGAIN) {       /* the port answered, but no farm node took the link */
     snprintf(err, errlen, "no answer (no farm node took the link)");
@@ -236,6 +241,32 @@ int farm__session_client(farm_link *l, const unsigned char key[FARM_KEYLEN], dou
 
 /* ---- the node ------------------------------------------------------------------- */
 
+/* An AUTH1's body: the cipher we take (AES when both ends run it fast), the
+   client's nonce (pointing into r), and its word for itself, made printable. */
+static int read_hello(farm_rd *r, int *cipher, const unsigned char **nc, char *who, size_t wholen) {
+  int want = farm__rd_u8(r);
+  *nc = farm__rd_bytes(r, FARM_NONCELEN);
+  size_t k;
+  const char *w = farm__rd_str(r, &k);
+  if (r->err || farm__rd_left(r) || (want != FARM_SEAL_AES && want != FARM_SEAL_CHACHA)) return -1;
+  snprintf(who, wholen, "%.*s", (int)(k > 100 ? 100 : k), w);
+  for (char *c = who; *c; c++) if ((unsigned char)*c < ' ' || *c == 0x7f) *c = '?';
+  *cipher = want == FARM_SEAL_AES && farm__seal_best() == FARM_SEAL_AES ? FARM_SEAL_AES : FARM_SEAL_CHACHA;
+  return 0;
+}
+
+/* AUTH2 in b: the client's nonce, ours, and the proof that we know the key. */
+static void put_answer(farm_buf *b, const unsigned char *key, const unsigned char *nc,
+                       const unsigned char *nn, int cipher) {
+  unsigned char proof[32];
+  derive(key, "farm proof node", nc, nn, cipher, proof, sizeof proof);
+  farm__msg_begin(b, FARM_MSG_AUTH2);
+  farm__buf_put(b, nc, FARM_NONCELEN);
+  farm__buf_u8(b, (uint8_t)cipher);
+  farm__buf_put(b, nn, FARM_NONCELEN);
+  farm__buf_put(b, proof, sizeof proof);
+}
+
 int farm__session_node(farm_hs *hs, farm_link *l, const unsigned char key[FARM_KEYLEN],
                        const void *msg, size_t n, char *err, size_t errlen) {
   farm_rd r;
@@ -249,29 +280,17 @@ int farm__session_node(farm_hs *hs, farm_link *l, const unsigned char key[FARM_K
   }
   if (type < 0) return type;
   if (type == FARM_MSG_AUTH1) {
-    int want = farm__rd_u8(&r);
-    const unsigned char *nc = farm__rd_bytes(&r, FARM_NONCELEN);
-    size_t k;
-    const char *who = farm__rd_str(&r, &k);
-    if (r.err || farm__rd_left(&r) || (want != FARM_SEAL_AES && want != FARM_SEAL_CHACHA)) {
+    const unsigned char *nc;
+    if (read_hello(&r, &hs->cipher, &nc, hs->who, sizeof hs->who) < 0) {
       snprintf(err, errlen, "malformed handshake");
       hs->state = 0;
       return FARM_EPROTO;
     }
-    snprintf(hs->who, sizeof hs->who, "%.*s", (int)(k > 100 ? 100 : k), who);
-    for (char *c = hs->who; *c; c++) if ((unsigned char)*c < ' ' || *c == 0x7f) *c = '?';
-    hs->cipher = want == FARM_SEAL_AES && farm__seal_best() == FARM_SEAL_AES ? FARM_SEAL_AES : FARM_SEAL_CHACHA;
     memcpy(hs->nc, nc, FARM_NONCELEN);
     randombytes_buf(hs->nn, FARM_NONCELEN);
-    unsigned char proof[32];
-    derive(key, "farm proof node", hs->nc, hs->nn, hs->cipher, proof, sizeof proof);
     farm_buf b;
     farm__buf_init(&b);
-    farm__msg_begin(&b, FARM_MSG_AUTH2);
-    farm__buf_put(&b, hs->nc, FARM_NONCELEN);
-    farm__buf_u8(&b, (uint8_t)hs->cipher);
-    farm__buf_put(&b, hs->nn, FARM_NONCELEN);
-    farm__buf_put(&b, proof, sizeof proof);
+    put_answer(&b, key, hs->nc, hs->nn, hs->cipher);
     if (send_msg(l, &b) < 0) { snprintf(err, errlen, "cannot answer: %s", farm__link_error()); return FARM_ELINK; }
     hs->state = 1;
     return 0;
@@ -314,16 +333,9 @@ static int lobby_once(const char *url, const unsigned char key[FARM_KEYLEN], dou
   if (rc < 0) return rc;
   unsigned char nc[FARM_NONCELEN], k[64];
   int cipher = farm__seal_best(), port = 0;
-  char who[128], host[64] = "?";
-  gethostname(host, sizeof host - 1);
-  snprintf(who, sizeof who, "%s pid %ld", host, (long)getpid());
-  randombytes_buf(nc, sizeof nc);
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_AUTH1);
-  farm__buf_u8(&b, (uint8_t)cipher);
-  farm__buf_put(&b, nc, sizeof nc);
-  farm__buf_str(&b, who, strlen(who));
+  put_hello(&b, cipher, nc);
   void *m = NULL;
   size_t n;
   farm_rd r;
@@ -487,11 +499,10 @@ int farm__lobby_answer(farm_lobby *lb, const unsigned char key[FARM_KEYLEN], con
   if (type < 0) return 0;
   double now = farm__now();
   if (type == FARM_MSG_AUTH1) {
-    int want = farm__rd_u8(&r);
-    const unsigned char *nc = farm__rd_bytes(&r, FARM_NONCELEN);
-    size_t k;
-    const char *who = farm__rd_str(&r, &k);
-    if (r.err || farm__rd_left(&r) || (want != FARM_SEAL_AES && want != FARM_SEAL_CHACHA)) {
+    const unsigned char *nc;
+    int cipher;
+    char who[128];
+    if (read_hello(&r, &cipher, &nc, who, sizeof who) < 0) {
       snprintf(err, errlen, "malformed hello");
       return 0;
     }
@@ -508,18 +519,11 @@ int farm__lobby_answer(farm_lobby *lb, const unsigned char key[FARM_KEYLEN], con
         if (lb->hs[i].at < h->at) h = &lb->hs[i];
       memcpy(h->nc, nc, FARM_NONCELEN);
       randombytes_buf(h->nn, FARM_NONCELEN);
-      h->cipher = want == FARM_SEAL_AES && farm__seal_best() == FARM_SEAL_AES ? FARM_SEAL_AES : FARM_SEAL_CHACHA;
+      h->cipher = cipher;
       h->at = now;
-      snprintf(h->who, sizeof h->who, "%.*s", (int)(k > 100 ? 100 : k), who);
-      for (char *c = h->who; *c; c++) if ((unsigned char)*c < ' ' || *c == 0x7f) *c = '?';
+      snprintf(h->who, sizeof h->who, "%s", who);
     }
-    unsigned char proof[32];
-    derive(key, "farm proof node", h->nc, h->nn, h->cipher, proof, sizeof proof);
-    farm__msg_begin(out, FARM_MSG_AUTH2);
-    farm__buf_put(out, h->nc, FARM_NONCELEN);
-    farm__buf_u8(out, (uint8_t)h->cipher);
-    farm__buf_put(out, h->nn, FARM_NONCELEN);
-    farm__buf_put(out, proof, sizeof proof);
+    put_answer(out, key, h->nc, h->nn, h->cipher);
     return 0;
   }
   if (type == FARM_MSG_AUTH3) {

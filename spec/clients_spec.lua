@@ -9,17 +9,7 @@ local q = H.quote
 
 local dir, key, port, started
 
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function wait_for(f, seconds)
-  local deadline = os.time() + (seconds or 15) + 1
-  repeat
-    local v = f()
-    if v then return v end
-    sleep(0.05)
-  until os.time() > deadline
-  return f()
-end
+local sleep, wait_for = H.sleep, H.wait_for
 
 local function exists(path) local f = io.open(path) if f then f:close() end return f ~= nil end
 

@@ -96,6 +96,20 @@ function H.run_script(text, extra, timeout, env)
   return r
 end
 
+function H.sleep(s) os.execute("sleep " .. s) end
+
+--- poll f() until it returns a true value (returned), or f()'s last answer after
+--- about seconds (default 15)
+function H.wait_for(f, seconds)
+  local deadline = os.time() + (seconds or 15) + 1
+  repeat
+    local v = f()
+    if v then return v end
+    H.sleep(0.05)
+  until os.time() > deadline
+  return f()
+end
+
 function H.alive(pid)
   -- a zombie is dead for our purposes: it runs nothing
   local stat = slurp("/proc/" .. pid .. "/stat")

@@ -19,17 +19,7 @@ local PLAIN = "env -u LD_PRELOAD timeout -k 2 30 "
 
 local dir, procs, nstarted
 
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function wait_for(f, seconds)
-  local deadline = os.time() + (seconds or 15) + 1
-  repeat
-    local v = f()
-    if v then return v end
-    sleep(0.05)
-  until os.time() > deadline
-  return f()
-end
+local sleep, wait_for = H.sleep, H.wait_for
 
 --- a fake node with this attack on a free port of 127.0.0.1, ready; { pid, port, url, log }
 local function start_fake(attack, key, marker)

@@ -25,18 +25,7 @@ local dir        -- the test's temporary directory
 local procs      -- what the test started: { pid =, waiter =, kids = {} ... }
 local nfiles
 
-local function sleep(s) os.execute("sleep " .. s) end
-
---- poll f() until it returns a true value (returned), or nil after about seconds
-local function wait_for(f, seconds)
-  local deadline = os.time() + (seconds or 15) + 1
-  repeat
-    local v = f()
-    if v then return v end
-    sleep(0.05)
-  until os.time() > deadline
-  return f()
-end
+local sleep, wait_for = H.sleep, H.wait_for
 
 local function children(pid)
   local kids = {}

@@ -11,17 +11,7 @@ local PLAIN = "env -u LD_PRELOAD "
 
 local dir, key, port, started
 
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function wait_for(f, seconds)
-  local deadline = os.time() + (seconds or 15) + 1
-  repeat
-    local v = f()
-    if v then return v end
-    sleep(0.05)
-  until os.time() > deadline
-  return f()
-end
+local sleep, wait_for = H.sleep, H.wait_for
 
 --- a process in the background, remembered to be stopped by pid
 local function bg(cmdline)

@@ -84,10 +84,12 @@ static const char HELPER[] =
   "local type, next, tostring, tonumber = type, next, tostring, tonumber\n"
   "local H = { resolve = ship.resolve_loaded }\n"
   /* a function whose upvalues are only _ENV and named values, and that names
-     no global that travels, is constant: workers keep it by hash */
+     no global that travels nor _ENV or _G (ship.lua: env_value), is constant:
+     workers keep it by hash */
   "function H.is_constant(f)\n"
   "  if names()[f] then return true end\n"
-  "  if #describe(f).globals > 0 then return false end\n"
+  "  local d = describe(f)\n"
+  "  if #d.globals > 0 or d.env_value then return false end\n"
   "  local named\n"
   "  for i = 1, 255 do\n"
   "    local name, v = getupvalue(f, i)\n"

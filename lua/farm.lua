@@ -263,7 +263,7 @@ local constant = setmetatable({}, { __mode = "k" })
 local function is_constant(f)
   if names()[f] then return true end          -- travels by name (math.sqrt)
   local d = describe(f)
-  if #d.globals > 0 then return false end
+  if #d.globals > 0 or d.env_value then return false end
   local named
   for i = 1, huge do
     local name, v = getupvalue(f, i)

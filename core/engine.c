@@ -471,6 +471,9 @@ static void hold(farm_peer *p, farm_job *j) {
 static int credit(farm_peer *p) {
   int cap = p->capacity > 0 ? p->capacity : 1;
   if (p->e->restart_workers) return cap;   /* one job per worker process: nothing waits there */
+  /* a node we may use only part of runs whatever it holds at once, on workers
+     we were not given: it gets no more than it may run */
+  if (p->capped) return cap;
   if (p->est <= 0) return cap + 1;
   double k = cap * CREDIT_SECONDS / p->est;
   double lo = cap + 1, hi = (double)CREDIT_MAX * cap;
@@ -1177,7 +1180,8 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     farm__rd_uvar(&r);
     uint64_t cap = farm__rd_uvar(&r);
     if (r.err || cap < 1 || cap > 65536) break;
-    p->capacity = (int)cap;
+    p->capped = p->cap_limit > 0 && cap > (uint64_t)p->cap_limit;
+    p->capacity = p->capped ? p->cap_limit : (int)cap;
     p->ready = 1;
     e->capacity = 0;
     for (int i = 0; i < e->npeers; i++)

@@ -41,6 +41,9 @@ struct farm_peer {
   void *kind;                      /* the kind's own state */
   char name[48];                   /* "local:2" */
   int capacity;                    /* jobs it runs at once (from HELLO) */
+  int cap_limit;                   /* at most this capacity whatever HELLO says (0: none);
+                                      a hostfile's `node://host:port N` (set by the kind) */
+  int capped;                      /* HELLO said more than cap_limit: no prefetch either */
   int ready;                       /* HELLO seen */
   int dead;                        /* failed before HELLO: not restarted */
   /* retirement (farm__peer_retire, farm__engine_set_workers) */

@@ -564,6 +564,9 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     p->e = e;
     p->kind = n;
     p->capacity = n->h.workers > 0 ? n->h.workers : 1;
+    /* `node://host:port N`: a standing node has workers of its own (for other
+       clients too); N is how many of them this client may use */
+    p->cap_limit = n->h.workers > 0 ? n->h.workers : 0;
     snprintf(p->name, sizeof p->name, "%.47s", n->name);
     farm__buf_init(&p->pend);
     if (n->rc < 0) {
@@ -579,6 +582,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       step_unref(n->step);
       n->step = NULL;
       p->dead = 1;
+      p->capacity = 0;             /* it never said how many it has: none of them ours */
     } else {
       p->link = n->link;
     }

@@ -758,4 +758,49 @@ describe("farm node", function()
     assert.are.equal(0, r2.code, "client --heartbeat 0.2, node default: " .. r2.err .. H.slurp(m.log))
     assert.are.equal("done\n", r2.out)
   end)
+
+  it("19. a hostfile's `node://host:port N` uses at most N of the node's workers", function()
+    local key = keygen()
+    local n = start_node("-w 2 --key-file " .. Q(key))
+    local hosts = H.write(dir .. "/hosts", n.url .. " 1\n")
+    local busy = dir .. "/busy"
+    assert(os.execute("mkdir " .. Q(busy)))
+    -- each job marks itself busy, waits, then counts the busy ones: with two
+    -- at once, both see two
+    local r = run(([[
+      local function job(dir, i)
+        local mine = dir .. "/" .. i
+        io.open(mine, "w"):close()
+        os.execute("sleep 0.3")
+        local p = io.popen("ls " .. dir .. " | wc -l")
+        local most = p:read("n")
+        p:close()
+        os.remove(mine)
+        return most
+      end
+      local fs = {}
+      for i = 1, 6 do fs[i] = farm.submit(job, %q, i) end
+      local most = 0
+      for i = 1, 6 do most = math.max(most, fs[i]:result()) end
+      local nd = farm.nodes()[1]
+      print(most, farm.workers(), nd.workers, nd.state)
+    ]]):format(busy), "-n 0 --nodes " .. Q(hosts) .. " --key-file " .. Q(key))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("1\t1\t1\tup\n", r.out)
+    -- without a count, all the node has
+    r = run(ONE_JOB .. "print(farm.workers(), farm.nodes()[1].workers)\n", "-n 0 " .. via(n, key))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("42\n2\t2\n", r.out)
+    stopped_ok(n)
+  end)
+
+  it("20. farm.nodes() gives a host that could not be reached no workers", function()
+    local key = keygen()
+    local r = run(ONE_JOB .. [[
+      for _, nd in ipairs(farm.nodes()) do print(nd.host, nd.state, nd.workers) end
+      print(farm.workers())
+    ]], "-n 1 --hosts node://127.0.0.1:" .. port() .. " --key-file " .. Q(key))
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("^42\nnode://127%.0%.0%.1:%d+\tfailed\t0\n1\n$"), r.out)
+  end)
 end)

@@ -54,6 +54,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1398,12 +1399,69 @@ static const char node_usage[] =
   "                    5 heartbeats is dropped and its jobs cancelled\n"
   "  --restart-workers a fresh worker process for every job (as ppserver -r): no job\n"
   "                    sees what an earlier one left in its Lua state\n"
-  "  --pid-file F      write the node's pid to F (removed at exit)\n"
+  "  --pid-file F      write the node's pid to F, locked (removed at exit; a live node's is refused)\n"
   "  --log-file F      log there instead of stderr\n"
   "  --log-level L     error, warn, info (default) or debug\n"
   "  --daemon          detach from the terminal (with --log-file, or logs are lost)\n"
   "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the clients' jobs and exits.\n"
   "A client reaches it with: farm run SCRIPT --hosts node://HOST:PORT --key-file F\n";
+
+/* Take the pid file at path: open it, lock it (flock: the lock belongs to the
+   open file, so it outlives daemon()'s fork and goes when the node's last
+   descriptor of it closes, however the node ends) and write our pid. A node
+   that holds it is alive: the file is left as it is, and err says whose it is.
+   A file no one holds is a dead node's, and is taken over. Returns the locked
+   descriptor (kept open while the node runs), or -1 and err. The descriptor is
+   close-on-exec: a session or worker must not keep a node's lock. */
+static int take_pid_file(const char *path, char *err, size_t errlen) {
+  for (int tries = 0; tries < 10; tries++) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+      snprintf(err, errlen, "cannot write pid file '%.400s': %s", path, strerror(errno));
+      return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      int e = errno;
+      char buf[32] = "";
+      ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
+      long owner = k > 0 ? strtol(buf, NULL, 10) : 0;
+      close(fd);
+      if (e != EWOULDBLOCK) {
+        snprintf(err, errlen, "cannot lock pid file '%.400s': %s", path, strerror(e));
+      } else if (owner > 0) {
+        snprintf(err, errlen, "pid file '%.400s' belongs to node %ld, which is still running "
+                 "(stop it first, or give this node another --pid-file)", path, owner);
+      } else {
+        snprintf(err, errlen, "pid file '%.400s' is held by another node that is still running "
+                 "(stop it first, or give this node another --pid-file)", path);
+      }
+      return -1;
+    }
+    /* the node we raced with may have removed the file after we opened it:
+       a lock on a name no longer there guards nothing, so try again */
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+      char line[32];
+      int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+      if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)n, 0) != n) {
+        snprintf(err, errlen, "cannot write pid file '%.400s': %s", path, strerror(errno));
+        close(fd);
+        return -1;
+      }
+      return fd;
+    }
+    close(fd);
+  }
+  snprintf(err, errlen, "cannot take pid file '%.400s': it keeps being replaced", path);
+  return -1;
+}
+
+/* After daemon(): the pid in the file is the daemon's. */
+static void rewrite_pid_file(int fd) {
+  char line[32];
+  int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)n, 0) != n) { /* the old pid stays: logged by no one */ }
+}
 
 static int bad(const char *fmt, const char *a) {
   fputs("farm node: ", stderr);
@@ -1603,7 +1661,21 @@ int farm_node_main(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  int rc = 1;
+  int rc = 1, pidfd = -1;
+  char pidpath[4096];
+  if (pidfile && pidfile[0] != '/') {           /* a daemon works from / */
+    char cwd[3000];
+    if (!getcwd(cwd, sizeof cwd)) { bad("cannot tell the current directory for '%s'", pidfile); goto out; }
+    snprintf(pidpath, sizeof pidpath, "%s/%s", cwd, pidfile);
+    pidfile = pidpath;
+  }
+  /* the pid file first: a second node given it stops here, before it takes a
+     port or touches anything of the first one's */
+  if (pidfile && (pidfd = take_pid_file(pidfile, err, sizeof err)) < 0) {
+    fprintf(stderr, "farm node: %s\n", err);
+    pidfile = NULL;
+    goto out;
+  }
   if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) {
     for (int i = 0; i < 20 && strstr(err, "in use"); i++) {   /* a port just closed can be busy a moment */
       usleep(50000);
@@ -1617,27 +1689,16 @@ int farm_node_main(int argc, char **argv) {
     else fprintf(stderr, "farm node: %s\n", err);
     goto out;
   }
-  char pidpath[4096];
-  if (pidfile && pidfile[0] != '/') {           /* a daemon works from / */
-    char cwd[3000];
-    if (!getcwd(cwd, sizeof cwd)) { bad("cannot tell the current directory for '%s'", pidfile); goto out; }
-    snprintf(pidpath, sizeof pidpath, "%s/%s", cwd, pidfile);
-    pidfile = pidpath;
-  }
   if (daemonize) {
     farm__link_close(L.link);                   /* nanomsg's threads do not survive fork */
     L.link = NULL;
     if (daemon(0, 0) < 0) { bad("cannot become a daemon: %s", strerror(errno)); goto out; }
+    if (pidfd >= 0) rewrite_pid_file(pidfd);
     if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) { logf_(&L.lg, LOG_ERROR, "%s", err); goto out; }
   }
   L.sigfd = block_signals();
   procfds_open(&L.pf);
   sweep_workdirs();
-  if (pidfile) {
-    FILE *f = fopen(pidfile, "w");
-    if (!f) logf_(&L.lg, LOG_ERROR, "cannot write pid file '%s': %s", pidfile, strerror(errno));
-    else { fprintf(f, "%ld\n", (long)getpid()); fclose(f); }
-  }
   if (L.launched) {
     printf("FARM-NODE %d %u\n", FARM_PROTOCOL, L.port);
     fflush(stdout);
@@ -1646,8 +1707,11 @@ int farm_node_main(int argc, char **argv) {
           n->keyed ? "" : " (no key: any local user can connect)");
   }
   rc = lobby_main(&L);
-  if (pidfile) unlink(pidfile);
 out:
+  if (pidfd >= 0) {               /* ours (locked): removed while we still hold it */
+    unlink(pidfile);
+    close(pidfd);
+  }
   farm__link_close(L.link);
   procfds_close(&L.pf);
   if (L.sigfd > 0) close(L.sigfd);

@@ -511,12 +511,21 @@ static int l_meta(lua_State *L) {
   lua_createtable(L, 0, 6);
   lua_pushnumber(L, j->submitted + wall);
   lua_setfield(L, -2, "submitted");
-  /* the earliest sign: when it was seen running, or its end less what it ran */
-  double started = j->busy > 0 ? j->ended - j->busy : 0;
-  if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+  /* When it ran, as its worker told (one clock for both ends, so the jobs a
+     worker ran in turn have them in turn); else the earliest sign we saw: when
+     it was seen running, or its end less what it ran. */
+  double started, ended = j->ended;
+  if (j->ran_to > 0) {
+    started = j->ran_from;
+    ended = j->ran_to;
+  } else {
+    started = j->busy > 0 ? j->ended - j->busy : 0;
+    if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+  }
   if (started > 0 && started < j->submitted) started = j->submitted;
+  if (ended < started) ended = started;
   if (started > 0) { lua_pushnumber(L, started + wall); lua_setfield(L, -2, "started"); }
-  lua_pushnumber(L, j->ended + wall);
+  lua_pushnumber(L, ended + wall);
   lua_setfield(L, -2, "finished");
   lua_pushinteger(L, 1 + j->attempt + j->requeues);
   lua_setfield(L, -2, "attempts");

@@ -648,10 +648,44 @@ static void where(farm_peer *p, char *out, size_t n) {
   else snprintf(out, n, "%s", p->name);
 }
 
+/* The times after count RESULTS entries at r (proto.h), on our clock, into
+   times[2 * count]: 1 when they are there and sound, else 0 (a peer that does
+   not send them: its jobs' times come from what we saw). Read before the
+   entries are taken, because a job's times must be set before it is over. */
+static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times) {
+  size_t n;
+  for (uint32_t i = 0; i < count && !r.err; i++) {
+    farm__rd_uvar(&r);
+    farm__rd_uvar(&r);
+    int status = farm__rd_u8(&r);
+    farm__rd_uvar(&r);
+    farm__rd_str(&r, &n);
+    farm__rd_str(&r, &n);
+    if (status == FARM_JOB_ERROR) { farm__rd_str(&r, &n); farm__rd_str(&r, &n); }
+  }
+  if (r.err || !farm__rd_left(&r)) return 0;
+  double now = farm__now(), sent = farm__rd_uvar(&r) * 1e-9;
+  /* a process of this host reads our clock; another host's is shifted by the
+     gap between its now and ours (the link's delay comes in: the same for
+     every job of one message) */
+  double shift = p->same_clock ? 0 : now - sent;
+  if (p->same_clock && sent > now + 1) return 0;
+  for (uint32_t i = 0; i < count; i++) {
+    double a = farm__rd_uvar(&r) * 1e-9 + shift, b = farm__rd_uvar(&r) * 1e-9 + shift;
+    if (r.err || a > b || b > now + 1) return 0;
+    times[2 * i] = a;
+    times[2 * i + 1] = b < now ? b : now;
+  }
+  return !r.err && !farm__rd_left(&r);
+}
+
 static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
   uint32_t count = farm__rd_u32le(r);
   double busy_sum = 0;
   uint32_t got = 0;
+  /* an entry takes at least 6 bytes: count cannot ask for more than that allows */
+  double *times = !r->err && count && count <= farm__rd_left(r) / 6 ? malloc(2 * sizeof(double) * count) : NULL;
+  if (times && !results_times(p, *r, count, times)) { free(times); times = NULL; }
   for (uint32_t i = 0; i < count && !r->err; i++) {
     uint64_t id = farm__rd_uvar(r);
     unsigned attempt = (unsigned)farm__rd_uvar(r);
@@ -668,6 +702,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     if (j->state == JOB_SENT) {
       j->busy = busy;
+      if (times) { j->ran_from = times[2 * i]; j->ran_to = times[2 * i + 1]; }
       j->untrusted = p->ops->untrusted;
       where(p, j->where, sizeof j->where);
       free(j->res);
@@ -699,6 +734,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     p->est = p->est <= 0 ? per : 0.7 * p->est + 0.3 * per;
     if (p->est < 1e-7) p->est = 1e-7;
   }
+  free(times);
   return r->err ? FARM_EPROTO : (int)got;
 }
 

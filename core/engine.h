@@ -62,6 +62,10 @@ typedef struct farm_job {
   double started;                  /* when its peer was first seen running it */
   double busy;                     /* seconds it ran */
   double submitted, ended;         /* when it was handed to the engine, and when it ended */
+  /* when it began and ended where it ran, on our clock (0: not told, see RESULTS'
+     times in proto.h): one clock for both, so jobs one worker ran in turn have
+     them in turn */
+  double ran_from, ran_to;
   char where[96];                  /* where it ran */
   uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
   uint16_t ext_attempt;

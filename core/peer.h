@@ -44,6 +44,7 @@ struct farm_peer {
   int cap_limit;                   /* at most this capacity whatever HELLO says (0: none);
                                       a hostfile's `node://host:port N` (set by the kind) */
   int capped;                      /* HELLO said more than cap_limit: no prefetch either */
+  int same_clock;                  /* its farm__now() is ours (a process on this host) */
   int ready;                       /* HELLO seen */
   int dead;                        /* failed before HELLO: not restarted */
   /* retirement (farm__peer_retire, farm__engine_set_workers) */

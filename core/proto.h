@@ -14,6 +14,10 @@
  *                  uvar(busy ns) str(stdout) (status 0: str(block)
  *                                             | status 1: str(message) str(traceback)
  *                                                         str(raised value block, or empty)) }
+ *                  [uvar(now ns) count * { uvar(began ns) uvar(ended ns) }]: the times,
+ *                  optional, on the sender's monotonic clock: when each job first
+ *                  began and when it ended there, and when the message went. A
+ *                  receiver on another host shifts them by (its now - the sender's now).
  *   QUIT     c->w  (empty)
  *   TAKE     c->w  u32le(count) count * uvar(id): give these jobs back unless they
  *                  have started. Answered at once, even while a job runs (the

@@ -118,6 +118,7 @@ typedef struct node {
   map jobs;                        /* client's id -> farm_job (ours, until over) */
   map fns;                         /* function hash -> farm_fn */
   farm_buf out;
+  farm_buf times;                  /* ...and their times (proto.h RESULTS) */
   farm_buf res;                    /* RESULTS entries waiting to go (nres of them, */
   uint32_t nres;                   /* ...the first since res_since) */
   double res_since;
@@ -249,7 +250,10 @@ static void flush_results(node *n) {
   farm__buf_put(&n->out, "\0\0\0\0", 4);
   farm__put_u32le_at(&n->out, 4, n->nres);
   farm__buf_put(&n->out, n->res.p, n->res.n);
+  farm__buf_uvar(&n->out, (uint64_t)(farm__now() * 1e9));
+  farm__buf_put(&n->out, n->times.p, n->times.n);
   send_out(n);
+  n->times.n = 0;
   n->res.n = 0;
   n->nres = 0;
 }
@@ -268,6 +272,11 @@ static void send_results(node *n) {
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
     if (!n->nres) n->res_since = farm__now();
     farm_buf *b = &n->res;
+    /* when it ran, on our clock (as our worker told; else as we saw it) */
+    double to = j->ran_to > 0 ? j->ran_to : j->ended;
+    double from = j->ran_to > 0 ? j->ran_from : j->ended - j->busy;
+    farm__buf_uvar(&n->times, (uint64_t)((from > 0 ? from : 0) * 1e9));
+    farm__buf_uvar(&n->times, (uint64_t)((to > from ? to : from > 0 ? from : 0) * 1e9));
     farm__buf_uvar(b, j->ext_id);
     farm__buf_uvar(b, j->ext_attempt);
     farm__buf_u8(b, st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR);
@@ -940,6 +949,7 @@ static void session_free(node *n) {
   farm__buf_free(&n->out);
   farm__buf_free(&n->pend);
   farm__buf_free(&n->res);
+  farm__buf_free(&n->times);
   if (n->sigfd >= 0) close(n->sigfd);
   sodium_memzero(n->key, sizeof n->key);
 }
@@ -975,6 +985,7 @@ static int session_main(void) {
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
   farm__buf_init(&n->res);
+  farm__buf_init(&n->times);
   char err[600];
   int rc = 1;
   /* until our client has spoken under its keys, a frame is a few KiB at most */
@@ -1507,6 +1518,7 @@ static int connect_main(node *n) {
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
   farm__buf_init(&n->res);
+  farm__buf_init(&n->times);
   int rc = 1;
   if (open_link(n, FARM_LOBBY_MAXMSG, err, sizeof err) < 0) {
     fprintf(stderr, "farm node: %s\n", err);

@@ -2228,12 +2228,15 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   }
   if (o->nhosts > 0) {
     /* every host at once: an SSH login costs a third of a second or more */
-    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen);
+    int first_rc = FARM_ELINK;
+    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen, &first_rc);
     if (n < 0) { rc = n; goto fail; }
     e->npeers += n;
     int up = 0;
     for (int i = nw; i < e->npeers; i++) up += !e->peers[i]->dead;
-    if (!up && !nw) { rc = FARM_ELINK; goto fail; }   /* err says why (the host's own line) */
+    /* err says why (the first host's own line), and rc is that host's code:
+       a wrong key is FARM_EAUTH, a refused SSH login FARM_ESSH (farm.h) */
+    if (!up && !nw) { rc = first_rc < 0 ? first_rc : FARM_ELINK; goto fail; }
     err[0] = 0;
   }
   if (pthread_create(&e->thread, NULL, loop_main, e) != 0) {

@@ -111,10 +111,11 @@ void farm__peer_retire(farm_peer *p, const char *why);
    reached over TCP, started over SSH when the host says so. Connects (in
    parallel, from the caller's thread, before the loop starts) and returns one
    peer per host; a host that cannot be reached gets a peer that is dead, and a
-   line on stderr (or in err when quiet). */
+   line on stderr (or in err when quiet). err says why the first one failed, and
+   *first_rc its code (FARM_EAUTH, FARM_ESSH, ...; left as it was when none did). */
 struct farm_host;
 int  farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
-                      char *err, size_t errlen);
+                      char *err, size_t errlen, int *first_rc);
 
 /* The local kind (peer_local.c). */
 farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen);

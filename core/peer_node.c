@@ -505,7 +505,7 @@ static const farm_peer_ops node_ops = {
 };
 
 int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
-                     char *err, size_t errlen) {
+                     char *err, size_t errlen, int *first_rc) {
   int nh = o->nhosts;
   node **ns = calloc((size_t)nh, sizeof *ns);
   pthread_t *th = calloc((size_t)nh, sizeof *th);
@@ -573,7 +573,10 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       char msg[900];
       if (strncmp(n->err, "host ", 5) == 0) snprintf(msg, sizeof msg, "%s", n->err);   /* ssh.c names it */
       else snprintf(msg, sizeof msg, "host %s: %s", n->name, n->err);
-      if (!err[0]) snprintf(err, errlen, "%s", msg);
+      if (!err[0]) {
+        snprintf(err, errlen, "%s", msg);
+        *first_rc = n->rc;
+      }
       if (!o->quiet && nh + (o->no_local ? 0 : 1) > 1) fprintf(stderr, "farm: %s; going on without it\n", msg);
       farm__link_close(n->link);
       n->link = NULL;

@@ -475,7 +475,17 @@ static int l_share_file(lua_State *L) {
   struct stat st;
   if (farm__file_take(path, farm__engine_max_file(c->e), nodes ? &data : NULL, &st, why, sizeof why) < 0)
     return fail_lua(L, "%s: %s", what, why);
-  int rc = nodes ? farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data.p, data.n) : 0;
+  int rc = 0;
+  if (nodes && (st.st_mode & 0111)) {    /* a program: its execute bits go with it */
+    farm_buf x;
+    farm__buf_init(&x);
+    farm__buf_u8(&x, (uint8_t)(st.st_mode & 0111));
+    farm__buf_put(&x, data.p, data.n);
+    rc = x.n == data.n + 1 ? farm__engine_share(c->e, FARM_SHARE_XFILE, path, np, x.p, x.n) : FARM_ENOMEM;
+    farm__buf_free(&x);
+  } else if (nodes) {
+    rc = farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data.p, data.n);
+  }
   farm__buf_free(&data);
   if (rc < 0) return fail_lua(L, "farm: out of memory");
   lua_pushboolean(L, nodes);

@@ -488,7 +488,7 @@ static void send_shares(farm_engine *e, farm_peer *p) {
   int local = p->ops->kind[0] == 'l';
   for (; p->shared_upto < e->nshares; p->shared_upto++) {
     struct share *x = &e->shares[p->shared_upto];
-    if (!x->kind || (local && x->kind == FARM_SHARE_FILE)) continue;
+    if (!x->kind || (local && (x->kind == FARM_SHARE_FILE || x->kind == FARM_SHARE_XFILE))) continue;
     farm__msg_begin(b, FARM_MSG_SHARE);
     farm__buf_put(b, "\1\0\0\0", 4);
     farm__buf_u8(b, x->kind);
@@ -911,7 +911,8 @@ static int rename_noreplace(int dfd, const char *tmp, const char *part) {
 /* farm__write_below; noreplace: never replace an existing name (1 when it
    exists, nothing written). */
 static int write_below(const char *dir, const char *rel, const void *data, size_t n,
-                       uint64_t same_dev, uint64_t same_ino, int noreplace, char *why, size_t whylen) {
+                       uint64_t same_dev, uint64_t same_ino, int noreplace, unsigned xbits,
+                       char *why, size_t whylen) {
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, fd = -1;
   char part[NAME_MAX + 1], tmp[NAME_MAX + 32];
   if (dfd < 0) { snprintf(why, whylen, "cannot open %s: %s", dir, strerror(errno)); return -1; }
@@ -952,6 +953,12 @@ static int write_below(const char *dir, const char *rel, const void *data, size_
     if (k <= 0) { if (!k) errno = EIO; goto fail_tmp; }
     at += (size_t)k;
   }
+  /* a program shipped to run keeps its execute bits; only those (& 0111: never
+     setuid, setgid or sticky), added to what the umask left */
+  if (xbits & 0111) {
+    struct stat fst;
+    if (fstat(fd, &fst) < 0 || fchmod(fd, (fst.st_mode & 0777) | (xbits & 0111)) < 0) goto fail_tmp;
+  }
   if (close(fd) < 0) { fd = -1; goto fail_tmp; }
   fd = -1;
   if ((noreplace ? rename_noreplace(dfd, tmp, part) : renameat(dfd, tmp, dfd, part)) < 0) {
@@ -977,8 +984,8 @@ out:
 }
 
 int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen) {
-  return write_below(dir, rel, data, n, same_dev, same_ino, 0, why, whylen);
+                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen) {
+  return write_below(dir, rel, data, n, same_dev, same_ino, 0, xbits, why, whylen);
 }
 
 /* The names below dest that files from nodes created in this run: a node may
@@ -1089,7 +1096,8 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   if (make_dest(e, why, sizeof why) < 0)
     rc = -1;
   else
-    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, why, sizeof why);
+    /* what a node sends is data: never executable here (xbits 0) */
+    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, 0, why, sizeof why);
   if (rc < 0)
     fprintf(stderr, "farm: cannot write %s/%s, sent by job %llu: %s\n", e->dest, name,
             (unsigned long long)j->id, why);
@@ -1116,10 +1124,12 @@ int farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
                        const void *block, size_t n) {
   pthread_mutex_lock(&e->mu);
   int rc = 0;
-  if (kind == FARM_SHARE_FILE)           /* only the newest version of a file is kept */
+  int file = kind == FARM_SHARE_FILE || kind == FARM_SHARE_XFILE;
+  if (file)                              /* only the newest version of a file is kept */
     for (int i = 0; i < e->nshares; i++) {
       struct share *x = &e->shares[i];
-      if (x->kind != FARM_SHARE_FILE || x->nname != nname || memcmp(x->name, name, nname)) continue;
+      if ((x->kind != FARM_SHARE_FILE && x->kind != FARM_SHARE_XFILE) || x->nname != nname ||
+          memcmp(x->name, name, nname)) continue;
       free(x->p);
       x->p = NULL;
       x->n = 0;

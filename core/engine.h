@@ -193,9 +193,10 @@ farm_sent_file *farm__engine_take_files(farm_engine *e);
    directory dir, at once (a temporary file renamed over it), making the
    directories on the way and never following a symlink below dir. Nothing is
    written when the file there is the one with same_ino (and same_dev; 0: no
-   such check). 0, or -1 with why. */
+   such check). xbits: execute bits (of 0111, no others) the file gets besides
+   its 0644 less the umask. 0, or -1 with why. */
 int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen);
+                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen);
 
 /* ---- jobs and function packages (refcounted, any thread) ---- */
 farm_job *farm__job_new(void);

@@ -42,7 +42,12 @@
  *                  block), SHARE_SETUP (farm.on_node: a block of one table
  *                  {setup=, cleanup=, args=}), SHARE_FILE (a file by its relative
  *                  path: only to nodes, which put it in their jobs' directory),
- *                  SHARE_LIMIT (name "max_file": the largest file, in decimal).
+ *                  SHARE_LIMIT (name "max_file": the largest file, in decimal),
+ *                  SHARE_XFILE (as SHARE_FILE, for a file someone may execute: the
+ *                  block is u8(its execute bits, mode & 0111) then the content; the
+ *                  node sets those bits and no others, never setuid or setgid. A
+ *                  kind of its own, so a node that cannot keep them refuses the
+ *                  SHARE rather than write a file that would not run).
  *   SETUPFAIL w->c str(message): the pool's setup function failed here; the worker
  *                  runs no job from now on and waits to be told to QUIT
  *   FILE     w->c  uvar(id) uvar(dev) uvar(ino) str(path) str(content): a job's
@@ -72,7 +77,7 @@ enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_
        FARM_MSG_BEAT, FARM_MSG_KILL, FARM_MSG_SHARE, FARM_MSG_SETUPFAIL, FARM_MSG_FILE,
        FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO, FARM_MSG_AUTHOK };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
-enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT };
+enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT, FARM_SHARE_XFILE };
 #define FARM_MAX_FILE_DEFAULT (64u << 20)   /* files travel up to this size unless configured */
 enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };

@@ -507,14 +507,14 @@ static void close_engine(node *n) {
 /* A file the client ships for its jobs, at its path below the jobs' directory
    (the client sends only plain relative paths; another is logged and skipped:
    the job that needs it will say so). */
-static void put_file(node *n, const char *path, size_t np, const char *data, size_t nd) {
+static void put_file(node *n, const char *path, size_t np, const char *data, size_t nd, unsigned xbits) {
   char rel[PATH_MAX], probe[PATH_MAX + 2], why[300];
   if (!np || np >= sizeof rel || memchr(path, 0, np) || path[0] == '/') goto bad;
   memcpy(rel, path, np);
   rel[np] = 0;
   snprintf(probe, sizeof probe, "/%s/", rel);
   if (strstr(probe, "/../") || strstr(probe, "/./") || strstr(probe, "//")) goto bad;
-  if (farm__write_below(n->workdir, rel, data, nd, 0, 0, why, sizeof why) < 0)
+  if (farm__write_below(n->workdir, rel, data, nd, 0, 0, xbits & 0111, why, sizeof why) < 0)
     logf_(&n->lg, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, why);
   else
     logf_(&n->lg, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
@@ -531,8 +531,12 @@ static int on_share(node *n, farm_rd *r) {
     int kind = farm__rd_u8(r);
     size_t nn, nb;
     const char *name = farm__rd_str(r, &nn), *b = farm__rd_str(r, &nb);
-    if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_LIMIT) return FARM_EPROTO;
-    if (kind == FARM_SHARE_FILE) put_file(n, name, nn, b, nb);
+    if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_XFILE) return FARM_EPROTO;
+    if (kind == FARM_SHARE_FILE) put_file(n, name, nn, b, nb, 0);
+    else if (kind == FARM_SHARE_XFILE) {          /* u8(execute bits), then the content */
+      if (!nb) return FARM_EPROTO;
+      put_file(n, name, nn, b + 1, nb - 1, (unsigned char)b[0] & 0111);
+    }
     else if (farm__engine_share(n->e, kind, name, nn, b, nb) < 0) return FARM_ENOMEM;
   }
   return r->err || farm__rd_left(r) ? FARM_EPROTO : 0;

@@ -100,6 +100,9 @@ struct farm_engine {
   int keep_files;                  /* a node's engine: sent files wait for the node, and */
   char setup_err[400];             /* ...the first setup failure, for it to pass on */
   farm_sent_file *files, *files_tail;
+  int report_starts;               /* a node's engine: jobs as they begin are kept for it */
+  uint64_t *begun;                 /* ...their ext_ids (mu), nbegun of capbegun, */
+  size_t nbegun, capbegun;         /* ...taken by farm__engine_take_started */
   double wall;                     /* time of day minus farm__now() */
   int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
   int loop_skipped;                /* atomic: the loop sleeps without polling the links */
@@ -738,6 +741,35 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
   return r->err ? FARM_EPROTO : (int)got;
 }
 
+/* j is seen to have begun at its peer (loop thread, mu held): a node's engine
+   keeps its client's id, for the node to tell its client (STARTED), so that a
+   job on a node says "running" there too. Once per job. */
+static void job_begun(farm_engine *e, farm_job *j, double now) {
+  if (!j->started) j->started = now;
+  if (j->begun) return;
+  j->begun = 1;
+  if (!e->report_starts) return;
+  if (e->nbegun == e->capbegun) {
+    size_t cap = e->capbegun ? 2 * e->capbegun : 64;
+    uint64_t *b = realloc(e->begun, cap * sizeof *b);
+    if (!b) return;                /* the client is not told: its result still comes */
+    e->begun = b;
+    e->capbegun = cap;
+  }
+  e->begun[e->nbegun++] = j->ext_id;
+  changed(e);
+}
+
+size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max) {
+  pthread_mutex_lock(&e->mu);
+  size_t n = e->nbegun < max ? e->nbegun : max;
+  memcpy(ids, e->begun, n * sizeof *ids);
+  memmove(e->begun, e->begun + n, (e->nbegun - n) * sizeof *ids);
+  e->nbegun -= n;
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
 static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
   uint32_t count = farm__rd_u32le(r);
   if (!p->takes) return FARM_EPROTO;
@@ -760,8 +792,7 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
   for (farm_job *j = p->head; j; j = j->next) {
     if (!j->taking) continue;
     j->taking = 0;                           /* not given back: it has begun there */
-    j->begun = 1;
-    if (!j->started) j->started = farm__now();
+    job_begun(e, j, farm__now());
     if (j->cancel_req == CANCEL_FORCE) stop_for(p, j->id, "a job was cancelled by force");
     else j->cancel_req = 0;
   }
@@ -1181,7 +1212,7 @@ double farm__engine_wall(farm_engine *e) { return e->wall; }
 static int node_may_send(int type) {
   switch (type) {
   case FARM_MSG_HELLO: case FARM_MSG_RESULTS: case FARM_MSG_TAKEN: case FARM_MSG_BEAT:
-  case FARM_MSG_FILE: case FARM_MSG_SETUPFAIL: case FARM_MSG_QUIT:
+  case FARM_MSG_FILE: case FARM_MSG_SETUPFAIL: case FARM_MSG_QUIT: case FARM_MSG_STARTED:
     return 1;
   default:
     return 0;
@@ -1191,7 +1222,7 @@ static int node_may_send(int type) {
 static const char *msg_name(int type) {
   static const char *names[] = { "?", "HELLO", "JOBS", "RESULTS", "QUIT", "TAKE", "TAKEN",
                                  "SUSPENDED", "SUBMIT", "SUBDONE", "BEAT", "KILL", "SHARE",
-                                 "SETUPFAIL", "FILE" };
+                                 "SETUPFAIL", "FILE", "STARTED" };
   if (type > 0 && type < (int)(sizeof names / sizeof *names)) return names[type];
   if (type >= FARM_MSG_AUTH1 && type <= FARM_MSG_AUTHOK) return "a handshake message";
   return NULL;
@@ -1248,10 +1279,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (r.err || farm__rd_left(&r) || k > (uint64_t)p->inflight) break;
     p->suspended = (int)k;
     farm_job *j = find_inflight(p, id);
-    if (j) {                                 /* it waits, or goes on: it has begun */
-      j->begun = 1;
-      if (!j->started) j->started = farm__now();
-    }
+    if (j) job_begun(e, j, farm__now());     /* it waits, or goes on: it has begun */
     if (p->inflight <= p->suspended) { if (!p->idle_since) p->idle_since = farm__now(); }
     else p->idle_since = 0;
     changed(e);
@@ -1290,6 +1318,19 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     farm__engine_error(e, why);
     if (!e->setup_err[0]) snprintf(e->setup_err, sizeof e->setup_err, "%s", why);
     farm__peer_retire(p, why);
+    changed(e);
+    return 0;
+  }
+  case FARM_MSG_STARTED: {         /* a node's jobs that have begun there (only a node says so) */
+    if (!p->ops->untrusted) break;
+    uint32_t count = farm__rd_u32le(&r);
+    if (r.err || count > farm__rd_left(&r)) break;
+    double now = farm__now();
+    for (uint32_t i = 0; i < count && !r.err; i++) {
+      farm_job *j = find_inflight(p, farm__rd_uvar(&r));
+      if (!r.err && j && j->state == JOB_SENT) job_begun(e, j, now);   /* (not ours any more: dropped) */
+    }
+    if (r.err || farm__rd_left(&r)) break;
     changed(e);
     return 0;
   }
@@ -1366,6 +1407,7 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
   j->taking = 0;
   if (j->state != JOB_SENT) { farm__job_unref(j); return; }
   where(p, j->where, sizeof j->where);
+  j->untrusted = p->ops->untrusted;        /* future.node names the node that held it too */
   if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
     job_over(e, j, JOB_CANCELLED);
   } else if (blamed && j->timed_out) {
@@ -1452,8 +1494,7 @@ static void check_timeouts(farm_engine *e, double now) {
     if (id != p->running_id) {
       p->running_id = id;
       farm_job *j = job_running_at(p, id);
-      if (j && !j->started) j->started = now;
-      if (j) j->begun = 1;
+      if (j) job_begun(e, j, now);
     }
     if (!p->ntimed || p->broken) continue;
     for (farm_job *j = p->head; j; j = j->next) {
@@ -2180,6 +2221,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   if (o->maxmsg) e->maxmsg = o->maxmsg;
   int rc = FARM_ESPAWN;
   e->keep_files = o->keep_files;
+  e->report_starts = o->report_starts;
   e->max_file = o->max_file ? o->max_file : FARM_MAX_FILE_DEFAULT;
   {                                      /* a file and its message's head fit a link */
     size_t room = e->maxmsg > (128u << 10) ? e->maxmsg - (64u << 10) : e->maxmsg / 2;
@@ -2345,6 +2387,7 @@ void farm__engine_free(farm_engine *e) {
   for (farm_job *j; (j = e->fhead); ) { e->fhead = j->fnext; farm__job_unref(j); }
   for (int i = 0; i < e->nshares; i++) { free(e->shares[i].name); free(e->shares[i].p); }
   free(e->shares);
+  free(e->begun);
   for (size_t i = 0; i < e->capnode_names; i++) free(e->node_names[i]);
   free(e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }

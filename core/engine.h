@@ -94,6 +94,8 @@ typedef struct farm_engine_opts {
                                       directory, made at the first file */
   size_t max_file;                 /* the largest file that travels; 0: FARM_MAX_FILE_DEFAULT */
   int keep_files;                  /* a node's: sent files are kept for farm__engine_take_files */
+  int report_starts;               /* a node's: jobs' ext_ids as they begin, for
+                                      farm__engine_take_started */
 } farm_engine_opts;
 
 typedef struct farm_engine farm_engine;
@@ -189,6 +191,9 @@ typedef struct farm_sent_file {
   size_t npath, ndata;
 } farm_sent_file;
 farm_sent_file *farm__engine_take_files(farm_engine *e);
+/* A node's engine (report_starts): up to max ext_ids of jobs that began since
+   the last call, oldest first, into ids; how many. Any thread. */
+size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max);
 /* Write data to rel (parts checked by the caller: no "..", none empty) below
    directory dir, at once (a temporary file renamed over it), making the
    directories on the way and never following a symlink below dir. Nothing is

@@ -53,6 +53,9 @@
  *   FILE     w->c  uvar(id) uvar(dev) uvar(ino) str(path) str(content): a job's
  *                  farm.send_file, for the client's --dest directory (dev and ino
  *                  say which file it was, so a local one is not copied onto itself)
+ *   STARTED  n->c  u32le(count) count * uvar(id): these of the client's jobs have begun on
+ *                  the node (sent with its results, by a node only: a local worker's
+ *                  client reads its state page, and drops one that sends it)
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
  *                  str(stdout) str(block | message) [status 1: str(traceback) str(value)]
  *                  str(where) }
@@ -75,6 +78,7 @@
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
        FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE,
        FARM_MSG_BEAT, FARM_MSG_KILL, FARM_MSG_SHARE, FARM_MSG_SETUPFAIL, FARM_MSG_FILE,
+       FARM_MSG_STARTED,
        FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO, FARM_MSG_AUTHOK };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
 enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT, FARM_SHARE_XFILE };

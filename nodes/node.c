@@ -258,9 +258,27 @@ static void flush_results(node *n) {
   n->nres = 0;
 }
 
+/* The client's jobs that began here since the last time: STARTED, so that they
+   say "running" there. Before the results: a job that began and ended since
+   is then seen running for a moment, never after it ended (the client drops
+   what is no longer out). */
+static void send_started(node *n) {
+  uint64_t ids[512];
+  size_t k;
+  while ((k = farm__engine_take_started(n->e, ids, 512)) > 0) {
+    if (!n->sealed) continue;                  /* nobody to tell */
+    farm__msg_begin(&n->out, FARM_MSG_STARTED);
+    farm__buf_put(&n->out, "\0\0\0\0", 4);
+    farm__put_u32le_at(&n->out, 4, (uint32_t)k);
+    for (size_t i = 0; i < k; i++) farm__buf_uvar(&n->out, ids[i]);
+    send_out(n);
+  }
+}
+
 static void forward_files(node *n);
 static void send_results(node *n) {
   farm_job *j;
+  send_started(n);
   while ((j = farm__engine_finished(n->e))) {
     forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
@@ -485,7 +503,7 @@ static int open_engine(node *n, char *err, size_t errlen) {
     return -1;
   }
   farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart,
-                         .keep_files = 1 };
+                         .keep_files = 1, .report_starts = 1 };
   return farm__engine_open(&n->e, &o, err, errlen);
 }
 

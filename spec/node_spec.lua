@@ -859,4 +859,28 @@ describe("farm node", function()
     assert.are.equal("ran there\n754 644 \n1\n", r.out)
     stopped_ok(n)
   end)
+
+  it("23. a job running on a node says running; one cancelled there by force names the node", function()
+    local key = keygen()
+    local n = start_node("-w 1 --key-file " .. Q(key))
+    local r = run([[
+      local function spin(s) local t = os.time() + s while os.time() < t do end return s end
+      local function until_running(f)
+        local deadline = os.time() + 15
+        local st = f:status()
+        while st ~= "running" and os.time() < deadline do os.execute("sleep 0.05") st = f:status() end
+        return st
+      end
+      local f = farm.submit(spin, 2)
+      print("first", until_running(f), f:result())
+      local g = farm.submit(spin, 60)
+      print("second", until_running(g), g:cancel{ force = true })
+      farm.wait({ g }, { timeout = 15 })
+      print("cancelled", g:status(), g.node, g.worker)
+    ]], "-n 0 " .. via(n, key), 60)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal(("first\trunning\t2\nsecond\trunning\ttrue\ncancelled\tcancelled\t%s\t%s\n")
+      :format(n.url, n.url), r.out)
+    stopped_ok(n)
+  end)
 end)

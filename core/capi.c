@@ -84,10 +84,12 @@ static const char HELPER[] =
   "local type, next, tostring, tonumber = type, next, tostring, tonumber\n"
   "local H = { resolve = ship.resolve_loaded }\n"
   /* a function whose upvalues are only _ENV and named values, and that names
-     no global that travels, is constant: workers keep it by hash */
+     no global that travels nor _ENV or _G (ship.lua: env_value), is constant:
+     workers keep it by hash */
   "function H.is_constant(f)\n"
   "  if names()[f] then return true end\n"
-  "  if #describe(f).globals > 0 then return false end\n"
+  "  local d = describe(f)\n"
+  "  if #d.globals > 0 or d.env_value then return false end\n"
   "  local named\n"
   "  for i = 1, 255 do\n"
   "    local name, v = getupvalue(f, i)\n"
@@ -354,7 +356,51 @@ static int option_hosts(const farm_options *o, farm_host **out, char *err, size_
   return 0;
 }
 
+/* The words a C host reads. The engine, hosts, SSH and session code speak to
+   `farm run`'s user, in its command-line flags; a C host set farm_options
+   fields instead, so those flags are renamed in what farm_open tells it. (One
+   table here rather than a flag through every layer that words an error.) */
+static const char *const C_HOST_WORDS[][2] = {
+  { "pass --key-file F, or set FARM_KEY_FILE", "set key_file in farm_options, or FARM_KEY_FILE" },
+  { "the same --key-file", "the same key: key_file in farm_options" },
+  { "--key-file", "key_file" },
+  { "pass --accept-new-hosts", "set accept_new_hosts in farm_options" },
+  { "pass --remote-farm PATH", "set remote_farm in farm_options" },
+  { "--remote-farm", "remote_farm" },
+  { "--hosts", "hosts" },
+  { "--nodes", "hostfile" },
+};
+
+static void c_host_words(char *err, size_t errlen) {
+  char out[2048];
+  size_t n = 0;
+  for (const char *p = err; *p && n + 1 < sizeof out;) {
+    size_t i, k = 0;
+    for (i = 0; i < sizeof C_HOST_WORDS / sizeof C_HOST_WORDS[0]; i++) {
+      k = strlen(C_HOST_WORDS[i][0]);
+      if (strncmp(p, C_HOST_WORDS[i][0], k) == 0) break;
+    }
+    if (i < sizeof C_HOST_WORDS / sizeof C_HOST_WORDS[0]) {
+      n += (size_t)snprintf(out + n, sizeof out - n, "%s", C_HOST_WORDS[i][1]);
+      if (n >= sizeof out) n = sizeof out - 1;
+      p += k;
+    } else {
+      out[n++] = *p++;
+    }
+  }
+  out[n] = 0;
+  snprintf(err, errlen, "%s", out);
+}
+
+static int open_farm(farm **out, const farm_options *o);
+
 int farm_open(farm **out, const farm_options *o) {
+  int rc = open_farm(out, o);
+  if (rc < 0 && o && o->errbuf && o->errlen) c_host_words(o->errbuf, o->errlen);
+  return rc;
+}
+
+static int open_farm(farm **out, const farm_options *o) {
   farm_options defaults;
   char scratch[512], *err = scratch;
   size_t errlen = sizeof scratch;

@@ -475,7 +475,17 @@ static int l_share_file(lua_State *L) {
   struct stat st;
   if (farm__file_take(path, farm__engine_max_file(c->e), nodes ? &data : NULL, &st, why, sizeof why) < 0)
     return fail_lua(L, "%s: %s", what, why);
-  int rc = nodes ? farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data.p, data.n) : 0;
+  int rc = 0;
+  if (nodes && (st.st_mode & 0111)) {    /* a program: its execute bits go with it */
+    farm_buf x;
+    farm__buf_init(&x);
+    farm__buf_u8(&x, (uint8_t)(st.st_mode & 0111));
+    farm__buf_put(&x, data.p, data.n);
+    rc = x.n == data.n + 1 ? farm__engine_share(c->e, FARM_SHARE_XFILE, path, np, x.p, x.n) : FARM_ENOMEM;
+    farm__buf_free(&x);
+  } else if (nodes) {
+    rc = farm__engine_share(c->e, FARM_SHARE_FILE, path, np, data.p, data.n);
+  }
   farm__buf_free(&data);
   if (rc < 0) return fail_lua(L, "farm: out of memory");
   lua_pushboolean(L, nodes);
@@ -511,12 +521,21 @@ static int l_meta(lua_State *L) {
   lua_createtable(L, 0, 6);
   lua_pushnumber(L, j->submitted + wall);
   lua_setfield(L, -2, "submitted");
-  /* the earliest sign: when it was seen running, or its end less what it ran */
-  double started = j->busy > 0 ? j->ended - j->busy : 0;
-  if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+  /* When it ran, as its worker told (one clock for both ends, so the jobs a
+     worker ran in turn have them in turn); else the earliest sign we saw: when
+     it was seen running, or its end less what it ran. */
+  double started, ended = j->ended;
+  if (j->ran_to > 0) {
+    started = j->ran_from;
+    ended = j->ran_to;
+  } else {
+    started = j->busy > 0 ? j->ended - j->busy : 0;
+    if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+  }
   if (started > 0 && started < j->submitted) started = j->submitted;
+  if (ended < started) ended = started;
   if (started > 0) { lua_pushnumber(L, started + wall); lua_setfield(L, -2, "started"); }
-  lua_pushnumber(L, j->ended + wall);
+  lua_pushnumber(L, ended + wall);
   lua_setfield(L, -2, "finished");
   lua_pushinteger(L, 1 + j->attempt + j->requeues);
   lua_setfield(L, -2, "attempts");

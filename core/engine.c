@@ -100,6 +100,9 @@ struct farm_engine {
   int keep_files;                  /* a node's engine: sent files wait for the node, and */
   char setup_err[400];             /* ...the first setup failure, for it to pass on */
   farm_sent_file *files, *files_tail;
+  int report_starts;               /* a node's engine: jobs as they begin are kept for it */
+  uint64_t *begun;                 /* ...their ext_ids (mu), nbegun of capbegun, */
+  size_t nbegun, capbegun;         /* ...taken by farm__engine_take_started */
   double wall;                     /* time of day minus farm__now() */
   int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
   int loop_skipped;                /* atomic: the loop sleeps without polling the links */
@@ -471,6 +474,9 @@ static void hold(farm_peer *p, farm_job *j) {
 static int credit(farm_peer *p) {
   int cap = p->capacity > 0 ? p->capacity : 1;
   if (p->e->restart_workers) return cap;   /* one job per worker process: nothing waits there */
+  /* a node we may use only part of runs whatever it holds at once, on workers
+     we were not given: it gets no more than it may run */
+  if (p->capped) return cap;
   if (p->est <= 0) return cap + 1;
   double k = cap * CREDIT_SECONDS / p->est;
   double lo = cap + 1, hi = (double)CREDIT_MAX * cap;
@@ -485,7 +491,7 @@ static void send_shares(farm_engine *e, farm_peer *p) {
   int local = p->ops->kind[0] == 'l';
   for (; p->shared_upto < e->nshares; p->shared_upto++) {
     struct share *x = &e->shares[p->shared_upto];
-    if (!x->kind || (local && x->kind == FARM_SHARE_FILE)) continue;
+    if (!x->kind || (local && (x->kind == FARM_SHARE_FILE || x->kind == FARM_SHARE_XFILE))) continue;
     farm__msg_begin(b, FARM_MSG_SHARE);
     farm__buf_put(b, "\1\0\0\0", 4);
     farm__buf_u8(b, x->kind);
@@ -645,10 +651,44 @@ static void where(farm_peer *p, char *out, size_t n) {
   else snprintf(out, n, "%s", p->name);
 }
 
+/* The times after count RESULTS entries at r (proto.h), on our clock, into
+   times[2 * count]: 1 when they are there and sound, else 0 (a peer that does
+   not send them: its jobs' times come from what we saw). Read before the
+   entries are taken, because a job's times must be set before it is over. */
+static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times) {
+  size_t n;
+  for (uint32_t i = 0; i < count && !r.err; i++) {
+    farm__rd_uvar(&r);
+    farm__rd_uvar(&r);
+    int status = farm__rd_u8(&r);
+    farm__rd_uvar(&r);
+    farm__rd_str(&r, &n);
+    farm__rd_str(&r, &n);
+    if (status == FARM_JOB_ERROR) { farm__rd_str(&r, &n); farm__rd_str(&r, &n); }
+  }
+  if (r.err || !farm__rd_left(&r)) return 0;
+  double now = farm__now(), sent = farm__rd_uvar(&r) * 1e-9;
+  /* a process of this host reads our clock; another host's is shifted by the
+     gap between its now and ours (the link's delay comes in: the same for
+     every job of one message) */
+  double shift = p->same_clock ? 0 : now - sent;
+  if (p->same_clock && sent > now + 1) return 0;
+  for (uint32_t i = 0; i < count; i++) {
+    double a = farm__rd_uvar(&r) * 1e-9 + shift, b = farm__rd_uvar(&r) * 1e-9 + shift;
+    if (r.err || a > b || b > now + 1) return 0;
+    times[2 * i] = a;
+    times[2 * i + 1] = b < now ? b : now;
+  }
+  return !r.err && !farm__rd_left(&r);
+}
+
 static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
   uint32_t count = farm__rd_u32le(r);
   double busy_sum = 0;
   uint32_t got = 0;
+  /* an entry takes at least 6 bytes: count cannot ask for more than that allows */
+  double *times = !r->err && count && count <= farm__rd_left(r) / 6 ? malloc(2 * sizeof(double) * count) : NULL;
+  if (times && !results_times(p, *r, count, times)) { free(times); times = NULL; }
   for (uint32_t i = 0; i < count && !r->err; i++) {
     uint64_t id = farm__rd_uvar(r);
     unsigned attempt = (unsigned)farm__rd_uvar(r);
@@ -665,6 +705,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     if (j->state == JOB_SENT) {
       j->busy = busy;
+      if (times) { j->ran_from = times[2 * i]; j->ran_to = times[2 * i + 1]; }
       j->untrusted = p->ops->untrusted;
       where(p, j->where, sizeof j->where);
       free(j->res);
@@ -696,7 +737,37 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     p->est = p->est <= 0 ? per : 0.7 * p->est + 0.3 * per;
     if (p->est < 1e-7) p->est = 1e-7;
   }
+  free(times);
   return r->err ? FARM_EPROTO : (int)got;
+}
+
+/* j is seen to have begun at its peer (loop thread, mu held): a node's engine
+   keeps its client's id, for the node to tell its client (STARTED), so that a
+   job on a node says "running" there too. Once per job. */
+static void job_begun(farm_engine *e, farm_job *j, double now) {
+  if (!j->started) j->started = now;
+  if (j->begun) return;
+  j->begun = 1;
+  if (!e->report_starts) return;
+  if (e->nbegun == e->capbegun) {
+    size_t cap = e->capbegun ? 2 * e->capbegun : 64;
+    uint64_t *b = realloc(e->begun, cap * sizeof *b);
+    if (!b) return;                /* the client is not told: its result still comes */
+    e->begun = b;
+    e->capbegun = cap;
+  }
+  e->begun[e->nbegun++] = j->ext_id;
+  changed(e);
+}
+
+size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max) {
+  pthread_mutex_lock(&e->mu);
+  size_t n = e->nbegun < max ? e->nbegun : max;
+  memcpy(ids, e->begun, n * sizeof *ids);
+  memmove(e->begun, e->begun + n, (e->nbegun - n) * sizeof *ids);
+  e->nbegun -= n;
+  pthread_mutex_unlock(&e->mu);
+  return n;
 }
 
 static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
@@ -721,8 +792,7 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
   for (farm_job *j = p->head; j; j = j->next) {
     if (!j->taking) continue;
     j->taking = 0;                           /* not given back: it has begun there */
-    j->begun = 1;
-    if (!j->started) j->started = farm__now();
+    job_begun(e, j, farm__now());
     if (j->cancel_req == CANCEL_FORCE) stop_for(p, j->id, "a job was cancelled by force");
     else j->cancel_req = 0;
   }
@@ -872,7 +942,8 @@ static int rename_noreplace(int dfd, const char *tmp, const char *part) {
 /* farm__write_below; noreplace: never replace an existing name (1 when it
    exists, nothing written). */
 static int write_below(const char *dir, const char *rel, const void *data, size_t n,
-                       uint64_t same_dev, uint64_t same_ino, int noreplace, char *why, size_t whylen) {
+                       uint64_t same_dev, uint64_t same_ino, int noreplace, unsigned xbits,
+                       char *why, size_t whylen) {
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, fd = -1;
   char part[NAME_MAX + 1], tmp[NAME_MAX + 32];
   if (dfd < 0) { snprintf(why, whylen, "cannot open %s: %s", dir, strerror(errno)); return -1; }
@@ -913,6 +984,12 @@ static int write_below(const char *dir, const char *rel, const void *data, size_
     if (k <= 0) { if (!k) errno = EIO; goto fail_tmp; }
     at += (size_t)k;
   }
+  /* a program shipped to run keeps its execute bits; only those (& 0111: never
+     setuid, setgid or sticky), added to what the umask left */
+  if (xbits & 0111) {
+    struct stat fst;
+    if (fstat(fd, &fst) < 0 || fchmod(fd, (fst.st_mode & 0777) | (xbits & 0111)) < 0) goto fail_tmp;
+  }
   if (close(fd) < 0) { fd = -1; goto fail_tmp; }
   fd = -1;
   if ((noreplace ? rename_noreplace(dfd, tmp, part) : renameat(dfd, tmp, dfd, part)) < 0) {
@@ -938,8 +1015,8 @@ out:
 }
 
 int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen) {
-  return write_below(dir, rel, data, n, same_dev, same_ino, 0, why, whylen);
+                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen) {
+  return write_below(dir, rel, data, n, same_dev, same_ino, 0, xbits, why, whylen);
 }
 
 /* The names below dest that files from nodes created in this run: a node may
@@ -1050,7 +1127,8 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   if (make_dest(e, why, sizeof why) < 0)
     rc = -1;
   else
-    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, why, sizeof why);
+    /* what a node sends is data: never executable here (xbits 0) */
+    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, 0, why, sizeof why);
   if (rc < 0)
     fprintf(stderr, "farm: cannot write %s/%s, sent by job %llu: %s\n", e->dest, name,
             (unsigned long long)j->id, why);
@@ -1077,10 +1155,12 @@ int farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
                        const void *block, size_t n) {
   pthread_mutex_lock(&e->mu);
   int rc = 0;
-  if (kind == FARM_SHARE_FILE)           /* only the newest version of a file is kept */
+  int file = kind == FARM_SHARE_FILE || kind == FARM_SHARE_XFILE;
+  if (file)                              /* only the newest version of a file is kept */
     for (int i = 0; i < e->nshares; i++) {
       struct share *x = &e->shares[i];
-      if (x->kind != FARM_SHARE_FILE || x->nname != nname || memcmp(x->name, name, nname)) continue;
+      if ((x->kind != FARM_SHARE_FILE && x->kind != FARM_SHARE_XFILE) || x->nname != nname ||
+          memcmp(x->name, name, nname)) continue;
       free(x->p);
       x->p = NULL;
       x->n = 0;
@@ -1132,7 +1212,7 @@ double farm__engine_wall(farm_engine *e) { return e->wall; }
 static int node_may_send(int type) {
   switch (type) {
   case FARM_MSG_HELLO: case FARM_MSG_RESULTS: case FARM_MSG_TAKEN: case FARM_MSG_BEAT:
-  case FARM_MSG_FILE: case FARM_MSG_SETUPFAIL: case FARM_MSG_QUIT:
+  case FARM_MSG_FILE: case FARM_MSG_SETUPFAIL: case FARM_MSG_QUIT: case FARM_MSG_STARTED:
     return 1;
   default:
     return 0;
@@ -1142,7 +1222,7 @@ static int node_may_send(int type) {
 static const char *msg_name(int type) {
   static const char *names[] = { "?", "HELLO", "JOBS", "RESULTS", "QUIT", "TAKE", "TAKEN",
                                  "SUSPENDED", "SUBMIT", "SUBDONE", "BEAT", "KILL", "SHARE",
-                                 "SETUPFAIL", "FILE" };
+                                 "SETUPFAIL", "FILE", "STARTED" };
   if (type > 0 && type < (int)(sizeof names / sizeof *names)) return names[type];
   if (type >= FARM_MSG_AUTH1 && type <= FARM_MSG_AUTHOK) return "a handshake message";
   return NULL;
@@ -1177,7 +1257,8 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     farm__rd_uvar(&r);
     uint64_t cap = farm__rd_uvar(&r);
     if (r.err || cap < 1 || cap > 65536) break;
-    p->capacity = (int)cap;
+    p->capped = p->cap_limit > 0 && cap > (uint64_t)p->cap_limit;
+    p->capacity = p->capped ? p->cap_limit : (int)cap;
     p->ready = 1;
     e->capacity = 0;
     for (int i = 0; i < e->npeers; i++)
@@ -1198,10 +1279,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (r.err || farm__rd_left(&r) || k > (uint64_t)p->inflight) break;
     p->suspended = (int)k;
     farm_job *j = find_inflight(p, id);
-    if (j) {                                 /* it waits, or goes on: it has begun */
-      j->begun = 1;
-      if (!j->started) j->started = farm__now();
-    }
+    if (j) job_begun(e, j, farm__now());     /* it waits, or goes on: it has begun */
     if (p->inflight <= p->suspended) { if (!p->idle_since) p->idle_since = farm__now(); }
     else p->idle_since = 0;
     changed(e);
@@ -1240,6 +1318,19 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     farm__engine_error(e, why);
     if (!e->setup_err[0]) snprintf(e->setup_err, sizeof e->setup_err, "%s", why);
     farm__peer_retire(p, why);
+    changed(e);
+    return 0;
+  }
+  case FARM_MSG_STARTED: {         /* a node's jobs that have begun there (only a node says so) */
+    if (!p->ops->untrusted) break;
+    uint32_t count = farm__rd_u32le(&r);
+    if (r.err || count > farm__rd_left(&r)) break;
+    double now = farm__now();
+    for (uint32_t i = 0; i < count && !r.err; i++) {
+      farm_job *j = find_inflight(p, farm__rd_uvar(&r));
+      if (!r.err && j && j->state == JOB_SENT) job_begun(e, j, now);   /* (not ours any more: dropped) */
+    }
+    if (r.err || farm__rd_left(&r)) break;
     changed(e);
     return 0;
   }
@@ -1316,6 +1407,7 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
   j->taking = 0;
   if (j->state != JOB_SENT) { farm__job_unref(j); return; }
   where(p, j->where, sizeof j->where);
+  j->untrusted = p->ops->untrusted;        /* future.node names the node that held it too */
   if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
     job_over(e, j, JOB_CANCELLED);
   } else if (blamed && j->timed_out) {
@@ -1402,8 +1494,7 @@ static void check_timeouts(farm_engine *e, double now) {
     if (id != p->running_id) {
       p->running_id = id;
       farm_job *j = job_running_at(p, id);
-      if (j && !j->started) j->started = now;
-      if (j) j->begun = 1;
+      if (j) job_begun(e, j, now);
     }
     if (!p->ntimed || p->broken) continue;
     for (farm_job *j = p->head; j; j = j->next) {
@@ -2130,6 +2221,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   if (o->maxmsg) e->maxmsg = o->maxmsg;
   int rc = FARM_ESPAWN;
   e->keep_files = o->keep_files;
+  e->report_starts = o->report_starts;
   e->max_file = o->max_file ? o->max_file : FARM_MAX_FILE_DEFAULT;
   {                                      /* a file and its message's head fit a link */
     size_t room = e->maxmsg > (128u << 10) ? e->maxmsg - (64u << 10) : e->maxmsg / 2;
@@ -2188,12 +2280,15 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   }
   if (o->nhosts > 0) {
     /* every host at once: an SSH login costs a third of a second or more */
-    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen);
+    int first_rc = FARM_ELINK;
+    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen, &first_rc);
     if (n < 0) { rc = n; goto fail; }
     e->npeers += n;
     int up = 0;
     for (int i = nw; i < e->npeers; i++) up += !e->peers[i]->dead;
-    if (!up && !nw) { rc = FARM_ELINK; goto fail; }   /* err says why (the host's own line) */
+    /* err says why (the first host's own line), and rc is that host's code:
+       a wrong key is FARM_EAUTH, a refused SSH login FARM_ESSH (farm.h) */
+    if (!up && !nw) { rc = first_rc < 0 ? first_rc : FARM_ELINK; goto fail; }
     err[0] = 0;
   }
   if (pthread_create(&e->thread, NULL, loop_main, e) != 0) {
@@ -2292,6 +2387,7 @@ void farm__engine_free(farm_engine *e) {
   for (farm_job *j; (j = e->fhead); ) { e->fhead = j->fnext; farm__job_unref(j); }
   for (int i = 0; i < e->nshares; i++) { free(e->shares[i].name); free(e->shares[i].p); }
   free(e->shares);
+  free(e->begun);
   for (size_t i = 0; i < e->capnode_names; i++) free(e->node_names[i]);
   free(e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }

@@ -62,6 +62,10 @@ typedef struct farm_job {
   double started;                  /* when its peer was first seen running it */
   double busy;                     /* seconds it ran */
   double submitted, ended;         /* when it was handed to the engine, and when it ended */
+  /* when it began and ended where it ran, on our clock (0: not told, see RESULTS'
+     times in proto.h): one clock for both, so jobs one worker ran in turn have
+     them in turn */
+  double ran_from, ran_to;
   char where[96];                  /* where it ran */
   uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
   uint16_t ext_attempt;
@@ -90,6 +94,8 @@ typedef struct farm_engine_opts {
                                       directory, made at the first file */
   size_t max_file;                 /* the largest file that travels; 0: FARM_MAX_FILE_DEFAULT */
   int keep_files;                  /* a node's: sent files are kept for farm__engine_take_files */
+  int report_starts;               /* a node's: jobs' ext_ids as they begin, for
+                                      farm__engine_take_started */
 } farm_engine_opts;
 
 typedef struct farm_engine farm_engine;
@@ -185,13 +191,17 @@ typedef struct farm_sent_file {
   size_t npath, ndata;
 } farm_sent_file;
 farm_sent_file *farm__engine_take_files(farm_engine *e);
+/* A node's engine (report_starts): up to max ext_ids of jobs that began since
+   the last call, oldest first, into ids; how many. Any thread. */
+size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max);
 /* Write data to rel (parts checked by the caller: no "..", none empty) below
    directory dir, at once (a temporary file renamed over it), making the
    directories on the way and never following a symlink below dir. Nothing is
    written when the file there is the one with same_ino (and same_dev; 0: no
-   such check). 0, or -1 with why. */
+   such check). xbits: execute bits (of 0111, no others) the file gets besides
+   its 0644 less the umask. 0, or -1 with why. */
 int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, char *why, size_t whylen);
+                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen);
 
 /* ---- jobs and function packages (refcounted, any thread) ---- */
 farm_job *farm__job_new(void);

@@ -41,6 +41,10 @@ struct farm_peer {
   void *kind;                      /* the kind's own state */
   char name[48];                   /* "local:2" */
   int capacity;                    /* jobs it runs at once (from HELLO) */
+  int cap_limit;                   /* at most this capacity whatever HELLO says (0: none);
+                                      a hostfile's `node://host:port N` (set by the kind) */
+  int capped;                      /* HELLO said more than cap_limit: no prefetch either */
+  int same_clock;                  /* its farm__now() is ours (a process on this host) */
   int ready;                       /* HELLO seen */
   int dead;                        /* failed before HELLO: not restarted */
   /* retirement (farm__peer_retire, farm__engine_set_workers) */
@@ -107,10 +111,11 @@ void farm__peer_retire(farm_peer *p, const char *why);
    reached over TCP, started over SSH when the host says so. Connects (in
    parallel, from the caller's thread, before the loop starts) and returns one
    peer per host; a host that cannot be reached gets a peer that is dead, and a
-   line on stderr (or in err when quiet). */
+   line on stderr (or in err when quiet). err says why the first one failed, and
+   *first_rc its code (FARM_EAUTH, FARM_ESSH, ...; left as it was when none did). */
 struct farm_host;
 int  farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
-                      char *err, size_t errlen);
+                      char *err, size_t errlen, int *first_rc);
 
 /* The local kind (peer_local.c). */
 farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen);

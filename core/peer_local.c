@@ -243,6 +243,7 @@ farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen) 
   p->e = e;
   p->kind = l;
   p->capacity = 1;
+  p->same_clock = 1;               /* CLOCK_MONOTONIC is the host's */
   snprintf(p->name, sizeof p->name, "local:%d", index + 1);
   farm__buf_init(&p->pend);
   return p;

@@ -507,7 +507,7 @@ static const farm_peer_ops node_ops = {
 };
 
 int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
-                     char *err, size_t errlen) {
+                     char *err, size_t errlen, int *first_rc) {
   int nh = o->nhosts;
   node **ns = calloc((size_t)nh, sizeof *ns);
   pthread_t *th = calloc((size_t)nh, sizeof *th);
@@ -566,13 +566,19 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     p->e = e;
     p->kind = n;
     p->capacity = n->h.workers > 0 ? n->h.workers : 1;
+    /* `node://host:port N`: a standing node has workers of its own (for other
+       clients too); N is how many of them this client may use */
+    p->cap_limit = n->h.workers > 0 ? n->h.workers : 0;
     snprintf(p->name, sizeof p->name, "%.47s", n->name);
     farm__buf_init(&p->pend);
     if (n->rc < 0) {
       char msg[900];
       if (strncmp(n->err, "host ", 5) == 0) snprintf(msg, sizeof msg, "%s", n->err);   /* ssh.c names it */
       else snprintf(msg, sizeof msg, "host %s: %s", n->name, n->err);
-      if (!err[0]) snprintf(err, errlen, "%s", msg);
+      if (!err[0]) {
+        snprintf(err, errlen, "%s", msg);
+        *first_rc = n->rc;
+      }
       if (!o->quiet && nh + (o->no_local ? 0 : 1) > 1) fprintf(stderr, "farm: %s; going on without it\n", msg);
       farm__link_close(n->link);
       n->link = NULL;
@@ -581,6 +587,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       step_unref(n->step);
       n->step = NULL;
       p->dead = 1;
+      p->capacity = 0;             /* it never said how many it has: none of them ours */
     } else {
       p->link = n->link;
     }

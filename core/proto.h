@@ -14,6 +14,10 @@
  *                  uvar(busy ns) str(stdout) (status 0: str(block)
  *                                             | status 1: str(message) str(traceback)
  *                                                         str(raised value block, or empty)) }
+ *                  [uvar(now ns) count * { uvar(began ns) uvar(ended ns) }]: the times,
+ *                  optional, on the sender's monotonic clock: when each job first
+ *                  began and when it ended there, and when the message went. A
+ *                  receiver on another host shifts them by (its now - the sender's now).
  *   QUIT     c->w  (empty)
  *   TAKE     c->w  u32le(count) count * uvar(id): give these jobs back unless they
  *                  have started. Answered at once, even while a job runs (the
@@ -38,12 +42,20 @@
  *                  block), SHARE_SETUP (farm.on_node: a block of one table
  *                  {setup=, cleanup=, args=}), SHARE_FILE (a file by its relative
  *                  path: only to nodes, which put it in their jobs' directory),
- *                  SHARE_LIMIT (name "max_file": the largest file, in decimal).
+ *                  SHARE_LIMIT (name "max_file": the largest file, in decimal),
+ *                  SHARE_XFILE (as SHARE_FILE, for a file someone may execute: the
+ *                  block is u8(its execute bits, mode & 0111) then the content; the
+ *                  node sets those bits and no others, never setuid or setgid. A
+ *                  kind of its own, so a node that cannot keep them refuses the
+ *                  SHARE rather than write a file that would not run).
  *   SETUPFAIL w->c str(message): the pool's setup function failed here; the worker
  *                  runs no job from now on and waits to be told to QUIT
  *   FILE     w->c  uvar(id) uvar(dev) uvar(ino) str(path) str(content): a job's
  *                  farm.send_file, for the client's --dest directory (dev and ino
  *                  say which file it was, so a local one is not copied onto itself)
+ *   STARTED  n->c  u32le(count) count * uvar(id): these of the client's jobs have begun on
+ *                  the node (sent with its results, by a node only: a local worker's
+ *                  client reads its state page, and drops one that sends it)
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
  *                  str(stdout) str(block | message) [status 1: str(traceback) str(value)]
  *                  str(where) }
@@ -66,9 +78,10 @@
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
        FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE,
        FARM_MSG_BEAT, FARM_MSG_KILL, FARM_MSG_SHARE, FARM_MSG_SETUPFAIL, FARM_MSG_FILE,
+       FARM_MSG_STARTED,
        FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO, FARM_MSG_AUTHOK };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
-enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT };
+enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT, FARM_SHARE_XFILE };
 #define FARM_MAX_FILE_DEFAULT (64u << 20)   /* files travel up to this size unless configured */
 enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };

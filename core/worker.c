@@ -336,6 +336,7 @@ typedef struct wrun {            /* a job started here: running, or waiting on s
   int co_ref;
   farm_buf out;                  /* what it printed in its earlier stretches */
   double busy, t0;               /* seconds run so far; when this stretch began */
+  double began;                  /* when its first stretch began */
   farm_job *waitjob;             /* it waits for this sub-job to end, */
   int waitany;                   /* ...or for any sub-job to end after waitgen, */
   uint64_t waitgen;
@@ -360,6 +361,7 @@ struct worker {
   int failed;                    /* the link thread gave up: err says why */
   char err[256];
   farm_buf res;                  /* RESULTS message being built (Lua thread) */
+  farm_buf times;                /* ...and its entries' times (proto.h), to go after them */
   uint32_t nres;
   double last_flush;
   farm_buf cap;                  /* what the running job printed */
@@ -610,11 +612,18 @@ static void flush_submits(worker *w);
 static void flush(worker *w) {
   flush_submits(w);
   if (!w->nres) return;
+  farm__buf_uvar(&w->res, (uint64_t)(farm__now() * 1e9));
+  farm__buf_put(&w->res, w->times.p, w->times.n);
+  w->times.n = 0;
   send_entries(w, &w->res, &w->nres, FARM_MSG_RESULTS, "results");
   w->last_flush = farm__now();
 }
 
-static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, double busy) {
+static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, double busy,
+                        double began) {
+  /* began and now are read from the clock the busy time was: one clock */
+  farm__buf_uvar(&w->times, (uint64_t)(began * 1e9));
+  farm__buf_uvar(&w->times, (uint64_t)(farm__now() * 1e9));
   farm__buf_uvar(&w->res, id);
   farm__buf_uvar(&w->res, attempt);
   farm__buf_u8(&w->res, (uint8_t)status);
@@ -624,9 +633,9 @@ static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, do
   w->nres++;
 }
 
-static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy,
+static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy, double began,
                          const char *msg, size_t nmsg, const char *tb, size_t ntb) {
-  result_head(w, id, attempt, FARM_JOB_ERROR, busy);
+  result_head(w, id, attempt, FARM_JOB_ERROR, busy, began);
   size_t cut = w->maxmsg / 8 < ERROR_BYTES ? w->maxmsg / 8 : ERROR_BYTES;  /* a huge message is cut */
   farm__buf_str(&w->res, msg, nmsg < cut ? nmsg : cut);
   farm__buf_str(&w->res, tb, ntb < cut ? ntb : cut);
@@ -796,7 +805,8 @@ static int encode_results(worker *w, int n) {
 /* Append a finished job's result: its encoded values (w->enc) when ok, else
    the message and traceback on top of L. early: what it printed before its
    last stretch (or NULL). */
-static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok, farm_buf *early) {
+static void finish(worker *w, uint64_t id, uint64_t att, double busy, double began, int ok,
+                   farm_buf *early) {
   collect_output(w);
   if (early && early->n) {                /* earlier stretches first */
     farm__buf_put(early, w->cap.p, w->cap.n);
@@ -823,14 +833,14 @@ static void finish(worker *w, uint64_t id, uint64_t att, double busy, int ok, fa
   size_t size = (ok ? w->enc.n : 2 * ERROR_BYTES) + w->cap.n + 64;
   if (w->nres && w->res.n + size > w->result_limit) flush(w);
   if (ok) {
-    result_head(w, id, att, FARM_JOB_OK, busy);
+    result_head(w, id, att, FARM_JOB_OK, busy, began);
     farm__buf_str(&w->res, w->enc.p, w->enc.n);
     return;
   }
   size_t nm, nt;
   const char *tb = lua_tolstring(w->L, -1, &nt);
   const char *m = lua_tolstring(w->L, -2, &nm);
-  result_error(w, id, att, busy, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
+  result_error(w, id, att, busy, began, m ? m : "error", m ? nm : 5, tb ? tb : "", tb ? nt : 0);
 }
 
 /* Push the job's function: kept by hash when it has no upvalue values of its
@@ -893,7 +903,7 @@ static void resume_run(worker *w, wrun *r, int nargs) {
   if (!lua_checkstack(co, nargs + LUA_MINSTACK)) {
     lua_settop(L, top);
     fail_with(L, "too many arguments for one job");
-    finish(w, j->id, j->att, r->busy, 0, &r->out);
+    finish(w, j->id, j->att, r->busy, r->began, 0, &r->out);
     end_coroutine(w, co, r->co_ref, 0);
     r->co = NULL;
     goto done;
@@ -950,7 +960,7 @@ static void resume_run(worker *w, wrun *r, int nargs) {
     lua_insert(L, -2);                   /* message, traceback */
     lua_remove(L, e);
   }
-  finish(w, j->id, j->att, r->busy, ok, &r->out);
+  finish(w, j->id, j->att, r->busy, r->began, ok, &r->out);
   end_coroutine(w, co, r->co_ref, st == LUA_OK);
   r->co = NULL;
 done:
@@ -1175,6 +1185,7 @@ static void start_job(worker *w, wjob *j) {
   farm__buf_init(&r->out);
   farm__wstate_set(w->state, j->id, j->att);
   double t0 = farm__now();
+  r->began = t0;
   if (j->mode == FARM_MODE_MAP) lua_rawgeti(L, LUA_REGISTRYINDEX, w->runner);
   int nargs = -1;
   if (get_function(w, j, chain) == 0) {
@@ -1190,7 +1201,7 @@ static void start_job(worker *w, wjob *j) {
     lua_pushliteral(L, "");
   }
   if (nargs < 0) {                       /* message and traceback on top */
-    finish(w, j->id, j->att, farm__now() - t0, 0, NULL);
+    finish(w, j->id, j->att, farm__now() - t0, t0, 0, NULL);
     farm__wstate_set(w->state, 0, 0);
     lua_settop(L, top);
     free_run(w, r);
@@ -1518,6 +1529,7 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   w.maxmsg = maxmsg;
   set_signals();
   farm__buf_init(&w.res);
+  farm__buf_init(&w.times);
   farm__buf_init(&w.cap);
   farm__buf_init(&w.enc);
   farm__buf_init(&w.errval);
@@ -1602,6 +1614,7 @@ out:
   if (w.L) lua_close(w.L);
   farm__link_close(w.link);
   farm__buf_free(&w.res);
+  farm__buf_free(&w.times);
   farm__buf_free(&w.cap);
   farm__buf_free(&w.enc);
   farm__buf_free(&w.errval);

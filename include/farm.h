@@ -151,7 +151,11 @@ FARM_API void farm_options_init(farm_options *o);
    with *out NULL and o->errbuf (when given) saying why, e.g.
    "hosts:3: bad worker count 'x'; a line is 'host [workers]'":
    FARM_EINVAL (bad options), FARM_EHOSTS, FARM_ESPAWN (no farm executable for
-   the workers: set FARM_EXE or o->exe), FARM_ESSH, FARM_EAUTH, FARM_ENOMEM. */
+   the workers: set FARM_EXE or o->exe), FARM_ESSH, FARM_EAUTH, FARM_ENOMEM.
+   When no local worker is asked for and no node could be reached, the code and
+   the words are the first host's: FARM_EAUTH (a wrong key, or none), FARM_ESSH
+   (an SSH host that refuses), else FARM_ELINK or FARM_ETIMEDOUT. The words name
+   the fields of farm_options (key_file, accept_new_hosts, ...), not farm(1)'s flags. */
 FARM_API int farm_open(farm **out, const farm_options *o);
 
 /* Close a farm: stop its workers and its links to nodes. Jobs not finished

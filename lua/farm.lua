@@ -263,7 +263,7 @@ local constant = setmetatable({}, { __mode = "k" })
 local function is_constant(f)
   if names()[f] then return true end          -- travels by name (math.sqrt)
   local d = describe(f)
-  if #d.globals > 0 then return false end
+  if #d.globals > 0 or d.env_value then return false end
   local named
   for i = 1, huge do
     local name, v = getupvalue(f, i)
@@ -535,15 +535,35 @@ local REDUCE_OPTS = { "chunksize", "window", "init" }
 -- (what, known option names, level, the argument number before the first list, lists... [, opts]) -> the lists (an
 -- array), their count, the rows of the tables (huge when there are none),
 -- whether some list is an iterator function, and the options (a table).
+-- What a last table argument is: "list" when its keys are all 1..#t (an empty
+-- table is an empty list), "options" when they are all strings, nil when it
+-- is neither. Telling them apart by shape, not by a known name in it, is what
+-- keeps a misspelt option ({chunk_size = 2}) from being taken for one more,
+-- empty, list, which would make the call return nothing without a word.
+local function table_kind(t)
+  local len, strings, others = rawlen(t), 0, 0
+  for k in next, t do
+    if type(k) == "string" then
+      strings = strings + 1
+    elseif not (math.type(k) == "integer" and k >= 1 and k <= len) then
+      others = others + 1
+    end
+  end
+  if strings == 0 and others == 0 then return "list" end
+  if others == 0 and len == 0 then return "options" end
+  return nil
+end
+
 local function map_args(what, keys, level, argbase, ...)
   local nargs = select("#", ...)
   local opts = nargs > 0 and select(nargs, ...)
-  if type(opts) == "table" then
-    local found = false
-    for _, k in ipairs(keys) do
-      if rawget(opts, k) ~= nil then found = true; break end
+  if type(opts) == "table" and getmetatable(opts) == nil then
+    local kind = table_kind(opts)
+    if kind == nil then
+      error(("%s: argument #%d is neither a list (keys 1..n only) nor a table of options (%s)")
+        :format(what, nargs + argbase, table.concat(keys, ", ")), level + 1)
     end
-    if found then nargs = nargs - 1 else opts = nil end
+    if kind == "options" then nargs = nargs - 1 else opts = nil end
   else
     opts = nil
   end

@@ -718,13 +718,21 @@ local function analyse(f, info, sig)
     if not STDNAMES[n] then globals[#globals + 1] = n end
   end
   local scan = scan_of(f, raw, globals)
+  -- A text that names _ENV or _G may set a global under a computed name
+  -- (`_ENV[k] = v`), which no scan of its constants sees: such a function must
+  -- get a fresh environment for each job, as one that names its globals does,
+  -- not be kept on a worker whose one closure (and environment) every job
+  -- would share. (A mention in a string or comment only costs that keeping.)
+  local env_value = find(found.text, "%f[%w_]_ENV%f[^%w_]") ~= nil
+    or find(found.text, "%f[%w_]_G%f[^%w_]") ~= nil
   local desc = { chunk = chunk, line = found.line, text = found.text, name = found.name,
                  where = format("%s:%d", info.short_src, found.line), globals = globals,
-                 scan = scan }
+                 scan = scan, env_value = env_value }
   local entry = { desc = desc }
   if #globals > 0 then
     entry.bare = { chunk = chunk, line = desc.line, text = desc.text, name = desc.name,
-                   where = desc.where, globals = {}, scan = scan, bare = true }
+                   where = desc.where, globals = {}, scan = scan, bare = true,
+                   env_value = env_value }
   end
   return entry
 end

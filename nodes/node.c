@@ -54,6 +54,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -123,6 +124,7 @@ typedef struct node {
   map jobs;                        /* client's id -> farm_job (ours, until over) */
   map fns;                         /* function hash -> farm_fn */
   farm_buf out;
+  farm_buf times;                  /* ...and their times (proto.h RESULTS) */
   farm_buf res;                    /* RESULTS entries waiting to go (nres of them, */
   uint32_t nres;                   /* ...the first since res_since) */
   double res_since;
@@ -254,14 +256,35 @@ static void flush_results(node *n) {
   farm__buf_put(&n->out, "\0\0\0\0", 4);
   farm__put_u32le_at(&n->out, 4, n->nres);
   farm__buf_put(&n->out, n->res.p, n->res.n);
+  farm__buf_uvar(&n->out, (uint64_t)(farm__now() * 1e9));
+  farm__buf_put(&n->out, n->times.p, n->times.n);
   send_out(n);
+  n->times.n = 0;
   n->res.n = 0;
   n->nres = 0;
+}
+
+/* The client's jobs that began here since the last time: STARTED, so that they
+   say "running" there. Before the results: a job that began and ended since
+   is then seen running for a moment, never after it ended (the client drops
+   what is no longer out). */
+static void send_started(node *n) {
+  uint64_t ids[512];
+  size_t k;
+  while ((k = farm__engine_take_started(n->e, ids, 512)) > 0) {
+    if (!n->sealed) continue;                  /* nobody to tell */
+    farm__msg_begin(&n->out, FARM_MSG_STARTED);
+    farm__buf_put(&n->out, "\0\0\0\0", 4);
+    farm__put_u32le_at(&n->out, 4, (uint32_t)k);
+    for (size_t i = 0; i < k; i++) farm__buf_uvar(&n->out, ids[i]);
+    send_out(n);
+  }
 }
 
 static void forward_files(node *n);
 static void send_results(node *n) {
   farm_job *j;
+  send_started(n);
   while ((j = farm__engine_finished(n->e))) {
     forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
@@ -273,6 +296,11 @@ static void send_results(node *n) {
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
     if (!n->nres) n->res_since = farm__now();
     farm_buf *b = &n->res;
+    /* when it ran, on our clock (as our worker told; else as we saw it) */
+    double to = j->ran_to > 0 ? j->ran_to : j->ended;
+    double from = j->ran_to > 0 ? j->ran_from : j->ended - j->busy;
+    farm__buf_uvar(&n->times, (uint64_t)((from > 0 ? from : 0) * 1e9));
+    farm__buf_uvar(&n->times, (uint64_t)((to > from ? to : from > 0 ? from : 0) * 1e9));
     farm__buf_uvar(b, j->ext_id);
     farm__buf_uvar(b, j->ext_attempt);
     farm__buf_u8(b, st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR);
@@ -481,7 +509,7 @@ static int open_engine(node *n, char *err, size_t errlen) {
     return -1;
   }
   farm_engine_opts o = { .workers = n->workers, .maxmsg = MAX_MESSAGE, .restart_workers = n->restart,
-                         .keep_files = 1 };
+                         .keep_files = 1, .report_starts = 1 };
   return farm__engine_open(&n->e, &o, err, errlen);
 }
 
@@ -503,14 +531,14 @@ static void close_engine(node *n) {
 /* A file the client ships for its jobs, at its path below the jobs' directory
    (the client sends only plain relative paths; another is logged and skipped:
    the job that needs it will say so). */
-static void put_file(node *n, const char *path, size_t np, const char *data, size_t nd) {
+static void put_file(node *n, const char *path, size_t np, const char *data, size_t nd, unsigned xbits) {
   char rel[PATH_MAX], probe[PATH_MAX + 2], why[300];
   if (!np || np >= sizeof rel || memchr(path, 0, np) || path[0] == '/') goto bad;
   memcpy(rel, path, np);
   rel[np] = 0;
   snprintf(probe, sizeof probe, "/%s/", rel);
   if (strstr(probe, "/../") || strstr(probe, "/./") || strstr(probe, "//")) goto bad;
-  if (farm__write_below(n->workdir, rel, data, nd, 0, 0, why, sizeof why) < 0)
+  if (farm__write_below(n->workdir, rel, data, nd, 0, 0, xbits & 0111, why, sizeof why) < 0)
     logf_(&n->lg, LOG_ERROR, "cannot write the file %s for the jobs in %s: %s", rel, n->workdir, why);
   else
     logf_(&n->lg, LOG_DEBUG, "file %s (%zu bytes) for the jobs", rel, nd);
@@ -527,8 +555,12 @@ static int on_share(node *n, farm_rd *r) {
     int kind = farm__rd_u8(r);
     size_t nn, nb;
     const char *name = farm__rd_str(r, &nn), *b = farm__rd_str(r, &nb);
-    if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_LIMIT) return FARM_EPROTO;
-    if (kind == FARM_SHARE_FILE) put_file(n, name, nn, b, nb);
+    if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_XFILE) return FARM_EPROTO;
+    if (kind == FARM_SHARE_FILE) put_file(n, name, nn, b, nb, 0);
+    else if (kind == FARM_SHARE_XFILE) {          /* u8(execute bits), then the content */
+      if (!nb) return FARM_EPROTO;
+      put_file(n, name, nn, b + 1, nb - 1, (unsigned char)b[0] & 0111);
+    }
     else if (farm__engine_share(n->e, kind, name, nn, b, nb) < 0) return FARM_ENOMEM;
   }
   return r->err || farm__rd_left(r) ? FARM_EPROTO : 0;
@@ -946,6 +978,7 @@ static void session_free(node *n) {
   farm__buf_free(&n->out);
   farm__buf_free(&n->pend);
   farm__buf_free(&n->res);
+  farm__buf_free(&n->times);
   if (n->sigfd >= 0) close(n->sigfd);
   sodium_memzero(n->key, sizeof n->key);
 }
@@ -981,6 +1014,7 @@ static int session_main(void) {
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
   farm__buf_init(&n->res);
+  farm__buf_init(&n->times);
   char err[600];
   int rc = 1;
   /* workers first, before any client: its first job finds them warm */
@@ -1481,12 +1515,69 @@ static const char node_usage[] =
   "                    5 heartbeats is dropped and its jobs cancelled\n"
   "  --restart-workers a fresh worker process for every job (as ppserver -r): no job\n"
   "                    sees what an earlier one left in its Lua state\n"
-  "  --pid-file F      write the node's pid to F (removed at exit)\n"
+  "  --pid-file F      write the node's pid to F, locked (removed at exit; a live node's is refused)\n"
   "  --log-file F      log there instead of stderr\n"
   "  --log-level L     error, warn, info (default) or debug\n"
   "  --daemon          detach from the terminal (with --log-file, or logs are lost)\n"
   "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the clients' jobs and exits.\n"
   "A client reaches it with: farm run SCRIPT --hosts node://HOST:PORT --key-file F\n";
+
+/* Take the pid file at path: open it, lock it (flock: the lock belongs to the
+   open file, so it outlives daemon()'s fork and goes when the node's last
+   descriptor of it closes, however the node ends) and write our pid. A node
+   that holds it is alive: the file is left as it is, and err says whose it is.
+   A file no one holds is a dead node's, and is taken over. Returns the locked
+   descriptor (kept open while the node runs), or -1 and err. The descriptor is
+   close-on-exec: a session or worker must not keep a node's lock. */
+static int take_pid_file(const char *path, char *err, size_t errlen) {
+  for (int tries = 0; tries < 10; tries++) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+      snprintf(err, errlen, "cannot write pid file '%.400s': %s", path, strerror(errno));
+      return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      int e = errno;
+      char buf[32] = "";
+      ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
+      long owner = k > 0 ? strtol(buf, NULL, 10) : 0;
+      close(fd);
+      if (e != EWOULDBLOCK) {
+        snprintf(err, errlen, "cannot lock pid file '%.400s': %s", path, strerror(e));
+      } else if (owner > 0) {
+        snprintf(err, errlen, "pid file '%.400s' belongs to node %ld, which is still running "
+                 "(stop it first, or give this node another --pid-file)", path, owner);
+      } else {
+        snprintf(err, errlen, "pid file '%.400s' is held by another node that is still running "
+                 "(stop it first, or give this node another --pid-file)", path);
+      }
+      return -1;
+    }
+    /* the node we raced with may have removed the file after we opened it:
+       a lock on a name no longer there guards nothing, so try again */
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+      char line[32];
+      int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+      if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)n, 0) != n) {
+        snprintf(err, errlen, "cannot write pid file '%.400s': %s", path, strerror(errno));
+        close(fd);
+        return -1;
+      }
+      return fd;
+    }
+    close(fd);
+  }
+  snprintf(err, errlen, "cannot take pid file '%.400s': it keeps being replaced", path);
+  return -1;
+}
+
+/* After daemon(): the pid in the file is the daemon's. */
+static void rewrite_pid_file(int fd) {
+  char line[32];
+  int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)n, 0) != n) { /* the old pid stays: logged by no one */ }
+}
 
 static int bad(const char *fmt, const char *a) {
   fputs("farm node: ", stderr);
@@ -1532,6 +1623,7 @@ static int connect_main(node *n) {
   farm__buf_init(&n->out);
   farm__buf_init(&n->pend);
   farm__buf_init(&n->res);
+  farm__buf_init(&n->times);
   int rc = 1;
   if (open_link(n, FARM_LOBBY_MAXMSG, err, sizeof err) < 0) {
     fprintf(stderr, "farm node: %s\n", err);
@@ -1686,7 +1778,21 @@ int farm_node_main(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  int rc = 1;
+  int rc = 1, pidfd = -1;
+  char pidpath[4096];
+  if (pidfile && pidfile[0] != '/') {           /* a daemon works from / */
+    char cwd[3000];
+    if (!getcwd(cwd, sizeof cwd)) { bad("cannot tell the current directory for '%s'", pidfile); goto out; }
+    snprintf(pidpath, sizeof pidpath, "%s/%s", cwd, pidfile);
+    pidfile = pidpath;
+  }
+  /* the pid file first: a second node given it stops here, before it takes a
+     port or touches anything of the first one's */
+  if (pidfile && (pidfd = take_pid_file(pidfile, err, sizeof err)) < 0) {
+    fprintf(stderr, "farm node: %s\n", err);
+    pidfile = NULL;
+    goto out;
+  }
   if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) {
     for (int i = 0; i < 20 && strstr(err, "in use"); i++) {   /* a port just closed can be busy a moment */
       usleep(50000);
@@ -1700,27 +1806,16 @@ int farm_node_main(int argc, char **argv) {
     else fprintf(stderr, "farm node: %s\n", err);
     goto out;
   }
-  char pidpath[4096];
-  if (pidfile && pidfile[0] != '/') {           /* a daemon works from / */
-    char cwd[3000];
-    if (!getcwd(cwd, sizeof cwd)) { bad("cannot tell the current directory for '%s'", pidfile); goto out; }
-    snprintf(pidpath, sizeof pidpath, "%s/%s", cwd, pidfile);
-    pidfile = pidpath;
-  }
   if (daemonize) {
     farm__link_close(L.link);                   /* nanomsg's threads do not survive fork */
     L.link = NULL;
     if (daemon(0, 0) < 0) { bad("cannot become a daemon: %s", strerror(errno)); goto out; }
+    if (pidfd >= 0) rewrite_pid_file(pidfd);
     if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) { logf_(&L.lg, LOG_ERROR, "%s", err); goto out; }
   }
   L.sigfd = block_signals();
   procfds_open(&L.pf);
   sweep_workdirs();
-  if (pidfile) {
-    FILE *f = fopen(pidfile, "w");
-    if (!f) logf_(&L.lg, LOG_ERROR, "cannot write pid file '%s': %s", pidfile, strerror(errno));
-    else { fprintf(f, "%ld\n", (long)getpid()); fclose(f); }
-  }
   if (L.launched) {
     printf("FARM-NODE %d %u\n", FARM_PROTOCOL, L.port);
     fflush(stdout);
@@ -1729,8 +1824,11 @@ int farm_node_main(int argc, char **argv) {
           n->keyed ? "" : " (no key: any local user can connect)");
   }
   rc = lobby_main(&L);
-  if (pidfile) unlink(pidfile);
 out:
+  if (pidfd >= 0) {               /* ours (locked): removed while we still hold it */
+    unlink(pidfile);
+    close(pidfd);
+  }
   farm__link_close(L.link);
   procfds_close(&L.pf);
   if (L.sigfd > 0) close(L.sigfd);

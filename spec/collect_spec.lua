@@ -317,6 +317,19 @@ describe("bad arguments", function()
     { "farm.map_reduce(print, print, {})", "farm.map_reduce: the lists are empty; nothing to reduce" },
     { "farm.map_reduce(print, print, {1}, {init = 0, chunk = 2})",
       "farm.map_reduce: unknown option 'chunk' (chunksize, window, init)" },
+    -- misspelt options alone, once taken for one more (empty) list: no results, no word
+    { "print(#farm.map(print, {1, 2}, {chunk_size = 2}))", "farm.map: unknown option 'chunk_size' (chunksize)" },
+    { "print(#farm.map(print, {1, 2}, {window = 4}))", "farm.map: unknown option 'window' (chunksize)" },
+    { "for i in farm.imap(print, {1, 2}, {windw = 2}) do print(i) end",
+      "farm.imap: unknown option 'windw' (chunksize, window)" },
+    { "for i in farm.map_unordered(print, {1, 2}, {windw = 2}) do print(i) end",
+      "farm.map_unordered: unknown option 'windw' (chunksize, window)" },
+    { "farm.map_reduce(print, print, {1}, {int = 0})",
+      "farm.map_reduce: unknown option 'int' (chunksize, window, init)" },
+    { "farm.map(print, {1}, {2, chunksize = 1})",
+      "farm.map: argument #3 is neither a list (keys 1..n only) nor a table of options (chunksize)" },
+    { "farm.imap(print, {1}, {[0] = 1})",
+      "farm.imap: argument #3 is neither a list (keys 1..n only) nor a table of options (chunksize, window)" },
   }
   for _, case in ipairs(cases) do
     it("refuses " .. case[1], function()

@@ -339,6 +339,29 @@ print("retry", g:result(), g.attempts, g.stdout)
     assert.is_truthy(r.out:find("meta\tlocal\ttrue\t1\ttrue\ttrue\ttrue\ttrue\n", 1, true), r.out)
     assert.is_truthy(r.out:find("retry\t2\t2\tsecond try\n", 1, true), r.out)
   end)
+
+  it("gives the jobs one worker ran in turn their times in turn (one clock for both ends)", function()
+    -- short and shorter jobs alternate, so that a batch of results holds jobs
+    -- of different lengths: each must start after the one before it ended
+    local r = ok([[
+local fs = {}
+for i = 1, 300 do
+  fs[i] = farm.submit(function(d) local c = os.clock() while os.clock() - c < d do end return d end,
+                      i % 2 == 1 and 0.0004 or 0.00002)
+end
+local bad, worst = 0, 0
+for i = 1, #fs do fs[i]:result() end
+for i = 2, #fs do
+  local a, b = fs[i - 1], fs[i]
+  if b.started < a.finished or a.started > a.finished then
+    bad = bad + 1
+    worst = math.max(worst, a.finished - b.started)
+  end
+end
+print("out of turn", bad, worst)
+]], "-n 1")
+    assert.are.equal("out of turn\t0\t0\n", r.out)
+  end)
 end)
 
 local HASHING_DIGEST = "cce5c9af959fcf3ec499b5d940f6deabd67286d931ac5312e359ea36b4625fa8"

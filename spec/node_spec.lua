@@ -747,4 +747,129 @@ describe("farm node", function()
     assert.are.equal(0, r2.code, "client --heartbeat 0.2, node default: " .. r2.err .. H.slurp(m.log))
     assert.are.equal("done\n", r2.out)
   end)
+
+  it("19. a hostfile's `node://host:port N` uses at most N of the node's workers", function()
+    local key = keygen()
+    local n = start_node("-w 2 --key-file " .. Q(key))
+    local hosts = H.write(dir .. "/hosts", n.url .. " 1\n")
+    local busy = dir .. "/busy"
+    assert(os.execute("mkdir " .. Q(busy)))
+    -- each job marks itself busy, waits, then counts the busy ones: with two
+    -- at once, both see two
+    local r = run(([[
+      local function job(dir, i)
+        local mine = dir .. "/" .. i
+        io.open(mine, "w"):close()
+        os.execute("sleep 0.3")
+        local p = io.popen("ls " .. dir .. " | wc -l")
+        local most = p:read("n")
+        p:close()
+        os.remove(mine)
+        return most
+      end
+      local fs = {}
+      for i = 1, 6 do fs[i] = farm.submit(job, %q, i) end
+      local most = 0
+      for i = 1, 6 do most = math.max(most, fs[i]:result()) end
+      local nd = farm.nodes()[1]
+      print(most, farm.workers(), nd.workers, nd.state)
+    ]]):format(busy), "-n 0 --nodes " .. Q(hosts) .. " --key-file " .. Q(key))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("1\t1\t1\tup\n", r.out)
+    -- without a count, all the node has
+    r = run(ONE_JOB .. "print(farm.workers(), farm.nodes()[1].workers)\n", "-n 0 " .. via(n, key))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("42\n2\t2\n", r.out)
+    stopped_ok(n)
+  end)
+
+  it("20. farm.nodes() gives a host that could not be reached no workers", function()
+    local key = keygen()
+    local r = run(ONE_JOB .. [[
+      for _, nd in ipairs(farm.nodes()) do print(nd.host, nd.state, nd.workers) end
+      print(farm.workers())
+    ]], "-n 1 --hosts node://127.0.0.1:" .. port() .. " --key-file " .. Q(key))
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("^42\nnode://127%.0%.0%.1:%d+\tfailed\t0\n1\n$"), r.out)
+  end)
+
+  it("21. a second node given a live node's --pid-file says so and exits; a dead node's is taken over", function()
+    local key = keygen()
+    local pidfile = dir .. "/node.pid"
+    local n = start_node("-w 1 --key-file " .. Q(key) .. " --pid-file " .. Q(pidfile))
+    assert.are.equal(n.pid, wait_for(function() return read_pid(pidfile) end, 10))
+    local m = start_node("-w 1 --key-file " .. Q(key) .. " --pid-file " .. Q(pidfile), { nowait = true })
+    local rc = status(m, 20)
+    assert.is_truthy(rc and rc ~= 0, "the second node's exit status: " .. tostring(rc))
+    local err = H.slurp(m.err)
+    assert.is_true(one_line(err), err)
+    assert.is_truthy(err:find("pid file '" .. pidfile .. "' belongs to node " .. n.pid .. ", which is still running", 1, true), err)
+    assert.is_true(wait_gone(all_pids(m), 10))
+    -- the first one's file is still there, still its own, and it still serves
+    assert.are.equal(n.pid, read_pid(pidfile))
+    local r = run(ONE_JOB, "-n 0 " .. via(n, key))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("42\n", r.out)
+    assert.is_truthy(alive(n.pid, n.start))
+    -- a node killed outright leaves its file; the next node takes it over
+    os.execute("kill -KILL " .. n.pid)
+    assert.is_true(wait_gone({ { pid = n.pid, start = n.start } }, 10))
+    assert.are.equal(n.pid, read_pid(pidfile))
+    local o = start_node("-w 1 --key-file " .. Q(key) .. " --pid-file " .. Q(pidfile))
+    assert.are.equal(o.pid, wait_for(function() return read_pid(pidfile) == o.pid and o.pid end, 10))
+    stopped_ok(o)
+    assert.is_nil(io.open(pidfile))
+  end)
+
+  it("22. a program shipped with files = runs by its path on the node: its execute bits go, and only those", function()
+    local key = keygen()
+    local n = start_node("-w 1 --key-file " .. Q(key))
+    H.write(dir .. "/prog.sh", "#!/bin/sh\necho ran \"$1\"\n")
+    H.write(dir .. "/data.txt", "data\n")
+    -- setuid on the client's copy must not reach the node's
+    assert(os.execute(PLAIN .. "chmod 4750 " .. Q(dir .. "/prog.sh") .. " && chmod 640 " .. Q(dir .. "/data.txt")))
+    local s = script([[
+      local function run(arg)
+        local p = io.popen("./prog.sh " .. arg .. " 2>&1")
+        local out = p:read("a")
+        p:close()
+        local m = io.popen("stat -c %a prog.sh data.txt")
+        local modes = m:read("a")
+        m:close()
+        return out .. modes:gsub("\n", " ")
+      end
+      print(farm.submit_with({ files = { "prog.sh", "data.txt" } }, run, "there"):result())
+      print(farm.nodes()[1].jobs_done)
+    ]])
+    local r = H.sh(("cd %s && unset FARM_KEY_FILE && %s run %s -n 0 %s")
+      :format(Q(dir), Q(H.abs(H.farm)), Q(s), via(n, key)), 60)
+    assert.are.equal(0, r.code, r.err)
+    -- 0644 less the node's umask (022 under the spec), with the execute bits the client's copy had
+    assert.are.equal("ran there\n754 644 \n1\n", r.out)
+    stopped_ok(n)
+  end)
+
+  it("23. a job running on a node says running; one cancelled there by force names the node", function()
+    local key = keygen()
+    local n = start_node("-w 1 --key-file " .. Q(key))
+    local r = run([[
+      local function spin(s) local t = os.time() + s while os.time() < t do end return s end
+      local function until_running(f)
+        local deadline = os.time() + 15
+        local st = f:status()
+        while st ~= "running" and os.time() < deadline do os.execute("sleep 0.05") st = f:status() end
+        return st
+      end
+      local f = farm.submit(spin, 2)
+      print("first", until_running(f), f:result())
+      local g = farm.submit(spin, 60)
+      print("second", until_running(g), g:cancel{ force = true })
+      farm.wait({ g }, { timeout = 15 })
+      print("cancelled", g:status(), g.node, g.worker)
+    ]], "-n 0 " .. via(n, key), 60)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal(("first\trunning\t2\nsecond\trunning\ttrue\ncancelled\tcancelled\t%s\t%s\n")
+      :format(n.url, n.url), r.out)
+    stopped_ok(n)
+  end)
 end)

@@ -323,6 +323,41 @@ return M
       return r.out
     end
 
+    it("keeps a global a job sets under a computed name to that job, as a plain name is", function()
+      -- one worker, so every job of each function runs in the same state
+      local r = H.run_script([[
+        local function set_env(k, set)
+          local before = _ENV[k]
+          if set then _ENV[k] = "leaked" end
+          return tostring(before)
+        end
+        local function set_G(k, set)
+          local before = _G[k]
+          if set then _G[k] = "leaked" end
+          return tostring(before)
+        end
+        local function set_raw(k, set)
+          local before = rawget(_ENV, k)
+          if set then rawset(_ENV, k, "leaked") end
+          return tostring(before)
+        end
+        local function set_plain(set)
+          local before = plainname
+          if set then plainname = "leaked" end
+          return tostring(before)
+        end
+        for _, f in ipairs { set_env, set_G, set_raw } do
+          local k = "computed" .. _
+          local a = farm.submit(f, k, true):result()
+          io.write(a, " ", farm.submit(f, k, false):result(), " ")
+        end
+        farm.submit(set_plain, true):result()
+        print(farm.submit(set_plain, false):result(), farm.workers())
+      ]], "-n 1")
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("nil nil nil nil nil nil nil\t1\n", r.out)
+    end)
+
     describe("modules", function()
       it("finds a module on a package.path the script set, required in the job and as an upvalue", function()
         local d = moddir()

@@ -6,11 +6,14 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
 #include "farm.h"
 
 static int n_test = 0, n_fail = 0;
@@ -574,6 +577,72 @@ static void test_open_errors(void) {
   }
 }
 
+/* farm_open's code and words when no node could be reached: a real `farm node`
+   (FARM_EXE) with a key on 127.0.0.1, reached with no key and with a wrong
+   one (FARM_EAUTH), and an SSH host that refuses (FARM_ESSH). What it starts,
+   it stops by pid; its files are in a directory of its own. */
+static void test_open_codes(void) {
+  const char *exe = getenv("FARM_EXE");
+  char dir[] = "/tmp/farm-capi-XXXXXX", cmd[1024], log[128], hosts[64], err[512];
+  if (!exe || !*exe || !mkdtemp(dir)) { ok(0, "FARM_EXE and a directory for a node", NULL); return; }
+  int port = 20000 + getpid() % 20000;
+  snprintf(cmd, sizeof cmd, "'%s' keygen %s/k >/dev/null 2>&1 && '%s' keygen %s/other >/dev/null 2>&1", exe, dir, exe, dir);
+  ok(system(cmd) == 0, "two keys made with farm keygen", cmd);
+  snprintf(log, sizeof log, "%s/node.log", dir);
+  pid_t node = fork();
+  if (node == 0) {
+    char listen[64], key[96];
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+    snprintf(key, sizeof key, "%s/k", dir);
+    execl(exe, "farm", "node", "--listen", listen, "--key-file", key, "-w", "1", "--log-file", log, (char *)NULL);
+    _exit(127);
+  }
+  int up = 0;
+  for (int i = 0; i < 200 && !up && node > 0; i++) {     /* up to 10 s */
+    FILE *lf = fopen(log, "r");
+    char line[512];
+    while (lf && fgets(line, sizeof line, lf)) up |= strstr(line, "listening on") != NULL;
+    if (lf) fclose(lf);
+    if (!up) usleep(50000);
+  }
+  ok(up, "a farm node with a key listens", log);
+
+  farm_options o;
+  farm *f = (farm *)&o;
+  farm_options_init(&o);
+  o.no_local = 1;
+  o.errbuf = err;
+  o.errlen = sizeof err;
+  snprintf(hosts, sizeof hosts, "node://127.0.0.1:%d", port);
+  o.hosts = hosts;
+  char *saved = getenv("FARM_KEY_FILE") ? strdup(getenv("FARM_KEY_FILE")) : NULL;
+  unsetenv("FARM_KEY_FILE");
+  is_int(farm_open(&f, &o), FARM_EAUTH, "a node with a key, and none given: FARM_EAUTH");
+  ok(f == NULL, "...and *out is NULL", NULL);
+  has_str(err, "set key_file in farm_options", "...and errbuf names the option field");
+  ok(!strstr(err, "--"), "...not a command-line flag", err);
+  char other[96];
+  snprintf(other, sizeof other, "%s/other", dir);
+  o.key_file = other;
+  is_int(farm_open(&f, &o), FARM_EAUTH, "a node with another key: FARM_EAUTH");
+  has_str(err, "key_file in farm_options", "...and errbuf names the option field");
+  ok(!strstr(err, "--"), "...not a command-line flag", err);
+  o.key_file = NULL;
+  /* nothing listens on the port after the node's: the SSH host refuses */
+  snprintf(hosts, sizeof hosts, "127.0.0.1:%d", port + 1);
+  is_int(farm_open(&f, &o), FARM_ESSH, "an SSH host that refuses: FARM_ESSH");
+  has_str(err, "127.0.0.1", "...and errbuf names it");
+  if (saved) { setenv("FARM_KEY_FILE", saved, 1); free(saved); }
+
+  if (node > 0) {
+    kill(node, SIGTERM);
+    int st = 0;
+    ok(waitpid(node, &st, 0) == node, "the node is stopped", NULL);
+  }
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) printf("# could not remove %s\n", dir);
+}
+
 static void test_strerror(void) {
   int good = 1;
   for (int c = FARM_OK; c >= FARM_EHOSTS; c--)
@@ -608,6 +677,7 @@ int main(void) {
   test_set_workers();
   test_threads();
   test_open_errors();
+  test_open_codes();
   printf("1..%d\n", n_test);
   return n_fail != 0;
 }

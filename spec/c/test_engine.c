@@ -236,9 +236,10 @@ static void test_rules(void) {
   /* take-back: TAKEN puts a job back at the front, or ends it when it was cancelled */
   e = farm__engine_test(&p);
   farm_job *x = held(e, 0, 0), *y = held(e, 0, 0);
-  ok(taken(e, p, y->id) < 0 || farm__job_state(y) == JOB_SENT,
-     "rules: a TAKEN nobody asked for gives nothing back");
-  p->takes = 1;
+  p->takes = 1;                              /* a TAKE is out, but not for y */
+  ok(taken(e, p, y->id) == 0 && farm__job_state(y) == JOB_SENT,
+     "rules: a TAKEN for a job nobody asked for gives nothing back");
+  p->takes = 1;                              /* (each TAKEN answers one TAKE) */
   y->taking = 1;
   ok(taken(e, p, y->id) == 0 && farm__job_state(y) == JOB_QUEUED && farm__job_state(x) == JOB_SENT,
      "rules: a job taken back is queued again, the other stays where it is");

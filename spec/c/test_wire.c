@@ -230,7 +230,22 @@ static int pair_handshake(farm_link *node_end, farm_link *client_end, int flip) 
     farm__link_free(m);
   }
   drain(client_end);
-  if (rc == 1) farm__link_unseal(node_end);
+  if (rc == 1) {
+    /* sealed under session.h's keys: the first half client->node, the second back */
+    unsigned char k[64];
+    derive("farm keys", nc, nn, cipher, k, sizeof k);
+    farm__link_seal(client_end, cipher, k, k + 32);
+    m = NULL;
+    if (farm__link_send(client_end, "ping", 5, 0) != 0 || recv_wait(node_end, &m, &n) != 0 ||
+        n != 5 || memcmp(m, "ping", 5) != 0) rc = -3000;
+    farm__link_free(m);
+    m = NULL;
+    if (rc == 1 && (farm__link_send(node_end, "pong", 5, 0) != 0 || recv_wait(client_end, &m, &n) != 0 ||
+                    n != 5 || memcmp(m, "pong", 5) != 0)) rc = -3001;
+    farm__link_free(m);
+    farm__link_unseal(client_end);
+    farm__link_unseal(node_end);
+  }
   return rc;
 }
 
@@ -261,6 +276,11 @@ static int lobby_handshake(farm_lobby *lb, int flip, farm_lobby_client *acc, int
     farm_rd r;
     if (farm__msg_open(&r, out.p, out.n, err, sizeof err) != FARM_MSG_AUTHNO) rc = -2000;
   }
+  /* one proof per hello: the same AUTH3 again (a replay) lets nobody in */
+  if (rc == 1) {
+    farm_lobby_client again;
+    if (farm__lobby_answer(lb, KEY, b.p, b.n, &out, &again, err, sizeof err) == 1) rc = -4000;
+  }
   farm__buf_free(&b);
   farm__buf_free(&out);
   return rc;
@@ -275,7 +295,8 @@ static void test_proofs(const char *dir) {
     ok(0, err);
     return;
   }
-  ok(pair_handshake(node_end, client_end, -1) == 1, "PAIR: the right proof seals the link");
+  ok(pair_handshake(node_end, client_end, -1) == 1, "PAIR: the right proof seals the link, "
+     "under the keys of session.h both ways");
   int refused = 0, last = 0, first = 0;
   for (int i = 0; i < 32; i++) {
     int rc = pair_handshake(node_end, client_end, i);
@@ -296,7 +317,7 @@ static void test_proofs(const char *dir) {
   int rc = lobby_handshake(lb, -1, &acc, &cipher, nc, nn);
   derive("farm keys", nc, nn, cipher, k, sizeof k);
   ok(rc == 1 && acc.cipher == cipher && memcmp(acc.krx, k, 32) == 0 && memcmp(acc.ktx, k + 32, 32) == 0,
-     "lobby: the right proof lets the client in, with the keys of session.h");
+     "lobby: the right proof lets the client in, with the keys of session.h, once (not on a replay)");
   refused = last = first = 0;
   for (int i = 0; i < 32; i++) {
     rc = lobby_handshake(lb, i, &acc, &cipher, nc, nn);

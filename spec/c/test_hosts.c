@@ -212,6 +212,9 @@ int main(void) {
   farm_host x = {.kind = FARM_HOST_NODE, .host = "::1", .port = 7070};
   farm__host_name(&x, name, sizeof name);
   OK(!strcmp(name, "node://[::1]:7070"), "name: a node at an IPv6 address");
+  x = (farm_host){.kind = FARM_HOST_NODE, .host = "h", .port = 22};
+  farm__host_name(&x, name, sizeof name);
+  OK(!strcmp(name, "node://h:22"), "name: a node is its URL, port and all, even on SSH's port");
   x = (farm_host){.kind = FARM_HOST_SSH, .user = "u", .host = "h", .port = 22};
   farm__host_name(&x, name, 3);
   OK(!strcmp(name, "u@"), "name: cut to the buffer given");

@@ -11,7 +11,9 @@
 -- "from" must occur exactly once in the file (else the mutant is reported as
 -- stale: the code moved on, the list must follow); leading white space of
 -- "from" and "to" after the label is not part of them. A literal "\n" in
--- them stands for a newline. Lines starting with # are comments.
+-- them stands for a newline (so a mutant cannot hold the two characters
+-- backslash and n of a C string: take text beside them). Lines starting with
+-- # are comments.
 local listfile = "spec/mutants.txt"
 local want = {}
 for _, a in ipairs(arg) do

@@ -6,6 +6,9 @@
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
 #   make bench      print the benchmark figures
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
+#   make mutate     the mutation run (scripts/mutate.sh): each bug of spec/mutants.txt put
+#                   into a scratch copy alone, built, and its tests run; prints caught or
+#                   survived for each, and the score (not part of make test: ~15 minutes)
 #   make fuzz       build the fuzzers (value decoder, what a worker sends the engine, the
 #                   JOBS and TAKE messages a worker reads, the node's side of the
 #                   handshake) with libFuzzer (clang)
@@ -162,6 +165,11 @@ test: deps
 	$(MAKE) fuzz-smoke
 	$(MAKE) asan
 
+# Mutants from spec/mutants.txt, one at a time, in a scratch copy of the tree
+# (MUTATE_TIME: seconds per test file; IDS: only those mutants, shell patterns).
+mutate: all
+	scripts/mutate.sh $(IDS)
+
 # Each fuzzer for FUZZ_SECONDS (a finding stops the run and fails the target).
 FUZZ_SECONDS ?= 15
 fuzz-smoke: fuzz
@@ -199,4 +207,4 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test demo bench asan fuzz fuzz-smoke clean install uninstall rock rock-install
+.PHONY: all deps test demo bench asan fuzz fuzz-smoke mutate clean install uninstall rock rock-install

@@ -150,6 +150,16 @@ static void flush_subdone_of(farm_engine *e, farm_peer *p);
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
 static void job_over(farm_engine *e, farm_job *j, int state) {
+  /* Nothing outside reaches this with a job already over: every caller holds a
+     job it has just taken out of the one place a live job is -- the queue
+     (JOB_QUEUED, unlinked first), or a peer's in-flight list (take_inflight,
+     which answers a given id and attempt once) -- or checks the state itself
+     (on_results and peer loss: JOB_SENT; cancel: not yet JOB_DONE), all under
+     the loop's hold of the job. A result that comes twice, a TAKEN after a
+     result, a cancel after the end are stopped there, before this. The guard
+     stays as the last wall: a second pass would count the job out twice
+     (outstanding would wrap and a wait would never end) and hand it to its
+     waiter twice. (A mutant without it survived the whole suite: issue 22.) */
   if (farm__job_over(j)) return;
   free(j->args); j->args = NULL; j->nargs = 0;
   j->peer = NULL;

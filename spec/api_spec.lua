@@ -211,8 +211,9 @@ describe("farm API", function()
     it("wait return_when = first", function()
       local fs = { farm.submit(sleeper, 0.6), farm.submit(sleeper, 0.01) }
       local done, pending = farm.wait(fs, { return_when = "first" })
-      assert.is_true(#done >= 1)
-      assert.are.equal(2, #done + #pending)
+      -- it returns at the first: the 0.6 s job is still pending
+      assert.are.equal(1, #done)
+      assert.are.equal(1, #pending)
       farm.wait(fs)
     end)
 
@@ -230,6 +231,17 @@ describe("farm API", function()
       local done, pending = farm.wait(fs, { timeout = 0.05 })
       assert.are.equal(0, #done)
       assert.are.equal(1, #pending)
+      farm.wait(fs)
+    end)
+
+    it("takes a timeout of 0: a look, no wait (a result(0) of a job not done times out)", function()
+      local fs = { farm.submit(sleeper, 0.5) }
+      local done, pending = farm.wait(fs, { timeout = 0 })
+      assert.are.equal(0, #done)
+      assert.are.equal(1, #pending)
+      local ok, err = pcall(fs[1].result, fs[1], 0)
+      assert.is_false(ok)
+      assert.is_true(err.timeout, tostring(err.message))
       farm.wait(fs)
     end)
 

@@ -189,8 +189,12 @@ describe("farm.map_reduce", function()
                             {init = "", chunksize = 2}))
       print(farm.map_reduce(tostring, add, {}, {init = 0}))
       print(farm.map_reduce(function(x) return x end, add, { 42 }))
+      -- every fold starts from init, on the workers and at the end (a reducer
+      -- that shows each step tells; a neutral init would not)
+      local show = function(a, b) return a .. "+" .. b end
+      print(farm.map_reduce(tostring, show, { 1, 2, 3 }, {init = "i", chunksize = 2}))
     ]])
-    assert.are.equal("50005000\ntrue\ntrue\n32\n12345\n0\n42\n", r.out)
+    assert.are.equal("50005000\ntrue\ntrue\n32\n12345\n0\n42\ni+i+1+2+i+3\n", r.out)
   end)
 
   it("folds on the workers, never in the client", function()

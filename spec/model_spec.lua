@@ -278,6 +278,7 @@ print()
       { [[farm.submit_with({ files = { "nope.bin" } }, print)]], "farm.submit_with: cannot read nope.bin: No such file or directory" },
       { [[farm.submit_with({ files = { "/etc/hostname" } }, print)]], "file /etc/hostname must be a relative path below the current directory" },
       { [[farm.submit_with({ files = { "../x" } }, print)]], "file ../x must be a relative path below" },
+      { [[farm.submit_with({ files = { ".." } }, print)]], "file .. must be a relative path below" },
       { [[farm.submit_with({ files = { "big.bin" } }, print)]], "farm.submit_with: big.bin is 4.9 KiB; files travel up to 1000 bytes (farm.config{max_file = bytes} or farm run --max-file raises it)" },
       { [[farm.submit(function() local f = io.open("b2.bin", "w") f:write(("y"):rep(2000)) f:close() farm.send_file("b2.bin") end):result()]],
         "farm.send_file: b2.bin is 2.0 KiB; files travel up to 1000 bytes" },

@@ -485,6 +485,33 @@ describe("farm node", function()
     assert.is_true(wait_gone(all_pids(n), 15), "the dead node's workers still run")
   end)
 
+  -- A node killed outright also stops answering TAKEs, which gives it up
+  -- another way; a node frozen while nothing is asked of it shows that its
+  -- silence alone is judged: lost after LOST_BEATS (5) heartbeats of 0.2 s.
+  it("10b. a node frozen (SIGSTOP) while idle is lost within seconds, by its silence alone", function()
+    local key = keygen()
+    local n = start_node("-w 1 --heartbeat 0.2 --key-file " .. Q(key))
+    local r = run(([[
+      local nodepid = %d
+      -- every process of the node, children first (STOP or CONT)
+      local function signal(sig)
+        os.execute(("env -u LD_PRELOAD sh -c 'tree() { for k in $(pgrep -P $1); do tree $k; done; kill -%%s $1; }; "
+          .. "tree %%d'"):format(sig, nodepid))
+      end
+      assert(farm.submit(function() return 1 end):result(30) == 1)
+      signal("STOP")
+      local waited = 0
+      while farm.nodes()[1].state ~= "lost" and waited < 15 do
+        os.execute("sleep 0.1")
+        waited = waited + 0.1
+      end
+      signal("CONT")
+      print(farm.nodes()[1].state, waited < 4 and "soon" or ("after " .. waited .. " s"))
+    ]]):format(n.pid), "-n 0 --heartbeat 0.2 " .. via(n, key), 60)
+    assert.are.equal("lost\tsoon\n", r.out, r.err)
+    assert.is_truthy(r.err:find("lost", 1, true), r.err)
+  end)
+
   it("11. a client SIGKILLed mid-run: the node ends the session, stops its jobs, serves the next", function()
     local key = keygen()
     local n = start_node("-w 2 --heartbeat 0.2 --key-file " .. Q(key))

@@ -536,6 +536,25 @@ return { Circle = Circle }
         ]]))
       end)
 
+      -- The test above calls math.clamp first: its worker then has the field,
+      -- and a job through the alias finds it whether it travelled or not. Here
+      -- every job reaches math only through a local, so the field must travel
+      -- with each (the jobs spread over the workers; none is warmed by a job
+      -- through math itself).
+      it("ships math.clamp to a job that reaches math only through a local alias", function()
+        assert.are.equal("0 5 3 5\n", script([[
+          function math.clamp(x, lo, hi) return math.max(lo, math.min(hi, x)) end
+          local M = math
+          local fs = {}
+          for i, x in ipairs { -4, 9, 3, 12 } do
+            fs[i] = farm.submit(function(v) return M.clamp(v, 0, 5) end, x)
+          end
+          local out = {}
+          for i, f in ipairs(fs) do out[i] = tostring(f:result()) end
+          print(table.concat(out, " "))
+        ]]))
+      end)
+
       it("ships globals reached as _G.NAME and _ENV.NAME", function()
         assert.are.equal("2\t3\t4\t7\n", script([[
           function helper(x) return x + 1 end

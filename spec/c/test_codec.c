@@ -569,6 +569,31 @@ static void test_hostile(tap *t, lua_State *L, mem *m) {
        "%s: %s (largest allocation %zu bytes)", huge[i].what, expect_ok ? "ok" : err, m->biggest);
   }
 
+  /* each count is checked against what the message can hold, before anything
+     is read or made for it, and the error says which: claims just past what
+     is left (a later check -- a budget, a truncation -- would also stop the
+     huge ones above, with a vaguer word) */
+  static const struct {
+    const char *what, *why;
+    const char *p;
+    size_t n;
+  } claims[] = {
+    {"table of 2^63 hash slots", "table size exceeds message", S("\x01\x06\x00\xff\xff\xff\xff\xff\xff\xff\xff\x7f\x00")},
+    {"table of 3 pairs in 5 bytes", "table size exceeds message", S("\x01\x06\x00\x03\x81\x81\x81\x81\x00")},
+    {"table of 6 slots in 5 bytes", "table size exceeds message", S("\x01\x06\x06\x00\x81\x81\x81\x81\x00")},
+    {"block of 2^40 values", "value count exceeds message", S("\x80\x80\x80\x80\x80\x20\x00")},
+    {"block of 5 values in 4 bytes", "value count exceeds message", S("\x05\x81\x82\x83\x00")},
+    {"function with 2^30 upvalues", "upvalue count exceeds message",
+     S("\x01\x09\x01x\x01\x15return function() end\x80\x80\x80\x80\x04\x00")},
+    {"function with 3 upvalues in 4 bytes", "upvalue count exceeds message",
+     S("\x01\x09\x01x\x01\x15return function() end\x03\x00\x00\x00\x00")},
+  };
+  for (size_t i = 0; i < sizeof claims / sizeof claims[0]; i++) {
+    st = try_decode(L, claims[i].p, claims[i].n, err, sizeof err);
+    ok(t, st != LUA_OK && strstr(err, claims[i].why) != NULL, "%s: refused as '%s' (%s)",
+       claims[i].what, claims[i].why, err);
+  }
+
   /* nesting depth on decode: 200 tables decode, 201 are malformed */
   for (int depth = 200; depth <= 201; depth++) {
     size_t len = 1 + 4 * (size_t)depth + 1;

@@ -2,6 +2,17 @@
  * test_engine.c -- the engine's loop, driven from C with no Lua in the caller's
  * hands: jobs move while the host sleeps, waits time out and wake, two engines
  * run side by side, and closing one leaves no process. Prints TAP.
+ *
+ * First, in well under a second, the scheduler's rules on a test engine
+ * (farm__engine_test: one peer, no thread, no process), fed the messages a
+ * peer sends and the losses the loop reports: each result counts once, a
+ * result for another attempt is not this one's, a job that kills its peer is
+ * tried again up to its retries and then fails with the cause, one that ran
+ * out of time or was cancelled by force ends as such, the others a lost peer
+ * held go back in order, a job taken back goes to the front of the queue (or
+ * ends, when it was cancelled). Then the same rules with real workers: a
+ * timeout, a job that kills its worker every time. spec/engine_spec.lua
+ * checks them again through farm.lua, slowly.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +28,8 @@
 #include "clock.h"
 #include "codec.h"
 #include "engine.h"
+#include "peer.h"
+#include "proto.h"
 
 static int n_test = 0, n_fail = 0;
 
@@ -75,6 +88,20 @@ static farm_job *job(farm_engine *e, farm_fn *f, int arg) {
   return j;
 }
 
+/* A job with a time limit and retries, submitted. */
+static farm_job *job_with(farm_engine *e, farm_fn *f, int arg, double timeout, int retries) {
+  farm_job *j = farm__job_new();
+  j->id = farm__engine_nextid(e);
+  j->fn = f;
+  __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
+  j->refs = 1;
+  j->args = block(NULL, 1, &arg, &j->nargs);
+  j->timeout = timeout;
+  j->max_retries = (uint16_t)retries;
+  farm__engine_submit(e, j);
+  return j;
+}
+
 static void sleep_s(double s) {
   struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
   while (nanosleep(&ts, &ts) != 0) {}
@@ -82,7 +109,158 @@ static void sleep_s(double s) {
 
 static int alive(long pid) { return pid > 0 && kill((pid_t)pid, 0) == 0; }
 
+/* ---- the scheduler's rules, on a test engine ------------------------------------ */
+
+static farm_fn *tfn;                 /* a package the test engine never opens */
+
+/* A job held at the test engine's peer, as if sent (JOB_SENT). */
+static farm_job *held(farm_engine *e, int max_retries, double timeout) {
+  farm_job *j = farm__job_new();
+  j->id = farm__engine_nextid(e);
+  j->fn = tfn;
+  __atomic_add_fetch(&tfn->refs, 1, __ATOMIC_RELAXED);
+  j->refs = 1;
+  j->args = strdup("a");
+  j->nargs = 1;
+  j->max_retries = (uint16_t)max_retries;
+  j->timeout = timeout;
+  farm__engine_test_add(e, j);
+  return j;
+}
+
+/* RESULTS for one job, as a worker lays it out (engine.c on_results). */
+static int result(farm_engine *e, farm_peer *p, uint64_t id, unsigned attempt, int status) {
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_RESULTS);
+  farm__buf_put(&b, "\1\0\0\0", 4);
+  farm__buf_uvar(&b, id);
+  farm__buf_uvar(&b, attempt);
+  farm__buf_u8(&b, (uint8_t)status);
+  farm__buf_uvar(&b, 1000);                  /* busy, ns */
+  farm__buf_str(&b, "", 0);                  /* what it printed */
+  farm__buf_str(&b, "R", 1);                 /* the result block (opaque to the engine) */
+  if (status == FARM_JOB_ERROR) { farm__buf_str(&b, "", 0); farm__buf_str(&b, "", 0); }
+  char err[256];
+  int rc = farm__engine_message(e, p, b.p, b.n, err, sizeof err);
+  farm__buf_free(&b);
+  return rc;
+}
+
+/* TAKEN for one job. */
+static int taken(farm_engine *e, farm_peer *p, uint64_t id) {
+  farm_buf b;
+  farm__buf_init(&b);
+  farm__msg_begin(&b, FARM_MSG_TAKEN);
+  farm__buf_put(&b, "\1\0\0\0", 4);
+  farm__buf_uvar(&b, id);
+  char err[256];
+  int rc = farm__engine_message(e, p, b.p, b.n, err, sizeof err);
+  farm__buf_free(&b);
+  return rc;
+}
+
+static int res_has(const farm_job *j, const char *text) {
+  return j->res && j->nres && memmem(j->res, j->nres, text, strlen(text)) != NULL;
+}
+
+static void test_rules(void) {
+  tfn = calloc(1, sizeof *tfn);
+  tfn->refs = 1;
+  tfn->p = strdup("x");
+  tfn->n = 1;
+  farm_peer *p;
+  farm_engine *e;
+
+  /* each result once */
+  e = farm__engine_test(&p);
+  farm_job *a = held(e, 0, 0);
+  ok(farm__job_state(a) == JOB_SENT && farm__engine_outstanding(e) == 1, "rules: a job held at its peer is sent and outstanding");
+  ok(result(e, p, a->id, 1, FARM_JOB_OK) == 0 && farm__job_state(a) == JOB_SENT,
+     "rules: a result for another attempt of the job is not this one's");
+  ok(result(e, p, a->id, 0, FARM_JOB_OK) == 0 && farm__job_state(a) == JOB_DONE &&
+     farm__engine_outstanding(e) == 0, "rules: its result ends it, and it is counted out");
+  farm_engine_stats st0, st1;
+  farm__engine_stats(e, &st0);
+  ok(result(e, p, a->id, 0, FARM_JOB_OK) == 0 && farm__job_state(a) == JOB_DONE &&
+     farm__engine_outstanding(e) == 0, "rules: the same result again changes nothing");
+  farm__engine_stats(e, &st1);
+  ok(st1.finished == st0.finished, "rules: ...and is not counted again");
+  free(st0.peers);
+  free(st1.peers);
+  farm_job *b = held(e, 0, 0);
+  ok(result(e, p, b->id, 0, FARM_JOB_ERROR) == 0 && farm__job_state(b) == JOB_FAILED,
+     "rules: an error result fails the job");
+  farm__engine_free(e);
+
+  /* retries: the job to blame is tried again up to its retries, then fails with the cause */
+  e = farm__engine_test(&p);
+  farm_job *r = held(e, 2, 0), *other = held(e, 0, 0);
+  farm__engine_peer_lost(e, p, r->id, "worker died (killed by signal 9)");
+  ok(farm__job_state(r) == JOB_QUEUED && r->attempt == 1, "rules: the job a lost peer was running goes back, its attempt counted");
+  ok(farm__job_state(other) == JOB_QUEUED && other->attempt == 0 && other->requeues == 1,
+     "rules: the others it held go back, not blamed");
+  farm_job *r2 = held(e, 2, 0);              /* (a fresh one at the peer: r waits in the queue) */
+  r2->attempt = 2;                           /* its retries are spent */
+  farm__engine_peer_lost(e, p, r2->id, "worker died (killed by signal 9)");
+  ok(farm__job_state(r2) == JOB_FAILED && res_has(r2, "killed by signal 9"),
+     "rules: a job lost with its retries spent fails, with the cause");
+  farm_job *r0 = held(e, 0, 0);
+  farm__engine_peer_lost(e, p, 0, "worker died");
+  ok(farm__job_state(r0) == JOB_FAILED, "rules: with no retries, a job whose peer died running it fails at once "
+     "(a peer that cannot say what it ran blames its first job)");
+  farm__engine_free(e);
+
+  /* timeouts and forced cancels end as such, not as a retry */
+  e = farm__engine_test(&p);
+  farm_job *t = held(e, 3, 0.5);
+  t->timed_out = 1;                          /* what the loop's timer sets before it stops the peer */
+  farm__engine_peer_lost(e, p, t->id, "stopped");
+  ok(farm__job_state(t) == JOB_FAILED && res_has(t, "timed out after 0.5 s"),
+     "rules: a job out of time fails as timed out, its retries not used");
+  farm_job *c = held(e, 3, 0), *c2 = held(e, 0, 0);
+  c->cancel_req = 2;                         /* CANCEL_FORCE (engine.c): a forced cancel */
+  farm__engine_peer_lost(e, p, c->id, "stopped");
+  ok(farm__job_state(c) == JOB_CANCELLED, "rules: a job cancelled by force ends cancelled when its worker is stopped");
+  ok(farm__job_state(c2) == JOB_QUEUED, "rules: ...and the job behind it goes back to the queue");
+  farm__engine_free(e);
+
+  /* a peer lost again and again: the jobs it held but did not run fail in the end */
+  e = farm__engine_test(&p);
+  farm_job *blamed = held(e, 100, 0), *bystander = held(e, 0, 0);
+  bystander->requeues = 8;                   /* REQUEUE_MAX */
+  farm__engine_peer_lost(e, p, blamed->id, "lost");
+  ok(farm__job_state(bystander) == JOB_FAILED, "rules: a job whose peers were lost too often fails");
+  farm__engine_free(e);
+
+  /* take-back: TAKEN puts a job back at the front, or ends it when it was cancelled */
+  e = farm__engine_test(&p);
+  farm_job *x = held(e, 0, 0), *y = held(e, 0, 0);
+  p->takes = 1;                              /* a TAKE is out, but not for y */
+  ok(taken(e, p, y->id) == 0 && farm__job_state(y) == JOB_SENT,
+     "rules: a TAKEN for a job nobody asked for gives nothing back");
+  p->takes = 1;                              /* (each TAKEN answers one TAKE) */
+  y->taking = 1;
+  ok(taken(e, p, y->id) == 0 && farm__job_state(y) == JOB_QUEUED && farm__job_state(x) == JOB_SENT,
+     "rules: a job taken back is queued again, the other stays where it is");
+  farm__engine_stats(e, &st0);
+  ok(st0.taken_back == 1, "rules: ...and counted as taken back");
+  free(st0.peers);
+  p->takes = 1;
+  x->taking = 1;
+  x->cancel_req = 1;                         /* CANCEL_TAKE: a cancel waiting for the TAKE */
+  ok(taken(e, p, x->id) == 0 && farm__job_state(x) == JOB_CANCELLED, "rules: a job taken back to be cancelled ends cancelled");
+  ok(result(e, p, x->id, 0, FARM_JOB_OK) == 0 && farm__job_state(x) == JOB_CANCELLED,
+     "rules: its result, arriving after, changes nothing");
+  farm__engine_free(e);
+
+  farm_job *all[] = { a, b, r, other, r2, r0, t, c, c2, blamed, bystander, x, y };
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) farm__job_unref(all[i]);
+  farm__fn_unref(tfn);
+}
+
 int main(void) {
+  test_rules();
   char err[512] = "";
   farm_engine_opts o = { .workers = 2, .echo = 0 };
   farm_engine *e = NULL, *e2 = NULL;
@@ -130,6 +308,54 @@ int main(void) {
   farm_job *after = job(e, spin, 1);
   while (!farm__job_over(after)) farm__engine_wait(e, farm__engine_gen(e), 10.0);
   ok(farm__job_state(after) == JOB_DONE && farm__engine_workers(e) == 2, "the pool is whole after");
+
+  /* a job past its time limit fails as timed out (its retries unused), and
+     its worker is replaced */
+  farm_job *late = job_with(e, forever, 0, 0.3, 2);
+  double t1 = farm__now();
+  while (!farm__job_over(late) && farm__now() - t1 < 20) farm__engine_wait(e, farm__engine_gen(e), 10.0);
+  ok(farm__job_state(late) == JOB_FAILED && late->attempt == 0 && late->res &&
+     memmem(late->res, late->nres, "timed out", 9), "a job past its timeout fails as timed out, not tried again");
+  ok(farm__now() - t1 < 5, "...within seconds of its limit");
+  /* a job that kills its worker each time: tried again up to its retries,
+     then failed with the cause; the pool is whole after */
+  farm_fn *die = make_fn("return function() os.exit(3) end");
+  farm_job *dying = job_with(e, die, 0, 0, 2);
+  while (!farm__job_over(dying)) farm__engine_wait(e, farm__engine_gen(e), 10.0);
+  ok(farm__job_state(dying) == JOB_FAILED && dying->attempt == 2,
+     "a job that kills its worker runs 1 + its 2 retries, then fails");
+  ok(dying->res && memmem(dying->res, dying->nres, "exit", 4), "...saying how its worker ended");
+  /* a worker lost under its job (killed from outside): the job runs again */
+  farm_fn *nap = make_fn("return function(x) local t = os.time() + 1 while os.time() < t do end return x end");
+  farm_job *victim = job_with(e, nap, 9, 0, 1);
+  for (int i = 0; i < 300 && strcmp(farm__engine_status(e, victim), "running") != 0; i++) sleep_s(0.01);
+  char at[128] = "";
+  double since;
+  farm__engine_where(e, victim, at, sizeof at, &since);
+  const char *pp = strstr(at, "pid ");
+  long vpid = pp ? atol(pp + 4) : 0;
+  ok(vpid > 0 && kill((pid_t)vpid, SIGKILL) == 0, "the worker running a job is killed from outside");
+  while (!farm__job_over(victim)) farm__engine_wait(e, farm__engine_gen(e), 10.0);
+  ok(farm__job_state(victim) == JOB_DONE && victim->attempt == 1,
+     "a job whose worker was killed under it runs again and finishes");
+  farm_job *whole = job(e, spin, 2);
+  while (!farm__job_over(whole)) farm__engine_wait(e, farm__engine_gen(e), 10.0);
+  long wp[4];
+  int nw = 0, live = 0;
+  for (int k = 0; k < 500; k++) {   /* the replacement says HELLO in its own time */
+    nw = farm__engine_pids(e, wp, 4);
+    live = 0;
+    for (int i = 0; i < nw; i++) live += alive(wp[i]) && wp[i] != vpid;
+    if (live == 2) break;
+    sleep_s(0.01);
+  }
+  ok(farm__job_state(whole) == JOB_DONE && live == 2, "the pool is whole after");
+  farm__job_unref(late);
+  farm__job_unref(dying);
+  farm__job_unref(victim);
+  farm__job_unref(whole);
+  farm__fn_unref(die);
+  farm__fn_unref(nap);
 
   /* farm__engine_set_workers: grown, its new workers are up when it returns;
      shrunk, a retired worker finishes its job, then quits and is not replaced */

@@ -212,6 +212,9 @@ int main(void) {
   farm_host x = {.kind = FARM_HOST_NODE, .host = "::1", .port = 7070};
   farm__host_name(&x, name, sizeof name);
   OK(!strcmp(name, "node://[::1]:7070"), "name: a node at an IPv6 address");
+  x = (farm_host){.kind = FARM_HOST_NODE, .host = "h", .port = 22};
+  farm__host_name(&x, name, sizeof name);
+  OK(!strcmp(name, "node://h:22"), "name: a node is its URL, port and all, even on SSH's port");
   x = (farm_host){.kind = FARM_HOST_SSH, .user = "u", .host = "h", .port = 22};
   farm__host_name(&x, name, 3);
   OK(!strcmp(name, "u@"), "name: cut to the buffer given");
@@ -242,6 +245,9 @@ int main(void) {
      "a ']' without '['");
   OK(!strcmp(expand("n[1[2]]"), "") && says("nested '[' in 'n[1[2]]'", NULL, NULL), "nested brackets");
   OK(!strcmp(expand("n[5-3]"), "") && says("bad range '5-3' in 'n[5-3]' (5 is more than 3)", NULL, NULL), "a range that goes down");
+  OK(!strcmp(expand("n[4-3]"), "") && says("bad range '4-3' in 'n[4-3]' (4 is more than 3)", NULL, NULL),
+     "a range that goes down by one");
+  OK(!strncmp(expand("n[3-3]"), "n3", 2) && count == 1, "a range of one");
   OK(!strcmp(expand("n[a-3]"), "") && says("bad range 'a-3' in 'n[a-3]'", "a range is 'N' or 'N-M', in digits", NULL), "letters in a range");
   OK(!strcmp(expand("n[1-2-3]"), "") && says("bad range '1-2-3'", NULL, NULL), "two dashes in a range");
   OK(!strcmp(expand("n[-3]"), "") && says("bad range '-3'", NULL, NULL), "a negative number");

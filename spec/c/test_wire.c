@@ -286,12 +286,13 @@ static int lobby_handshake(farm_lobby *lb, int flip, farm_lobby_client *acc, int
   return rc;
 }
 
-static void test_proofs(const char *dir) {
+static void test_proofs(const char *base) {
   char url[300], err[256];
   farm_link *node_end = NULL, *client_end = NULL;
-  snprintf(url, sizeof url, "ipc://%s/pair", dir);
+  snprintf(url, sizeof url, "ipc://%s-pair", base);
   if (farm__link_open(&node_end, url, 1, 1 << 20, err, sizeof err) < 0 ||
       farm__link_open(&client_end, url, 0, 1 << 20, err, sizeof err) < 0) {
+    unlink(url + 6);
     ok(0, err);
     return;
   }
@@ -341,13 +342,17 @@ typedef struct frames {
 
 /* Three frames "zero", "one", "two" sealed by a sealed sender under k1, as they
    are on the wire (received by an unsealed link). */
-static int capture(const char *dir, int cipher, const unsigned char *k1, const unsigned char *k2,
+static int capture(const char *base, int cipher, const unsigned char *k1, const unsigned char *k2,
                    frames *f) {
   char url[300], err[256];
   farm_link *s = NULL, *raw = NULL;
-  snprintf(url, sizeof url, "ipc://%s/capture", dir);
+  snprintf(url, sizeof url, "ipc://%s-capture", base);
   if (farm__link_open(&raw, url, 1, 1 << 20, err, sizeof err) < 0 ||
-      farm__link_open(&s, url, 0, 1 << 20, err, sizeof err) < 0) return -1;
+      farm__link_open(&s, url, 0, 1 << 20, err, sizeof err) < 0) {
+    unlink(url + 6);
+    return -1;
+  }
+  unlink(url + 6);                  /* connected: the path is not needed again */
   farm__link_seal(s, cipher, k1, k2);
   static const char *words[3] = { "zero", "one", "two" };
   int rc = 0;
@@ -357,22 +362,25 @@ static int capture(const char *dir, int cipher, const unsigned char *k1, const u
   }
   farm__link_close(s);
   farm__link_close(raw);
-  unlink(url + 6);
   return rc;
 }
 
 /* A fresh sealed receiver (keys swapped: it opens what the sender sealed),
    fed the captured frames in the order given by idx; the results of each
    receive in rcs, the words opened in got. */
-static void feed(const char *dir, int cipher, const unsigned char *k1, const unsigned char *k2,
+static void feed(const char *base, int cipher, const unsigned char *k1, const unsigned char *k2,
                  const frames *f, const int *idx, int count, int *rcs, char got[][8]) {
   char url[300], err[256];
   static int serial;
   farm_link *rx = NULL, *raw = NULL;
-  snprintf(url, sizeof url, "ipc://%s/feed%d", dir, serial++);
+  snprintf(url, sizeof url, "ipc://%s-feed%d", base, serial++);
   for (int i = 0; i < count; i++) rcs[i] = -9999, got[i][0] = 0;
   if (farm__link_open(&rx, url, 1, 1 << 20, err, sizeof err) < 0 ||
-      farm__link_open(&raw, url, 0, 1 << 20, err, sizeof err) < 0) return;
+      farm__link_open(&raw, url, 0, 1 << 20, err, sizeof err) < 0) {
+    unlink(url + 6);
+    return;
+  }
+  unlink(url + 6);
   farm__link_seal(rx, cipher, k2, k1);
   for (int i = 0; i < count; i++) {
     if (farm__link_send(raw, f->m[idx[i]], f->n[idx[i]], 0) != 0) break;
@@ -386,10 +394,9 @@ static void feed(const char *dir, int cipher, const unsigned char *k1, const uns
   }
   farm__link_close(raw);
   farm__link_close(rx);
-  unlink(url + 6);
 }
 
-static void test_sealed(const char *dir, int cipher, const char *name) {
+static void test_sealed(const char *base, int cipher, const char *name) {
   unsigned char k1[32], k2[32];
   randombytes_buf(k1, sizeof k1);
   randombytes_buf(k2, sizeof k2);
@@ -397,45 +404,45 @@ static void test_sealed(const char *dir, int cipher, const char *name) {
   char line[160];
   int rcs[4];
   char got[4][8];
-  if (capture(dir, cipher, k1, k2, &f) != 0) {
+  if (capture(base, cipher, k1, k2, &f) != 0) {
     snprintf(line, sizeof line, "%s: three sealed frames captured", name);
     ok(0, line);
     return;
   }
   int in_order[3] = { 0, 1, 2 };
-  feed(dir, cipher, k1, k2, &f, in_order, 3, rcs, got);
+  feed(base, cipher, k1, k2, &f, in_order, 3, rcs, got);
   snprintf(line, sizeof line, "%s: frames in order open (the captured bytes are the wire's)", name);
   ok(rcs[0] == 0 && rcs[1] == 0 && rcs[2] == 0 && strcmp(got[0], "zero") == 0 &&
      strcmp(got[2], "two") == 0, line);
 
   int replay[2] = { 0, 0 };
-  feed(dir, cipher, k1, k2, &f, replay, 2, rcs, got);
+  feed(base, cipher, k1, k2, &f, replay, 2, rcs, got);
   snprintf(line, sizeof line, "%s: a frame already accepted, sent again, fails with FARM_EAUTH", name);
   ok(rcs[0] == 0 && rcs[1] == FARM_EAUTH, line);
 
   int replay_later[3] = { 0, 1, 1 };
-  feed(dir, cipher, k1, k2, &f, replay_later, 3, rcs, got);
+  feed(base, cipher, k1, k2, &f, replay_later, 3, rcs, got);
   snprintf(line, sizeof line, "%s: the last frame accepted, sent again, fails with FARM_EAUTH", name);
   ok(rcs[0] == 0 && rcs[1] == 0 && rcs[2] == FARM_EAUTH, line);
 
   int swapped[2] = { 1, 0 };
-  feed(dir, cipher, k1, k2, &f, swapped, 2, rcs, got);
+  feed(base, cipher, k1, k2, &f, swapped, 2, rcs, got);
   snprintf(line, sizeof line, "%s: two frames swapped: the first to come fails with FARM_EAUTH", name);
   ok(rcs[0] == FARM_EAUTH, line);
 
   int swapped_later[3] = { 0, 2, 1 };
-  feed(dir, cipher, k1, k2, &f, swapped_later, 3, rcs, got);
+  feed(base, cipher, k1, k2, &f, swapped_later, 3, rcs, got);
   snprintf(line, sizeof line, "%s: frames 1 and 2 swapped after 0: frame 2 fails with FARM_EAUTH", name);
   ok(rcs[0] == 0 && rcs[1] == FARM_EAUTH, line);
 
   int skipped[2] = { 0, 2 };
-  feed(dir, cipher, k1, k2, &f, skipped, 2, rcs, got);
+  feed(base, cipher, k1, k2, &f, skipped, 2, rcs, got);
   snprintf(line, sizeof line, "%s: a frame skipped (dropped): the next fails with FARM_EAUTH", name);
   ok(rcs[0] == 0 && rcs[1] == FARM_EAUTH, line);
 
   /* the right bytes under the wrong direction's key */
   int one[1] = { 0 };
-  feed(dir, cipher, k2, k1, &f, one, 1, rcs, got);
+  feed(base, cipher, k2, k1, &f, one, 1, rcs, got);
   snprintf(line, sizeof line, "%s: a frame sealed the other way fails with FARM_EAUTH", name);
   ok(rcs[0] == FARM_EAUTH, line);
   for (int i = 0; i < 3; i++) farm__link_free(f.m[i]);
@@ -443,15 +450,14 @@ static void test_sealed(const char *dir, int cipher, const char *name) {
 
 int main(void) {
   if (sodium_init() < 0) { printf("1..0 # SKIP libsodium does not start\n"); return 0; }
-  char dir[] = "/tmp/farm-test-wire-XXXXXX";
-  if (!mkdtemp(dir)) { printf("not ok 1 - a directory for the links\n1..1\n"); return 1; }
+  /* the links' ipc paths: each unlinked as soon as both ends are open, so
+     that nothing is left behind, even when a bug makes this test crash */
+  char base[64];
+  snprintf(base, sizeof base, "/tmp/farm-test-wire-%ld", (long)getpid());
   test_readers();
-  test_proofs(dir);
-  test_sealed(dir, FARM_SEAL_CHACHA, "ChaCha20-Poly1305");
-  if (crypto_aead_aes256gcm_is_available()) test_sealed(dir, FARM_SEAL_AES, "AES-256-GCM");
-  char rm[400];
-  snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
-  if (system(rm) != 0) printf("# could not remove %s\n", dir);
+  test_proofs(base);
+  test_sealed(base, FARM_SEAL_CHACHA, "ChaCha20-Poly1305");
+  if (crypto_aead_aes256gcm_is_available()) test_sealed(base, FARM_SEAL_AES, "AES-256-GCM");
   printf("1..%d\n", n_test);
   return n_fail != 0;
 }

@@ -773,9 +773,11 @@ static void job_begun(farm_engine *e, farm_job *j, double now) {
 size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max) {
   pthread_mutex_lock(&e->mu);
   size_t n = e->nbegun < max ? e->nbegun : max;
-  memcpy(ids, e->begun, n * sizeof *ids);
-  memmove(e->begun, e->begun + n, (e->nbegun - n) * sizeof *ids);
-  e->nbegun -= n;
+  if (n) {                         /* (none yet: begun may still be NULL) */
+    memcpy(ids, e->begun, n * sizeof *ids);
+    memmove(e->begun, e->begun + n, (e->nbegun - n) * sizeof *ids);
+    e->nbegun -= n;
+  }
   pthread_mutex_unlock(&e->mu);
   return n;
 }

@@ -535,12 +535,19 @@ local REDUCE_OPTS = { "chunksize", "window", "init" }
 -- (what, known option names, level, the argument number before the first list, lists... [, opts]) -> the lists (an
 -- array), their count, the rows of the tables (huge when there are none),
 -- whether some list is an iterator function, and the options (a table).
--- What a last table argument is: "list" when its keys are all 1..#t (an empty
--- table is an empty list), "options" when they are all strings, nil when it
--- is neither. Telling them apart by shape, not by a known name in it, is what
+-- What a last table argument is: "list" when it has a first item and no
+-- option's name (its items are not walked), or when its keys are all 1..#t
+-- (an empty table is an empty list); "options" when its keys are all
+-- strings; nil when it is neither. Telling them apart by shape, not by a known name in it, is what
 -- keeps a misspelt option ({chunk_size = 2}) from being taken for one more,
 -- empty, list, which would make the call return nothing without a word.
-local function table_kind(t)
+local function table_kind(t, keys)
+  if rawget(t, 1) ~= nil then
+    -- a list: its items are not walked (a map's list may hold millions); one
+    -- that also holds an option's name is neither
+    for _, k in ipairs(keys) do if rawget(t, k) ~= nil then return nil end end
+    return "list"
+  end
   local len, strings, others = rawlen(t), 0, 0
   for k in next, t do
     if type(k) == "string" then
@@ -558,7 +565,7 @@ local function map_args(what, keys, level, argbase, ...)
   local nargs = select("#", ...)
   local opts = nargs > 0 and select(nargs, ...)
   if type(opts) == "table" and getmetatable(opts) == nil then
-    local kind = table_kind(opts)
+    local kind = table_kind(opts, keys)
     if kind == nil then
       error(("%s: argument #%d is neither a list (keys 1..n only) nor a table of options (%s)")
         :format(what, nargs + argbase, table.concat(keys, ", ")), level + 1)

@@ -8,9 +8,9 @@ H.farm = H.build .. "/farm"
 local function slurp(path)
   local f = io.open(path, "rb")
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("a")           -- (nil for a directory: "" as for a missing file)
   f:close()
-  return s
+  return s or ""
 end
 H.slurp = slurp
 

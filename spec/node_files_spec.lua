@@ -12,17 +12,7 @@ local FAKE = H.abs(H.build .. "/peers/fake_client")
 
 local dir, key, port, started
 
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function wait_for(f, seconds)
-  local deadline = os.time() + (seconds or 15) + 1
-  repeat
-    local v = f()
-    if v then return v end
-    sleep(0.05)
-  until os.time() > deadline
-  return f()
-end
+local wait_for = H.wait_for
 
 describe("a node given files by a client that is not farm.lua", function()
   before_each(function()

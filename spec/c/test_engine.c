@@ -326,7 +326,9 @@ int main(void) {
      "a job that kills its worker runs 1 + its 2 retries, then fails");
   ok(dying->res && memmem(dying->res, dying->nres, "exit", 4), "...saying how its worker ended");
   /* a worker lost under its job (killed from outside): the job runs again */
-  farm_fn *nap = make_fn("return function(x) local t = os.time() + 1 while os.time() < t do end return x end");
+  /* a second of the worker's own CPU time: os.time() + 1 could end within a
+     millisecond (the next whole second), before the kill lands */
+  farm_fn *nap = make_fn("return function(x) local t = os.clock() + 1 while os.clock() < t do end return x end");
   farm_job *victim = job_with(e, nap, 9, 0, 1);
   for (int i = 0; i < 300 && strcmp(farm__engine_status(e, victim), "running") != 0; i++) sleep_s(0.01);
   char at[128] = "";

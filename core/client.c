@@ -360,7 +360,9 @@ static void job_options(lua_State *L, int o, farm_job *j) {
   if (!lua_isnil(L, -1)) j->max_retries = (uint16_t)lua_tointeger(L, -1);
   lua_getfield(L, o, "notify");
   j->notify = (uint8_t)lua_toboolean(L, -1);
-  lua_pop(L, 3);
+  lua_getfield(L, o, "pin");
+  j->pin = (uint16_t)lua_tointeger(L, -1);
+  lua_pop(L, 4);
 }
 
 /* core.submit(ctx, opts|nil, fn, describe, namesfn, ...) -> future */
@@ -814,6 +816,56 @@ static int l_outstanding(lua_State *L) {
   return 1;
 }
 
+/* core.pin(ctx, name) -> the placement number for submit_with{node = name}, or
+   raises why there is none */
+static int l_pin(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  char err[400];
+  int k = c->e ? farm__engine_pin(c->e, name, err, sizeof err) : -1;
+  if (!c->e) snprintf(err, sizeof err, "a job's own jobs run where the client places them");
+  if (k < 0) return luaL_error(L, "%s", err);
+  lua_pushinteger(L, k);
+  return 1;
+}
+
+/* core.events_on(ctx, on): keep the run's events (farm.on_event) */
+static int l_events_on(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  if (c->e) farm__engine_events(c->e, lua_toboolean(L, 2));
+  return 0;
+}
+
+/* core.events(ctx) -> a list of the events kept since the last call, oldest
+   first: { event = "job_done", job = id, time = os.time()-like, node = name,
+   error | reason | count = text } */
+static int l_events(lua_State *L) {
+  static const char *const names[] = { "", "node_up", "node_lost", "job_started", "job_done",
+                                       "job_failed", "job_cancelled", "dropped" };
+  ctx *c = check_ctx(L, 1);
+  farm_event ev[64];
+  size_t n = c->e ? farm__engine_take_events(c->e, ev, 64) : 0;
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, names[ev[i].type]);
+    lua_setfield(L, -2, "event");
+    if (ev[i].job) { lua_pushinteger(L, (lua_Integer)ev[i].job); lua_setfield(L, -2, "job"); }
+    lua_pushnumber(L, ev[i].time + farm__engine_wall(c->e));
+    lua_setfield(L, -2, "time");
+    if (ev[i].node[0]) { lua_pushstring(L, ev[i].node); lua_setfield(L, -2, "node"); }
+    if (ev[i].type == FARM_EV_DROPPED) {
+      lua_pushinteger(L, (lua_Integer)strtoll(ev[i].text, NULL, 10));
+      lua_setfield(L, -2, "count");
+    } else if (ev[i].text[0]) {
+      lua_pushstring(L, ev[i].text);
+      lua_setfield(L, -2, ev[i].type == FARM_EV_JOB_FAILED ? "error" : "reason");
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 /* core.finished(ctx) -> the id of the next finished job with a callback, or nil */
 static int l_finished(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
@@ -877,7 +929,8 @@ void farm__open_client(lua_State *L, int core) {
   metatable(L, JOB_MT, "__gc", l_job_gc);
   static const luaL_Reg fns[] = {
     { "new", l_new }, { "close", l_close }, { "closed", l_closed },
-    { "package", l_package }, { "submit", l_submit }, { "submit_map", l_submit_map },
+    { "package", l_package }, { "submit", l_submit }, { "pin", l_pin },
+    { "events_on", l_events_on }, { "events", l_events }, { "submit_map", l_submit_map },
     { "status", l_status }, { "done", l_done }, { "id", l_id }, { "cancel", l_cancel },
     { "cancel_all", l_cancel_all }, { "pump", l_pump }, { "gen", l_gen }, { "ctx_of", l_ctx_of }, { "wait", l_wait },
     { "result", l_result }, { "stdout", l_stdout }, { "where", l_where },

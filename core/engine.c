@@ -56,6 +56,14 @@
 /* farm_job.cancel_req: which cancel is under way */
 enum { CANCEL_NONE, CANCEL_TAKE, CANCEL_FORCE };
 
+/* The jobs placed on one peer (a node's name) or on the local pool ("local"). */
+struct pinq {
+  char name[64];
+  farm_job *head, *tail;           /* in order, cancelled ones skipped lazily */
+  size_t n;
+  int gone;                        /* nothing serves it any more: its jobs fail */
+};
+
 struct farm_engine {
   pthread_mutex_t mu;
   pthread_t thread;
@@ -74,6 +82,13 @@ struct farm_engine {
   int cappfd;
   farm_job *qhead, *qtail;         /* queued, in order (cancelled ones skipped lazily) */
   size_t nqueued;
+  struct pinq *pins;               /* placed jobs' queues, by farm_job.pin (pins[0] unused), */
+  int npins, cappins;              /* ...npins of cappins */
+  size_t npinned;                  /* jobs on them (as nqueued) */
+  int events_on;                   /* farm__engine_events: keep events in ev, */
+  farm_event *ev;                  /* ...nev of capev, oldest first, */
+  size_t nev, capev;
+  uint64_t ev_dropped;             /* ...and how many did not fit */
   farm_job *fhead, *ftail;         /* finished jobs someone asked to hear of */
   size_t outstanding;              /* atomic: submitted and not over */
   uint64_t nextid;                 /* atomic: the caller's jobs and sub-jobs take ids */
@@ -147,6 +162,124 @@ static void echo_rest(farm_engine *e, farm_job *j);
 static void subdone(farm_engine *e, farm_job *j, int state);
 static void flush_subdone_of(farm_engine *e, farm_peer *p);
 
+/* ---- events ------------------------------------------------------------------ */
+
+#define EVENTS_MAX 65536           /* kept for a client that does not take them */
+
+static void changed(farm_engine *e);
+
+static void event(farm_engine *e, int type, uint64_t job, double t, const char *node,
+                  const char *text, size_t ntext) {
+  if (e->nev == e->capev) {
+    size_t cap = e->capev ? 2 * e->capev : 64;
+    farm_event *v = cap <= EVENTS_MAX ? realloc(e->ev, cap * sizeof *v) : NULL;
+    if (!v) { e->ev_dropped++; return; }
+    e->ev = v;
+    e->capev = cap;
+  }
+  farm_event *v = &e->ev[e->nev++];
+  v->type = type;
+  v->job = job;
+  v->time = t;
+  snprintf(v->node, sizeof v->node, "%s", node ? node : "");
+  size_t n = 0;                    /* the first line of text */
+  while (text && n < ntext && n < sizeof v->text - 1 && text[n] != '\n') n++;
+  memcpy(v->text, text ? text : "", n);
+  v->text[n] = 0;
+  changed(e);
+}
+
+/* A job of the caller's (not a job's sub-job) has begun or ended at p. */
+static void job_event(farm_engine *e, farm_job *j, int type, double t) {
+  if (!e->events_on || j->owner) return;
+  const char *text = type == FARM_EV_JOB_FAILED ? j->res : NULL;
+  event(e, type, j->id, t, j->peer ? j->peer->name : "", text, text ? j->nres : 0);
+}
+
+/* A node came up or was lost (local workers come and go unseen). */
+static void node_event(farm_engine *e, farm_peer *p, int type, const char *why) {
+  if (e->events_on && p->ops->untrusted)
+    event(e, type, 0, farm__now(), p->name, why, why ? strlen(why) : 0);
+}
+
+void farm__engine_events(farm_engine *e, int on) {
+  pthread_mutex_lock(&e->mu);
+  int was = e->events_on;
+  e->events_on = on;
+  if (!on) { e->nev = 0; e->ev_dropped = 0; }
+  for (int i = 0; on && !was && i < e->npeers; i++)     /* the nodes up already */
+    if (e->peers[i]->ready && !e->peers[i]->dead) node_event(e, e->peers[i], FARM_EV_NODE_UP, NULL);
+  pthread_mutex_unlock(&e->mu);
+}
+
+size_t farm__engine_take_events(farm_engine *e, farm_event *out, size_t max) {
+  pthread_mutex_lock(&e->mu);
+  size_t n = e->nev < max ? e->nev : max;
+  if (n) {
+    memcpy(out, e->ev, n * sizeof *out);
+    memmove(e->ev, e->ev + n, (e->nev - n) * sizeof *out);
+    e->nev -= n;
+  }
+  if (n < max && !e->nev && e->ev_dropped) {
+    farm_event *v = &out[n++];
+    memset(v, 0, sizeof *v);
+    v->type = FARM_EV_DROPPED;
+    v->time = farm__now();
+    snprintf(v->text, sizeof v->text, "%llu", (unsigned long long)e->ev_dropped);
+    e->ev_dropped = 0;
+  }
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}
+
+/* ---- placement ------------------------------------------------------------------- */
+
+int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen) {
+  const char *bare = strncmp(name, "node://", 7) ? name : name + 7;
+  pthread_mutex_lock(&e->mu);
+  farm_peer *at = NULL;
+  int local = !strcmp(name, "local"), any_local = 0;
+  char have[200] = "";
+  size_t nh = 0;
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    int l = !strcmp(p->ops->kind, "local");
+    if (l && !p->retired) any_local = 1;
+    if (!l && !at && (!strcmp(p->name, name) || (!strncmp(p->name, "node://", 7) && !strcmp(p->name + 7, bare))))
+      at = p;
+    if (!l && nh < sizeof have) nh += (size_t)snprintf(have + nh, sizeof have - nh, ", %s", p->name);
+  }
+  int rc = FARM_EINVAL;
+  const char *canon = local ? "local" : at ? at->name : NULL;
+  if (local && !any_local)
+    snprintf(err, errlen, "this pool has no local workers (it runs on its nodes only)");
+  else if (!canon)
+    snprintf(err, errlen, "this pool has no node '%s' (it has: %s%s)", name,
+             any_local ? "local" : "", any_local ? have : have[0] ? have + 2 : "");
+  else if (at && at->dead)
+    snprintf(err, errlen, "node %s was lost in this run; place the job elsewhere", at->name);
+  else
+    rc = 0;
+  for (int k = 1; !rc && k < e->npins; k++)
+    if (!strcmp(e->pins[k].name, canon)) { rc = k; break; }
+  if (!rc) {
+    if (e->npins == 0) e->npins = 1;             /* pins[0]: no placement */
+    if (e->npins >= e->cappins) {
+      int cap = e->cappins ? 2 * e->cappins : 8;
+      struct pinq *v = cap <= 65535 ? realloc(e->pins, (size_t)cap * sizeof *v) : NULL;
+      if (!v) { pthread_mutex_unlock(&e->mu); snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
+      e->pins = v;
+      e->cappins = cap;
+    }
+    struct pinq *q = &e->pins[e->npins];
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s", canon);
+    rc = e->npins++;
+  }
+  pthread_mutex_unlock(&e->mu);
+  return rc;
+}
+
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
 static void job_over(farm_engine *e, farm_job *j, int state) {
@@ -162,8 +295,14 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
      waiter twice. (A mutant without it survived the whole suite: issue 22.) */
   if (farm__job_over(j)) return;
   free(j->args); j->args = NULL; j->nargs = 0;
-  j->peer = NULL;
   j->ended = farm__now();
+  if (e->events_on) {
+    if (!j->begun && state != JOB_CANCELLED)   /* too short to be seen running: begun now */
+      job_event(e, j, FARM_EV_JOB_STARTED, j->ran_from > 0 ? j->ran_from : j->ended);
+    job_event(e, j, state == JOB_DONE ? FARM_EV_JOB_DONE : state == JOB_FAILED ? FARM_EV_JOB_FAILED
+              : FARM_EV_JOB_CANCELLED, j->ran_to > 0 ? j->ran_to : j->ended);
+  }
+  j->peer = NULL;
   echo_rest(e, j);
   if (j->owner) subdone(e, j, state);
   if (j->notify) {
@@ -350,9 +489,25 @@ static int known_check_add(farm_peer *p, const unsigned char *h) {
 static void enqueue_back(farm_engine *e, farm_job *j) {
   j->next = NULL;
   j->inqueue = 1;
+  if (j->pin) {                    /* placed: on its own queue */
+    struct pinq *q = &e->pins[j->pin];
+    if (q->tail) q->tail->next = j; else q->head = j;
+    q->tail = j;
+    q->n++;
+    e->npinned++;
+    return;
+  }
   if (e->qtail) e->qtail->next = j; else e->qhead = j;
   e->qtail = j;
   e->nqueued++;
+}
+
+/* A queued job leaves the count of its queue (it stays linked, skipped when met). */
+static void unqueue(farm_engine *e, farm_job *j) {
+  if (!j->inqueue) return;
+  j->inqueue = 0;
+  if (j->pin) { e->pins[j->pin].n--; e->npinned--; }
+  else e->nqueued--;
 }
 
 /* Put a job back at the front of the queue (it keeps its place in line). */
@@ -361,10 +516,19 @@ static void requeue_front(farm_engine *e, farm_job *j) {
   j->peer = NULL;
   j->taking = 0;
   j->inqueue = 1;
-  j->next = e->qhead;
-  e->qhead = j;
-  if (!e->qtail) e->qtail = j;
-  e->nqueued++;
+  if (j->pin) {
+    struct pinq *q = &e->pins[j->pin];
+    j->next = q->head;
+    q->head = j;
+    if (!q->tail) q->tail = j;
+    q->n++;
+    e->npinned++;
+  } else {
+    j->next = e->qhead;
+    e->qhead = j;
+    if (!e->qtail) e->qtail = j;
+    e->nqueued++;
+  }
   changed(e);
 }
 
@@ -380,17 +544,25 @@ static void take_incoming(farm_engine *e) {
   }
 }
 
-static void fail_queue(farm_engine *e, const char *why) {
-  take_incoming(e);
+/* Fail every job on a queue (head and tail, with its count). */
+static void fail_list(farm_engine *e, farm_job **head, farm_job **tail, size_t *n, const char *why) {
   farm_job *j;
-  while ((j = e->qhead)) {
-    e->qhead = j->next;
+  while ((j = *head)) {
+    *head = j->next;
     j->inqueue = 0;
     if (j->state == JOB_QUEUED) job_fail(e, j, why);
     farm__job_unref(j);
   }
-  e->qtail = NULL;
-  e->nqueued = 0;
+  *tail = NULL;
+  *n = 0;
+}
+
+static void fail_queue(farm_engine *e, const char *why) {
+  take_incoming(e);
+  fail_list(e, &e->qhead, &e->qtail, &e->nqueued, why);
+  for (int k = 1; k < e->npins; k++)
+    fail_list(e, &e->pins[k].head, &e->pins[k].tail, &e->pins[k].n, why);
+  e->npinned = 0;
 }
 
 /* ---- sending ---------------------------------------------------------------- */
@@ -512,8 +684,10 @@ static void send_shares(farm_engine *e, farm_peer *p) {
   }
 }
 
-/* Build one JOBS message of up to k queued jobs for p, and send it. */
-static void send_batch(farm_engine *e, farm_peer *p, int k) {
+/* Build one JOBS message of up to k jobs from a queue (head, tail, count) for
+   p, and send it. */
+static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, farm_job **qtail,
+                      size_t *nqueued) {
   if (p->shared_upto < e->nshares) send_shares(e, p);
   farm_buf *b = &e->msg;
   farm__msg_begin(b, FARM_MSG_JOBS);
@@ -524,15 +698,15 @@ static void send_batch(farm_engine *e, farm_peer *p, int k) {
   farm__buf_put(b, "\0\0\0\0", 4);
   uint32_t count = 0;
   if (p->nknown + k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
-  while (count < (uint32_t)k && e->qhead) {
-    farm_job *j = e->qhead;
+  while (count < (uint32_t)k && *qhead) {
+    farm_job *j = *qhead;
     /* a batch never outgrows its limit unless one job alone does (and that
        fits the link): the receiver drops a message over its limit silently */
     if (count && j->state == JOB_QUEUED && b->n + j->nargs + j->fn->n + 64 > e->batch_limit) break;
-    e->qhead = j->next;
-    if (!e->qhead) e->qtail = NULL;
+    *qhead = j->next;
+    if (!*qhead) *qtail = NULL;
     if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled (uncounted) */
-    e->nqueued--;
+    (*nqueued)--;
     j->inqueue = 0;
     farm__buf_uvar(b, j->id);
     farm__buf_uvar(b, j->attempt);
@@ -562,13 +736,61 @@ static void send_batch(farm_engine *e, farm_peer *p, int k) {
   if (farm__peer_send(p, b->p, b->n) < 0) peer_broken(e, p, "cannot send jobs");
 }
 
+static void send_batch(farm_engine *e, farm_peer *p, int k) {
+  send_from(e, p, k, &e->qhead, &e->qtail, &e->nqueued);
+}
+
 static int peer_open(farm_peer *p) {
   return p->ready && p->link && !p->closing && !p->retired;   /* retired: no new jobs */
+}
+
+/* Whether p may run the jobs placed on q. */
+static int serves(const farm_peer *p, const struct pinq *q) {
+  if (!strcmp(q->name, "local")) return !strcmp(p->ops->kind, "local");
+  return !strcmp(p->name, q->name);
+}
+
+/* Placed jobs go first, each to a peer that may run them, up to its credit. */
+static void dispatch_placed(farm_engine *e) {
+  for (int i = 0; i < e->npeers && e->npinned; i++) {
+    farm_peer *p = e->peers[i];
+    if (!peer_open(p) || backed_up(p)) continue;
+    for (int k = 1; k < e->npins; k++) {
+      struct pinq *q = &e->pins[k];
+      if (!q->n || !serves(p, q)) continue;
+      int held = p->inflight - p->suspended, cr = credit(p);
+      if (held >= cr) break;
+      size_t before = q->n;
+      send_from(e, p, cr - held, &q->head, &q->tail, &q->n);
+      e->npinned -= before - q->n;
+    }
+  }
+}
+
+/* Placed jobs whose peer is gone for good (a node lost) fail, saying so. */
+static void fail_gone_placed(farm_engine *e) {
+  for (int k = 1; k < e->npins; k++) {
+    struct pinq *q = &e->pins[k];
+    if (!q->n) continue;
+    int alive = 0;
+    for (int i = 0; i < e->npeers && !alive; i++)
+      alive = serves(e->peers[i], q) && !e->peers[i]->dead && !e->peers[i]->retired;
+    if (alive) continue;
+    q->gone = 1;
+    if (!q->n) continue;
+    char why[200];
+    snprintf(why, sizeof why, "farm: the job was placed on %s (submit_with{node = ...}), which is gone "
+             "from this run", q->name);
+    size_t n = q->n;
+    fail_list(e, &q->head, &q->tail, &q->n, why);
+    e->npinned -= n;
+  }
 }
 
 /* Share the queue out: first to peers with a free slot (nobody waits while a
    slot is idle), then as prefetch up to each peer's credit. */
 static void dispatch(farm_engine *e) {
+  if (e->npinned) dispatch_placed(e);
   for (int pass = 0; pass < 2 && e->nqueued; pass++) {
     int open = 0;
     for (int i = 0; i < e->npeers; i++) {
@@ -630,7 +852,7 @@ static void rebalance(farm_engine *e, double now) {
        to have started by the time the TAKE arrives */
     int want = (most + 1) / 2, skip = from->inflight - want;
     for (farm_job *j = from->head; j; j = j->next, skip--)
-      if (skip <= 0) j->taking = 1;
+      if (skip <= 0 && (!j->pin || serves(idle, &e->pins[j->pin]))) j->taking = 1;
     send_take(e, from);
     idle->idle_since = now;        /* one take at a time for it */
     return;
@@ -758,6 +980,7 @@ static void job_begun(farm_engine *e, farm_job *j, double now) {
   if (!j->started) j->started = now;
   if (j->begun) return;
   j->begun = 1;
+  if (e->events_on) job_event(e, j, FARM_EV_JOB_STARTED, now);
   if (!e->report_starts) return;
   if (e->nbegun == e->capbegun) {
     size_t cap = e->capbegun ? 2 * e->capbegun : 64;
@@ -1277,6 +1500,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
       e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
     if (p->ops->kind[0] == 'l') farm__local_connected(p);
+    node_event(e, p, FARM_EV_NODE_UP, NULL);
     changed(e);
     return 0;
   }
@@ -1455,6 +1679,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
      lost again and again, REQUEUE_MAX times, fails them). A job cancelled by
      force or out of time ends as such. */
   if (!running && p->head && !(p->ops->running)) running = p->head->id;
+  node_event(e, p, FARM_EV_NODE_LOST, why);
   farm_job *j = p->head, *next, *rev = NULL;
   for (; j; j = next) { next = j->next; j->next = rev; rev = j; }   /* requeue in order */
   for (j = rev; j; j = next) {
@@ -1555,6 +1780,7 @@ static void tick(farm_engine *e, double now) {
     if (p->ops->tick) p->ops->tick(p, now);
   }
   check_timeouts(e, now);
+  if (e->npins > 1) fail_gone_placed(e);
   rebalance(e, now);
   /* (a node's queue waits for its client to take it back: the client hears
      of a setup failure from the node, and runs those jobs elsewhere) */
@@ -1890,7 +2116,7 @@ void farm__engine_submit(farm_engine *e, farm_job *j) {
     if (!e->stop && e->sleeping) {
       take_incoming(e);
       dispatch(e);
-      sent = !e->nqueued;
+      sent = !e->nqueued && !e->npinned;
       for (int i = 0; i < e->npeers; i++) sent &= !backed_up(e->peers[i]) && !e->peers[i]->broken;
     }
     pthread_mutex_unlock(&e->mu);
@@ -1980,7 +2206,7 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
   if (st >= JOB_DONE) return st == JOB_CANCELLED && j->cancel_req ? 1 : 0;
   if (st == JOB_QUEUED) {
     /* in the queue (or not yet taken from incoming): skipped when met */
-    if (j->inqueue) { j->inqueue = 0; e->nqueued--; }
+    unqueue(e, j);
     j->cancel_req = 1;
     job_over(e, j, JOB_CANCELLED);
     return 1;
@@ -1989,6 +2215,7 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
   if (!p) return 0;
   if (j->cancel_req == CANCEL_FORCE) return -1;   /* the loop is stopping it: wait */
   uint64_t running = p->ops->running ? p->ops->running(p) : 0;
+  if (running == j->id) job_begun(e, j, farm__now());
   if (j->begun || running == j->id || (!p->ops->running && p->head == j)) {
     /* running, or waiting on its own jobs there */
     if (!force) return 0;
@@ -2035,14 +2262,14 @@ int farm__engine_cancel_all(farm_engine *e, int force) {
   int n = 0;
   pthread_mutex_lock(&e->mu);
   take_incoming(e);
-  for (farm_job *j = e->qhead; j; j = j->next)
-    if (j->state == JOB_QUEUED) {
-      j->cancel_req = CANCEL_TAKE;
-      j->inqueue = 0;
-      job_over(e, j, JOB_CANCELLED);
-      e->nqueued--;
-      n++;
-    }
+  for (int k = 0; k < e->npins || k == 0; k++)
+    for (farm_job *j = k ? e->pins[k].head : e->qhead; j; j = j->next)
+      if (j->state == JOB_QUEUED) {
+        j->cancel_req = CANCEL_TAKE;
+        unqueue(e, j);
+        job_over(e, j, JOB_CANCELLED);
+        n++;
+      }
   /* then every job at a peer, each asked once (a job that cannot be
      cancelled stays as it is: it is not asked again) */
   size_t ns = 0, cap = 0;
@@ -2076,8 +2303,11 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
   pthread_mutex_lock(&e->mu);
   int running = 0;
   farm_peer *p = j->peer;
-  if (j->state == JOB_SENT && p)
-    running = j->begun || (p->ops->running ? p->ops->running(p) == j->id : p->head == j);
+  if (j->state == JOB_SENT && p) {
+    int seen = p->ops->running && p->ops->running(p) == j->id;
+    if (seen) job_begun(e, j, farm__now());     /* (before the loop's next look) */
+    running = j->begun || seen || (!p->ops->running && p->head == j);
+  }
   pthread_mutex_unlock(&e->mu);
   return names[running ? JOB_SENT : JOB_QUEUED];
 }
@@ -2124,7 +2354,7 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
     t->bytes_received = p->bytes_in;
     t->clients = p->clients;
   }
-  s->queued = e->nqueued;
+  s->queued = e->nqueued + e->npinned;
   s->outstanding = farm__engine_outstanding(e);
   s->submitted = e->submitted;
   s->finished = e->finished;
@@ -2400,6 +2630,8 @@ void farm__engine_free(farm_engine *e) {
   for (int i = 0; i < e->nshares; i++) { free(e->shares[i].name); free(e->shares[i].p); }
   free(e->shares);
   free(e->begun);
+  free(e->pins);
+  free(e->ev);
   for (size_t i = 0; i < e->capnode_names; i++) free(e->node_names[i]);
   free(e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }

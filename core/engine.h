@@ -47,6 +47,7 @@ typedef struct farm_job {
   uint16_t requeues;               /* times it went back because a peer was lost */
   uint16_t max_retries;
   uint8_t untrusted;               /* its results came from a node: decode them untrusted */
+  uint16_t pin;                    /* runs only where placement pin says (farm__engine_pin); 0: anywhere */
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
   farm_peer *peer;                 /* where it is while sent, else NULL */
   farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
@@ -202,6 +203,32 @@ size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max);
    its 0644 less the umask. 0, or -1 with why. */
 int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
                       uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen);
+
+/* ---- placement (submit_with{node = ...}) ---- */
+/* The placement of jobs that may run only on the peer named (a node as
+   farm.nodes() names it, with or without "node://"), or only on the local
+   pool ("local"): a number for farm_job.pin, or a negative code with err
+   naming what this pool has. Any thread but the loop's. Queued jobs placed on
+   a node that is lost fail, saying so. */
+int  farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen);
+
+/* ---- events (farm.on_event): what happened in the run, for the client ---- */
+enum { FARM_EV_NODE_UP = 1, FARM_EV_NODE_LOST, FARM_EV_JOB_STARTED, FARM_EV_JOB_DONE,
+       FARM_EV_JOB_FAILED, FARM_EV_JOB_CANCELLED, FARM_EV_DROPPED };
+typedef struct farm_event {
+  int type;
+  uint64_t job;                    /* the job's id (0: a node's event) */
+  double time;                     /* farm__now() when it happened (or when the job began) */
+  char node[48];                   /* where: the peer's name ("local:2", "node://h:p") */
+  char text[160];                  /* a node lost: why; a job failed: its message's first line;
+                                      FARM_EV_DROPPED: how many were not kept */
+} farm_event;
+/* Keep events from now on (on) or not; off drops what was kept. Any thread. */
+void farm__engine_events(farm_engine *e, int on);
+/* Up to max events, oldest first, into out; how many. Any thread. Jobs that a
+   job submitted (sub-jobs) have none; a run that never takes them keeps at most
+   65536, then one FARM_EV_DROPPED says how many more there were. */
+size_t farm__engine_take_events(farm_engine *e, farm_event *out, size_t max);
 
 /* ---- jobs and function packages (refcounted, any thread) ---- */
 farm_job *farm__job_new(void);

@@ -94,6 +94,7 @@ function Pool:_ctx()
     self.ctx = c
     self.files = {}
     pool_of[c] = self
+    if self.event_fn then core.events_on(c, true) end
     for _, x in ipairs(self.shares) do
       if x[4] then self:_ship_files(c, x[4], "farm.on_node", 1) end
       core.share(c, x[1], x[2], describe, names, x[3])
@@ -221,10 +222,46 @@ function Pool:_ship_files(c, files, what, level)
   end
 end
 
+-- The run's events go to the function farm.on_event gave, in order, on the
+-- caller's thread inside farm calls (as callbacks do).
+function Pool:_events()
+  local c, fn = self.ctx, self.event_fn
+  if not c or not fn or self.in_event then return end
+  self.in_event = true             -- (an event function that calls farm does not recurse)
+  while true do
+    local evs = core.events(c)
+    if #evs == 0 then break end
+    for _, ev in ipairs(evs) do
+      ev.future = ev.job and self.tracked[ev.job]
+      local ok, err = pcall(fn, ev)
+      if not ok then
+        io.stderr:write(("farm: the event function failed on %s: %s\n"):format(ev.event, tostring(err)))
+      end
+    end
+  end
+  self.in_event = false
+end
+
+--- pool:on_event(fn | nil): fn(event) is called, on the script's thread inside
+--- farm calls (submit, wait, result, ...), for each event of the run in order:
+--- node_up, node_lost, job_started, job_done, job_failed, job_cancelled (and
+--- dropped, when more than 65536 waited). event = { event =, time =, node =,
+--- job =, future =, error = (job_failed), reason = (node_lost) }.
+function Pool:on_event(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error(("farm.on_event: argument must be a function, or nil to stop (got %s)"):format(type(fn)), 2)
+  end
+  if on_worker then error("farm.on_event: a job cannot watch the run; the client does", 2) end
+  self.event_fn = fn
+  self.tracked = fn and (self.tracked or setmetatable({}, { __mode = "v" })) or nil
+  if self.ctx and not core.closed(self.ctx) then core.events_on(self.ctx, fn ~= nil) end
+end
+
 -- Callbacks run on the caller's thread, inside farm calls: each exactly once.
 function Pool:_callbacks()
   local c = self.ctx
   if not c then return end
+  if self.event_fn then self:_events() end
   local cbs = self.callbacks
   while true do
     local id = core.finished(c)
@@ -328,8 +365,10 @@ end
 function Pool:submit(fn, ...)
   check_fn("farm.submit", fn)
   local c = self:_ctx()
-  if self.ctx and next(self.callbacks) then self:_callbacks() end
-  return core.submit(c, nil, package(c, fn), describe, names, ...)
+  if self.ctx and (next(self.callbacks) or self.event_fn) then self:_callbacks() end
+  local f = core.submit(c, nil, package(c, fn), describe, names, ...)
+  if self.tracked then self.tracked[core.id(f)] = f end
+  return f
 end
 
 --- pool:submit_with({timeout = s, retries = n, callback = fn}, fn, ...) -> future
@@ -358,8 +397,14 @@ function Pool:submit_with(opts, fn, ...)
       o.notify = true
     elseif k == "files" then
       o.files = v
+    elseif k == "node" then
+      if type(v) ~= "string" then
+        error(("farm.submit_with: node must be a node's name as farm.nodes() gives it, or \"local\" "
+          .. "(got %s)"):format(type(v)), 2)
+      end
+      o.node = v
     else
-      error(("farm.submit_with: unknown option '%s' (timeout, retries, callback, files)")
+      error(("farm.submit_with: unknown option '%s' (timeout, retries, callback, files, node)")
         :format(tostring(k)), 2)
     end
   end
@@ -367,17 +412,23 @@ function Pool:submit_with(opts, fn, ...)
     error(("farm.submit_with: argument #2 must be a function (got %s)"):format(type(fn)), 2)
   end
   local c = self:_ctx()
-  if on_worker and (o.notify or o.files or o.timeout) then
+  if on_worker and (o.notify or o.files or o.timeout or o.node) then
     -- a callback runs in the client, files are the client's to ship, and a
     -- timeout stops the worker that runs the job: often the one where its
     -- parent waits, which would then run again from its start
     error(("farm.submit_with: a job's own jobs take retries, not %s")
-      :format(o.notify and "a callback" or o.files and "files"
+      :format(o.notify and "a callback" or o.files and "files" or o.node and "a node to run on"
         or "a timeout (it stops a worker, and the job waiting there with it)"), 2)
   end
   if o.files then self:_ship_files(c, o.files, "farm.submit_with", 2); o.files = nil end
+  if o.node then
+    local ok, pin = pcall(core.pin, c, o.node)
+    if not ok then error("farm.submit_with: " .. tostring(pin), 2) end
+    o.pin, o.node = pin, nil
+  end
   local f = core.submit(c, o, package(c, fn), describe, names, ...)
   if o.notify then self.callbacks[core.id(f)] = { opts.callback, f } end
+  if self.tracked then self.tracked[core.id(f)] = f end
   return f
 end
 
@@ -419,7 +470,7 @@ end
 -- Run the callbacks due in every pool; cheap when none wait.
 local function callbacks_of()
   for _, p in pairs(pool_of) do
-    if next(p.callbacks) then p:_callbacks() end
+    if next(p.callbacks) or p.event_fn then p:_callbacks() end
   end
 end
 
@@ -737,7 +788,7 @@ end
 local function stream_of(self, what, keys, argbase, ...)
   local lists, nl, n, iter, opts = map_args(what, keys, 3, argbase, ...)
   local c = self:_ctx()
-  if self.ctx and next(self.callbacks) then self:_callbacks() end
+  if self.ctx and (next(self.callbacks) or self.event_fn) then self:_callbacks() end
   local w = core.workers(c)
   local s = new_stream(lists, nl, n, iter, opts.chunksize, w, opts.window or 4 * w, nil)
   return s, c, opts
@@ -1038,6 +1089,7 @@ function Pool:close(opts)
   if c and not core.closed(c) then
     if opts and opts.cancel then core.cancel_all(c, true) end
     self:wait_all()
+    self:_events()
     core.close(c)
   end
   self.ctx = nil
@@ -1136,6 +1188,7 @@ end
 function farm.config(opts) return default:configure(opts) end
 farm.shared = default.shared
 function farm.on_node(spec) return default:on_node(spec) end
+function farm.on_event(fn) return default:on_event(fn) end
 --- farm.send_file(path): in a job, send that file to the client, which writes it
 --- under its --dest directory (farm.config{dest =}; by default the run's own
 --- farm-out/YYYYmmdd-HHMMSS-PID), at path when path is relative and stays below,

@@ -837,8 +837,8 @@ static int l_events_on(lua_State *L) {
 }
 
 /* core.events(ctx) -> a list of the events kept since the last call, oldest
-   first: { event = "job_done", job = id, time = os.time()-like, node = name,
-   error | reason | count = text } */
+   first: { event = "job_done", job = id, time = os.time()-like, node = name
+   ("local" for the local pool), worker = "local:N", error | reason | count } */
 static int l_events(lua_State *L) {
   static const char *const names[] = { "", "node_up", "node_lost", "job_started", "job_done",
                                        "job_failed", "job_cancelled", "dropped" };
@@ -853,7 +853,15 @@ static int l_events(lua_State *L) {
     if (ev[i].job) { lua_pushinteger(L, (lua_Integer)ev[i].job); lua_setfield(L, -2, "job"); }
     lua_pushnumber(L, ev[i].time + farm__engine_wall(c->e));
     lua_setfield(L, -2, "time");
-    if (ev[i].node[0]) { lua_pushstring(L, ev[i].node); lua_setfield(L, -2, "node"); }
+    if (!strncmp(ev[i].node, "local:", 6)) {   /* node: where submit_with{node =} places */
+      lua_pushstring(L, "local");
+      lua_setfield(L, -2, "node");
+      lua_pushstring(L, ev[i].node);
+      lua_setfield(L, -2, "worker");
+    } else if (ev[i].node[0]) {
+      lua_pushstring(L, ev[i].node);
+      lua_setfield(L, -2, "node");
+    }
     if (ev[i].type == FARM_EV_DROPPED) {
       lua_pushinteger(L, (lua_Integer)strtoll(ev[i].text, NULL, 10));
       lua_setfield(L, -2, "count");

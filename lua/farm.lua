@@ -245,8 +245,10 @@ end
 --- pool:on_event(fn | nil): fn(event) is called, on the script's thread inside
 --- farm calls (submit, wait, result, ...), for each event of the run in order:
 --- node_up, node_lost, job_started, job_done, job_failed, job_cancelled (and
---- dropped, when more than 65536 waited). event = { event =, time =, node =,
---- job =, future =, error = (job_failed), reason = (node_lost) }.
+--- dropped, when more than 65536 waited). event = { event =, time =, node =
+--- (a node's name, or "local": what submit_with{node =} takes), worker =
+--- ("local:N"), job =, future =, error = (job_failed), reason = (node_lost),
+--- count = (dropped) }.
 function Pool:on_event(fn)
   if fn ~= nil and type(fn) ~= "function" then
     error(("farm.on_event: argument must be a function, or nil to stop (got %s)"):format(type(fn)), 2)

@@ -24,7 +24,7 @@ describe("farm.on_event", function()
           seen[ev.job] = seen[ev.job] or {}
           table.insert(seen[ev.job], ev.event)
           assert(ev.future and ev.future:id() == ev.job, "no future for job " .. ev.job)
-          assert(ev.node:match("^local:%d$"), ev.node)
+          assert(ev.node == "local" and ev.worker:match("^local:%d$"), ev.node .. " " .. tostring(ev.worker))
         end
         assert(type(ev.time) == "number" and math.abs(ev.time - os.time()) < 60, "time " .. tostring(ev.time))
       end)

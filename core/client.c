@@ -829,6 +829,13 @@ static int l_pin(lua_State *L) {
   return 1;
 }
 
+/* core.term_clear(ctx): the script writes to the terminal: the progress line goes first */
+static int l_term_clear(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  if (c->e) farm__engine_term_clear(c->e);
+  return 0;
+}
+
 /* core.events_on(ctx, on): keep the run's events (farm.on_event) */
 static int l_events_on(lua_State *L) {
   ctx *c = check_ctx(L, 1);
@@ -938,7 +945,7 @@ void farm__open_client(lua_State *L, int core) {
   static const luaL_Reg fns[] = {
     { "new", l_new }, { "close", l_close }, { "closed", l_closed },
     { "package", l_package }, { "submit", l_submit }, { "pin", l_pin },
-    { "events_on", l_events_on }, { "events", l_events }, { "submit_map", l_submit_map },
+    { "events_on", l_events_on }, { "events", l_events }, { "term_clear", l_term_clear }, { "submit_map", l_submit_map },
     { "status", l_status }, { "done", l_done }, { "id", l_id }, { "cancel", l_cancel },
     { "cancel_all", l_cancel_all }, { "pump", l_pump }, { "gen", l_gen }, { "ctx_of", l_ctx_of }, { "wait", l_wait },
     { "result", l_result }, { "stdout", l_stdout }, { "where", l_where },

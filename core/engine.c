@@ -36,6 +36,7 @@
 #include "engine.h"
 #include "peer.h"
 #include "pool.h"
+#include "term.h"
 
 #define CREDIT_MAX 2048
 #define CREDIT_SECONDS 0.004       /* work kept queued at each worker */
@@ -92,14 +93,15 @@ struct farm_engine {
   farm_job *fhead, *ftail;         /* finished jobs someone asked to hear of */
   size_t outstanding;              /* atomic: submitted and not over */
   uint64_t nextid;                 /* atomic: the caller's jobs and sub-jobs take ids */
-  int echo, progress, prog_shown;
+  int echo, progress;
+  farm_term *term;                 /* the terminal: echo, progress, farm's lines (its own lock) */
   size_t maxmsg, batch_limit;
   char exe[PATH_MAX];
   char dir[PATH_MAX];
   farm_buf msg;                    /* the loop's scratch */
   uint64_t submitted, finished;    /* atomics (stats, progress) */
   uint64_t fn_sent, bytes_sent, batches_sent, taken_back;
-  double t0, last_tick, last_progress, rate, rate_t;
+  double t0, last_tick, last_progress, rate, rate_t, rate_first;
   uint64_t rate_done;
   int start_failed;
   int capacity;                    /* the peers' capacities summed (loop thread) */
@@ -342,28 +344,14 @@ static void wake_waiters(farm_engine *e) {
 /* ---- output: echoed line by line, never half a line glued to another job's ---- */
 
 static void progress_clear(farm_engine *e) {
-  if (!e->prog_shown) return;
-  fputs("\r\033[K", stderr);
-  fflush(stderr);
-  e->prog_shown = 0;
+  if (e->progress) farm__term_progress(e->term, NULL);
 }
 
-/* Standard output went away (`farm run x.lua | head -1`): the process ends as
-   any program writing there would, by SIGPIPE -- unless it ignores SIGPIPE,
-   and then the echo stops. The loop thread blocks signals, so a write of its
-   own only fails: the signal goes to the process. */
-static void stdout_gone(farm_engine *e) {
-  struct sigaction sa;
-  e->echo = 0;
-  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) kill(getpid(), SIGPIPE);
-}
-
+/* (queued for the terminal: written with the lock released, term.h) */
 static void echo_upto(farm_engine *e, farm_job *j, size_t upto) {
   if (!e->echo || upto <= j->echoed) return;
-  progress_clear(e);
-  fwrite(j->out.p + j->echoed, 1, upto - j->echoed, stdout);
+  farm__term_out(e->term, j->out.p + j->echoed, upto - j->echoed);
   j->echoed = upto;
-  if (fflush(stdout) != 0 && errno == EPIPE) stdout_gone(e);
 }
 
 /* Echo the complete lines not echoed yet (and a very long partial one). */
@@ -378,10 +366,7 @@ static void echo_lines(farm_engine *e, farm_job *j) {
 static void echo_rest(farm_engine *e, farm_job *j) {
   if (!e->echo || j->out.n <= j->echoed) return;
   echo_upto(e, j, j->out.n);
-  if (e->echo && j->out.p[j->out.n - 1] != '\n') {
-    fputc('\n', stdout);
-    if (fflush(stdout) != 0 && errno == EPIPE) stdout_gone(e);
-  }
+  if (j->out.p[j->out.n - 1] != '\n') farm__term_out(e->term, "\n", 1);
 }
 
 /* A peer's jobs in flight by id: results come back in any order (a node
@@ -1310,8 +1295,8 @@ static int make_dest(farm_engine *e, char *why, size_t whylen) {
     return -1;
   }
   e->dest_default = 0;
-  fprintf(stderr, "farm: the files jobs send are in %s (--dest DIR or farm.config{dest = DIR} to choose)\n",
-          e->dest_shown);
+  farm__term_say(e->term, "farm: the files jobs send are in %s (--dest DIR or farm.config{dest = DIR} to choose)",
+                 e->dest_shown);
   return 0;
 }
 
@@ -1329,7 +1314,7 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   if (!j || j->state != JOB_SENT) return 0;   /* not wanted there any more */
   if (!e->dest[0] && !e->keep_files) return 0; /* a test engine: nowhere to write */
   if (!e->keep_files && dest_name(path, npath, p->ops->untrusted, name, sizeof name) < 0) {
-    fprintf(stderr, "farm: refused the file '%.*s' that job %llu sent from %s: %s\n",
+    farm__term_say(e->term, "farm: refused the file '%.*s' that job %llu sent from %s: %s",
             (int)(npath < 200 ? npath : 200), path, (unsigned long long)j->id, p->name,
             p->ops->untrusted ? "no part of a name from another host may begin with a dot"
                               : "it names no file");
@@ -1365,11 +1350,11 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
     /* what a node sends is data: never executable here (xbits 0) */
     rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, 0, why, sizeof why);
   if (rc < 0)
-    fprintf(stderr, "farm: cannot write %s/%s, sent by job %llu: %s\n", e->dest, name,
+    farm__term_say(e->term, "farm: cannot write %s/%s, sent by job %llu: %s", e->dest, name,
             (unsigned long long)j->id, why);
   else if (rc > 0)
-    fprintf(stderr, "farm: refused the file '%s' that job %llu sent from %s: a file of that name is "
-            "already in %s (files from nodes never replace one)\n", name, (unsigned long long)j->id,
+    farm__term_say(e->term, "farm: refused the file '%s' that job %llu sent from %s: a file of that name is "
+            "already in %s (files from nodes never replace one)", name, (unsigned long long)j->id,
             p->name, e->dest);
   else if (noreplace && node_name_add(e, name) < 0)
     return FARM_ENOMEM;
@@ -1550,7 +1535,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
                e->keep_files ? "this node's worker " : "", p->name,   /* (a node's engine) */
                pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
                (int)(nm < 300 ? nm : 300), m);
-    fprintf(stderr, "farm: %s; that %s is out of the run\n", why, p->ops->kind[0] == 'n' ? "node" : "worker");
+    farm__term_say(e->term, "farm: %s; that %s is out of the run", why, p->ops->kind[0] == 'n' ? "node" : "worker");
     farm__engine_error(e, why);
     if (!e->setup_err[0]) snprintf(e->setup_err, sizeof e->setup_err, "%s", why);
     farm__peer_retire(p, why);
@@ -1595,7 +1580,7 @@ int farm__peer_drain(farm_peer *p) {
     handled++;
     if (rc < 0) {                  /* a peer that talks nonsense is replaced */
       /* (a node is not: it is lost for the run, and its kind says so) */
-      if (!p->ops->untrusted) fprintf(stderr, "farm: %s; restarting it\n", why);
+      if (!p->ops->untrusted) farm__term_say(p->e->term, "farm: %s; restarting it", why);
       farm__peer_broken(p, why);
       break;
     }
@@ -1757,7 +1742,10 @@ static void draw_progress(farm_engine *e, double now) {
     e->rate = e->rate > 0 ? 0.5 * e->rate + 0.5 * r : r;
     e->rate_t = now;
     e->rate_done = done;
+  } else if (e->rate <= 0 && done > e->rate_done) {
+    e->rate_first = (done - e->rate_done) / (now - e->rate_t);   /* the first second: so far */
   }
+  double rate = e->rate > 0 ? e->rate : e->rate_first;
   int busy = 0, cap = 0;
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
@@ -1766,11 +1754,11 @@ static void draw_progress(farm_engine *e, double now) {
     busy += p->inflight < p->capacity ? p->inflight : p->capacity;
   }
   char eta[32] = "?";
-  if (e->rate > 0) snprintf(eta, sizeof eta, "%.0fs", (double)out / e->rate);
-  fprintf(stderr, "\r\033[Kfarm: %llu/%llu jobs done, %.0f jobs/s, ETA %s, %d/%d workers busy",
-          (unsigned long long)done, (unsigned long long)total, e->rate, eta, busy, cap);
-  fflush(stderr);
-  e->prog_shown = 1;
+  if (rate > 0) snprintf(eta, sizeof eta, "%.0fs", (double)out / rate);
+  char line[200];
+  snprintf(line, sizeof line, "farm: %llu/%llu jobs done, %.0f jobs/s, ETA %s, %d/%d workers busy",
+           (unsigned long long)done, (unsigned long long)total, rate, eta, busy, cap);
+  farm__term_progress(e->term, line);
 }
 
 static void tick(farm_engine *e, double now) {
@@ -1870,6 +1858,7 @@ static void *loop_main(void *arg) {
     double left = e->last_tick + period - farm__now();
     int ms = left <= 0 ? 0 : (int)ceil(left * 1e3);
     pthread_mutex_unlock(&e->mu);
+    farm__term_flush(e->term);
     poll(e->pfd, (nfds_t)nf, ms);
     pthread_mutex_lock(&e->mu);
     __atomic_store_n(&e->sleeping, 0, __ATOMIC_SEQ_CST);
@@ -2163,6 +2152,7 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
   pthread_mutex_unlock(&e->mu);
+  farm__term_flush(e->term);
   return nf;
 }
 
@@ -2442,6 +2432,8 @@ void farm__engine_sockdir_done(farm_engine *e) {
 static farm_engine *engine_alloc(void) {
   farm_engine *e = calloc(1, sizeof *e);
   if (!e) return NULL;
+  e->term = farm__term_new();
+  if (!e->term) { free(e); return NULL; }
   pthread_mutex_init(&e->mu, NULL);
   e->wake_fd = e->done_fd = -1;
   e->t0 = farm__now();
@@ -2621,7 +2613,11 @@ void farm__engine_close(farm_engine *e) {
   changed(e);
   wake_waiters(e);                 /* a thread waiting on this engine hears at once */
   pthread_mutex_unlock(&e->mu);
+  farm__term_flush(e->term);
 }
+
+farm_term *farm__engine_term(farm_engine *e) { return e->term; }
+void farm__engine_term_clear(farm_engine *e) { farm__term_clear(e->term); }
 
 void farm__engine_free(farm_engine *e) {
   if (!e) return;
@@ -2641,6 +2637,7 @@ void farm__engine_free(farm_engine *e) {
   if (e->wake_fd >= 0) close(e->wake_fd);
   if (e->done_fd >= 0) close(e->done_fd);
   pthread_mutex_destroy(&e->mu);
+  farm__term_free(e->term);
   free(e);
 }
 

@@ -204,6 +204,10 @@ size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max);
 int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
                       uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen);
 
+/* The script writes to the terminal itself (farm run's print): the progress
+   line is cleared first, and drawn again later. Any thread. */
+void farm__engine_term_clear(farm_engine *e);
+
 /* ---- placement (submit_with{node = ...}) ---- */
 /* The placement of jobs that may run only on the peer named (a node as
    farm.nodes() names it, with or without "node://"), or only on the local

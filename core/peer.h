@@ -122,6 +122,11 @@ farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen);
 /* Once all local peers said HELLO, their socket directory can go. */
 void farm__local_connected(farm_peer *p);
 
+/* The engine's terminal (term.h): a kind's lines for the user go there, so
+   that they are written outside the engine's lock and never glued onto the
+   progress line. */
+struct farm_term *farm__engine_term(farm_engine *e);
+
 /* Engine internals the local kind needs. */
 const char *farm__engine_exe(farm_engine *e);
 /* Note why peers cannot run (the first reason is kept: open and a queue that

@@ -38,6 +38,7 @@
 #include "clock.h"
 #include "hosts.h"
 #include "peer.h"
+#include "term.h"
 #include "session.h"
 #include "ssh.h"
 
@@ -393,7 +394,7 @@ static void lose(farm_peer *p, const char *why) {
   char msg[600];
   snprintf(msg, sizeof msg, "node %s lost: %s", n->name, why);
   if (!p->retired) {               /* a retired node (farm__peer_retire) goes quietly */
-    if (!n->quiet) fprintf(stderr, "farm: %s; its jobs run elsewhere\n", msg);
+    if (!n->quiet) farm__term_say(farm__engine_term(p->e), "farm: %s; its jobs run elsewhere", msg);
     farm__engine_error(p->e, msg);
   }
   farm__engine_peer_lost(p->e, p, 0, why);
@@ -441,8 +442,9 @@ static void node_kill(farm_peer *p, const char *why, uint64_t blame) {
 }
 
 static void ssh_log(void *ud, const char *line) {
-  node *n = ud;
-  if (!n->quiet) fprintf(stderr, "farm: node %s: %s\n", n->name, line);
+  farm_peer *p = ud;
+  node *n = N_(p);
+  if (!n->quiet) farm__term_say(farm__engine_term(p->e), "farm: node %s: %s", n->name, line);
 }
 
 static void node_tick(farm_peer *p, double now) {
@@ -450,7 +452,7 @@ static void node_tick(farm_peer *p, double now) {
   if (!p->link) return;
   if (n->ssh) {
     char why[300];
-    int rc = farm__ssh_poll(n->ssh, ssh_log, n, why, sizeof why);
+    int rc = farm__ssh_poll(n->ssh, ssh_log, p, why, sizeof why);
     if (rc != 0) { lose(p, rc > 0 ? why : "its SSH connection failed"); return; }
   }
   if (n->step && !step_alive(n->step)) {

@@ -80,6 +80,29 @@ local function new_pool(config)
   return p
 end
 
+-- With a progress line on the terminal, the script's own writes there clear it
+-- first (it is drawn again after): print, io.write and io.stdout/io.stderr's
+-- write. Installed once, when a pool with a progress line starts.
+local writes_wrapped
+local function clear_progress()
+  for c, p in pairs(pool_of) do
+    if p.config.progress and not core.closed(c) then core.term_clear(c) end
+  end
+end
+local function wrap_writes()
+  if writes_wrapped then return end
+  writes_wrapped = true
+  local print0, write0 = print, io.write
+  _G.print = function(...) clear_progress(); return print0(...) end
+  io.write = function(...) clear_progress(); return write0(...) end
+  local methods = getmetatable(io.stdout).__index
+  local fwrite, out, err = methods.write, io.stdout, io.stderr
+  methods.write = function(f, ...)
+    if f == out or f == err then clear_progress() end
+    return fwrite(f, ...)
+  end
+end
+
 function Pool:_ctx()
   if on_worker then
     -- a job's jobs go through the client's scheduler, via this worker
@@ -95,6 +118,7 @@ function Pool:_ctx()
     self.files = {}
     pool_of[c] = self
     if self.event_fn then core.events_on(c, true) end
+    if self.config.progress then wrap_writes() end
     for _, x in ipairs(self.shares) do
       if x[4] then self:_ship_files(c, x[4], "farm.on_node", 1) end
       core.share(c, x[1], x[2], describe, names, x[3])

@@ -527,6 +527,41 @@ describe("engine", function()
       assert.are.equal(0, r.code, r.err)
       assert.is_falsy(r.err:find("jobs done", 1, true), r.err)
     end)
+
+    it("is cleared before anything else reaches the terminal, and shows a rate from the first jobs", function()
+      -- stdout and stderr into one file, as on a terminal: the jobs' echoed
+      -- lines, the script's print, io.write and io.stderr:write, and farm's own
+      -- lines each start where the line was cleared, never glued onto it
+      local script = H.tmp([[
+        local fs = {}
+        for i = 1, 16 do
+          fs[i] = farm.submit(function(i) local t = os.clock() + 0.1 while os.clock() < t do end
+            print("job says " .. i) return i end, i)
+        end
+        for i = 1, 16 do
+          fs[i]:result()
+          if i % 4 == 1 then print("script prints " .. i) end
+          if i % 4 == 2 then io.write("script writes ", i, "\n") end
+          if i % 4 == 3 then io.stderr:write("script errs " .. i .. "\n") end
+        end
+      ]])
+      local r = H.sh(quote(abs(H.farm)) .. " run -n 2 --progress " .. quote(script) .. " 2>&1", 60)
+      assert.are.equal(0, r.code, r.out)
+      local all = r.out
+      assert.is_truthy(all:find("jobs done", 1, true), all)
+      local lines = 0
+      for what in all:gmatch("[^\n\r]*(job says %d+)") do lines = lines + 1 end
+      for line in all:gmatch("([^\n]*)\n") do
+        local text = line:gsub("^.*\r\27%[K", "")   -- what the terminal shows of it
+        assert.is_falsy(text:find("jobs done", 1, true), ("glued onto the progress line: %q"):format(line))
+      end
+      assert.are.equal(16, lines, all)
+      -- nothing of the progress line is left at the end
+      local last = all:gsub("^.*\n", ""):gsub("^.*\r\27%[K", "")
+      assert.are.equal("", last, ("left: %q"):format(all:sub(-120)))
+      -- a rate from the first jobs: a line with some done and a rate > 0 within its first second
+      assert.is_truthy(all:find("farm: [1-9]%d*/16 jobs done, [1-9]%d* jobs/s"), all)
+    end)
   end)
 
   describe("finalizers", function()

@@ -15,10 +15,11 @@ local ceil, min, max, huge = math.ceil, math.min, math.max, math.huge
 local tmove = table.move
 local getupvalue = debug.getupvalue
 
-local farm = { _VERSION = "farm 0.2.0" }
+local farm = { _VERSION = "farm " .. core.version }   -- the Makefile's VERSION (farm.h's)
 farm.kernels = core.kernels   -- compute kernels in C (core/lkernels.c), on workers too
 
 local describe, names, resolve = ship.describe, ship.names, ship.resolve
+local is_constant = ship.is_constant
 local resolve_loaded = ship.resolve_loaded
 -- A module a result refers to is this state's own: the paths and source a
 -- worker sends along with the reference (ship.module_info) are for workers.

@@ -261,21 +261,6 @@ end
 local constant = setmetatable({}, { __mode = "k" })
   -- f -> { [ctx] = { p = package, ups = its upvalues then, named = f travels by name } }
 
-local function is_constant(f)
-  if names()[f] then return true end          -- travels by name (math.sqrt)
-  local d = describe(f)
-  if #d.globals > 0 or d.env_value then return false end
-  local named
-  for i = 1, huge do
-    local name, v = getupvalue(f, i)
-    if name == nil then return true end
-    if not (name == "_ENV" and v == _G) then
-      named = named or names()
-      if v == nil or named[v] == nil then return false end
-    end
-  end
-end
-
 local function upvalues_of(f)
   local ups = {}
   for i = 1, huge do

@@ -34,7 +34,7 @@ LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
 # library's file name libfarm.so.$(VERSION) and soname libfarm.so.<major>.
 VERSION  = 0.2.0
 
-CORE_SRC = $(filter-out core/main.c core/cli.c core/repl.c,$(wildcard core/*.c))
+CORE_SRC = $(filter-out core/main.c core/cli.c core/cliopts.c core/repl.c,$(wildcard core/*.c))
 CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
 LUA_SRC  = $(wildcard lua/*.lua)
 CTEST_SRC = $(wildcard spec/c/*.c)
@@ -110,7 +110,7 @@ $(B)/obj/node.o: nodes/node.c $(wildcard core/*.h) $(B)/include/farm.h | $(B)/ob
 
 $(B)/obj/repl.o: CFLAGS += $(shell pkg-config --cflags libedit 2>/dev/null)
 
-$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/repl.o $(B)/obj/node.o $(CORE_OBJ)
+$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/cliopts.o $(B)/obj/repl.o $(B)/obj/node.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
 $(B)/farm.pc: scripts/farm.pc.in $(B)/version

@@ -6,6 +6,8 @@
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
 #   make bench      print the benchmark figures
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
+#   make tsan       build under ThreadSanitizer (build-tsan/) and run the C engine test and
+#                   the C API test: the first race reported fails the run
 #   make mutate     the mutation run (scripts/mutate.sh): each bug of spec/mutants.txt put
 #                   into a scratch copy alone, built, and its tests run; prints caught or
 #                   survived for each, and the score (not part of make test: ~15 minutes)
@@ -173,12 +175,14 @@ rock-install: rock
 	install -m 755 $(B)/farm.so $(INST_LIBDIR)/farm.so
 	install -m 755 $(B)/farm $(INST_BINDIR)/farm
 
-# Every test, then every test again under AddressSanitizer, UBSan and LeakSanitizer.
+# Every test, then every test again under AddressSanitizer, UBSan and LeakSanitizer,
+# then the engine's threads under ThreadSanitizer.
 test: deps
 	$(MAKE) all
 	scripts/test.sh $(B)
 	$(MAKE) fuzz-smoke
 	$(MAKE) asan
+	$(MAKE) tsan
 
 # Mutants from spec/mutants.txt, one at a time, in a scratch copy of the tree
 # (MUTATE_TIME: seconds per test file; IDS: only those mutants, shell patterns).
@@ -211,6 +215,17 @@ asan: deps
 	  LDFLAGS="-Wl,-rpath,$(dir $(ASAN_RT))" all
 	FARM_ASAN_RT=$(ASAN_RT) scripts/test.sh build-asan
 
+# The threads that meet in the engine (a caller's, the loop's, another caller
+# closing the farm) under ThreadSanitizer: the C engine test and the C API test,
+# their workers the TSan build's farm too. halt_on_error: a report ends the
+# process with an error, so the test fails; no race is suppressed.
+TSAN_TESTS = test_engine test_capi
+tsan: deps
+	$(MAKE) B=build-tsan CC=clang OPT="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
+	  build-tsan/farm $(TSAN_TESTS:%=build-tsan/tests/%)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	  scripts/test.sh build-tsan $(TSAN_TESTS:%=build-tsan/tests/%)
+
 fuzz: deps
 	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" all
 	for f in decode results worker session; do \
@@ -220,8 +235,8 @@ fuzz: deps
 	done
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-tsan
 
 FORCE:
 
-.PHONY: all deps test demo bench asan fuzz fuzz-smoke mutate clean install uninstall rock rock-install
+.PHONY: all deps test demo bench asan tsan fuzz fuzz-smoke mutate clean install uninstall rock rock-install

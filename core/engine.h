@@ -13,6 +13,7 @@
  */
 #ifndef FARM_ENGINE_H
 #define FARM_ENGINE_H
+#include <assert.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -214,6 +215,16 @@ static inline int farm__job_state(const farm_job *j) {
 static inline int farm__job_over(const farm_job *j) { return farm__job_state(j) >= JOB_DONE; }
 
 /* ---- for peers (peer.h) and tests: called on the loop thread, lock held ---- */
+/* Debug builds: whether the calling thread holds e's lock (or e has no loop
+   thread yet, or no more: then the caller is its only thread).
+   farm__engine_assert_locked(e) asserts it where what the lock guards is
+   touched; with NDEBUG it is nothing. */
+#ifdef NDEBUG
+#define farm__engine_assert_locked(e) ((void)0)
+#else
+int farm__engine_locked(farm_engine *e);
+#define farm__engine_assert_locked(e) assert(farm__engine_locked(e))
+#endif
 /* Take one message a peer sent (header included). <0 when it was malformed:
    the caller restarts the peer. err says why. */
 int  farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,

@@ -32,8 +32,9 @@ LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
 
 # farm's version, here and nowhere else: farm.h's FARM_VERSION (include/farm.h.in,
 # written out as $(B)/include/farm.h), farm --version, farm._VERSION and the REPL's
-# banner (both from farm.core.version, i.e. FARM_VERSION), farm.pc, and the shared
-# library's file name libfarm.so.$(VERSION) and soname libfarm.so.<major>.
+# banner (both from farm.core.version, i.e. FARM_VERSION), farm.pc, the installed
+# farm(1), and the shared library's file name libfarm.so.$(VERSION) and soname
+# libfarm.so.<major>.
 VERSION  = 0.2.0
 
 CORE_SRC = $(filter-out core/main.c core/cli.c core/cliopts.c core/repl.c,$(wildcard core/*.c))
@@ -158,7 +159,8 @@ install: $(B)/include/farm.h $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/farm.pc.in \
 	  > $(D)/lib/pkgconfig/farm.pc
 	install -m 755 $(B)/farm.so $(D)/$(LUA_CMOD)/farm.so
-	install -m 644 scripts/farm.1 $(D)/share/man/man1/farm.1
+	sed -e 's|^\(\.TH FARM 1 "[^"]*" "farm\)"|\1 $(VERSION)"|' scripts/farm.1 > $(D)/share/man/man1/farm.1
+	chmod 644 $(D)/share/man/man1/farm.1
 	$(if $(wildcard $(B)/libfarmkernels.a),install -m 644 $(B)/libfarmkernels.a $(D)/lib/)
 	$(if $(wildcard $(B)/libfarmkernels.so),install -m 755 $(B)/libfarmkernels.so $(D)/lib/)
 	$(if $(KHEADERS),install -m 644 $(KHEADERS) $(D)/include/)

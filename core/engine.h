@@ -8,8 +8,10 @@
  *
  * The caller hands over jobs without a lock (a lock-free list); everything else
  * the two threads share is under the engine's mutex, except a job's state, which
- * the loop publishes with a release store after filling the job's results. The
- * loop never calls Lua. Peers are reached only through peer.h.
+ * the loop publishes with a release store after filling the job's results. Each
+ * field of the engine (engine.c) and of a peer (peer.h) says which thread owns it
+ * or that the lock guards it; farm__engine_assert_locked checks the lock in debug
+ * builds. The loop never calls Lua. Peers are reached only through peer.h.
  */
 #ifndef FARM_ENGINE_H
 #define FARM_ENGINE_H

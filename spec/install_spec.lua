@@ -101,6 +101,7 @@ describe("make install", function()
     -- the REPL's banner, shown on a terminal only: script(1) gives it one
     local repl = must(("printf ':quit\\n' | env -u FARM_HISTORY HOME=%s script -qec %s /dev/null")
       :format(quote(work), quote(quote(prefix .. "/bin/farm") .. " repl -n 1")), 60)
+    said["farm(1)"] = H.slurp(prefix .. "/share/man/man1/farm.1"):match('\n%.TH FARM 1 "[^"]*" "farm ([^"]*)"')
     said["the REPL's banner"] = repl:match("farm (%S+) %(Lua [%d.]+%): 1 worker")
     for what, v in pairs(said) do assert.are.equal(VERSION, v, what) end
   end)

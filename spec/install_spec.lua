@@ -99,7 +99,9 @@ describe("make install", function()
     said["farm._VERSION"] = must(("LUA_CPATH=%s lua5.4 -e 'io.write(require \"farm\"._VERSION)'")
       :format(quote(prefix .. "/lib/lua/5.4/?.so"))):match("^farm (%S+)$")
     -- the REPL's banner, shown on a terminal only: script(1) gives it one
-    local repl = must(("printf ':quit\\n' | env -u FARM_HISTORY HOME=%s script -qec %s /dev/null")
+    -- (script is uninstrumented: the ASan runtime stays out of it, as out of tmux
+    -- in repl_spec; the farm executable of an ASan build links its own)
+    local repl = must(("printf ':quit\\n' | env -u LD_PRELOAD -u FARM_HISTORY HOME=%s script -qec %s /dev/null")
       :format(quote(work), quote(quote(prefix .. "/bin/farm") .. " repl -n 1")), 60)
     said["farm(1)"] = H.slurp(prefix .. "/share/man/man1/farm.1"):match('\n%.TH FARM 1 "[^"]*" "farm ([^"]*)"')
     said["the REPL's banner"] = repl:match("farm (%S+) %(Lua [%d.]+%): 1 worker")

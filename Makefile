@@ -6,6 +6,8 @@
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
 #   make bench      print the benchmark figures
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
+#   make tsan       build under ThreadSanitizer (build-tsan/) and run the C engine test and
+#                   the C API test: the first race reported fails the run
 #   make mutate     the mutation run (scripts/mutate.sh): each bug of spec/mutants.txt put
 #                   into a scratch copy alone, built, and its tests run; prints caught or
 #                   survived for each, and the score (not part of make test: ~15 minutes)
@@ -19,7 +21,7 @@ B       ?= build
 PKGS     = lua5.4 nanomsg libsodium libssh2
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -I$(B)/include -Iinclude -Icore -I$(B) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libssh2 (ssh.c) and libedit (repl.c, `farm repl`, the executable alone) are not
 # linked: only their headers are used here, and each is loaded (dlopen) when first
@@ -28,7 +30,14 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -Iinclude -Icore -I$(B) \
 LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium 2>/dev/null) -lpthread -lm -ldl
 LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
 
-CORE_SRC = $(filter-out core/main.c core/cli.c core/repl.c,$(wildcard core/*.c))
+# farm's version, here and nowhere else: farm.h's FARM_VERSION (include/farm.h.in,
+# written out as $(B)/include/farm.h), farm --version, farm._VERSION and the REPL's
+# banner (both from farm.core.version, i.e. FARM_VERSION), farm.pc, the installed
+# farm(1), and the shared library's file name libfarm.so.$(VERSION) and soname
+# libfarm.so.<major>.
+VERSION  = 0.2.0
+
+CORE_SRC = $(filter-out core/main.c core/cli.c core/cliopts.c core/repl.c,$(wildcard core/*.c))
 CORE_OBJ = $(CORE_SRC:core/%.c=$(B)/obj/%.o) $(B)/obj/luasrc.o
 LUA_SRC  = $(wildcard lua/*.lua)
 CTEST_SRC = $(wildcard spec/c/*.c)
@@ -37,22 +46,31 @@ CTESTS   = $(CTEST_SRC:spec/c/%.c=$(B)/tests/%)
 # tests themselves, so they live in $(B)/peers and not in $(B)/tests.
 PEER_SRC = $(wildcard spec/peers/*.c)
 PEERS    = $(PEER_SRC:spec/peers/%.c=$(B)/peers/%)
-# libfarm.so.$(SOVER), its soname libfarm.so.$(SOMAJOR): the version is farm.h's FARM_VERSION
-VERSION := $(shell sed -n 's/^\#define FARM_VERSION "\(.*\)"/\1/p' include/farm.h)
+# libfarm.so.$(SOVER), its soname libfarm.so.$(SOMAJOR)
 SOVER    = $(VERSION)
 SOMAJOR  = $(firstword $(subst ., ,$(VERSION)))
 # only farm_* and luaopen_farm leave libfarm.so and farm.so
 EXPORTS  = -Wl,--version-script=scripts/libfarm.map
 
-all: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS) $(PEERS) \
+all: $(B)/include/farm.h $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so $(B)/farm.pc $(CTESTS) $(PEERS) \
      $(B)/examples/embed \
      $(B)/libfarmkernels.a $(B)/libfarmkernels.so
 
 deps:
 	@scripts/deps.sh
 
-$(B)/obj/%.o: core/%.c $(wildcard core/*.h) include/farm.h | $(B)/obj
+$(B)/obj/%.o: core/%.c $(wildcard core/*.h) $(B)/include/farm.h | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# farm.h with the version written in. $(B)/version changes when VERSION does, and
+# only then, so that what has the version in it is remade then and only then.
+$(B)/include/farm.h: include/farm.h.in $(B)/version
+	@mkdir -p $(@D)
+	sed -e 's|@VERSION@|$(VERSION)|' $< > $@.tmp && mv $@.tmp $@
+
+$(B)/version: FORCE
+	@mkdir -p $(@D)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
 
 $(B)/luasrc.c: $(LUA_SRC) scripts/embed.lua | $(B)/obj
 	lua5.4 scripts/embed.lua $@ $(LUA_SRC)
@@ -90,19 +108,19 @@ $(B)/farm.so: $(CORE_OBJ) scripts/libfarm.map
 	$(CC) $(CFLAGS) $(LDFLAGS) -shared $(EXPORTS) -o $@ $(CORE_OBJ) $(LIBS_NOLUA)
 
 # -Wl,-E: Lua C modules that a job requires find the Lua API in the executable.
-$(B)/obj/node.o: nodes/node.c $(wildcard core/*.h) include/farm.h | $(B)/obj
+$(B)/obj/node.o: nodes/node.c $(wildcard core/*.h) $(B)/include/farm.h | $(B)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(B)/obj/repl.o: CFLAGS += $(shell pkg-config --cflags libedit 2>/dev/null)
 
-$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/repl.o $(B)/obj/node.o $(CORE_OBJ)
+$(B)/farm: $(B)/obj/main.o $(B)/obj/cli.o $(B)/obj/cliopts.o $(B)/obj/repl.o $(B)/obj/node.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-E -o $@ $^ $(LIBS)
 
-$(B)/farm.pc: scripts/farm.pc.in include/farm.h
+$(B)/farm.pc: scripts/farm.pc.in $(B)/version
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # A C host of farm.h, linked as a host would link it: against libfarm.so.
-$(B)/examples/embed: examples/embed.c include/farm.h $(B)/libfarm.so | $(B)/examples
+$(B)/examples/embed: examples/embed.c $(B)/include/farm.h $(B)/libfarm.so | $(B)/examples
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lfarm -Wl,-rpath,'$$ORIGIN/..'
 
 $(B)/tests/%: spec/c/%.c $(CORE_OBJ) | $(B)/tests
@@ -130,18 +148,19 @@ INSTALLED = $(sort bin/farm lib/libfarm.a lib/libfarm.so.$(SOVER) lib/libfarm.so
             share/man/man1/farm.1 lib/libfarmkernels.a lib/libfarmkernels.so \
             include/farm_kernels.h $(addprefix include/,$(notdir $(KHEADERS))))
 
-install: $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so
+install: $(B)/include/farm.h $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so
 	install -d $(D)/bin $(D)/include $(D)/lib/pkgconfig $(D)/$(LUA_CMOD) $(D)/share/man/man1
 	install -m 755 $(B)/farm $(D)/bin/farm
 	install -m 644 $(B)/libfarm.a $(D)/lib/libfarm.a
 	install -m 755 $(B)/libfarm.so.$(SOVER) $(D)/lib/libfarm.so.$(SOVER)
 	ln -sf libfarm.so.$(SOVER) $(D)/lib/libfarm.so.$(SOMAJOR)
 	ln -sf libfarm.so.$(SOMAJOR) $(D)/lib/libfarm.so
-	install -m 644 include/farm.h $(D)/include/farm.h
+	install -m 644 $(B)/include/farm.h $(D)/include/farm.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/farm.pc.in \
 	  > $(D)/lib/pkgconfig/farm.pc
 	install -m 755 $(B)/farm.so $(D)/$(LUA_CMOD)/farm.so
-	install -m 644 scripts/farm.1 $(D)/share/man/man1/farm.1
+	sed -e 's|^\(\.TH FARM 1 "[^"]*" "farm\)"|\1 $(VERSION)"|' scripts/farm.1 > $(D)/share/man/man1/farm.1
+	chmod 644 $(D)/share/man/man1/farm.1
 	$(if $(wildcard $(B)/libfarmkernels.a),install -m 644 $(B)/libfarmkernels.a $(D)/lib/)
 	$(if $(wildcard $(B)/libfarmkernels.so),install -m 755 $(B)/libfarmkernels.so $(D)/lib/)
 	$(if $(KHEADERS),install -m 644 $(KHEADERS) $(D)/include/)
@@ -158,12 +177,14 @@ rock-install: rock
 	install -m 755 $(B)/farm.so $(INST_LIBDIR)/farm.so
 	install -m 755 $(B)/farm $(INST_BINDIR)/farm
 
-# Every test, then every test again under AddressSanitizer, UBSan and LeakSanitizer.
+# Every test, then every test again under AddressSanitizer, UBSan and LeakSanitizer,
+# then the engine's threads under ThreadSanitizer.
 test: deps
 	$(MAKE) all
 	scripts/test.sh $(B)
 	$(MAKE) fuzz-smoke
 	$(MAKE) asan
+	$(MAKE) tsan
 
 # Mutants from spec/mutants.txt, one at a time, in a scratch copy of the tree
 # (MUTATE_TIME: seconds per test file; IDS: only those mutants, shell patterns).
@@ -196,15 +217,28 @@ asan: deps
 	  LDFLAGS="-Wl,-rpath,$(dir $(ASAN_RT))" all
 	FARM_ASAN_RT=$(ASAN_RT) scripts/test.sh build-asan
 
+# The threads that meet in the engine (a caller's, the loop's, another caller
+# closing the farm) under ThreadSanitizer: the C engine test and the C API test,
+# their workers the TSan build's farm too. halt_on_error: a report ends the
+# process with an error, so the test fails; no race is suppressed.
+TSAN_TESTS = test_engine test_capi
+tsan: deps
+	$(MAKE) B=build-tsan CC=clang OPT="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
+	  build-tsan/farm $(TSAN_TESTS:%=build-tsan/tests/%)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	  scripts/test.sh build-tsan $(TSAN_TESTS:%=build-tsan/tests/%)
+
 fuzz: deps
 	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" all
 	for f in decode results worker session; do \
-	  clang -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
+	  clang -O1 -g -fsanitize=fuzzer,address,undefined -Ibuild-fuzz/include -Iinclude -Icore \
 	    $$(pkg-config --cflags lua5.4) -o build-fuzz/fuzz_$$f spec/fuzz/fuzz_$$f.c \
 	    $(filter-out %/luasrc.o,$(CORE_OBJ:$(B)/%=build-fuzz/%)) build-fuzz/obj/luasrc.o $(LIBS) || exit 1; \
 	done
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-tsan
 
-.PHONY: all deps test demo bench asan fuzz fuzz-smoke mutate clean install uninstall rock rock-install
+FORCE:
+
+.PHONY: all deps test demo bench asan tsan fuzz fuzz-smoke mutate clean install uninstall rock rock-install

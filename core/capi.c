@@ -75,32 +75,13 @@ struct farm_future {
 typedef struct { farm_fn *fn; lua_Integer nseen; } fn_ud;
 
 /* Lua that the private state runs once: is a function the same package every
-   time (lua/farm.lua's rule), and a table as Lua-literal text. */
+   time (ship.is_constant, the rule lua/farm.lua follows too), and a table as
+   Lua-literal text. */
 static const char HELPER[] =
   "local ship = require 'farm.ship'\n"
-  "local describe, names = ship.describe, ship.names\n"
-  "local getupvalue, G = debug.getupvalue, _G\n"
   "local fmt, mtype, sort, concat = string.format, math.type, table.sort, table.concat\n"
   "local type, next, tostring, tonumber = type, next, tostring, tonumber\n"
-  "local H = { resolve = ship.resolve_loaded }\n"
-  /* a function whose upvalues are only _ENV and named values, and that names
-     no global that travels nor _ENV or _G (ship.lua: env_value), is constant:
-     workers keep it by hash */
-  "function H.is_constant(f)\n"
-  "  if names()[f] then return true end\n"
-  "  local d = describe(f)\n"
-  "  if #d.globals > 0 or d.env_value then return false end\n"
-  "  local named\n"
-  "  for i = 1, 255 do\n"
-  "    local name, v = getupvalue(f, i)\n"
-  "    if name == nil then return true end\n"
-  "    if not (name == '_ENV' and v == G) then\n"
-  "      named = named or names()\n"
-  "      if v == nil or named[v] == nil then return false end\n"
-  "    end\n"
-  "  end\n"
-  "  return false\n"
-  "end\n"
+  "local H = { resolve = ship.resolve_loaded, is_constant = ship.is_constant }\n"
   "local KEYWORDS = {}\n"
   "for w in ('and break do else elseif end false for function goto if in local nil not or '\n"
   "  .. 'repeat return then true until while'):gmatch('%a+') do KEYWORDS[w] = true end\n"

@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include "farm.h"
 #include "clock.h"
@@ -65,66 +66,113 @@ struct pinq {
   int gone;                        /* nothing serves it any more: its jobs fail */
 };
 
+/* Who owns each field, at the field (as SQLite's btreeInt.h does):
+     [mu]     guarded by e->mu: read or written only with it held, by whichever
+              thread holds it (the loop; a caller in submit's or wait's help,
+              cancel, stats, set_workers; the kinds' ops, which run under it).
+              farm__engine_assert_locked(e) checks it in debug builds.
+     [open]   set by farm__engine_open before the loop thread starts (or by
+              close after it ended), read-only while it runs: any thread.
+     [loop]   the loop thread's alone (loop_main), lock or not.
+     [atomic] read and written with atomic operations only, by any thread. */
 struct farm_engine {
   pthread_mutex_t mu;
-  pthread_t thread;
-  int has_thread;
-  int wake_fd;                     /* caller -> loop */
-  int done_fd;                     /* loop -> waiting caller */
-  farm_job *incoming;              /* atomic: submitted, not yet taken by the loop */
-  int sleeping, woken, waiters;    /* atomics */
-  uint64_t gen;                    /* atomic: bumped whenever a job ends or changes */
-  int signal_waiters;              /* something happened this iteration */
-  int stop;                        /* the loop should end */
-  int closed;
-  farm_peer **peers;
-  int npeers;
-  struct pollfd *pfd;
-  int cappfd;
-  farm_job *qhead, *qtail;         /* queued, in order (cancelled ones skipped lazily) */
-  size_t nqueued;
-  struct pinq *pins;               /* placed jobs' queues, by farm_job.pin (pins[0] unused), */
-  int npins, cappins;              /* ...npins of cappins */
-  size_t npinned;                  /* jobs on them (as nqueued) */
-  int events_on;                   /* farm__engine_events: keep events in ev, */
-  farm_event *ev;                  /* ...nev of capev, oldest first, */
-  size_t nev, capev;
-  uint64_t ev_dropped;             /* ...and how many did not fit */
-  farm_job *fhead, *ftail;         /* finished jobs someone asked to hear of */
-  size_t outstanding;              /* atomic: submitted and not over */
-  uint64_t nextid;                 /* atomic: the caller's jobs and sub-jobs take ids */
-  int echo, progress;
-  farm_term *term;                 /* the terminal: echo, progress, farm's lines (its own lock) */
-  size_t maxmsg, batch_limit;
-  char exe[PATH_MAX];
-  char dir[PATH_MAX];
-  farm_buf msg;                    /* the loop's scratch */
-  uint64_t submitted, finished;    /* atomics (stats, progress) */
-  uint64_t fn_sent, bytes_sent, batches_sent, taken_back;
-  double t0, last_tick, last_progress, rate, rate_t, rate_first;
-  uint64_t rate_done;
-  int start_failed;
-  int capacity;                    /* the peers' capacities summed (loop thread) */
-  int restart_workers;             /* a local worker quits after each job, and is replaced */
-  struct share { uint8_t kind; char *name; size_t nname; char *p; size_t n; } *shares;
-  int nshares, capshares;          /* what every job may use (SHARE), in order */
-  char dest[PATH_MAX];             /* where sent files go (loop thread, after open) */
-  const char *dest_shown;          /* ...as the user is told it (a suffix of dest) */
-  int dest_default;                /* dest is the run's own directory, made at its first file */
-  char **node_names;               /* names below dest that files from nodes created in */
-  size_t nnode_names, capnode_names;  /* ...this run (open addressing; loop thread) */
-  size_t max_file;
-  int keep_files;                  /* a node's engine: sent files wait for the node, and */
-  char setup_err[400];             /* ...the first setup failure, for it to pass on */
-  farm_sent_file *files, *files_tail;
-  int report_starts;               /* a node's engine: jobs as they begin are kept for it */
-  uint64_t *begun;                 /* ...their ext_ids (mu), nbegun of capbegun, */
-  size_t nbegun, capbegun;         /* ...taken by farm__engine_take_started */
-  double wall;                     /* time of day minus farm__now() */
-  int caller_polls;                /* atomic: a waiting caller polls the links (and drains them) */
-  int loop_skipped;                /* atomic: the loop sleeps without polling the links */
-  char err[512];
+#ifndef NDEBUG
+  _Atomic pthread_t holder;        /* [atomic] the thread holding mu (0: none); for asserts */
+#endif
+  pthread_t thread;                /* [open] the loop thread, */
+  int has_thread;                  /* [open] ...while it runs (the opener and the closer) */
+  int wake_fd;                     /* [open] caller -> loop (an eventfd) */
+  int done_fd;                     /* [open] loop -> waiting caller (an eventfd) */
+  farm_job *incoming;              /* [atomic] submitted, not yet taken (a lock-free list) */
+  int sleeping, woken, waiters;    /* [atomic] (sleeping is written with mu held, too) */
+  uint64_t gen;                    /* [atomic] bumped whenever a job ends or changes */
+  int signal_waiters;              /* [mu] something happened this iteration */
+  int stop;                        /* [mu] the loop should end */
+  atomic_int closed;               /* [atomic] written by close (mu held), read by waits without it */
+  farm_peer **peers;               /* [mu] (set up by open before the loop starts) */
+  int npeers;                      /* [mu] */
+  struct pollfd *pfd;              /* [loop] what the loop polls, */
+  int cappfd;                      /* [loop] ...and its room */
+  farm_job *qhead, *qtail;         /* [mu] queued, in order (cancelled ones skipped lazily) */
+  size_t nqueued;                  /* [mu] */
+  struct pinq *pins;               /* [mu] placed jobs' queues, by farm_job.pin (pins[0] unused), */
+  int npins, cappins;              /* [mu] ...npins of cappins */
+  size_t npinned;                  /* [mu] jobs on them (as nqueued) */
+  int events_on;                   /* [mu] farm__engine_events: keep events in ev, */
+  farm_event *ev;                  /* [mu] ...nev of capev, oldest first, */
+  size_t nev, capev;               /* [mu] */
+  uint64_t ev_dropped;             /* [mu] ...and how many did not fit */
+  farm_job *fhead, *ftail;         /* [mu] finished jobs someone asked to hear of (fhead is also
+                                      read atomically, unlocked, to see the list is empty) */
+  size_t outstanding;              /* [atomic] submitted and not over */
+  uint64_t nextid;                 /* [atomic] the caller's jobs and sub-jobs take ids */
+  int echo, progress;              /* [open] */
+  farm_term *term;                 /* [open] the terminal: echo, progress, farm's lines (its own lock) */
+  size_t maxmsg, batch_limit;      /* [open] */
+  char exe[PATH_MAX];              /* [open] */
+  char dir[PATH_MAX];              /* [mu] the socket directory while local workers connect */
+  farm_buf msg;                    /* [mu] scratch for whoever holds the lock */
+  uint64_t submitted, finished;    /* [atomic] (stats, progress) */
+  uint64_t fn_sent, bytes_sent, batches_sent, taken_back;   /* [mu] stats */
+  double t0;                       /* [open] */
+  double last_tick, last_progress, rate, rate_t, rate_first;   /* [mu] */
+  uint64_t rate_done;              /* [mu] */
+  int start_failed;                /* [mu] */
+  int capacity;                    /* [mu] the peers' capacities summed */
+  int restart_workers;             /* [open] a local worker quits after each job, and is replaced */
+  struct share { uint8_t kind; char *name; size_t nname; char *p; size_t n; } *shares;  /* [mu] */
+  int nshares, capshares;          /* [mu] what every job may use (SHARE), in order */
+  char dest[PATH_MAX];             /* [mu] where sent files go (set by open) */
+  const char *dest_shown;          /* [mu] ...as the user is told it (a suffix of dest) */
+  int dest_default;                /* [mu] dest is the run's own directory, made at its first file */
+  char **node_names;               /* [mu] names below dest that files from nodes created in */
+  size_t nnode_names, capnode_names;  /* [mu] ...this run (open addressing) */
+  size_t max_file;                 /* [open] */
+  int keep_files;                  /* [open] a node's engine: sent files wait for the node, and */
+  char setup_err[400];             /* [mu] ...the first setup failure, for it to pass on */
+  farm_sent_file *files, *files_tail;  /* [mu] */
+  int report_starts;               /* [open] a node's engine: jobs as they begin are kept for it */
+  uint64_t *begun;                 /* [mu] ...their ext_ids, nbegun of capbegun, */
+  size_t nbegun, capbegun;         /* [mu] ...taken by farm__engine_take_started */
+  double wall;                     /* [open] time of day minus farm__now() */
+  int caller_polls;                /* [atomic] a waiting caller polls the links (and drains them) */
+  int loop_skipped;                /* [atomic] the loop sleeps without polling the links */
+  char err[512];                   /* [mu] why peers cannot run (the first reason) */
 };
+
+/* The engine's lock. In debug builds it notes its holder, so that
+   farm__engine_assert_locked can tell whether the calling thread holds it. */
+static void engine_lock(farm_engine *e) {
+  pthread_mutex_lock(&e->mu);
+#ifndef NDEBUG
+  atomic_store_explicit(&e->holder, pthread_self(), memory_order_relaxed);
+#endif
+}
+
+static int engine_trylock(farm_engine *e) {
+  if (pthread_mutex_trylock(&e->mu) != 0) return -1;
+#ifndef NDEBUG
+  atomic_store_explicit(&e->holder, pthread_self(), memory_order_relaxed);
+#endif
+  return 0;
+}
+
+static void engine_unlock(farm_engine *e) {
+#ifndef NDEBUG
+  atomic_store_explicit(&e->holder, (pthread_t)0, memory_order_relaxed);
+#endif
+  pthread_mutex_unlock(&e->mu);
+}
+
+#ifndef NDEBUG
+int farm__engine_locked(farm_engine *e) {
+  /* An engine with no loop thread (being opened, closed, or a test engine) has
+     one thread: the one calling. */
+  pthread_t h = atomic_load_explicit(&e->holder, memory_order_relaxed);
+  return (h && pthread_equal(h, pthread_self())) || !e->has_thread;
+}
+#endif
 
 /* ---- function packages and jobs ------------------------------------------ */
 
@@ -205,17 +253,17 @@ static void node_event(farm_engine *e, farm_peer *p, int type, const char *why) 
 }
 
 void farm__engine_events(farm_engine *e, int on) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int was = e->events_on;
   e->events_on = on;
   if (!on) { e->nev = 0; e->ev_dropped = 0; }
   for (int i = 0; on && !was && i < e->npeers; i++)     /* the nodes up already */
     if (e->peers[i]->ready && !e->peers[i]->dead) node_event(e, e->peers[i], FARM_EV_NODE_UP, NULL);
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
 }
 
 size_t farm__engine_take_events(farm_engine *e, farm_event *out, size_t max) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   size_t n = e->nev < max ? e->nev : max;
   if (n) {
     memcpy(out, e->ev, n * sizeof *out);
@@ -230,7 +278,7 @@ size_t farm__engine_take_events(farm_engine *e, farm_event *out, size_t max) {
     snprintf(v->text, sizeof v->text, "%llu", (unsigned long long)e->ev_dropped);
     e->ev_dropped = 0;
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return n;
 }
 
@@ -238,7 +286,7 @@ size_t farm__engine_take_events(farm_engine *e, farm_event *out, size_t max) {
 
 int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen) {
   const char *bare = strncmp(name, "node://", 7) ? name : name + 7;
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   farm_peer *at = NULL;
   int local = !strcmp(name, "local"), any_local = 0;
   char have[200] = "";
@@ -269,7 +317,7 @@ int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen)
     if (e->npins >= e->cappins) {
       int cap = e->cappins ? 2 * e->cappins : 8;
       struct pinq *v = cap <= 65535 ? realloc(e->pins, (size_t)cap * sizeof *v) : NULL;
-      if (!v) { pthread_mutex_unlock(&e->mu); snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
+      if (!v) { engine_unlock(e); snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
       e->pins = v;
       e->cappins = cap;
     }
@@ -278,13 +326,14 @@ int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen)
     snprintf(q->name, sizeof q->name, "%s", canon);
     rc = e->npins++;
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return rc;
 }
 
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
 static void job_over(farm_engine *e, farm_job *j, int state) {
+  farm__engine_assert_locked(e);
   /* Nothing outside reaches this with a job already over: every caller holds a
      job it has just taken out of the one place a live job is -- the queue
      (JOB_QUEUED, unlinked first), or a peer's in-flight list (take_inflight,
@@ -519,6 +568,7 @@ static void requeue_front(farm_engine *e, farm_job *j) {
 
 /* Move what the caller submitted onto the queue, in submission order. */
 static void take_incoming(farm_engine *e) {
+  farm__engine_assert_locked(e);
   farm_job *list = __atomic_exchange_n(&e->incoming, NULL, __ATOMIC_ACQ_REL), *rev = NULL;
   while (list) { farm_job *n = list->next; list->next = rev; rev = list; list = n; }
   while (rev) {
@@ -553,6 +603,7 @@ static void fail_queue(farm_engine *e, const char *why) {
 /* ---- sending ---------------------------------------------------------------- */
 
 int farm__peer_send(farm_peer *p, const void *msg, size_t n) {
+  farm__engine_assert_locked(p->e);
   if (!p->link) return FARM_ELINK;
   p->bytes_out += n;
   if (!p->pend.n) {
@@ -627,6 +678,7 @@ static void fix_broken(farm_engine *e) {
 
 /* j is at p now (sent): last of its jobs in flight. */
 static void hold(farm_peer *p, farm_job *j) {
+  farm__engine_assert_locked(p->e);
   __atomic_store_n(&j->state, (uint8_t)JOB_SENT, __ATOMIC_RELAXED);
   if (j->timeout > 0) p->ntimed++;
   j->peer = p;
@@ -775,6 +827,7 @@ static void fail_gone_placed(farm_engine *e) {
 /* Share the queue out: first to peers with a free slot (nobody waits while a
    slot is idle), then as prefetch up to each peer's credit. */
 static void dispatch(farm_engine *e) {
+  farm__engine_assert_locked(e);
   if (e->npinned) dispatch_placed(e);
   for (int pass = 0; pass < 2 && e->nqueued; pass++) {
     int open = 0;
@@ -847,6 +900,7 @@ static void rebalance(farm_engine *e, double now) {
 /* ---- receiving ---------------------------------------------------------------- */
 
 static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
+  farm__engine_assert_locked(p->e);
   farm_job *j = find_inflight(p, id);
   if (j && (attempt < 0 || j->attempt == (unsigned)attempt)) {
     if (j->prev) j->prev->next = j->next; else p->head = j->next;
@@ -979,14 +1033,14 @@ static void job_begun(farm_engine *e, farm_job *j, double now) {
 }
 
 size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   size_t n = e->nbegun < max ? e->nbegun : max;
   if (n) {                         /* (none yet: begun may still be NULL) */
     memcpy(ids, e->begun, n * sizeof *ids);
     memmove(e->begun, e->begun + n, (e->nbegun - n) * sizeof *ids);
     e->nbegun -= n;
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return n;
 }
 
@@ -1362,10 +1416,10 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
 }
 
 farm_sent_file *farm__engine_take_files(farm_engine *e) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   farm_sent_file *f = e->files;
   e->files = e->files_tail = NULL;
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return f;
 }
 
@@ -1373,7 +1427,7 @@ farm_sent_file *farm__engine_take_files(farm_engine *e) {
 
 int farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
                        const void *block, size_t n) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int rc = 0;
   int file = kind == FARM_SHARE_FILE || kind == FARM_SHARE_XFILE;
   if (file)                              /* only the newest version of a file is kept */
@@ -1402,25 +1456,25 @@ int farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,
   if (!x->name || !x->p) { free(x->name); free(x->p); rc = FARM_ENOMEM; goto out; }
   e->nshares++;
 out:
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return rc;
 }
 
 int farm__engine_has_nodes(farm_engine *e) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int n = 0;
   for (int i = 0; i < e->npeers; i++) n |= e->peers[i]->ops->kind[0] == 'n';
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return n;
 }
 
 size_t farm__engine_max_file(farm_engine *e) { return e->max_file; }
 
 int farm__engine_setup_failed(farm_engine *e, char *out, size_t n) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int failed = e->setup_err[0] != 0;
   if (failed) snprintf(out, n, "%s", e->setup_err);
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return failed;
 }
 double farm__engine_wall(farm_engine *e) { return e->wall; }
@@ -1450,6 +1504,7 @@ static const char *msg_name(int type) {
 
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
                          char *err, size_t errlen) {
+  farm__engine_assert_locked(e);
   farm_rd r;
   int type = farm__msg_open(&r, msg, n, err, errlen);
   if (type < 0) return type;
@@ -1659,6 +1714,7 @@ void farm__engine_job_lost(farm_engine *e, farm_peer *p, uint64_t id, const char
 }
 
 void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why) {
+  farm__engine_assert_locked(e);
   /* The job it was running is to blame: tried again up to its retries, then it
      fails with the cause. The others it held go back as they were (only a peer
      lost again and again, REQUEUE_MAX times, fails them). A job cancelled by
@@ -1686,11 +1742,11 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
 }
 
 int farm__engine_workers(farm_engine *e) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int n = 0;
   for (int i = 0; i < e->npeers; i++)
     n += e->peers[i]->dead || e->peers[i]->retired ? 0 : e->peers[i]->capacity;
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return n;
 }
 
@@ -1762,6 +1818,7 @@ static void draw_progress(farm_engine *e, double now) {
 }
 
 static void tick(farm_engine *e, double now) {
+  farm__engine_assert_locked(e);
   e->last_tick = now;
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
@@ -1825,7 +1882,7 @@ static void *loop_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);    /* signals are the caller's */
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   /* workers are started from this thread: they die with it (PR_SET_PDEATHSIG
      follows the thread that forked), and it lives exactly as long as the engine */
   for (int i = 0; i < e->npeers; i++) {
@@ -1857,10 +1914,10 @@ static void *loop_main(void *arg) {
     }
     double left = e->last_tick + period - farm__now();
     int ms = left <= 0 ? 0 : (int)ceil(left * 1e3);
-    pthread_mutex_unlock(&e->mu);
+    engine_unlock(e);
     farm__term_flush(e->term);
     poll(e->pfd, (nfds_t)nf, ms);
-    pthread_mutex_lock(&e->mu);
+    engine_lock(e);
     __atomic_store_n(&e->sleeping, 0, __ATOMIC_SEQ_CST);
     if (e->pfd[0].revents) {
       uint64_t v;
@@ -1889,11 +1946,11 @@ static void *loop_main(void *arg) {
       if (pid > 0 && np < 256) pids[np++] = (pid_t)pid;
     }
     farm__buf_free(&q);
-    pthread_mutex_unlock(&e->mu);
+    engine_unlock(e);
     farm__stop_pids(pids, np, CLEANUP_GRACE_MS);
-    pthread_mutex_lock(&e->mu);
+    engine_lock(e);
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return NULL;
 }
 
@@ -1930,6 +1987,7 @@ static void retire_take(farm_engine *e, farm_peer *p) {
 
 void farm__peer_retire(farm_peer *p, const char *why) {
   farm_engine *e = p->e;
+  farm__engine_assert_locked(e);
   if (p->retired) return;
   p->retired = 1;
   p->start_pending = 0;            /* not started yet: it never will be */
@@ -1992,9 +2050,9 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
   }
   farm_peer *fresh[256];
   int nfresh = 0, active = 0, nlocal = 0, rc = 0;
-  pthread_mutex_lock(&e->mu);
-  if (e->closed || e->stop) {
-    pthread_mutex_unlock(&e->mu);
+  engine_lock(e);
+  if (atomic_load(&e->closed) || e->stop) {
+    engine_unlock(e);
     snprintf(err, errlen, "the pool is closed");
     return FARM_ECLOSED;
   }
@@ -2055,7 +2113,7 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
   recount_capacity(e);
   changed(e);
   wake_waiters(e);
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   uint64_t one = 1;
   if (write(e->wake_fd, &one, sizeof one) < 0) { /* counter full: it wakes anyway */ }
   if (rc < 0 || !nfresh) return rc;
@@ -2064,8 +2122,8 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
   for (;;) {
     uint64_t gen = farm__engine_gen(e);
     int waiting = 0, failed = 0;
-    pthread_mutex_lock(&e->mu);
-    int closed = e->closed || e->stop;
+    engine_lock(e);
+    int closed = atomic_load(&e->closed) || e->stop;
     for (int k = 0; !closed && k < nfresh; k++) {
       farm_peer *p = fresh[k];
       if (p->retired) continue;              /* retired meanwhile */
@@ -2073,7 +2131,7 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
       else if (p->dead) failed++;
     }
     if (failed && !waiting) snprintf(err, errlen, "%s", e->err[0] ? e->err : "a new worker did not start");
-    pthread_mutex_unlock(&e->mu);
+    engine_unlock(e);
     if (closed) { snprintf(err, errlen, "the pool is closed"); return FARM_ECLOSED; }
     if (!waiting) return failed ? FARM_ESPAWN : 0;
     if (farm__now() > until) {
@@ -2100,7 +2158,7 @@ void farm__engine_submit(farm_engine *e, farm_job *j) {
      the loop sleeps: it leaves without waiting for the loop thread to wake. A
      stream of jobs is the loop's, which sends them in batches. */
   if (outstanding == 1 && __atomic_load_n(&e->sleeping, __ATOMIC_SEQ_CST) &&
-      pthread_mutex_trylock(&e->mu) == 0) {
+      engine_trylock(e) == 0) {
     int sent = 0;
     if (!e->stop && e->sleeping) {
       take_incoming(e);
@@ -2108,7 +2166,7 @@ void farm__engine_submit(farm_engine *e, farm_job *j) {
       sent = !e->nqueued && !e->npinned;
       for (int i = 0; i < e->npeers; i++) sent &= !backed_up(e->peers[i]) && !e->peers[i]->broken;
     }
-    pthread_mutex_unlock(&e->mu);
+    engine_unlock(e);
     if (sent) return;
   }
   wake_loop(e);
@@ -2128,7 +2186,7 @@ size_t farm__engine_outstanding(farm_engine *e) {
 static int help(farm_engine *e, struct pollfd *fds, int max) {
   int nf = 0;
   fds[nf++] = (struct pollfd){ .fd = e->done_fd, .events = POLLIN };
-  if (e->closed || pthread_mutex_trylock(&e->mu) != 0) {
+  if (atomic_load(&e->closed) || engine_trylock(e) != 0) {
     caller_stops_polling(e);               /* the loop does it */
     return nf;
   }
@@ -2151,7 +2209,7 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     e->signal_waiters = 0;                  /* the only waiter is us, and we are awake */
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   farm__term_flush(e->term);
   return nf;
 }
@@ -2165,7 +2223,7 @@ int farm__engine_wait_fds(farm_engine *e, uint64_t gen, double timeout,
   if (nextra > 8) nextra = 8;
   for (;;) {
     int nf = help(e, fds, 17);
-    if (farm__engine_gen(e) != gen || e->closed) { rc = 1; break; }
+    if (farm__engine_gen(e) != gen || atomic_load(&e->closed)) { rc = 1; break; }
     double left = until - farm__now();
     if (left <= 0) break;
     int ms = left > 1 ? 1000 : (int)ceil(left * 1e3);
@@ -2224,22 +2282,22 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
 #define CANCEL_WAIT 10.0             /* a peer that does not answer a TAKE in this long is not waited for */
 
 int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
-  if (e->closed) return 0;
+  if (atomic_load(&e->closed)) return 0;
   int rc;
   double until = farm__now() + CANCEL_WAIT;
   for (;;) {
     uint64_t gen = farm__engine_gen(e);
-    pthread_mutex_lock(&e->mu);
+    engine_lock(e);
     rc = cancel_step(e, j, force);
     if (rc >= 0) {
       int over = farm__job_state(j) >= JOB_DONE;
       if (!over && j->cancel_req != CANCEL_FORCE) j->cancel_req = 0;
       wake_waiters(e);
-      pthread_mutex_unlock(&e->mu);
+      engine_unlock(e);
       wake_loop(e);
       return rc;
     }
-    pthread_mutex_unlock(&e->mu);
+    engine_unlock(e);
     wake_loop(e);
     /* the peer answers a TAKE at once, even mid-job: only a frozen one is slow
        (then the job may still run, so it is not cancelled) */
@@ -2250,7 +2308,7 @@ int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
 int farm__engine_cancel_all(farm_engine *e, int force) {
   /* queued jobs first, in one go; then what is at the peers */
   int n = 0;
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   take_incoming(e);
   for (int k = 0; k < e->npins || k == 0; k++)
     for (farm_job *j = k ? e->pins[k].head : e->qhead; j; j = j->next)
@@ -2277,7 +2335,7 @@ int farm__engine_cancel_all(farm_engine *e, int force) {
       __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
       sent[ns++] = j;
     }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   for (size_t k = 0; k < ns; k++) {
     n += farm__engine_cancel(e, sent[k], force);
     farm__job_unref(sent[k]);
@@ -2290,7 +2348,7 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
   static const char *const names[] = { "pending", "running", "done", "failed", "cancelled" };
   int st = farm__job_state(j);
   if (st != JOB_SENT) return names[st];
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int running = 0;
   farm_peer *p = j->peer;
   if (j->state == JOB_SENT && p) {
@@ -2298,37 +2356,37 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
     if (seen) job_begun(e, j, farm__now());     /* (before the loop's next look) */
     running = j->begun || seen || (!p->ops->running && p->head == j);
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return names[running ? JOB_SENT : JOB_QUEUED];
 }
 
 int farm__engine_where(farm_engine *e, farm_job *j, char *out, size_t n, double *since) {
   int found = 0;
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   if (j->state == JOB_SENT && j->peer) {
     where(j->peer, out, n);
     if (since) *since = j->started;
     found = 1;
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return found;
 }
 
 farm_job *farm__engine_finished(farm_engine *e) {
   if (!__atomic_load_n(&e->fhead, __ATOMIC_ACQUIRE)) return NULL;   /* the common case, unlocked */
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   farm_job *j = e->fhead;
   if (j) {
     e->fhead = j->fnext;
     if (!e->fhead) e->ftail = NULL;
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return j;
 }
 
 void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
   memset(s, 0, sizeof *s);
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   s->peers = calloc((size_t)e->npeers + 1, sizeof *s->peers);
   for (int i = 0; s->peers && i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
@@ -2346,25 +2404,25 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
   }
   s->queued = e->nqueued + e->npinned;
   s->outstanding = farm__engine_outstanding(e);
-  s->submitted = e->submitted;
-  s->finished = e->finished;
+  s->submitted = __atomic_load_n(&e->submitted, __ATOMIC_RELAXED);
+  s->finished = __atomic_load_n(&e->finished, __ATOMIC_RELAXED);
   s->fn_sent = e->fn_sent;
   s->bytes_sent = e->bytes_sent;
   s->batches_sent = e->batches_sent;
   s->taken_back = e->taken_back;
   s->elapsed = farm__now() - e->t0;
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
 }
 
 int farm__engine_pids(farm_engine *e, long *pids, int max) {
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   int n = 0;
   for (int i = 0; i < e->npeers && n < max; i++) {
     long pid = e->peers[i]->ops->pid ? e->peers[i]->ops->pid(e->peers[i]) : 0;
     if (e->peers[i]->retired && pid <= 0) continue;   /* retired and gone: no entry */
     pids[n++] = pid;
   }
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   return n;
 }
 
@@ -2525,23 +2583,24 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
     if (!up && !nw) { rc = first_rc < 0 ? first_rc : FARM_ELINK; goto fail; }
     err[0] = 0;
   }
+  e->has_thread = 1;               /* before the thread runs (farm__engine_locked reads it) */
   if (pthread_create(&e->thread, NULL, loop_main, e) != 0) {
+    e->has_thread = 0;
     snprintf(err, errlen, "cannot start the engine's thread");
     goto fail;
   }
-  e->has_thread = 1;
   /* Wait for every worker to say hello: start-up errors show here, and the
      socket directory is gone before the caller goes on. */
   double until = farm__now() + START_TIMEOUT;
   for (;;) {
     uint64_t gen = farm__engine_gen(e);
-    pthread_mutex_lock(&e->mu);
+    engine_lock(e);
     int waiting = 0;
     for (int i = 0; i < e->npeers; i++)
       waiting += !e->peers[i]->ready && !e->peers[i]->dead && !e->peers[i]->retired;
     int live = live_peers(e), failed = e->start_failed;
     if (failed || (!live && e->err[0])) snprintf(err, errlen, "%s", e->err);
-    pthread_mutex_unlock(&e->mu);
+    engine_unlock(e);
     if (failed || !live) { if (!err[0]) snprintf(err, errlen, "no worker started"); goto fail; }
     if (!waiting) break;
     if (farm__now() > until) {
@@ -2560,17 +2619,17 @@ fail:
 }
 
 void farm__engine_close(farm_engine *e) {
-  if (!e || e->closed) return;
-  pthread_mutex_lock(&e->mu);
+  if (!e || atomic_load(&e->closed)) return;
+  engine_lock(e);
   e->stop = 1;
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   if (e->has_thread) {
     uint64_t one = 1;
     if (write(e->wake_fd, &one, sizeof one) < 0) { /* it wakes within a tick anyway */ }
     pthread_join(e->thread, NULL);
     e->has_thread = 0;
   }
-  pthread_mutex_lock(&e->mu);
+  engine_lock(e);
   progress_clear(e);
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
@@ -2609,10 +2668,10 @@ void farm__engine_close(farm_engine *e) {
   e->npeers = 0;
   if (e->dir[0]) rmdir(e->dir);
   e->dir[0] = 0;
-  e->closed = 1;
+  atomic_store(&e->closed, 1);
   changed(e);
   wake_waiters(e);                 /* a thread waiting on this engine hears at once */
-  pthread_mutex_unlock(&e->mu);
+  engine_unlock(e);
   farm__term_flush(e->term);
 }
 

@@ -8,11 +8,14 @@
  *
  * The caller hands over jobs without a lock (a lock-free list); everything else
  * the two threads share is under the engine's mutex, except a job's state, which
- * the loop publishes with a release store after filling the job's results. The
- * loop never calls Lua. Peers are reached only through peer.h.
+ * the loop publishes with a release store after filling the job's results. Each
+ * field of the engine (engine.c) and of a peer (peer.h) says which thread owns it
+ * or that the lock guards it; farm__engine_assert_locked checks the lock in debug
+ * builds. The loop never calls Lua. Peers are reached only through peer.h.
  */
 #ifndef FARM_ENGINE_H
 #define FARM_ENGINE_H
+#include <assert.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -245,6 +248,16 @@ static inline int farm__job_state(const farm_job *j) {
 static inline int farm__job_over(const farm_job *j) { return farm__job_state(j) >= JOB_DONE; }
 
 /* ---- for peers (peer.h) and tests: called on the loop thread, lock held ---- */
+/* Debug builds: whether the calling thread holds e's lock (or e has no loop
+   thread yet, or no more: then the caller is its only thread).
+   farm__engine_assert_locked(e) asserts it where what the lock guards is
+   touched; with NDEBUG it is nothing. */
+#ifdef NDEBUG
+#define farm__engine_assert_locked(e) ((void)0)
+#else
+int farm__engine_locked(farm_engine *e);
+#define farm__engine_assert_locked(e) assert(farm__engine_locked(e))
+#endif
 /* Take one message a peer sent (header included). <0 when it was malformed:
    the caller restarts the peer. err says why. */
 int  farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,

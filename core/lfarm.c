@@ -66,6 +66,8 @@ int luaopen_farm(lua_State *L) {
   farm__open_dump(L, core);
   farm__open_client(L, core);
   farm__open_kernels(L, core);
+  lua_pushstring(L, FARM_VERSION);     /* farm._VERSION and the REPL's banner read it */
+  lua_setfield(L, core, "version");
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushvalue(L, core);
   lua_setfield(L, -2, "farm.core");

@@ -35,52 +35,58 @@ typedef struct farm_peer_ops {
   long (*pid)(farm_peer *p);
 } farm_peer_ops;
 
+/* Who owns each field (as for the engine's, engine.c): [made] set when the
+   peer is made (farm__local_new, farm__nodes_open), before any other thread
+   sees it, and fixed after; [mu] guarded by the engine's lock, read and
+   written by whichever thread holds it (the loop; a waiting caller that drains
+   the links; a caller in cancel, stats or set_workers); every op runs with it
+   held. No field of a peer is touched without the lock once the loop runs. */
 struct farm_peer {
-  const farm_peer_ops *ops;
-  farm_engine *e;
-  void *kind;                      /* the kind's own state */
-  char name[48];                   /* "local:2" */
-  int capacity;                    /* jobs it runs at once (from HELLO) */
-  int cap_limit;                   /* at most this capacity whatever HELLO says (0: none);
+  const farm_peer_ops *ops;        /* [made] */
+  farm_engine *e;                  /* [made] */
+  void *kind;                      /* [mu] the kind's own state (its ops run under the lock) */
+  char name[48];                   /* [made] "local:2" */
+  int capacity;                    /* [mu] jobs it runs at once (from HELLO) */
+  int cap_limit;                   /* [made] at most this capacity whatever HELLO says (0: none);
                                       a hostfile's `node://host:port N` (set by the kind) */
-  int capped;                      /* HELLO said more than cap_limit: no prefetch either */
-  int same_clock;                  /* its farm__now() is ours (a process on this host) */
-  int ready;                       /* HELLO seen */
-  int dead;                        /* failed before HELLO: not restarted */
+  int capped;                      /* [mu] HELLO said more than cap_limit: no prefetch either */
+  int same_clock;                  /* [made] its farm__now() is ours (a process on this host) */
+  int ready;                       /* [mu] HELLO seen */
+  int dead;                        /* [mu] failed before HELLO: not restarted */
   /* retirement (farm__peer_retire, farm__engine_set_workers) */
-  int retired;                     /* no new jobs; QUIT once empty; gone for good when it ends */
-  int start_pending;               /* added to a running pool: the loop thread starts it */
-  double quit_at;                  /* a retired peer: when it was sent QUIT (0: not yet) */
-  char retired_why[160];           /* why it was retired */
-  int closing;                     /* QUIT sent */
-  int broken;                      /* to be stopped and replaced by the loop thread: */
-  char broken_why[200];            /* ...why (only the loop thread starts processes), */
-  uint64_t broken_target;          /* ...and for which job (0: for its own sake) */
-  int ntimed;                      /* jobs in flight with a timeout */
-  farm_link *link;
-  farm_buf pend;                   /* messages the link could not take yet (whole messages) */
-  farm_job *head, *tail;           /* in flight, in the order sent (doubly linked) */
-  farm_job **idx;                  /* ...and by id (open addressing, idxcap slots) */
-  size_t idxcap;
-  int inflight;
-  int suspended;                   /* of those, started and waiting on sub-jobs */
-  uint64_t gen;                    /* bumped when it is lost: sub-job results for the
+  int retired;                     /* [mu] no new jobs; QUIT once empty; gone for good when it ends */
+  int start_pending;               /* [mu] added to a running pool: the loop thread starts it */
+  double quit_at;                  /* [mu] a retired peer: when it was sent QUIT (0: not yet) */
+  char retired_why[160];           /* [mu] why it was retired */
+  int closing;                     /* [mu] QUIT sent */
+  int broken;                      /* [mu] to be stopped and replaced by the loop thread: */
+  char broken_why[200];            /* [mu] ...why (only the loop thread starts processes), */
+  uint64_t broken_target;          /* [mu] ...and for which job (0: for its own sake) */
+  int ntimed;                      /* [mu] jobs in flight with a timeout */
+  farm_link *link;                 /* [mu] (made and closed by the loop thread's ops) */
+  farm_buf pend;                   /* [mu] messages the link could not take yet (whole messages) */
+  farm_job *head, *tail;           /* [mu] in flight, in the order sent (doubly linked) */
+  farm_job **idx;                  /* [mu] ...and by id (open addressing, idxcap slots) */
+  size_t idxcap;                   /* [mu] */
+  int inflight;                    /* [mu] */
+  int suspended;                   /* [mu] of those, started and waiting on sub-jobs */
+  uint64_t gen;                    /* [mu] bumped when it is lost: sub-job results for the
                                       old process are dropped */
-  farm_buf subdone;                /* SUBDONE message being built for it */
-  uint32_t nsubdone;
-  int takes;                       /* TAKE messages not yet answered */
-  uint64_t *known;                 /* open-addressing set of function hashes it keeps */
-  int nknown;
-  int forget;                      /* next JOBS tells it to drop its cache */
-  double est;                      /* EWMA of its seconds per job; 0 = not known yet */
-  double idle_since;               /* when it last ran out of work (0: busy) */
-  uint64_t running_id;             /* the job it was last seen running */
-  uint64_t jobs;                   /* stats */
-  double busy;
-  int shared_upto;                 /* the engine's shared items it was sent */
-  int setup_failed;                /* said SETUPFAIL: taken out of the run */
-  uint64_t bytes_out, bytes_in;    /* on its link, whole messages */
-  int clients;                     /* a node: the clients it serves (from its BEATs; 0: unknown) */
+  farm_buf subdone;                /* [mu] SUBDONE message being built for it */
+  uint32_t nsubdone;               /* [mu] */
+  int takes;                       /* [mu] TAKE messages not yet answered */
+  uint64_t *known;                 /* [mu] open-addressing set of function hashes it keeps */
+  int nknown;                      /* [mu] */
+  int forget;                      /* [mu] next JOBS tells it to drop its cache */
+  double est;                      /* [mu] EWMA of its seconds per job; 0 = not known yet */
+  double idle_since;               /* [mu] when it last ran out of work (0: busy) */
+  uint64_t running_id;             /* [mu] the job it was last seen running */
+  uint64_t jobs;                   /* [mu] stats */
+  double busy;                     /* [mu] */
+  int shared_upto;                 /* [mu] the engine's shared items it was sent */
+  int setup_failed;                /* [mu] said SETUPFAIL: taken out of the run */
+  uint64_t bytes_out, bytes_in;    /* [mu] on its link, whole messages */
+  int clients;                     /* [mu] a node: the clients it serves (from its BEATs; 0: unknown) */
 };
 
 /* For kinds: send a whole message now or keep it for when the link can take it

@@ -39,7 +39,8 @@
 #include <editline/readline.h>
 #include "farm.h"
 #include "lazy.h"
-#include "cli.h"
+#include "cliopts.h"
+#include "repl.h"
 
 /* ---- libedit, loaded when a terminal needs it ----------------------------------
    The functions and variables of its readline API used here, in one table

@@ -15,10 +15,11 @@ local ceil, min, max, huge = math.ceil, math.min, math.max, math.huge
 local tmove = table.move
 local getupvalue = debug.getupvalue
 
-local farm = { _VERSION = "farm 0.2.0" }
+local farm = { _VERSION = "farm " .. core.version }   -- the Makefile's VERSION (farm.h's)
 farm.kernels = core.kernels   -- compute kernels in C (core/lkernels.c), on workers too
 
 local describe, names, resolve = ship.describe, ship.names, ship.resolve
+local is_constant = ship.is_constant
 local resolve_loaded = ship.resolve_loaded
 -- A module a result refers to is this state's own: the paths and source a
 -- worker sends along with the reference (ship.module_info) are for workers.
@@ -322,21 +323,6 @@ end
 -- the function needs no globals (a library field the script added since, say).
 local constant = setmetatable({}, { __mode = "k" })
   -- f -> { [ctx] = { p = package, ups = its upvalues then, named = f travels by name } }
-
-local function is_constant(f)
-  if names()[f] then return true end          -- travels by name (math.sqrt)
-  local d = describe(f)
-  if #d.globals > 0 or d.env_value then return false end
-  local named
-  for i = 1, huge do
-    local name, v = getupvalue(f, i)
-    if name == nil then return true end
-    if not (name == "_ENV" and v == _G) then
-      named = named or names()
-      if v == nil or named[v] == nil then return false end
-    end
-  end
-end
 
 local function upvalues_of(f)
   local ups = {}

@@ -11,6 +11,7 @@
 --   ship.remember(chunkname, text), ship.hook(G)   -- the text of loaded chunks
 --                      (farm.remember and farm_remember in farm.h are this)
 --   ship.names()       -> { [value] = "qualified.name" } over package.loaded
+--   ship.is_constant(f) -> is f the same package at every submit (kept by hash)
 --   ship.resolve(name [, info]) -> value: the worker-side inverse of names()
 --   ship.module_info(qualified name) -> how a worker may load that module, or nil
 --   ship.install("lib.key", value)   -- a library field a script added, on a worker
@@ -1016,6 +1017,27 @@ function ship.names()
   local loaded = package.loaded
   if not names_map or loaded_changed(loaded) then names_map = build_names(loaded) end
   return names_map
+end
+
+--- ship.is_constant(f) -> is f the same function package every time it is
+--- submitted? True when f travels by name (math.sqrt), or when its upvalues are
+--- only the global table (as _ENV) and values that travel by name (a module:
+--- `local inc = require "mymod.inc"`), and it names no global that travels nor
+--- _ENV or _G (describe's env_value): workers then keep it by hash. The Lua
+--- module (lua/farm.lua) and the C API (core/capi.c) both ask this one.
+function ship.is_constant(f)
+  if ship.names()[f] then return true end
+  local d = ship.describe(f)
+  if #d.globals > 0 or d.env_value then return false end
+  local named
+  for i = 1, huge do
+    local name, v = getupvalue(f, i)
+    if name == nil then return true end
+    if not (name == "_ENV" and rawequal(v, G)) then
+      named = named or ship.names()
+      if v == nil or named[v] == nil then return false end
+    end
+  end
 end
 
 -- ---- classes -------------------------------------------------------------------

@@ -8,6 +8,15 @@ local quote = H.quote
 local build = H.build
 local asan = (os.getenv("FARM_ASAN_RT") or "") ~= ""
 
+-- farm's version, which the Makefile sets (VERSION = x.y.z) and nothing else does
+local VERSION
+for line in io.lines("Makefile") do
+  VERSION = VERSION or line:match("^VERSION%s*=%s*(%d+%.%d+%.%d+)%s*$")
+end
+assert(VERSION, "the Makefile sets VERSION")
+local SOMAJOR = VERSION:match("^%d+")
+local SONAME, SOFILE = "libfarm.so." .. SOMAJOR, "libfarm.so." .. VERSION
+
 -- A command that must succeed; returns its standard output.
 local function must(cmdline, timeout)
   local r = H.sh(cmdline, timeout)
@@ -35,8 +44,8 @@ end
 -- (an ASan build's objects stay ASan's)
 local function make(args)
   local keep = {}
-  for _, f in ipairs { "farm", "farm.so", "libfarm.a", "libfarm.so", "libfarm.so.0",
-                       "libfarm.so.0.1.0", "libfarmkernels.a", "libfarmkernels.so" } do
+  for _, f in ipairs { "farm", "farm.so", "libfarm.a", "libfarm.so", SONAME,
+                       SOFILE, "libfarmkernels.a", "libfarmkernels.so" } do
     keep[#keep + 1] = "-o " .. quote(build .. "/" .. f)
   end
   return tool("make --no-print-directory B=" .. quote(build) .. " " .. table.concat(keep, " ")
@@ -59,7 +68,7 @@ describe("make install", function()
   it("installs the command, the libraries, the headers, farm.pc, the Lua module and farm(1)", function()
     local have = {}
     for _, f in ipairs(files_in(prefix)) do have[f] = true end
-    for _, f in ipairs { "bin/farm", "lib/libfarm.a", "lib/libfarm.so.0.1.0", "lib/libfarm.so.0",
+    for _, f in ipairs { "bin/farm", "lib/libfarm.a", "lib/" .. SOFILE, "lib/" .. SONAME,
                          "lib/libfarm.so", "include/farm.h", "lib/pkgconfig/farm.pc",
                          "lib/lua/5.4/farm.so", "share/man/man1/farm.1" } do
       assert.is_true(have[f] == true, f .. " is installed")
@@ -72,17 +81,36 @@ describe("make install", function()
     assert.are.equal(0, H.sh(H.tool("test -x " .. quote(prefix .. "/bin/farm"))).code)
   end)
 
-  it("links libfarm.so -> libfarm.so.0 -> libfarm.so.0.1.0, the soname", function()
-    assert.are.equal("libfarm.so.0", link_of(prefix .. "/lib/libfarm.so"))
-    assert.are.equal("libfarm.so.0.1.0", link_of(prefix .. "/lib/libfarm.so.0"))
-    assert.is_nil(link_of(prefix .. "/lib/libfarm.so.0.1.0"))
-    local dyn = tool("readelf -d " .. quote(prefix .. "/lib/libfarm.so.0.1.0"))
-    assert.matches("Library soname: %[libfarm%.so%.0%]", dyn)
+  it("links libfarm.so -> libfarm.so.MAJOR -> libfarm.so.VERSION, the soname", function()
+    assert.are.equal(SONAME, link_of(prefix .. "/lib/libfarm.so"))
+    assert.are.equal(SOFILE, link_of(prefix .. "/lib/" .. SONAME))
+    assert.is_nil(link_of(prefix .. "/lib/" .. SOFILE))
+    local dyn = tool("readelf -d " .. quote(prefix .. "/lib/" .. SOFILE))
+    assert.matches("Library soname: %[" .. SONAME:gsub("%p", "%%%0") .. "%]", dyn)
+  end)
+
+  it("says one version everywhere: the Makefile's", function()
+    local said = {}
+    local h = H.slurp(prefix .. "/include/farm.h")
+    said["farm.h"] = h:match('#define FARM_VERSION "([^"]*)"')
+    local env = "PKG_CONFIG_PATH=" .. quote(prefix .. "/lib/pkgconfig") .. " "
+    said["farm.pc"] = tool(env .. "pkg-config --modversion farm"):gsub("\n$", "")
+    said["farm --version"] = must(quote(prefix .. "/bin/farm") .. " --version"):match("^farm (%S+) ")
+    said["farm._VERSION"] = must(("LUA_CPATH=%s lua5.4 -e 'io.write(require \"farm\"._VERSION)'")
+      :format(quote(prefix .. "/lib/lua/5.4/?.so"))):match("^farm (%S+)$")
+    -- the REPL's banner, shown on a terminal only: script(1) gives it one
+    -- (script is uninstrumented: the ASan runtime stays out of it, as out of tmux
+    -- in repl_spec; the farm executable of an ASan build links its own)
+    local repl = must(("printf ':quit\\n' | env -u LD_PRELOAD -u FARM_HISTORY HOME=%s script -qec %s /dev/null")
+      :format(quote(work), quote(quote(prefix .. "/bin/farm") .. " repl -n 1")), 60)
+    said["farm(1)"] = H.slurp(prefix .. "/share/man/man1/farm.1"):match('\n%.TH FARM 1 "[^"]*" "farm ([^"]*)"')
+    said["the REPL's banner"] = repl:match("farm (%S+) %(Lua [%d.]+%): 1 worker")
+    for what, v in pairs(said) do assert.are.equal(VERSION, v, what) end
   end)
 
   it("farm.pc names the prefix, the version and the libraries", function()
     local env = "PKG_CONFIG_PATH=" .. quote(prefix .. "/lib/pkgconfig") .. " "
-    assert.are.equal("0.1.0\n", tool(env .. "pkg-config --modversion farm"))
+    assert.are.equal(VERSION .. "\n", tool(env .. "pkg-config --modversion farm"))
     local flags = tool(env .. "pkg-config --cflags --libs farm")
     assert.matches("-I" .. prefix:gsub("%p", "%%%0") .. "/include", flags)
     assert.matches("-L" .. prefix:gsub("%p", "%%%0") .. "/lib %-lfarm", flags)

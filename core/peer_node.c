@@ -644,7 +644,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       }
       if (!first) first = n->rc;
       /* a host lost among others that answer is told on its own; when none
-         answers, one line tells them all (below) */
+         answers, none_reached told them all in one line */
       if (!o->quiet && (up > 0 || (nh == 1 && !o->no_local))) fprintf(stderr, "farm: %s; going on without it\n", msg);
       farm__link_close(n->link);
       n->link = NULL;

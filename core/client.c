@@ -141,7 +141,7 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "key_file");
   const char *keyfile = luaL_optstring(L, -1, NULL);
   if (!keyfile || !*keyfile) keyfile = getenv("FARM_KEY_FILE");
-  char err[512];
+  char err[1536];                  /* room for every unreachable host's reason */
   err[0] = 0;
   farm_host *hl = NULL;
   int nh = 0;

@@ -162,6 +162,7 @@ static int parse_host(const ctx *c, const char *s, farm_host *h) {
     if (v == -2) return bad(c, "bad port " Q " in " Q, QA(port, (size_t)(end - port)), QA(s, n));
     if (v < 0) return bad(c, "bad port " Q " in " Q " (1 to 65535)", QA(port, (size_t)(end - port)), QA(s, n));
     h->port = (int)v;
+    h->port_given = 1;
   }
   return 0;
 }

@@ -35,6 +35,8 @@ typedef struct farm_host {
   char host[256];                  /* name or address, without brackets */
   int port;                        /* SSH port (22) or the node's port (7070); 0 for a
                                       Slurm node until its launcher picks one */
+  int port_given;                  /* the port was written (`host:22` too): for an SSH
+                                      host, it wins over ~/.ssh/config's Port */
   int workers;                     /* 0: the node decides */
   char origin[320];                /* where it was given: "hosts:3", "--hosts item 2" */
 } farm_host;

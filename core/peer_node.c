@@ -38,6 +38,7 @@
 #include "clock.h"
 #include "hosts.h"
 #include "peer.h"
+#include "pool.h"
 #include "term.h"
 #include "session.h"
 #include "ssh.h"
@@ -133,6 +134,13 @@ static void shell_quote(char *out, size_t n, const char *s) {
   out[k] = 0;
 }
 
+/* What the SSH launcher did for the user (a host key added): one line on
+   stderr, as ssh says "Permanently added ...". (A launch thread.) */
+static void ssh_note(void *ud, const char *line) {
+  node *n = ud;
+  if (!n->quiet) fprintf(stderr, "farm: %s\n", line);
+}
+
 /* Start `farm node --launched` there; it answers "FARM-NODE <protocol> <port>". */
 static int launch(node *n, char *addr, size_t addrlen, int *port) {
   const farm_engine_opts *o = n->o;
@@ -143,8 +151,9 @@ static int launch(node *n, char *addr, size_t addrlen, int *port) {
   farm__key_hex(n->key, hex);
   strcat(hex, "\n");
   farm_ssh_opts so = {
-    .user = n->h.user, .host = n->h.host, .port = n->h.port, .command = cmd,
+    .user = n->h.user, .host = n->h.host, .port = n->h.port_given ? n->h.port : 0, .command = cmd,
     .input = hex, .ninput = strlen(hex), .accept_new = o->accept_new_hosts, .timeout = SSH_TIMEOUT,
+    .note = ssh_note, .note_ud = n,
   };
   int rc = farm__ssh_launch(&n->ssh, &so, line, sizeof line, n->err, sizeof n->err);
   sodium_memzero(hex, sizeof hex);
@@ -508,6 +517,54 @@ static const farm_peer_ops node_ops = {
   .pid = node_pid,
 };
 
+/* Where the hosts were given, for a message: "hosts" (a hostfile, from its
+   lines' "hosts:3"), "--hosts", "SLURM_JOB_NODELIST"; "" when they differ. */
+static void hosts_source(node **ns, int nh, char *out, size_t n) {
+  out[0] = 0;
+  for (int i = 0; i < nh; i++) {
+    const char *o = ns[i]->h.origin;
+    const char *item = strstr(o, " item ");
+    size_t len = item ? (size_t)(item - o) : strlen(o);
+    if (!item) {                   /* FILE:LINE */
+      size_t k = len;
+      while (k > 0 && o[k - 1] >= '0' && o[k - 1] <= '9') k--;
+      if (k > 0 && k < len && o[k - 1] == ':') len = k - 1;
+    }
+    if (i == 0) snprintf(out, n, "%.*s", (int)len, o);
+    else if (strlen(out) != len || strncmp(out, o, len)) { out[0] = 0; return; }
+  }
+}
+
+/* None of the hosts answered (nh > 1): one line for them all, each with why,
+   into err, and on stderr too when the local workers go on without them. */
+static void none_reached(node **ns, int nh, const farm_engine_opts *o, char *err, size_t errlen) {
+  char src[330];
+  hosts_source(ns, nh, src, sizeof src);
+  int k = snprintf(err, errlen, "none of the %d hosts%s%s could be reached: ", nh, *src ? " in " : "", src);
+  if (k < 0 || (size_t)k >= errlen) return;
+  size_t room = errlen - (size_t)k;
+  int left = nh;
+  for (int i = 0; i < nh; i++, left--) {
+    const char *why = ns[i]->err;
+    char one[900];
+    if (!strncmp(why, "host ", 5)) snprintf(one, sizeof one, "%s%s", i ? "; " : "", why + 5);   /* ssh.c names it */
+    else snprintf(one, sizeof one, "%s%s: %s", i ? "; " : "", ns[i]->name, why);
+    size_t ol = strlen(one);
+    if (ol + 40 > room && left > 1) {             /* keep room to say how many more */
+      snprintf(err + k, room, "; and %d more", left);
+      break;
+    }
+    snprintf(err + k, room, "%s", one);
+    if (ol >= room) break;
+    k += (int)ol;
+    room -= ol;
+  }
+  if (!o->quiet && !o->no_local) {
+    int nw = o->workers > 0 ? o->workers : farm__online_cpus();
+    fprintf(stderr, "farm: %s; going on with the %d local worker%s\n", err, nw, nw == 1 ? "" : "s");
+  }
+}
+
 int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
                      char *err, size_t errlen, int *first_rc) {
   int nh = o->nhosts;
@@ -516,7 +573,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
   int *started = calloc((size_t)nh, sizeof *started);
   unsigned char runkey[FARM_KEYLEN];
   randombytes_buf(runkey, sizeof runkey);   /* for the nodes started for this run */
-  int rc = 0, made = 0;
+  int rc = 0, made = 0, first = 0;
   if (!ns || !th || !started) { rc = FARM_ENOMEM; goto done; }
   for (int i = 0; i < nh; i++) {
     node *n = ns[i] = calloc(1, sizeof *n);
@@ -560,6 +617,12 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
   }
   for (int i = 0; i < nh; i++) if (started[i]) pthread_join(th[i], NULL);
   err[0] = 0;
+  int up = 0, told = 0;
+  for (int i = 0; i < nh; i++) up += ns[i]->rc >= 0;
+  if (!up && nh > 1) {
+    none_reached(ns, nh, o, err, errlen);
+    told = 1;
+  }
   for (int i = 0; i < nh; i++) {
     node *n = ns[i];
     farm_peer *p = calloc(1, sizeof *p);
@@ -577,11 +640,14 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
       char msg[900];
       if (strncmp(n->err, "host ", 5) == 0) snprintf(msg, sizeof msg, "%s", n->err);   /* ssh.c names it */
       else snprintf(msg, sizeof msg, "host %s: %s", n->name, n->err);
-      if (!err[0]) {
+      if (!told) {
         snprintf(err, errlen, "%s", msg);
-        *first_rc = n->rc;
+        told = 1;
       }
-      if (!o->quiet && nh + (o->no_local ? 0 : 1) > 1) fprintf(stderr, "farm: %s; going on without it\n", msg);
+      if (!first) first = n->rc;
+      /* a host lost among others that answer is told on its own; when none
+         answers, none_reached told them all in one line */
+      if (!o->quiet && (up > 0 || (nh == 1 && !o->no_local))) fprintf(stderr, "farm: %s; going on without it\n", msg);
       farm__link_close(n->link);
       n->link = NULL;
       farm__ssh_close(n->ssh);
@@ -598,6 +664,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     ns[i] = NULL;
   }
 done:
+  if (first) *first_rc = first;
   sodium_memzero(runkey, sizeof runkey);
   for (int i = 0; ns && i < nh; i++)
     if (ns[i]) {

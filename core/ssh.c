@@ -38,6 +38,7 @@
  * `@cert-authority` lines are ignored (libssh2 1.10 does not take host
  * certificates, so a CA could never vouch for a key here anyway).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -59,6 +60,7 @@
 #include "farm.h"
 #include "lazy.h"
 #include "ssh.h"
+#include "sshconfig.h"
 
 #define LBUF 16384                 /* a stream's bytes not yet passed on as lines */
 #define CLOSE_SECONDS 1.0          /* farm__ssh_close waits at most this long */
@@ -525,7 +527,7 @@ static int add_known(const char *home, const char *khname, const char *tname,
    whatever accept_new, so it is never accepted and never appended. */
 static int check_hostkey(farm_ssh *s, LIBSSH2_KNOWNHOSTS *kh, const revoked_keys *rv,
                          const char *host, int port, const char *khname, const char *home,
-                         int accept_new, char *err, size_t errlen) {
+                         const farm_ssh_opts *o, char *err, size_t errlen) {
   size_t klen = 0;
   int type = 0;
   const char *key = libssh2_session_hostkey(s->sess, &klen, &type);
@@ -562,11 +564,21 @@ static int check_hostkey(farm_ssh *s, LIBSSH2_KNOWNHOSTS *kh, const revoked_keys
     say(err, errlen, s->name, "cannot check the host key (%s)", lasterror(s->sess));
     return FARM_ESSH;
   }
-  if (accept_new) {
+  if (o->accept_new) {
     char why[300];
     if (add_known(home, khname, t->name, key, klen, why, sizeof why) < 0) {
       say(err, errlen, s->name, "unknown host key (%s %s), and %s", t->name, fp, why);
       return FARM_ESSH;
+    }
+    /* told as OpenSSH tells it ("Permanently added '[h]:p' (ED25519) to the
+       list of known hosts"), with the fingerprint to compare */
+    if (o->note) {
+      char msg[600], where[320];
+      if (port == 22) snprintf(where, sizeof where, "%s", host);
+      else snprintf(where, sizeof where, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+      snprintf(msg, sizeof msg, "added host %s (%s %s) to ~/.ssh/known_hosts", where, t->name, fp);
+      oneline(msg);
+      o->note(o->note_ud, msg);
     }
     return 0;
   }
@@ -583,9 +595,14 @@ static int is_rsa_blob(const unsigned char *b, size_t n) {
   return n >= 11 && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 7 && !memcmp(b + 4, "ssh-rsa", 7);
 }
 
+/* Append ", what" (or what, first) to the list in tried; what does not fit is cut. */
 static void tried_add(char *tried, size_t n, const char *what) {
   size_t k = strlen(tried);
-  snprintf(tried + k, n - k, "%s%s", k ? ", " : "", what);
+  if (k && k + 2 < n) { memcpy(tried + k, ", ", 2); k += 2; }
+  size_t w = strlen(what);
+  if (w > n - 1 - k) w = n - 1 - k;
+  memcpy(tried + k, what, w);
+  tried[k + w] = 0;
 }
 
 #define RSA_WHY "Debian's libssh2 1.10 cannot sign with RSA-SHA2 (OpenSSH refuses its SHA-1 " \
@@ -598,9 +615,43 @@ static int timed_out(farm_ssh *s, int rc, double total, const char *during, char
   return 1;
 }
 
-static int login(farm_ssh *s, const char *user, const char *home, double deadline, double total,
-                 char *err, size_t errlen) {
-  char tried[600] = "", what[400];
+/* path as a user writes it: ~/... under home */
+static void tilde(const char *home, const char *path, char *out, size_t n) {
+  size_t hl = strlen(home);
+  if (hl > 1 && !strncmp(path, home, hl) && path[hl] == '/') snprintf(out, n, "~%s", path + hl);
+  else snprintf(out, n, "%s", path);
+}
+
+/* Is the private key file at path protected by a passphrase? OpenSSH's own
+   format ("openssh-key-v1", then the cipher's name: "none" when it is not),
+   and PEM's ("Proc-Type: 4,ENCRYPTED", PKCS#8 "ENCRYPTED PRIVATE KEY"). The
+   start of the file says it: what cannot be read is taken as not protected,
+   and libssh2 then says what it makes of it. */
+static int key_locked(const char *path) {
+  static const char begin[] = "-----BEGIN OPENSSH PRIVATE KEY-----";
+  char buf[4096], b64s[65];
+  FILE *f = fopen(path, "re");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  if (strstr(buf, "Proc-Type: 4,ENCRYPTED") || strstr(buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----")) return 1;
+  const char *p = strstr(buf, begin);
+  if (!p) return 0;
+  size_t k = 0;
+  for (p += sizeof begin - 1; *p && *p != '-' && k < 64; p++)
+    if (!isspace((unsigned char)*p)) b64s[k++] = *p;
+  unsigned char bin[64 / 4 * 3 + 3];
+  long m = unb64(b64s, k - k % 4, bin);
+  if (m < 19 || memcmp(bin, "openssh-key-v1", 15)) return 0;
+  size_t clen = (size_t)bin[15] << 24 | (size_t)bin[16] << 16 | (size_t)bin[17] << 8 | bin[18];
+  if (clen > (size_t)m - 19) return clen != 4;     /* a name longer than "none" */
+  return !(clen == 4 && !memcmp(bin + 19, "none", 4));
+}
+
+static int login(farm_ssh *s, const char *user, const char *home, const farm_sshcfg *cfg,
+                 double deadline, double total, char *err, size_t errlen) {
+  char tried[1200] = "", others[1200] = "", what[PATH_MAX + 200], locked[PATH_MAX + 8] = "";
   int rsa = 0;
   bound(s, deadline);
   char *methods = libssh2_userauth_list(s->sess, user, (unsigned)strlen(user));
@@ -632,33 +683,51 @@ static int login(farm_ssh *s, const char *user, const char *home, double deadlin
                  rc == LIBSSH2_ERROR_SOCKET_RECV || rc == LIBSSH2_ERROR_SOCKET_DISCONNECT) break;
         prev = id;
       }
-      tried_add(tried, sizeof tried, nkeys ? "the SSH agent" : "the SSH agent (it has no keys)");
+      snprintf(what, sizeof what, "%s", nkeys ? "the SSH agent" : "the SSH agent (it has no keys)");
     } else {
-      tried_add(tried, sizeof tried, "the SSH agent (cannot reach it at $SSH_AUTH_SOCK)");
+      snprintf(what, sizeof what, "the SSH agent (cannot reach it at $SSH_AUTH_SOCK)");
     }
+    tried_add(tried, sizeof tried, what);
+    tried_add(others, sizeof others, what);
     if (ag) { libssh2_agent_disconnect(ag); libssh2_agent_free(ag); }
     if (ok) return 0;
     if (timed_out(s, rc, total, "logging in", err, errlen)) return FARM_ESSH;
   }
-  static const char *const files[] = { "id_ed25519", "id_ecdsa" };
-  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-    char priv[PATH_MAX], pub[PATH_MAX + 8];
-    snprintf(priv, sizeof priv, "%s/.ssh/%s", home, files[i]);
+  /* the config's IdentityFile keys, else the default ones (as ssh does) */
+  char defaults[2][PATH_MAX];
+  const char *defv[2] = { defaults[0], defaults[1] };
+  snprintf(defaults[0], sizeof defaults[0], "%s/.ssh/id_ed25519", home);
+  snprintf(defaults[1], sizeof defaults[1], "%s/.ssh/id_ecdsa", home);
+  const char *const *files = cfg->nidentity ? (const char *const *)cfg->identity : defv;
+  int nfiles = cfg->nidentity ? cfg->nidentity : 2;
+  char missing[600] = "";
+  for (int i = 0; i < nfiles; i++) {
+    char pub[PATH_MAX + 8], sh[PATH_MAX + 8];
+    const char *priv = files[i];
     snprintf(pub, sizeof pub, "%s.pub", priv);
-    if (access(priv, F_OK) != 0) continue;
+    tilde(home, priv, sh, sizeof sh);
+    if (access(priv, F_OK) != 0) { tried_add(missing, sizeof missing, sh); continue; }
+    if (key_locked(priv)) {
+      /* libssh2 would take the .pub, have the host accept it, then fail to
+         read the private key: "login refused" for a key that is fine */
+      if (!*locked) snprintf(locked, sizeof locked, "%s", sh);
+      snprintf(what, sizeof what, "%s (protected by a passphrase)", sh);
+      tried_add(tried, sizeof tried, what);
+      continue;
+    }
     bound(s, deadline);
     int rc = libssh2_userauth_publickey_fromfile_ex(s->sess, user, (unsigned)strlen(user),
                                                     access(pub, R_OK) == 0 ? pub : NULL, priv, NULL);
     if (rc == 0) return 0;
     if (timed_out(s, rc, total, "logging in", err, errlen)) return FARM_ESSH;
     if (rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_METHOD_NOT_SUPPORTED) {
-      snprintf(what, sizeof what, "~/.ssh/%s (unusable: %s; with a passphrase, load it into "
-               "ssh-agent)", files[i], lasterror(s->sess));
+      snprintf(what, sizeof what, "%s (unusable: %s)", sh, lasterror(s->sess));
       tried_add(tried, sizeof tried, what);
+      tried_add(others, sizeof others, what);
       continue;
     }
-    snprintf(what, sizeof what, "~/.ssh/%s", files[i]);
-    tried_add(tried, sizeof tried, what);
+    tried_add(tried, sizeof tried, sh);
+    tried_add(others, sizeof others, sh);
     if (rc == LIBSSH2_ERROR_SOCKET_SEND || rc == LIBSSH2_ERROR_SOCKET_RECV ||
         rc == LIBSSH2_ERROR_SOCKET_DISCONNECT) {
       say(err, errlen, s->name, "the host closed the connection while logging in as %s (tried %s)",
@@ -666,13 +735,21 @@ static int login(farm_ssh *s, const char *user, const char *home, double deadlin
       return FARM_ESSH;
     }
   }
+  if (*locked) {
+    say(err, errlen, s->name, "%s is protected by a passphrase; load it into ssh-agent (ssh-add %s) "
+        "and run again%s%s%s", locked, locked, *others ? " (also tried: " : "", others, *others ? ")" : "");
+    return FARM_ESSH;
+  }
   char rsapath[PATH_MAX];
   snprintf(rsapath, sizeof rsapath, "%s/.ssh/id_rsa", home);
   int have_rsa = access(rsapath, F_OK) == 0;
   if (!*tried) {
-    if (have_rsa)
+    if (have_rsa && !cfg->nidentity)
       say(err, errlen, s->name, "cannot log in as %s: the only key is ~/.ssh/id_rsa, an RSA key, and "
           RSA_WHY, user);
+    else if (cfg->nidentity)
+      say(err, errlen, s->name, "cannot log in as %s: no key (no SSH agent, and no %s, the IdentityFile "
+          "of ~/.ssh/config); make one with ssh-keygen -t ed25519 or fix that IdentityFile line", user, missing);
     else
       say(err, errlen, s->name, "cannot log in as %s: no key (no SSH agent, no ~/.ssh/id_ed25519 or "
           "~/.ssh/id_ecdsa); make one with ssh-keygen -t ed25519 and add ~/.ssh/id_ed25519.pub to "
@@ -884,7 +961,6 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
     if (err && errlen) snprintf(err, errlen, "ssh: bad arguments (a host, a command and a line buffer are needed)");
     return FARM_EINVAL;
   }
-  int port = o->port ? o->port : 22;
   double total = o->timeout > 0 ? o->timeout : 30.0;
   double deadline = now_s() + total;
 
@@ -893,34 +969,56 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
   s->fd = -1;
   const char *uopt = o->user && *o->user ? o->user : NULL;
   int k = snprintf(s->name, sizeof s->name, "%s%s", uopt ? uopt : "", uopt ? "@" : "");
-  if (port == 22) snprintf(s->name + k, sizeof s->name - (size_t)k, "%s", o->host);
-  else if (strchr(o->host, ':')) snprintf(s->name + k, sizeof s->name - (size_t)k, "[%s]:%d", o->host, port);
-  else snprintf(s->name + k, sizeof s->name - (size_t)k, "%s:%d", o->host, port);
+  if (!o->port || o->port == 22) snprintf(s->name + k, sizeof s->name - (size_t)k, "%s", o->host);
+  else if (strchr(o->host, ':')) snprintf(s->name + k, sizeof s->name - (size_t)k, "[%s]:%d", o->host, o->port);
+  else snprintf(s->name + k, sizeof s->name - (size_t)k, "%s:%d", o->host, o->port);
 
   /* who, and where their ~/.ssh is */
   char pwbuf[4096], user[256], home[HOMEMAX];
   struct passwd pw, *pwp = NULL;
   getpwuid_r(getuid(), &pw, pwbuf, sizeof pwbuf, &pwp);
-  const char *u = uopt ? uopt : getenv("USER");
-  if (!u || !*u) u = pwp ? pwp->pw_name : NULL;
+  const char *lu = getenv("USER");
+  if (!lu || !*lu) lu = pwp ? pwp->pw_name : NULL;
   const char *hm = getenv("HOME");
   if (!hm || !*hm) hm = pwp ? pwp->pw_dir : NULL;
-  if (!u || !hm) {
-    say(err, errlen, s->name, "cannot tell who is logging in (no $USER or $HOME, and no passwd entry)");
+  if (!hm || strlen(hm) >= sizeof home) {
+    say(err, errlen, s->name, hm ? "$HOME is too long" : "cannot tell where ~/.ssh is (no $HOME, and no passwd entry)");
     free(s);
     return FARM_ESSH;
   }
-  if (strlen(u) >= sizeof user || strlen(hm) >= sizeof home) {
-    say(err, errlen, s->name, "the user name or $HOME is too long");
-    free(s);
-    return FARM_ESSH;
-  }
-  snprintf(user, sizeof user, "%s", u);
   snprintf(home, sizeof home, "%s", hm);
 
-  /* the name known_hosts knows the host by, as OpenSSH looks it up */
+  /* what ~/.ssh/config says of the host: where it really is, who logs in, with which keys */
+  farm_sshcfg cfg;
+  char cfgpath[PATH_MAX + 16], cfgerr[700];
+  snprintf(cfgpath, sizeof cfgpath, "%s/.ssh/config", home);
+  farm_sshcfg_query cq = { .path = cfgpath, .home = home, .host = o->host, .user = uopt,
+                           .port = o->port, .local_user = lu };
+  if (farm__sshcfg_lookup(&cq, &cfg, cfgerr, sizeof cfgerr) < 0) {
+    say(err, errlen, s->name, "%s", cfgerr);
+    farm__sshcfg_free(&cfg);
+    free(s);
+    return FARM_ESSH;
+  }
+  int port = cfg.port;
+  if (!*cfg.user || strlen(cfg.user) >= sizeof user) {
+    say(err, errlen, s->name, *cfg.user ? "the user name is too long" :
+        "cannot tell who is logging in (no $USER, and no passwd entry)");
+    farm__sshcfg_free(&cfg);
+    free(s);
+    return FARM_ESSH;
+  }
+  snprintf(user, sizeof user, "%s", cfg.user);
+  if (cfg.changed) {               /* messages name the host as given, and where it led */
+    size_t nl = strlen(s->name);
+    snprintf(s->name + nl, sizeof s->name - nl, strchr(cfg.hostname, ':') ? " ([%s]:%d from ~/.ssh/config)" :
+             " (%s:%d from ~/.ssh/config)", cfg.hostname, port);
+  }
+
+  /* the name known_hosts knows the host by, as OpenSSH looks it up: the real
+     HostName and Port */
   char host[300], khname[320];
-  snprintf(host, sizeof host, "%s", o->host);
+  snprintf(host, sizeof host, "%s", cfg.hostname);
   for (char *p = host; *p; p++) if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
   if (port == 22) snprintf(khname, sizeof khname, "%s", host);
   else snprintf(khname, sizeof khname, "[%s]:%d", host, port);
@@ -928,12 +1026,13 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
   pthread_once(&ssh2_once, ssh2_load);
   if (ssh2_err[0]) {
     say(err, errlen, s->name, "%s", ssh2_err);
+    farm__sshcfg_free(&cfg);
     free(s);
     return FARM_ESSH;
   }
 
   int rc = tcp_connect(s, host, port, deadline, total, err, errlen);
-  if (rc < 0) { teardown(s, 0); return rc; }
+  if (rc < 0) { farm__sshcfg_free(&cfg); teardown(s, 0); return rc; }
 
   LIBSSH2_KNOWNHOSTS *kh = NULL;
   revoked_keys rv = { NULL, 0 };
@@ -959,13 +1058,14 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
     rc = FARM_ESSH;
     goto fail;
   }
-  rc = check_hostkey(s, kh, &rv, host, port, khname, home, o->accept_new, err, errlen);
+  rc = check_hostkey(s, kh, &rv, host, port, khname, home, o, err, errlen);
   libssh2_knownhost_free(kh);
   kh = NULL;
   revoked_free(&rv);
   if (rc < 0) goto fail;
 
-  rc = login(s, user, home, deadline, total, err, errlen);
+  rc = login(s, user, home, &cfg, deadline, total, err, errlen);
+  farm__sshcfg_free(&cfg);
   if (rc < 0) goto fail;
 
   bound(s, deadline);
@@ -1006,6 +1106,7 @@ int farm__ssh_launch(farm_ssh **out, const farm_ssh_opts *o, char *line, size_t 
   return 0;
 
 fail:
+  farm__sshcfg_free(&cfg);
   if (kh) libssh2_knownhost_free(kh);
   revoked_free(&rv);
   if (line && linelen) line[0] = 0;

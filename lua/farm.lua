@@ -546,6 +546,7 @@ core.set_future_mt {
   __call = Future.result,
   __tostring = function(f) return ("farm.future(%d, %s)"):format(core.id(f), core.status(f)) end,
   __name = "farm.future",
+  __methods = methods,            -- what __index offers by name (the REPL's Tab lists them)
 }
 
 farm.is_future = core.is_future

@@ -174,6 +174,16 @@ local function tracked(orig)
 end
 Pool.submit, Pool.submit_with = tracked(Pool.submit), tracked(Pool.submit_with)
 
+-- farm.map, imap, map_unordered and map_reduce submit their chunk jobs through
+-- core.submit_map and core.submit, not a pool's submit: tracked there too, so
+-- the chunks a Ctrl-C left running (it stops the wait, not the jobs) are
+-- listed by :jobs and stopped by :cancel all.
+do
+  local submit, submit_map = core.submit, core.submit_map
+  core.submit = function(...) return track(submit(...)) end
+  core.submit_map = function(...) return track(submit_map(...)) end
+end
+
 local function outstanding()
   return farm._default.ctx and (farm.stats().outstanding or 0) or 0
 end
@@ -195,7 +205,7 @@ Commands:
   :help          this text
   :quit          leave (Ctrl-D too); unfinished jobs are stopped
 Ctrl-C clears the line, or stops waiting for a result (the job goes on).
-Tab completes names and fields (farm.sub<Tab>).]]
+Tab completes names, fields (farm.sub<Tab>) and methods (f:res<Tab>).]]
 
 local commands = {}
 
@@ -219,9 +229,9 @@ function commands.jobs()
   local total = outstanding()
   if #ids == 0 then
     out(total > 0 and format("no jobs submitted here are unfinished (%d in the pool: "
-      .. "farm.map's, or jobs' own jobs)", total) or "no unfinished jobs")
+      .. "jobs' own jobs)", total) or "no unfinished jobs")
   elseif total > #ids then
-    out(format("(%d unfinished in the pool in all, with farm.map's and jobs' own jobs)", total))
+    out(format("(%d unfinished in the pool in all, with jobs' own jobs)", total))
   end
 end
 
@@ -316,7 +326,8 @@ local COMMAND_NAMES = { ":cancel", ":help", ":jobs", ":nodes", ":quit", ":stats"
 -- ---- completion --------------------------------------------------------------
 
 -- The fields a value offers: a table's keys and, through __index tables, its
--- class's; a string's methods.
+-- class's; a string's methods; a future's (its __index is a function: the
+-- names it offers are in __methods).
 local function fields(v, into)
   for _ = 1, 8 do
     if type(v) == "table" then
@@ -326,10 +337,17 @@ local function fields(v, into)
     if type(mt) ~= "table" then break end
     local index = rawget(mt, "__index")
     if index == nil and type(v) == "userdata" then index = mt end
+    if type(index) == "function" then index = rawget(mt, "__methods") end
     if type(index) ~= "table" then break end
     v = index
   end
   return into
+end
+
+-- v's field k, or nil when reading it raises
+local function field(v, k)
+  local ok, x = pcall(function() return v[k] end)
+  if ok then return x end
 end
 
 --- complete(word, at_start) -> sorted list of completions of word
@@ -350,11 +368,17 @@ function repl.complete(word, at_start)
     local v = _G
     for name in base:gmatch("[^%.]+") do
       if type(v) ~= "table" then v = nil; break end
-      local ok, x = pcall(function() return v[name] end)
-      v = ok and x or nil
+      v = field(v, name)
     end
     if v == nil then return list end
     names = fields(v, {})
+    if sep == ":" then             -- a method call: methods only, with the "(" that follows
+      local methods = {}
+      for k in pairs(names) do
+        if k:sub(1, #part) == part and type(field(v, k)) == "function" then methods[k] = true end
+      end
+      names, sep = methods, ":"
+    end
   else
     part, base, sep = word, "", ""
     if not word:match("^[%a_]?[%w_]*$") then return list end
@@ -366,7 +390,7 @@ function repl.complete(word, at_start)
   for k in pairs(names) do
     if (is_name(k) or (sep == "" and KEYWORDS[k])) and k:sub(1, #part) == part
         and not (hidden and k:sub(1, 1) == "_") then
-      list[#list + 1] = base .. sep .. k
+      list[#list + 1] = base .. sep .. k .. (sep == ":" and "(" or "")
     end
   end
   sort(list)
@@ -436,6 +460,7 @@ end
 
 function Session:run(fn)
   local r = table.pack(xpcall(fn, function(e) return e end))
+  prune()                          -- finished jobs are held weakly from here on
   if not r[1] then
     self:error(self:describe(r[2]))
     return "failed"

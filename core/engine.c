@@ -111,32 +111,6 @@ struct farm_engine {
 
 /* ---- function packages and jobs ------------------------------------------ */
 
-void farm__fn_unref(farm_fn *f) {
-  if (f && __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) { free(f->p); free(f); }
-}
-
-farm_job *farm__job_new(void) {
-  farm_job *j = calloc(1, sizeof *j);
-  if (!j) return NULL;
-  farm__buf_init(&j->out);
-  j->max_retries = FARM_DEFAULT_RETRIES;
-  return j;
-}
-
-void farm__job_unref(farm_job *j) {
-  if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
-  farm__fn_unref(j->fn);
-  free(j->args); free(j->res); free(j->tb); free(j->val);
-  farm__buf_free(&j->out);
-  free(j);
-}
-
-char *farm__dupmem(const void *p, size_t n) {
-  char *d = malloc(n ? n : 1);
-  if (d && n) memcpy(d, p, n);
-  return d;
-}
-
 static void set_text(char **p, size_t *n, const char *s) {
   free(*p);
   *p = farm__dupmem(s, strlen(s));

@@ -58,7 +58,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "codec.h"
-#include "engine.h"
+#include "job.h"
 #include "pool.h"
 #include "proto.h"
 #include "transport.h"

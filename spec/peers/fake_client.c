@@ -13,9 +13,9 @@
  *
  *   fake_client --connect tcp://127.0.0.1:PORT --key-file F --abs /path
  *
- * The messages are laid out by hand from proto.h (SHARE: u32le count, then
- * u8 kind, str name, str bytes each), so that nothing here depends on the
- * client's own checks.
+ * The messages are written with proto.c's writers, which check nothing about
+ * what they carry, and not through the client (client.c), so that nothing
+ * here depends on the client's own checks.
  */
 #include <poll.h>
 #include <stdio.h>

@@ -176,32 +176,6 @@ int farm__engine_locked(farm_engine *e) {
 
 /* ---- function packages and jobs ------------------------------------------ */
 
-void farm__fn_unref(farm_fn *f) {
-  if (f && __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) { free(f->p); free(f); }
-}
-
-farm_job *farm__job_new(void) {
-  farm_job *j = calloc(1, sizeof *j);
-  if (!j) return NULL;
-  farm__buf_init(&j->out);
-  j->max_retries = FARM_DEFAULT_RETRIES;
-  return j;
-}
-
-void farm__job_unref(farm_job *j) {
-  if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
-  farm__fn_unref(j->fn);
-  free(j->args); free(j->res); free(j->tb); free(j->val);
-  farm__buf_free(&j->out);
-  free(j);
-}
-
-char *farm__dupmem(const void *p, size_t n) {
-  char *d = malloc(n ? n : 1);
-  if (d && n) memcpy(d, p, n);
-  return d;
-}
-
 static void set_text(char **p, size_t *n, const char *s) {
   free(*p);
   *p = farm__dupmem(s, strlen(s));
@@ -711,11 +685,15 @@ static void send_shares(farm_engine *e, farm_peer *p) {
   for (; p->shared_upto < e->nshares; p->shared_upto++) {
     struct share *x = &e->shares[p->shared_upto];
     if (!x->kind || (local && (x->kind == FARM_SHARE_FILE || x->kind == FARM_SHARE_XFILE))) continue;
-    farm__msg_begin(b, FARM_MSG_SHARE);
-    farm__buf_put(b, "\1\0\0\0", 4);
-    farm__buf_u8(b, x->kind);
-    farm__buf_str(b, x->name, x->nname);
-    farm__buf_str(b, x->p, x->n);
+    farm_msg_share m = { .kind = x->kind, .name = x->name, .nname = x->nname, .block = x->p, .nblock = x->n };
+    if (x->kind == FARM_SHARE_XFILE && x->n) {   /* its block is u8(execute bits), then the content */
+      m.xbits = (unsigned char)x->p[0];
+      m.block++;
+      m.nblock--;
+    }
+    farm__proto_put_list(b, FARM_MSG_SHARE);
+    farm__proto_put_share(b, &m);
+    farm__proto_count(b, 1);
     e->bytes_sent += b->n;
     if (farm__peer_send(p, b->p, b->n) < 0) { peer_broken(e, p, "cannot send shared values"); return; }
   }
@@ -727,14 +705,10 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
                       size_t *nqueued) {
   if (p->shared_upto < e->nshares) send_shares(e, p);
   farm_buf *b = &e->msg;
-  farm__msg_begin(b, FARM_MSG_JOBS);
-  size_t flags_at = b->n;
-  farm__buf_u8(b, 0);
-  farm__buf_uvar(b, (uint64_t)e->capacity);   /* the pool's size, for farm.workers() in a job */
-  size_t count_at = b->n;
-  farm__buf_put(b, "\0\0\0\0", 4);
-  uint32_t count = 0;
   if (p->nknown + k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
+  /* the pool's size, for farm.workers() in a job */
+  farm__proto_put_jobs(b, p->forget, (uint64_t)e->capacity);
+  uint32_t count = 0;
   while (count < (uint32_t)k && *qhead) {
     farm_job *j = *qhead;
     /* a batch never outgrows its limit unless one job alone does (and that
@@ -745,21 +719,17 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
     if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled (uncounted) */
     (*nqueued)--;
     j->inqueue = 0;
-    farm__buf_uvar(b, j->id);
-    farm__buf_uvar(b, j->attempt);
-    farm__buf_u8(b, j->mode);
-    farm__buf_put(b, j->fn->hash, FARM_HASHLEN);
+    farm_msg_job m = { .id = j->id, .attempt = j->attempt, .mode = j->mode, .hash = j->fn->hash,
+                       .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
     if (j->fn->fresh) {
-      farm__buf_u8(b, FARM_FN_FRESH);
-      farm__buf_str(b, j->fn->p, j->fn->n);
+      m.fn = FARM_FN_FRESH;
     } else if (known_check_add(p, j->fn->hash)) {
-      farm__buf_u8(b, FARM_FN_CACHED);
+      m.fn = FARM_FN_CACHED;
     } else {
-      farm__buf_u8(b, FARM_FN_KEEP);
-      farm__buf_str(b, j->fn->p, j->fn->n);
+      m.fn = FARM_FN_KEEP;
       e->fn_sent++;
     }
-    farm__buf_str(b, j->args, j->nargs);
+    farm__proto_put_job(b, &m);
     hold(p, j);
     count++;
   }
@@ -767,9 +737,8 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
   p->idle_since = 0;
   e->bytes_sent += b->n;
   e->batches_sent++;
-  b->p[flags_at] = (char)(p->forget ? 1 : 0);
   p->forget = 0;
-  farm__put_u32le_at(b, count_at, count);
+  farm__proto_count(b, count);
   if (farm__peer_send(p, b->p, b->n) < 0) peer_broken(e, p, "cannot send jobs");
 }
 
@@ -859,13 +828,12 @@ static void dispatch(farm_engine *e) {
 /* Ask p to give back the jobs marked taking (one TAKE at a time per peer). */
 static void send_take(farm_engine *e, farm_peer *p) {
   farm_buf *b = &e->msg;
-  farm__msg_begin(b, FARM_MSG_TAKE);
-  farm__buf_put(b, "\0\0\0\0", 4);
+  farm__proto_put_list(b, FARM_MSG_TAKE);
   uint32_t n = 0;
   for (farm_job *j = p->head; j; j = j->next)
-    if (j->taking) { farm__buf_uvar(b, j->id); n++; }
+    if (j->taking) { farm__proto_put_id(b, j->id); n++; }
   if (!n) return;
-  farm__put_u32le_at(b, 4, n);
+  farm__proto_count(b, n);
   p->takes++;
   if (farm__peer_send(p, b->p, b->n) < 0) peer_broken(e, p, "cannot send a take-back");
 }
@@ -927,26 +895,22 @@ static void where(farm_peer *p, char *out, size_t n) {
    not send them: its jobs' times come from what we saw). Read before the
    entries are taken, because a job's times must be set before it is over. */
 static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times) {
-  size_t n;
-  for (uint32_t i = 0; i < count && !r.err; i++) {
-    farm__rd_uvar(&r);
-    farm__rd_uvar(&r);
-    int status = farm__rd_u8(&r);
-    farm__rd_uvar(&r);
-    farm__rd_str(&r, &n);
-    farm__rd_str(&r, &n);
-    if (status == FARM_JOB_ERROR) { farm__rd_str(&r, &n); farm__rd_str(&r, &n); }
-  }
+  farm_msg_result m;
+  for (uint32_t i = 0; i < count && !r.err; i++) farm__proto_get_result(&r, &m, NULL, 0);
   if (r.err || !farm__rd_left(&r)) return 0;
-  double now = farm__now(), sent = farm__rd_uvar(&r) * 1e-9;
+  double now = farm__now(), sent;
+  farm__proto_get_sent(&r, &sent, NULL, 0);
   /* a process of this host reads our clock; another host's is shifted by the
      gap between its now and ours (the link's delay comes in: the same for
      every job of one message) */
   double shift = p->same_clock ? 0 : now - sent;
   if (p->same_clock && sent > now + 1) return 0;
   for (uint32_t i = 0; i < count; i++) {
-    double a = farm__rd_uvar(&r) * 1e-9 + shift, b = farm__rd_uvar(&r) * 1e-9 + shift;
-    if (r.err || a > b || b > now + 1) return 0;
+    double a, b;
+    if (farm__proto_get_time(&r, &a, &b, NULL, 0) < 0) return 0;
+    a += shift;
+    b += shift;
+    if (a > b || b > now + 1) return 0;
     times[2 * i] = a;
     times[2 * i + 1] = b < now ? b : now;
   }
@@ -954,25 +918,19 @@ static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times)
 }
 
 static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
-  uint32_t count = farm__rd_u32le(r);
+  uint32_t count;
+  farm__proto_get_list(r, &count, NULL, 0);
   double busy_sum = 0;
   uint32_t got = 0;
   /* an entry takes at least 6 bytes: count cannot ask for more than that allows */
   double *times = !r->err && count && count <= farm__rd_left(r) / 6 ? malloc(2 * sizeof(double) * count) : NULL;
   if (times && !results_times(p, *r, count, times)) { free(times); times = NULL; }
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    uint64_t id = farm__rd_uvar(r);
-    unsigned attempt = (unsigned)farm__rd_uvar(r);
-    int status = farm__rd_u8(r);
-    double busy = farm__rd_uvar(r) * 1e-9;
-    size_t nout, na, nb = 0;
-    const char *out = farm__rd_str(r, &nout);
-    const char *a = farm__rd_str(r, &na), *bt = NULL, *ev = NULL;
-    size_t nev = 0;
-    if (status == FARM_JOB_ERROR) { bt = farm__rd_str(r, &nb); ev = farm__rd_str(r, &nev); }
-    if (status > FARM_JOB_ERROR || busy < 0 || busy > 1e9) r->err = 1;
-    if (r->err) break;
-    farm_job *j = take_inflight(p, id, (int)attempt);
+    farm_msg_result m;
+    if (farm__proto_get_result(r, &m, NULL, 0) < 0) break;
+    int status = m.status;
+    double busy = m.busy;
+    farm_job *j = take_inflight(p, m.id, (int)(unsigned)m.attempt);
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     if (j->state == JOB_SENT) {
       j->busy = busy;
@@ -980,13 +938,13 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
       j->untrusted = p->ops->untrusted;
       where(p, j->where, sizeof j->where);
       free(j->res);
-      j->res = farm__dupmem(a, na); j->nres = na;
-      if (bt) { free(j->tb); j->tb = farm__dupmem(bt, nb); j->ntb = nb; }
-      if (ev && nev) { free(j->val); j->val = farm__dupmem(ev, nev); j->nval = nev; }
+      j->res = farm__dupmem(m.block, m.nblock); j->nres = m.nblock;
+      if (m.tb) { free(j->tb); j->tb = farm__dupmem(m.tb, m.ntb); j->ntb = m.ntb; }
+      if (m.val && m.nval) { free(j->val); j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
       /* out carries all the job printed; streaming may have echoed a prefix */
-      size_t echoed = j->echoed < nout ? j->echoed : nout;
+      size_t echoed = j->echoed < m.nout ? j->echoed : m.nout;
       j->out.n = 0;
-      farm__buf_put(&j->out, out, nout);
+      farm__buf_put(&j->out, m.out, m.nout);
       j->echoed = echoed;
       job_over(e, j, status == FARM_JOB_OK ? JOB_DONE : JOB_FAILED);
     }
@@ -999,7 +957,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
   if (got && e->restart_workers && p->ops->kind[0] == 'l' && !p->inflight && !p->closing) {
     farm_buf q;                    /* a fresh process for the next job: this one quits */
     farm__buf_init(&q);
-    farm__msg_begin(&q, FARM_MSG_QUIT);
+    farm__proto_put_empty(&q, FARM_MSG_QUIT);
     if (farm__peer_send(p, q.p, q.n) == 0) p->closing = 1;
     farm__buf_free(&q);
   }
@@ -1045,11 +1003,12 @@ size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max) {
 }
 
 static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
-  uint32_t count = farm__rd_u32le(r);
+  uint32_t count;
+  farm__proto_get_list(r, &count, NULL, 0);
   if (!p->takes) return FARM_EPROTO;
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    uint64_t id = farm__rd_uvar(r);
-    if (r->err) break;
+    uint64_t id;
+    if (farm__proto_get_id(r, &id, NULL, 0) < 0) break;
     farm_job *j = find_inflight(p, id);
     if (!j || !j->taking) continue;          /* it never asked for that one */
     take_inflight(p, id, -1);
@@ -1077,21 +1036,17 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
 /* Jobs a job submitted: they join the queue at its front (the deepest work
    first, so nested jobs finish and free their parents), owned by p. */
 static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
-  uint32_t count = farm__rd_u32le(r);
-  if (r->err || count > farm__rd_left(r) / 4) return FARM_EPROTO;
+  uint32_t count;
+  if (farm__proto_get_list(r, &count, NULL, 0) < 0 || count > farm__rd_left(r) / 4) return FARM_EPROTO;
   farm_job *head = NULL, *tail = NULL;
   int rc = 0;
   for (uint32_t i = 0; i < count; i++) {
-    uint64_t subid = farm__rd_uvar(r);
-    int mode = farm__rd_u8(r), fresh = farm__rd_u8(r), opts = farm__rd_u8(r);
-    uint64_t timeout_us = opts & 1 ? farm__rd_uvar(r) : 0, retries = opts & 2 ? farm__rd_uvar(r) : FARM_DEFAULT_RETRIES;
-    size_t nf, na;
-    const char *fb = farm__rd_str(r, &nf), *a = farm__rd_str(r, &na);
-    if (r->err || mode > FARM_MODE_MAP || fresh > 1 || opts > 3 || retries > 1000 ||
-        timeout_us > (uint64_t)1e15) { rc = FARM_EPROTO; break; }
+    farm_msg_submit m;
+    if (farm__proto_get_submit(r, &m, NULL, 0) < 0) { rc = FARM_EPROTO; break; }
+    size_t nf = m.nfn, na = m.nargs;
     farm_job *j = farm__job_new();
     farm_fn *f = calloc(1, sizeof *f);
-    if (!j || !f || !(f->p = farm__dupmem(fb, nf)) || !(j->args = farm__dupmem(a, na))) {
+    if (!j || !f || !(f->p = farm__dupmem(m.fnb, nf)) || !(j->args = farm__dupmem(m.args, na))) {
       if (f) free(f->p);
       free(f);
       farm__job_unref(j);
@@ -1099,18 +1054,18 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
       break;
     }
     f->n = nf;
-    f->fresh = fresh;
+    f->fresh = m.fresh;
     f->refs = 1;
     crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
     j->fn = f;
     j->nargs = na;
-    j->mode = (uint8_t)mode;
-    j->timeout = timeout_us * 1e-6;
-    j->max_retries = (uint16_t)retries;
+    j->mode = (uint8_t)m.mode;
+    j->timeout = m.timeout;
+    j->max_retries = (uint16_t)(m.retries < 0 ? FARM_DEFAULT_RETRIES : m.retries);
     j->id = farm__engine_nextid(e);
     j->owner = p;
     j->owner_gen = p->gen;
-    j->subid = subid;
+    j->subid = m.subid;
     j->refs = 1;                               /* the engine's: nobody here holds a future */
     j->state = JOB_QUEUED;
     j->inqueue = 1;
@@ -1138,26 +1093,19 @@ static void subdone(farm_engine *e, farm_job *j, int state) {
   farm_buf *b = &p->subdone;
   size_t size = j->out.n + j->nres + j->ntb + j->nval + sizeof j->where + 48;
   if (p->nsubdone && b->n + size > e->batch_limit) flush_subdone_of(e, p);   /* the receiver drops a message over its limit */
-  if (!p->nsubdone) {
-    farm__msg_begin(b, FARM_MSG_SUBDONE);
-    farm__buf_put(b, "\0\0\0\0", 4);
-  }
+  if (!p->nsubdone) farm__proto_put_list(b, FARM_MSG_SUBDONE);
   int status = state == JOB_DONE ? 0 : state == JOB_FAILED ? 1 : 2;
-  farm__buf_uvar(b, j->subid);
-  farm__buf_u8(b, (uint8_t)status);
-  farm__buf_str(b, j->out.p, j->out.n);
-  farm__buf_str(b, j->res, status == 2 ? 0 : j->nres);
-  if (status == 1) {
-    farm__buf_str(b, j->tb, j->ntb);
-    farm__buf_str(b, j->val, j->nval);
-  }
-  farm__buf_str(b, j->where, strlen(j->where));
+  farm_msg_subdone m = { .subid = j->subid, .status = status, .out = j->out.p, .nout = j->out.n,
+                         .block = j->res, .nblock = status == 2 ? 0 : j->nres,
+                         .tb = j->tb, .ntb = j->ntb, .val = j->val, .nval = j->nval,
+                         .where = j->where, .nwhere = strlen(j->where) };
+  farm__proto_put_subdone(b, &m);
   p->nsubdone++;
 }
 
 static void flush_subdone_of(farm_engine *e, farm_peer *p) {
   if (!p->nsubdone) return;
-  farm__put_u32le_at(&p->subdone, 4, p->nsubdone);
+  farm__proto_count(&p->subdone, p->nsubdone);
   p->nsubdone = 0;
   if (farm__peer_send(p, p->subdone.p, p->subdone.n) < 0) peer_broken(e, p, "cannot send results of sub-jobs");
 }
@@ -1355,11 +1303,12 @@ static int make_dest(farm_engine *e, char *why, size_t whylen) {
 }
 
 static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t errlen) {
-  uint64_t id = farm__rd_uvar(r), dev = farm__rd_uvar(r), ino = farm__rd_uvar(r);
-  size_t npath, ndata;
-  const char *path = farm__rd_str(r, &npath), *data = farm__rd_str(r, &ndata);
+  farm_msg_file m;
+  if (farm__proto_get_file(r, &m, NULL, 0) < 0 || farm__proto_end(r, "FILE", NULL, 0) < 0) return FARM_EPROTO;
+  uint64_t id = m.id, dev = m.dev, ino = m.ino;
+  size_t npath = m.npath, ndata = m.ndata;
+  const char *path = m.path, *data = m.data;
   char name[PATH_MAX];
-  if (r->err || farm__rd_left(r)) return FARM_EPROTO;
   if (ndata > e->max_file && !e->keep_files) {   /* (a node's client checks it, by its own limit) */
     snprintf(err, errlen, "%s sent a file larger than farm's limit", p->name);
     return FARM_EPROTO;
@@ -1493,15 +1442,6 @@ static int node_may_send(int type) {
   }
 }
 
-static const char *msg_name(int type) {
-  static const char *names[] = { "?", "HELLO", "JOBS", "RESULTS", "QUIT", "TAKE", "TAKEN",
-                                 "SUSPENDED", "SUBMIT", "SUBDONE", "BEAT", "KILL", "SHARE",
-                                 "SETUPFAIL", "FILE", "STARTED" };
-  if (type > 0 && type < (int)(sizeof names / sizeof *names)) return names[type];
-  if (type >= FARM_MSG_AUTH1 && type <= FARM_MSG_AUTHOK) return "a handshake message";
-  return NULL;
-}
-
 int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
                          char *err, size_t errlen) {
   farm__engine_assert_locked(e);
@@ -1514,7 +1454,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
        elsewhere, and the line that says so (the kind's, on the loss) names
        what it sent. Nothing of the message is read. */
     char why[160];
-    const char *name = msg_name(type);
+    const char *name = farm__proto_name(type);
     if (type == FARM_MSG_SUBMIT || type == FARM_MSG_SUSPENDED)
       snprintf(why, sizeof why, "it sent %s, which only the client's own workers may send "
                "(a protocol violation; not used again in this run)", name);
@@ -1528,10 +1468,9 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   }
   switch (type) {
   case FARM_MSG_HELLO: {
-    farm__rd_uvar(&r);                       /* pid, slot */
-    farm__rd_uvar(&r);
-    uint64_t cap = farm__rd_uvar(&r);
-    if (r.err || cap < 1 || cap > 65536) break;
+    farm_msg_hello m;
+    if (farm__proto_get_hello(&r, &m, NULL, 0) < 0) break;
+    uint64_t cap = m.capacity;
     p->capped = p->cap_limit > 0 && cap > (uint64_t)p->cap_limit;
     p->capacity = p->capped ? p->cap_limit : (int)cap;
     p->ready = 1;
@@ -1551,8 +1490,9 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (on_taken(e, p, &r) >= 0) return 0;
     break;
   case FARM_MSG_SUSPENDED: {
-    uint64_t k = farm__rd_uvar(&r), id = farm__rd_uvar(&r);
-    if (r.err || farm__rd_left(&r) || k > (uint64_t)p->inflight) break;
+    uint64_t k, id;
+    if (farm__proto_get_suspended(&r, &k, &id, NULL, 0) < 0 || farm__proto_end(&r, "SUSPENDED", NULL, 0) < 0 ||
+        k > (uint64_t)p->inflight) break;
     p->suspended = (int)k;
     farm_job *j = find_inflight(p, id);
     if (j) job_begun(e, j, farm__now());     /* it waits, or goes on: it has begun */
@@ -1565,11 +1505,10 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     if (on_submit(e, p, &r) >= 0) return 0;
     break;
   case FARM_MSG_BEAT:              /* a node link's heartbeat: its arrival is the news; */
-    if (farm__rd_left(&r)) {       /* ...a node's says its heartbeat and the clients it serves */
-      farm__rd_uvar(&r);
-      uint64_t clients = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;
-      if (r.err || farm__rd_left(&r)) break;
-      if (clients >= 1 && clients <= 65536) p->clients = (int)clients;
+    {                              /* ...a node's says its heartbeat and the clients it serves */
+      farm_msg_beat m;
+      if (farm__proto_get_beat(&r, &m, NULL, 0) < 0 || farm__proto_end(&r, "BEAT", NULL, 0) < 0) break;
+      if (m.clients >= 1 && m.clients <= 65536) p->clients = (int)m.clients;
     }
     return 0;
   case FARM_MSG_FILE:
@@ -1577,8 +1516,8 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     break;
   case FARM_MSG_SETUPFAIL: {       /* its setup failed: it is out of the run, not the run */
     size_t nm;
-    const char *m = farm__rd_str(&r, &nm);
-    if (r.err || farm__rd_left(&r)) break;
+    const char *m;
+    if (farm__proto_get_setupfail(&r, &m, &nm, NULL, 0) < 0 || farm__proto_end(&r, "SETUPFAIL", NULL, 0) < 0) break;
     if (p->setup_failed) return 0;
     p->setup_failed = 1;
     char why[400];
@@ -1599,19 +1538,21 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   }
   case FARM_MSG_STARTED: {         /* a node's jobs that have begun there (only a node says so) */
     if (!p->ops->untrusted) break;
-    uint32_t count = farm__rd_u32le(&r);
-    if (r.err || count > farm__rd_left(&r)) break;
+    uint32_t count;
+    if (farm__proto_get_list(&r, &count, NULL, 0) < 0 || count > farm__rd_left(&r)) break;
     double now = farm__now();
     for (uint32_t i = 0; i < count && !r.err; i++) {
-      farm_job *j = find_inflight(p, farm__rd_uvar(&r));
-      if (!r.err && j && j->state == JOB_SENT) job_begun(e, j, now);   /* (not ours any more: dropped) */
+      uint64_t id;
+      if (farm__proto_get_id(&r, &id, NULL, 0) < 0) break;
+      farm_job *j = find_inflight(p, id);
+      if (j && j->state == JOB_SENT) job_begun(e, j, now);   /* (not ours any more: dropped) */
     }
-    if (r.err || farm__rd_left(&r)) break;
+    if (farm__proto_end(&r, "STARTED", NULL, 0) < 0) break;
     changed(e);
     return 0;
   }
   case FARM_MSG_QUIT:              /* a node stops (SIGTERM): what it held runs elsewhere */
-    if (farm__rd_left(&r) || p->ops->kind[0] != 'n') break;
+    if (farm__proto_end(&r, "QUIT", NULL, 0) < 0 || p->ops->kind[0] != 'n') break;
     farm__peer_broken(p, "it is stopping");
     return 0;
   default:
@@ -1935,7 +1876,7 @@ static void *loop_main(void *arg) {
   if (cleanup) {
     farm_buf q;
     farm__buf_init(&q);
-    farm__msg_begin(&q, FARM_MSG_QUIT);
+    farm__proto_put_empty(&q, FARM_MSG_QUIT);
     pid_t pids[256];
     int np = 0;
     for (int i = 0; i < e->npeers; i++) {
@@ -2025,7 +1966,7 @@ static void pool_steps(farm_engine *e) {
       if (!p->closing) {
         farm_buf q;
         farm__buf_init(&q);
-        farm__msg_begin(&q, FARM_MSG_QUIT);
+        farm__proto_put_empty(&q, FARM_MSG_QUIT);
         if (farm__peer_send(p, q.p, q.n) < 0) peer_broken(e, p, "cannot send QUIT");
         else p->closing = 1;
         farm__buf_free(&q);
@@ -2644,7 +2585,7 @@ void farm__engine_close(farm_engine *e) {
   fail_queue(e, "the farm was closed before the job ran");
   farm_buf q;                      /* QUIT to all first: they stop together */
   farm__buf_init(&q);
-  farm__msg_begin(&q, FARM_MSG_QUIT);
+  farm__proto_put_empty(&q, FARM_MSG_QUIT);
   int remote = 0;
   for (int i = 0; i < e->npeers; i++)
     if (e->peers[i]->link && e->peers[i]->ready) {

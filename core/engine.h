@@ -21,62 +21,10 @@
 #include <pthread.h>
 #include <stdint.h>
 #include "buf.h"
+#include "job.h"
 #include "proto.h"
 
-typedef struct farm_fn {           /* a function package: hash + codec block */
-  unsigned char hash[FARM_HASHLEN];
-  char *p;
-  size_t n;
-  int fresh;                       /* has upvalue values: travels whole with every job */
-  int refs;                        /* atomic */
-} farm_fn;
-
-enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
-#define FARM_DEFAULT_RETRIES 2     /* a job that killed its worker is tried this often more */
-
 typedef struct farm_peer farm_peer;
-
-typedef struct farm_job {
-  uint64_t id;
-  uint8_t state;                   /* written under the lock; JOB_DONE.. with a release store */
-  uint8_t mode;
-  uint8_t taking;                  /* a TAKE for it is on its way to its peer */
-  uint8_t cancel_req;              /* ...and it is cancelled if given back */
-  uint8_t notify;                  /* goes to the finished list (a callback waits) */
-  uint8_t timed_out;
-  uint8_t inqueue;                 /* on the engine's queue proper */
-  uint8_t begun;                   /* its peer was seen running it (or would not give it back) */
-  uint16_t attempt;                /* times it was started and killed its worker */
-  uint16_t requeues;               /* times it went back because a peer was lost */
-  uint16_t max_retries;
-  uint8_t untrusted;               /* its results came from a node: decode them untrusted */
-  uint16_t pin;                    /* runs only where placement pin says (farm__engine_pin); 0: anywhere */
-  int refs;                        /* atomic: the future's, and the engine's while it holds it */
-  farm_peer *peer;                 /* where it is while sent, else NULL */
-  farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
-  uint64_t owner_gen, subid;       /* ...that peer's generation, and its id there */
-  farm_fn *fn;
-  char *args; size_t nargs;        /* args block (freed once over) */
-  char *res; size_t nres;          /* result block, or the error message */
-  char *tb; size_t ntb;            /* remote traceback */
-  char *val; size_t nval;          /* the value a failed job raised, as a block (or NULL) */
-  farm_buf out;                    /* what the job printed */
-  size_t echoed;                   /* bytes of out already echoed */
-  double timeout;                  /* seconds it may run, 0: no limit */
-  double started;                  /* when its peer was first seen running it */
-  double busy;                     /* seconds it ran */
-  double submitted, ended;         /* when it was handed to the engine, and when it ended */
-  /* when it began and ended where it ran, on our clock (0: not told, see RESULTS'
-     times in proto.h): one clock for both, so jobs one worker ran in turn have
-     them in turn */
-  double ran_from, ran_to;
-  char where[96];                  /* where it ran */
-  uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
-  uint16_t ext_attempt;
-  struct farm_job *next;           /* queue, in-flight or finished list */
-  struct farm_job *prev;           /* in-flight list */
-  struct farm_job *fnext;          /* finished list */
-} farm_job;
 
 typedef struct farm_engine_opts {
   int workers;                     /* local workers; 0: one per online CPU */
@@ -236,16 +184,6 @@ void farm__engine_events(farm_engine *e, int on);
    job submitted (sub-jobs) have none; a run that never takes them keeps at most
    65536, then one FARM_EV_DROPPED says how many more there were. */
 size_t farm__engine_take_events(farm_engine *e, farm_event *out, size_t max);
-
-/* ---- jobs and function packages (refcounted, any thread) ---- */
-farm_job *farm__job_new(void);
-void farm__job_unref(farm_job *j);
-void farm__fn_unref(farm_fn *f);
-char *farm__dupmem(const void *p, size_t n);
-static inline int farm__job_state(const farm_job *j) {
-  return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
-}
-static inline int farm__job_over(const farm_job *j) { return farm__job_state(j) >= JOB_DONE; }
 
 /* ---- for peers (peer.h) and tests: called on the loop thread, lock held ---- */
 /* Debug builds: whether the calling thread holds e's lock (or e has no loop

@@ -422,13 +422,12 @@ static int node_start(farm_peer *p) {
   }
   /* HELLO ends with the node's heartbeat: silence is judged by the slower side */
   farm_rd r;
+  farm_msg_hello m;
   char e2[64];
-  if (farm__msg_open(&r, n->hello, n->nhello, e2, sizeof e2) == FARM_MSG_HELLO) {
-    farm__rd_uvar(&r); farm__rd_uvar(&r); farm__rd_uvar(&r);
-    uint64_t ms = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;
-    uint64_t clients = farm__rd_left(&r) ? farm__rd_uvar(&r) : 0;   /* ...and the clients it serves */
-    if (!r.err && ms >= 10 && ms <= 3600000) n->peer_beat = ms / 1e3;
-    if (!r.err && clients >= 1 && clients <= 65536) p->clients = (int)clients;
+  if (farm__msg_open(&r, n->hello, n->nhello, e2, sizeof e2) == FARM_MSG_HELLO &&
+      farm__proto_get_hello(&r, &m, NULL, 0) == 0) {
+    if (m.beat_ms >= 10 && m.beat_ms <= 3600000) n->peer_beat = m.beat_ms / 1e3;
+    if (m.clients >= 1 && m.clients <= 65536) p->clients = (int)m.clients;   /* ...and the clients it serves */
   }
   free(n->hello);
   n->hello = NULL;
@@ -442,8 +441,7 @@ static void node_kill(farm_peer *p, const char *why, uint64_t blame) {
   /* one job out of time or cancelled by force: the node stops it; the node stays */
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_KILL);
-  farm__buf_uvar(&b, blame);
+  farm__proto_put_kill(&b, blame);
   int rc = farm__peer_send(p, b.p, b.n);
   farm__buf_free(&b);
   farm__engine_job_lost(p->e, p, blame, why);
@@ -481,8 +479,7 @@ static void node_tick(farm_peer *p, double now) {
   if (now - n->last_beat >= n->beat) {
     farm_buf b;
     farm__buf_init(&b);
-    farm__msg_begin(&b, FARM_MSG_BEAT);
-    farm__buf_uvar(&b, (uint64_t)(n->beat * 1e3));          /* our heartbeat, in ms */
+    farm__proto_put_beat(&b, &(farm_msg_beat){ .n = 1, .beat_ms = (uint64_t)(n->beat * 1e3) });   /* our heartbeat, in ms */
     if (!p->pend.n && farm__peer_send(p, b.p, b.n) < 0) { farm__buf_free(&b); lose(p, "cannot send to it"); return; }
     farm__buf_free(&b);
     n->last_beat = now;

@@ -66,6 +66,10 @@
  * only the hash travels) when the function has no upvalue values of its own;
  * a closure with upvalues travels whole with every job (FN_FRESH) and every job
  * gets a closure of its own, so no job sees another's upvalues.
+ *
+ * proto.c lays out and reads every message but the handshake's (session.c); it
+ * runs on whatever thread sends or receives (the engine's loop, a worker's Lua
+ * and link threads, a node's main thread) and keeps no state.
  */
 #ifndef FARM_PROTO_H
 #define FARM_PROTO_H
@@ -109,11 +113,167 @@ static inline int farm__msg_open(farm_rd *r, const void *p, size_t n,
   return h[3];
 }
 
-static inline void farm__put_u32le_at(farm_buf *b, size_t at, uint32_t v) {
-  for (int i = 0; i < 4; i++) b->p[at + i] = (char)(v >> (8 * i));
-}
-static inline uint32_t farm__rd_u32le(farm_rd *r) {
-  const unsigned char *p = farm__rd_bytes(r, 4);
-  return p ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24 : 0;
-}
+/* ---- one writer and one reader for each message (proto.c) ---------------------------
+ *
+ * Every message is laid out and read here and nowhere else. The structs hold a
+ * message's fields; a reader's pointers point into the message it read (nothing
+ * is copied: they live as long as the message). Writers append to a farm_buf and
+ * return 0 or FARM_ENOMEM. A message's writer begins it (farm__msg_begin: the
+ * buffer is emptied) unless it writes one item of a list.
+ *
+ * Readers take a farm_rd past the header (farm__msg_open) and return 0, or
+ * FARM_EPROTO with err naming what was malformed (err may be NULL); the reader
+ * is then failed (rd->err set, parked at its end). A reader reads its fields and
+ * no more: whether bytes may follow is the caller's to check (farm__proto_end),
+ * as is what a field's value means to it (ids, counts against its own limits).
+ *
+ * Lists (JOBS, RESULTS, TAKE, TAKEN, STARTED, SUBMIT, SUBDONE, SHARE) are written
+ * as a head with a count of 0, the items one by one, and farm__proto_count once
+ * the count is known; they are read as the head (count), then item by item, so
+ * that a receiver takes each item where it lies and a bad item stops the read
+ * where it is (what the receiver took before it stays taken, as it decides).
+ */
+
+/* the head of any list but JOBS (its count is 0 until farm__proto_count) */
+int  farm__proto_put_list(farm_buf *b, int type);
+/* set the count of the list message in b (JOBS included) */
+void farm__proto_count(farm_buf *b, uint32_t count);
+/* the head of any list but JOBS: its count */
+int  farm__proto_get_list(farm_rd *r, uint32_t *count, char *err, size_t errlen);
+/* an item of TAKE, TAKEN or STARTED: a job's id */
+int  farm__proto_put_id(farm_buf *b, uint64_t id);
+int  farm__proto_get_id(farm_rd *r, uint64_t *id, char *err, size_t errlen);
+/* TAKE, TAKEN or STARTED whole, from n ids */
+int  farm__proto_put_ids(farm_buf *b, int type, const uint64_t *ids, uint32_t n);
+/* FARM_EPROTO when bytes are left in r ("trailing bytes after TYPE") */
+int  farm__proto_end(farm_rd *r, const char *what, char *err, size_t errlen);
+/* "HELLO", "JOBS", ...; "a handshake message"; NULL for a type no message has */
+const char *farm__proto_name(int type);
+/* QUIT, and any message with no body */
+int  farm__proto_put_empty(farm_buf *b, int type);
+
+/* HELLO. A worker's says pid, slot and capacity; a node's (clients > 0) its
+   heartbeat and the clients it serves too. The reader refuses a capacity
+   outside 1..65536; a node part that is malformed reads as absent (0, 0). */
+typedef struct farm_msg_hello {
+  uint64_t pid, slot, capacity;
+  uint64_t beat_ms, clients;       /* a node's; 0: not said */
+} farm_msg_hello;
+int farm__proto_put_hello(farm_buf *b, const farm_msg_hello *m);
+int farm__proto_get_hello(farm_rd *r, farm_msg_hello *m, char *err, size_t errlen);
+
+/* JOBS: the head (forget: the receiver forgets the functions it kept), then
+   farm__proto_put_job for each job. */
+typedef struct farm_msg_jobs {
+  int forget;
+  uint64_t pool;                   /* the client's pool size */
+  uint32_t count;
+} farm_msg_jobs;
+typedef struct farm_msg_job {
+  uint64_t id, attempt;
+  int mode;                        /* FARM_MODE_* */
+  const unsigned char *hash;       /* FARM_HASHLEN bytes */
+  int fn;                          /* FARM_FN_*: fnb is there unless FARM_FN_CACHED */
+  const char *fnb; size_t nfn;
+  const char *args; size_t nargs;
+} farm_msg_job;
+int farm__proto_put_jobs(farm_buf *b, int forget, uint64_t pool);
+int farm__proto_put_job(farm_buf *b, const farm_msg_job *m);
+int farm__proto_get_jobs(farm_rd *r, farm_msg_jobs *m, char *err, size_t errlen);
+int farm__proto_get_job(farm_rd *r, farm_msg_job *m, char *err, size_t errlen);
+
+/* RESULTS: farm__proto_put_list, then an entry for each job (into the message,
+   or into a buffer of entries that farm__proto_put_results makes a message of),
+   then the times: farm__proto_put_times once the entries are in (the times
+   themselves, two per entry in its order, gathered by farm__proto_put_time). */
+typedef struct farm_msg_result {
+  uint64_t id, attempt;
+  int status;                      /* FARM_JOB_OK or FARM_JOB_ERROR */
+  double busy;                     /* seconds (nanoseconds on the wire; at most 1e9 s) */
+  const char *out; size_t nout;    /* what it printed */
+  const char *block; size_t nblock;   /* OK: the values' block; ERROR: the message */
+  const char *tb; size_t ntb;      /* ERROR: the traceback (NULL when OK) */
+  const char *val; size_t nval;    /* ERROR: the raised value's block, or empty */
+} farm_msg_result;
+int farm__proto_put_result(farm_buf *b, const farm_msg_result *m);
+int farm__proto_put_time(farm_buf *times, double began, double ended);
+int farm__proto_put_times(farm_buf *b, double now, const farm_buf *times);
+/* a whole RESULTS of count entries laid out in entries, with their times */
+int farm__proto_put_results(farm_buf *b, uint32_t count, const farm_buf *entries, double now,
+                            const farm_buf *times);
+int farm__proto_get_result(farm_rd *r, farm_msg_result *m, char *err, size_t errlen);
+/* After the entries: the times, if any (farm__rd_left says), on the sender's
+   clock: when it sent the message, then when each entry's job began and ended. */
+int farm__proto_get_sent(farm_rd *r, double *sent, char *err, size_t errlen);
+int farm__proto_get_time(farm_rd *r, double *began, double *ended, char *err, size_t errlen);
+
+/* SUSPENDED */
+int farm__proto_put_suspended(farm_buf *b, uint64_t waiting, uint64_t id);
+int farm__proto_get_suspended(farm_rd *r, uint64_t *waiting, uint64_t *id, char *err, size_t errlen);
+
+/* SUBMIT: farm__proto_put_list, then each sub-job. The reader refuses a
+   mode, option or number it does not know, more than 1000 retries or a
+   timeout over 1e15 µs. */
+typedef struct farm_msg_submit {
+  uint64_t subid;
+  int mode;                        /* FARM_MODE_* */
+  int fresh;                       /* 0 or 1: the function travels whole with every job */
+  double timeout;                  /* seconds (µs on the wire); 0: none */
+  int retries;                     /* -1: not said (the pool's default) */
+  const char *fnb; size_t nfn;
+  const char *args; size_t nargs;
+} farm_msg_submit;
+int farm__proto_put_submit(farm_buf *b, const farm_msg_submit *m);
+int farm__proto_get_submit(farm_rd *r, farm_msg_submit *m, char *err, size_t errlen);
+
+/* SUBDONE: farm__proto_put_list, then each sub-job's end. */
+typedef struct farm_msg_subdone {
+  uint64_t subid;
+  int status;                      /* 0 ok, 1 error, 2 cancelled */
+  const char *out; size_t nout;
+  const char *block; size_t nblock;   /* the values' block, or the message */
+  const char *tb; size_t ntb;      /* status 1 (NULL otherwise) */
+  const char *val; size_t nval;    /* status 1 */
+  const char *where; size_t nwhere;
+} farm_msg_subdone;
+int farm__proto_put_subdone(farm_buf *b, const farm_msg_subdone *m);
+int farm__proto_get_subdone(farm_rd *r, farm_msg_subdone *m, char *err, size_t errlen);
+
+/* BEAT: n of its fields said (0, 1: the heartbeat, 2: and the clients). The
+   reader keeps what it read before a malformed part (n says how much). */
+typedef struct farm_msg_beat {
+  int n;
+  uint64_t beat_ms, clients;
+} farm_msg_beat;
+int farm__proto_put_beat(farm_buf *b, const farm_msg_beat *m);
+int farm__proto_get_beat(farm_rd *r, farm_msg_beat *m, char *err, size_t errlen);
+
+/* KILL */
+int farm__proto_put_kill(farm_buf *b, uint64_t id);
+int farm__proto_get_kill(farm_rd *r, uint64_t *id, char *err, size_t errlen);
+
+/* SHARE: farm__proto_put_list, then each item. The reader refuses a kind it
+   does not know. SHARE_XFILE's block is its content, its execute bits apart. */
+typedef struct farm_msg_share {
+  int kind;                        /* FARM_SHARE_* */
+  unsigned xbits;                  /* SHARE_XFILE: the byte of execute bits, as sent */
+  const char *name; size_t nname;
+  const char *block; size_t nblock;
+} farm_msg_share;
+int farm__proto_put_share(farm_buf *b, const farm_msg_share *m);
+int farm__proto_get_share(farm_rd *r, farm_msg_share *m, char *err, size_t errlen);
+
+/* SETUPFAIL */
+int farm__proto_put_setupfail(farm_buf *b, const char *msg, size_t n);
+int farm__proto_get_setupfail(farm_rd *r, const char **msg, size_t *n, char *err, size_t errlen);
+
+/* FILE */
+typedef struct farm_msg_file {
+  uint64_t id, dev, ino;
+  const char *path; size_t npath;
+  const char *data; size_t ndata;
+} farm_msg_file;
+int farm__proto_put_file(farm_buf *b, const farm_msg_file *m);
+int farm__proto_get_file(farm_rd *r, farm_msg_file *m, char *err, size_t errlen);
+
 #endif

@@ -58,7 +58,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "codec.h"
-#include "engine.h"
+#include "job.h"
 #include "pool.h"
 #include "proto.h"
 #include "transport.h"
@@ -189,29 +189,30 @@ static wjob *wjobs_pop(farm_wjobs *q) {
 
 static int parse_jobs(farm_wjobs *q, farm_rd *r, wmsg *m, char *err, size_t errlen) {
   wjob *head = NULL, *tail = NULL;
-  int flags = farm__rd_u8(r);
-  uint64_t cap = farm__rd_uvar(r);
-  uint32_t count = farm__rd_u32le(r);
-  if (r->err || count == 0 || count > farm__rd_left(r) / 20) goto bad;
+  farm_msg_jobs h;
+  if (farm__proto_get_jobs(r, &h, NULL, 0) < 0 || h.count == 0 || h.count > farm__rd_left(r) / 20) goto bad;
+  uint32_t count = h.count;
+  uint64_t cap = h.pool;
   for (uint32_t i = 0; i < count; i++) {
     wjob *j = calloc(1, sizeof *j);
     if (!j) { snprintf(err, errlen, "out of memory"); goto drop; }
     if (tail) tail->next = j; else head = j;
     tail = j;
-    j->id = farm__rd_uvar(r);
-    j->att = farm__rd_uvar(r);
-    j->mode = farm__rd_u8(r);
-    const unsigned char *h = farm__rd_bytes(r, FARM_HASHLEN);
-    j->fnkind = farm__rd_u8(r);
-    if (j->fnkind != FARM_FN_CACHED) j->pkg = farm__rd_str(r, &j->npkg);
-    j->args = farm__rd_str(r, &j->nargs);
-    if (r->err || !h || !j->args || j->mode > FARM_MODE_MAP || j->fnkind > FARM_FN_FRESH ||
-        (j->fnkind != FARM_FN_CACHED && !j->pkg) || j->id == 0) goto drop_bad;
-    memcpy(j->hash, h, FARM_HASHLEN);
+    farm_msg_job m;
+    if (farm__proto_get_job(r, &m, NULL, 0) < 0 || m.id == 0) goto drop_bad;
+    j->id = m.id;
+    j->att = m.attempt;
+    j->mode = m.mode;
+    j->fnkind = m.fn;
+    j->pkg = m.fnb;
+    j->npkg = m.nfn;
+    j->args = m.args;
+    j->nargs = m.nargs;
+    memcpy(j->hash, m.hash, FARM_HASHLEN);
   }
-  if (farm__rd_left(r)) goto drop_bad;
+  if (farm__proto_end(r, "JOBS", NULL, 0) < 0) goto drop_bad;
   /* well formed: now it may change what is kept */
-  if (flags & 1) { kept_clear(q); head->forget = 1; }
+  if (h.forget) { kept_clear(q); head->forget = 1; }
   if (cap > 0 && cap < 1u << 20) q->pool = (int)cap;
   for (wjob *j = head; j; j = j->next) {
     j->msg = m;
@@ -236,15 +237,15 @@ drop:
 
 static int parse_take(farm_wjobs *q, farm_rd *r, uint64_t **given, size_t *ngiven,
                       char *err, size_t errlen) {
-  uint32_t count = farm__rd_u32le(r);
-  if (r->err || count > farm__rd_left(r)) goto bad;
+  uint32_t count;
+  if (farm__proto_get_list(r, &count, NULL, 0) < 0 || count > farm__rd_left(r)) goto bad;
   /* read it all before touching the queue: a malformed TAKE takes nothing */
   uint64_t *ids = malloc((count ? count : 1) * sizeof *ids);
   uint64_t *g = realloc(*given, (*ngiven + count + 1) * sizeof *g);
   if (g) *given = g;
   if (!ids || !g) { free(ids); snprintf(err, errlen, "out of memory"); return FARM_ENOMEM; }
-  for (uint32_t i = 0; i < count; i++) ids[i] = farm__rd_uvar(r);
-  if (r->err || farm__rd_left(r)) { free(ids); goto bad; }
+  for (uint32_t i = 0; i < count && !r->err; i++) farm__proto_get_id(r, &ids[i], NULL, 0);
+  if (farm__proto_end(r, "TAKE", NULL, 0) < 0) { free(ids); goto bad; }
   for (uint32_t i = 0; i < count; i++) {
     wjob *prev = NULL;
     for (wjob *j = q->head; j; prev = j, j = j->next) {
@@ -285,18 +286,16 @@ int farm__wjobs_take(farm_wjobs *q, void *msg, size_t n, void (*release)(void *)
     }
   } else if (type == FARM_MSG_SHARE) {
     /* checked whole now, applied by the Lua thread in its turn among the jobs */
-    uint32_t count = farm__rd_u32le(&r);
-    const char *items = (const char *)r.p - 4;
+    const char *items = (const char *)r.p;
+    uint32_t count;
+    farm__proto_get_list(&r, &count, NULL, 0);
     for (uint32_t i = 0; i < count && !r.err; i++) {
-      int kind = farm__rd_u8(&r);
-      size_t k;
-      farm__rd_str(&r, &k);
-      farm__rd_str(&r, &k);
-      if (kind < FARM_SHARE_VALUE || kind > FARM_SHARE_LIMIT) r.err = 1;
+      farm_msg_share x;
+      if (farm__proto_get_share(&r, &x, NULL, 0) == 0 && x.kind > FARM_SHARE_LIMIT) r.err = 1;
     }
     wjob *j = NULL;
     wmsg *m = NULL;
-    if (r.err || farm__rd_left(&r) || count == 0) {
+    if (farm__proto_end(&r, "SHARE", NULL, 0) < 0 || count == 0) {
       snprintf(err, errlen, "malformed message from the client");
       rc = FARM_EPROTO;
     } else if (!(j = calloc(1, sizeof *j)) || !(m = calloc(1, sizeof *m))) {
@@ -401,10 +400,7 @@ static void link_release(void *m) { farm__link_free(m); }
 static void send_taken(worker *w, const uint64_t *ids, size_t n) {
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_TAKEN);
-  farm__buf_put(&b, "\0\0\0\0", 4);
-  for (size_t i = 0; i < n; i++) farm__buf_uvar(&b, ids[i]);
-  farm__put_u32le_at(&b, 4, (uint32_t)n);
+  farm__proto_put_ids(&b, FARM_MSG_TAKEN, ids, (uint32_t)n);
   if (farm__link_send(w->link, b.p, b.n, 0) != 0)
     fprintf(stderr, "farm worker %d: cannot answer a take-back: %s\n", w->slot + 1, farm__link_error());
   farm__buf_free(&b);
@@ -412,33 +408,28 @@ static void send_taken(worker *w, const uint64_t *ids, size_t n) {
 
 /* SUBDONE from the client: sub-jobs of ours ended. Fills them in (under mu). */
 static int on_subdone(worker *w, farm_rd *r) {
-  uint32_t count = farm__rd_u32le(r);
+  uint32_t count;
+  farm__proto_get_list(r, &count, NULL, 0);
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    uint64_t id = farm__rd_uvar(r);
-    int status = farm__rd_u8(r);
-    size_t nout, na, nb = 0, nw;
-    const char *out = farm__rd_str(r, &nout);
-    const char *a = farm__rd_str(r, &na), *bt = NULL, *ev = NULL;
-    size_t nev = 0;
-    if (status == FARM_JOB_ERROR) { bt = farm__rd_str(r, &nb); ev = farm__rd_str(r, &nev); }
-    const char *wh = farm__rd_str(r, &nw);
-    if (r->err || status > 2) return FARM_EPROTO;
+    farm_msg_subdone m;
+    if (farm__proto_get_subdone(r, &m, NULL, 0) < 0) return FARM_EPROTO;
     for (size_t k = 0; k < w->nsubs; k++) {
       farm_job *j = w->subs[k];
-      if (j->id != id) continue;
+      if (j->id != m.subid) continue;
       w->subs[k] = w->subs[--w->nsubs];
-      j->res = farm__dupmem(a, na); j->nres = na;
-      if (bt) { j->tb = farm__dupmem(bt, nb); j->ntb = nb; }
-      if (ev && nev) { j->val = farm__dupmem(ev, nev); j->nval = nev; }
-      farm__buf_put(&j->out, out, nout);
-      snprintf(j->where, sizeof j->where, "%.*s", (int)(nw < sizeof j->where - 1 ? nw : sizeof j->where - 1), wh);
-      __atomic_store_n(&j->state, (uint8_t)(status == 0 ? JOB_DONE : status == 1 ? JOB_FAILED : JOB_CANCELLED),
+      j->res = farm__dupmem(m.block, m.nblock); j->nres = m.nblock;
+      if (m.tb) { j->tb = farm__dupmem(m.tb, m.ntb); j->ntb = m.ntb; }
+      if (m.val && m.nval) { j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
+      farm__buf_put(&j->out, m.out, m.nout);
+      size_t nw = m.nwhere;
+      snprintf(j->where, sizeof j->where, "%.*s", (int)(nw < sizeof j->where - 1 ? nw : sizeof j->where - 1), m.where);
+      __atomic_store_n(&j->state, (uint8_t)(m.status == 0 ? JOB_DONE : m.status == 1 ? JOB_FAILED : JOB_CANCELLED),
                        __ATOMIC_RELEASE);
       farm__job_unref(j);
       break;
     }
   }
-  if (r->err || farm__rd_left(r)) return FARM_EPROTO;
+  if (farm__proto_end(r, "SUBDONE", NULL, 0) < 0) return FARM_EPROTO;
   w->gen++;
   return 0;
 }
@@ -595,13 +586,12 @@ static void collect_output(worker *w) {
 /* Send a message of *count entries (RESULTS, SUBMIT) and start the next. A
    client that cannot be told is gone: nothing is left to do. */
 static void send_entries(worker *w, farm_buf *b, uint32_t *count, int type, const char *what) {
-  farm__put_u32le_at(b, 4, *count);
+  farm__proto_count(b, *count);
   if (farm__link_send(w->link, b->p, b->n, 0) != 0) {
     fprintf(stderr, "farm worker %d: cannot send %s: %s\n", w->slot + 1, what, farm__link_error());
     exit(3);
   }
-  farm__msg_begin(b, type);
-  farm__buf_put(b, "\0\0\0\0", 4);
+  farm__proto_put_list(b, type);
   *count = 0;
 }
 
@@ -612,35 +602,31 @@ static void flush_submits(worker *w);
 static void flush(worker *w) {
   flush_submits(w);
   if (!w->nres) return;
-  farm__buf_uvar(&w->res, (uint64_t)(farm__now() * 1e9));
-  farm__buf_put(&w->res, w->times.p, w->times.n);
+  farm__proto_put_times(&w->res, farm__now(), &w->times);
   w->times.n = 0;
   send_entries(w, &w->res, &w->nres, FARM_MSG_RESULTS, "results");
   w->last_flush = farm__now();
 }
 
-static void result_head(worker *w, uint64_t id, uint64_t attempt, int status, double busy,
-                        double began) {
+/* Append m, with what the job printed (w->cap), to the RESULTS being built. */
+static void put_result(worker *w, farm_msg_result *m, double began) {
   /* began and now are read from the clock the busy time was: one clock */
-  farm__buf_uvar(&w->times, (uint64_t)(began * 1e9));
-  farm__buf_uvar(&w->times, (uint64_t)(farm__now() * 1e9));
-  farm__buf_uvar(&w->res, id);
-  farm__buf_uvar(&w->res, attempt);
-  farm__buf_u8(&w->res, (uint8_t)status);
-  farm__buf_uvar(&w->res, (uint64_t)(busy * 1e9));
-  farm__buf_str(&w->res, w->cap.p, w->cap.n);
+  farm__proto_put_time(&w->times, began, farm__now());
+  m->out = w->cap.p;
+  m->nout = w->cap.n;
+  farm__proto_put_result(&w->res, m);
   w->cap.n = 0;
   w->nres++;
 }
 
 static void result_error(worker *w, uint64_t id, uint64_t attempt, double busy, double began,
                          const char *msg, size_t nmsg, const char *tb, size_t ntb) {
-  result_head(w, id, attempt, FARM_JOB_ERROR, busy, began);
   size_t cut = w->maxmsg / 8 < ERROR_BYTES ? w->maxmsg / 8 : ERROR_BYTES;  /* a huge message is cut */
-  farm__buf_str(&w->res, msg, nmsg < cut ? nmsg : cut);
-  farm__buf_str(&w->res, tb, ntb < cut ? ntb : cut);
-  /* the raised value itself, when it could be encoded and is not too big */
-  farm__buf_str(&w->res, w->errval.p, w->errval.n <= cut ? w->errval.n : 0);
+  farm_msg_result m = { .id = id, .attempt = attempt, .status = FARM_JOB_ERROR, .busy = busy,
+                        .block = msg, .nblock = nmsg < cut ? nmsg : cut, .tb = tb, .ntb = ntb < cut ? ntb : cut,
+                        /* the raised value itself, when it could be encoded and is not too big */
+                        .val = w->errval.p, .nval = w->errval.n <= cut ? w->errval.n : 0 };
+  put_result(w, &m, began);
   w->errval.n = 0;
 }
 
@@ -833,8 +819,9 @@ static void finish(worker *w, uint64_t id, uint64_t att, double busy, double beg
   size_t size = (ok ? w->enc.n : 2 * ERROR_BYTES) + w->cap.n + 64;
   if (w->nres && w->res.n + size > w->result_limit) flush(w);
   if (ok) {
-    result_head(w, id, att, FARM_JOB_OK, busy, began);
-    farm__buf_str(&w->res, w->enc.p, w->enc.n);
+    farm_msg_result m = { .id = id, .attempt = att, .status = FARM_JOB_OK, .busy = busy,
+                          .block = w->enc.p, .nblock = w->enc.n };
+    put_result(w, &m, began);
     return;
   }
   size_t nm, nt;
@@ -876,10 +863,9 @@ static int get_function(worker *w, wjob *j, int chain) {
 
 /* Tell the client how many of our jobs wait (their slots are free to others). */
 static void send_suspended(worker *w, uint64_t id) {
-  unsigned char m[32] = { 'F', 'm', FARM_PROTOCOL, FARM_MSG_SUSPENDED };
-  farm_buf b = { (char *)m, 4, sizeof m };
-  farm__buf_uvar(&b, (uint64_t)(w->nwaiting + w->nblocked));
-  farm__buf_uvar(&b, id);
+  char m[32];                            /* (4 + 2 * 10 bytes at most: nothing to allocate) */
+  farm_buf b = { m, 0, sizeof m };
+  farm__proto_put_suspended(&b, (uint64_t)(w->nwaiting + w->nblocked), id);
   if (farm__link_send(w->link, m, b.n, 0) != 0) {
     fprintf(stderr, "farm worker %d: cannot send to the client: %s\n", w->slot + 1, farm__link_error());
     exit(3);
@@ -1026,9 +1012,8 @@ static void run_setup(worker *w, const char *p, size_t n) {
   if (why) {
     farm_buf b;
     farm__buf_init(&b);
-    farm__msg_begin(&b, FARM_MSG_SETUPFAIL);
     size_t k = strlen(why);
-    farm__buf_str(&b, why, k < ERROR_BYTES ? k : ERROR_BYTES);
+    farm__proto_put_setupfail(&b, why, k < ERROR_BYTES ? k : ERROR_BYTES);
     w->stopped = 1;
     if (farm__link_send(w->link, b.p, b.n, 0) != 0) {
       fprintf(stderr, "farm worker %d: cannot send to the client: %s\n", w->slot + 1, farm__link_error());
@@ -1060,13 +1045,15 @@ static void run_cleanup(worker *w) {
 static void apply_shares(worker *w, wjob *j) {
   lua_State *L = w->L;
   farm_rd r;
-  farm__rd_init(&r, j->args, j->nargs);
-  uint32_t count = farm__rd_u32le(&r);
+  farm__rd_init(&r, j->args, j->nargs);      /* SHARE past its header, checked whole */
+  uint32_t count;
+  farm__proto_get_list(&r, &count, NULL, 0);
   for (uint32_t i = 0; i < count && !r.err; i++) {
-    int kind = farm__rd_u8(&r);
-    size_t nn, nb;
-    const char *name = farm__rd_str(&r, &nn), *b = farm__rd_str(&r, &nb);
-    if (r.err) break;
+    farm_msg_share x;
+    if (farm__proto_get_share(&r, &x, NULL, 0) < 0) break;
+    int kind = x.kind;
+    size_t nn = x.nname, nb = x.nblock;
+    const char *name = x.name, *b = x.block;
     if (kind == FARM_SHARE_VALUE) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, w->shared_vals);
       lua_pushlstring(L, name, nn);
@@ -1152,12 +1139,9 @@ int farm__worker_send_file(worker *w, const char *path, char *err, size_t errlen
                " (a job on a node runs in a directory of its own there; ship what it reads with "
                "files = {...})" : "");
   }
-  farm__msg_begin(&b, FARM_MSG_FILE);
-  farm__buf_uvar(&b, w->cur->j->id);
-  farm__buf_uvar(&b, (uint64_t)st.st_dev);
-  farm__buf_uvar(&b, (uint64_t)st.st_ino);
-  farm__buf_str(&b, path, strlen(path));
-  int rc = farm__buf_str(&b, data.p, data.n) < 0 ? FARM_ENOMEM : farm__link_send(w->link, b.p, b.n, 0);
+  farm_msg_file m = { .id = w->cur->j->id, .dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino,
+                      .path = path, .npath = strlen(path), .data = data.p, .ndata = data.n };
+  int rc = farm__proto_put_file(&b, &m) < 0 ? FARM_ENOMEM : farm__link_send(w->link, b.p, b.n, 0);
   farm__buf_free(&data);
   farm__buf_free(&b);
   if (rc == FARM_ENOMEM) return say(err, errlen, "farm.send_file: out of memory for %s", path);
@@ -1327,15 +1311,10 @@ int farm__worker_submit(worker *w, farm_job *j) {
   w->subs[w->nsubs++] = j;
   pthread_mutex_unlock(&w->mu);
   if (w->nsubmit && w->submit.n + j->nargs + j->fn->n + 64 > w->result_limit) flush_submits(w);
-  farm__buf_uvar(&w->submit, j->id);
-  farm__buf_u8(&w->submit, j->mode);
-  farm__buf_u8(&w->submit, (uint8_t)j->fn->fresh);
-  int retries = j->max_retries != FARM_DEFAULT_RETRIES;
-  farm__buf_u8(&w->submit, (uint8_t)((j->timeout > 0 ? 1 : 0) | (retries ? 2 : 0)));
-  if (j->timeout > 0) farm__buf_uvar(&w->submit, (uint64_t)(j->timeout * 1e6));
-  if (retries) farm__buf_uvar(&w->submit, j->max_retries);
-  farm__buf_str(&w->submit, j->fn->p, j->fn->n);
-  farm__buf_str(&w->submit, j->args, j->nargs);
+  farm_msg_submit m = { .subid = j->id, .mode = j->mode, .fresh = j->fn->fresh, .timeout = j->timeout,
+                        .retries = j->max_retries != FARM_DEFAULT_RETRIES ? j->max_retries : -1,
+                        .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
+  farm__proto_put_submit(&w->submit, &m);
   w->nsubmit++;
   free(j->args);
   j->args = NULL;
@@ -1573,10 +1552,8 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   /* HELLO, without blocking: a client that never listens must not hold us */
   farm_buf hello;
   farm__buf_init(&hello);
-  farm__msg_begin(&hello, FARM_MSG_HELLO);
-  farm__buf_uvar(&hello, (uint64_t)getpid());
-  farm__buf_uvar(&hello, (uint64_t)slot);
-  farm__buf_uvar(&hello, 1);             /* capacity */
+  farm__proto_put_hello(&hello, &(farm_msg_hello){ .pid = (uint64_t)getpid(), .slot = (uint64_t)slot,
+                                                   .capacity = 1 });
   int orphan = 0;
   while (farm__link_send(w.link, hello.p, hello.n, 1) == FARM_EAGAIN) {
     struct pollfd pfd = { .fd = farm__link_sndfd(w.link), .events = POLLIN };
@@ -1586,10 +1563,8 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   farm__buf_free(&hello);
   rc = 0;
   if (orphan) goto out;
-  farm__msg_begin(&w.res, FARM_MSG_RESULTS);
-  farm__buf_put(&w.res, "\0\0\0\0", 4);
-  farm__msg_begin(&w.submit, FARM_MSG_SUBMIT);
-  farm__buf_put(&w.submit, "\0\0\0\0", 4);
+  farm__proto_put_list(&w.res, FARM_MSG_RESULTS);
+  farm__proto_put_list(&w.submit, FARM_MSG_SUBMIT);
   w.last_flush = farm__now();
   if (pthread_create(&w.io, NULL, io_main, &w) != 0) {
     fprintf(stderr, "farm worker: cannot start its link thread\n");

@@ -236,12 +236,11 @@ static int send_out(node *n) {
 }
 
 static void send_hello(node *n) {
-  farm__msg_begin(&n->out, FARM_MSG_HELLO);
-  farm__buf_uvar(&n->out, (uint64_t)getpid());
-  farm__buf_uvar(&n->out, 0);
-  farm__buf_uvar(&n->out, (uint64_t)(n->total ? n->total : farm__engine_workers(n->e)));
-  farm__buf_uvar(&n->out, (uint64_t)(n->beat * 1e3));   /* our heartbeat, in ms */
-  farm__buf_uvar(&n->out, (uint64_t)(n->clients > 0 ? n->clients : 1));
+  farm_msg_hello m = { .pid = (uint64_t)getpid(), .slot = 0,
+                       .capacity = (uint64_t)(n->total ? n->total : farm__engine_workers(n->e)),
+                       .beat_ms = (uint64_t)(n->beat * 1e3),   /* our heartbeat, in ms */
+                       .clients = (uint64_t)(n->clients > 0 ? n->clients : 1) };
+  farm__proto_put_hello(&n->out, &m);
   send_out(n);
 }
 
@@ -252,12 +251,7 @@ static void send_hello(node *n) {
    the client each. The last result of a burst goes at once. */
 static void flush_results(node *n) {
   if (!n->nres) return;
-  farm__msg_begin(&n->out, FARM_MSG_RESULTS);
-  farm__buf_put(&n->out, "\0\0\0\0", 4);
-  farm__put_u32le_at(&n->out, 4, n->nres);
-  farm__buf_put(&n->out, n->res.p, n->res.n);
-  farm__buf_uvar(&n->out, (uint64_t)(farm__now() * 1e9));
-  farm__buf_put(&n->out, n->times.p, n->times.n);
+  farm__proto_put_results(&n->out, n->nres, &n->res, farm__now(), &n->times);
   send_out(n);
   n->times.n = 0;
   n->res.n = 0;
@@ -273,10 +267,7 @@ static void send_started(node *n) {
   size_t k;
   while ((k = farm__engine_take_started(n->e, ids, 512)) > 0) {
     if (!n->sealed) continue;                  /* nobody to tell */
-    farm__msg_begin(&n->out, FARM_MSG_STARTED);
-    farm__buf_put(&n->out, "\0\0\0\0", 4);
-    farm__put_u32le_at(&n->out, 4, (uint32_t)k);
-    for (size_t i = 0; i < k; i++) farm__buf_uvar(&n->out, ids[i]);
+    farm__proto_put_ids(&n->out, FARM_MSG_STARTED, ids, (uint32_t)k);
     send_out(n);
   }
 }
@@ -299,19 +290,14 @@ static void send_results(node *n) {
     /* when it ran, on our clock (as our worker told; else as we saw it) */
     double to = j->ran_to > 0 ? j->ran_to : j->ended;
     double from = j->ran_to > 0 ? j->ran_from : j->ended - j->busy;
-    farm__buf_uvar(&n->times, (uint64_t)((from > 0 ? from : 0) * 1e9));
-    farm__buf_uvar(&n->times, (uint64_t)((to > from ? to : from > 0 ? from : 0) * 1e9));
-    farm__buf_uvar(b, j->ext_id);
-    farm__buf_uvar(b, j->ext_attempt);
-    farm__buf_u8(b, st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR);
-    farm__buf_uvar(b, (uint64_t)(j->busy * 1e9));
-    farm__buf_str(b, j->out.p, j->out.n);
-    farm__buf_str(b, j->res, j->nres);
-    if (st != JOB_DONE) {
-      farm__buf_str(b, j->tb, j->ntb);
-      farm__buf_str(b, j->val, j->val ? j->nval : 0);
-      n->jobs_failed++;
-    } else n->jobs_done++;
+    farm__proto_put_time(&n->times, from > 0 ? from : 0, to > from ? to : from > 0 ? from : 0);
+    farm_msg_result m = { .id = j->ext_id, .attempt = j->ext_attempt,
+                          .status = st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR, .busy = j->busy,
+                          .out = j->out.p, .nout = j->out.n, .block = j->res, .nblock = j->nres,
+                          .tb = j->tb, .ntb = j->ntb, .val = j->val, .nval = j->val ? j->nval : 0 };
+    farm__proto_put_result(b, &m);
+    if (st != JOB_DONE) n->jobs_failed++;
+    else n->jobs_done++;
     n->nres++;
     farm__job_unref(j);
     if (b->n > RESULTS_BYTES) flush_results(n);
@@ -549,21 +535,17 @@ bad:
 }
 
 /* SHARE from the client: values and the setup go to our workers; files here. */
-static int on_share(node *n, farm_rd *r) {
-  uint32_t count = farm__rd_u32le(r);
+static int on_share(node *n, farm_rd *r, char *err, size_t errlen) {
+  uint32_t count;
+  farm__proto_get_list(r, &count, err, errlen);
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    int kind = farm__rd_u8(r);
-    size_t nn, nb;
-    const char *name = farm__rd_str(r, &nn), *b = farm__rd_str(r, &nb);
-    if (r->err || kind < FARM_SHARE_VALUE || kind > FARM_SHARE_XFILE) return FARM_EPROTO;
-    if (kind == FARM_SHARE_FILE) put_file(n, name, nn, b, nb, 0);
-    else if (kind == FARM_SHARE_XFILE) {          /* u8(execute bits), then the content */
-      if (!nb) return FARM_EPROTO;
-      put_file(n, name, nn, b + 1, nb - 1, (unsigned char)b[0] & 0111);
-    }
-    else if (farm__engine_share(n->e, kind, name, nn, b, nb) < 0) return FARM_ENOMEM;
+    farm_msg_share x;
+    if (farm__proto_get_share(r, &x, err, errlen) < 0) return FARM_EPROTO;
+    if (x.kind == FARM_SHARE_FILE) put_file(n, x.name, x.nname, x.block, x.nblock, 0);
+    else if (x.kind == FARM_SHARE_XFILE) put_file(n, x.name, x.nname, x.block, x.nblock, x.xbits & 0111);
+    else if (farm__engine_share(n->e, x.kind, x.name, x.nname, x.block, x.nblock) < 0) return FARM_ENOMEM;
   }
-  return r->err || farm__rd_left(r) ? FARM_EPROTO : 0;
+  return farm__proto_end(r, "SHARE", err, errlen);
 }
 
 /* Files our jobs sent (farm.send_file) go on to the client, before their results. */
@@ -572,12 +554,9 @@ static void forward_files(node *n) {
   while (f) {
     farm_sent_file *next = f->next;
     if (n->sealed) {
-      farm__msg_begin(&n->out, FARM_MSG_FILE);
-      farm__buf_uvar(&n->out, f->ext_id);
-      farm__buf_uvar(&n->out, f->dev);
-      farm__buf_uvar(&n->out, f->ino);
-      farm__buf_str(&n->out, f->path, f->npath);
-      farm__buf_str(&n->out, f->data, f->ndata);
+      farm_msg_file m = { .id = f->ext_id, .dev = f->dev, .ino = f->ino, .path = f->path, .npath = f->npath,
+                          .data = f->data, .ndata = f->ndata };
+      farm__proto_put_file(&n->out, &m);
       send_out(n);
     }
     free(f);
@@ -663,21 +642,21 @@ static void kill_tree(logger *lg) {
 }
 
 /* JOBS from the client: each becomes a job of our engine. */
-static int on_jobs(node *n, farm_rd *r) {
-  int flags = farm__rd_u8(r);
-  farm__rd_uvar(r);                          /* the client's pool size: ours counts here */
-  uint32_t count = farm__rd_u32le(r);
-  if (flags & 1) map_clear(&n->fns, drop_fn);
+static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
+  farm_msg_jobs h;                           /* (the client's pool size: ours counts here) */
+  farm__proto_get_jobs(r, &h, err, errlen);
+  uint32_t count = h.count;
+  if (h.forget) map_clear(&n->fns, drop_fn);
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    uint64_t id = farm__rd_uvar(r);
-    uint64_t attempt = farm__rd_uvar(r);
-    int mode = farm__rd_u8(r);
-    const unsigned char *hash = farm__rd_bytes(r, FARM_HASHLEN);
-    int kind = farm__rd_u8(r);
-    size_t nfn = 0, nargs = 0;
-    const char *fnb = kind != FARM_FN_CACHED ? farm__rd_str(r, &nfn) : NULL;
-    const char *args = farm__rd_str(r, &nargs);
-    if (r->err || mode > FARM_MODE_MAP || kind > FARM_FN_FRESH || attempt > 65535) return FARM_EPROTO;
+    farm_msg_job m;
+    if (farm__proto_get_job(r, &m, err, errlen) < 0) return FARM_EPROTO;
+    if (m.attempt > 65535) { snprintf(err, errlen, "malformed message: a job tried %llu times",
+                                      (unsigned long long)m.attempt); return FARM_EPROTO; }
+    uint64_t id = m.id, attempt = m.attempt;
+    int mode = m.mode, kind = m.fn;
+    const unsigned char *hash = m.hash;
+    size_t nfn = m.nfn, nargs = m.nargs;
+    const char *fnb = m.fnb, *args = m.args;
     farm_fn *fn = NULL;
     if (kind == FARM_FN_CACHED) {
       fn = map_get(&n->fns, hkey(hash));
@@ -716,25 +695,23 @@ static int on_jobs(node *n, farm_rd *r) {
 }
 
 /* TAKE: give back the jobs that have not started; TAKEN says which. */
-static int on_take(node *n, farm_rd *r) {
-  uint32_t count = farm__rd_u32le(r);
-  farm_buf ids;
-  farm__buf_init(&ids);
+static int on_take(node *n, farm_rd *r, char *err, size_t errlen) {
+  uint32_t count;
+  farm__proto_get_list(r, &count, err, errlen);
+  /* TAKEN is written as the TAKE is read (n->out is ours until send_out), and
+     sent only when the TAKE read whole */
+  farm__proto_put_list(&n->out, FARM_MSG_TAKEN);
   uint32_t given = 0;
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    uint64_t id = farm__rd_uvar(r);
-    if (r->err) break;
+    uint64_t id;
+    if (farm__proto_get_id(r, &id, err, errlen) < 0) break;
     farm_job *j = map_get(&n->jobs, id);
-    if (j && farm__engine_cancel(n->e, j, 0) == 1) { farm__buf_uvar(&ids, id); given++; }
+    if (j && farm__engine_cancel(n->e, j, 0) == 1) { farm__proto_put_id(&n->out, id); given++; }
   }
   if (!r->err) {
-    farm__msg_begin(&n->out, FARM_MSG_TAKEN);
-    farm__buf_put(&n->out, "\0\0\0\0", 4);
-    farm__put_u32le_at(&n->out, 4, given);
-    farm__buf_put(&n->out, ids.p, ids.n);
+    farm__proto_count(&n->out, given);
     send_out(n);
   }
-  farm__buf_free(&ids);
   return r->err ? FARM_EPROTO : 0;
 }
 
@@ -759,22 +736,22 @@ static void on_message(node *n, const void *m, size_t len) {
   int type = farm__msg_open(&r, m, len, err, sizeof err);
   int rc = type < 0 ? type : 0;
   switch (type) {
-  case FARM_MSG_JOBS: rc = on_jobs(n, &r); break;
-  case FARM_MSG_TAKE: rc = on_take(n, &r); break;
-  case FARM_MSG_SHARE: rc = on_share(n, &r); break;
+  case FARM_MSG_JOBS: rc = on_jobs(n, &r, err, sizeof err); break;
+  case FARM_MSG_TAKE: rc = on_take(n, &r, err, sizeof err); break;
+  case FARM_MSG_SHARE: rc = on_share(n, &r, err, sizeof err); break;
   case FARM_MSG_KILL: {
-    uint64_t id = farm__rd_uvar(&r);
-    farm_job *j = r.err ? NULL : map_get(&n->jobs, id);
+    uint64_t id;
+    rc = farm__proto_get_kill(&r, &id, err, sizeof err);
+    farm_job *j = rc < 0 ? NULL : map_get(&n->jobs, id);
     if (j) farm__engine_cancel(n->e, j, 1);
-    rc = r.err ? FARM_EPROTO : 0;
     break;
   }
-  case FARM_MSG_BEAT:               /* may say the client's heartbeat, in ms */
-    if (farm__rd_left(&r)) {
-      uint64_t ms = farm__rd_uvar(&r);
-      if (!r.err && ms >= 10 && ms <= 3600000) n->peer_beat = ms / 1e3;
-    }
+  case FARM_MSG_BEAT: {             /* may say the client's heartbeat, in ms */
+    farm_msg_beat m;                /* (what does not read is not held against it) */
+    farm__proto_get_beat(&r, &m, NULL, 0);
+    if (m.n >= 1 && m.beat_ms >= 10 && m.beat_ms <= 3600000) n->peer_beat = m.beat_ms / 1e3;
     break;
+  }
   case FARM_MSG_QUIT: end_session(n, "the client said goodbye"); return;
   default: if (type >= 0) { rc = FARM_EPROTO; snprintf(err, sizeof err, "unexpected message %d", type); }
   }
@@ -868,8 +845,7 @@ static void serve(node *n) {
     if (n->sealed && !n->setup_told && farm__engine_setup_failed(n->e, why, sizeof why)) {
       /* the node is out of the client's run: the client takes its jobs back */
       logf_(&n->lg, LOG_WARN, "%s; telling the client", why);
-      farm__msg_begin(&n->out, FARM_MSG_SETUPFAIL);
-      farm__buf_str(&n->out, why, strlen(why));
+      farm__proto_put_setupfail(&n->out, why, strlen(why));
       send_out(n);
       n->setup_told = 1;
     }
@@ -884,9 +860,9 @@ static void serve(node *n) {
         break;
       }
       if (now - n->last_sent >= n->beat) {
-        farm__msg_begin(&n->out, FARM_MSG_BEAT);
-        farm__buf_uvar(&n->out, (uint64_t)(n->beat * 1e3));
-        farm__buf_uvar(&n->out, (uint64_t)(n->clients > 0 ? n->clients : 1));
+        farm_msg_beat m = { .n = 2, .beat_ms = (uint64_t)(n->beat * 1e3),
+                            .clients = (uint64_t)(n->clients > 0 ? n->clients : 1) };
+        farm__proto_put_beat(&n->out, &m);
         send_out(n);
       }
     } else if (n->lobbied) {
@@ -944,7 +920,7 @@ static void serve(node *n) {
   if (n->sealed && n->link) {                   /* the client takes back what did not finish */
     send_results(n);
     flush_results(n);
-    farm__msg_begin(&n->out, FARM_MSG_QUIT);
+    farm__proto_put_empty(&n->out, FARM_MSG_QUIT);
     send_out(n);
     for (double until = farm__now() + 1; (n->pend.n || farm__link_held(n->link)) && flush_pend(n) == FARM_EAGAIN &&
          farm__now() < until; ) usleep(5000);

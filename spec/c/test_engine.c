@@ -132,15 +132,14 @@ static farm_job *held(farm_engine *e, int max_retries, double timeout) {
 static int result(farm_engine *e, farm_peer *p, uint64_t id, unsigned attempt, int status) {
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_RESULTS);
-  farm__buf_put(&b, "\1\0\0\0", 4);
-  farm__buf_uvar(&b, id);
-  farm__buf_uvar(&b, attempt);
-  farm__buf_u8(&b, (uint8_t)status);
-  farm__buf_uvar(&b, 1000);                  /* busy, ns */
-  farm__buf_str(&b, "", 0);                  /* what it printed */
-  farm__buf_str(&b, "R", 1);                 /* the result block (opaque to the engine) */
-  if (status == FARM_JOB_ERROR) { farm__buf_str(&b, "", 0); farm__buf_str(&b, "", 0); }
+  farm_msg_result m = { .id = id, .attempt = attempt, .status = status,
+                        .busy = 1e-6,          /* 1000 ns */
+                        .out = "", .nout = 0,  /* what it printed */
+                        .block = "R", .nblock = 1,   /* the result block (opaque to the engine) */
+                        .tb = "", .val = "" };
+  farm__proto_put_list(&b, FARM_MSG_RESULTS);
+  farm__proto_put_result(&b, &m);
+  farm__proto_count(&b, 1);
   char err[256];
   int rc = farm__engine_message(e, p, b.p, b.n, err, sizeof err);
   farm__buf_free(&b);
@@ -151,9 +150,7 @@ static int result(farm_engine *e, farm_peer *p, uint64_t id, unsigned attempt, i
 static int taken(farm_engine *e, farm_peer *p, uint64_t id) {
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_TAKEN);
-  farm__buf_put(&b, "\1\0\0\0", 4);
-  farm__buf_uvar(&b, id);
+  farm__proto_put_ids(&b, FARM_MSG_TAKEN, &id, 1);
   char err[256];
   int rc = farm__engine_message(e, p, b.p, b.n, err, sizeof err);
   farm__buf_free(&b);

@@ -38,12 +38,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (data[0] & 1) p->takes = 1;
   static const uint8_t types[8] = { FARM_MSG_RESULTS, FARM_MSG_TAKEN, FARM_MSG_HELLO, FARM_MSG_JOBS,
                                     FARM_MSG_SUBMIT, FARM_MSG_SUSPENDED, FARM_MSG_RESULTS, FARM_MSG_SUBMIT };
-  uint8_t *msg = malloc(size + 3);
-  msg[0] = 'F'; msg[1] = 'm'; msg[2] = FARM_PROTOCOL; msg[3] = types[(data[0] >> 1) & 7];
-  memcpy(msg + 4, data + 1, size - 1);
+  farm_buf msg;                           /* the header as proto.h has it, then the body */
+  farm__buf_init(&msg);
+  farm__msg_begin(&msg, types[(data[0] >> 1) & 7]);
+  farm__buf_put(&msg, data + 1, size - 1);
   char err[200];
-  farm__engine_message(e, p, msg, size + 3, err, sizeof err);
-  free(msg);
+  farm__engine_message(e, p, msg.p, msg.n, err, sizeof err);
+  farm__buf_free(&msg);
   int over = 0;
   for (int i = 0; i < 4; i++) over += farm__job_over(jobs[i]);
   if (over > 4) abort();

@@ -27,10 +27,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     at += 3;
     if (n > size - at) n = size - at;
     static const uint8_t types[4] = { FARM_MSG_JOBS, FARM_MSG_TAKE, FARM_MSG_JOBS, FARM_MSG_QUIT };
-    uint8_t *msg = malloc(n + 4);
-    msg[0] = 'F'; msg[1] = 'm'; msg[2] = FARM_PROTOCOL; msg[3] = types[kind & 3];
-    memcpy(msg + 4, data + at, n);
+    farm_buf b;                                   /* the header as proto.h has it, then the body */
+    farm__buf_init(&b);
+    farm__msg_begin(&b, types[kind & 3]);
+    farm__buf_put(&b, data + at, n);
     at += n;
+    void *msg = farm__buf_steal(&b, NULL);
     size_t before = farm__wjobs_count(q);
     uint64_t *given = NULL;
     size_t ngiven = 0;

@@ -13,9 +13,9 @@
  *
  *   fake_client --connect tcp://127.0.0.1:PORT --key-file F --abs /path
  *
- * The messages are laid out by hand from proto.h (SHARE: u32le count, then
- * u8 kind, str name, str bytes each), so that nothing here depends on the
- * client's own checks.
+ * The messages are written with proto.c's writers, which check nothing about
+ * what they carry, and not through the client (client.c), so that nothing
+ * here depends on the client's own checks.
  */
 #include <poll.h>
 #include <stdio.h>
@@ -32,9 +32,9 @@
 
 static void share_file(farm_buf *b, const char *name, size_t n) {
   static const char data[] = "planted by fake_client\n";
-  farm__buf_u8(b, FARM_SHARE_FILE);
-  farm__buf_str(b, name, n);
-  farm__buf_str(b, data, sizeof data - 1);
+  farm_msg_share m = { .kind = FARM_SHARE_FILE, .name = name, .nname = n, .block = data,
+                       .nblock = sizeof data - 1 };
+  farm__proto_put_share(b, &m);
 }
 
 int main(int argc, char **argv) {
@@ -82,15 +82,13 @@ int main(int argc, char **argv) {
   }
   farm_buf b;
   farm__buf_init(&b);
-  farm__msg_begin(&b, FARM_MSG_SHARE);
-  size_t at = b.n;
-  farm__buf_put(&b, "\0\0\0\0", 4);
-  farm__put_u32le_at(&b, at, (uint32_t)count);
+  farm__proto_put_list(&b, FARM_MSG_SHARE);
   for (int i = 0; i < count; i++) share_file(&b, names[i], strlen(names[i]));
+  farm__proto_count(&b, (uint32_t)count);
   int rc = farm__link_send(l, b.p, b.n, 0);
   /* the node reads its link in order: the SHARE is done when it ends the
      session on the QUIT (the spec waits for that in the node's log) */
-  farm__msg_begin(&b, FARM_MSG_QUIT);
+  farm__proto_put_empty(&b, FARM_MSG_QUIT);
   if (rc == 0) rc = farm__link_send(l, b.p, b.n, 0);
   for (int i = 0; i < 50 && farm__link_held(l); i++) { farm__link_flush(l); usleep(20000); }
   usleep(300000);                  /* (nanomsg sends from a thread of its own) */

@@ -208,21 +208,16 @@ static void result_block(fake *f, farm_buf *b, uint64_t index) {
 typedef struct job { uint64_t id, attempt; } job;
 
 static int on_jobs(fake *f, farm_rd *r) {
-  farm__rd_u8(r);
-  farm__rd_uvar(r);
-  uint32_t count = farm__rd_u32le(r);
-  if (r->err || count > farm__rd_left(r)) return FARM_EPROTO;
+  farm_msg_jobs h;
+  if (farm__proto_get_jobs(r, &h, NULL, 0) < 0 || h.count > farm__rd_left(r)) return FARM_EPROTO;
+  uint32_t count = h.count;
   job *js = calloc(count ? count : 1, sizeof *js);
   if (!js) return FARM_ENOMEM;
   for (uint32_t i = 0; i < count && !r->err; i++) {
-    js[i].id = farm__rd_uvar(r);
-    js[i].attempt = farm__rd_uvar(r);
-    farm__rd_u8(r);                          /* mode */
-    farm__rd_bytes(r, FARM_HASHLEN);
-    int kind = farm__rd_u8(r);
-    size_t nn;
-    if (kind != FARM_FN_CACHED) farm__rd_str(r, &nn);
-    farm__rd_str(r, &nn);                    /* args */
+    farm_msg_job m;
+    if (farm__proto_get_job(r, &m, NULL, 0) < 0) break;
+    js[i].id = m.id;
+    js[i].attempt = m.attempt;
   }
   if (r->err) { free(js); return FARM_EPROTO; }
   int first = f->jobs_seen++ == 0;
@@ -237,28 +232,26 @@ static int on_jobs(fake *f, farm_rd *r) {
     char code[2400], text[2600];
     marker_code(f, code, sizeof code);
     snprintf(text, sizeof text, "return function() %s return 'ran' end", code);
-    farm__msg_begin(&f->out, FARM_MSG_SUBMIT);
-    farm__buf_put(&f->out, "\1\0\0\0", 4);
-    farm__buf_uvar(&f->out, 1);              /* subid */
-    farm__buf_u8(&f->out, FARM_MODE_CALL);
-    farm__buf_u8(&f->out, 0);                /* not fresh */
-    farm__buf_u8(&f->out, 0);                /* no options */
+    farm_buf args;
+    farm__buf_init(&args);
     block_begin(&blk, 1);
     put_func(&blk, text);
     block_end(&blk);
-    farm__buf_str(&f->out, blk.p, blk.n);
-    block_begin(&blk, 0);
-    block_end(&blk);
-    farm__buf_str(&f->out, blk.p, blk.n);
+    block_begin(&args, 0);
+    block_end(&args);
+    farm_msg_submit m = { .subid = 1, .mode = FARM_MODE_CALL, .retries = -1,   /* not fresh, no options */
+                          .fnb = blk.p, .nfn = blk.n, .args = args.p, .nargs = args.n };
+    farm__proto_put_list(&f->out, FARM_MSG_SUBMIT);
+    farm__proto_put_submit(&f->out, &m);
+    farm__proto_count(&f->out, 1);
+    farm__buf_free(&args);
     rc = send_out(f);
     say("sent SUBMIT of a function that writes %s", f->marker);
     goto out;                                /* and holds its jobs */
   }
   if (f->attack == A_SUSPENDED) {
     if (!first) goto out;
-    farm__msg_begin(&f->out, FARM_MSG_SUSPENDED);
-    farm__buf_uvar(&f->out, (uint64_t)count + 7);
-    farm__buf_uvar(&f->out, 0x7fffffffULL + randombytes_uniform(1000000));
+    farm__proto_put_suspended(&f->out, (uint64_t)count + 7, 0x7fffffffULL + randombytes_uniform(1000000));
     rc = send_out(f);
     say("%s", "sent SUSPENDED for more jobs than it holds and an id it never got");
     goto out;
@@ -266,28 +259,21 @@ static int on_jobs(fake *f, farm_rd *r) {
   if (f->attack == A_FILE && first && count) {
     char code[2400];
     marker_code(f, code, sizeof code);
-    farm__msg_begin(&f->out, FARM_MSG_FILE);
-    farm__buf_uvar(&f->out, js[0].id);
-    farm__buf_uvar(&f->out, 0);
-    farm__buf_uvar(&f->out, 0);
-    farm__buf_str(&f->out, "util.lua", 8);
-    farm__buf_str(&f->out, code, strlen(code));
+    farm_msg_file m = { .id = js[0].id, .path = "util.lua", .npath = 8, .data = code, .ndata = strlen(code) };
+    farm__proto_put_file(&f->out, &m);
     if ((rc = send_out(f)) < 0) goto out;
     say("%s", "sent FILE util.lua");
   }
   /* one RESULTS for the lot */
-  farm__msg_begin(&f->out, FARM_MSG_RESULTS);
-  farm__buf_put(&f->out, "\0\0\0\0", 4);
-  farm__put_u32le_at(&f->out, 4, count);
+  farm__proto_put_list(&f->out, FARM_MSG_RESULTS);
   for (uint32_t i = 0; i < count; i++) {
-    farm__buf_uvar(&f->out, js[i].id);
-    farm__buf_uvar(&f->out, js[i].attempt);
-    farm__buf_u8(&f->out, FARM_JOB_OK);
-    farm__buf_uvar(&f->out, 1000000);        /* 1 ms busy */
-    farm__buf_str(&f->out, "", 0);           /* printed nothing */
     result_block(f, &blk, f->answered++);
-    farm__buf_str(&f->out, blk.p, blk.n);
+    farm_msg_result m = { .id = js[i].id, .attempt = js[i].attempt, .status = FARM_JOB_OK,
+                          .busy = 0.001, .out = "", .nout = 0,   /* 1 ms busy, printed nothing */
+                          .block = blk.p, .nblock = blk.n };
+    farm__proto_put_result(&f->out, &m);
   }
+  farm__proto_count(&f->out, count);
   rc = send_out(f);
   say("sent RESULTS (%s)", attacks[f->attack]);
 out:
@@ -298,22 +284,18 @@ out:
 
 /* TAKE: every job has begun here (none is given back). */
 static int on_take(fake *f) {
-  farm__msg_begin(&f->out, FARM_MSG_TAKEN);
-  farm__buf_put(&f->out, "\0\0\0\0", 4);
+  farm__proto_put_list(&f->out, FARM_MSG_TAKEN);
   return send_out(f);
 }
 
 static int send_hello(fake *f) {
-  farm__msg_begin(&f->out, FARM_MSG_HELLO);
-  farm__buf_uvar(&f->out, (uint64_t)getpid());
-  farm__buf_uvar(&f->out, 0);
-  farm__buf_uvar(&f->out, CAPACITY);
-  farm__buf_uvar(&f->out, (uint64_t)(BEAT * 1e3));
+  farm_msg_hello m = { .pid = (uint64_t)getpid(), .capacity = CAPACITY, .beat_ms = (uint64_t)(BEAT * 1e3) };
+  farm__proto_put_hello(&f->out, &m);
   return send_out(f);
 }
 
 static int send_beat(fake *f) {            /* a node's BEAT is empty: HELLO said its heartbeat */
-  farm__msg_begin(&f->out, FARM_MSG_BEAT);
+  farm__proto_put_beat(&f->out, &(farm_msg_beat){ .n = 0 });
   return send_out(f);
 }
 
@@ -326,12 +308,12 @@ static int on_message(fake *f, const void *m, size_t n) {
   case FARM_MSG_JOBS: return on_jobs(f, &r);
   case FARM_MSG_TAKE: return on_take(f);
   case FARM_MSG_QUIT: say("%s", "the client said QUIT"); return 1;
-  case FARM_MSG_BEAT:
-    if (farm__rd_left(&r)) {
-      uint64_t ms = farm__rd_uvar(&r);
-      if (!r.err && ms >= 10 && ms <= 3600000) f->client_beat = ms / 1e3;
-    }
+  case FARM_MSG_BEAT: {
+    farm_msg_beat m;
+    farm__proto_get_beat(&r, &m, NULL, 0);
+    if (m.n >= 1 && m.beat_ms >= 10 && m.beat_ms <= 3600000) f->client_beat = m.beat_ms / 1e3;
     return 0;
+  }
   default: return type < 0 ? type : 0;      /* SHARE, KILL, SUBDONE: nothing to do */
   }
 }

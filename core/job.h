@@ -1,0 +1,85 @@
+/*
+ * job.h -- the job record and the function package it runs (job.c): what the
+ * client's engine schedules, a node's engine keeps for its client, and a
+ * worker keeps for each sub-job its jobs submitted.
+ *
+ * Threads: a job is made on the caller's thread and handed over (the engine's
+ * submit, a worker's SUBMIT); from then on the thread that holds it writes it
+ * (the engine's loop under its lock, a worker's link thread under its lock),
+ * and its state is published with a release store once its results are in, so
+ * a reader that loads the state with acquire (farm__job_state) sees them.
+ * References are counted atomically: any thread may drop one.
+ */
+#ifndef FARM_JOB_H
+#define FARM_JOB_H
+#include <stddef.h>
+#include <stdint.h>
+#include "buf.h"
+#include "proto.h"
+
+typedef struct farm_peer farm_peer;   /* where a job is (peer.h); only a pointer here */
+
+typedef struct farm_fn {           /* a function package: hash + codec block */
+  unsigned char hash[FARM_HASHLEN];
+  char *p;
+  size_t n;
+  int fresh;                       /* has upvalue values: travels whole with every job */
+  int refs;                        /* atomic */
+} farm_fn;
+
+enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+#define FARM_DEFAULT_RETRIES 2     /* a job that killed its worker is tried this often more */
+
+typedef struct farm_job {
+  uint64_t id;
+  uint8_t state;                   /* written under the lock; JOB_DONE.. with a release store */
+  uint8_t mode;
+  uint8_t taking;                  /* a TAKE for it is on its way to its peer */
+  uint8_t cancel_req;              /* ...and it is cancelled if given back */
+  uint8_t notify;                  /* goes to the finished list (a callback waits) */
+  uint8_t timed_out;
+  uint8_t inqueue;                 /* on the engine's queue proper */
+  uint8_t begun;                   /* its peer was seen running it (or would not give it back) */
+  uint16_t attempt;                /* times it was started and killed its worker */
+  uint16_t requeues;               /* times it went back because a peer was lost */
+  uint16_t max_retries;
+  uint8_t untrusted;               /* its results came from a node: decode them untrusted */
+  uint16_t pin;                    /* runs only where placement pin says (farm__engine_pin); 0: anywhere */
+  int refs;                        /* atomic: the future's, and the engine's while it holds it */
+  farm_peer *peer;                 /* where it is while sent, else NULL */
+  farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
+  uint64_t owner_gen, subid;       /* ...that peer's generation, and its id there */
+  farm_fn *fn;
+  char *args; size_t nargs;        /* args block (freed once over) */
+  char *res; size_t nres;          /* result block, or the error message */
+  char *tb; size_t ntb;            /* remote traceback */
+  char *val; size_t nval;          /* the value a failed job raised, as a block (or NULL) */
+  farm_buf out;                    /* what the job printed */
+  size_t echoed;                   /* bytes of out already echoed */
+  double timeout;                  /* seconds it may run, 0: no limit */
+  double started;                  /* when its peer was first seen running it */
+  double busy;                     /* seconds it ran */
+  double submitted, ended;         /* when it was handed to the engine, and when it ended */
+  /* when it began and ended where it ran, on our clock (0: not told, see RESULTS'
+     times in proto.h): one clock for both, so jobs one worker ran in turn have
+     them in turn */
+  double ran_from, ran_to;
+  char where[96];                  /* where it ran */
+  uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
+  uint16_t ext_attempt;
+  struct farm_job *next;           /* queue, in-flight or finished list */
+  struct farm_job *prev;           /* in-flight list */
+  struct farm_job *fnext;          /* finished list */
+} farm_job;
+
+/* ---- jobs and function packages (refcounted, any thread) ---- */
+farm_job *farm__job_new(void);
+void farm__job_unref(farm_job *j);
+void farm__fn_unref(farm_fn *f);
+char *farm__dupmem(const void *p, size_t n);
+static inline int farm__job_state(const farm_job *j) {
+  return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
+}
+static inline int farm__job_over(const farm_job *j) { return farm__job_state(j) >= JOB_DONE; }
+
+#endif

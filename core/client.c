@@ -514,6 +514,67 @@ static int l_send_file(lua_State *L) {
   return 1;
 }
 
+/* core.provide(ctx, describe, namesfn, value) (in a job): a provisional result */
+static int l_provide(lua_State *L) {
+  ctx *c = check_ctx(L, 1);
+  if (!c->w) return fail_lua(L, "farm.provide: only a job provides results; the client reads them with future:partial()");
+  lua_settop(L, 4);
+  int top = lua_gettop(L);
+  farm_buf *b = enc_begin(L, c);
+  farm_encoder e;
+  setup_encoder(L, &e, 2, 3, 4, 1, "provisional result");
+  farm__codec_encode(L, b, 4, 1, &e);
+  check_size(L, c, b->n, "the provisional result");
+  char err[300];
+  if (farm__worker_provide(c->w, b->p, b->n, err, sizeof err) < 0) return fail_lua(L, "%s", err);
+  enc_end(L, top + 1);
+  return 0;
+}
+
+/* core.stop(future, grace) -> true when cancelled at once, false when told (it
+   ends within the grace, or is stopped then), nil when it was over */
+static int l_stop(lua_State *L) {
+  farm_job *j = check_job(L, 1);
+  ctx *c = job_ctx(L, 1);
+  if (!c->e) return fail_lua(L, "future:cancel: a job cannot cancel its own jobs yet; the client can");
+  int rc = farm__engine_stop(c->e, j, luaL_checknumber(L, 2));
+  if (rc == 0) lua_pushnil(L); else lua_pushboolean(L, rc > 0);
+  return 1;
+}
+
+/* core.partial(future, resolve, cache, resolve_loaded) -> the last provisional
+   result (its first value) and how many came; nil and 0 when none */
+static int l_partial(lua_State *L) {
+  farm_job *j = check_job(L, 1);
+  farm_engine *e = job_engine(L, 1);
+  char *block = NULL;
+  size_t n = 0;
+  int untrusted = 0;
+  uint32_t k = e ? farm__engine_partial(e, j, &block, &n, &untrusted) : 0;
+  if (!k) { lua_pushnil(L); lua_pushinteger(L, 0); return 2; }
+  lua_settop(L, 4);
+  farm_decoder d = {0};              /* as result_decoder, with the block's own trust */
+  if (untrusted) lua_pushnil(L); else lua_pushglobaltable(L);
+  d.env = untrusted ? 0 : lua_gettop(L);
+  d.untrusted = untrusted;
+  if (!lua_isnoneornil(L, 2)) d.resolve = untrusted ? (lua_isnoneornil(L, 4) ? 0 : 4) : 2;
+  if (!lua_isnoneornil(L, 3)) d.cache = 3;
+  lua_pushlstring(L, block, n);      /* (kept on the stack while it decodes: no leak if it raises) */
+  free(block);
+  int nv = farm__codec_decode(L, lua_tostring(L, -1), n, &d);
+  if (nv == 0) lua_pushnil(L);
+  else if (nv > 1) lua_pop(L, nv - 1);
+  lua_pushinteger(L, (lua_Integer)k);
+  return 2;
+}
+
+/* core.cancelled() -> true in a job the client cancelled with a grace */
+static int l_cancelled(lua_State *L) {
+  worker *w = farm__worker_of(L);
+  lua_pushboolean(L, w && farm__worker_cancelled(w));
+  return 1;
+}
+
 /* core.meta(job) -> {submitted=, started=, finished=, attempts=, node=, worker=} once over, else nil */
 static int l_meta(lua_State *L) {
   farm_job *j = check_job(L, 1);
@@ -848,7 +909,7 @@ static int l_events_on(lua_State *L) {
    ("local" for the local pool), worker = "local:N", error | reason | count } */
 static int l_events(lua_State *L) {
   static const char *const names[] = { "", "node_up", "node_lost", "job_started", "job_done",
-                                       "job_failed", "job_cancelled", "dropped" };
+                                       "job_failed", "job_cancelled", "dropped", "job_partial" };
   ctx *c = check_ctx(L, 1);
   farm_event ev[64];
   size_t n = c->e ? farm__engine_take_events(c->e, ev, 64) : 0;
@@ -955,7 +1016,8 @@ void farm__open_client(lua_State *L, int core) {
     { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
     { "worker_ctx", l_worker_ctx },
     { "share", l_share }, { "file_key", l_file_key }, { "share_file", l_share_file },
-    { "shared_get", l_shared_get }, { "send_file", l_send_file }, { "meta", l_meta },
+    { "shared_get", l_shared_get }, { "send_file", l_send_file }, { "provide", l_provide }, { "cancelled", l_cancelled },
+    { "stop", l_stop }, { "partial", l_partial }, { "meta", l_meta },
     { "exec", farm__l_exec },            /* exec.c */
     { NULL, NULL } };
   lua_pushvalue(L, core);

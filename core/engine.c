@@ -99,6 +99,7 @@ struct farm_engine {
   struct pinq *pins;               /* [mu] placed jobs' queues, by farm_job.pin (pins[0] unused), */
   int npins, cappins;              /* [mu] ...npins of cappins */
   size_t npinned;                  /* [mu] jobs on them (as nqueued) */
+  int nstopping;                   /* [mu] jobs told to stop whose grace runs (stop_at) */
   int events_on;                   /* [mu] farm__engine_events: keep events in ev, */
   farm_event *ev;                  /* [mu] ...nev of capev, oldest first, */
   size_t nev, capev;               /* [mu] */
@@ -319,6 +320,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
      (outstanding would wrap and a wait would never end) and hand it to its
      waiter twice. (A mutant without it survived the whole suite: issue 22.) */
   if (farm__job_over(j)) return;
+  if (j->stop_at > 0) { j->stop_at = 0; e->nstopping--; }
   free(j->args); j->args = NULL; j->nargs = 0;
   j->ended = farm__now();
   if (e->events_on) {
@@ -946,7 +948,20 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
       j->out.n = 0;
       farm__buf_put(&j->out, m.out, m.nout);
       j->echoed = echoed;
-      job_over(e, j, status == FARM_JOB_OK ? JOB_DONE : JOB_FAILED);
+      int st = status == FARM_JOB_OK ? JOB_DONE : JOB_FAILED;
+      if (j->stop_at > 0) {          /* cancelled with a grace: it ended in time */
+        st = JOB_CANCELLED;
+        j->cancel_req = CANCEL_FORCE;
+        char *word = status == FARM_JOB_OK ? farm__dupmem(j->res, j->nres) : NULL;
+        if (word) {                  /* what it returned is its last word */
+          free(j->part);
+          j->part = word;
+          j->npart = j->nres;
+          j->nparts++;
+          j->part_untrusted = p->ops->untrusted;
+        }
+      }
+      job_over(e, j, st);
     }
     p->jobs++;
     p->busy += busy;
@@ -1302,6 +1317,44 @@ static int make_dest(farm_engine *e, char *why, size_t whylen) {
   return 0;
 }
 
+/* A provisional result of a job that runs at p (farm.provide): kept as the
+   job's last one (a node's engine keeps it for the node to pass on). */
+static int on_partial(farm_engine *e, farm_peer *p, farm_rd *r) {
+  uint64_t id;
+  const char *block;
+  size_t n;
+  if (farm__proto_get_partial(r, &id, &block, &n, NULL, 0) < 0 || farm__proto_end(r, "PARTIAL", NULL, 0) < 0)
+    return FARM_EPROTO;
+  farm_job *j = find_inflight(p, id);
+  if (!j || j->state != JOB_SENT) return 0;   /* not wanted there any more */
+  job_begun(e, j, farm__now());              /* (it runs: it said so) */
+  if (e->keep_files) {                       /* a node: on to the client, in order with files */
+    farm_sent_file *f = malloc(sizeof *f + n + 1);
+    if (!f) return FARM_ENOMEM;
+    memset(f, 0, sizeof *f);
+    f->ext_id = j->ext_id;
+    f->ext_attempt = j->ext_attempt;
+    f->partial = 1;
+    f->path = f->data = (char *)(f + 1);
+    memcpy(f->data, block, n);
+    f->ndata = n;
+    if (e->files_tail) e->files_tail->next = f; else e->files = f;
+    e->files_tail = f;
+    e->signal_waiters = 1;
+    return 0;
+  }
+  char *copy = farm__dupmem(block, n);
+  if (!copy) return FARM_ENOMEM;
+  free(j->part);
+  j->part = copy;
+  j->npart = n;
+  j->nparts++;
+  j->part_untrusted = p->ops->untrusted;
+  if (e->events_on) job_event(e, j, FARM_EV_JOB_PARTIAL, farm__now());
+  changed(e);
+  return 0;
+}
+
 static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t errlen) {
   farm_msg_file m;
   if (farm__proto_get_file(r, &m, NULL, 0) < 0 || farm__proto_end(r, "FILE", NULL, 0) < 0) return FARM_EPROTO;
@@ -1436,6 +1489,7 @@ static int node_may_send(int type) {
   switch (type) {
   case FARM_MSG_HELLO: case FARM_MSG_RESULTS: case FARM_MSG_TAKEN: case FARM_MSG_BEAT:
   case FARM_MSG_FILE: case FARM_MSG_SETUPFAIL: case FARM_MSG_QUIT: case FARM_MSG_STARTED:
+  case FARM_MSG_PARTIAL:
     return 1;
   default:
     return 0;
@@ -1511,6 +1565,9 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
       if (m.clients >= 1 && m.clients <= 65536) p->clients = (int)m.clients;
     }
     return 0;
+  case FARM_MSG_PARTIAL:
+    if (on_partial(e, p, &r) >= 0) return 0;
+    break;
   case FARM_MSG_FILE:
     if (on_file(e, p, &r, err, errlen) >= 0) return 0;
     break;
@@ -1715,8 +1772,13 @@ static void check_timeouts(farm_engine *e, double now) {
       farm_job *j = job_running_at(p, id);
       if (j) job_begun(e, j, now);
     }
-    if (!p->ntimed || p->broken) continue;
+    if ((!p->ntimed && !e->nstopping) || p->broken) continue;
     for (farm_job *j = p->head; j; j = j->next) {
+      if (j->stop_at > 0 && now > j->stop_at && j->state == JOB_SENT) {
+        /* cancelled with a grace, and the grace is over: stopped as a forced cancel */
+        stop_for(p, j->id, "a job cancelled with a grace did not end within it");
+        break;
+      }
       if (j->timeout <= 0 || !j->started || j->timed_out || now - j->started <= j->timeout) continue;
       char why[160];
       j->timed_out = 1;
@@ -2221,6 +2283,50 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
 }
 
 #define CANCEL_WAIT 10.0             /* a peer that does not answer a TAKE in this long is not waited for */
+
+int farm__engine_stop(farm_engine *e, farm_job *j, double grace) {
+  if (atomic_load(&e->closed)) return 0;
+  engine_lock(e);
+  int rc = 0, st = farm__job_state(j);
+  if (st == JOB_QUEUED) {
+    rc = cancel_step(e, j, 1);               /* not started: cancelled now */
+  } else if (st == JOB_SENT && j->peer && !j->stop_at && j->cancel_req != CANCEL_FORCE) {
+    farm_buf b;
+    farm__buf_init(&b);
+    if (farm__proto_put_stop(&b, j->id) == 0 && farm__peer_send(j->peer, b.p, b.n) == 0) {
+      if (grace >= 0) {              /* (a loss meanwhile ends it cancelled too) */
+        j->stop_at = farm__now() + (grace > 0 ? grace : 1e-3);
+        j->cancel_req = CANCEL_FORCE;
+        e->nstopping++;
+      }
+      rc = -1;
+    } else {
+      peer_broken(e, j->peer, "cannot send a stop");
+    }
+    farm__buf_free(&b);
+  } else if (st == JOB_SENT) {
+    rc = -1;                                 /* being stopped already */
+  }
+  wake_waiters(e);
+  engine_unlock(e);
+  wake_loop(e);
+  return rc;
+}
+
+uint32_t farm__engine_partial(farm_engine *e, farm_job *j, char **out, size_t *n, int *untrusted) {
+  *out = NULL;
+  *n = 0;
+  engine_lock(e);
+  uint32_t k = j->nparts;
+  if (k && j->part) {
+    *out = farm__dupmem(j->part, j->npart);
+    *n = j->npart;
+    *untrusted = j->part_untrusted;
+    if (!*out) k = 0;
+  }
+  engine_unlock(e);
+  return k;
+}
 
 int farm__engine_cancel(farm_engine *e, farm_job *j, int force) {
   if (atomic_load(&e->closed)) return 0;

@@ -139,10 +139,23 @@ typedef struct farm_sent_file {
   uint64_t ext_id;                 /* the client's id of the job that sent it */
   uint16_t ext_attempt;
   uint64_t dev, ino;
+  int partial;                     /* not a file: a provisional result (data: its block) */
   char *path, *data;               /* inside this block */
   size_t npath, ndata;
 } farm_sent_file;
 farm_sent_file *farm__engine_take_files(farm_engine *e);
+/* Cancel a job with a grace (future:cancel{force = true, grace = s}): a job
+   not started is cancelled at once (1); a running one is told (STOP: in it,
+   farm.cancelled() is true) and, unless it ends within grace seconds, stopped
+   by force; it ends cancelled, and what it returned in time (or last gave
+   farm.provide) is its last word: farm__engine_partial. grace < 0 (a node's
+   engine, told by its client): only tell it, the client keeps the time.
+   Returns 1 when cancelled now, -1 when it was told, 0 when it is over.
+   Never waits. */
+int  farm__engine_stop(farm_engine *e, farm_job *j, double grace);
+/* A copy of the job's last provisional result (malloc'd block in *out, *n),
+   with how many came and whether it is to be decoded untrusted; 0 when none. */
+uint32_t farm__engine_partial(farm_engine *e, farm_job *j, char **out, size_t *n, int *untrusted);
 /* A node's engine (report_starts): up to max ext_ids of jobs that began since
    the last call, oldest first, into ids; how many. Any thread. */
 size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max);
@@ -169,7 +182,7 @@ int  farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen
 
 /* ---- events (farm.on_event): what happened in the run, for the client ---- */
 enum { FARM_EV_NODE_UP = 1, FARM_EV_NODE_LOST, FARM_EV_JOB_STARTED, FARM_EV_JOB_DONE,
-       FARM_EV_JOB_FAILED, FARM_EV_JOB_CANCELLED, FARM_EV_DROPPED };
+       FARM_EV_JOB_FAILED, FARM_EV_JOB_CANCELLED, FARM_EV_DROPPED, FARM_EV_JOB_PARTIAL };
 typedef struct farm_event {
   int type;
   uint64_t job;                    /* the job's id (0: a node's event) */

@@ -21,7 +21,7 @@ farm_job *farm__job_new(void) {
 void farm__job_unref(farm_job *j) {
   if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   farm__fn_unref(j->fn);
-  free(j->args); free(j->res); free(j->tb); free(j->val);
+  free(j->args); free(j->res); free(j->tb); free(j->val); free(j->part);
   farm__buf_free(&j->out);
   free(j);
 }

@@ -54,6 +54,10 @@ typedef struct farm_job {
   char *res; size_t nres;          /* result block, or the error message */
   char *tb; size_t ntb;            /* remote traceback */
   char *val; size_t nval;          /* the value a failed job raised, as a block (or NULL) */
+  char *part; size_t npart;        /* its last provisional result (farm.provide), a block, */
+  uint32_t nparts;                 /* ...and how many came (engine lock) */
+  uint8_t part_untrusted;          /* ...from a node: decode it untrusted */
+  double stop_at;                  /* cancelled with a grace (STOP sent): stopped at this time */
   farm_buf out;                    /* what the job printed */
   size_t echoed;                   /* bytes of out already echoed */
   double timeout;                  /* seconds it may run, 0: no limit */

@@ -21,7 +21,7 @@
 
 static const char *const names[] = { "?", "HELLO", "JOBS", "RESULTS", "QUIT", "TAKE", "TAKEN",
                                      "SUSPENDED", "SUBMIT", "SUBDONE", "BEAT", "KILL", "SHARE",
-                                     "SETUPFAIL", "FILE", "STARTED" };
+                                     "SETUPFAIL", "FILE", "STARTED", "PARTIAL", "STOP" };
 
 /* r is malformed: it fails (parked at its end), err says what. FARM_EPROTO. */
 static int bad(farm_rd *r, char *err, size_t errlen, const char *fmt, ...)
@@ -371,6 +371,28 @@ int farm__proto_get_file(farm_rd *r, farm_msg_file *m, char *err, size_t errlen)
   m->path = farm__rd_str(r, &m->npath);
   m->data = farm__rd_str(r, &m->ndata);
   return r->err ? bad(r, err, errlen, "FILE cut short") : 0;
+}
+
+/* ---- PARTIAL, STOP ----------------------------------------------------------------- */
+
+int farm__proto_put_partial(farm_buf *b, uint64_t id, const char *block, size_t n) {
+  return farm__msg_begin(b, FARM_MSG_PARTIAL) || farm__buf_uvar(b, id) || farm__buf_str(b, block, n)
+         ? FARM_ENOMEM : 0;
+}
+
+int farm__proto_get_partial(farm_rd *r, uint64_t *id, const char **block, size_t *n, char *err, size_t errlen) {
+  *id = farm__rd_uvar(r);
+  *block = farm__rd_str(r, n);
+  return r->err ? bad(r, err, errlen, "PARTIAL cut short") : 0;
+}
+
+int farm__proto_put_stop(farm_buf *b, uint64_t id) {
+  return farm__msg_begin(b, FARM_MSG_STOP) || farm__buf_uvar(b, id) ? FARM_ENOMEM : 0;
+}
+
+int farm__proto_get_stop(farm_rd *r, uint64_t *id, char *err, size_t errlen) {
+  *id = farm__rd_uvar(r);
+  return r->err ? bad(r, err, errlen, "STOP without a job id") : 0;
 }
 
 const char *farm__proto_name(int type) {

@@ -56,6 +56,13 @@
  *   STARTED  n->c  u32le(count) count * uvar(id): these of the client's jobs have begun on
  *                  the node (sent with its results, by a node only: a local worker's
  *                  client reads its state page, and drops one that sends it)
+ *   PARTIAL  w->c, n->c  uvar(id) str(block): a provisional result of a job that runs
+ *                  (farm.provide in it), to be seen in the client at once (future:partial());
+ *                  a node passes its workers' on with the client's ids
+ *   STOP     c->w, c->n  uvar(id): the client cancels that running job with a grace: from
+ *                  now on farm.cancelled() is true in it, so that it can say a last word
+ *                  (farm.provide) and return; the client stops it (KILL, or its worker) if
+ *                  it has not ended when the grace is over
  *   SUBDONE  c->w  u32le(count) count * { uvar(subid) u8(status: 0 ok, 1 error, 2 cancelled)
  *                  str(stdout) str(block | message) [status 1: str(traceback) str(value)]
  *                  str(where) }
@@ -82,7 +89,7 @@
 enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_MSG_TAKE,
        FARM_MSG_TAKEN, FARM_MSG_SUSPENDED, FARM_MSG_SUBMIT, FARM_MSG_SUBDONE,
        FARM_MSG_BEAT, FARM_MSG_KILL, FARM_MSG_SHARE, FARM_MSG_SETUPFAIL, FARM_MSG_FILE,
-       FARM_MSG_STARTED,
+       FARM_MSG_STARTED, FARM_MSG_PARTIAL, FARM_MSG_STOP,
        FARM_MSG_AUTH1 = 32, FARM_MSG_AUTH2, FARM_MSG_AUTH3, FARM_MSG_AUTHNO, FARM_MSG_AUTHOK };
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
 enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT, FARM_SHARE_XFILE };
@@ -266,6 +273,14 @@ int farm__proto_get_share(farm_rd *r, farm_msg_share *m, char *err, size_t errle
 /* SETUPFAIL */
 int farm__proto_put_setupfail(farm_buf *b, const char *msg, size_t n);
 int farm__proto_get_setupfail(farm_rd *r, const char **msg, size_t *n, char *err, size_t errlen);
+
+/* PARTIAL */
+int farm__proto_put_partial(farm_buf *b, uint64_t id, const char *block, size_t n);
+int farm__proto_get_partial(farm_rd *r, uint64_t *id, const char **block, size_t *n, char *err, size_t errlen);
+
+/* STOP */
+int farm__proto_put_stop(farm_buf *b, uint64_t id);
+int farm__proto_get_stop(farm_rd *r, uint64_t *id, char *err, size_t errlen);
 
 /* FILE */
 typedef struct farm_msg_file {

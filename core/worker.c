@@ -377,6 +377,7 @@ struct worker {
   int renew;                     /* 1 when descriptor 1 may be replaced */
   long children_sig;             /* children_moved()'s counters when it was last replaced */
   wrun *cur;                     /* the job running now */
+  uint64_t stop_id;              /* atomic: the job the client asked to stop (STOP) */
   wrun *waiting;                 /* jobs waiting on sub-jobs */
   int nwaiting;
   int nblocked;                  /* jobs waiting blocked (they could not yield) */
@@ -446,9 +447,16 @@ static int take_link(worker *w) {
     char err[256];
     farm_rd r;
     int type;
-    if (farm__msg_open(&r, m, n, err, sizeof err) == FARM_MSG_SUBDONE) {
+    int first = farm__msg_open(&r, m, n, err, sizeof err);
+    if (first == FARM_MSG_SUBDONE) {
       type = on_subdone(w, &r) < 0 ? FARM_EPROTO : FARM_MSG_SUBDONE;
       if (type < 0) snprintf(err, sizeof err, "malformed message from the client");
+      farm__link_free(m);
+    } else if (first == FARM_MSG_STOP) {   /* farm.cancelled() says so from now on */
+      uint64_t id;
+      type = farm__proto_get_stop(&r, &id, err, sizeof err) < 0 ||
+             farm__proto_end(&r, "STOP", err, sizeof err) < 0 ? FARM_EPROTO : FARM_MSG_STOP;
+      if (type == FARM_MSG_STOP) __atomic_store_n(&w->stop_id, id, __ATOMIC_RELEASE);
       farm__link_free(m);
     } else {
       type = farm__wjobs_take(w->q, m, n, link_release, &given, &ngiven, err, sizeof err);
@@ -1147,6 +1155,22 @@ int farm__worker_send_file(worker *w, const char *path, char *err, size_t errlen
   if (rc == FARM_ENOMEM) return say(err, errlen, "farm.send_file: out of memory for %s", path);
   if (rc != 0) return say(err, errlen, "farm.send_file: cannot send %s: %s", path, farm__link_error());
   return 0;
+}
+
+int farm__worker_provide(worker *w, const char *block, size_t n, char *err, size_t errlen) {
+  if (!w->cur) return say(err, errlen, "farm.provide: only a job provides results (not the setup)");
+  farm_buf b;
+  farm__buf_init(&b);
+  int rc = farm__proto_put_partial(&b, w->cur->j->id, block, n) < 0 ? FARM_ENOMEM
+           : farm__link_send(w->link, b.p, b.n, 0);
+  farm__buf_free(&b);
+  if (rc == FARM_ENOMEM) return say(err, errlen, "farm.provide: out of memory");
+  if (rc != 0) return say(err, errlen, "farm.provide: cannot send it: %s", farm__link_error());
+  return 0;
+}
+
+int farm__worker_cancelled(worker *w) {
+  return w->cur && __atomic_load_n(&w->stop_id, __ATOMIC_ACQUIRE) == w->cur->j->id;
 }
 
 static void start_job(worker *w, wjob *j) {

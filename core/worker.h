@@ -36,6 +36,11 @@ int farm__worker_shared(struct lua_State *L, worker *w, const char *name, size_t
 /* farm.send_file(path) in a job: the file goes to the client now (before the
    job's result). 0, or -1 with why in err. */
 int farm__worker_send_file(worker *w, const char *path, char *err, size_t errlen);
+/* farm.provide(value) in a job: a provisional result (an encoded block) goes to
+   the client now. 0, or -1 with why in err. */
+int farm__worker_provide(worker *w, const char *block, size_t n, char *err, size_t errlen);
+/* farm.cancelled() in a job: whether the client cancelled it with a grace (STOP). */
+int farm__worker_cancelled(worker *w);
 
 /* ---- the link thread's parser, exposed for the fuzzer ---- */
 typedef struct farm_wjobs farm_wjobs;    /* parsed jobs and the function blocks kept */

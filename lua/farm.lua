@@ -505,23 +505,48 @@ end
 
 --- future:cancel([{force = true}]) -> true when cancelled
 function Future.cancel(f, opts)
-  local force = false
+  local force, grace = false, nil
   if opts ~= nil then
     if type(opts) ~= "table" then
       error(("future:cancel: argument must be a table of options such as {force = true} (got %s)")
         :format(type(opts)), 2)
     end
     for k, v in pairs(opts) do
-      if k ~= "force" then
-        error(("future:cancel: unknown option '%s' (force)"):format(tostring(k)), 2)
-      end
-      if type(v) ~= "boolean" then
+      if k == "grace" then
+        if type(v) ~= "number" or not (v >= 0) or v == huge then
+          error(("future:cancel: grace must be a number of seconds, 0 or more (got %s)"):format(shown(v)), 2)
+        end
+        grace = v
+      elseif k ~= "force" then
+        error(("future:cancel: unknown option '%s' (force, grace)"):format(tostring(k)), 2)
+      elseif type(v) ~= "boolean" then
         error(("future:cancel: force must be true or false (got %s)"):format(type(v)), 2)
+      else
+        force = v
       end
-      force = v
+    end
+    if grace and not force then
+      error("future:cancel: a grace is for a running job, which only {force = true} stops", 2)
     end
   end
-  return core.cancel(f, force)
+  if not grace then return core.cancel(f, force) end
+  -- told to stop (farm.cancelled() in it): it ends within the grace, or is stopped then
+  local told = core.stop(f, grace)
+  if told == nil then return core.status(f) == "cancelled" end
+  while not core.done(f) do core.wait(f, 0.5) end
+  callbacks_of()
+  return core.status(f) == "cancelled"
+end
+
+--- future:partial() -> the job's last provisional result (farm.provide) and
+--- how many came, or nil and 0; once a job cancelled with a grace ended, its
+--- last word (what it returned in time, or last provided).
+function Future.partial(f)
+  if not core.is_future(f) then
+    error("future:partial: call it on a future with a colon, f:partial()", 2)
+  end
+  callbacks_of()
+  return core.partial(f, resolve_here, chunks, resolve_loaded)
 end
 
 Future.status = core.status
@@ -1215,6 +1240,28 @@ function farm.send_file(path)
   if not ok then error(e, 2) end
   return true
 end
+--- farm.provide(value): in a job, a provisional result (dispy's
+--- dispy_provisional_result): the client sees it at once, as future:partial(),
+--- and as a job_partial event. The last one a job gives is its last word when
+--- it is cancelled with a grace.
+function farm.provide(value, ...)
+  if select("#", ...) > 0 then
+    error("farm.provide: one value (put several in a table)", 2)
+  end
+  if not on_worker then
+    error("farm.provide: only a job provides results; the client reads them with future:partial()", 2)
+  end
+  local ok, e = pcall(core.provide, core.worker_ctx(), describe, names, value)
+  if not ok then error(e, 2) end
+end
+
+--- farm.cancelled(): in a job, true once the client cancelled it with a grace
+--- (future:cancel{force = true, grace = s}): the job may say a last word with
+--- farm.provide and return before the grace is over. Always false in the client.
+function farm.cancelled()
+  return on_worker and core.cancelled() or false
+end
+
 function farm.submit(fn, ...) return default:submit(fn, ...) end
 function farm.submit_with(opts, fn, ...) return default:submit_with(opts, fn, ...) end
 function farm.map(fn, ...) return default:map(fn, ...) end

@@ -276,6 +276,7 @@ static void forward_files(node *n);
 static void send_results(node *n) {
   farm_job *j;
   send_started(n);
+  forward_files(n);                /* files and provisional results, as they come */
   while ((j = farm__engine_finished(n->e))) {
     forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
@@ -553,7 +554,10 @@ static void forward_files(node *n) {
   farm_sent_file *f = farm__engine_take_files(n->e);
   while (f) {
     farm_sent_file *next = f->next;
-    if (n->sealed) {
+    if (n->sealed && f->partial) {   /* a provisional result (farm.provide), in its turn */
+      farm__proto_put_partial(&n->out, f->ext_id, f->data, f->ndata);
+      send_out(n);
+    } else if (n->sealed) {
       farm_msg_file m = { .id = f->ext_id, .dev = f->dev, .ino = f->ino, .path = f->path, .npath = f->npath,
                           .data = f->data, .ndata = f->ndata };
       farm__proto_put_file(&n->out, &m);
@@ -744,6 +748,14 @@ static void on_message(node *n, const void *m, size_t len) {
     rc = farm__proto_get_kill(&r, &id, err, sizeof err);
     farm_job *j = rc < 0 ? NULL : map_get(&n->jobs, id);
     if (j) farm__engine_cancel(n->e, j, 1);
+    break;
+  }
+  case FARM_MSG_STOP: {             /* cancelled with a grace: the job is told; the client keeps the time */
+    uint64_t id;
+    rc = farm__proto_get_stop(&r, &id, err, sizeof err);
+    if (rc == 0) rc = farm__proto_end(&r, "STOP", err, sizeof err);
+    farm_job *j = rc < 0 ? NULL : map_get(&n->jobs, id);
+    if (j) farm__engine_stop(n->e, j, -1);
     break;
   }
   case FARM_MSG_BEAT: {             /* may say the client's heartbeat, in ms */

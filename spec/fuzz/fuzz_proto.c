@@ -202,6 +202,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (farm__proto_get_kill(&back, &id2, NULL, 0) < 0 || id2 != id) abort();
     break;
   }
+  case FARM_MSG_STOP: {
+    uint64_t id, id2;
+    if (farm__proto_get_stop(&r, &id, err, sizeof err) < 0) break;
+    if (farm__proto_put_stop(&w, id) < 0) abort();
+    reread(1);
+    if (farm__proto_get_stop(&back, &id2, NULL, 0) < 0 || id2 != id) abort();
+    break;
+  }
+  case FARM_MSG_PARTIAL: {
+    uint64_t id, id2;
+    const char *p, *p2;
+    size_t n, n2;
+    if (farm__proto_get_partial(&r, &id, &p, &n, err, sizeof err) < 0) break;
+    if (farm__proto_put_partial(&w, id, p, n) < 0) abort();
+    reread(1);
+    if (farm__proto_get_partial(&back, &id2, &p2, &n2, NULL, 0) < 0 || id2 != id || n2 != n ||
+        (n && memcmp(p, p2, n) != 0)) abort();
+    break;
+  }
   case FARM_MSG_SETUPFAIL: {
     const char *m, *m2;
     size_t n, n2;

@@ -127,6 +127,26 @@ describe("with a standing node", function()
     return node
   end
 
+  it("makes a pool of some hosts only (dispy's nodes= per cluster), beside one of the local workers", function()
+    start_node()
+    local r = run(([[
+      local farm = require "farm"
+      local remote = farm.new{ hosts = "node://127.0.0.1:%d", key_file = %q, local_workers = false }
+      local here = farm.new{ workers = 1 }
+      local where = function() return os.getenv("FARM_WHERE") or "client" end
+      local a, b = {}, {}
+      for i = 1, 10 do a[i] = remote:submit(where); b[i] = here:submit(where) end
+      for i = 1, 10 do
+        assert(a[i]:result() == "node", "the pool of the node ran a job at " .. a[i]:result())
+        assert(b[i]:result() == "client", "the local pool ran a job at " .. b[i]:result())
+      end
+      print("nodes", #remote:nodes(), #here:nodes(), "workers", remote:workers(), here:workers())
+      remote:close(); here:close()
+    ]]):format(port, key), "-n 1")
+    assert.are.equal(0, r.code, r.err .. r.out)
+    assert.is_truthy(r.out:find("nodes\t1\t0\tworkers\t2\t1\n"), r.out)
+  end)
+
   it("runs placed jobs only where they were placed; a job placed on a node that leaves fails saying so", function()
     local node = start_node()
     local r = run(([[

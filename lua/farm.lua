@@ -1029,6 +1029,9 @@ function farm.wait(futures, opts, pools)
   if futures == nil or (type(futures) == "table" and rawget(futures, 1) == nil
                         and getmetatable(futures) == nil and opts == nil and next(futures) ~= nil) then
     -- no futures: every job; a table of options alone says how
+    if on_worker then
+      error("farm.wait: a job waits for its own jobs by their futures (farm.wait(futures))", 2)
+    end
     if futures ~= nil then
       for k in pairs(futures) do
         if not WAIT_OPTS[k] then

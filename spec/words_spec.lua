@@ -182,6 +182,30 @@ describe("a job stopped by its own timeout", function()
   end)
 end)
 
+describe("a job stopped by its own timeout on a node", function()
+  after_each(H.cleanup)
+
+  it("has err.timeout == true too (the node stopped it, and said so)", function()
+    local port = 26000 + H.pid % 4000
+    local node = H.bg(("%s node --listen tcp://127.0.0.1:%d -w 1 --idle-timeout 60"):format(H.quote(H.farm), port))
+    finally(function()
+      os.execute("kill " .. node)
+      assert.is_true(H.wait_gone({ node }, 15), "the node lives on")
+    end)
+    assert.is_truthy(H.wait_for(function()
+      return H.sh(H.tool("ss -Hltn 'sport = :" .. port .. "'")).out:find(":" .. port, 1, true)
+    end), "the node does not listen on " .. port)
+    local r = H.run_script([[
+      local f = farm.submit_with({ timeout = 0.3 }, function() while true do end end)
+      local ok, e = pcall(f.result, f)
+      print(ok, e.timeout, e.message, f.node)
+    ]], ("-n 0 --hosts node://127.0.0.1:%d"):format(port), 60, "unset FARM_KEY_FILE;")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal(("false\ttrue\tthe job timed out after 0.3 s and was stopped\tnode://127.0.0.1:%d\n")
+      :format(port), r.out)
+  end)
+end)
+
 describe("jobs that failed and were never read", function()
   after_each(H.cleanup)
 
@@ -220,7 +244,8 @@ describe("inside a job", function()
       local f = farm.submit(function()
         local out = {}
         for _, call in ipairs({ function() return farm.new {} end, function() return farm.close() end,
-                                function() return farm.config { workers = 2 } end }) do
+                                function() return farm.config { workers = 2 } end,
+                                function() return farm.wait() end }) do
           local ok, e = pcall(call)
           out[#out + 1] = tostring(ok) .. " " .. tostring(e)
         end
@@ -232,6 +257,7 @@ describe("inside a job", function()
     assert.is_truthy(r.out:find("false farm.new: a job cannot start a pool of its own", 1, true), r.out)
     assert.is_truthy(r.out:find("false farm.close: a job cannot close the pool it runs in", 1, true), r.out)
     assert.is_truthy(r.out:find("false farm.config: a job cannot configure the pool it runs in", 1, true), r.out)
+    assert.is_truthy(r.out:find("false farm.wait: a job waits for its own jobs by their futures", 1, true), r.out)
   end)
 end)
 

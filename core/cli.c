@@ -134,12 +134,14 @@ static int open_farm(lua_State *L) {
   return 0;
 }
 
-/* The script ended: wait for the jobs it left (callbacks run), then stop the
-   pool; with --stats, print its table in between. */
+/* The script ended: wait for the jobs it left (callbacks run), say how many
+   failed with their error never read, then stop the pool; with --stats, print
+   its table in between. */
 static const char finish_lua[] =
   "local stats = ...\n"
   "local pool = require('farm')._default\n"
   "pool:wait_all()\n"
+  "require('farm')._report_unread(io.stderr)\n"
   "if stats then pool:print_stats(io.stderr) end\n"
   "pool:close()\n";
 

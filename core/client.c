@@ -38,6 +38,13 @@ typedef struct ctx {
   worker *w;                       /* ...a job's own farm calls, through its worker */
   farm_buf enc;                    /* scratch for encoding, while not busy */
   int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
+  /* The script's own jobs (farm.submit, submit_with, exec; not map's chunks),
+     each with a reference, while they may yet fail unread: farm run's end says
+     how many failed with their error never read (core.unread). Swept at
+     submits, when it has doubled: jobs over that did not fail, or whose error
+     was read, leave it; so it holds the jobs out plus the failures unread. */
+  farm_job **watched;
+  size_t nwatched, capwatched, sweep_at;
 } ctx;
 
 typedef struct {
@@ -173,12 +180,20 @@ static int l_new(lua_State *L) {
   return 1;
 }
 
+static void unwatch_all(ctx *c) {
+  for (size_t i = 0; i < c->nwatched; i++) farm__job_unref(c->watched[i]);
+  free(c->watched);
+  c->watched = NULL;
+  c->nwatched = c->capwatched = c->sweep_at = 0;
+}
+
 static int l_close(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
   if (c->w) return 0;              /* a job's farm calls end with the worker */
   farm_engine *e = c->e;
   c->e = NULL;
   farm__engine_free(e);
+  unwatch_all(c);
   return 0;
 }
 
@@ -365,7 +380,68 @@ static void job_options(lua_State *L, int o, farm_job *j) {
   lua_pop(L, 4);
 }
 
-/* core.submit(ctx, opts|nil, fn, describe, namesfn, ...) -> future */
+static int failed_unread(farm_job *j) {
+  return farm__job_over(j) && farm__job_state(j) == JOB_FAILED && !j->read;
+}
+
+/* Keep j (a reference of our own) among the jobs watched for failures unread. */
+static void watch(lua_State *L, ctx *c, farm_job *j) {
+  if (c->nwatched >= c->sweep_at) {
+    size_t k = 0;
+    for (size_t i = 0; i < c->nwatched; i++) {
+      farm_job *w = c->watched[i];
+      if (!farm__job_over(w) || failed_unread(w)) c->watched[k++] = w;
+      else farm__job_unref(w);
+    }
+    c->nwatched = k;
+    c->sweep_at = k < 32 ? 64 : 2 * k;
+  }
+  if (c->nwatched == c->capwatched) {
+    size_t cap = c->capwatched ? 2 * c->capwatched : 64;
+    farm_job **p = realloc(c->watched, cap * sizeof *p);
+    if (!p) { luaL_error(L, "farm: out of memory"); return; }
+    c->watched = p;
+    c->capwatched = cap;
+  }
+  __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+  c->watched[c->nwatched++] = j;
+}
+
+/* core.unread(ctx) -> how many of the script's jobs failed with their error
+   never read (future:result), and the first of them: its id and message */
+static int l_unread(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  lua_Integer n = 0;
+  farm_job *first = NULL;
+  for (size_t i = 0; i < c->nwatched; i++) {
+    farm_job *j = c->watched[i];
+    if (!failed_unread(j)) continue;
+    n++;
+    if (!first || j->id < first->id) first = j;
+  }
+  lua_pushinteger(L, n);
+  if (!first) return 1;
+  lua_pushinteger(L, (lua_Integer)first->id);
+  lua_pushlstring(L, first->res ? first->res : "", first->nres);
+  return 3;
+}
+
+/* core.timed_out(job) -> true when the job was stopped by its own timeout
+   (submit_with{timeout =}): here, or on a node, which says so in its words */
+static int l_timed_out(lua_State *L) {
+  farm_job *j = check_job(L, 1);
+  int yes = farm__job_over(j) && farm__job_state(j) == JOB_FAILED && j->timeout > 0;
+  if (yes && !j->timed_out) {
+    static const char words[] = "the job timed out after ";
+    yes = j->untrusted && j->res && j->nres > sizeof words - 1 &&
+          memcmp(j->res, words, sizeof words - 1) == 0;
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+/* core.submit(ctx, opts|nil, fn, describe, namesfn, ...) -> future (opts.watch:
+   one of the script's own, watched for a failure never read) */
 static int l_submit(lua_State *L) {
   ctx *c = check_ctx(L, 1);
   int opts = lua_istable(L, 2) ? 2 : 0;
@@ -381,6 +457,11 @@ static int l_submit(lua_State *L) {
   check_size(L, c, b->n + f->n, "the function and its arguments");
   farm_job *j = new_job(L, c, f, FARM_MODE_CALL, b);
   job_options(L, opts, j);
+  if (opts && c->e) {
+    lua_getfield(L, opts, "watch");
+    if (lua_toboolean(L, -1)) watch(L, c, j);
+    lua_pop(L, 1);
+  }
   hand_over(L, c, j);
   enc_end(L, top + 1);
   return 1;
@@ -741,6 +822,7 @@ static int l_result(lua_State *L) {
     return n + 1;
   }
   lua_pushboolean(L, 0);
+  if (st == JOB_FAILED) j->read = 1;
   if (st == JOB_CANCELLED) lua_pushliteral(L, "the job was cancelled");
   else if (st == JOB_FAILED) lua_pushlstring(L, j->res ? j->res : "", j->nres);
   else lua_pushliteral(L, "the job has not finished");
@@ -1014,7 +1096,7 @@ void farm__open_client(lua_State *L, int core) {
     { "outstanding", l_outstanding }, { "finished", l_finished },
     { "pids", l_pids }, { "set_workers", l_set_workers },
     { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
-    { "worker_ctx", l_worker_ctx },
+    { "worker_ctx", l_worker_ctx }, { "unread", l_unread }, { "timed_out", l_timed_out },
     { "share", l_share }, { "file_key", l_file_key }, { "share_file", l_share_file },
     { "shared_get", l_shared_get }, { "send_file", l_send_file }, { "provide", l_provide }, { "cancelled", l_cancelled },
     { "stop", l_stop }, { "partial", l_partial }, { "meta", l_meta },

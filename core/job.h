@@ -44,6 +44,7 @@ typedef struct farm_job {
   uint16_t requeues;               /* times it went back because a peer was lost */
   uint16_t max_retries;
   uint8_t untrusted;               /* its results came from a node: decode them untrusted */
+  uint8_t read;                    /* the caller's thread only: its error was read (client.c) */
   uint16_t pin;                    /* runs only where placement pin says (farm__engine_pin); 0: anywhere */
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
   farm_peer *peer;                 /* where it is while sent, else NULL */

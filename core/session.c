@@ -41,6 +41,12 @@ int farm__key_load(const char *path, unsigned char key[FARM_KEYLEN], char *err, 
   struct stat st;
   char text[256];
   ssize_t got = 0;
+  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    close(fd);
+    snprintf(err, errlen, "key file '%s' is a directory; give the key file itself (make one with: "
+             "farm keygen FILE)", path);
+    return FARM_EINVAL;
+  }
   if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
     close(fd);
     snprintf(err, errlen, "key file '%s' can be read by others (mode %03o); run: chmod 600 %s",

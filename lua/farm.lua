@@ -75,9 +75,11 @@ local function check_config(what, opts, level)
 end
 
 local new_shared
+local all_pools = setmetatable({}, { __mode = "k" })   -- every pool made, while it lives
 local function new_pool(config)
   local p = setmetatable({ config = config, callbacks = {}, shares = {}, files = {} }, Pool)
   p.shared = new_shared(p)
+  all_pools[p] = true
   return p
 end
 
@@ -306,6 +308,10 @@ end
 
 --- pool:config{workers = N, echo = bool, max_message = bytes, progress = bool}: before it starts.
 function Pool:configure(opts)
+  if on_worker then
+    error("farm.config: a job cannot configure the pool it runs in; configure it in the client, "
+      .. "before its first job", 2)
+  end
   check_config("farm.config", opts, 2)
   if self.ctx and not core.closed(self.ctx) then
     error("farm.config: the pool is running; call farm.close() first", 2)
@@ -367,10 +373,32 @@ local function shown(v)
   return type(v)
 end
 
+-- Where the script called farm ("x.lua:12: "), as error(msg, level) would put
+-- it: level 1 is the function that calls where_of.
+local function where_of(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if info and info.currentline > 0 then return ("%s:%d: "):format(info.short_src, info.currentline) end
+  return ""
+end
+
+-- A message from farm.core (a value that cannot travel, a job too large), with
+-- where the script called: a stream's (map_reduce, imap) submits raise it from
+-- deep inside, with the place its call was (where_of) put in front.
+local function raise_at(msg, where)
+  if type(msg) ~= "string" then error(msg, 0) end
+  msg = msg:gsub("^farm: ", "", 1)
+  error(where .. msg, 0)
+end
+
 local function check_fn(what, fn)
   if type(fn) ~= "function" then
     error(("%s: argument #1 must be a function (got %s)"):format(what, type(fn)), 3)
   end
+end
+
+local WATCHED = { watch = true }   -- core.submit's options: the script's own job
+local function submit_job(c, o, fn, ...)
+  return core.submit(c, o, package(c, fn), describe, names, ...)
 end
 
 --- pool:submit(fn, ...) -> future
@@ -378,7 +406,8 @@ function Pool:submit(fn, ...)
   check_fn("farm.submit", fn)
   local c = self:_ctx()
   if self.ctx and (next(self.callbacks) or self.event_fn) then self:_callbacks() end
-  local f = core.submit(c, nil, package(c, fn), describe, names, ...)
+  local ok, f = pcall(submit_job, c, WATCHED, fn, ...)
+  if not ok then raise_at(f, where_of(2)) end
   if self.tracked then self.tracked[core.id(f)] = f end
   return f
 end
@@ -388,7 +417,7 @@ function Pool:submit_with(opts, fn, ...)
   if type(opts) ~= "table" then
     error(("farm.submit_with: argument #1 must be a table of options (got %s)"):format(type(opts)), 2)
   end
-  local o = {}
+  local o = { watch = true }
   for k, v in pairs(opts) do
     if k == "timeout" then
       if type(v) ~= "number" or not (v > 0) or v == huge then
@@ -438,7 +467,8 @@ function Pool:submit_with(opts, fn, ...)
     if not ok then error("farm.submit_with: " .. tostring(pin), 2) end
     o.pin, o.node = pin, nil
   end
-  local f = core.submit(c, o, package(c, fn), describe, names, ...)
+  local ok, f = pcall(submit_job, c, o, fn, ...)
+  if not ok then raise_at(f, where_of(2)) end
   if o.notify then self.callbacks[core.id(f)] = { opts.callback, f } end
   if self.tracked then self.tracked[core.id(f)] = f end
   return f
@@ -463,8 +493,10 @@ local Future = {}
 local function finish(f, ok, ...)
   if ok then return ... end
   local message, traceback, where, value = ...
+  -- timeout: stopped by its own timeout (submit_with), as a wait that timed out says
   error(setmetatable({ message = message, traceback = traceback, value = value,
-                       worker = where ~= "" and where or nil, job = core.id(f) }, JobError), 3)
+                       worker = where ~= "" and where or nil, job = core.id(f),
+                       timeout = core.timed_out(f) or nil }, JobError), 3)
 end
 
 local function timed_out(f, timeout)
@@ -473,9 +505,14 @@ local function timed_out(f, timeout)
     job = core.id(f), timeout = true }, JobError), 3)
 end
 
+-- A timeout to wait: seconds, 0 or more; nil or math.huge waits without end.
+-- SCOOP's wait takes -1 for that, Python's None: -1 is refused with the
+-- spellings that mean it here (a negative left by a deadline gone by must not
+-- wait forever).
 local function check_timeout(what, timeout, level)
   if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
-    error(("%s: timeout must be a number of seconds, 0 or more (got %s)"):format(what, tostring(timeout)), level + 1)
+    error(("%s: timeout must be a number of seconds, 0 or more; to wait without end, give none "
+      .. "(nil) or math.huge (got %s)"):format(what, shown(timeout)), level + 1)
   end
 end
 
@@ -557,8 +594,17 @@ local methods = Future
 -- what a finished future tells of its job: the times are seconds, as os.time
 -- (with fractions); node is "local" or the node's name; attempts counts tries
 local META = { submitted = true, started = true, finished = true, attempts = true, node = true }
+-- Fields a script sets on a future (f.id = i, f.item = x, as dispy's users set
+-- theirs on jobs): kept here, read back as set, over farm's own of that name;
+-- they stay in this process and go with the future.
+local fields = setmetatable({}, { __mode = "k" })
 core.set_future_mt {
   __index = function(f, k)
+    local own = fields[f]
+    if own then
+      local v = own[k]
+      if v ~= nil then return v end
+    end
     if k == "stdout" then return core.stdout(f) end
     if k == "worker" then return core.where(f) end
     local m = methods[k]
@@ -567,6 +613,16 @@ core.set_future_mt {
       return t and t[k]
     end
     return m
+  end,
+  __newindex = function(f, k, v)
+    if k == nil or k ~= k then error("farm.future: a field's name cannot be nil or NaN", 2) end
+    local own = fields[f]
+    if not own then
+      if v == nil then return end
+      own = {}
+      fields[f] = own
+    end
+    own[k] = v
   end,
   __call = Future.result,
   __tostring = function(f) return ("farm.future(%d, %s)"):format(core.id(f), core.status(f)) end,
@@ -832,12 +888,19 @@ local function stream_of(self, what, keys, argbase, ...)
   return s, c, opts
 end
 
-local function map_submitter(c, fn, s)
-  local p = package(c, fn)
+local function map_submitter(c, fn, s, where)
+  local ok, p = pcall(package, c, fn)
+  if not ok then raise_at(p, where) end
   local lists, nl = s.lists, s.nl
   return function(start, count, slices)
-    if slices then return core.submit_map(c, p, describe, names, 1, count, tunpack(slices, 1, nl)) end
-    return core.submit_map(c, p, describe, names, start, start + count - 1, tunpack(lists, 1, nl))
+    local f
+    if slices then
+      ok, f = pcall(core.submit_map, c, p, describe, names, 1, count, tunpack(slices, 1, nl))
+    else
+      ok, f = pcall(core.submit_map, c, p, describe, names, start, start + count - 1, tunpack(lists, 1, nl))
+    end
+    if not ok then raise_at(f, where) end
+    return f
   end
 end
 
@@ -867,19 +930,26 @@ function Pool:map(fn, ...)
   local c = self:_ctx()
   if iter then
     local s = new_stream(lists, nl, n, true, opts.chunksize, core.workers(c), 4 * core.workers(c))
-    s.submit = map_submitter(c, fn, s)
+    s.submit = map_submitter(c, fn, s, where_of(2))
     while true do
       local _, start, count, r = s:next_ordered()
       if not start then return out end
       tmove(r, 1, count, start, out)
     end
   end
-  local p = package(c, fn)
+  local ok, p = pcall(package, c, fn)
+  if not ok then raise_at(p, where_of(2)) end
   local chunk = opts.chunksize or chunk_for(n, core.workers(c))
   local futures, starts = {}, {}
   for i = 1, n, chunk do
     starts[#starts + 1] = i
-    futures[#futures + 1] = core.submit_map(c, p, describe, names, i, min(i + chunk - 1, n), tunpack(lists, 1, nl))
+    local f
+    ok, f = pcall(core.submit_map, c, p, describe, names, i, min(i + chunk - 1, n), tunpack(lists, 1, nl))
+    if not ok then
+      for j = 1, #futures do drop(futures[j]) end
+      raise_at(f, where_of(2))
+    end
+    futures[#futures + 1] = f
   end
   for k = 1, #futures do
     local ok, r = pcall(Future.result, futures[k])
@@ -896,7 +966,7 @@ end
 function Pool:imap(fn, ...)
   check_fn("farm.imap", fn)
   local s, c = stream_of(self, "farm.imap", STREAM_OPTS, 1, ...)
-  s.submit = map_submitter(c, fn, s)
+  s.submit = map_submitter(c, fn, s, where_of(2))
   return rows_of(s, s.next_ordered)
 end
 
@@ -904,7 +974,7 @@ end
 function Pool:map_unordered(fn, ...)
   check_fn("farm.map_unordered", fn)
   local s, c = stream_of(self, "farm.map_unordered", STREAM_OPTS, 1, ...)
-  s.submit = map_submitter(c, fn, s)
+  s.submit = map_submitter(c, fn, s, where_of(2))
   return rows_of(s, s.next_done)
 end
 
@@ -952,14 +1022,27 @@ function Pool:map_reduce(fn, reducer, ...)
   local s, c, opts = stream_of(self, "farm.map_reduce", REDUCE_OPTS, 2, ...)
   local has_init, init = opts.init ~= nil, opts.init
   local chunk_job, fold_job = reduce_jobs(fn, reducer)
-  local p = package(c, chunk_job)
+  local where = where_of(2)
+  local ok, p = pcall(package, c, chunk_job)
+  if not ok then raise_at(p, where) end
   local lists, nl = s.lists, s.nl
   s.submit = function(start, count, slices)
     if not slices then
       slices = {}
       for k = 1, nl do slices[k] = tmove(lists[k], start, start + count - 1, 1, {}) end
     end
-    return core.submit(c, nil, p, describe, names, has_init, init, count, tunpack(slices, 1, nl))
+    local f
+    ok, f = pcall(core.submit, c, nil, p, describe, names, has_init, init, count, tunpack(slices, 1, nl))
+    if not ok then
+      -- the chunk job's arguments are (has_init, init, rows, list 1, ...): say
+      -- them as the script gave them (list 1 is map_reduce's argument #3)
+      if type(f) == "string" then
+        f = f:gsub("argument 2([^%d])", "option init%1", 1)
+             :gsub("argument (%d+)", function(k) return "argument " .. (tonumber(k) - 1) end, 1)
+      end
+      raise_at(f, where)
+    end
+    return f
   end
   local partials = {}
   while true do
@@ -1006,8 +1089,60 @@ function farm.as_completed(futures, timeout)
   end
 end
 
+local WAIT_OPTS = { timeout = true, return_when = true }
+
+-- Wait until none of pools has a job out (callbacks run), or the deadline:
+-- true when none has.
+local function wait_pools(pools, deadline)
+  while true do
+    local c, gen
+    for _, p in ipairs(pools) do
+      local pc = p.ctx
+      if pc and not core.closed(pc) and core.outstanding(pc) > 0 then
+        c, gen = pc, core.gen(pc)
+        break
+      end
+    end
+    callbacks_of()
+    if not c then return true end
+    if core.outstanding(c) > 0 and not progress(deadline, c, gen) then return false end
+  end
+end
+
 --- farm.wait(futures [, {timeout = s, return_when = "all" | "first" | "error"}]) -> done, not_done
-function farm.wait(futures, opts)
+--- farm.wait([{timeout = s}]) -> true when every job submitted so far has finished
+---   (pp's wait()), false when the timeout came first; pool:wait() waits for
+---   that pool's jobs, farm.wait() for every pool's.
+function farm.wait(futures, opts, pools)
+  if futures == nil or (type(futures) == "table" and rawget(futures, 1) == nil
+                        and getmetatable(futures) == nil and opts == nil and next(futures) ~= nil) then
+    -- no futures: every job; a table of options alone says how
+    if on_worker then
+      error("farm.wait: a job waits for its own jobs by their futures (farm.wait(futures))", 2)
+    end
+    if futures ~= nil then
+      for k in pairs(futures) do
+        if not WAIT_OPTS[k] then
+          error(("farm.wait: argument #1 must be a list of futures, or a table of options "
+            .. "(timeout, return_when): '%s' is neither"):format(tostring(k)), 2)
+        end
+      end
+      opts = futures
+    elseif opts ~= nil and type(opts) ~= "table" then
+      error("farm.wait: argument #2 must be a table of options", 2)
+    end
+    opts = opts or {}
+    if opts.return_when ~= nil and opts.return_when ~= "all" then
+      error(("farm.wait: return_when = %s needs a list of futures (without one, farm.wait waits "
+        .. "for every job)"):format(shown(opts.return_when)), 2)
+    end
+    check_timeout("farm.wait", opts.timeout, 2)
+    if not pools then
+      pools = {}
+      for _, p in pairs(pool_of) do pools[#pools + 1] = p end
+    end
+    return wait_pools(pools, opts.timeout and core.now() + opts.timeout)
+  end
   check_futures("farm.wait", futures)
   opts = opts or {}
   if type(opts) ~= "table" then error("farm.wait: argument #2 must be a table of options", 2) end
@@ -1054,7 +1189,10 @@ end
 
 --- pool:stats() -> { workers = {{name, pid, jobs, busy}...}, jobs, busy, elapsed, ... }
 function Pool:stats()
-  if not self.ctx then return { workers = {}, jobs = 0, busy = 0, elapsed = 0, queued = 0 } end
+  if not self.ctx then
+    -- closed: what it did (farm.close keeps it), or nothing yet
+    return self.last_stats or { workers = {}, jobs = 0, busy = 0, elapsed = 0, queued = 0 }
+  end
   return core.stats(self.ctx)
 end
 
@@ -1114,6 +1252,10 @@ end
 --- pool:close([{cancel = true}]): wait for unfinished jobs (or cancel them), then
 --- stop the workers. The next submit starts a new pool.
 function Pool:close(opts)
+  if on_worker then
+    error("farm.close: a job cannot close the pool it runs in; the client closes it (at its end, "
+      .. "farm run does)", 2)
+  end
   local c = self.ctx
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -1128,9 +1270,43 @@ function Pool:close(opts)
     if opts and opts.cancel then core.cancel_all(c, true) end
     self:wait_all()
     self:_events()
+    self.last_stats = core.stats(c)
+    self:_keep_unread(c)
     core.close(c)
   end
   self.ctx = nil
+end
+
+-- The script's jobs that failed with their error never read (future:result):
+-- counted, with the first of them, across the pool's starts (core.unread).
+function Pool:_keep_unread(c)
+  local n, id, msg = core.unread(c)
+  if n == 0 then return end
+  local u = self.unread or { n = 0 }
+  u.n = u.n + n
+  if not u.id then u.id, u.msg = id, msg end
+  self.unread = u
+end
+
+-- farm run's end: one line on out for the jobs that failed unread, in every
+-- pool (as Python's asyncio warns of exceptions never retrieved); their count.
+function farm._report_unread(out)
+  local n, id, msg = 0, nil, nil
+  local function add(k, kid, kmsg)
+    if k == 0 then return end
+    n = n + k
+    if not id or kid < id then id, msg = kid, kmsg end
+  end
+  for p in pairs(all_pools) do
+    local u = p.unread
+    if u then add(u.n, u.id, u.msg) end
+    if p.ctx and not core.closed(p.ctx) then add(core.unread(p.ctx)) end
+  end
+  if n == 0 then return 0 end
+  out:write(("farm: %d job%s failed and %s never read (future:result() reads it); "
+    .. "the first, job %d: %s\n"):format(n, n == 1 and "" or "s",
+    n == 1 and "its error was" or "their errors were", id, tostring(msg):match("^[^\n]*")))
+  return n
 end
 
 -- ---- programs as jobs (dispy's executable computations) -------------------------
@@ -1216,6 +1392,10 @@ end
 
 --- farm.new{workers = N, echo = bool, max_message = bytes} -> a pool of its own
 function farm.new(opts)
+  if on_worker then
+    error("farm.new: a job cannot start a pool of its own; its jobs go to the client's pool "
+      .. "(farm.submit, farm.map)", 2)
+  end
   opts = opts or {}
   check_config("farm.new", opts, 2)
   local cfg = { echo = default.config.echo, max_message = default.config.max_message }
@@ -1276,7 +1456,7 @@ function farm.nodes() return default:nodes() end
 function farm.print_stats(out) return default:print_stats(out) end
 function farm.close(opts) return default:close(opts) end
 Pool.config = Pool.configure
-Pool.wait = function(_, ...) return farm.wait(...) end
+function Pool:wait(futures, opts) return farm.wait(futures, opts, { self }) end
 Pool.as_completed = function(_, ...) return farm.as_completed(...) end
 
 --- farm.remember(chunkname, text): the text of a chunk that farm did not see

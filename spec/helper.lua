@@ -98,6 +98,13 @@ end
 
 function H.sleep(s) os.execute("sleep " .. s) end
 
+--- tell scripts/run-test that a test which must run long (over its 60 s
+--- without a test ending) is alive: a TAP comment, `# still running: what`
+function H.still_running(what)
+  io.stdout:write("# still running: ", what, "\n")
+  io.stdout:flush()
+end
+
 --- poll f() until it returns a true value (returned), or f()'s last answer after
 --- about seconds (default 15)
 function H.wait_for(f, seconds)

@@ -630,13 +630,12 @@ return { Circle = Circle }
 
   describe("caching", function()
     it("sends a function's source once per worker, then only its hash", function()
-      farm.close()
+      farm.close()                 -- the next pool counts from nothing
       local function work(x) return x * 2 end
-      local before = farm.stats().functions_sent or 0
       local fs = {}
       for i = 1, 50 do fs[i] = farm.submit(work, i) end
       for i = 1, 50 do assert.are.equal(2 * i, fs[i]:result()) end
-      assert.are.equal(before + 1, farm.stats().functions_sent)
+      assert.are.equal(1, farm.stats().functions_sent)
     end)
   end)
 end)

@@ -41,6 +41,7 @@ static long long eval(lua_State *L, const char *chunk) {
 }
 
 int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);     /* each line as its check ends: run-test watches them */
   ok(strcmp(farm_version(), FARM_VERSION) == 0, "farm_version matches the header", NULL);
   ok(strcmp(farm_strerror(FARM_ECLOSED), "the farm was closed") == 0, "farm_strerror names a code", NULL);
   lua_State *a = open_farm(1), *b = open_farm(2);

@@ -75,6 +75,7 @@ static int says(const char *a, const char *b, const char *c) {
 }
 
 int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);     /* each line as its check ends: run-test watches them */
   int n = 0, fails = 0;
 #define OK(c, what) do { int ok_ = (c); n++; if (!ok_) fails++; printf("%sok %d - %s\n", ok_ ? "" : "not ", n, what); if (!ok_ && err[0]) printf("# err: %s\n", err); } while (0)
   char dir[] = "/tmp/farm-hosts-XXXXXX", cwd[4096], name[400];

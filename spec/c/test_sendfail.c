@@ -14,6 +14,7 @@
 #include "peer.h"
 
 int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);     /* each line as its check ends: run-test watches them */
   int n = 0, fails = 0;
 #define OK(c, what) do { int ok_ = (c); n++; if (!ok_) fails++; printf("%sok %d - %s\n", ok_ ? "" : "not ", n, what); } while (0)
   farm_peer *p;

@@ -21,7 +21,7 @@ local SCRIPT = [[
   local f = farm.submit(function(k)
     local best = 1
     for i = 1, k do
-      local t = os.clock() + 0.05 while os.clock() < t do end
+      local t = os.clock() + 0.15 while os.clock() < t do end   -- (long enough to be seen, under ASan too)
       best = best / 2
       farm.provide({ best = best, step = i })
     end

@@ -362,12 +362,15 @@ describe("farm run", function()
     end)
 
     it("after os.exit in the script, leaving no socket directory", function()
-      local before = H.sh("ls -d /tmp/farm-* 2>/dev/null | wc -l").out
+      -- a TMPDIR of its own: /tmp's farm-* come and go with whatever else runs
+      local tmp = H.sh("mktemp -d /tmp/farm-exit-XXXXXX").out:gsub("%s+$", "")
       local out = H.tmp("", ".pids")
-      local r = H.run_script(prelude .. "os.exit(3)", H.quote(out))
+      local r = H.run_script(prelude .. "os.exit(3)", H.quote(out), nil, "TMPDIR=" .. H.quote(tmp))
       assert.are.equal(3, r.code)
       assert.is_true(H.wait_gone(pids_in(out), 10))
-      assert.are.equal(before, H.sh("ls -d /tmp/farm-* 2>/dev/null | wc -l").out)
+      local left = H.sh("ls -A " .. H.quote(tmp)).out
+      os.execute("rm -rf " .. H.quote(tmp))
+      assert.are.equal("", left, "left in TMPDIR: " .. left)
     end)
   end)
 end)

@@ -347,6 +347,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
 
 /* End a job with an error of the engine's own making. */
 static void job_fail(farm_engine *e, farm_job *j, const char *msg) {
+  if (j->rx) farm__job_drop_results(j);    /* (res is not its own to free) */
   set_text(&j->res, &j->nres, msg);
   job_over(e, j, JOB_FAILED);
 }
@@ -919,7 +920,17 @@ static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times)
   return !r.err && !farm__rd_left(&r);
 }
 
-static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
+/* A result of at least this many bytes that takes at least 1/KEEP_PART of its
+   message points into the message (rx) instead of being copied out of it:
+   large results are the ones a copy costs, and a small one never keeps a large
+   message alive (what a job keeps is at most KEEP_PART times its results, and
+   a message is never kept longer than a job it holds a result of). */
+#define KEEP_MIN (16u << 10)
+#define KEEP_PART 8
+
+/* RESULTS from p. rx: the message r reads, which results may point into (NULL:
+   every result is copied out of it). */
+static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) {
   uint32_t count;
   farm__proto_get_list(r, &count, NULL, 0);
   double busy_sum = 0;
@@ -939,10 +950,19 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
       if (times) { j->ran_from = times[2 * i]; j->ran_to = times[2 * i + 1]; }
       j->untrusted = p->ops->untrusted;
       where(p, j->where, sizeof j->where);
-      free(j->res);
-      j->res = farm__dupmem(m.block, m.nblock); j->nres = m.nblock;
-      if (m.tb) { free(j->tb); j->tb = farm__dupmem(m.tb, m.ntb); j->ntb = m.ntb; }
-      if (m.val && m.nval) { free(j->val); j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
+      farm__job_drop_results(j);
+      size_t kept = m.nblock + m.ntb + m.nval;
+      if (rx && kept >= KEEP_MIN && kept >= rx->n / KEEP_PART) {
+        __atomic_add_fetch(&rx->refs, 1, __ATOMIC_RELAXED);
+        j->rx = rx;
+        j->res = (char *)m.block; j->nres = m.nblock;
+        if (m.tb) { j->tb = (char *)m.tb; j->ntb = m.ntb; }
+        if (m.val && m.nval) { j->val = (char *)m.val; j->nval = m.nval; }
+      } else {
+        j->res = farm__dupmem(m.block, m.nblock); j->nres = m.nblock;
+        if (m.tb) { j->tb = farm__dupmem(m.tb, m.ntb); j->ntb = m.ntb; }
+        if (m.val && m.nval) { j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
+      }
       /* out carries all the job printed; streaming may have echoed a prefix */
       size_t echoed = j->echoed < m.nout ? j->echoed : m.nout;
       j->out.n = 0;
@@ -1496,8 +1516,9 @@ static int node_may_send(int type) {
   }
 }
 
-int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
-                         char *err, size_t errlen) {
+/* farm__engine_message; rx: the message kept, which results may point into */
+static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n, farm_rxmsg *rx,
+                          char *err, size_t errlen) {
   farm__engine_assert_locked(e);
   farm_rd r;
   int type = farm__msg_open(&r, msg, n, err, errlen);
@@ -1538,7 +1559,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     return 0;
   }
   case FARM_MSG_RESULTS:
-    if (on_results(e, p, &r) >= 0) return 0;
+    if (on_results(e, p, &r, rx) >= 0) return 0;
     break;
   case FARM_MSG_TAKEN:
     if (on_taken(e, p, &r) >= 0) return 0;
@@ -1620,6 +1641,22 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
   return FARM_EPROTO;
 }
 
+int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
+                         char *err, size_t errlen) {
+  return engine_message(e, p, msg, n, NULL, err, errlen);
+}
+
+int farm__engine_take(farm_engine *e, farm_peer *p, void *msg, size_t n, void (*release)(void *),
+                      char *err, size_t errlen) {
+  /* only RESULTS are kept (nothing else holds on to what it read) */
+  farm_rxmsg *rx = n > 3 && ((unsigned char *)msg)[3] == FARM_MSG_RESULTS
+                   ? farm__rxmsg_new(msg, n, release) : NULL;
+  int rc = engine_message(e, p, msg, n, rx, err, errlen);
+  if (rx) farm__rxmsg_unref(rx);
+  else if (release) release(msg);
+  return rc;
+}
+
 int farm__peer_drain(farm_peer *p) {
   int handled = 0;
   while (p->link && !p->broken) {
@@ -1628,8 +1665,7 @@ int farm__peer_drain(farm_peer *p) {
     if (farm__link_recv(p->link, &m, &n, 1) != 0) break;
     char why[200];
     p->bytes_in += n;
-    int rc = farm__engine_message(p->e, p, m, n, why, sizeof why);
-    farm__link_free(m);
+    int rc = farm__engine_take(p->e, p, m, n, farm__link_free, why, sizeof why);
     handled++;
     if (rc < 0) {                  /* a peer that talks nonsense is replaced */
       /* (a node is not: it is lost for the run, and its kind says so) */

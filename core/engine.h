@@ -213,6 +213,11 @@ int farm__engine_locked(farm_engine *e);
    the caller restarts the peer. err says why. */
 int  farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n,
                           char *err, size_t errlen);
+/* The same, and msg is the engine's from now on: release(msg) once nothing
+   points into it any more (large results point into their RESULTS message
+   instead of being copied out of it, until their jobs are freed: any thread). */
+int  farm__engine_take(farm_engine *e, farm_peer *p, void *msg, size_t n, void (*release)(void *),
+                       char *err, size_t errlen);
 /* A peer ended (its process died, its link broke): its jobs go back to the queue
    or fail; `running` is the job it was running, if known (0 otherwise). */
 void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, const char *why);

@@ -1,6 +1,6 @@
 /*
- * job.c -- jobs and function packages (job.h): made, copied into and
- * released. Reference counts are atomic: any thread may call these.
+ * job.c -- jobs, function packages and the messages results point into
+ * (job.h): made, copied into and released. Reference counts are atomic: any thread may call these.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +8,27 @@
 
 void farm__fn_unref(farm_fn *f) {
   if (f && __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) { free(f->p); free(f); }
+}
+
+farm_rxmsg *farm__rxmsg_new(void *p, size_t n, void (*release)(void *)) {
+  farm_rxmsg *m = malloc(sizeof *m);
+  if (m) *m = (farm_rxmsg){ .p = p, .n = n, .release = release, .refs = 1 };
+  return m;
+}
+
+void farm__rxmsg_unref(farm_rxmsg *m) {
+  if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    if (m->release) m->release(m->p);
+    free(m);
+  }
+}
+
+void farm__job_drop_results(farm_job *j) {
+  if (j->rx) farm__rxmsg_unref(j->rx);
+  else { free(j->res); free(j->tb); free(j->val); }
+  j->rx = NULL;
+  j->res = j->tb = j->val = NULL;
+  j->nres = j->ntb = j->nval = 0;
 }
 
 farm_job *farm__job_new(void) {
@@ -21,7 +42,9 @@ farm_job *farm__job_new(void) {
 void farm__job_unref(farm_job *j) {
   if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   farm__fn_unref(j->fn);
-  free(j->args); free(j->res); free(j->tb); free(j->val); free(j->part);
+  free(j->args);
+  free(j->part);
+  farm__job_drop_results(j);
   farm__buf_free(&j->out);
   free(j);
 }

@@ -27,6 +27,16 @@ typedef struct farm_fn {           /* a function package: hash + codec block */
   int refs;                        /* atomic */
 } farm_fn;
 
+/* A message received whole (a RESULTS) that jobs' results point into: a large
+   result is not copied out of its message, the message is kept until the last
+   job that points into it lets go (engine.c on_results says which results). */
+typedef struct farm_rxmsg {
+  void *p;                         /* the message, released with release(p) */
+  size_t n;                        /* its size */
+  void (*release)(void *);
+  int refs;                        /* atomic: the receiver's while it reads, and a job's each */
+} farm_rxmsg;
+
 enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
 #define FARM_DEFAULT_RETRIES 2     /* a job that killed its worker is tried this often more */
 
@@ -55,6 +65,7 @@ typedef struct farm_job {
   char *res; size_t nres;          /* result block, or the error message */
   char *tb; size_t ntb;            /* remote traceback */
   char *val; size_t nval;          /* the value a failed job raised, as a block (or NULL) */
+  farm_rxmsg *rx;                  /* res, tb and val point into it (NULL: they are malloc'd) */
   char *part; size_t npart;        /* its last provisional result (farm.provide), a block, */
   uint32_t nparts;                 /* ...and how many came (engine lock) */
   uint8_t part_untrusted;          /* ...from a node: decode it untrusted */
@@ -81,6 +92,11 @@ typedef struct farm_job {
 farm_job *farm__job_new(void);
 void farm__job_unref(farm_job *j);
 void farm__fn_unref(farm_fn *f);
+/* a message kept with one reference (the caller's), or NULL when out of memory */
+farm_rxmsg *farm__rxmsg_new(void *p, size_t n, void (*release)(void *));
+void farm__rxmsg_unref(farm_rxmsg *m);
+/* j's res, tb and val are freed (or let go of the message they point into): NULL, 0 */
+void farm__job_drop_results(farm_job *j);
 char *farm__dupmem(const void *p, size_t n);
 static inline int farm__job_state(const farm_job *j) {
   return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);

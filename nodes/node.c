@@ -125,7 +125,7 @@ typedef struct node {
   map fns;                         /* function hash -> farm_fn */
   farm_buf out;
   farm_buf times;                  /* ...and their times (proto.h RESULTS) */
-  farm_buf res;                    /* RESULTS entries waiting to go (nres of them, */
+  farm_buf res;                    /* the RESULTS waiting to go (nres entries, */
   uint32_t nres;                   /* ...the first since res_since) */
   double res_since;
   farm_buf pend;                   /* whole messages waiting for the link (length first) */
@@ -227,13 +227,15 @@ static int flush_pend(node *n) {
   return rc;
 }
 
-static int send_out(node *n) {
+static int send_msg(node *n, const farm_buf *b) {
   n->last_sent = farm__now();
-  int rc = n->pend.n ? FARM_EAGAIN : farm__link_send(n->link, n->out.p, n->out.n, 1);
+  int rc = n->pend.n ? FARM_EAGAIN : farm__link_send(n->link, b->p, b->n, 1);
   if (rc != FARM_EAGAIN) return rc;
-  if (farm__buf_u64le(&n->pend, n->out.n) < 0 || farm__buf_put(&n->pend, n->out.p, n->out.n) < 0) return FARM_ENOMEM;
+  if (farm__buf_u64le(&n->pend, b->n) < 0 || farm__buf_put(&n->pend, b->p, b->n) < 0) return FARM_ENOMEM;
   return 0;
 }
+
+static int send_out(node *n) { return send_msg(n, &n->out); }
 
 static void send_hello(node *n) {
   farm_msg_hello m = { .pid = (uint64_t)getpid(), .slot = 0,
@@ -251,8 +253,9 @@ static void send_hello(node *n) {
    the client each. The last result of a burst goes at once. */
 static void flush_results(node *n) {
   if (!n->nres) return;
-  farm__proto_put_results(&n->out, n->nres, &n->res, farm__now(), &n->times);
-  send_out(n);
+  farm__proto_put_times(&n->res, farm__now(), &n->times);   /* (res is the message itself) */
+  farm__proto_count(&n->res, n->nres);
+  send_msg(n, &n->res);
   n->times.n = 0;
   n->res.n = 0;
   n->nres = 0;
@@ -286,7 +289,10 @@ static void send_results(node *n) {
       farm__job_unref(mine);                   /* the map's reference */
     }
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
-    if (!n->nres) n->res_since = farm__now();
+    if (!n->nres) {
+      n->res_since = farm__now();
+      farm__proto_put_list(&n->res, FARM_MSG_RESULTS);
+    }
     farm_buf *b = &n->res;
     /* when it ran, on our clock (as our worker told; else as we saw it) */
     double to = j->ran_to > 0 ? j->ran_to : j->ended;

@@ -8,6 +8,8 @@
 --           kernel: 32 jobs of 50,000,000 points (so each job's time, not
 --           farm's, is what is measured)
 --   bytes:  MB/s for 1,000 jobs with a 1 MB string argument
+--   results: MB/s for 1,000 jobs that each return a 1 MB string (16 at a time
+--           outstanding, each result read and dropped as it comes)
 --   roundtrip: median of 2,000 sequential submit-to-result round trips (after 100
 --           unmeasured ones) of one trivial job to an idle pool, in microseconds
 --   shared: 1,000 jobs that each read a 10 MB table through farm.shared (sent once
@@ -90,6 +92,20 @@ elseif what == "bytes" then
   for i = 1, n do assert(fs[i]:result() == size) end
   local dt = now() - t0
   print(("large_args %.0f MB/s (%d jobs of %d bytes in %.3f s)"):format(n * size / dt / 1e6, n, size, dt))
+elseif what == "results" then
+  local n, size, window = 1000, 1000000, 16
+  local big = function(k) return string.rep(("x"):rep(1000), k // 1000) end
+  farm.submit(big, 1000):result()
+  local t0 = now()
+  local fs = {}
+  for i = 1, n + window do
+    if i <= n then fs[i] = farm.submit(big, size) end
+    local k = i - window
+    if k >= 1 then assert(#fs[k]:result() == size); fs[k] = nil end
+  end
+  local dt = now() - t0
+  print(("large_results %.0f MB/s (%d jobs returning %d bytes, %d at a time, in %.3f s)")
+    :format(n * size / dt / 1e6, n, size, window, dt))
 elseif what == "roundtrip" then
   local warm, n = 100, 2000
   local ident = function(x) return x end
@@ -129,5 +145,5 @@ elseif what == "startup" then
   io.stdout:flush()                 -- the timer in bench.sh reads this line at once
 else
   error("bench.lua: unknown benchmark '" .. tostring(what)
-    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, roundtrip, shared, startup)")
+    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, results, roundtrip, shared, startup)")
 end

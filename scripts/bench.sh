@@ -19,7 +19,7 @@ median() {
 }
 
 echo "farm benchmarks: local pool of 2 workers, median of $runs runs ($(nproc) CPUs)"
-for what in submit map pi pi_lua pi_kernel bytes roundtrip shared; do
+for what in submit map pi pi_lua pi_kernel bytes results roundtrip shared; do
   i=0
   : > "$tmp"
   while [ $i -lt "$runs" ]; do
@@ -45,7 +45,7 @@ trap 'kill $node_pid 2>/dev/null || true; wait $node_pid 2>/dev/null || true; rm
 i=0
 while [ ! -s "$kdir/node.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo "through one node (tcp://127.0.0.1, sealed; 2 workers there, none here), median of $runs runs"
-for what in submit bytes roundtrip shared; do
+for what in submit bytes results roundtrip shared; do
   i=0
   : > "$tmp"
   while [ $i -lt "$runs" ]; do

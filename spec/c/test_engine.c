@@ -161,6 +161,9 @@ static int res_has(const farm_job *j, const char *text) {
   return j->res && j->nres && memmem(j->res, j->nres, text, strlen(text)) != NULL;
 }
 
+static int released;
+static void count_release(void *m) { released++; free(m); }
+
 static void test_rules(void) {
   tfn = calloc(1, sizeof *tfn);
   tfn->refs = 1;
@@ -250,6 +253,47 @@ static void test_rules(void) {
   ok(result(e, p, x->id, 0, FARM_JOB_OK) == 0 && farm__job_state(x) == JOB_CANCELLED,
      "rules: its result, arriving after, changes nothing");
   farm__engine_free(e);
+
+  /* a large result points into its message, kept until the last job of it goes;
+     a small one is copied out (it does not keep the message) */
+  e = farm__engine_test(&p);
+  farm_job *big1 = held(e, 0, 0), *big2 = held(e, 0, 0), *small = held(e, 0, 0);
+  farm_buf b2;
+  farm__buf_init(&b2);
+  char *block = malloc(100000);
+  memset(block, 'v', 100000);
+  farm__proto_put_list(&b2, FARM_MSG_RESULTS);
+  farm_msg_result m1 = { .id = big1->id, .status = FARM_JOB_OK, .out = "o", .nout = 1, .block = block, .nblock = 100000 };
+  farm_msg_result m2 = { .id = small->id, .status = FARM_JOB_OK, .block = "s", .nblock = 1 };
+  farm_msg_result m3 = { .id = big2->id, .status = FARM_JOB_ERROR, .block = block, .nblock = 50000,
+                         .tb = "tb", .ntb = 2, .val = block, .nval = 20000 };
+  farm__proto_put_result(&b2, &m1);
+  farm__proto_put_result(&b2, &m2);
+  farm__proto_put_result(&b2, &m3);
+  farm__proto_count(&b2, 3);
+  char *msg = malloc(b2.n);                  /* the engine's from now on: freed by release */
+  memcpy(msg, b2.p, b2.n);
+  released = 0;
+  char err[256];
+  ok(farm__engine_take(e, p, msg, b2.n, count_release, err, sizeof err) == 0 &&
+     farm__job_state(big1) == JOB_DONE && farm__job_state(big2) == JOB_FAILED && farm__job_state(small) == JOB_DONE,
+     "rules: RESULTS taken whole end their jobs");
+  ok(big1->rx && big1->res >= msg && big1->res < msg + b2.n && big1->nres == 100000 &&
+     memcmp(big1->res, block, 100000) == 0 && big1->out.n == 1,
+     "rules: a large result points into its message, not copied out");
+  ok(big2->rx == big1->rx && big2->nres == 50000 && big2->ntb == 2 && memcmp(big2->tb, "tb", 2) == 0 &&
+     big2->nval == 20000 && memcmp(big2->val, block, 20000) == 0,
+     "rules: ...an error's message, traceback and value too");
+  ok(!small->rx && small->nres == 1 && small->res[0] == 's' && !released,
+     "rules: a small result is copied out, and the message is kept while a job points into it");
+  farm__engine_free(e);
+  farm__job_unref(big1);
+  ok(!released, "rules: ...until the last of its jobs goes");
+  farm__job_unref(big2);
+  ok(released == 1, "rules: ...then it is released, once");
+  farm__job_unref(small);
+  farm__buf_free(&b2);
+  free(block);
 
   farm_job *all[] = { a, b, r, other, r2, r0, t, c, c2, blamed, bystander, x, y };
   for (size_t i = 0; i < sizeof all / sizeof *all; i++) farm__job_unref(all[i]);

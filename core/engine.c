@@ -139,6 +139,7 @@ struct farm_engine {
   int caller_polls;                /* [atomic] a waiting caller polls the links (and drains them) */
   int loop_skipped;                /* [atomic] the loop sleeps without polling the links */
   char err[512];                   /* [mu] why peers cannot run (the first reason) */
+  farm_peer_host host;             /* [open] what the kinds are handed (host_*, below) */
 };
 
 /* The engine's lock. In debug builds it notes its holder, so that
@@ -191,6 +192,8 @@ static void flush_subdone_of(farm_engine *e, farm_peer *p);
 #define EVENTS_MAX 65536           /* kept for a client that does not take them */
 
 static void changed(farm_engine *e);
+static void engine_error(farm_engine *e, const char *msg);
+static void host_init(farm_engine *e);
 
 static void event(farm_engine *e, int type, uint64_t job, double t, const char *node,
                   const char *text, size_t ntext) {
@@ -267,7 +270,7 @@ int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen)
   size_t nh = 0;
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
-    int l = !strcmp(p->ops->kind, "local");
+    int l = p->ops->local_pool;
     if (l && !p->retired) any_local = 1;
     if (!l && !at && (!strcmp(p->name, name) || (!strncmp(p->name, "node://", 7) && !strcmp(p->name + 7, bare))))
       at = p;
@@ -681,7 +684,7 @@ static int credit(farm_peer *p) {
    directory. */
 static void send_shares(farm_engine *e, farm_peer *p) {
   farm_buf *b = &e->msg;
-  int local = p->ops->kind[0] == 'l';
+  int local = p->ops->shares_dir;
   for (; p->shared_upto < e->nshares; p->shared_upto++) {
     struct share *x = &e->shares[p->shared_upto];
     if (!x->kind || (local && (x->kind == FARM_SHARE_FILE || x->kind == FARM_SHARE_XFILE))) continue;
@@ -752,7 +755,7 @@ static int peer_open(farm_peer *p) {
 
 /* Whether p may run the jobs placed on q. */
 static int serves(const farm_peer *p, const struct pinq *q) {
-  if (!strcmp(q->name, "local")) return !strcmp(p->ops->kind, "local");
+  if (!strcmp(q->name, "local")) return p->ops->local_pool;
   return !strcmp(p->name, q->name);
 }
 
@@ -954,7 +957,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r) {
     got++;
     farm__job_unref(j);
   }
-  if (got && e->restart_workers && p->ops->kind[0] == 'l' && !p->inflight && !p->closing) {
+  if (got && e->restart_workers && p->ops->restartable && !p->inflight && !p->closing) {
     farm_buf q;                    /* a fresh process for the next job: this one quits */
     farm__buf_init(&q);
     farm__proto_put_empty(&q, FARM_MSG_QUIT);
@@ -1343,7 +1346,7 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
     return 0;
   }
   char why[300];
-  int local = p->ops->kind[0] == 'l';          /* (dev and ino mean something only here) */
+  int local = p->ops->shares_dir;              /* (dev and ino mean something only here) */
   /* From a node, a file never replaces one that was there: the user may run it
      next (./?.lua is on package.path), and it was not the node's to change. */
   int noreplace = p->ops->untrusted && !node_name_known(e, name), rc;
@@ -1412,7 +1415,7 @@ out:
 int farm__engine_has_nodes(farm_engine *e) {
   engine_lock(e);
   int n = 0;
-  for (int i = 0; i < e->npeers; i++) n |= e->peers[i]->ops->kind[0] == 'n';
+  for (int i = 0; i < e->npeers; i++) n |= e->peers[i]->ops->remote;
   engine_unlock(e);
   return n;
 }
@@ -1478,7 +1481,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     for (int i = 0; i < e->npeers; i++)
       e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
-    if (p->ops->kind[0] == 'l') farm__local_connected(p);
+    if (p->ops->connected) p->ops->connected(p);
     node_event(e, p, FARM_EV_NODE_UP, NULL);
     changed(e);
     return 0;
@@ -1522,15 +1525,15 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     p->setup_failed = 1;
     char why[400];
     long pid = p->ops->pid ? p->ops->pid(p) : 0;
-    if (p->ops->kind[0] == 'n')          /* the node names its worker */
+    if (p->ops->remote)                  /* the node names its worker */
       snprintf(why, sizeof why, "node %s: %.*s", p->name, (int)(nm < 300 ? nm : 300), m);
     else
       snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%s%.0ld%s: %.*s",
                e->keep_files ? "this node's worker " : "", p->name,   /* (a node's engine) */
                pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
                (int)(nm < 300 ? nm : 300), m);
-    farm__term_say(e->term, "farm: %s; that %s is out of the run", why, p->ops->kind[0] == 'n' ? "node" : "worker");
-    farm__engine_error(e, why);
+    farm__term_say(e->term, "farm: %s; that %s is out of the run", why, p->ops->remote ? "node" : "worker");
+    engine_error(e, why);
     if (!e->setup_err[0]) snprintf(e->setup_err, sizeof e->setup_err, "%s", why);
     farm__peer_retire(p, why);
     changed(e);
@@ -1552,7 +1555,7 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
     return 0;
   }
   case FARM_MSG_QUIT:              /* a node stops (SIGTERM): what it held runs elsewhere */
-    if (farm__proto_end(&r, "QUIT", NULL, 0) < 0 || p->ops->kind[0] != 'n') break;
+    if (farm__proto_end(&r, "QUIT", NULL, 0) < 0 || !p->ops->remote) break;
     farm__peer_broken(p, "it is stopping");
     return 0;
   default:
@@ -1881,7 +1884,7 @@ static void *loop_main(void *arg) {
     int np = 0;
     for (int i = 0; i < e->npeers; i++) {
       farm_peer *p = e->peers[i];
-      if (!p->link || !p->ready || p->ops->kind[0] != 'l') continue;
+      if (!p->link || !p->ready || !p->ops->local_pool) continue;
       farm__link_send(p->link, q.p, q.n, 1);
       long pid = p->ops->pid ? p->ops->pid(p) : 0;
       if (pid > 0 && np < 256) pids[np++] = (pid_t)pid;
@@ -1908,7 +1911,7 @@ static void wake_loop(farm_engine *e) {
 #define RETIRE_GRACE 2.0           /* seconds a retired peer has to go once sent QUIT */
 #define SHRINK_WHY "the pool was made smaller (farm.set_workers)"
 
-static int is_local(farm_peer *p) { return p->ops->kind[0] == 'l'; }
+static int is_local(farm_peer *p) { return p->ops->local_pool; }
 
 static void recount_capacity(farm_engine *e) {
   e->capacity = 0;
@@ -2021,7 +2024,7 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
     if (!grown) { snprintf(err, errlen, "out of memory"); rc = FARM_ENOMEM; }
     else e->peers = grown;
     while (!rc && active < n) {
-      farm_peer *p = farm__local_new(e, nlocal, err, errlen);
+      farm_peer *p = farm__local_new(&e->host, nlocal, err, errlen);
       if (!p) { rc = FARM_ENOMEM; break; }
       nlocal++;
       p->start_pending = 1;
@@ -2367,11 +2370,9 @@ int farm__engine_pids(farm_engine *e, long *pids, int max) {
   return n;
 }
 
-/* ---- for the local kind ------------------------------------------------------------ */
+/* ---- what the kinds are handed (farm_peer_host) -------------------------------------- */
 
-const char *farm__engine_exe(farm_engine *e) { return e->exe; }
-
-void farm__engine_error(farm_engine *e, const char *msg) {
+static void engine_error(farm_engine *e, const char *msg) {
   if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", msg);
 }
 
@@ -2406,7 +2407,7 @@ static void sweep_sockdirs(const char *tmp) {
 /* The directory for worker sockets: it exists only while workers connect, so
    a client that ends by os.exit or SIGKILL leaves nothing (and one killed in
    that moment is swept up by the next client). */
-const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen) {
+static const char *engine_sockdir(farm_engine *e, char *err, size_t errlen) {
   if (e->dir[0]) return e->dir;
   const char *tmp = getenv("TMPDIR");
   if (!tmp || !*tmp) tmp = "/tmp";
@@ -2418,12 +2419,40 @@ const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen) {
   return NULL;
 }
 
-void farm__engine_sockdir_done(farm_engine *e) {
+static void engine_sockdir_done(farm_engine *e) {
   for (int i = 0; i < e->npeers; i++)
     if (!e->peers[i]->dead && !e->peers[i]->ready &&
         !(e->peers[i]->retired && !e->peers[i]->link)) return;   /* retired and gone: not waited for */
   if (e->dir[0]) rmdir(e->dir);
   e->dir[0] = 0;
+}
+
+static int host_message(farm_peer *p, const void *msg, size_t n, char *err, size_t errlen) {
+  return farm__engine_message(p->e, p, msg, n, err, errlen);
+}
+static void host_lost(farm_peer *p, uint64_t running, const char *why) {
+  farm__engine_peer_lost(p->e, p, running, why);
+}
+static void host_job_lost(farm_peer *p, uint64_t id, const char *why) {
+  farm__engine_job_lost(p->e, p, id, why);
+}
+static void host_output(farm_peer *p, uint64_t id, const char *s, size_t n) {
+  farm__engine_output(p->e, p, id, s, n);
+}
+static void host_error(farm_peer *p, const char *msg) { engine_error(p->e, msg); }
+static const char *host_sockdir(farm_peer *p, char *err, size_t errlen) {
+  return engine_sockdir(p->e, err, errlen);
+}
+static void host_sockdir_done(farm_peer *p) { engine_sockdir_done(p->e); }
+
+/* Filled by open, once exe and maxmsg are known. */
+static void host_init(farm_engine *e) {
+  e->host = (farm_peer_host){
+    .engine = e, .exe = e->exe, .maxmsg = e->maxmsg, .term = e->term,
+    .send = farm__peer_send, .reset = farm__peer_reset, .message = host_message,
+    .lost = host_lost, .job_lost = host_job_lost, .output = host_output,
+    .error = host_error, .sockdir = host_sockdir, .sockdir_done = host_sockdir_done,
+  };
 }
 
 /* ---- open and close ------------------------------------------------------------------ */
@@ -2501,6 +2530,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
       snprintf(err, errlen, "cannot find the farm executable for workers; set FARM_EXE to its path");
     goto fail;
   }
+  host_init(e);                          /* (exe and maxmsg are known) */
   e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (e->wake_fd < 0 || e->done_fd < 0) { snprintf(err, errlen, "eventfd: %s", strerror(errno)); goto fail; }
@@ -2508,13 +2538,13 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   if (!nw && o->nhosts <= 0) { snprintf(err, errlen, "no workers and no nodes: nothing could run a job"); rc = FARM_EINVAL; goto fail; }
   if (!(e->peers = calloc((size_t)nw + (size_t)(o->nhosts > 0 ? o->nhosts : 0), sizeof *e->peers))) { rc = FARM_ENOMEM; goto fail; }
   for (int i = 0; i < nw; i++) {
-    if (!(e->peers[i] = farm__local_new(e, i, err, errlen))) { rc = FARM_ENOMEM; goto fail; }
+    if (!(e->peers[i] = farm__local_new(&e->host, i, err, errlen))) { rc = FARM_ENOMEM; goto fail; }
     e->npeers++;
   }
   if (o->nhosts > 0) {
     /* every host at once: an SSH login costs a third of a second or more */
     int first_rc = FARM_ELINK;
-    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen, &first_rc);
+    int n = farm__nodes_open(&e->host, o, e->peers + nw, err, errlen, &first_rc);
     if (n < 0) { rc = n; goto fail; }
     e->npeers += n;
     int up = 0;
@@ -2616,7 +2646,6 @@ void farm__engine_close(farm_engine *e) {
   farm__term_flush(e->term);
 }
 
-farm_term *farm__engine_term(farm_engine *e) { return e->term; }
 void farm__engine_term_clear(farm_engine *e) { farm__term_clear(e->term); }
 
 void farm__engine_free(farm_engine *e) {

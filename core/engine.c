@@ -35,6 +35,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "engine.h"
+#include "hash.h"
 #include "peer.h"
 #include "pool.h"
 #include "term.h"
@@ -126,8 +127,8 @@ struct farm_engine {
   char dest[PATH_MAX];             /* [mu] where sent files go (set by open) */
   const char *dest_shown;          /* [mu] ...as the user is told it (a suffix of dest) */
   int dest_default;                /* [mu] dest is the run's own directory, made at its first file */
-  char **node_names;               /* [mu] names below dest that files from nodes created in */
-  size_t nnode_names, capnode_names;  /* [mu] ...this run (open addressing) */
+  farm_hash node_names;            /* [mu] names below dest that files from nodes created in
+                                      this run (by name_hash, each its strdup'd name) */
   size_t max_file;                 /* [open] */
   int keep_files;                  /* [open] a node's engine: sent files wait for the node, and */
   char setup_err[400];             /* [mu] ...the first setup failure, for it to pass on */
@@ -395,57 +396,19 @@ static void echo_rest(farm_engine *e, farm_job *j) {
   if (j->out.p[j->out.n - 1] != '\n') farm__term_out(e->term, "\n", 1);
 }
 
-/* A peer's jobs in flight by id: results come back in any order (a node
-   interleaves its workers'), and thousands may be in flight. Linear probing,
-   deletion by backward shift; at most half full. */
-static size_t idx_slot(uint64_t id, size_t cap) {
-  id ^= id >> 33; id *= 0xff51afd7ed558ccdULL; id ^= id >> 33;
-  return (size_t)id & (cap - 1);
-}
-
+/* A peer's jobs in flight by id (p->idx, hash.h): results come back in any
+   order (a node interleaves its workers'), and thousands may be in flight. */
 static farm_job *find_inflight(farm_peer *p, uint64_t id) {
-  if (!p->idxcap) return NULL;
-  for (size_t i = idx_slot(id, p->idxcap); p->idx[i]; i = (i + 1) & (p->idxcap - 1))
-    if (p->idx[i]->id == id) return p->idx[i];
-  return NULL;
+  return farm__hash_get(&p->idx, id);
 }
 
-static int idx_put(farm_peer *p, farm_job *j) {
-  if (2 * ((size_t)p->inflight + 1) > p->idxcap) {
-    size_t cap = p->idxcap ? 2 * p->idxcap : 64;
-    farm_job **t = calloc(cap, sizeof *t);
-    if (!t) return FARM_ENOMEM;
-    for (size_t i = 0; i < p->idxcap; i++)
-      if (p->idx[i]) {
-        size_t k = idx_slot(p->idx[i]->id, cap);
-        while (t[k]) k = (k + 1) & (cap - 1);
-        t[k] = p->idx[i];
-      }
-    free(p->idx);
-    p->idx = t;
-    p->idxcap = cap;
-  }
-  size_t k = idx_slot(j->id, p->idxcap);
-  while (p->idx[k]) k = (k + 1) & (p->idxcap - 1);
-  p->idx[k] = j;
-  return 0;
-}
+static int idx_put(farm_peer *p, farm_job *j) { return farm__hash_put(&p->idx, j->id, j); }
 
 static void idx_del(farm_peer *p, farm_job *j) {
-  if (!p->idxcap) return;
-  size_t mask = p->idxcap - 1, i = idx_slot(j->id, p->idxcap);
-  while (p->idx[i] && p->idx[i] != j) i = (i + 1) & mask;
-  if (!p->idx[i]) return;
-  p->idx[i] = NULL;
-  for (size_t k = (i + 1) & mask; p->idx[k]; k = (k + 1) & mask) {   /* close the gap */
-    size_t home = idx_slot(p->idx[k]->id, p->idxcap);
-    if (((k - home) & mask) >= ((k - i) & mask)) { p->idx[i] = p->idx[k]; p->idx[k] = NULL; i = k; }
-  }
+  if (farm__hash_get(&p->idx, j->id) == j) farm__hash_del(&p->idx, j->id);
 }
 
-static void idx_clear(farm_peer *p) {
-  if (p->idx) memset(p->idx, 0, p->idxcap * sizeof *p->idx);
-}
+static void idx_clear(farm_peer *p) { farm__hash_clear(&p->idx); }
 
 void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n) {
   farm_job *j = find_inflight(p, id);
@@ -458,8 +421,7 @@ void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *
 
 /* A fresh process behind p: it knows no function and nothing was measured. */
 void farm__peer_reset(farm_peer *p) {
-  p->nknown = 0;
-  if (p->known) memset(p->known, 0, KNOWN_MAX * 2 * sizeof *p->known);
+  farm__hash_clear(&p->known);
   p->forget = 0;
   p->pend.n = 0;
   p->est = 0;
@@ -478,20 +440,15 @@ static uint64_t hkey(const unsigned char *h) {
 /* The peer is told to drop its cache (in the next JOBS message), and so is our
    record of it. Never in the middle of a batch. */
 static void known_forget(farm_peer *p) {
-  if (p->known) memset(p->known, 0, KNOWN_MAX * 2 * sizeof *p->known);
-  p->nknown = 0;
+  farm__hash_clear(&p->known);
   p->forget = 1;
 }
 
 /* 1 if the peer already has it; else records it and returns 0. */
 static int known_check_add(farm_peer *p, const unsigned char *h) {
-  size_t cap = KNOWN_MAX * 2, i;
-  if (!p->known && !(p->known = calloc(cap, sizeof *p->known))) return 0;
   uint64_t k = hkey(h);
-  for (i = k % cap; p->known[i]; i = (i + 1) % cap)
-    if (p->known[i] == k) return 1;
-  p->known[i] = k;
-  p->nknown++;
+  if (farm__hash_get(&p->known, k)) return 1;
+  farm__hash_put(&p->known, k, p);   /* (out of memory: sent whole again next time) */
   return 0;
 }
 
@@ -708,7 +665,7 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
                       size_t *nqueued) {
   if (p->shared_upto < e->nshares) send_shares(e, p);
   farm_buf *b = &e->msg;
-  if (p->nknown + k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
+  if (p->known.n + (size_t)k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
   /* the pool's size, for farm.workers() in a job */
   farm__proto_put_jobs(b, p->forget, (uint64_t)e->capacity);
   uint32_t count = 0;
@@ -1254,34 +1211,17 @@ static uint64_t name_hash(const char *s) {
 }
 
 static int node_name_known(farm_engine *e, const char *name) {
-  if (!e->capnode_names) return 0;
-  for (size_t i = name_hash(name) & (e->capnode_names - 1); e->node_names[i]; i = (i + 1) & (e->capnode_names - 1))
-    if (!strcmp(e->node_names[i], name)) return 1;
-  return 0;
+  const char *x = farm__hash_get(&e->node_names, name_hash(name));
+  return x && !strcmp(x, name);
 }
 
+/* (Two names of one 64-bit hash: the second is not kept, so a node may not
+   write it again -- the safe way to be wrong.) */
 static int node_name_add(farm_engine *e, const char *name) {
-  if (2 * (e->nnode_names + 1) > e->capnode_names) {
-    size_t cap = e->capnode_names ? 2 * e->capnode_names : 64;
-    char **t = calloc(cap, sizeof *t);
-    if (!t) return FARM_ENOMEM;
-    for (size_t i = 0; i < e->capnode_names; i++) {
-      char *x = e->node_names[i];
-      if (!x) continue;
-      size_t k = name_hash(x) & (cap - 1);
-      while (t[k]) k = (k + 1) & (cap - 1);
-      t[k] = x;
-    }
-    free(e->node_names);
-    e->node_names = t;
-    e->capnode_names = cap;
-  }
+  uint64_t k = name_hash(name);
+  if (farm__hash_get(&e->node_names, k)) return 0;
   char *x = strdup(name);
-  if (!x) return FARM_ENOMEM;
-  size_t k = name_hash(x) & (e->capnode_names - 1);
-  while (e->node_names[k]) k = (k + 1) & (e->capnode_names - 1);
-  e->node_names[k] = x;
-  e->nnode_names++;
+  if (!x || farm__hash_put(&e->node_names, k, x) < 0) { free(x); return FARM_ENOMEM; }
   return 0;
 }
 
@@ -2632,8 +2572,8 @@ void farm__engine_close(farm_engine *e) {
     p->ops->close(p);
     farm__buf_free(&p->pend);
     farm__buf_free(&p->subdone);
-    free(p->known);
-    free(p->idx);
+    farm__hash_free(&p->known);
+    farm__hash_free(&p->idx);
     free(p);
   }
   e->npeers = 0;
@@ -2657,8 +2597,9 @@ void farm__engine_free(farm_engine *e) {
   free(e->begun);
   free(e->pins);
   free(e->ev);
-  for (size_t i = 0; i < e->capnode_names; i++) free(e->node_names[i]);
-  free(e->node_names);
+  void *name;
+  for (size_t i = 0; (i = farm__hash_next(&e->node_names, i, NULL, &name)); ) free(name);
+  farm__hash_free(&e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }
   free(e->peers);
   free(e->pfd);

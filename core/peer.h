@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include "buf.h"
 #include "engine.h"
+#include "hash.h"
 #include "transport.h"
 
 typedef struct farm_peer_ops {
@@ -116,8 +117,7 @@ struct farm_peer {
   farm_link *link;                 /* [mu] (made and closed by the loop thread's ops) */
   farm_buf pend;                   /* [mu] messages the link could not take yet (whole messages) */
   farm_job *head, *tail;           /* [mu] in flight, in the order sent (doubly linked) */
-  farm_job **idx;                  /* [mu] ...and by id (open addressing, idxcap slots) */
-  size_t idxcap;                   /* [mu] */
+  farm_hash idx;                   /* [mu] ...and by id (hash.h) */
   int inflight;                    /* [mu] */
   int suspended;                   /* [mu] of those, started and waiting on sub-jobs */
   uint64_t gen;                    /* [mu] bumped when it is lost: sub-job results for the
@@ -125,8 +125,7 @@ struct farm_peer {
   farm_buf subdone;                /* [mu] SUBDONE message being built for it */
   uint32_t nsubdone;               /* [mu] */
   int takes;                       /* [mu] TAKE messages not yet answered */
-  uint64_t *known;                 /* [mu] open-addressing set of function hashes it keeps */
-  int nknown;                      /* [mu] */
+  farm_hash known;                 /* [mu] the function hashes it keeps (a set: hash.h) */
   int forget;                      /* [mu] next JOBS tells it to drop its cache */
   double est;                      /* [mu] EWMA of its seconds per job; 0 = not known yet */
   double idle_since;               /* [mu] when it last ran out of work (0: busy) */

@@ -62,6 +62,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "engine.h"
+#include "hash.h"
 #include "pool.h"
 #include "proto.h"
 #include "session.h"
@@ -83,13 +84,6 @@ enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 static const char *level_names[] = { "error", "warn", "info", "debug" };
 
 typedef struct logger { FILE *f; int level; } logger;
-
-typedef struct entry {             /* a map from a 64-bit key to a pointer */
-  uint64_t key;
-  void *val;
-  struct entry *next;
-} entry;
-typedef struct map { entry **b; size_t nb, n; } map;
 
 /* What a lobby hands the session process it starts, over CTL_FD, in two
    messages (the same executable reads them, so the layout is shared): how to
@@ -121,8 +115,8 @@ typedef struct node {
   int sealed;                      /* the client is in session */
   farm_hs hs;                      /* (--connect-back: the handshake on the link) */
   char who[160];
-  map jobs;                        /* client's id -> farm_job (ours, until over) */
-  map fns;                         /* function hash -> farm_fn */
+  farm_hash jobs;                  /* client's id -> farm_job (ours, until over) */
+  farm_hash fns;                   /* function hash -> farm_fn */
   farm_buf out;
   farm_buf times;                  /* ...and their times (proto.h RESULTS) */
   farm_buf res;                    /* RESULTS entries waiting to go (nres of them, */
@@ -161,48 +155,13 @@ static void logf_(logger *lg, int level, const char *fmt, ...) {
   fflush(f);
 }
 
-/* ---- maps ------------------------------------------------------------------------ */
+/* ---- maps (hash.h) ---------------------------------------------------------------- */
 
-static uint64_t mix(uint64_t k) { k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; return k; }
-
-static void *map_get(map *m, uint64_t key) {
-  if (!m->nb) return NULL;
-  for (entry *x = m->b[mix(key) & (m->nb - 1)]; x; x = x->next) if (x->key == key) return x->val;
-  return NULL;
-}
-
-static int map_put(map *m, uint64_t key, void *val) {
-  if (m->n + 1 > m->nb) {
-    size_t nb = m->nb ? 2 * m->nb : 64;
-    entry **b = calloc(nb, sizeof *b);
-    if (!b) return -1;
-    for (size_t i = 0; i < m->nb; i++)
-      for (entry *x = m->b[i], *next; x; x = next) { next = x->next; size_t h = mix(x->key) & (nb - 1); x->next = b[h]; b[h] = x; }
-    free(m->b);
-    m->b = b;
-    m->nb = nb;
-  }
-  entry *x = malloc(sizeof *x);
-  if (!x) return -1;
-  size_t h = mix(key) & (m->nb - 1);
-  *x = (entry){ key, val, m->b[h] };
-  m->b[h] = x;
-  m->n++;
-  return 0;
-}
-
-static void *map_del(map *m, uint64_t key) {
-  if (!m->nb) return NULL;
-  for (entry **pp = &m->b[mix(key) & (m->nb - 1)], *x; (x = *pp); pp = &x->next)
-    if (x->key == key) { void *v = x->val; *pp = x->next; free(x); m->n--; return v; }
-  return NULL;
-}
-
-static void map_clear(map *m, void (*drop)(void *)) {
-  for (size_t i = 0; i < m->nb; i++)
-    for (entry *x = m->b[i], *next; x; x = next) { next = x->next; if (drop) drop(x->val); free(x); }
-  free(m->b);
-  *m = (map){ 0 };
+/* Drop every value and empty the map. */
+static void map_clear(farm_hash *m, void (*drop)(void *)) {
+  void *v;
+  for (size_t i = 0; (i = farm__hash_next(m, i, NULL, &v)); ) drop(v);
+  farm__hash_free(m);
 }
 
 static uint64_t hkey(const unsigned char *h) { uint64_t k; memcpy(&k, h, 8); return k; }
@@ -279,9 +238,9 @@ static void send_results(node *n) {
   while ((j = farm__engine_finished(n->e))) {
     forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
-    farm_job *mine = map_get(&n->jobs, j->ext_id);
+    farm_job *mine = farm__hash_get(&n->jobs, j->ext_id);
     if (mine == j) {                           /* (not a newer try of that id) */
-      map_del(&n->jobs, j->ext_id);
+      farm__hash_del(&n->jobs, j->ext_id);
       farm__job_unref(mine);                   /* the map's reference */
     }
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
@@ -659,7 +618,7 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
     const char *fnb = m.fnb, *args = m.args;
     farm_fn *fn = NULL;
     if (kind == FARM_FN_CACHED) {
-      fn = map_get(&n->fns, hkey(hash));
+      fn = farm__hash_get(&n->fns, hkey(hash));
       if (!fn || memcmp(fn->hash, hash, FARM_HASHLEN)) return FARM_EPROTO;   /* never sent */
       __atomic_add_fetch(&fn->refs, 1, __ATOMIC_RELAXED);
     } else {
@@ -670,10 +629,10 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
       fn->fresh = kind == FARM_FN_FRESH;
       fn->refs = 1;
       if (kind == FARM_FN_KEEP) {
-        farm_fn *old = map_del(&n->fns, hkey(hash));
+        farm_fn *old = farm__hash_del(&n->fns, hkey(hash));
         if (old) farm__fn_unref(old);
         fn->refs++;
-        if (map_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
+        if (farm__hash_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
       }
     }
     farm_job *j = farm__job_new();
@@ -686,9 +645,9 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
     j->mode = (uint8_t)mode;
     j->notify = 1;
     j->refs = 1;                             /* the map's */
-    farm_job *old = map_del(&n->jobs, id);   /* the client tries it again: the old try is not wanted */
+    farm_job *old = farm__hash_del(&n->jobs, id);   /* the client tries it again: the old try is not wanted */
     if (old) { farm__engine_cancel(n->e, old, 1); farm__job_unref(old); }
-    if (map_put(&n->jobs, id, j) < 0) { farm__job_unref(j); return FARM_ENOMEM; }
+    if (farm__hash_put(&n->jobs, id, j) < 0) { farm__job_unref(j); return FARM_ENOMEM; }
     farm__engine_submit(n->e, j);
   }
   return r->err ? FARM_EPROTO : 0;
@@ -705,7 +664,7 @@ static int on_take(node *n, farm_rd *r, char *err, size_t errlen) {
   for (uint32_t i = 0; i < count && !r->err; i++) {
     uint64_t id;
     if (farm__proto_get_id(r, &id, err, errlen) < 0) break;
-    farm_job *j = map_get(&n->jobs, id);
+    farm_job *j = farm__hash_get(&n->jobs, id);
     if (j && farm__engine_cancel(n->e, j, 0) == 1) { farm__proto_put_id(&n->out, id); given++; }
   }
   if (!r->err) {
@@ -742,7 +701,7 @@ static void on_message(node *n, const void *m, size_t len) {
   case FARM_MSG_KILL: {
     uint64_t id;
     rc = farm__proto_get_kill(&r, &id, err, sizeof err);
-    farm_job *j = rc < 0 ? NULL : map_get(&n->jobs, id);
+    farm_job *j = rc < 0 ? NULL : farm__hash_get(&n->jobs, id);
     if (j) farm__engine_cancel(n->e, j, 1);
     break;
   }

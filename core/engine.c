@@ -1016,7 +1016,7 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
     f->n = nf;
     f->fresh = m.fresh;
     f->refs = 1;
-    crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
+    farm__fn_hash(f);
     j->fn = f;
     j->nargs = na;
     j->mode = (uint8_t)m.mode;

@@ -4,10 +4,15 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include "job.h"
 
 void farm__fn_unref(farm_fn *f) {
   if (f && __atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) { free(f->p); free(f); }
+}
+
+void farm__fn_hash(farm_fn *f) {
+  crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
 }
 
 farm_job *farm__job_new(void) {

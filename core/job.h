@@ -76,6 +76,9 @@ typedef struct farm_job {
 farm_job *farm__job_new(void);
 void farm__job_unref(farm_job *j);
 void farm__fn_unref(farm_fn *f);
+/* f->hash from its block (f->p, f->n): BLAKE2b, FARM_HASHLEN bytes; the one
+   place a function package is hashed (client, C API, a worker's sub-job). */
+void farm__fn_hash(farm_fn *f);
 char *farm__dupmem(const void *p, size_t n);
 static inline int farm__job_state(const farm_job *j) {
   return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);

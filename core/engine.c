@@ -35,6 +35,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "engine.h"
+#include "files.h"
 #include "hash.h"
 #include "peer.h"
 #include "pool.h"
@@ -124,11 +125,11 @@ struct farm_engine {
   int restart_workers;             /* [open] a local worker quits after each job, and is replaced */
   struct share { uint8_t kind; char *name; size_t nname; char *p; size_t n; } *shares;  /* [mu] */
   int nshares, capshares;          /* [mu] what every job may use (SHARE), in order */
-  char dest[PATH_MAX];             /* [mu] where sent files go (set by open) */
-  const char *dest_shown;          /* [mu] ...as the user is told it (a suffix of dest) */
-  int dest_default;                /* [mu] dest is the run's own directory, made at its first file */
-  farm_hash node_names;            /* [mu] names below dest that files from nodes created in
-                                      this run (by name_hash, each its strdup'd name) */
+  farm_files *files_out;           /* [open] where sent files go (its own locks): queued by
+                                      on_file, written by whoever releases mu next; while one
+                                      waits no message is handled (farm__peer_drain), so what
+                                      came after a file (its job's result) is not seen first.
+                                      NULL: nowhere (a node's engine, a test engine) */
   size_t max_file;                 /* [open] */
   int keep_files;                  /* [open] a node's engine: sent files wait for the node, and */
   char setup_err[400];             /* [mu] ...the first setup failure, for it to pass on */
@@ -1076,175 +1077,6 @@ static void flush_subdone(farm_engine *e) {
 
 /* ---- files the jobs send (farm.send_file) ------------------------------------ */
 
-/* Where a sent file goes under the destination: its path as the job named it
-   when that stays below (relative, no ".."; empty and "." parts dropped), else
-   its last component. From another host (untrusted) a part that begins with a
-   dot is refused: a node must not plant .bashrc or .git/config. 0 or -1. */
-static int dest_name(const char *path, size_t n, int untrusted, char *out, size_t outlen) {
-  if (!n || n >= outlen || memchr(path, 0, n)) return -1;
-  int inside = path[0] != '/';
-  for (size_t i = 0; inside && i < n; ) {          /* any ".." part: not inside */
-    size_t k = i;
-    while (k < n && path[k] != '/') k++;
-    if (k - i == 2 && path[i] == '.' && path[i + 1] == '.') inside = 0;
-    i = k + 1;
-  }
-  size_t from = 0, len = 0;
-  if (!inside) for (size_t i = 0; i < n; i++) if (path[i] == '/') from = i + 1;
-  for (size_t i = from; i < n; ) {
-    size_t k = i;
-    while (k < n && path[k] != '/') k++;
-    size_t m = k - i;
-    if (m && !(m == 1 && path[i] == '.')) {
-      if ((m == 2 && path[i] == '.' && path[i + 1] == '.') || (untrusted && path[i] == '.')) return -1;
-      if (len) out[len++] = '/';
-      memcpy(out + len, path + i, m);
-      len += m;
-    }
-    i = k + 1;
-  }
-  out[len] = 0;
-  return len ? 0 : -1;
-}
-
-/* Give the temporary file tmp the name part, unless part exists (whatever it
-   is: a file, a directory, a symlink). renameat2 does it in one step; where the
-   file system cannot (EINVAL), a hard link does, which fails on an existing
-   name too. -1 with errno EEXIST when the name is taken. */
-static int rename_noreplace(int dfd, const char *tmp, const char *part) {
-#ifdef RENAME_NOREPLACE
-  if (renameat2(dfd, tmp, dfd, part, RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL && errno != ENOSYS) return -1;
-#endif
-  if (linkat(dfd, tmp, dfd, part, 0) < 0) return -1;
-  unlinkat(dfd, tmp, 0);
-  return 0;
-}
-
-/* farm__write_below; noreplace: never replace an existing name (1 when it
-   exists, nothing written). */
-static int write_below(const char *dir, const char *rel, const void *data, size_t n,
-                       uint64_t same_dev, uint64_t same_ino, int noreplace, unsigned xbits,
-                       char *why, size_t whylen) {
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, fd = -1;
-  char part[NAME_MAX + 1], tmp[NAME_MAX + 32];
-  if (dfd < 0) { snprintf(why, whylen, "cannot open %s: %s", dir, strerror(errno)); return -1; }
-  const char *s = rel;
-  for (;;) {                             /* down the directories, never through a symlink */
-    const char *slash = strchr(s, '/');
-    size_t m = slash ? (size_t)(slash - s) : strlen(s);
-    if (!m || m > NAME_MAX) { snprintf(why, whylen, "a bad name"); goto out; }
-    memcpy(part, s, m);
-    part[m] = 0;
-    if (!slash) break;
-    if (mkdirat(dfd, part, 0777) < 0 && errno != EEXIST) goto fail;
-    int next = openat(dfd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (next < 0) goto fail;
-    close(dfd);
-    dfd = next;
-    s = slash + 1;
-  }
-  struct stat st;
-  if (same_ino && fstatat(dfd, part, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      (uint64_t)st.st_dev == same_dev && (uint64_t)st.st_ino == same_ino) {
-    rc = 0;                              /* it is that very file already */
-    goto out;
-  }
-  if (noreplace && fstatat(dfd, part, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    rc = 1;                              /* (rename_noreplace says it again, atomically) */
-    goto out;
-  }
-  for (int tries = 0; fd < 0 && tries < 16; tries++) {
-    snprintf(tmp, sizeof tmp, ".%.200s.farm-%08x", part, randombytes_random());
-    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 && errno != EEXIST) goto fail;
-  }
-  if (fd < 0) goto fail;
-  for (size_t at = 0; at < n; ) {
-    ssize_t k = write(fd, (const char *)data + at, n - at);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) { if (!k) errno = EIO; goto fail_tmp; }
-    at += (size_t)k;
-  }
-  /* a program shipped to run keeps its execute bits; only those (& 0111: never
-     setuid, setgid or sticky), added to what the umask left */
-  if (xbits & 0111) {
-    struct stat fst;
-    if (fstat(fd, &fst) < 0 || fchmod(fd, (fst.st_mode & 0777) | (xbits & 0111)) < 0) goto fail_tmp;
-  }
-  if (close(fd) < 0) { fd = -1; goto fail_tmp; }
-  fd = -1;
-  if ((noreplace ? rename_noreplace(dfd, tmp, part) : renameat(dfd, tmp, dfd, part)) < 0) {
-    if (noreplace && errno == EEXIST) {
-      unlinkat(dfd, tmp, 0);
-      rc = 1;
-      goto out;
-    }
-    goto fail_tmp;
-  }
-  rc = 0;
-  goto out;
-fail_tmp:
-  snprintf(why, whylen, "%s", strerror(errno));
-  unlinkat(dfd, tmp, 0);
-  goto out;
-fail:
-  snprintf(why, whylen, "%s", strerror(errno));
-out:
-  if (fd >= 0) close(fd);
-  close(dfd);
-  return rc;
-}
-
-int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen) {
-  return write_below(dir, rel, data, n, same_dev, same_ino, 0, xbits, why, whylen);
-}
-
-/* The names below dest that files from nodes created in this run: a node may
-   write such a name again (a job tried again, elsewhere, sends its file anew),
-   never one that was there before, nor one a local worker wrote. */
-static uint64_t name_hash(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
-static int node_name_known(farm_engine *e, const char *name) {
-  const char *x = farm__hash_get(&e->node_names, name_hash(name));
-  return x && !strcmp(x, name);
-}
-
-/* (Two names of one 64-bit hash: the second is not kept, so a node may not
-   write it again -- the safe way to be wrong.) */
-static int node_name_add(farm_engine *e, const char *name) {
-  uint64_t k = name_hash(name);
-  if (farm__hash_get(&e->node_names, k)) return 0;
-  char *x = strdup(name);
-  if (!x || farm__hash_put(&e->node_names, k, x) < 0) { free(x); return FARM_ENOMEM; }
-  return 0;
-}
-
-/* The run's own directory for sent files (the default destination), made
-   when the first file arrives: farm-out/ in the current directory, and in it
-   one directory per run (a run never meets an earlier run's files, and
-   nothing there is on package.path). The user is told once where it is. */
-static int make_dest(farm_engine *e, char *why, size_t whylen) {
-  if (!e->dest_default) return 0;
-  char parent[PATH_MAX];
-  snprintf(parent, sizeof parent, "%s", e->dest);
-  char *slash = strrchr(parent, '/');
-  if (slash) *slash = 0;
-  if ((mkdir(parent, 0777) < 0 && errno != EEXIST) || (mkdir(e->dest, 0777) < 0 && errno != EEXIST)) {
-    snprintf(why, whylen, "cannot make %.200s: %s", e->dest_shown, strerror(errno));
-    return -1;
-  }
-  e->dest_default = 0;
-  farm__term_say(e->term, "farm: the files jobs send are in %s (--dest DIR or farm.config{dest = DIR} to choose)",
-                 e->dest_shown);
-  return 0;
-}
-
 static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t errlen) {
   farm_msg_file m;
   if (farm__proto_get_file(r, &m, NULL, 0) < 0 || farm__proto_end(r, "FILE", NULL, 0) < 0) return FARM_EPROTO;
@@ -1258,8 +1090,8 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   }
   farm_job *j = find_inflight(p, id);
   if (!j || j->state != JOB_SENT) return 0;   /* not wanted there any more */
-  if (!e->dest[0] && !e->keep_files) return 0; /* a test engine: nowhere to write */
-  if (!e->keep_files && dest_name(path, npath, p->ops->untrusted, name, sizeof name) < 0) {
+  if (!e->files_out && !e->keep_files) return 0;  /* a test engine: nowhere to write */
+  if (!e->keep_files && farm__files_name(path, npath, p->ops->untrusted, name, sizeof name) < 0) {
     farm__term_say(e->term, "farm: refused the file '%.*s' that job %llu sent from %s: %s",
             (int)(npath < 200 ? npath : 200), path, (unsigned long long)j->id, p->name,
             p->ops->untrusted ? "no part of a name from another host may begin with a dot"
@@ -1285,26 +1117,10 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
     e->signal_waiters = 1;
     return 0;
   }
-  char why[300];
+  /* written once the lock is released (farm__files_flush) */
   int local = p->ops->shares_dir;              /* (dev and ino mean something only here) */
-  /* From a node, a file never replaces one that was there: the user may run it
-     next (./?.lua is on package.path), and it was not the node's to change. */
-  int noreplace = p->ops->untrusted && !node_name_known(e, name), rc;
-  if (make_dest(e, why, sizeof why) < 0)
-    rc = -1;
-  else
-    /* what a node sends is data: never executable here (xbits 0) */
-    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, 0, why, sizeof why);
-  if (rc < 0)
-    farm__term_say(e->term, "farm: cannot write %s/%s, sent by job %llu: %s", e->dest, name,
-            (unsigned long long)j->id, why);
-  else if (rc > 0)
-    farm__term_say(e->term, "farm: refused the file '%s' that job %llu sent from %s: a file of that name is "
-            "already in %s (files from nodes never replace one)", name, (unsigned long long)j->id,
-            p->name, e->dest);
-  else if (noreplace && node_name_add(e, name) < 0)
-    return FARM_ENOMEM;
-  return 0;
+  return farm__files_queue(e->files_out, name, data, ndata, local ? dev : 0, local ? ino : 0,
+                           p->ops->untrusted, j->id, p->name);
 }
 
 farm_sent_file *farm__engine_take_files(farm_engine *e) {
@@ -1508,7 +1324,8 @@ int farm__engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t n
 
 int farm__peer_drain(farm_peer *p) {
   int handled = 0;
-  while (p->link && !p->broken) {
+  /* a file waits to be written (farm__files_flush): what came after it waits too */
+  while (p->link && !p->broken && !farm__files_pending(p->e->files_out)) {
     void *m;
     size_t n;
     if (farm__link_recv(p->link, &m, &n, 1) != 0) break;
@@ -1799,6 +1616,7 @@ static void *loop_main(void *arg) {
     double left = e->last_tick + period - farm__now();
     int ms = left <= 0 ? 0 : (int)ceil(left * 1e3);
     engine_unlock(e);
+    farm__files_flush(e->files_out);
     farm__term_flush(e->term);
     poll(e->pfd, (nfds_t)nf, ms);
     engine_lock(e);
@@ -2094,6 +1912,7 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
   engine_unlock(e);
+  farm__files_flush(e->files_out);
   farm__term_flush(e->term);
   return nf;
 }
@@ -2441,24 +2260,10 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
       goto fail;
     }
   }
-  if (o->dest && *o->dest) {
-    if (o->dest[0] == '/') snprintf(e->dest, sizeof e->dest, "%s", o->dest);
-    else {
-      char cwd[PATH_MAX];
-      if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
-      snprintf(e->dest, sizeof e->dest, "%.2000s/%.2000s", cwd, o->dest);
-    }
-  } else if (!o->keep_files) {
-    /* farm-out/YYYYmmdd-HHMMSS-PID, made when the first file comes (make_dest) */
-    char cwd[PATH_MAX], run[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
-    strftime(run, sizeof run, "%Y%m%d-%H%M%S", localtime_r(&now, &tm));
-    int k = snprintf(e->dest, sizeof e->dest, "%.3000s/", cwd);
-    snprintf(e->dest + k, sizeof e->dest - (size_t)k, "farm-out/%s-%ld", run, (long)getpid());
-    e->dest_shown = e->dest + k;
-    e->dest_default = 1;
+  if (!o->keep_files && !(e->files_out = farm__files_new(e->term, o->dest))) {
+    snprintf(err, errlen, "out of memory");
+    rc = FARM_ENOMEM;
+    goto fail;
   }
   e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
   if (o->exe && *o->exe) snprintf(e->exe, sizeof e->exe, "%s", o->exe);
@@ -2540,6 +2345,7 @@ void farm__engine_close(farm_engine *e) {
     pthread_join(e->thread, NULL);
     e->has_thread = 0;
   }
+  farm__files_flush(e->files_out);     /* what came before the end is written */
   engine_lock(e);
   progress_clear(e);
   for (int i = 0; i < e->npeers; i++) {
@@ -2597,15 +2403,13 @@ void farm__engine_free(farm_engine *e) {
   free(e->begun);
   free(e->pins);
   free(e->ev);
-  void *name;
-  for (size_t i = 0; (i = farm__hash_next(&e->node_names, i, NULL, &name)); ) free(name);
-  farm__hash_free(&e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }
   free(e->peers);
   free(e->pfd);
   farm__buf_free(&e->msg);
   if (e->wake_fd >= 0) close(e->wake_fd);
   if (e->done_fd >= 0) close(e->done_fd);
+  farm__files_free(e->files_out);
   pthread_mutex_destroy(&e->mu);
   farm__term_free(e->term);
   free(e);

@@ -62,6 +62,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "engine.h"
+#include "files.h"
 #include "hash.h"
 #include "pool.h"
 #include "proto.h"

@@ -541,13 +541,7 @@ int farm__peer_send(farm_peer *p, const void *msg, size_t n) {
   farm__engine_assert_locked(p->e);
   if (!p->link) return FARM_ELINK;
   p->bytes_out += n;
-  if (!p->pend.n) {
-    int rc = farm__link_send(p->link, msg, n, 1);
-    if (rc != FARM_EAGAIN) return rc;
-  }
-  /* kept whole, with its length in front, for when the link can take it */
-  if (farm__buf_u64le(&p->pend, n) < 0 || farm__buf_put(&p->pend, msg, n) < 0) return FARM_ENOMEM;
-  return 0;
+  return farm__link_send_queued(p->link, &p->pend, msg, n);
 }
 
 /* Messages wait for p's link (here, or sealed and held by the link). */
@@ -557,21 +551,7 @@ static int backed_up(farm_peer *p) {
 
 /* Send what waits for p's link; 0 when nothing is left waiting. */
 static int flush_pending(farm_peer *p) {
-  size_t at = 0;
-  int rc = farm__link_flush(p->link);
-  if (rc) return rc;
-  while (at < p->pend.n) {
-    uint64_t n;
-    memcpy(&n, p->pend.p + at, 8);
-    rc = farm__link_send(p->link, p->pend.p + at + 8, (size_t)n, 1);
-    if (rc != 0) break;
-    at += 8 + (size_t)n;
-  }
-  if (at) {
-    memmove(p->pend.p, p->pend.p + at, p->pend.n - at);
-    p->pend.n -= at;
-  }
-  return rc == FARM_EAGAIN ? FARM_EAGAIN : rc;
+  return farm__link_flush_queued(p->link, &p->pend);
 }
 
 void farm__peer_broken(farm_peer *p, const char *why) {

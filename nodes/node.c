@@ -33,6 +33,10 @@
  * A node started by srun dials its client (--connect-back) and serves it in
  * one process, with the PAIR handshake (session.h): its client listens, and
  * holds that listener against strangers itself (peer_node.c).
+ *
+ * Threads: a lobby and a session are each one main thread (a session's
+ * engine runs its loop thread besides, engine.c); the lobby's processes
+ * start afresh by exec, never by a bare fork (nanomsg's threads).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -171,28 +175,11 @@ static uint64_t hkey(const unsigned char *h) { uint64_t k; memcpy(&k, h, 8); ret
 
 /* Messages the link could not take yet go out in order when it can: the node
    never blocks on a client (one that vanished is dropped by the heartbeat). */
-static int flush_pend(node *n) {
-  int rc = farm__link_flush(n->link);
-  size_t at = 0;
-  while (!rc && at < n->pend.n) {
-    uint64_t len;
-    memcpy(&len, n->pend.p + at, 8);
-    rc = farm__link_send(n->link, n->pend.p + at + 8, (size_t)len, 1);
-    if (!rc) at += 8 + (size_t)len;
-  }
-  if (at) {
-    memmove(n->pend.p, n->pend.p + at, n->pend.n - at);
-    n->pend.n -= at;
-  }
-  return rc;
-}
+static int flush_pend(node *n) { return farm__link_flush_queued(n->link, &n->pend); }
 
 static int send_out(node *n) {
   n->last_sent = farm__now();
-  int rc = n->pend.n ? FARM_EAGAIN : farm__link_send(n->link, n->out.p, n->out.n, 1);
-  if (rc != FARM_EAGAIN) return rc;
-  if (farm__buf_u64le(&n->pend, n->out.n) < 0 || farm__buf_put(&n->pend, n->out.p, n->out.n) < 0) return FARM_ENOMEM;
-  return 0;
+  return farm__link_send_queued(n->link, &n->pend, n->out.p, n->out.n);
 }
 
 static void send_hello(node *n) {

@@ -18,6 +18,10 @@
  * what is written late into the old one belongs to no job and is dropped.
  * The worker leads a process group with those processes in it; the group dies
  * with the worker (pool.c).
+ *
+ * Threads: its ops run on the engine's loop thread with the engine's lock
+ * held (peer.h); it reaches the engine only through the farm_peer_host it
+ * is handed.
  */
 #include <errno.h>
 #include <limits.h>

@@ -17,6 +17,11 @@
  * node's jobs go back to the queue and run elsewhere; a late result from it is
  * dropped (its jobs are no longer listed as there). A node that is lost is not
  * used again in this run.
+ *
+ * Threads: farm__nodes_open runs on the caller's thread, with one thread
+ * per host to connect (SSH, TCP, the handshake) in parallel; after that its
+ * ops run on the engine's loop thread with the engine's lock held (peer.h),
+ * and it reaches the engine only through the farm_peer_host it is handed.
  */
 #include <errno.h>
 #include <fcntl.h>

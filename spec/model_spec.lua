@@ -291,7 +291,7 @@ for i = 1, 40 do
   if not f or #f:read("a") ~= 200000 + i then bad = bad + 1 end
   if f then f:close() end
 end
-print("missing", bad)
+print("missing " .. bad)
 ]])
     local r = H.sh(("cd %s && %s run job.lua -n 2 --dest out"):format(q(d), q(FARM)))
     assert.are.equal(0, r.code, r.err)

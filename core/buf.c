@@ -7,6 +7,8 @@
  * out of bounds it sets r->err, stops moving and hands back zeros, so a
  * decoder can check for errors once at a convenient point instead of after
  * every read.
+ *
+ * Threads: none of its own; a buffer belongs to whoever holds it.
  */
 #include <errno.h>
 #include <fcntl.h>

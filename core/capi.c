@@ -629,7 +629,7 @@ static void push_package(lua_State *L, submit_req *r) {
   }
   if (!b->n) luaL_error(L, "out of memory");
   fn->p = farm__buf_steal(b, &fn->n);
-  crypto_generichash(fn->hash, FARM_HASHLEN, (const unsigned char *)fn->p, fn->n, NULL, 0);
+  farm__fn_hash(fn);
   lua_pushvalue(L, key);
   lua_pushvalue(L, ud);
   lua_rawset(L, cache);

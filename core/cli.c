@@ -7,6 +7,8 @@
  *
  * Every mistake on the command line gets one line naming it and the fix, and
  * exit status 2; an error in the script gets "farm: <message>" and status 1.
+ *
+ * Threads: the executable's main thread.
  */
 #include <errno.h>
 #include <signal.h>

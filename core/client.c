@@ -302,7 +302,7 @@ static int l_package(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   f->refs = 1;
   f->fresh = fresh;
-  crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
+  farm__fn_hash(f);
   u->fn = f;
   return 1;
 }

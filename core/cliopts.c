@@ -5,6 +5,8 @@
  * starts (a hostfile or key that does not read is the command line's mistake),
  * and handed to farm.config. Part of the executable only; runs on its main
  * thread, before the pool starts.
+ *
+ * Threads: the executable's main thread.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -20,6 +20,9 @@
  * next copy of the same function; each call must give the new closure its own
  * _ENV cell, or setting the environment of one copy would change it for every
  * copy made before. See give_fresh_env_of().
+ *
+ * Threads: runs on the thread that owns the lua_State (the caller's in a
+ * client, the Lua thread in a worker); never on the engine's loop thread.
  */
 #include <limits.h>
 #include <stdarg.h>

@@ -31,6 +31,9 @@
  * here, with every read bounds-checked: the bytes come from lua_dump in this very
  * process, but a parser that trusts its input is a bug waiting for a Lua update.
  * A dump in another format raises an error rather than being misread.
+ *
+ * Threads: the thread of the lua_State (the client's caller, a worker's Lua
+ * thread).
  */
 #include <string.h>
 #include <lua.h>

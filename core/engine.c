@@ -35,6 +35,8 @@
 #include "farm.h"
 #include "clock.h"
 #include "engine.h"
+#include "files.h"
+#include "hash.h"
 #include "peer.h"
 #include "pool.h"
 #include "term.h"
@@ -124,11 +126,11 @@ struct farm_engine {
   int restart_workers;             /* [open] a local worker quits after each job, and is replaced */
   struct share { uint8_t kind; char *name; size_t nname; char *p; size_t n; } *shares;  /* [mu] */
   int nshares, capshares;          /* [mu] what every job may use (SHARE), in order */
-  char dest[PATH_MAX];             /* [mu] where sent files go (set by open) */
-  const char *dest_shown;          /* [mu] ...as the user is told it (a suffix of dest) */
-  int dest_default;                /* [mu] dest is the run's own directory, made at its first file */
-  char **node_names;               /* [mu] names below dest that files from nodes created in */
-  size_t nnode_names, capnode_names;  /* [mu] ...this run (open addressing) */
+  farm_files *files_out;           /* [open] where sent files go (its own locks): queued by
+                                      on_file, written by whoever releases mu next; while one
+                                      waits no message is handled (farm__peer_drain), so what
+                                      came after a file (its job's result) is not seen first.
+                                      NULL: nowhere (a node's engine, a test engine) */
   size_t max_file;                 /* [open] */
   int keep_files;                  /* [open] a node's engine: sent files wait for the node, and */
   char setup_err[400];             /* [mu] ...the first setup failure, for it to pass on */
@@ -140,6 +142,7 @@ struct farm_engine {
   int caller_polls;                /* [atomic] a waiting caller polls the links (and drains them) */
   int loop_skipped;                /* [atomic] the loop sleeps without polling the links */
   char err[512];                   /* [mu] why peers cannot run (the first reason) */
+  farm_peer_host host;             /* [open] what the kinds are handed (host_*, below) */
 };
 
 /* The engine's lock. In debug builds it notes its holder, so that
@@ -192,6 +195,8 @@ static void flush_subdone_of(farm_engine *e, farm_peer *p);
 #define EVENTS_MAX 65536           /* kept for a client that does not take them */
 
 static void changed(farm_engine *e);
+static void engine_error(farm_engine *e, const char *msg);
+static void host_init(farm_engine *e);
 
 static void event(farm_engine *e, int type, uint64_t job, double t, const char *node,
                   const char *text, size_t ntext) {
@@ -268,7 +273,7 @@ int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen)
   size_t nh = 0;
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
-    int l = !strcmp(p->ops->kind, "local");
+    int l = p->ops->local_pool;
     if (l && !p->retired) any_local = 1;
     if (!l && !at && (!strcmp(p->name, name) || (!strncmp(p->name, "node://", 7) && !strcmp(p->name + 7, bare))))
       at = p;
@@ -395,57 +400,19 @@ static void echo_rest(farm_engine *e, farm_job *j) {
   if (j->out.p[j->out.n - 1] != '\n') farm__term_out(e->term, "\n", 1);
 }
 
-/* A peer's jobs in flight by id: results come back in any order (a node
-   interleaves its workers'), and thousands may be in flight. Linear probing,
-   deletion by backward shift; at most half full. */
-static size_t idx_slot(uint64_t id, size_t cap) {
-  id ^= id >> 33; id *= 0xff51afd7ed558ccdULL; id ^= id >> 33;
-  return (size_t)id & (cap - 1);
-}
-
+/* A peer's jobs in flight by id (p->idx, hash.h): results come back in any
+   order (a node interleaves its workers'), and thousands may be in flight. */
 static farm_job *find_inflight(farm_peer *p, uint64_t id) {
-  if (!p->idxcap) return NULL;
-  for (size_t i = idx_slot(id, p->idxcap); p->idx[i]; i = (i + 1) & (p->idxcap - 1))
-    if (p->idx[i]->id == id) return p->idx[i];
-  return NULL;
+  return farm__hash_get(&p->idx, id);
 }
 
-static int idx_put(farm_peer *p, farm_job *j) {
-  if (2 * ((size_t)p->inflight + 1) > p->idxcap) {
-    size_t cap = p->idxcap ? 2 * p->idxcap : 64;
-    farm_job **t = calloc(cap, sizeof *t);
-    if (!t) return FARM_ENOMEM;
-    for (size_t i = 0; i < p->idxcap; i++)
-      if (p->idx[i]) {
-        size_t k = idx_slot(p->idx[i]->id, cap);
-        while (t[k]) k = (k + 1) & (cap - 1);
-        t[k] = p->idx[i];
-      }
-    free(p->idx);
-    p->idx = t;
-    p->idxcap = cap;
-  }
-  size_t k = idx_slot(j->id, p->idxcap);
-  while (p->idx[k]) k = (k + 1) & (p->idxcap - 1);
-  p->idx[k] = j;
-  return 0;
-}
+static int idx_put(farm_peer *p, farm_job *j) { return farm__hash_put(&p->idx, j->id, j); }
 
 static void idx_del(farm_peer *p, farm_job *j) {
-  if (!p->idxcap) return;
-  size_t mask = p->idxcap - 1, i = idx_slot(j->id, p->idxcap);
-  while (p->idx[i] && p->idx[i] != j) i = (i + 1) & mask;
-  if (!p->idx[i]) return;
-  p->idx[i] = NULL;
-  for (size_t k = (i + 1) & mask; p->idx[k]; k = (k + 1) & mask) {   /* close the gap */
-    size_t home = idx_slot(p->idx[k]->id, p->idxcap);
-    if (((k - home) & mask) >= ((k - i) & mask)) { p->idx[i] = p->idx[k]; p->idx[k] = NULL; i = k; }
-  }
+  if (farm__hash_get(&p->idx, j->id) == j) farm__hash_del(&p->idx, j->id);
 }
 
-static void idx_clear(farm_peer *p) {
-  if (p->idx) memset(p->idx, 0, p->idxcap * sizeof *p->idx);
-}
+static void idx_clear(farm_peer *p) { farm__hash_clear(&p->idx); }
 
 void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n) {
   farm_job *j = find_inflight(p, id);
@@ -458,8 +425,7 @@ void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *
 
 /* A fresh process behind p: it knows no function and nothing was measured. */
 void farm__peer_reset(farm_peer *p) {
-  p->nknown = 0;
-  if (p->known) memset(p->known, 0, KNOWN_MAX * 2 * sizeof *p->known);
+  farm__hash_clear(&p->known);
   p->forget = 0;
   p->pend.n = 0;
   p->est = 0;
@@ -478,20 +444,15 @@ static uint64_t hkey(const unsigned char *h) {
 /* The peer is told to drop its cache (in the next JOBS message), and so is our
    record of it. Never in the middle of a batch. */
 static void known_forget(farm_peer *p) {
-  if (p->known) memset(p->known, 0, KNOWN_MAX * 2 * sizeof *p->known);
-  p->nknown = 0;
+  farm__hash_clear(&p->known);
   p->forget = 1;
 }
 
 /* 1 if the peer already has it; else records it and returns 0. */
 static int known_check_add(farm_peer *p, const unsigned char *h) {
-  size_t cap = KNOWN_MAX * 2, i;
-  if (!p->known && !(p->known = calloc(cap, sizeof *p->known))) return 0;
   uint64_t k = hkey(h);
-  for (i = k % cap; p->known[i]; i = (i + 1) % cap)
-    if (p->known[i] == k) return 1;
-  p->known[i] = k;
-  p->nknown++;
+  if (farm__hash_get(&p->known, k)) return 1;
+  farm__hash_put(&p->known, k, p);   /* (out of memory: sent whole again next time) */
   return 0;
 }
 
@@ -583,13 +544,7 @@ int farm__peer_send(farm_peer *p, const void *msg, size_t n) {
   farm__engine_assert_locked(p->e);
   if (!p->link) return FARM_ELINK;
   p->bytes_out += n;
-  if (!p->pend.n) {
-    int rc = farm__link_send(p->link, msg, n, 1);
-    if (rc != FARM_EAGAIN) return rc;
-  }
-  /* kept whole, with its length in front, for when the link can take it */
-  if (farm__buf_u64le(&p->pend, n) < 0 || farm__buf_put(&p->pend, msg, n) < 0) return FARM_ENOMEM;
-  return 0;
+  return farm__link_send_queued(p->link, &p->pend, msg, n);
 }
 
 /* Messages wait for p's link (here, or sealed and held by the link). */
@@ -599,21 +554,7 @@ static int backed_up(farm_peer *p) {
 
 /* Send what waits for p's link; 0 when nothing is left waiting. */
 static int flush_pending(farm_peer *p) {
-  size_t at = 0;
-  int rc = farm__link_flush(p->link);
-  if (rc) return rc;
-  while (at < p->pend.n) {
-    uint64_t n;
-    memcpy(&n, p->pend.p + at, 8);
-    rc = farm__link_send(p->link, p->pend.p + at + 8, (size_t)n, 1);
-    if (rc != 0) break;
-    at += 8 + (size_t)n;
-  }
-  if (at) {
-    memmove(p->pend.p, p->pend.p + at, p->pend.n - at);
-    p->pend.n -= at;
-  }
-  return rc == FARM_EAGAIN ? FARM_EAGAIN : rc;
+  return farm__link_flush_queued(p->link, &p->pend);
 }
 
 void farm__peer_broken(farm_peer *p, const char *why) {
@@ -684,7 +625,7 @@ static int credit(farm_peer *p) {
    directory. */
 static void send_shares(farm_engine *e, farm_peer *p) {
   farm_buf *b = &e->msg;
-  int local = p->ops->kind[0] == 'l';
+  int local = p->ops->shares_dir;
   for (; p->shared_upto < e->nshares; p->shared_upto++) {
     struct share *x = &e->shares[p->shared_upto];
     if (!x->kind || (local && (x->kind == FARM_SHARE_FILE || x->kind == FARM_SHARE_XFILE))) continue;
@@ -708,7 +649,7 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
                       size_t *nqueued) {
   if (p->shared_upto < e->nshares) send_shares(e, p);
   farm_buf *b = &e->msg;
-  if (p->nknown + k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
+  if (p->known.n + (size_t)k > KNOWN_MAX) known_forget(p);   /* only ever between batches */
   /* the pool's size, for farm.workers() in a job */
   farm__proto_put_jobs(b, p->forget, (uint64_t)e->capacity);
   uint32_t count = 0;
@@ -755,7 +696,7 @@ static int peer_open(farm_peer *p) {
 
 /* Whether p may run the jobs placed on q. */
 static int serves(const farm_peer *p, const struct pinq *q) {
-  if (!strcmp(q->name, "local")) return !strcmp(p->ops->kind, "local");
+  if (!strcmp(q->name, "local")) return p->ops->local_pool;
   return !strcmp(p->name, q->name);
 }
 
@@ -989,7 +930,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
     got++;
     farm__job_unref(j);
   }
-  if (got && e->restart_workers && p->ops->kind[0] == 'l' && !p->inflight && !p->closing) {
+  if (got && e->restart_workers && p->ops->restartable && !p->inflight && !p->closing) {
     farm_buf q;                    /* a fresh process for the next job: this one quits */
     farm__buf_init(&q);
     farm__proto_put_empty(&q, FARM_MSG_QUIT);
@@ -1091,7 +1032,7 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
     f->n = nf;
     f->fresh = m.fresh;
     f->refs = 1;
-    crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
+    farm__fn_hash(f);
     j->fn = f;
     j->nargs = na;
     j->mode = (uint8_t)m.mode;
@@ -1151,192 +1092,6 @@ static void flush_subdone(farm_engine *e) {
 
 /* ---- files the jobs send (farm.send_file) ------------------------------------ */
 
-/* Where a sent file goes under the destination: its path as the job named it
-   when that stays below (relative, no ".."; empty and "." parts dropped), else
-   its last component. From another host (untrusted) a part that begins with a
-   dot is refused: a node must not plant .bashrc or .git/config. 0 or -1. */
-static int dest_name(const char *path, size_t n, int untrusted, char *out, size_t outlen) {
-  if (!n || n >= outlen || memchr(path, 0, n)) return -1;
-  int inside = path[0] != '/';
-  for (size_t i = 0; inside && i < n; ) {          /* any ".." part: not inside */
-    size_t k = i;
-    while (k < n && path[k] != '/') k++;
-    if (k - i == 2 && path[i] == '.' && path[i + 1] == '.') inside = 0;
-    i = k + 1;
-  }
-  size_t from = 0, len = 0;
-  if (!inside) for (size_t i = 0; i < n; i++) if (path[i] == '/') from = i + 1;
-  for (size_t i = from; i < n; ) {
-    size_t k = i;
-    while (k < n && path[k] != '/') k++;
-    size_t m = k - i;
-    if (m && !(m == 1 && path[i] == '.')) {
-      if ((m == 2 && path[i] == '.' && path[i + 1] == '.') || (untrusted && path[i] == '.')) return -1;
-      if (len) out[len++] = '/';
-      memcpy(out + len, path + i, m);
-      len += m;
-    }
-    i = k + 1;
-  }
-  out[len] = 0;
-  return len ? 0 : -1;
-}
-
-/* Give the temporary file tmp the name part, unless part exists (whatever it
-   is: a file, a directory, a symlink). renameat2 does it in one step; where the
-   file system cannot (EINVAL), a hard link does, which fails on an existing
-   name too. -1 with errno EEXIST when the name is taken. */
-static int rename_noreplace(int dfd, const char *tmp, const char *part) {
-#ifdef RENAME_NOREPLACE
-  if (renameat2(dfd, tmp, dfd, part, RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL && errno != ENOSYS) return -1;
-#endif
-  if (linkat(dfd, tmp, dfd, part, 0) < 0) return -1;
-  unlinkat(dfd, tmp, 0);
-  return 0;
-}
-
-/* farm__write_below; noreplace: never replace an existing name (1 when it
-   exists, nothing written). */
-static int write_below(const char *dir, const char *rel, const void *data, size_t n,
-                       uint64_t same_dev, uint64_t same_ino, int noreplace, unsigned xbits,
-                       char *why, size_t whylen) {
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1, fd = -1;
-  char part[NAME_MAX + 1], tmp[NAME_MAX + 32];
-  if (dfd < 0) { snprintf(why, whylen, "cannot open %s: %s", dir, strerror(errno)); return -1; }
-  const char *s = rel;
-  for (;;) {                             /* down the directories, never through a symlink */
-    const char *slash = strchr(s, '/');
-    size_t m = slash ? (size_t)(slash - s) : strlen(s);
-    if (!m || m > NAME_MAX) { snprintf(why, whylen, "a bad name"); goto out; }
-    memcpy(part, s, m);
-    part[m] = 0;
-    if (!slash) break;
-    if (mkdirat(dfd, part, 0777) < 0 && errno != EEXIST) goto fail;
-    int next = openat(dfd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (next < 0) goto fail;
-    close(dfd);
-    dfd = next;
-    s = slash + 1;
-  }
-  struct stat st;
-  if (same_ino && fstatat(dfd, part, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      (uint64_t)st.st_dev == same_dev && (uint64_t)st.st_ino == same_ino) {
-    rc = 0;                              /* it is that very file already */
-    goto out;
-  }
-  if (noreplace && fstatat(dfd, part, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    rc = 1;                              /* (rename_noreplace says it again, atomically) */
-    goto out;
-  }
-  for (int tries = 0; fd < 0 && tries < 16; tries++) {
-    snprintf(tmp, sizeof tmp, ".%.200s.farm-%08x", part, randombytes_random());
-    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 && errno != EEXIST) goto fail;
-  }
-  if (fd < 0) goto fail;
-  for (size_t at = 0; at < n; ) {
-    ssize_t k = write(fd, (const char *)data + at, n - at);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) { if (!k) errno = EIO; goto fail_tmp; }
-    at += (size_t)k;
-  }
-  /* a program shipped to run keeps its execute bits; only those (& 0111: never
-     setuid, setgid or sticky), added to what the umask left */
-  if (xbits & 0111) {
-    struct stat fst;
-    if (fstat(fd, &fst) < 0 || fchmod(fd, (fst.st_mode & 0777) | (xbits & 0111)) < 0) goto fail_tmp;
-  }
-  if (close(fd) < 0) { fd = -1; goto fail_tmp; }
-  fd = -1;
-  if ((noreplace ? rename_noreplace(dfd, tmp, part) : renameat(dfd, tmp, dfd, part)) < 0) {
-    if (noreplace && errno == EEXIST) {
-      unlinkat(dfd, tmp, 0);
-      rc = 1;
-      goto out;
-    }
-    goto fail_tmp;
-  }
-  rc = 0;
-  goto out;
-fail_tmp:
-  snprintf(why, whylen, "%s", strerror(errno));
-  unlinkat(dfd, tmp, 0);
-  goto out;
-fail:
-  snprintf(why, whylen, "%s", strerror(errno));
-out:
-  if (fd >= 0) close(fd);
-  close(dfd);
-  return rc;
-}
-
-int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen) {
-  return write_below(dir, rel, data, n, same_dev, same_ino, 0, xbits, why, whylen);
-}
-
-/* The names below dest that files from nodes created in this run: a node may
-   write such a name again (a job tried again, elsewhere, sends its file anew),
-   never one that was there before, nor one a local worker wrote. */
-static uint64_t name_hash(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
-static int node_name_known(farm_engine *e, const char *name) {
-  if (!e->capnode_names) return 0;
-  for (size_t i = name_hash(name) & (e->capnode_names - 1); e->node_names[i]; i = (i + 1) & (e->capnode_names - 1))
-    if (!strcmp(e->node_names[i], name)) return 1;
-  return 0;
-}
-
-static int node_name_add(farm_engine *e, const char *name) {
-  if (2 * (e->nnode_names + 1) > e->capnode_names) {
-    size_t cap = e->capnode_names ? 2 * e->capnode_names : 64;
-    char **t = calloc(cap, sizeof *t);
-    if (!t) return FARM_ENOMEM;
-    for (size_t i = 0; i < e->capnode_names; i++) {
-      char *x = e->node_names[i];
-      if (!x) continue;
-      size_t k = name_hash(x) & (cap - 1);
-      while (t[k]) k = (k + 1) & (cap - 1);
-      t[k] = x;
-    }
-    free(e->node_names);
-    e->node_names = t;
-    e->capnode_names = cap;
-  }
-  char *x = strdup(name);
-  if (!x) return FARM_ENOMEM;
-  size_t k = name_hash(x) & (e->capnode_names - 1);
-  while (e->node_names[k]) k = (k + 1) & (e->capnode_names - 1);
-  e->node_names[k] = x;
-  e->nnode_names++;
-  return 0;
-}
-
-/* The run's own directory for sent files (the default destination), made
-   when the first file arrives: farm-out/ in the current directory, and in it
-   one directory per run (a run never meets an earlier run's files, and
-   nothing there is on package.path). The user is told once where it is. */
-static int make_dest(farm_engine *e, char *why, size_t whylen) {
-  if (!e->dest_default) return 0;
-  char parent[PATH_MAX];
-  snprintf(parent, sizeof parent, "%s", e->dest);
-  char *slash = strrchr(parent, '/');
-  if (slash) *slash = 0;
-  if ((mkdir(parent, 0777) < 0 && errno != EEXIST) || (mkdir(e->dest, 0777) < 0 && errno != EEXIST)) {
-    snprintf(why, whylen, "cannot make %.200s: %s", e->dest_shown, strerror(errno));
-    return -1;
-  }
-  e->dest_default = 0;
-  farm__term_say(e->term, "farm: the files jobs send are in %s (--dest DIR or farm.config{dest = DIR} to choose)",
-                 e->dest_shown);
-  return 0;
-}
-
 /* A provisional result of a job that runs at p (farm.provide): kept as the
    job's last one (a node's engine keeps it for the node to pass on). */
 static int on_partial(farm_engine *e, farm_peer *p, farm_rd *r) {
@@ -1388,8 +1143,8 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
   }
   farm_job *j = find_inflight(p, id);
   if (!j || j->state != JOB_SENT) return 0;   /* not wanted there any more */
-  if (!e->dest[0] && !e->keep_files) return 0; /* a test engine: nowhere to write */
-  if (!e->keep_files && dest_name(path, npath, p->ops->untrusted, name, sizeof name) < 0) {
+  if (!e->files_out && !e->keep_files) return 0;  /* a test engine: nowhere to write */
+  if (!e->keep_files && farm__files_name(path, npath, p->ops->untrusted, name, sizeof name) < 0) {
     farm__term_say(e->term, "farm: refused the file '%.*s' that job %llu sent from %s: %s",
             (int)(npath < 200 ? npath : 200), path, (unsigned long long)j->id, p->name,
             p->ops->untrusted ? "no part of a name from another host may begin with a dot"
@@ -1415,26 +1170,10 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
     e->signal_waiters = 1;
     return 0;
   }
-  char why[300];
-  int local = p->ops->kind[0] == 'l';          /* (dev and ino mean something only here) */
-  /* From a node, a file never replaces one that was there: the user may run it
-     next (./?.lua is on package.path), and it was not the node's to change. */
-  int noreplace = p->ops->untrusted && !node_name_known(e, name), rc;
-  if (make_dest(e, why, sizeof why) < 0)
-    rc = -1;
-  else
-    /* what a node sends is data: never executable here (xbits 0) */
-    rc = write_below(e->dest, name, data, ndata, local ? dev : 0, local ? ino : 0, noreplace, 0, why, sizeof why);
-  if (rc < 0)
-    farm__term_say(e->term, "farm: cannot write %s/%s, sent by job %llu: %s", e->dest, name,
-            (unsigned long long)j->id, why);
-  else if (rc > 0)
-    farm__term_say(e->term, "farm: refused the file '%s' that job %llu sent from %s: a file of that name is "
-            "already in %s (files from nodes never replace one)", name, (unsigned long long)j->id,
-            p->name, e->dest);
-  else if (noreplace && node_name_add(e, name) < 0)
-    return FARM_ENOMEM;
-  return 0;
+  /* written once the lock is released (farm__files_flush) */
+  int local = p->ops->shares_dir;              /* (dev and ino mean something only here) */
+  return farm__files_queue(e->files_out, name, data, ndata, local ? dev : 0, local ? ino : 0,
+                           p->ops->untrusted, j->id, p->name);
 }
 
 farm_sent_file *farm__engine_take_files(farm_engine *e) {
@@ -1485,7 +1224,7 @@ out:
 int farm__engine_has_nodes(farm_engine *e) {
   engine_lock(e);
   int n = 0;
-  for (int i = 0; i < e->npeers; i++) n |= e->peers[i]->ops->kind[0] == 'n';
+  for (int i = 0; i < e->npeers; i++) n |= e->peers[i]->ops->remote;
   engine_unlock(e);
   return n;
 }
@@ -1553,7 +1292,7 @@ static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
     for (int i = 0; i < e->npeers; i++)
       e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
-    if (p->ops->kind[0] == 'l') farm__local_connected(p);
+    if (p->ops->connected) p->ops->connected(p);
     node_event(e, p, FARM_EV_NODE_UP, NULL);
     changed(e);
     return 0;
@@ -1600,15 +1339,15 @@ static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
     p->setup_failed = 1;
     char why[400];
     long pid = p->ops->pid ? p->ops->pid(p) : 0;
-    if (p->ops->kind[0] == 'n')          /* the node names its worker */
+    if (p->ops->remote)                  /* the node names its worker */
       snprintf(why, sizeof why, "node %s: %.*s", p->name, (int)(nm < 300 ? nm : 300), m);
     else
       snprintf(why, sizeof why, "the setup function of farm.on_node failed on %s%s%s%.0ld%s: %.*s",
                e->keep_files ? "this node's worker " : "", p->name,   /* (a node's engine) */
                pid > 0 ? " (pid " : "", pid > 0 ? pid : 0L, pid > 0 ? ")" : "",
                (int)(nm < 300 ? nm : 300), m);
-    farm__term_say(e->term, "farm: %s; that %s is out of the run", why, p->ops->kind[0] == 'n' ? "node" : "worker");
-    farm__engine_error(e, why);
+    farm__term_say(e->term, "farm: %s; that %s is out of the run", why, p->ops->remote ? "node" : "worker");
+    engine_error(e, why);
     if (!e->setup_err[0]) snprintf(e->setup_err, sizeof e->setup_err, "%s", why);
     farm__peer_retire(p, why);
     changed(e);
@@ -1630,7 +1369,7 @@ static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
     return 0;
   }
   case FARM_MSG_QUIT:              /* a node stops (SIGTERM): what it held runs elsewhere */
-    if (farm__proto_end(&r, "QUIT", NULL, 0) < 0 || p->ops->kind[0] != 'n') break;
+    if (farm__proto_end(&r, "QUIT", NULL, 0) < 0 || !p->ops->remote) break;
     farm__peer_broken(p, "it is stopping");
     return 0;
   default:
@@ -1659,7 +1398,8 @@ int farm__engine_take(farm_engine *e, farm_peer *p, void *msg, size_t n, void (*
 
 int farm__peer_drain(farm_peer *p) {
   int handled = 0;
-  while (p->link && !p->broken) {
+  /* a file waits to be written (farm__files_flush): what came after it waits too */
+  while (p->link && !p->broken && !farm__files_pending(p->e->files_out)) {
     void *m;
     size_t n;
     if (farm__link_recv(p->link, &m, &n, 1) != 0) break;
@@ -1954,6 +1694,7 @@ static void *loop_main(void *arg) {
     double left = e->last_tick + period - farm__now();
     int ms = left <= 0 ? 0 : (int)ceil(left * 1e3);
     engine_unlock(e);
+    farm__files_flush(e->files_out);
     farm__term_flush(e->term);
     poll(e->pfd, (nfds_t)nf, ms);
     engine_lock(e);
@@ -1979,7 +1720,7 @@ static void *loop_main(void *arg) {
     int np = 0;
     for (int i = 0; i < e->npeers; i++) {
       farm_peer *p = e->peers[i];
-      if (!p->link || !p->ready || p->ops->kind[0] != 'l') continue;
+      if (!p->link || !p->ready || !p->ops->local_pool) continue;
       farm__link_send(p->link, q.p, q.n, 1);
       long pid = p->ops->pid ? p->ops->pid(p) : 0;
       if (pid > 0 && np < 256) pids[np++] = (pid_t)pid;
@@ -2006,7 +1747,7 @@ static void wake_loop(farm_engine *e) {
 #define RETIRE_GRACE 2.0           /* seconds a retired peer has to go once sent QUIT */
 #define SHRINK_WHY "the pool was made smaller (farm.set_workers)"
 
-static int is_local(farm_peer *p) { return p->ops->kind[0] == 'l'; }
+static int is_local(farm_peer *p) { return p->ops->local_pool; }
 
 static void recount_capacity(farm_engine *e) {
   e->capacity = 0;
@@ -2119,7 +1860,7 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
     if (!grown) { snprintf(err, errlen, "out of memory"); rc = FARM_ENOMEM; }
     else e->peers = grown;
     while (!rc && active < n) {
-      farm_peer *p = farm__local_new(e, nlocal, err, errlen);
+      farm_peer *p = farm__local_new(&e->host, nlocal, err, errlen);
       if (!p) { rc = FARM_ENOMEM; break; }
       nlocal++;
       p->start_pending = 1;
@@ -2249,6 +1990,7 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
   engine_unlock(e);
+  farm__files_flush(e->files_out);
   farm__term_flush(e->term);
   return nf;
 }
@@ -2509,11 +2251,9 @@ int farm__engine_pids(farm_engine *e, long *pids, int max) {
   return n;
 }
 
-/* ---- for the local kind ------------------------------------------------------------ */
+/* ---- what the kinds are handed (farm_peer_host) -------------------------------------- */
 
-const char *farm__engine_exe(farm_engine *e) { return e->exe; }
-
-void farm__engine_error(farm_engine *e, const char *msg) {
+static void engine_error(farm_engine *e, const char *msg) {
   if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", msg);
 }
 
@@ -2548,7 +2288,7 @@ static void sweep_sockdirs(const char *tmp) {
 /* The directory for worker sockets: it exists only while workers connect, so
    a client that ends by os.exit or SIGKILL leaves nothing (and one killed in
    that moment is swept up by the next client). */
-const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen) {
+static const char *engine_sockdir(farm_engine *e, char *err, size_t errlen) {
   if (e->dir[0]) return e->dir;
   const char *tmp = getenv("TMPDIR");
   if (!tmp || !*tmp) tmp = "/tmp";
@@ -2560,12 +2300,40 @@ const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen) {
   return NULL;
 }
 
-void farm__engine_sockdir_done(farm_engine *e) {
+static void engine_sockdir_done(farm_engine *e) {
   for (int i = 0; i < e->npeers; i++)
     if (!e->peers[i]->dead && !e->peers[i]->ready &&
         !(e->peers[i]->retired && !e->peers[i]->link)) return;   /* retired and gone: not waited for */
   if (e->dir[0]) rmdir(e->dir);
   e->dir[0] = 0;
+}
+
+static int host_message(farm_peer *p, const void *msg, size_t n, char *err, size_t errlen) {
+  return farm__engine_message(p->e, p, msg, n, err, errlen);
+}
+static void host_lost(farm_peer *p, uint64_t running, const char *why) {
+  farm__engine_peer_lost(p->e, p, running, why);
+}
+static void host_job_lost(farm_peer *p, uint64_t id, const char *why) {
+  farm__engine_job_lost(p->e, p, id, why);
+}
+static void host_output(farm_peer *p, uint64_t id, const char *s, size_t n) {
+  farm__engine_output(p->e, p, id, s, n);
+}
+static void host_error(farm_peer *p, const char *msg) { engine_error(p->e, msg); }
+static const char *host_sockdir(farm_peer *p, char *err, size_t errlen) {
+  return engine_sockdir(p->e, err, errlen);
+}
+static void host_sockdir_done(farm_peer *p) { engine_sockdir_done(p->e); }
+
+/* Filled by open, once exe and maxmsg are known. */
+static void host_init(farm_engine *e) {
+  e->host = (farm_peer_host){
+    .engine = e, .exe = e->exe, .maxmsg = e->maxmsg, .term = e->term,
+    .send = farm__peer_send, .reset = farm__peer_reset, .message = host_message,
+    .lost = host_lost, .job_lost = host_job_lost, .output = host_output,
+    .error = host_error, .sockdir = host_sockdir, .sockdir_done = host_sockdir_done,
+  };
 }
 
 /* ---- open and close ------------------------------------------------------------------ */
@@ -2614,24 +2382,10 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
       goto fail;
     }
   }
-  if (o->dest && *o->dest) {
-    if (o->dest[0] == '/') snprintf(e->dest, sizeof e->dest, "%s", o->dest);
-    else {
-      char cwd[PATH_MAX];
-      if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
-      snprintf(e->dest, sizeof e->dest, "%.2000s/%.2000s", cwd, o->dest);
-    }
-  } else if (!o->keep_files) {
-    /* farm-out/YYYYmmdd-HHMMSS-PID, made when the first file comes (make_dest) */
-    char cwd[PATH_MAX], run[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
-    strftime(run, sizeof run, "%Y%m%d-%H%M%S", localtime_r(&now, &tm));
-    int k = snprintf(e->dest, sizeof e->dest, "%.3000s/", cwd);
-    snprintf(e->dest + k, sizeof e->dest - (size_t)k, "farm-out/%s-%ld", run, (long)getpid());
-    e->dest_shown = e->dest + k;
-    e->dest_default = 1;
+  if (!o->keep_files && !(e->files_out = farm__files_new(e->term, o->dest))) {
+    snprintf(err, errlen, "out of memory");
+    rc = FARM_ENOMEM;
+    goto fail;
   }
   e->batch_limit = e->maxmsg < BATCH_BYTES ? e->maxmsg : BATCH_BYTES;
   if (o->exe && *o->exe) snprintf(e->exe, sizeof e->exe, "%s", o->exe);
@@ -2643,6 +2397,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
       snprintf(err, errlen, "cannot find the farm executable for workers; set FARM_EXE to its path");
     goto fail;
   }
+  host_init(e);                          /* (exe and maxmsg are known) */
   e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (e->wake_fd < 0 || e->done_fd < 0) { snprintf(err, errlen, "eventfd: %s", strerror(errno)); goto fail; }
@@ -2650,13 +2405,13 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   if (!nw && o->nhosts <= 0) { snprintf(err, errlen, "no workers and no nodes: nothing could run a job"); rc = FARM_EINVAL; goto fail; }
   if (!(e->peers = calloc((size_t)nw + (size_t)(o->nhosts > 0 ? o->nhosts : 0), sizeof *e->peers))) { rc = FARM_ENOMEM; goto fail; }
   for (int i = 0; i < nw; i++) {
-    if (!(e->peers[i] = farm__local_new(e, i, err, errlen))) { rc = FARM_ENOMEM; goto fail; }
+    if (!(e->peers[i] = farm__local_new(&e->host, i, err, errlen))) { rc = FARM_ENOMEM; goto fail; }
     e->npeers++;
   }
   if (o->nhosts > 0) {
     /* every host at once: an SSH login costs a third of a second or more */
     int first_rc = FARM_ELINK;
-    int n = farm__nodes_open(e, o, e->peers + nw, err, errlen, &first_rc);
+    int n = farm__nodes_open(&e->host, o, e->peers + nw, err, errlen, &first_rc);
     if (n < 0) { rc = n; goto fail; }
     e->npeers += n;
     int up = 0;
@@ -2712,6 +2467,7 @@ void farm__engine_close(farm_engine *e) {
     pthread_join(e->thread, NULL);
     e->has_thread = 0;
   }
+  farm__files_flush(e->files_out);     /* what came before the end is written */
   engine_lock(e);
   progress_clear(e);
   for (int i = 0; i < e->npeers; i++) {
@@ -2744,8 +2500,8 @@ void farm__engine_close(farm_engine *e) {
     p->ops->close(p);
     farm__buf_free(&p->pend);
     farm__buf_free(&p->subdone);
-    free(p->known);
-    free(p->idx);
+    farm__hash_free(&p->known);
+    farm__hash_free(&p->idx);
     free(p);
   }
   e->npeers = 0;
@@ -2758,7 +2514,6 @@ void farm__engine_close(farm_engine *e) {
   farm__term_flush(e->term);
 }
 
-farm_term *farm__engine_term(farm_engine *e) { return e->term; }
 void farm__engine_term_clear(farm_engine *e) { farm__term_clear(e->term); }
 
 void farm__engine_free(farm_engine *e) {
@@ -2770,14 +2525,13 @@ void farm__engine_free(farm_engine *e) {
   free(e->begun);
   free(e->pins);
   free(e->ev);
-  for (size_t i = 0; i < e->capnode_names; i++) free(e->node_names[i]);
-  free(e->node_names);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }
   free(e->peers);
   free(e->pfd);
   farm__buf_free(&e->msg);
   if (e->wake_fd >= 0) close(e->wake_fd);
   if (e->done_fd >= 0) close(e->done_fd);
+  farm__files_free(e->files_out);
   pthread_mutex_destroy(&e->mu);
   farm__term_free(e->term);
   free(e);

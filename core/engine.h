@@ -159,15 +159,6 @@ uint32_t farm__engine_partial(farm_engine *e, farm_job *j, char **out, size_t *n
 /* A node's engine (report_starts): up to max ext_ids of jobs that began since
    the last call, oldest first, into ids; how many. Any thread. */
 size_t farm__engine_take_started(farm_engine *e, uint64_t *ids, size_t max);
-/* Write data to rel (parts checked by the caller: no "..", none empty) below
-   directory dir, at once (a temporary file renamed over it), making the
-   directories on the way and never following a symlink below dir. Nothing is
-   written when the file there is the one with same_ino (and same_dev; 0: no
-   such check). xbits: execute bits (of 0111, no others) the file gets besides
-   its 0644 less the umask. 0, or -1 with why. */
-int farm__write_below(const char *dir, const char *rel, const void *data, size_t n,
-                      uint64_t same_dev, uint64_t same_ino, unsigned xbits, char *why, size_t whylen);
-
 /* The script writes to the terminal itself (farm run's print): the progress
    line is cleared first, and drawn again later. Any thread. */
 void farm__engine_term_clear(farm_engine *e);

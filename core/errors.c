@@ -1,5 +1,7 @@
 /*
  * errors.c -- farm's error codes in words, and its version.
+ *
+ * Threads: any (constant strings).
  */
 #include "farm.h"
 

@@ -36,6 +36,8 @@
  * The caller's thread blocks while the program runs. SIGPIPE (a child that
  * exits without reading all its input) is blocked in this thread while the
  * input is written, and a SIGPIPE raised meanwhile is taken back.
+ *
+ * Threads: a worker's Lua thread (it runs inside a job).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -17,6 +17,8 @@
  * Slurm's hostlist is checked and counted whole (at most FARM_HOSTLIST_MAX
  * names, each at most 255 bytes) before any name is made; PBS and SGE files
  * line by line, a host named again adding to its workers.
+ *
+ * Threads: the caller's, when a pool opens (no state of its own).
  */
 #include <errno.h>
 #include <stdarg.h>

@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include "job.h"
 
 void farm__fn_unref(farm_fn *f) {
@@ -29,6 +30,10 @@ void farm__job_drop_results(farm_job *j) {
   j->rx = NULL;
   j->res = j->tb = j->val = NULL;
   j->nres = j->ntb = j->nval = 0;
+}
+
+void farm__fn_hash(farm_fn *f) {
+  crypto_generichash(f->hash, FARM_HASHLEN, (const unsigned char *)f->p, f->n, NULL, 0);
 }
 
 farm_job *farm__job_new(void) {

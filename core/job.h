@@ -97,6 +97,9 @@ farm_rxmsg *farm__rxmsg_new(void *p, size_t n, void (*release)(void *));
 void farm__rxmsg_unref(farm_rxmsg *m);
 /* j's res, tb and val are freed (or let go of the message they point into): NULL, 0 */
 void farm__job_drop_results(farm_job *j);
+/* f->hash from its block (f->p, f->n): BLAKE2b, FARM_HASHLEN bytes; the one
+   place a function package is hashed (client, C API, a worker's sub-job). */
+void farm__fn_hash(farm_fn *f);
 char *farm__dupmem(const void *p, size_t n);
 static inline int farm__job_state(const farm_job *j) {
   return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);

@@ -12,6 +12,8 @@
  * kernels do their operations in a fixed order (the Makefile builds this file
  * with -ffp-contract=off, so no compiler fuses a multiply and an add where
  * another would not).
+ *
+ * Threads: any (no state).
  */
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* lazy.c -- see lazy.h. */
+/* lazy.c -- see lazy.h. Threads: whichever loads the library (no state). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include "lazy.h"

@@ -5,6 +5,8 @@
  * It builds the `farm.core` table of C functions, makes the embedded Lua modules
  * (lua/ files) requirable as "farm.<name>", and runs lua/farm.lua, which is the
  * public module. Nothing here is global: all state lives in the Lua state.
+ *
+ * Threads: the thread of the lua_State that requires it.
  */
 #include <string.h>
 #include <lua.h>

@@ -14,6 +14,8 @@
  *
  * Adding a kernel: its C function in kernels.c with its declaration (and
  * contract) in kernels_decl.h, a binding here, and one row in `kernels`.
+ *
+ * Threads: the thread of the lua_State that loads it.
  */
 #include <math.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* main.c -- the farm executable: everything is in farm_main (cli.c). */
+/* main.c -- the farm executable: everything is in farm_main (cli.c). Main thread. */
 #include <malloc.h>
 #include "cli.h"
 int main(int argc, char **argv) {

@@ -6,6 +6,11 @@
  * special about a kind (pids, ipc paths, the state page; TCP sessions, SSH
  * channels, heartbeats) lives in that kind's file, never in engine.c.
  *
+ * The engine knows a kind only by its ops and its flags, never by its name;
+ * a kind knows the engine only by the farm_peer_host it is handed when its
+ * peers are made (as nng hands a transport its pipe's callbacks): engine.c
+ * calls peer_local.c and peer_node.c, and they call nothing of engine.c's.
+ *
  * Every operation runs on the engine's loop thread with the engine's lock held.
  */
 #ifndef FARM_PEER_H
@@ -14,11 +19,21 @@
 #include <stdint.h>
 #include "buf.h"
 #include "engine.h"
+#include "hash.h"
 #include "transport.h"
 
 typedef struct farm_peer_ops {
-  const char *kind;
+  const char *kind;                /* its name in stats ("local", "node"): shown, never tested */
   int untrusted;                   /* what it sends is decoded untrusted (another host) */
+  int local_pool;                  /* one of the client's own worker processes: the pool that
+                                      placement calls "local", that farm.set_workers resizes
+                                      and whose setup cleanup the engine waits for at close */
+  int shares_dir;                  /* it runs in our directory: shared files need not travel,
+                                      and the dev and ino of a file it sends are ours */
+  int restartable;                 /* it may quit after each job for a fresh process
+                                      (restart_workers, ppserver -r) */
+  int remote;                      /* a farm node: an engine of its own with workers behind
+                                      it (it names them in SETUPFAIL; it may say QUIT) */
   /* (Re)start the peer: a fresh process or connection; 0 or a negative code (e->err). */
   int  (*start)(farm_peer *p);
   /* Stop it at once (a job it runs timed out or was cancelled by force); the
@@ -33,7 +48,42 @@ typedef struct farm_peer_ops {
   uint64_t (*running)(farm_peer *p);
   /* The pid behind it, for stats and tests (0 when none). */
   long (*pid)(farm_peer *p);
+  /* It said HELLO (optional). */
+  void (*connected)(farm_peer *p);
 } farm_peer_ops;
+
+/* What the engine hands a kind when its peers are made, and all a kind may
+   call of the engine's. Every callback runs with the engine's lock held, on
+   the loop thread (or wherever the ops run). */
+typedef struct farm_peer_host {
+  farm_engine *engine;             /* for the peers' p->e (opaque to the kinds) */
+  const char *exe;                 /* the farm executable, for workers */
+  size_t maxmsg;                   /* the largest message on a link */
+  struct farm_term *term;          /* a kind's lines for the user go there (term.h), so that
+                                      they are written outside the engine's lock and never
+                                      glued onto the progress line */
+  /* Send a whole message now or keep it for when the link can take it
+     (never blocks, never drops). <0 when the link failed. */
+  int  (*send)(farm_peer *p, const void *msg, size_t n);
+  /* A fresh process or connection behind p (a kind calls it when it starts one). */
+  void (*reset)(farm_peer *p);
+  /* One message p sent (header included); <0 when it was malformed (err says why). */
+  int  (*message)(farm_peer *p, const void *msg, size_t n, char *err, size_t errlen);
+  /* p ended (its process died, its link broke): its jobs go back to the queue
+     or fail; running: the job it was running, if known (0 otherwise). */
+  void (*lost)(farm_peer *p, uint64_t running, const char *why);
+  /* One job at p is given up (a node was told to stop it). */
+  void (*job_lost)(farm_peer *p, uint64_t id, const char *why);
+  /* Output p's job id wrote while it runs. */
+  void (*output)(farm_peer *p, uint64_t id, const char *s, size_t n);
+  /* Why peers cannot run (the first reason is kept: open and a queue that can
+     never run report it). */
+  void (*error)(farm_peer *p, const char *msg);
+  /* The directory for local workers' sockets while they connect (made at the
+     first call); sockdir_done: it goes once every local peer said HELLO. */
+  const char *(*sockdir)(farm_peer *p, char *err, size_t errlen);
+  void (*sockdir_done)(farm_peer *p);
+} farm_peer_host;
 
 /* Who owns each field (as for the engine's, engine.c): [made] set when the
    peer is made (farm__local_new, farm__nodes_open), before any other thread
@@ -43,7 +93,8 @@ typedef struct farm_peer_ops {
    held. No field of a peer is touched without the lock once the loop runs. */
 struct farm_peer {
   const farm_peer_ops *ops;        /* [made] */
-  farm_engine *e;                  /* [made] */
+  const farm_peer_host *host;      /* [made] what the engine handed its kind */
+  farm_engine *e;                  /* [made] (the engine's; a kind never looks inside) */
   void *kind;                      /* [mu] the kind's own state (its ops run under the lock) */
   char name[48];                   /* [made] "local:2" */
   int capacity;                    /* [mu] jobs it runs at once (from HELLO) */
@@ -66,8 +117,7 @@ struct farm_peer {
   farm_link *link;                 /* [mu] (made and closed by the loop thread's ops) */
   farm_buf pend;                   /* [mu] messages the link could not take yet (whole messages) */
   farm_job *head, *tail;           /* [mu] in flight, in the order sent (doubly linked) */
-  farm_job **idx;                  /* [mu] ...and by id (open addressing, idxcap slots) */
-  size_t idxcap;                   /* [mu] */
+  farm_hash idx;                   /* [mu] ...and by id (hash.h) */
   int inflight;                    /* [mu] */
   int suspended;                   /* [mu] of those, started and waiting on sub-jobs */
   uint64_t gen;                    /* [mu] bumped when it is lost: sub-job results for the
@@ -75,8 +125,7 @@ struct farm_peer {
   farm_buf subdone;                /* [mu] SUBDONE message being built for it */
   uint32_t nsubdone;               /* [mu] */
   int takes;                       /* [mu] TAKE messages not yet answered */
-  uint64_t *known;                 /* [mu] open-addressing set of function hashes it keeps */
-  int nknown;                      /* [mu] */
+  farm_hash known;                 /* [mu] the function hashes it keeps (a set: hash.h) */
   int forget;                      /* [mu] next JOBS tells it to drop its cache */
   double est;                      /* [mu] EWMA of its seconds per job; 0 = not known yet */
   double idle_since;               /* [mu] when it last ran out of work (0: busy) */
@@ -89,11 +138,10 @@ struct farm_peer {
   int clients;                     /* [mu] a node: the clients it serves (from its BEATs; 0: unknown) */
 };
 
-/* For kinds: send a whole message now or keep it for when the link can take it
-   (never blocks, never drops). <0 when the link failed. */
-int  farm__peer_send(farm_peer *p, const void *msg, size_t n);
-/* A fresh process or connection behind p (a kind calls it when it starts one). */
-void farm__peer_reset(farm_peer *p);
+/* ---- the engine's own, over peers (engine.c; the kinds reach them through
+   their host) ---- */
+int  farm__peer_send(farm_peer *p, const void *msg, size_t n);   /* farm_peer_host.send */
+void farm__peer_reset(farm_peer *p);                             /* farm_peer_host.reset */
 /* Have the loop thread stop and replace p (from either thread, lock held). */
 void farm__peer_broken(farm_peer *p, const char *why);
 /* Receive and handle everything waiting on p's link (header checks; a malformed
@@ -113,6 +161,7 @@ int  farm__peer_drain(farm_peer *p);
    the queue ("no workers left: local:2 was retired (why)"). */
 void farm__peer_retire(farm_peer *p, const char *why);
 
+/* ---- the kinds (engine.c makes its peers with them) ---- */
 /* The node kind (peer_node.c): a farm node on another host (or this one),
    reached over TCP, started over SSH when the host says so. Connects (in
    parallel, from the caller's thread, before the loop starts) and returns one
@@ -120,24 +169,9 @@ void farm__peer_retire(farm_peer *p, const char *why);
    line on stderr (or in err when quiet). err says why the first one failed, and
    *first_rc its code (FARM_EAUTH, FARM_ESSH, ...; left as it was when none did). */
 struct farm_host;
-int  farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
+int  farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_peer **out,
                       char *err, size_t errlen, int *first_rc);
 
-/* The local kind (peer_local.c). */
-farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen);
-/* Once all local peers said HELLO, their socket directory can go. */
-void farm__local_connected(farm_peer *p);
-
-/* The engine's terminal (term.h): a kind's lines for the user go there, so
-   that they are written outside the engine's lock and never glued onto the
-   progress line. */
-struct farm_term *farm__engine_term(farm_engine *e);
-
-/* Engine internals the local kind needs. */
-const char *farm__engine_exe(farm_engine *e);
-/* Note why peers cannot run (the first reason is kept: open and a queue that
-   can never run report it). */
-void farm__engine_error(farm_engine *e, const char *msg);
-const char *farm__engine_sockdir(farm_engine *e, char *err, size_t errlen);
-void farm__engine_sockdir_done(farm_engine *e);
+/* The local kind (peer_local.c): worker process number index+1 of this host. */
+farm_peer *farm__local_new(const farm_peer_host *h, int index, char *err, size_t errlen);
 #endif

@@ -18,6 +18,10 @@
  * what is written late into the old one belongs to no job and is dropped.
  * The worker leads a process group with those processes in it; the group dies
  * with the worker (pool.c).
+ *
+ * Threads: its ops run on the engine's loop thread with the engine's lock
+ * held (peer.h); it reaches the engine only through the farm_peer_host it
+ * is handed.
  */
 #include <errno.h>
 #include <limits.h>
@@ -101,7 +105,7 @@ static void stream_output(farm_peer *p, int final) {
   ssize_t got = pread(l->outfd, buf, n, (off_t)l->soff);
   if (got > 0 && (final || farm__wstate_seq(l->state) == s1)) {
     l->soff += (size_t)got;
-    farm__engine_output(p->e, p, job, buf, (size_t)got);
+    p->host->output(p, job, buf, (size_t)got);
   }
   free(buf);
 }
@@ -119,14 +123,14 @@ static void release(local *l) {
 
 static int local_start(farm_peer *p) {
   local *l = L_(p);
-  farm_engine *e = p->e;
+  const farm_peer_host *h = p->host;
   char err[400];
   err[0] = 0;
-  const char *dir = farm__engine_sockdir(e, err, sizeof err);
+  const char *dir = h->sockdir(p, err, sizeof err);
   if (!dir) goto fail;
   l->gen++;
   snprintf(l->url, sizeof l->url, "ipc://%s/w%d.%d", dir, l->slot, l->gen);
-  size_t maxmsg = farm__engine_maxmsg(e);
+  size_t maxmsg = h->maxmsg;
   if (farm__link_open(&p->link, l->url, 1, maxmsg + (1u << 16), err, sizeof err) < 0) goto fail;
   int statefd = -1;
   l->state = farm__wstate_new(&statefd);   /* without it, blame falls on the oldest job */
@@ -134,7 +138,7 @@ static int local_start(farm_peer *p) {
   int pair[2] = { -1, -1 };              /* without it, the worker keeps one memfd */
   if (l->outfd >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0)
     l->outsock = pair[0];
-  pid_t pid = farm__spawn_worker(farm__engine_exe(e), l->url, l->slot, maxmsg, statefd,
+  pid_t pid = farm__spawn_worker(h->exe, l->url, l->slot, maxmsg, statefd,
                                  l->outfd, pair[1], err, sizeof err);
   if (statefd >= 0) close(statefd);
   if (pair[1] >= 0) close(pair[1]);
@@ -147,10 +151,10 @@ static int local_start(farm_peer *p) {
   l->pid = pid;
   l->sseq = 0;
   l->soff = 0;
-  farm__peer_reset(p);
+  h->reset(p);
   return 0;
 fail:
-  farm__engine_error(e, err);
+  h->error(p, err);
   return FARM_ESPAWN;
 }
 
@@ -161,22 +165,22 @@ static void lost(farm_peer *p, const char *why, uint64_t blame) {
   local *l = L_(p);
   uint64_t running = blame ? blame : farm__wstate_job(l->state);
   stream_output(p, 1);
-  farm__engine_peer_lost(p->e, p, running, why);
+  p->host->lost(p, running, why);
   farm__link_close(p->link);
   p->link = NULL;
   unlink_sock(l);
   release(l);
   l->pid = 0;
   if (p->retired) {                /* farm__peer_retire: gone for good, not replaced */
-    if (!p->ready) farm__engine_sockdir_done(p->e);
+    if (!p->ready) p->host->sockdir_done(p);
     return;
   }
   if (!p->ready) {
     char msg[512];
     p->dead = 1;
-    snprintf(msg, sizeof msg, "cannot start a worker (%.300s): %.150s", farm__engine_exe(p->e), why);
-    farm__engine_error(p->e, msg);
-    farm__engine_sockdir_done(p->e);
+    snprintf(msg, sizeof msg, "cannot start a worker (%.300s): %.150s", p->host->exe, why);
+    p->host->error(p, msg);
+    p->host->sockdir_done(p);
     return;
   }
   if (local_start(p) < 0) p->dead = 1;
@@ -212,22 +216,27 @@ static void local_close(farm_peer *p) {
   p->kind = NULL;
 }
 
+/* It said HELLO: its socket, and once all did, their directory, can go. */
+static void local_connected(farm_peer *p) {
+  unlink_sock(L_(p));
+  p->host->sockdir_done(p);
+}
+
 static const farm_peer_ops local_ops = {
   .kind = "local",
+  .local_pool = 1,
+  .shares_dir = 1,
+  .restartable = 1,
   .start = local_start,
   .kill = local_kill,
   .close = local_close,
   .tick = local_tick,
   .running = local_running,
   .pid = local_pid,
+  .connected = local_connected,
 };
 
-void farm__local_connected(farm_peer *p) {
-  unlink_sock(L_(p));
-  farm__engine_sockdir_done(p->e);
-}
-
-farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen) {
+farm_peer *farm__local_new(const farm_peer_host *h, int index, char *err, size_t errlen) {
   farm_peer *p = calloc(1, sizeof *p);
   local *l = calloc(1, sizeof *l);
   if (!p || !l) {
@@ -240,7 +249,8 @@ farm_peer *farm__local_new(farm_engine *e, int index, char *err, size_t errlen) 
   l->outfd = -1;
   l->outsock = -1;
   p->ops = &local_ops;
-  p->e = e;
+  p->host = h;
+  p->e = h->engine;
   p->kind = l;
   p->capacity = 1;
   p->same_clock = 1;               /* CLOCK_MONOTONIC is the host's */

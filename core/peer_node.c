@@ -17,6 +17,11 @@
  * node's jobs go back to the queue and run elsewhere; a late result from it is
  * dropped (its jobs are no longer listed as there). A node that is lost is not
  * used again in this run.
+ *
+ * Threads: farm__nodes_open runs on the caller's thread, with one thread
+ * per host to connect (SSH, TCP, the handshake) in parallel; after that its
+ * ops run on the engine's loop thread with the engine's lock held (peer.h),
+ * and it reaches the engine only through the farm_peer_host it is handed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -217,7 +222,7 @@ static void step_unref(srun_step *st) {
 /* Start `farm node --launched --connect-back` on every node of the allocation,
    one task each, with srun; its stdin (given to every task: --input=all) says
    the key and the port each task connects back to. */
-static srun_step *start_srun(farm_engine *e, node **ns, int *idx, int m, const unsigned char *key,
+static srun_step *start_srun(const farm_peer_host *h, node **ns, int *idx, int m, const unsigned char *key,
                              const farm_engine_opts *o, char *err, size_t errlen) {
   srun_step *st = calloc(1, sizeof *st);
   int in[2] = { -1, -1 }, errp[2] = { -1, -1 };
@@ -231,7 +236,7 @@ static srun_step *start_srun(farm_engine *e, node **ns, int *idx, int m, const u
   fcntl(st->err_fd, F_SETFL, O_NONBLOCK);
   char nn[32], exe[600];
   snprintf(nn, sizeof nn, "%d", m);
-  snprintf(exe, sizeof exe, "%s", o->remote_farm && *o->remote_farm ? o->remote_farm : farm__engine_exe(e));
+  snprintf(exe, sizeof exe, "%s", o->remote_farm && *o->remote_farm ? o->remote_farm : h->exe);
   char *argv[] = { "srun", "--nodes", nn, "--ntasks", nn, "--ntasks-per-node", "1", "--input", "all",
                    "--kill-on-bad-exit=1", "--quiet", exe, "node", "--launched", "--connect-back", NULL };
   pid_t parent = getpid();
@@ -403,10 +408,10 @@ static void lose(farm_peer *p, const char *why) {
   char msg[600];
   snprintf(msg, sizeof msg, "node %s lost: %s", n->name, why);
   if (!p->retired) {               /* a retired node (farm__peer_retire) goes quietly */
-    if (!n->quiet) farm__term_say(farm__engine_term(p->e), "farm: %s; its jobs run elsewhere", msg);
-    farm__engine_error(p->e, msg);
+    if (!n->quiet) farm__term_say(p->host->term, "farm: %s; its jobs run elsewhere", msg);
+    p->host->error(p, msg);
   }
-  farm__engine_peer_lost(p->e, p, 0, why);
+  p->host->lost(p, 0, why);
   drop(p);
   p->dead = 1;
 }
@@ -415,9 +420,9 @@ static int node_start(farm_peer *p) {
   node *n = N_(p);
   if (n->started || p->dead) return 0;      /* a node lost stays lost in this run */
   n->started = 1;
-  farm__peer_reset(p);
+  p->host->reset(p);
   char why[200] = "";
-  if (farm__engine_message(p->e, p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
+  if (p->host->message(p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
     lose(p, why[0] ? why : "its hello was malformed");
   }
   /* HELLO ends with the node's heartbeat: silence is judged by the slower side */
@@ -442,16 +447,16 @@ static void node_kill(farm_peer *p, const char *why, uint64_t blame) {
   farm_buf b;
   farm__buf_init(&b);
   farm__proto_put_kill(&b, blame);
-  int rc = farm__peer_send(p, b.p, b.n);
+  int rc = p->host->send(p, b.p, b.n);
   farm__buf_free(&b);
-  farm__engine_job_lost(p->e, p, blame, why);
+  p->host->job_lost(p, blame, why);
   if (rc < 0) lose(p, "cannot send to it");
 }
 
 static void ssh_log(void *ud, const char *line) {
   farm_peer *p = ud;
   node *n = N_(p);
-  if (!n->quiet) farm__term_say(farm__engine_term(p->e), "farm: node %s: %s", n->name, line);
+  if (!n->quiet) farm__term_say(p->host->term, "farm: node %s: %s", n->name, line);
 }
 
 static void node_tick(farm_peer *p, double now) {
@@ -480,7 +485,7 @@ static void node_tick(farm_peer *p, double now) {
     farm_buf b;
     farm__buf_init(&b);
     farm__proto_put_beat(&b, &(farm_msg_beat){ .n = 1, .beat_ms = (uint64_t)(n->beat * 1e3) });   /* our heartbeat, in ms */
-    if (!p->pend.n && farm__peer_send(p, b.p, b.n) < 0) { farm__buf_free(&b); lose(p, "cannot send to it"); return; }
+    if (!p->pend.n && p->host->send(p, b.p, b.n) < 0) { farm__buf_free(&b); lose(p, "cannot send to it"); return; }
     farm__buf_free(&b);
     n->last_beat = now;
   }
@@ -506,6 +511,7 @@ static void node_close(farm_peer *p) {
 static const farm_peer_ops node_ops = {
   .kind = "node",
   .untrusted = 1,
+  .remote = 1,
   .start = node_start,
   .kill = node_kill,
   .close = node_close,
@@ -562,7 +568,7 @@ static void none_reached(node **ns, int nh, const farm_engine_opts *o, char *err
   }
 }
 
-int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
+int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_peer **out,
                      char *err, size_t errlen, int *first_rc) {
   int nh = o->nhosts;
   node **ns = calloc((size_t)nh, sizeof *ns);
@@ -583,7 +589,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
     n->quiet = o->quiet;
     n->o = o;
-    n->maxmsg = farm__engine_maxmsg(e) + (1u << 16);
+    n->maxmsg = h->maxmsg + (1u << 16);
   }
   /* the allocation's nodes: one srun starts them all, each connects back */
   int m = 0;
@@ -598,7 +604,7 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
         ns[i]->h.port = farm__free_port(NULL);
       }
     char why[400];
-    srun_step *st = start_srun(e, ns, idx, m, runkey, o, why, sizeof why);
+    srun_step *st = start_srun(h, ns, idx, m, runkey, o, why, sizeof why);
     for (int k = 0; k < m; k++) {
       node *n = ns[idx[k]];
       n->index = k;
@@ -625,7 +631,8 @@ int farm__nodes_open(farm_engine *e, const farm_engine_opts *o, farm_peer **out,
     farm_peer *p = calloc(1, sizeof *p);
     if (!p) { rc = FARM_ENOMEM; goto done; }
     p->ops = &node_ops;
-    p->e = e;
+    p->host = h;
+    p->e = h->engine;
     p->kind = n;
     p->capacity = n->h.workers > 0 ? n->h.workers : 1;
     /* `node://host:port N`: a standing node has workers of its own (for other

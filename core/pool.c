@@ -19,6 +19,9 @@
  * stops the run, and a job (or its child) that reads the terminal cannot be
  * stopped by SIGTTIN; its standard input is /dev/null. A process that leaves
  * the group on purpose (setsid, a daemon) is on its own.
+ *
+ * Threads: spawn and reap run on the engine's loop thread (the kinds'
+ * ops); farm__stop_pids on whichever thread closes the pool.
  */
 #include <dlfcn.h>
 #include <fcntl.h>

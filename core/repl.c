@@ -20,6 +20,8 @@
  *     While the prompt waits, standard output is held in a pipe and shown above
  *     the line being typed, which is then drawn again, so a job's output never
  *     breaks the line.
+ *
+ * Threads: the executable's main thread (the engine has its own).
  */
 #include <errno.h>
 #include <fcntl.h>

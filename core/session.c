@@ -1,6 +1,9 @@
 /*
  * session.c -- farm keys, and the handshake that seals a node link (see
  * session.h for the protocol and why it looks like this).
+ *
+ * Threads: the client's connecting threads (one per node, peer_node.c) and
+ * a node's main thread; no state shared between calls.
  */
 #include <errno.h>
 #include <fcntl.h>

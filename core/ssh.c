@@ -37,6 +37,8 @@
  * compared with each before anything else is asked of known_hosts;
  * `@cert-authority` lines are ignored (libssh2 1.10 does not take host
  * certificates, so a CA could never vouch for a key here anyway).
+ *
+ * Threads: the client's connecting threads, one per host (peer_node.c).
  */
 #include <ctype.h>
 #include <errno.h>

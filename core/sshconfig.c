@@ -15,6 +15,8 @@
  * command, canonical and final need a resolver pass farm does not make),
  * /etc/ssh/ssh_config (a system's defaults are for ssh; farm reads the
  * user's own file), and every keyword but the four a launch needs.
+ *
+ * Threads: the client's connecting threads (ssh.c); no state of its own.
  */
 #include <ctype.h>
 #include <errno.h>

@@ -4,6 +4,10 @@
  * Lessons kept here: NN_RCVMAXSIZE defaults to 1 MiB and silently drops larger
  * messages, so every link sets it; ipc:// rather than inproc:// between
  * processes; readiness comes from NN_RCVFD/NN_SNDFD so one poll() serves all.
+ *
+ * Threads: no thread of its own (nanomsg has its own); a link is used by
+ * whoever owns it (the engine's lock holder for a peer's, a node's main
+ * thread, a worker's link thread).
  */
 #include <errno.h>
 #include <unistd.h>
@@ -160,6 +164,31 @@ static int flush_held(farm_link *l, int nowait) {
 
 int farm__link_flush(farm_link *l) { return l->held ? flush_held(l, 1) : 0; }
 int farm__link_held(const farm_link *l) { return l->held != NULL; }
+
+int farm__link_send_queued(farm_link *l, farm_buf *q, const void *msg, size_t n) {
+  if (!q->n) {
+    int rc = farm__link_send(l, msg, n, 1);
+    if (rc != FARM_EAGAIN) return rc;
+  }
+  if (farm__buf_u64le(q, n) < 0 || farm__buf_put(q, msg, n) < 0) return FARM_ENOMEM;
+  return 0;
+}
+
+int farm__link_flush_queued(farm_link *l, farm_buf *q) {
+  size_t at = 0;
+  int rc = farm__link_flush(l);
+  while (!rc && at < q->n) {
+    uint64_t n;
+    memcpy(&n, q->p + at, 8);
+    rc = farm__link_send(l, q->p + at + 8, (size_t)n, 1);
+    if (!rc) at += 8 + (size_t)n;
+  }
+  if (at) {
+    memmove(q->p, q->p + at, q->n - at);
+    q->n -= at;
+  }
+  return rc;
+}
 
 /* Seal n bytes into a nanomsg message of its own (sent without another copy).
    A frame nanomsg cannot take at once is held by the link (and counts as

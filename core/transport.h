@@ -11,6 +11,7 @@
 #define FARM_TRANSPORT_H
 #include <stddef.h>
 #include <stdint.h>
+#include "buf.h"
 
 typedef struct farm_link farm_link;
 
@@ -66,6 +67,14 @@ int  farm__seal_best(void);           /* the cipher this CPU runs fastest */
    held says so, flush tries to send it (0: nothing is left held). */
 int  farm__link_held(const farm_link *l);
 int  farm__link_flush(farm_link *l);
+/* Messages a link could not take yet, kept whole and in order in q (each with
+   its length in front) for when it can: the engine keeps one per peer, the
+   node one for its client; neither ever blocks on a link. send_queued sends
+   msg now when nothing waits and the link takes it, else appends it (0, or
+   a negative code: the link failed, or FARM_ENOMEM); flush_queued sends what
+   waits (0 when nothing is left waiting, FARM_EAGAIN, or the link's error). */
+int  farm__link_send_queued(farm_link *l, farm_buf *q, const void *msg, size_t n);
+int  farm__link_flush_queued(farm_link *l, farm_buf *q);
 /* When a sealed frame last arrived (farm__now() seconds; 0: never). */
 double farm__link_last_recv(const farm_link *l);
 

@@ -58,6 +58,7 @@
 #include "farm.h"
 #include "clock.h"
 #include "codec.h"
+#include "hash.h"
 #include "job.h"
 #include "pool.h"
 #include "proto.h"
@@ -108,8 +109,7 @@ struct farm_wjobs {
   size_t n;
   int pool;                      /* the client's pool size, as its last JOBS said */
   int forget;                    /* the job to forget before was taken back: the next does */
-  wblock **kept;                 /* open addressing by hash, KEPT_MAX * 2 slots */
-  size_t nkept;
+  farm_hash kept;                /* by the first 8 bytes of their hash (hash.h) */
 };
 
 static void msg_unref(wmsg *m) {
@@ -130,50 +130,49 @@ static void wjob_free(wjob *j) {
 }
 
 farm_wjobs *farm__wjobs_new(void) {
-  farm_wjobs *q = calloc(1, sizeof *q);
-  if (q && !(q->kept = calloc(KEPT_MAX * 2, sizeof *q->kept))) { free(q); return NULL; }
-  return q;
+  return calloc(1, sizeof(farm_wjobs));
 }
 
 static void kept_clear(farm_wjobs *q) {
-  for (size_t i = 0; i < KEPT_MAX * 2; i++) { block_unref(q->kept[i]); q->kept[i] = NULL; }
-  q->nkept = 0;
+  void *b;
+  for (size_t i = 0; (i = farm__hash_next(&q->kept, i, NULL, &b)); ) block_unref(b);
+  farm__hash_clear(&q->kept);
 }
 
 void farm__wjobs_free(farm_wjobs *q) {
   if (!q) return;
   for (wjob *j = q->head, *n; j; j = n) { n = j->next; wjob_free(j); }
   kept_clear(q);
-  free(q->kept);
+  farm__hash_free(&q->kept);
   free(q);
 }
 
 size_t farm__wjobs_count(const farm_wjobs *q) { return q->n; }
 
-static size_t kept_slot(farm_wjobs *q, const unsigned char *h) {
+static uint64_t kept_key(const unsigned char *h) {
   uint64_t k;
   memcpy(&k, h, sizeof k);
-  size_t cap = KEPT_MAX * 2, i = k % cap;
-  while (q->kept[i] && memcmp(q->kept[i]->hash, h, FARM_HASHLEN) != 0) i = (i + 1) % cap;
-  return i;
+  return k;
 }
 
+/* (Two hashes alike in their first 8 bytes, one chance in 2^64 a pair: the
+   second is not kept, and the job that needs it fails, saying so.) */
 static wblock *kept_find(farm_wjobs *q, const unsigned char *h) {
-  return q->kept[kept_slot(q, h)];
+  wblock *b = farm__hash_get(&q->kept, kept_key(h));
+  return b && !memcmp(b->hash, h, FARM_HASHLEN) ? b : NULL;
 }
 
 static wblock *kept_add(farm_wjobs *q, const unsigned char *h, const char *p, size_t n) {
-  size_t i = kept_slot(q, h);
-  if (q->kept[i]) return q->kept[i];
-  if (q->nkept >= KEPT_MAX) return NULL;         /* the client forgets long before */
+  wblock *had = farm__hash_get(&q->kept, kept_key(h));
+  if (had) return memcmp(had->hash, h, FARM_HASHLEN) ? NULL : had;
+  if (q->kept.n >= KEPT_MAX) return NULL;        /* the client forgets long before */
   wblock *b = calloc(1, sizeof *b);
   if (!b || !(b->p = malloc(n ? n : 1))) { free(b); return NULL; }
   memcpy(b->hash, h, FARM_HASHLEN);
   memcpy(b->p, p, n);
   b->n = n;
   b->refs = 1;
-  q->kept[i] = b;
-  q->nkept++;
+  if (farm__hash_put(&q->kept, kept_key(h), b) < 0) { block_unref(b); return NULL; }
   return b;
 }
 

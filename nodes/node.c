@@ -33,6 +33,10 @@
  * A node started by srun dials its client (--connect-back) and serves it in
  * one process, with the PAIR handshake (session.h): its client listens, and
  * holds that listener against strangers itself (peer_node.c).
+ *
+ * Threads: a lobby and a session are each one main thread (a session's
+ * engine runs its loop thread besides, engine.c); the lobby's processes
+ * start afresh by exec, never by a bare fork (nanomsg's threads).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -62,6 +66,8 @@
 #include "farm.h"
 #include "clock.h"
 #include "engine.h"
+#include "files.h"
+#include "hash.h"
 #include "pool.h"
 #include "proto.h"
 #include "session.h"
@@ -83,13 +89,6 @@ enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 static const char *level_names[] = { "error", "warn", "info", "debug" };
 
 typedef struct logger { FILE *f; int level; } logger;
-
-typedef struct entry {             /* a map from a 64-bit key to a pointer */
-  uint64_t key;
-  void *val;
-  struct entry *next;
-} entry;
-typedef struct map { entry **b; size_t nb, n; } map;
 
 /* What a lobby hands the session process it starts, over CTL_FD, in two
    messages (the same executable reads them, so the layout is shared): how to
@@ -121,8 +120,8 @@ typedef struct node {
   int sealed;                      /* the client is in session */
   farm_hs hs;                      /* (--connect-back: the handshake on the link) */
   char who[160];
-  map jobs;                        /* client's id -> farm_job (ours, until over) */
-  map fns;                         /* function hash -> farm_fn */
+  farm_hash jobs;                  /* client's id -> farm_job (ours, until over) */
+  farm_hash fns;                   /* function hash -> farm_fn */
   farm_buf out;
   farm_buf times;                  /* ...and their times (proto.h RESULTS) */
   farm_buf res;                    /* the RESULTS waiting to go (nres entries, */
@@ -161,48 +160,13 @@ static void logf_(logger *lg, int level, const char *fmt, ...) {
   fflush(f);
 }
 
-/* ---- maps ------------------------------------------------------------------------ */
+/* ---- maps (hash.h) ---------------------------------------------------------------- */
 
-static uint64_t mix(uint64_t k) { k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; return k; }
-
-static void *map_get(map *m, uint64_t key) {
-  if (!m->nb) return NULL;
-  for (entry *x = m->b[mix(key) & (m->nb - 1)]; x; x = x->next) if (x->key == key) return x->val;
-  return NULL;
-}
-
-static int map_put(map *m, uint64_t key, void *val) {
-  if (m->n + 1 > m->nb) {
-    size_t nb = m->nb ? 2 * m->nb : 64;
-    entry **b = calloc(nb, sizeof *b);
-    if (!b) return -1;
-    for (size_t i = 0; i < m->nb; i++)
-      for (entry *x = m->b[i], *next; x; x = next) { next = x->next; size_t h = mix(x->key) & (nb - 1); x->next = b[h]; b[h] = x; }
-    free(m->b);
-    m->b = b;
-    m->nb = nb;
-  }
-  entry *x = malloc(sizeof *x);
-  if (!x) return -1;
-  size_t h = mix(key) & (m->nb - 1);
-  *x = (entry){ key, val, m->b[h] };
-  m->b[h] = x;
-  m->n++;
-  return 0;
-}
-
-static void *map_del(map *m, uint64_t key) {
-  if (!m->nb) return NULL;
-  for (entry **pp = &m->b[mix(key) & (m->nb - 1)], *x; (x = *pp); pp = &x->next)
-    if (x->key == key) { void *v = x->val; *pp = x->next; free(x); m->n--; return v; }
-  return NULL;
-}
-
-static void map_clear(map *m, void (*drop)(void *)) {
-  for (size_t i = 0; i < m->nb; i++)
-    for (entry *x = m->b[i], *next; x; x = next) { next = x->next; if (drop) drop(x->val); free(x); }
-  free(m->b);
-  *m = (map){ 0 };
+/* Drop every value and empty the map. */
+static void map_clear(farm_hash *m, void (*drop)(void *)) {
+  void *v;
+  for (size_t i = 0; (i = farm__hash_next(m, i, NULL, &v)); ) drop(v);
+  farm__hash_free(m);
 }
 
 static uint64_t hkey(const unsigned char *h) { uint64_t k; memcpy(&k, h, 8); return k; }
@@ -211,28 +175,11 @@ static uint64_t hkey(const unsigned char *h) { uint64_t k; memcpy(&k, h, 8); ret
 
 /* Messages the link could not take yet go out in order when it can: the node
    never blocks on a client (one that vanished is dropped by the heartbeat). */
-static int flush_pend(node *n) {
-  int rc = farm__link_flush(n->link);
-  size_t at = 0;
-  while (!rc && at < n->pend.n) {
-    uint64_t len;
-    memcpy(&len, n->pend.p + at, 8);
-    rc = farm__link_send(n->link, n->pend.p + at + 8, (size_t)len, 1);
-    if (!rc) at += 8 + (size_t)len;
-  }
-  if (at) {
-    memmove(n->pend.p, n->pend.p + at, n->pend.n - at);
-    n->pend.n -= at;
-  }
-  return rc;
-}
+static int flush_pend(node *n) { return farm__link_flush_queued(n->link, &n->pend); }
 
 static int send_msg(node *n, const farm_buf *b) {
   n->last_sent = farm__now();
-  int rc = n->pend.n ? FARM_EAGAIN : farm__link_send(n->link, b->p, b->n, 1);
-  if (rc != FARM_EAGAIN) return rc;
-  if (farm__buf_u64le(&n->pend, b->n) < 0 || farm__buf_put(&n->pend, b->p, b->n) < 0) return FARM_ENOMEM;
-  return 0;
+  return farm__link_send_queued(n->link, &n->pend, b->p, b->n);
 }
 
 static int send_out(node *n) { return send_msg(n, &n->out); }
@@ -283,9 +230,9 @@ static void send_results(node *n) {
   while ((j = farm__engine_finished(n->e))) {
     forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
-    farm_job *mine = map_get(&n->jobs, j->ext_id);
+    farm_job *mine = farm__hash_get(&n->jobs, j->ext_id);
     if (mine == j) {                           /* (not a newer try of that id) */
-      map_del(&n->jobs, j->ext_id);
+      farm__hash_del(&n->jobs, j->ext_id);
       farm__job_unref(mine);                   /* the map's reference */
     }
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
@@ -672,7 +619,7 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
     const char *fnb = m.fnb, *args = m.args;
     farm_fn *fn = NULL;
     if (kind == FARM_FN_CACHED) {
-      fn = map_get(&n->fns, hkey(hash));
+      fn = farm__hash_get(&n->fns, hkey(hash));
       if (!fn || memcmp(fn->hash, hash, FARM_HASHLEN)) return FARM_EPROTO;   /* never sent */
       __atomic_add_fetch(&fn->refs, 1, __ATOMIC_RELAXED);
     } else {
@@ -683,10 +630,10 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
       fn->fresh = kind == FARM_FN_FRESH;
       fn->refs = 1;
       if (kind == FARM_FN_KEEP) {
-        farm_fn *old = map_del(&n->fns, hkey(hash));
+        farm_fn *old = farm__hash_del(&n->fns, hkey(hash));
         if (old) farm__fn_unref(old);
         fn->refs++;
-        if (map_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
+        if (farm__hash_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
       }
     }
     farm_job *j = farm__job_new();
@@ -699,9 +646,9 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
     j->mode = (uint8_t)mode;
     j->notify = 1;
     j->refs = 1;                             /* the map's */
-    farm_job *old = map_del(&n->jobs, id);   /* the client tries it again: the old try is not wanted */
+    farm_job *old = farm__hash_del(&n->jobs, id);   /* the client tries it again: the old try is not wanted */
     if (old) { farm__engine_cancel(n->e, old, 1); farm__job_unref(old); }
-    if (map_put(&n->jobs, id, j) < 0) { farm__job_unref(j); return FARM_ENOMEM; }
+    if (farm__hash_put(&n->jobs, id, j) < 0) { farm__job_unref(j); return FARM_ENOMEM; }
     farm__engine_submit(n->e, j);
   }
   return r->err ? FARM_EPROTO : 0;
@@ -718,7 +665,7 @@ static int on_take(node *n, farm_rd *r, char *err, size_t errlen) {
   for (uint32_t i = 0; i < count && !r->err; i++) {
     uint64_t id;
     if (farm__proto_get_id(r, &id, err, errlen) < 0) break;
-    farm_job *j = map_get(&n->jobs, id);
+    farm_job *j = farm__hash_get(&n->jobs, id);
     if (j && farm__engine_cancel(n->e, j, 0) == 1) { farm__proto_put_id(&n->out, id); given++; }
   }
   if (!r->err) {
@@ -755,7 +702,7 @@ static void on_message(node *n, const void *m, size_t len) {
   case FARM_MSG_KILL: {
     uint64_t id;
     rc = farm__proto_get_kill(&r, &id, err, sizeof err);
-    farm_job *j = rc < 0 ? NULL : map_get(&n->jobs, id);
+    farm_job *j = rc < 0 ? NULL : farm__hash_get(&n->jobs, id);
     if (j) farm__engine_cancel(n->e, j, 1);
     break;
   }
@@ -763,7 +710,7 @@ static void on_message(node *n, const void *m, size_t len) {
     uint64_t id;
     rc = farm__proto_get_stop(&r, &id, err, sizeof err);
     if (rc == 0) rc = farm__proto_end(&r, "STOP", err, sizeof err);
-    farm_job *j = rc < 0 ? NULL : map_get(&n->jobs, id);
+    farm_job *j = rc < 0 ? NULL : farm__hash_get(&n->jobs, id);
     if (j) farm__engine_stop(n->e, j, -1);
     break;
   }

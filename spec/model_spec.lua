@@ -270,6 +270,34 @@ print()
     end
   end)
 
+  it("a file a job sent is written before its result is seen (files are written outside the engine's lock)", function()
+    local d = tmpdir()
+    os.execute("mkdir -p " .. q(d .. "/out"))
+    H.write(d .. "/job.lua", [[
+local fs = {}
+for i = 1, 40 do
+  fs[i] = farm.submit(function(i)
+    local name = "sent" .. i .. ".bin"
+    local f = io.open(name, "wb") f:write(("s"):rep(200000 + i)) f:close()
+    farm.send_file(name)
+    os.remove(name)
+    return i
+  end, i)
+end
+local bad = 0
+for i = 1, 40 do
+  fs[i]:result()
+  local f = io.open("out/sent" .. i .. ".bin", "rb")
+  if not f or #f:read("a") ~= 200000 + i then bad = bad + 1 end
+  if f then f:close() end
+end
+print("missing " .. bad)
+]])
+    local r = H.sh(("cd %s && %s run job.lua -n 2 --dest out"):format(q(d), q(FARM)))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("missing 0\n", r.out)
+  end)
+
   it("refuses a missing file, an absolute path, one above the directory, and one over --max-file", function()
     local d = tmpdir()
     H.write(d .. "/big.bin", string.rep("x", 5000))

@@ -44,6 +44,10 @@ local function served(r)
 end
 
 --- resident memory of a process, in KiB (0 once gone)
+-- What "small" is: 64 MiB; under AddressSanitizer (its shadow memory and
+-- quarantine count in the RSS) four times that.
+local SMALL = (os.getenv("FARM_ASAN_RT") and 256 or 64) * 1024
+
 local function rss(pid)
   return tonumber(H.slurp("/proc/" .. pid .. "/status"):match("VmRSS:%s*(%d+)")) or 0
 end
@@ -108,7 +112,7 @@ describe("a node facing strangers (no key)", function()
     -- the honest clients' sessions were each logged; nothing else was
     local _, sessions = log:gsub("authenticated; serving it", "")
     assert.are.equal(rounds, sessions, log)
-    assert.is_true(rss(node) < 64 * 1024, "the node grew to " .. rss(node) .. " KiB")
+    assert.is_true(rss(node) < SMALL, "the node grew to " .. rss(node) .. " KiB")
   end)
 
   it("600 connections under ulimit -n 256: honest clients are served, the node runs on, small", function()
@@ -134,14 +138,22 @@ describe("a node facing strangers (no key)", function()
       "the flood did not get its 600 connections made")
     served(honest())
     most = math.max(most, rss(node))
-    assert.is_true(most < 64 * 1024, "the node grew to " .. most .. " KiB")
+    assert.is_true(most < SMALL, "the node grew to " .. most .. " KiB")
     assert.is_true(H.alive(node))
     local log = H.slurp(dir .. "/node.log")
     assert.is_truthy(log:find("dropped a connection from 127.0.0.1", 1, true), log)
-    os.execute("kill -USR1 " .. node)
-    assert.is_truthy(wait_for(function() return H.slurp(dir .. "/node.log"):find("stats:", 1, true) end, 10))
-    local dropped = tonumber(H.slurp(dir .. "/node.log"):match("(%d+) connections dropped before a handshake"))
-    assert.is_true(dropped and dropped >= 600 - 64, H.slurp(dir .. "/node.log"))
+    -- all 600 were made; the lobby holds at most 64, so it has dropped the
+    -- rest once it has taken them from the kernel's backlog (a loaded machine
+    -- takes a while): its stats (SIGUSR1) say so, asked until they do
+    local dropped
+    assert.is_truthy(wait_for(function()
+      os.execute("kill -USR1 " .. node)
+      H.sleep(0.5)
+      for n in H.slurp(dir .. "/node.log"):gmatch("(%d+) connections dropped before a handshake") do
+        dropped = tonumber(n)
+      end
+      return dropped and dropped >= 600 - 64
+    end, 30), "dropped " .. tostring(dropped) .. ": " .. H.slurp(dir .. "/node.log"))
     os.execute("kill " .. flood)
     -- a requested stop is a clean one (exit 0); an error never is
     os.execute("kill -TERM " .. node)
@@ -169,7 +181,7 @@ describe("a node facing strangers (no key)", function()
       assert.is_true(H.wait_gone({ sender }, 5))
       served(honest())
       most = math.max(most, rss(node))
-      assert.is_true(most < 64 * 1024, "the node grew to " .. most .. " KiB")
+      assert.is_true(most < SMALL, "the node grew to " .. most .. " KiB")
       assert.is_true(H.alive(node))
     end
   end)

@@ -17,7 +17,6 @@
  * loop wakes a waiting caller through another eventfd (poll()able, so a signal
  * interrupts the caller's wait). The loop never calls Lua.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -39,6 +38,7 @@
 #include "hash.h"
 #include "peer.h"
 #include "pool.h"
+#include "sockdir.h"
 #include "term.h"
 
 #define CREDIT_MAX 2048
@@ -2257,55 +2257,16 @@ static void engine_error(farm_engine *e, const char *msg) {
   if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", msg);
 }
 
-/* Remove what a client killed while its workers were connecting left behind:
-   our own farm-PID-* directories of processes that are gone. */
-static void sweep_sockdirs(const char *tmp) {
-  DIR *d = opendir(tmp);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    long pid;
-    char rest[16];
-    if (sscanf(e->d_name, "farm-%ld-%15s", &pid, rest) != 2 || pid <= 0) continue;
-    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-    char path[PATH_MAX];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
-    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
-    DIR *sub = opendir(path);
-    if (sub) {
-      struct dirent *f;
-      char file[PATH_MAX + 256];
-      while ((f = readdir(sub)))
-        if (f->d_name[0] != '.') { snprintf(file, sizeof file, "%s/%s", path, f->d_name); unlink(file); }
-      closedir(sub);
-    }
-    rmdir(path);
-  }
-  closedir(d);
-}
-
-/* The directory for worker sockets: it exists only while workers connect, so
-   a client that ends by os.exit or SIGKILL leaves nothing (and one killed in
-   that moment is swept up by the next client). */
+/* The local workers' socket directory (sockdir.c), for as long as they connect. */
 static const char *engine_sockdir(farm_engine *e, char *err, size_t errlen) {
-  if (e->dir[0]) return e->dir;
-  const char *tmp = getenv("TMPDIR");
-  if (!tmp || !*tmp) tmp = "/tmp";
-  sweep_sockdirs(tmp);
-  snprintf(e->dir, sizeof e->dir, "%s/farm-%ld-XXXXXX", tmp, (long)getpid());
-  if (mkdtemp(e->dir)) return e->dir;
-  snprintf(err, errlen, "cannot make a directory for worker sockets in %s: %s", tmp, strerror(errno));
-  e->dir[0] = 0;
-  return NULL;
+  return farm__sockdir_make(e->dir, err, errlen);
 }
 
 static void engine_sockdir_done(farm_engine *e) {
   for (int i = 0; i < e->npeers; i++)
     if (!e->peers[i]->dead && !e->peers[i]->ready &&
         !(e->peers[i]->retired && !e->peers[i]->link)) return;   /* retired and gone: not waited for */
-  if (e->dir[0]) rmdir(e->dir);
-  e->dir[0] = 0;
+  farm__sockdir_remove(e->dir);
 }
 
 static int host_message(farm_peer *p, const void *msg, size_t n, char *err, size_t errlen) {
@@ -2505,8 +2466,7 @@ void farm__engine_close(farm_engine *e) {
     free(p);
   }
   e->npeers = 0;
-  if (e->dir[0]) rmdir(e->dir);
-  e->dir[0] = 0;
+  farm__sockdir_remove(e->dir);
   atomic_store(&e->closed, 1);
   changed(e);
   wake_waiters(e);                 /* a thread waiting on this engine hears at once */

@@ -663,7 +663,10 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
     if (j->state != JOB_QUEUED) { farm__job_unref(j); continue; }   /* cancelled (uncounted) */
     (*nqueued)--;
     j->inqueue = 0;
-    farm_msg_job m = { .id = j->id, .attempt = j->attempt, .mode = j->mode, .hash = j->fn->hash,
+    /* retries: what is left of the job's (a node's engine retries it itself) */
+    farm_msg_job m = { .id = j->id, .attempt = j->attempt,
+                       .retries = j->attempt < j->max_retries ? j->max_retries - j->attempt : 0,
+                       .mode = j->mode, .hash = j->fn->hash,
                        .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
     if (j->fn->fresh) {
       m.fn = FARM_FN_FRESH;

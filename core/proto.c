@@ -128,8 +128,8 @@ int farm__proto_put_jobs(farm_buf *b, int forget, uint64_t pool) {
 }
 
 int farm__proto_put_job(farm_buf *b, const farm_msg_job *m) {
-  if (farm__buf_uvar(b, m->id) || farm__buf_uvar(b, m->attempt) || farm__buf_u8(b, (uint8_t)m->mode) ||
-      farm__buf_put(b, m->hash, FARM_HASHLEN) || farm__buf_u8(b, (uint8_t)m->fn)) return FARM_ENOMEM;
+  if (farm__buf_uvar(b, m->id) || farm__buf_uvar(b, m->attempt) || farm__buf_uvar(b, m->retries) ||
+      farm__buf_u8(b, (uint8_t)m->mode) || farm__buf_put(b, m->hash, FARM_HASHLEN) || farm__buf_u8(b, (uint8_t)m->fn)) return FARM_ENOMEM;
   if (m->fn != FARM_FN_CACHED && farm__buf_str(b, m->fnb, m->nfn)) return FARM_ENOMEM;
   return farm__buf_str(b, m->args, m->nargs);
 }
@@ -144,6 +144,7 @@ int farm__proto_get_jobs(farm_rd *r, farm_msg_jobs *m, char *err, size_t errlen)
 int farm__proto_get_job(farm_rd *r, farm_msg_job *m, char *err, size_t errlen) {
   m->id = farm__rd_uvar(r);
   m->attempt = farm__rd_uvar(r);
+  m->retries = farm__rd_uvar(r);
   m->mode = farm__rd_u8(r);
   m->hash = farm__rd_bytes(r, FARM_HASHLEN);
   m->fn = farm__rd_u8(r);
@@ -154,6 +155,8 @@ int farm__proto_get_job(farm_rd *r, farm_msg_job *m, char *err, size_t errlen) {
   if (r->err) return bad(r, err, errlen, "a job of JOBS cut short");
   if (m->mode > FARM_MODE_MAP) return bad(r, err, errlen, "a job of JOBS in mode %d", m->mode);
   if (m->fn > FARM_FN_FRESH) return bad(r, err, errlen, "a job of JOBS with function kind %d", m->fn);
+  if (m->retries > 65535)
+    return bad(r, err, errlen, "a job of JOBS with %llu retries", (unsigned long long)m->retries);
   return 0;
 }
 

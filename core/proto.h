@@ -7,7 +7,7 @@
  *
  *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity) [uvar(heartbeat ms) uvar(clients): a node's]
  *   JOBS     c->w  u8(flags: 1 = forget cached functions) uvar(the pool's capacity) u32le(count)
- *                  count * { uvar(id) uvar(attempt) u8(mode) hash[16]
+ *                  count * { uvar(id) uvar(attempt) uvar(retries) u8(mode) hash[16]
  *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH)
  *                            [str(fn block)] str(args block) }
  *   RESULTS  w->c  u32le(count) count * { uvar(id) uvar(attempt) u8(status)
@@ -170,7 +170,7 @@ int farm__proto_put_hello(farm_buf *b, const farm_msg_hello *m);
 int farm__proto_get_hello(farm_rd *r, farm_msg_hello *m, char *err, size_t errlen);
 
 /* JOBS: the head (forget: the receiver forgets the functions it kept), then
-   farm__proto_put_job for each job. */
+   farm__proto_put_job for each job. The reader refuses more than 65535 retries. */
 typedef struct farm_msg_jobs {
   int forget;
   uint64_t pool;                   /* the client's pool size */
@@ -178,6 +178,7 @@ typedef struct farm_msg_jobs {
 } farm_msg_jobs;
 typedef struct farm_msg_job {
   uint64_t id, attempt;
+  uint64_t retries;                /* how often more it may be tried where it killed its worker */
   int mode;                        /* FARM_MODE_* */
   const unsigned char *hash;       /* FARM_HASHLEN bytes */
   int fn;                          /* FARM_FN_*: fnb is there unless FARM_FN_CACHED */

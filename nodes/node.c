@@ -643,6 +643,7 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
     j->id = farm__engine_nextid(n->e);
     j->ext_id = id;
     j->ext_attempt = (uint16_t)attempt;
+    j->max_retries = (uint16_t)m.retries;   /* the client's, not our default */
     j->mode = (uint8_t)mode;
     j->notify = 1;
     j->refs = 1;                             /* the map's */

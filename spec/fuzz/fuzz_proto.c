@@ -46,7 +46,7 @@ static void one_job(farm_rd *r) {
   if (farm__proto_put_job(&w, &m) < 0) abort();
   reread(0);
   if (farm__proto_get_job(&back, &m2, NULL, 0) < 0 || farm__rd_left(&back) || m2.id != m.id ||
-      m2.attempt != m.attempt || m2.mode != m.mode || m2.fn != m.fn || memcmp(m2.hash, m.hash, FARM_HASHLEN) ||
+      m2.attempt != m.attempt || m2.retries != m.retries || m2.mode != m.mode || m2.fn != m.fn || memcmp(m2.hash, m.hash, FARM_HASHLEN) ||
       !SAME(m2.fnb, m2.nfn, m.fnb, m.nfn) || !SAME(m2.args, m2.nargs, m.args, m.nargs)) abort();
 }
 

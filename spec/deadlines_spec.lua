@@ -1,0 +1,63 @@
+-- deadlines_spec.lua -- faults on a node link, as a user meets them (issue 20):
+-- a job's retries travel with it to a node. `farm run` scripts through a real
+-- standing `farm node` on 127.0.0.1, started and stopped by pid.
+local H = require "helper"
+
+local q = H.quote
+
+describe("through a standing node", function()
+  local dir, key, port, started, log
+
+  before_each(function()
+    dir = H.sh("mktemp -d /tmp/farm-deadlines-XXXXXX").out:gsub("%s+$", "")
+    key = dir .. "/key"
+    log = dir .. "/node.log"
+    port = 27500 + (H.pid * 17) % 20000
+    started = {}
+    assert.are.equal(0, H.farm_cmd("keygen " .. q(key)).code)
+  end)
+
+  after_each(function()
+    for i = #started, 1, -1 do os.execute("kill " .. started[i] .. " 2>/dev/null") end
+    assert.is_true(H.wait_gone(started, 15), "something the test started still runs")
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  local function node(extra)
+    started[#started + 1] = H.bg(("exec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2 %s")
+      :format(q(H.farm), port, q(key), q(log), extra or ""))
+    assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20),
+      "the node did not start: " .. H.slurp(log))
+    return started[#started]
+  end
+
+  local function hosts() return ("--hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)) end
+
+  -- a job that notes each start in a file of its own, then kills its worker
+  local DIES = [[
+    local farm = require "farm"
+    local count = os.getenv("COUNT")
+    local f = farm.submit_with({ retries = tonumber(os.getenv("RETRIES")) }, function(path)
+      local fh = assert(io.open(path, "a")) fh:write("start\n") fh:close()
+      os.exit(1)
+    end, count)
+    print("ok", pcall(f.result, f))
+  ]]
+
+  local function starts(path)
+    local n = 0
+    for _ in H.slurp(path):gmatch("start\n") do n = n + 1 end
+    return n
+  end
+
+  it("run a job with retries = 0 that kills its worker once, and with retries = 2 three times", function()
+    node()
+    for _, c in ipairs { { 0, 1 }, { 2, 3 } } do
+      local count = ("%s/starts-%d"):format(dir, c[1])
+      local r = H.run_script(DIES, "-n 0 " .. hosts(), 120, ("COUNT=%s RETRIES=%d"):format(q(count), c[1]))
+      assert.are.equal(0, r.code, r.err .. r.out)
+      assert.is_truthy(r.out:find("ok\tfalse\t", 1, true), r.out)
+      assert.are.equal(c[2], starts(count), "retries = " .. c[1] .. ": " .. H.slurp(count))
+    end
+  end)
+end)

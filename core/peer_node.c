@@ -51,6 +51,7 @@
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
+#define TCP_LOOK 0.2               /* how often the link's TCP connection is looked at */
 #define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
 
 /* The one srun that starts a node on every node of a Slurm allocation; its
@@ -73,6 +74,7 @@ typedef struct node {
   size_t nhello;
   double beat, last_beat;
   double peer_beat;                /* the node's heartbeat (from its HELLO) */
+  double tcp_looked;               /* when its TCP connection was last looked at */
   int quiet, started;
   srun_step *step;                 /* a node started by srun (it connects back to us) */
   int index;                       /* ...its task number there */
@@ -437,6 +439,7 @@ static int node_start(farm_peer *p) {
   free(n->hello);
   n->hello = NULL;
   n->last_beat = 0;                /* the first BEAT goes at once: it says our heartbeat */
+  if (p->link) farm__link_tcp_up(p->link);   /* finds its connection, while it is there */
   return 0;
 }
 
@@ -472,6 +475,17 @@ static void node_tick(farm_peer *p, double now) {
     snprintf(why, sizeof why, "srun ended%s%s", n->step->last[0] ? ": " : "", n->step->last);
     lose(p, why);
     return;
+  }
+  /* A node that died (SIGKILL, a crash) closed its connection at once; nanomsg
+     would only dial again, so silence would tell after LOST_BEATS heartbeats.
+     The kernel tells now. What it sent before it closed is read first. */
+  if (now - n->tcp_looked >= TCP_LOOK) {
+    n->tcp_looked = now;
+    struct pollfd pfd = { .fd = farm__link_rcvfd(p->link), .events = POLLIN };
+    if (farm__link_tcp_up(p->link) == 0 && poll(&pfd, 1, 0) == 0) {
+      lose(p, "its connection closed");
+      return;
+    }
   }
   double last = farm__link_last_recv(p->link);
   double beat = n->peer_beat > n->beat ? n->peer_beat : n->beat;

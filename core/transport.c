@@ -9,6 +9,7 @@
  * whoever owns it (the engine's lock holder for a peer's, a node's main
  * thread, a worker's link thread).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -36,6 +37,8 @@ struct farm_link {
   unsigned char ktx[32], krx[32];  /* keys of the two directions */
   uint64_t ntx, nrx;               /* frames sealed / opened so far: the nonces */
   double last_recv;
+  unsigned long tcp_inode;         /* its TCP connection's socket (farm__link_tcp_up); 0: none found */
+  int tcp_looked;                  /* ...looked for once */
   void *held;                      /* a sealed frame nanomsg could not take yet */
   unsigned char rejected[256];     /* the start of the last frame that did not open */
   size_t nrejected;
@@ -72,6 +75,60 @@ const void *farm__link_rejected(const farm_link *l, size_t *n) {
   return l->nrejected ? l->rejected : NULL;
 }
 double farm__link_last_recv(const farm_link *l) { return l->last_recv; }
+
+/* ---- the connection under a link -------------------------------------------------- */
+
+/* Is socket inode among this process's descriptors? */
+static int own_socket(unsigned long inode) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *de;
+  int found = 0;
+  while (d && !found && (de = readdir(d))) {
+    char path[300], link[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
+    ssize_t k = readlink(path, link, sizeof link - 1);
+    unsigned long i;
+    if (k <= 0) continue;
+    link[k] = 0;
+    found = sscanf(link, "socket:[%lu]", &i) == 1 && i == inode;
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* The kernel's IPv4 TCP table, line by line: with inode 0 the socket connected
+   to addr:port (network order, host order) that is ours; else that inode's
+   state. Returns its state (1: established), or 0 when none matched. */
+static int tcp_lookup(uint32_t addr, unsigned port, unsigned long *inode) {
+  FILE *f = fopen("/proc/self/net/tcp", "re");
+  char line[512];
+  int state = 0;
+  while (f && !state && fgets(line, sizeof line, f)) {
+    unsigned raddr, rport, st;
+    unsigned long ino;
+    if (sscanf(line, " %*d: %*8X:%*4X %8X:%4X %2X %*s %*s %*s %*s %*s %lu", &raddr, &rport, &st, &ino) != 4 || !ino)
+      continue;
+    if (*inode ? ino == *inode : raddr == addr && rport == port && st == 1 && own_socket(ino)) {
+      *inode = ino;
+      state = (int)st;
+    }
+  }
+  if (f) fclose(f);
+  return state;
+}
+
+int farm__link_tcp_up(farm_link *l) {
+  if (!l->tcp_looked) {
+    l->tcp_looked = 1;
+    char host[64];
+    int port;
+    struct in_addr a;
+    if (!l->bound && sscanf(l->url, "tcp://%63[0-9.]:%d", host, &port) == 2 && inet_pton(AF_INET, host, &a) == 1)
+      tcp_lookup(a.s_addr, (unsigned)port, &l->tcp_inode);
+  }
+  if (!l->tcp_inode) return -1;
+  return tcp_lookup(0, 0, &l->tcp_inode) == 1;
+}
 
 int farm__seal_best(void) {
   return crypto_aead_aes256gcm_is_available() ? FARM_SEAL_AES : FARM_SEAL_CHACHA;

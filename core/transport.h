@@ -77,6 +77,14 @@ int  farm__link_send_queued(farm_link *l, farm_buf *q, const void *msg, size_t n
 int  farm__link_flush_queued(farm_link *l, farm_buf *q);
 /* When a sealed frame last arrived (farm__now() seconds; 0: never). */
 double farm__link_last_recv(const farm_link *l);
+/* Whether the TCP connection under a link that dials an IPv4 tcp:// address is
+   up, which nanomsg does not say (it would dial again, silently): 1 while the
+   kernel holds it established, 0 once it has closed (the peer is gone), -1 when
+   that cannot be told (not such a link, or no connection of ours to that
+   address at the first call). The first call looks for the link's socket among
+   this process's descriptors in /proc (so it is made once connected); later
+   ones read that socket's state alone. */
+int farm__link_tcp_up(farm_link *l);
 
 /* A TCP port free on IPv4 address addr (NULL: on every address) at this moment,
    for a link to bind (nanomsg cannot bind port 0 and say which it got); -1 if none. */

@@ -1,5 +1,6 @@
 -- deadlines_spec.lua -- faults on a node link, as a user meets them (issue 20):
--- a job's retries travel with it to a node. `farm run` scripts through a real
+-- a job's retries travel with it to a node; a node whose connection closed
+-- (SIGKILLed) is lost at once, whatever the heartbeat. `farm run` scripts through a real
 -- standing `farm node` on 127.0.0.1, started and stopped by pid.
 local H = require "helper"
 
@@ -59,5 +60,41 @@ describe("through a standing node", function()
       assert.is_truthy(r.out:find("ok\tfalse\t", 1, true), r.out)
       assert.are.equal(c[2], starts(count), "retries = " .. c[1] .. ": " .. H.slurp(count))
     end
+  end)
+
+  -- killed once it has done some jobs: the run goes on without it long before
+  -- 5 heartbeats of 3 s, and every result is right
+  it("lose a node SIGKILLed mid-run as soon as its connection closes, whatever the heartbeat", function()
+    local pid = node("--heartbeat 3")
+    local r = H.run_script([[
+      local farm = require "farm"
+      local function now()
+        local p = io.popen("date +%s.%N") local t = tonumber(p:read("a")) p:close() return t
+      end
+      local function work(x)
+        local t = os.clock() + 0.2
+        while os.clock() < t do end
+        return x * x + 1
+      end
+      local fs = {}
+      for i = 1, 40 do fs[i] = farm.submit(work, i) end
+      for _ in farm.as_completed(fs) do
+        if farm.nodes()[1].jobs_done >= 2 then break end
+      end
+      -- the node and its sessions at once, as when its host dies
+      os.execute(("env -u LD_PRELOAD sh -c 'tree() { for k in $(pgrep -P $1); do tree $k; done; kill -KILL $1; }; "
+        .. "tree %d'"):format(os.getenv("NODEPID")))
+      local t0 = now()
+      while farm.nodes()[1].state ~= "lost" and now() - t0 < 30 do os.execute("sleep 0.05") end
+      local after = now() - t0
+      local right = 0
+      for i = 1, 40 do if fs[i]:result(60) == i * i + 1 then right = right + 1 end end
+      print("state", farm.nodes()[1].state, "right", right)
+      print("lost within 3 s", after < 3, after)
+    ]], "-n 1 --heartbeat 3 " .. hosts(), 120, "NODEPID=" .. pid)
+    assert.are.equal(0, r.code, r.err .. r.out)
+    assert.is_truthy(r.out:find("state\tlost\tright\t40\n", 1, true), r.out)
+    assert.is_truthy(r.out:find("lost within 3 s\ttrue\t", 1, true), r.out)
+    assert.is_truthy(r.err:find("its connection closed", 1, true), r.err)
   end)
 end)

@@ -73,7 +73,6 @@ typedef struct node {
   void *hello;                     /* its HELLO, kept for the loop's start() */
   size_t nhello;
   double beat, last_beat;
-  double peer_beat;                /* the node's heartbeat (from its HELLO) */
   double tcp_looked;               /* when its TCP connection was last looked at */
   int quiet, started;
   srun_step *step;                 /* a node started by srun (it connects back to us) */
@@ -427,13 +426,12 @@ static int node_start(farm_peer *p) {
   if (p->host->message(p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
     lose(p, why[0] ? why : "its hello was malformed");
   }
-  /* HELLO ends with the node's heartbeat: silence is judged by the slower side */
+  /* HELLO ends with the node's heartbeat (it takes ours for this session) and clients */
   farm_rd r;
   farm_msg_hello m;
   char e2[64];
   if (farm__msg_open(&r, n->hello, n->nhello, e2, sizeof e2) == FARM_MSG_HELLO &&
       farm__proto_get_hello(&r, &m, NULL, 0) == 0) {
-    if (m.beat_ms >= 10 && m.beat_ms <= 3600000) n->peer_beat = m.beat_ms / 1e3;
     if (m.clients >= 1 && m.clients <= 65536) p->clients = (int)m.clients;   /* ...and the clients it serves */
   }
   free(n->hello);
@@ -488,8 +486,10 @@ static void node_tick(farm_peer *p, double now) {
     }
   }
   double last = farm__link_last_recv(p->link);
-  double beat = n->peer_beat > n->beat ? n->peer_beat : n->beat;
-  if (last > 0 && now - last > LOST_BEATS * beat) {
+  /* the node beats at our interval (proto.h: it adopts it from our first BEAT,
+     which goes at once; ours is at least FARM_BEAT_MIN, and at most
+     FARM_BEAT_MAX it beats faster than we judge) */
+  if (last > 0 && now - last > LOST_BEATS * n->beat) {
     char why[120];
     snprintf(why, sizeof why, "no word from it for %.1f s", now - last);
     lose(p, why);
@@ -601,6 +601,7 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
     if (n->h.kind == FARM_HOST_SSH) memcpy(n->key, runkey, FARM_KEYLEN);
     else if (o->key) memcpy(n->key, o->key, FARM_KEYLEN);
     n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
+    if (n->beat < FARM_BEAT_MIN) n->beat = FARM_BEAT_MIN;   /* the fastest a node beats */
     n->quiet = o->quiet;
     n->o = o;
     n->maxmsg = h->maxmsg + (1u << 16);

@@ -31,7 +31,8 @@
  *                  str(args block) }: jobs a job submitted, for the client's scheduler.
  *   BEAT     both  [uvar(heartbeat ms) [uvar(clients)]]: a node link's heartbeat, sent when
  *                  nothing else went for a while (each says its interval: silence is judged by
- *                  the slower side; a node's says how many clients it serves now)
+ *                  the slower side; a node's says how many clients it serves now). A node
+ *                  beats at its client's interval for that session, within FARM_BEAT_MIN..MAX.
  *   KILL     c->n  uvar(id): stop that job at once (out of time, or cancelled by force);
  *                  its result, if it comes, is not wanted
  *   AUTH1..AUTHOK: the handshake on a node link or lobby, before it is sealed (session.h)
@@ -97,6 +98,8 @@ enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT
 enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };
 #define FARM_HASHLEN 16
+#define FARM_BEAT_MIN 0.05         /* seconds: the heartbeats a node adopts from its client */
+#define FARM_BEAT_MAX 60.0
 
 static inline int farm__msg_begin(farm_buf *b, int type) {
   b->n = 0;

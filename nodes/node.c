@@ -718,7 +718,11 @@ static void on_message(node *n, const void *m, size_t len) {
   case FARM_MSG_BEAT: {             /* may say the client's heartbeat, in ms */
     farm_msg_beat m;                /* (what does not read is not held against it) */
     farm__proto_get_beat(&r, &m, NULL, 0);
-    if (m.n >= 1 && m.beat_ms >= 10 && m.beat_ms <= 3600000) n->peer_beat = m.beat_ms / 1e3;
+    if (m.n >= 1 && m.beat_ms >= 10 && m.beat_ms <= 3600000) {
+      n->peer_beat = m.beat_ms / 1e3;
+      /* the client's heartbeat is the session's, both ways (within sane bounds) */
+      n->beat = n->peer_beat < FARM_BEAT_MIN ? FARM_BEAT_MIN : n->peer_beat > FARM_BEAT_MAX ? FARM_BEAT_MAX : n->peer_beat;
+    }
     break;
   }
   case FARM_MSG_QUIT: end_session(n, "the client said goodbye"); return;
@@ -1456,8 +1460,8 @@ static const char node_usage[] =
   "  --key-file F      the farm key clients must prove they know (default $FARM_KEY_FILE);\n"
   "                    make one with: farm keygen F (it must be readable by you alone)\n"
   "  --idle-timeout S  exit after S seconds with no client\n"
-  "  --heartbeat S     seconds between heartbeats (default 1); a client silent for\n"
-  "                    5 heartbeats is dropped and its jobs cancelled\n"
+  "  --heartbeat S     seconds between heartbeats (default 1) until a client says its\n"
+  "                    own; a client silent for 5 heartbeats is dropped, its jobs cancelled\n"
   "  --restart-workers a fresh worker process for every job (as ppserver -r): no job\n"
   "                    sees what an earlier one left in its Lua state\n"
   "  --pid-file F      write the node's pid to F, locked (removed at exit; a live node's is refused)\n"

@@ -1,6 +1,7 @@
 -- deadlines_spec.lua -- faults on a node link, as a user meets them (issue 20):
 -- a job's retries travel with it to a node; a node whose connection closed
--- (SIGKILLed) is lost at once, whatever the heartbeat. `farm run` scripts through a real
+-- (SIGKILLed) is lost at once, whatever the heartbeat; the client's --heartbeat
+-- is the one both sides use. `farm run` scripts through a real
 -- standing `farm node` on 127.0.0.1, started and stopped by pid.
 local H = require "helper"
 
@@ -96,5 +97,35 @@ describe("through a standing node", function()
     assert.is_truthy(r.out:find("state\tlost\tright\t40\n", 1, true), r.out)
     assert.is_truthy(r.out:find("lost within 3 s\ttrue\t", 1, true), r.out)
     assert.is_truthy(r.err:find("its connection closed", 1, true), r.err)
+  end)
+
+  -- a node of --heartbeat 3 frozen (SIGSTOP: its connection stays open) is
+  -- lost by the silence the client's --heartbeat 0.2 says (1 s), not 15 s
+  it("beat at the client's heartbeat, which judges a frozen node's silence", function()
+    local pid = node("--heartbeat 3")
+    local r = H.run_script([[
+      local farm = require "farm"
+      local function now()
+        local p = io.popen("date +%s.%N") local t = tonumber(p:read("a")) p:close() return t
+      end
+      local function signal(sig)
+        os.execute(("env -u LD_PRELOAD sh -c 'tree() { for k in $(pgrep -P $1); do tree $k; done; kill -%s $1; }; "
+          .. "tree %d'"):format(sig, os.getenv("NODEPID")))
+      end
+      assert(farm.submit(function() return 1 end):result(30) == 1)
+      os.execute("sleep 1")            -- beats come and go at 0.2 s: no loss
+      print("before", farm.nodes()[1].state)
+      signal("STOP")
+      local t0 = now()
+      while farm.nodes()[1].state ~= "lost" and now() - t0 < 30 do os.execute("sleep 0.05") end
+      local after = now() - t0
+      signal("CONT")
+      print("state", farm.nodes()[1].state)
+      print("lost within 4 s", after < 4, after)
+    ]], "-n 0 --heartbeat 0.2 " .. hosts(), 120, "NODEPID=" .. pid)
+    assert.are.equal(0, r.code, r.err .. r.out)
+    assert.is_truthy(r.out:find("before\tup\n", 1, true), r.out)
+    assert.is_truthy(r.out:find("state\tlost\n", 1, true), r.out)
+    assert.is_truthy(r.out:find("lost within 4 s\ttrue\t", 1, true), r.out)
   end)
 end)

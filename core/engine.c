@@ -48,6 +48,8 @@
 #define TICK 0.01                  /* timers: deaths, output, timeouts, take-back */
 #define IDLE_TICK 0.1              /* ...when no job is outstanding (a death still shows) */
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
+#define TAKE_DEADLINE 3.0          /* a worker (not a node) that does not answer a TAKE this long
+                                      is frozen (SIGSTOP, swapped out): it is replaced */
 #define PROGRESS_EVERY 0.2
 #define KNOWN_MAX 4096             /* functions a worker keeps before it is told to forget */
 #define REQUEUE_MAX 8              /* a job held by lost peers goes back this often */
@@ -781,6 +783,7 @@ static void send_take(farm_engine *e, farm_peer *p) {
     if (j->taking) { farm__proto_put_id(b, j->id); n++; }
   if (!n) return;
   farm__proto_count(b, n);
+  if (!p->takes) p->take_sent = farm__now();
   p->takes++;
   if (farm__peer_send(p, b->p, b->n) < 0) peer_broken(e, p, "cannot send a take-back");
 }
@@ -1001,6 +1004,7 @@ static int on_taken(farm_engine *e, farm_peer *p, farm_rd *r) {
   }
   if (r->err) return FARM_EPROTO;
   p->takes--;
+  p->take_sent = p->takes ? farm__now() : 0;
   for (farm_job *j = p->head; j; j = j->next) {
     if (!j->taking) continue;
     j->taking = 0;                           /* not given back: it has begun there */
@@ -1513,6 +1517,7 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
   p->gen++;
   p->nsubdone = 0;
   p->takes = 0;
+  p->take_sent = 0;
   p->pend.n = 0;
   p->running_id = 0;
   changed(e);
@@ -1605,6 +1610,15 @@ static void tick(farm_engine *e, double now) {
   for (int i = 0; i < e->npeers; i++) {
     farm_peer *p = e->peers[i];
     if (p->ops->tick) p->ops->tick(p, now);
+    /* a worker's link thread answers a TAKE at once, even while a job runs: one
+       that does not is frozen, and holds its waiting jobs for as long (a node's
+       silence is its heartbeat's to judge, and its engine watches its workers) */
+    if (p->takes && p->take_sent > 0 && now - p->take_sent > TAKE_DEADLINE && !p->ops->remote &&
+        !p->broken && p->link) {
+      char why[100];
+      snprintf(why, sizeof why, "it did not answer a take-back within %g s (frozen?)", TAKE_DEADLINE);
+      peer_broken(e, p, why);
+    }
   }
   check_timeouts(e, now);
   if (e->npins > 1) fail_gone_placed(e);

@@ -125,6 +125,7 @@ struct farm_peer {
   farm_buf subdone;                /* [mu] SUBDONE message being built for it */
   uint32_t nsubdone;               /* [mu] */
   int takes;                       /* [mu] TAKE messages not yet answered */
+  double take_sent;                /* [mu] when the oldest of those went (0: none) */
   farm_hash known;                 /* [mu] the function hashes it keeps (a set: hash.h) */
   int forget;                      /* [mu] next JOBS tells it to drop its cache */
   double est;                      /* [mu] EWMA of its seconds per job; 0 = not known yet */

@@ -1,8 +1,9 @@
--- deadlines_spec.lua -- faults on a node link, as a user meets them (issue 20):
--- a job's retries travel with it to a node; a node whose connection closed
--- (SIGKILLed) is lost at once, whatever the heartbeat; the client's --heartbeat
--- is the one both sides use. `farm run` scripts through a real
--- standing `farm node` on 127.0.0.1, started and stopped by pid.
+-- deadlines_spec.lua -- faults as a user meets them (issue 20): a job's retries
+-- travel with it to a node; a node whose connection closed (SIGKILLed) is lost
+-- at once, whatever the heartbeat; the client's --heartbeat is the one both
+-- sides use; a frozen worker that holds waiting jobs is replaced. `farm run`
+-- scripts through a real standing `farm node` on 127.0.0.1, started and stopped
+-- by pid, and on the local pool.
 local H = require "helper"
 
 local q = H.quote
@@ -127,5 +128,33 @@ describe("through a standing node", function()
     assert.is_truthy(r.out:find("before\tup\n", 1, true), r.out)
     assert.is_truthy(r.out:find("state\tlost\n", 1, true), r.out)
     assert.is_truthy(r.out:find("lost within 4 s\ttrue\t", 1, true), r.out)
+  end)
+end)
+
+describe("on the local pool", function()
+  after_each(H.cleanup)
+
+  -- one of two workers frozen while it holds waiting jobs: the other, idle,
+  -- asks for them back, and the frozen one is replaced when it does not answer
+  it("replace a worker that does not answer a take-back, and run its jobs elsewhere", function()
+    local r = H.run_script([[
+      local farm = require "farm"
+      local function work(x)
+        local t = os.clock() + 0.2
+        while os.clock() < t do end
+        return x * x + 1
+      end
+      local fs = {}
+      for i = 1, 20 do fs[i] = farm.submit(work, i) end
+      local frozen = farm._pids()[1]
+      os.execute("kill -STOP " .. frozen)
+      local t0 = os.time()
+      local right = 0
+      for i = 1, 20 do if fs[i]:result(60) == i * i + 1 then right = right + 1 end end
+      os.execute("kill -CONT " .. frozen .. " 2>/dev/null")
+      print("right", right, "within 20 s", os.time() - t0 < 20)
+    ]], "-n 2", 120)
+    assert.are.equal(0, r.code, r.err .. r.out)
+    assert.are.equal("right\t20\twithin 20 s\ttrue\n", r.out)
   end)
 end)

@@ -9,30 +9,15 @@ local H = require "helper"
 local q = H.quote
 
 describe("through a standing node", function()
-  local dir, key, port, started, log
-
+  local bed = H.node_bed("deadlines", 27500)
+  local dir, key, port, log
   before_each(function()
-    dir = H.sh("mktemp -d /tmp/farm-deadlines-XXXXXX").out:gsub("%s+$", "")
-    key = dir .. "/key"
-    log = dir .. "/node.log"
-    port = 27500 + (H.pid * 17) % 20000
-    started = {}
-    assert.are.equal(0, H.farm_cmd("keygen " .. q(key)).code)
+    bed.setup()
+    dir, key, port, log = bed.dir, bed.key, bed.port, bed.log
   end)
+  after_each(bed.teardown)
 
-  after_each(function()
-    for i = #started, 1, -1 do os.execute("kill " .. started[i] .. " 2>/dev/null") end
-    assert.is_true(H.wait_gone(started, 15), "something the test started still runs")
-    os.execute("rm -rf " .. q(dir))
-  end)
-
-  local function node(extra)
-    started[#started + 1] = H.bg(("exec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2 %s")
-      :format(q(H.farm), port, q(key), q(log), extra or ""))
-    assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20),
-      "the node did not start: " .. H.slurp(log))
-    return started[#started]
-  end
+  local function node(extra) return bed.start(extra) end
 
   local function hosts() return ("--hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)) end
 

@@ -53,24 +53,13 @@ describe("the seeds' examples", function()
   end)
 
   describe("with a standing node", function()
-    local dir, started
-    before_each(function()
-      dir = H.sh("mktemp -d /tmp/farm-examples-XXXXXX").out:gsub("%s+$", "")
-      started = {}
-    end)
-    after_each(function()
-      for i = #started, 1, -1 do os.execute("kill " .. started[i] .. " 2>/dev/null") end
-      assert.is_true(H.wait_gone(started, 15), "something the test started still runs")
-      os.execute("rm -rf " .. q(dir))
-    end)
+    local bed = H.node_bed("examples", 28000)
+    before_each(bed.setup)
+    after_each(bed.teardown)
 
     it("job_scheduler: the node says it is up, and gets its files one at a time beside the local pool", function()
-      local key, log = dir .. "/key", dir .. "/node.log"
-      local port = 28000 + (H.pid * 17) % 20000
-      assert.are.equal(0, H.farm_cmd("keygen " .. q(key)).code)
-      started[#started + 1] = H.bg(("exec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2")
-        :format(q(H.farm), port, q(key), q(log)))
-      assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20), H.slurp(log))
+      bed.start()
+      local port, key = bed.port, bed.key
       local r = H.farm_cmd(("run -n 1 --hosts node://127.0.0.1:%d --key-file %s examples/job_scheduler.lua 10")
         :format(port, q(key)), 120)
       assert.are.equal(0, r.code, r.err .. r.out)

@@ -144,4 +144,35 @@ function H.lines(s)
   return n
 end
 
+--- A bed for standing nodes: a scratch directory with a farm key, and `farm
+--- node`s on 127.0.0.1 started in it and stopped by pid. In a describe:
+---   local bed = H.node_bed("placement", 26000)
+---   before_each(bed.setup); after_each(bed.teardown)
+---   local pid = bed.start("extra args", "ENV=1 ")     -- waits until it listens
+--- bed.dir, bed.key, bed.port, bed.log name what the tests need.
+function H.node_bed(name, base)
+  local b = { started = {} }
+  function b.setup()
+    b.dir = H.sh("mktemp -d /tmp/farm-" .. name .. "-XXXXXX").out:gsub("%s+$", "")
+    b.key, b.log = b.dir .. "/key", b.dir .. "/node.log"
+    b.port = base + (H.pid * 7) % 20000
+    b.started = {}
+    assert(H.farm_cmd("keygen " .. quote(b.key)).code == 0, "farm keygen failed")
+  end
+  function b.teardown()
+    for i = #b.started, 1, -1 do os.execute("kill " .. b.started[i] .. " 2>/dev/null") end
+    assert(H.wait_gone(b.started, 15), "something the test started still runs")
+    os.execute("rm -rf " .. quote(b.dir))
+  end
+  function b.start(extra, env)
+    local pid = H.bg(("%sexec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2 %s")
+      :format(env or "", quote(H.farm), b.port, quote(b.key), quote(b.log), extra or ""))
+    b.started[#b.started + 1] = pid
+    assert(H.wait_for(function() return H.slurp(b.log):find("listening on", 1, true) end, 20),
+      "the node did not start: " .. H.slurp(b.log))
+    return pid
+  end
+  return b
+end
+
 return H

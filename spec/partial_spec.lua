@@ -112,29 +112,13 @@ describe("provisional results and a last word", function()
   end)
 
   describe("through a standing node", function()
-    local dir, key, port, started
-
-    before_each(function()
-      dir = H.sh("mktemp -d /tmp/farm-partial-XXXXXX").out:gsub("%s+$", "")
-      key = dir .. "/key"
-      port = 27000 + (H.pid * 13) % 20000
-      started = {}
-      assert.are.equal(0, H.farm_cmd("keygen " .. q(key)).code)
-    end)
-
-    after_each(function()
-      for i = #started, 1, -1 do os.execute("kill " .. started[i] .. " 2>/dev/null") end
-      assert.is_true(H.wait_gone(started, 15), "something the test started still runs")
-      os.execute("rm -rf " .. q(dir))
-    end)
+    local bed = H.node_bed("partial", 27000)
+    before_each(bed.setup)
+    after_each(bed.teardown)
 
     it("pass provisional results on, and carry the stop and the last word", function()
-      local log = dir .. "/node.log"
-      started[#started + 1] = H.bg(("exec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2")
-        :format(q(H.farm), port, q(key), q(log)))
-      assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20),
-        "the node did not start: " .. H.slurp(log))
-      check(run(SCRIPT, ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key))))
+      bed.start()
+      check(run(SCRIPT, ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(bed.port, q(bed.key))))
     end)
   end)
 end)

@@ -100,32 +100,11 @@ describe("submit_with{node = ...} on the local pool", function()
 end)
 
 describe("with a standing node", function()
-  local dir, key, port, started
+  local bed = H.node_bed("placement", 26000)
+  before_each(bed.setup)
+  after_each(function() bed.teardown(); H.cleanup() end)
 
-  before_each(function()
-    dir = H.sh("mktemp -d /tmp/farm-placement-XXXXXX").out:gsub("%s+$", "")
-    key = dir .. "/key"
-    port = 26000 + (H.pid * 7) % 20000
-    started = {}
-    assert.are.equal(0, H.farm_cmd("keygen " .. q(key)).code)
-  end)
-
-  after_each(function()
-    for i = #started, 1, -1 do os.execute("kill " .. started[i] .. " 2>/dev/null") end
-    assert.is_true(H.wait_gone(started, 15), "something the test started still runs")
-    os.execute("rm -rf " .. q(dir))
-    H.cleanup()
-  end)
-
-  local function start_node()
-    local log = dir .. "/node.log"
-    local node = H.bg(("FARM_WHERE=node exec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2")
-      :format(q(H.farm), port, q(key), q(log)))
-    started[#started + 1] = node
-    assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20),
-      "the node did not start: " .. H.slurp(log))
-    return node
-  end
+  local function start_node() return bed.start(nil, "FARM_WHERE=node ") end
 
   it("makes a pool of some hosts only (dispy's nodes= per cluster), beside one of the local workers", function()
     start_node()
@@ -142,7 +121,7 @@ describe("with a standing node", function()
       end
       print("nodes", #remote:nodes(), #here:nodes(), "workers", remote:workers(), here:workers())
       remote:close(); here:close()
-    ]]):format(port, key), "-n 1")
+    ]]):format(bed.port, bed.key), "-n 1")
     assert.are.equal(0, r.code, r.err .. r.out)
     assert.is_truthy(r.out:find("nodes\t1\t0\tworkers\t2\t1\n"), r.out)
   end)
@@ -184,14 +163,14 @@ describe("with a standing node", function()
       print("after:", err)
       farm.close()
       for _, e in ipairs(events) do print("event:", e) end
-    ]]):format(node), ("-n 1 --hosts node://127.0.0.1:%d --key-file %s"):format(port, q(key)))
+    ]]):format(node), ("-n 1 --hosts node://127.0.0.1:%d --key-file %s"):format(bed.port, q(bed.key)))
     assert.are.equal(0, r.code, r.err .. r.out)
-    local _, failed = r.out:gsub("failed:\tfarm: the job was placed on node://127.0.0.1:" .. port
+    local _, failed = r.out:gsub("failed:\tfarm: the job was placed on node://127.0.0.1:" .. bed.port
       .. " %(submit_with{node = %.%.%.}%), which is gone from this run", "")
     assert.are.equal(6, failed, r.out)
-    assert.is_truthy(r.out:find("after:\t[^\n]*farm.submit_with: node node://127.0.0.1:" .. port
+    assert.is_truthy(r.out:find("after:\t[^\n]*farm.submit_with: node node://127.0.0.1:" .. bed.port
       .. " was lost in this run; place the job elsewhere"), r.out)
-    assert.is_truthy(r.out:find("event:\tnode_up node://127.0.0.1:" .. port, 1, true), r.out)
-    assert.is_truthy(r.out:find("event:\tnode_lost node://127.0.0.1:" .. port .. " [^\n]*stopping"), r.out)
+    assert.is_truthy(r.out:find("event:\tnode_up node://127.0.0.1:" .. bed.port, 1, true), r.out)
+    assert.is_truthy(r.out:find("event:\tnode_lost node://127.0.0.1:" .. bed.port .. " [^\n]*stopping"), r.out)
   end)
 end)

@@ -210,6 +210,44 @@ describe("a hostile node", function()
     end)
   end
 
+  it("partial: provisional results are data; a __gc by value is refused when read, one for a job not there is dropped", function()
+    local key, marker = keygen(), dir .. "/marker"
+    local f = start_fake("partial", key, marker)
+    local r = run(f, key, nil, [[
+      local fs = {}
+      for i = 1, 20 do fs[i] = farm.submit(function(i) local s = 0 for k = 1, 300000 do s = s + k % 7 end return i * i end, i) end
+      for i = 1, 20 do
+        local ok, v = pcall(fs[i].result, fs[i])
+        local pok, pv = pcall(fs[i].partial, fs[i])
+        local where = fs[i].node == "local" and "local" or "node"
+        print(("job %d %s %s %s | partial %s %s"):format(i, where, ok and "ok" or "error", tostring(v),
+          pok and "ok" or "error", (tostring(pv):gsub("\n", " "))))
+      end
+      fs = nil
+      collectgarbage() collectgarbage()
+      print("done")
+    ]])
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("done\n", 1, true), r.out)
+    local at_node = 0
+    for i, where, res, pst, pwhat in r.out:gmatch("job (%d+) (%a+) ok (%d+) | partial (%a+) ([^\n]*)") do
+      i = tonumber(i)
+      if where == "node" then
+        at_node = at_node + 1
+        assert.are.equal("42", res, r.out)
+        assert.are.equal("error", pst, ("job %d: a __gc by value was taken as a provisional result: %s"):format(i, pwhat))
+        assert.is_truthy(pwhat:find("metatable", 1, true), pwhat)
+      else
+        assert.are.equal(tostring(i * i), res)
+        assert.are.same({ "ok", "nil" }, { pst, pwhat })
+      end
+    end
+    assert.is_true(at_node >= 1, "the fake node ran no job:\n" .. r.out)
+    assert.is_nil(io.open(marker), "the node's code ran here")
+    assert.is_true(fake_gone(f), "the fake node did not end with its client")
+    assert.is_nil(io.open(marker), "the node's code ran here")
+  end)
+
   it("file: a file from a node never replaces one, and by default lands where nothing runs it", function()
     local key, marker = keygen(), dir .. "/marker"
     local UTIL = "return { answer = 42 }\n"

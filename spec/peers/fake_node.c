@@ -22,6 +22,9 @@
  *   file        FILE util.lua (text: creates the marker) for the first job of the
  *               first JOBS, then RESULTS 42 for every job
  *   honest-ish  RESULTS 42 for every job (checks the harness itself)
+ *   partial     PARTIAL for each job: a table whose metatable travels by value with
+ *               a __gc that creates the marker (as gc), and one PARTIAL for a job it
+ *               was never sent; then RESULTS 42
  *
  * Messages are built by hand from proto.h and codec.h's block grammar (buf.h
  * helpers), so that nothing here depends on the client's encoder refusing what
@@ -58,8 +61,8 @@
 #define LOST_BEATS 5.0
 #define MAX_MESSAGE (256u << 20)
 
-enum { A_SUBMIT, A_SUSPENDED, A_GC, A_LOOP, A_ALLOC, A_FILE, A_HONEST };
-static const char *attacks[] = { "submit", "suspended", "gc", "loop", "alloc", "file", "honest-ish", NULL };
+enum { A_SUBMIT, A_SUSPENDED, A_GC, A_LOOP, A_ALLOC, A_FILE, A_HONEST, A_PARTIAL };
+static const char *attacks[] = { "submit", "suspended", "gc", "loop", "alloc", "file", "honest-ish", "partial", NULL };
 
 static volatile sig_atomic_t stop;
 static void on_signal(int s) { (void)s; stop = 1; }
@@ -263,6 +266,18 @@ static int on_jobs(fake *f, farm_rd *r) {
     farm__proto_put_file(&f->out, &m);
     if ((rc = send_out(f)) < 0) goto out;
     say("%s", "sent FILE util.lua");
+  }
+  if (f->attack == A_PARTIAL) {             /* provisional results the client must take as data */
+    f->attack = A_GC;
+    result_block(f, &blk, 1);
+    f->attack = A_PARTIAL;
+    for (uint32_t i = 0; i < count; i++) {
+      farm__proto_put_partial(&f->out, js[i].id, blk.p, blk.n);
+      if ((rc = send_out(f)) < 0) goto out;
+    }
+    farm__proto_put_partial(&f->out, 0x7fffffffULL + randombytes_uniform(1000000), blk.p, blk.n);
+    if ((rc = send_out(f)) < 0) goto out;
+    say("%s", "sent PARTIAL with a __gc by value for each job, and one for a job it never got");
   }
   /* one RESULTS for the lot */
   farm__proto_put_list(&f->out, FARM_MSG_RESULTS);

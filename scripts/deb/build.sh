@@ -69,6 +69,7 @@ unit=$root/lib/systemd/system/farm-node.service
 mkdir -p "$(dirname "$unit")"
 sed -e 's|^ExecStart=/usr/local/bin/farm |ExecStart=/usr/bin/farm |' \
     -e 's|^#   install -m 644 nodes/farm-node.service /etc/systemd/system/$|#   adduser --system --group farm       # the user it runs as; let it read the key|' \
+    -e '/^# (make deb ships this unit/,/build\.sh)$/d' \
     nodes/farm-node.service > "$unit"
 grep -q '^ExecStart=/usr/bin/farm ' "$unit" ||
   die "nodes/farm-node.service has no line ExecStart=/usr/local/bin/farm ... to point at /usr/bin/farm"
@@ -101,14 +102,14 @@ echo 'int main(void) { return 0; }' > "$stage/dlopen/stub.c"
 # shellcheck disable=SC2086   # (one -l: per soname)
 $CC -o "$stage/dlopen/stub" "$stage/dlopen/stub.c" -Wl,--no-as-needed $libs ||
   die "cannot link a stub against$libs: are their runtime packages installed?"
-elves=$(find "$root" -type f -name '*.so*' -o -type f -path '*/bin/*' | sort)
 (
   cd "$stage"
   # (the Lua module's lua_* symbols come from the interpreter that loads it:
   # dpkg-shlibdeps' word about each is left out)
-  # shellcheck disable=SC2086
-  dpkg-shlibdeps -Tdebian/farm.substvars -l"debian/farm/usr/lib/$MA" \
-    $(echo "$elves" | sed "s|^$stage/||") 2>shlibdeps.log || { cat shlibdeps.log >&2; exit 1; }
+  elves=$(find debian/farm -type f \( -name '*.so*' -o -path '*/bin/*' \) | LC_ALL=C sort)
+  # shellcheck disable=SC2086   # (one word per file: the paths have no spaces)
+  dpkg-shlibdeps -Tdebian/farm.substvars -l"debian/farm/usr/lib/$MA" $elves \
+    2>shlibdeps.log || { cat shlibdeps.log >&2; exit 1; }
   grep -v 'used by .* found in none of the libraries' shlibdeps.log >&2 || true
   # (the stub is not in the package: dpkg-shlibdeps' word about that is left out)
   dpkg-shlibdeps -Tdebian/farm.substvars -pdlopen --warnings=0 dlopen/stub 2>shlibdeps.log ||

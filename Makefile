@@ -101,7 +101,7 @@ $(B)/libfarmkernels.a: $(B)/obj/kernels.o
 	rm -f $@ && ar rcs $@ $^
 
 $(B)/libfarmkernels.so: $(B)/obj/kernels.o
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(shell pkg-config --libs libsodium 2>/dev/null) -lm
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libfarmkernels.so -o $@ $^ $(shell pkg-config --libs libsodium 2>/dev/null) -lm
 
 # The Lua module: not linked with liblua (the interpreter that loads it has Lua).
 $(B)/farm.so: $(CORE_OBJ) scripts/libfarm.map
@@ -167,6 +167,16 @@ install: $(B)/include/farm.h $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.
 
 uninstall:
 	rm -f $(addprefix $(D)/,$(INSTALLED))
+
+# make deb: $(B)/farm_VERSION_ARCH.deb, with dpkg's tools (scripts/deb/: the control
+# file, copyright, changelog, and build.sh, which moves what make install put in a
+# staging tree to Debian's places and builds the package). Not part of make test
+# but through spec/deb_spec.lua, which installs and removes it (as root).
+deb: $(B)/include/farm.h $(B)/farm $(B)/libfarm.a $(B)/libfarm.so $(B)/farm.so \
+     $(B)/libfarmkernels.a $(B)/libfarmkernels.so
+	rm -rf $(B)/deb $(B)/farm_*.deb
+	$(MAKE) install PREFIX=/usr DESTDIR=$(abspath $(B))/deb/debian/farm >/dev/null
+	B=$(B) VERSION=$(VERSION) SOVER=$(SOVER) SOMAJOR=$(SOMAJOR) CC=$(CC) sh scripts/deb/build.sh
 
 # luarocks (scripts/farm-dev-1.rockspec): the Lua module and the farm command
 # its workers run, into the rock's directories (luarocks deploys them).
@@ -241,4 +251,4 @@ clean:
 
 FORCE:
 
-.PHONY: all deps test demo bench asan tsan fuzz fuzz-smoke mutate clean install uninstall rock rock-install
+.PHONY: all deps test demo bench asan tsan fuzz fuzz-smoke mutate clean install uninstall rock rock-install deb

@@ -12,6 +12,7 @@ local q = H.quote
 -- a little, and returns id * $JSCALE (ids 7, 57, ... fail with an error); the
 -- script prints every result in order.
 local SCRIPT = [[
+io.stdout:setvbuf("line")
 local side, n = os.getenv("JSIDE"), tonumber(os.getenv("JN"))
 local scale = tonumber(os.getenv("JSCALE") or "1")
 local fs = {}
@@ -95,12 +96,13 @@ describe("farm run --journal", function()
     assert.is_truthy(plain.out:find("7\tfalse\tjob 7 failed on purpose\n", 1, true), plain.out)
 
     local journal, side = dir .. "/run.journal", dir .. "/side"
-    local pid = H.bg(("JSIDE=%s JN=%d exec %s run %s -n 2 --quiet-jobs --journal %s")
-      :format(q(side), n, q(H.farm), q(script), q(journal)))
+    local killed_out = dir .. "/killed.out"
+    local pid = tonumber(H.sh(("JSIDE=%s JN=%d exec %s run %s -n 2 --quiet-jobs --journal %s >%s 2>&1 & echo $!")
+      :format(q(side), n, q(H.farm), q(script), q(journal), q(killed_out))).out)
     assert.is_truthy(H.wait_for(function()
       local _, lines = count_ids(side)
       return lines >= 60 and records(journal) >= 20
-    end, 60), "the first run did not get going")
+    end, 40), "the first run did not get going")
     local kids = below(pid)
     assert.is_true(#kids >= 2, "no workers seen below the client")
     os.execute("kill -KILL " .. pid)
@@ -124,6 +126,13 @@ describe("farm run --journal", function()
     end
     -- those started and not recorded ran again; a recorded one never did
     assert.are.equal(started - recorded, twice)
+    -- a result the killed run's script had seen was durable by then: it did not run again
+    local printed = 0
+    for id in H.slurp(killed_out):gmatch("(%d+)\t[tf]") do
+      printed = printed + 1
+      assert.are.equal(1, seen[id], "job " .. id .. " was printed by the killed run, and ran again")
+    end
+    assert.is_true(printed > 0, "the killed run printed no result")
     assert.are.equal(n, records(journal))
 
     local third = run(side, n, "--journal " .. q(journal))

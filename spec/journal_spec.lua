@@ -10,11 +10,14 @@ local q = H.quote
 
 -- Each job appends its id to the side-effect file $JSIDE when it starts, sleeps
 -- a little, and returns id * $JSCALE (ids 7, 57, ... fail with an error); the
--- script prints every result in order.
+-- script prints every result in order, then how many events of each kind it had
+-- (a job taken from the journal has them too).
 local SCRIPT = [[
 io.stdout:setvbuf("line")
 local side, n = os.getenv("JSIDE"), tonumber(os.getenv("JN"))
 local scale = tonumber(os.getenv("JSCALE") or "1")
+local events = {}
+farm.on_event(function(ev) events[ev.event] = (events[ev.event] or 0) + 1 end)
 local fs = {}
 for i = 1, n do
   fs[i] = farm.submit(function(id, path, k)
@@ -30,6 +33,8 @@ for i = 1, n do
   local ok, v = pcall(fs[i].result, fs[i])
   print(i, ok, ok and v or v.message)
 end
+farm.close()
+print("events", events.job_started, events.job_done, events.job_failed)
 ]]
 
 local function count_ids(path)
@@ -92,7 +97,8 @@ describe("farm run --journal", function()
     local n = 200
     local plain = run(dir .. "/side-plain", n)
     assert.are.equal(0, plain.code, plain.err)
-    assert.are.equal(n, H.lines(plain.out))
+    assert.are.equal(n + 1, H.lines(plain.out))
+    assert.is_truthy(plain.out:find("\nevents\t200\t196\t4\n", 1, true), plain.out)
     assert.is_truthy(plain.out:find("7\tfalse\tjob 7 failed on purpose\n", 1, true), plain.out)
 
     local journal, side = dir .. "/run.journal", dir .. "/side"

@@ -52,7 +52,10 @@
  * write (disk full) stops the journal with one line; results still reach the
  * script (those jobs would run again next time).
  *
- * Trust: the journal is the user's own file, as trusted as the script. A
+ * Trust: the journal is the user's own file, as trusted as the script: one
+ * that belongs to another user or that others may write is refused, as is a
+ * symbolic link (O_NOFOLLOW: a link planted in /tmp cannot point farm at
+ * another file), and farm never writes over a file that is not a journal. A
  * result recorded from a node keeps its untrusted mark and is decoded as
  * untrusted again.
  */
@@ -242,12 +245,20 @@ int farm__journal_open(farm_journal **out, const char *path, const unsigned char
   char what[300];
   struct stat st;
   int existed = stat(path, &st) == 0;
-  jn->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  jn->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (jn->fd < 0) {
-    if (errno == ENOENT)
+    if (errno == ELOOP)
+      snprintf(what, sizeof what, "is a symbolic link (farm does not follow one there; pass the file's own path)");
+    else if (errno == ENOENT)
       snprintf(what, sizeof what, "cannot be made: its directory does not exist (make it first, or pass another --journal)");
     else
       snprintf(what, sizeof what, "cannot be opened: %s (pass another --journal)", strerror(errno));
+    goto bad;
+  }
+  if (fstat(jn->fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_uid != geteuid() || (st.st_mode & 022))) {
+    /* its records are decoded as the script's own: nobody else may have written them */
+    snprintf(what, sizeof what, st.st_uid != geteuid() ? "belongs to another user (pass a file of your own)"
+             : "may be written by others (chmod go-w it, or pass another --journal)");
     goto bad;
   }
   if (flock(jn->fd, LOCK_EX | LOCK_NB) < 0) {

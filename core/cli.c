@@ -5,6 +5,11 @@
  * Part of the executable only, not of the library: it owns the process's
  * signal handling, which a C host embedding libfarm keeps for itself.
  *
+ * `farm run --journal FILE` names the script for its journal (journal.c): a
+ * hash of its absolute path and the text read, and one of its arguments; the
+ * journal is checked before the script runs and handed to the pool through
+ * farm.config{journal =, journal_id =}.
+ *
  * Every mistake on the command line gets one line naming it and the fix, and
  * exit status 2; an error in the script gets "farm: <message>" and status 1.
  *

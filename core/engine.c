@@ -16,6 +16,12 @@
  * through an eventfd only when it sleeps; everything else is under e->mu. The
  * loop wakes a waiting caller through another eventfd (poll()able, so a signal
  * interrupts the caller's wait). The loop never calls Lua.
+ *
+ * With a journal (farm run --journal, journal.c; the hooks under "the
+ * journal"), a job's final result from a worker finishes the job only once its
+ * record is synced (one write and fdatasync per RESULTS message), and a call
+ * the journal recorded finishes at submit with the recorded result, never
+ * reaching the queue. Without one, each hook is one branch.
  */
 #include <errno.h>
 #include <math.h>
@@ -870,11 +876,6 @@ static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times)
   return !r.err && !farm__rd_left(&r);
 }
 
-/* A result of at least this many bytes that takes at least 1/KEEP_PART of its
-   message points into the message (rx) instead of being copied out of it:
-   large results are the ones a copy costs, and a small one never keeps a large
-   message alive (what a job keeps is at most KEEP_PART times its results, and
-   a message is never kept longer than a job it holds a result of). */
 /* ---- the journal (journal.c): farm run --journal; e->journal NULL costs one branch ---- */
 
 /* A job's final result from a worker waits in the journal's batch, and the job
@@ -925,6 +926,11 @@ static void journal_end(farm_engine *e) {
   e->journal = NULL;
 }
 
+/* A result of at least this many bytes that takes at least 1/KEEP_PART of its
+   message points into the message (rx) instead of being copied out of it:
+   large results are the ones a copy costs, and a small one never keeps a large
+   message alive (what a job keeps is at most KEEP_PART times its results, and
+   a message is never kept longer than a job it holds a result of). */
 #define KEEP_MIN (16u << 10)
 #define KEEP_PART 8
 
@@ -2489,6 +2495,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   *out = e;
   return 0;
 fail:
+  if (e->journal) { farm__journal_close(e->journal); e->journal = NULL; }   /* (nothing to say) */
   farm__engine_close(e);
   farm__engine_free(e);
   return rc;

@@ -183,6 +183,21 @@ describe("farm run --journal", function()
     assert.are.equal(3, lines)                  -- neither ran a job
   end)
 
+  it("refuses a journal another run is using, in one line", function()
+    local journal, side = dir .. "/j", dir .. "/side"
+    local pid = H.bg(("JSIDE=%s JN=400 exec %s run %s -n 1 --quiet-jobs --journal %s")
+      :format(q(side), q(H.farm), q(script), q(journal)))
+    assert.is_truthy(H.wait_for(function() return records(journal) >= 1 end, 40), "the first run did not start")
+    local kids = below(pid)
+    local r = run(dir .. "/side2", 3, "--journal " .. q(journal))
+    os.execute("kill " .. pid)
+    assert.is_true(H.wait_gone({ pid }, 15) and H.wait_gone(kids, 15), "the first run outlived SIGTERM")
+    assert.are.equal(2, r.code)
+    assert.are.equal("farm: journal " .. journal ..
+      " is in use by another farm run (wait for it to end, or pass another --journal)\n", r.err)
+    assert.are.equal("", H.slurp(dir .. "/side2"))
+  end)
+
   it("runs the jobs whose arguments changed, and says how many records matched nothing", function()
     local journal, side = dir .. "/j", dir .. "/side"
     assert.are.equal(0, run(side, 5, "--journal " .. q(journal)).code)

@@ -5,6 +5,11 @@
  * Part of the executable only, not of the library: it owns the process's
  * signal handling, which a C host embedding libfarm keeps for itself.
  *
+ * `farm run --journal FILE` names the script for its journal (journal.c): a
+ * hash of its absolute path and the text read, and one of its arguments; the
+ * journal is checked before the script runs and handed to the pool through
+ * farm.config{journal =, journal_id =}.
+ *
  * Every mistake on the command line gets one line naming it and the fix, and
  * exit status 2; an error in the script gets "farm: <message>" and status 1.
  *
@@ -19,7 +24,9 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <sodium.h>
 #include "farm.h"
+#include "journal.h"
 #include "worker.h"
 #include "cli.h"
 #include "cliopts.h"
@@ -28,7 +35,8 @@
 
 static const char usage[] =
   "usage: farm run SCRIPT.lua [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
-  "                [--quiet-jobs] [--progress | --no-progress] [--stats] [--traceback] [-- ARGS...]\n"
+  "                [--quiet-jobs] [--progress | --no-progress] [--stats] [--traceback]\n"
+  "                [--journal FILE] [-- ARGS...]\n"
   "       farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]   (farm repl --help)\n"
   "       farm node [--listen ADDR] [-w N] [--key-file F] ...   (farm node --help)\n"
   "       farm keygen FILE\n"
@@ -60,6 +68,9 @@ static const char usage[] =
   "  --no-progress no progress line\n"
   "  --stats       print the pool's statistics (farm.print_stats) on stderr at the end\n"
   "  --traceback   on an error in the script, print the client's traceback too\n"
+  "  --journal FILE  keep each finished job's result in FILE; the same command run again\n"
+  "                (after a crash, a kill) takes the jobs recorded there from it instead of\n"
+  "                running them again\n"
   "\n"
   "  farm's options go before or after SCRIPT; the script's own arguments follow `--`,\n"
   "  or begin at the first word after SCRIPT that is not one of farm's options.\n"
@@ -164,6 +175,7 @@ static int finish_run(lua_State *L) {
    it ship what was loaded, whatever becomes of the file. Leaves the chunk. */
 static int p_load_script(lua_State *L) {
   const char *script = lua_touserdata(L, 1);
+  unsigned char *script_hash = lua_touserdata(L, 2);   /* (--journal) NULL: not wanted */
   int is_stdin = strcmp(script, "-") == 0;
   const char *chunk = is_stdin ? "=stdin" : lua_pushfstring(L, "@%s", script);
   const char *shown = is_stdin ? "stdin" : script;
@@ -188,14 +200,63 @@ static int p_load_script(lua_State *L) {
     const char *nl = memchr(text, '\n', len);
     if (nl) { len -= (size_t)(nl - text); text = nl; } else { text = "\n"; len = 1; }
   }
+  if (script_hash) {                   /* what names the script in a journal: its path and text */
+    char abs[PATH_MAX];
+    const char *where = is_stdin ? "-" : realpath(script, abs) ? abs : script;
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, 32);
+    crypto_generichash_update(&st, (const unsigned char *)where, strlen(where) + 1);
+    crypto_generichash_update(&st, (const unsigned char *)text, len);
+    crypto_generichash_final(&st, script_hash, 32);
+  }
   if (luaL_loadbufferx(L, text, len, chunk, "t") != LUA_OK) return lua_error(L);
   int rc = farm_remember(L, chunk, text, len);
   if (rc != FARM_OK) return luaL_error(L, "cannot keep the text of %s: %s", shown, farm_strerror(rc));
   return 1;
 }
 
+/* farm.config{journal = path, journal_id = id} (protected). */
+static int p_journal_config(lua_State *L) {
+  const char *path = lua_touserdata(L, 1);
+  const unsigned char *id = lua_touserdata(L, 2);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "farm");
+  lua_getfield(L, -1, "config");
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, path);
+  lua_setfield(L, -2, "journal");
+  lua_pushlstring(L, (const char *)id, FARM_JOURNAL_IDLEN);
+  lua_setfield(L, -2, "journal_id");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* --journal: the journal names this script (path and text, hashed as it was
+   read) and its arguments; one that names another is refused now, before the
+   script runs, as is one that cannot be made or is damaged (journal.c). Then
+   the pool is configured with it. 0, or 2 after one line. */
+static int use_journal(lua_State *L, const char *path, unsigned char *id, char **args, int nargs) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, NULL, 0, 32);
+  for (int i = 0; i < nargs; i++)
+    crypto_generichash_update(&st, (const unsigned char *)args[i], strlen(args[i]) + 1);
+  crypto_generichash_final(&st, id + 32, 32);
+  char err[PATH_MAX + 400];
+  if (farm__journal_check(path, id, err, sizeof err) < 0) return fail("%s", err);
+  lua_pushcfunction(L, p_journal_config);
+  lua_pushlightuserdata(L, (void *)path);
+  lua_pushlightuserdata(L, id);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    fprintf(stderr, "farm: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 2;
+  }
+  return 0;
+}
+
 static int cmd_run(int argc, char **argv) {
-  const char *script = NULL;
+  const char *script = NULL, *journal = NULL;
+  unsigned char journal_id[FARM_JOURNAL_IDLEN];
   farm_pool_opts o = FARM_POOL_OPTS_INIT;
   o.progress = isatty(2);
   int traceback = 0, stats = 0, i, first_arg = argc;
@@ -209,6 +270,10 @@ static int cmd_run(int argc, char **argv) {
     else if (strcmp(a, "--no-progress") == 0) o.progress = 0;
     else if (strcmp(a, "--stats") == 0) stats = 1;
     else if (strcmp(a, "--traceback") == 0) traceback = 1;
+    else if (strcmp(a, "--journal") == 0) {
+      if (i + 1 >= argc || !*argv[i + 1]) return fail("%s needs a file, e.g. --journal run.journal", a);
+      journal = argv[++i];
+    }
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage, stdout); return 0; }
     else if (a[0] == '-' && a[1]) return fail("unknown option '%s' for 'farm run' (see farm --help; the script's own options go after --)", a);
     else if (!script) script = a;
@@ -238,9 +303,12 @@ static int cmd_run(int argc, char **argv) {
   int mh = lua_gettop(L);
   lua_pushcfunction(L, p_load_script);
   lua_pushlightuserdata(L, (void *)script);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+  lua_pushlightuserdata(L, journal ? journal_id : NULL);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
     fprintf(stderr, "farm: %s\n", lua_tostring(L, -1));
     rc = 1;
+  } else if (journal && (rc = use_journal(L, journal, journal_id, argv + first_arg, argc - first_arg))) {
+    /* (said) */
   } else {
     for (i = first_arg; i < argc; i++) lua_pushstring(L, argv[i]);
     run_state = L;

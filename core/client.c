@@ -22,6 +22,7 @@
 #include "codec.h"
 #include "engine.h"
 #include "hosts.h"
+#include "journal.h"
 #include "session.h"
 #include "luafuncs.h"
 #include "exec.h"
@@ -141,6 +142,13 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "max_file");
   lua_Integer maxfile = luaL_optinteger(L, -1, 0);
   o.max_file = maxfile > 0 ? (size_t)maxfile : 0;
+  lua_getfield(L, 1, "journal");
+  o.journal = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "journal_id");        /* farm run names the script (cli.c); else none */
+  size_t nid = 0;
+  const char *jid = luaL_optlstring(L, -1, NULL, &nid);
+  static const unsigned char no_id[FARM_JOURNAL_IDLEN];
+  o.journal_id = jid && nid == FARM_JOURNAL_IDLEN ? (const unsigned char *)jid : no_id;
   lua_getfield(L, 1, "nodes");
   const char *nodes = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 1, "hosts");

@@ -16,6 +16,12 @@
  * through an eventfd only when it sleeps; everything else is under e->mu. The
  * loop wakes a waiting caller through another eventfd (poll()able, so a signal
  * interrupts the caller's wait). The loop never calls Lua.
+ *
+ * With a journal (farm run --journal, journal.c; the hooks under "the
+ * journal"), a job's final result from a worker finishes the job only once its
+ * record is synced (one write and fdatasync per RESULTS message), and a call
+ * the journal recorded finishes at submit with the recorded result, never
+ * reaching the queue. Without one, each hook is one branch.
  */
 #include <errno.h>
 #include <math.h>
@@ -36,6 +42,7 @@
 #include "engine.h"
 #include "files.h"
 #include "hash.h"
+#include "journal.h"
 #include "peer.h"
 #include "pool.h"
 #include "sockdir.h"
@@ -145,6 +152,8 @@ struct farm_engine {
   int loop_skipped;                /* [atomic] the loop sleeps without polling the links */
   char err[512];                   /* [mu] why peers cannot run (the first reason) */
   farm_peer_host host;             /* [open] what the kinds are handed (host_*, below) */
+  farm_journal *journal;           /* [open] farm run --journal (journal.c), or NULL; what it
+                                      holds is [mu]: see "the journal", below */
 };
 
 /* The engine's lock. In debug builds it notes its holder, so that
@@ -867,6 +876,56 @@ static int results_times(farm_peer *p, farm_rd r, uint32_t count, double *times)
   return !r.err && !farm__rd_left(&r);
 }
 
+/* ---- the journal (journal.c): farm run --journal; e->journal NULL costs one branch ---- */
+
+/* A job's final result from a worker waits in the journal's batch, and the job
+   with it (a reference of its own), until journal_release. */
+static void journal_hold(farm_engine *e, farm_job *j, int st) {
+  __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+  if (farm__journal_add(e->journal, j, st) == 0) return;
+  job_over(e, j, st);              /* not recorded: it runs again next time */
+  farm__job_unref(j);
+}
+
+/* The batch is written and synced: only now do its jobs finish (a result the
+   script sees is one the journal keeps). Once per RESULTS message. */
+static void journal_release(farm_engine *e) {
+  size_t n;
+  farm_journal_held *h = farm__journal_sync(e->journal, &n);
+  for (size_t i = 0; i < n; i++) {
+    job_over(e, h[i].j, h[i].state);
+    farm__job_unref(h[i].j);
+  }
+  const char *why = farm__journal_error(e->journal);
+  if (why) farm__term_say(e->term, "farm: %s", why);
+}
+
+/* At submit (the caller's thread): a call the journal recorded ends at once
+   with its recorded result, without going to a worker. 1 when it did. */
+static int journal_replay(farm_engine *e, farm_job *j) {
+  engine_lock(e);
+  int st = farm__journal_replay(e->journal, j);
+  if (st) {
+    job_over(e, j, st);            /* (events, echo of what it printed, callbacks) */
+    farm__job_unref(j);            /* the engine's */
+    wake_waiters(e);
+  }
+  engine_unlock(e);
+  if (st) farm__term_flush(e->term);
+  return st != 0;
+}
+
+/* The run ends: records no call took are said once. */
+static void journal_end(farm_engine *e) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s", farm__journal_path(e->journal));
+  size_t left = farm__journal_close(e->journal);
+  if (left)
+    farm__term_say(e->term, "farm: journal %s: %zu recorded job%s did not match this run's calls (changed arguments?)",
+                   path, left, left == 1 ? "" : "s");
+  e->journal = NULL;
+}
+
 /* A result of at least this many bytes that takes at least 1/KEEP_PART of its
    message points into the message (rx) instead of being copied out of it:
    large results are the ones a copy costs, and a small one never keeps a large
@@ -928,7 +987,8 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
           j->part_untrusted = p->ops->untrusted;
         }
       }
-      job_over(e, j, st);
+      if (e->journal && !j->owner && st != JOB_CANCELLED) journal_hold(e, j, st);
+      else job_over(e, j, st);
     }
     p->jobs++;
     p->busy += busy;
@@ -936,6 +996,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
     got++;
     farm__job_unref(j);
   }
+  if (e->journal) journal_release(e);
   if (got && e->restart_workers && p->ops->restartable && !p->inflight && !p->closing) {
     farm_buf q;                    /* a fresh process for the next job: this one quits */
     farm__buf_init(&q);
@@ -1948,6 +2009,7 @@ void farm__engine_submit(farm_engine *e, farm_job *j) {
   __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);   /* the engine's */
   size_t outstanding = __atomic_add_fetch(&e->outstanding, 1, __ATOMIC_SEQ_CST);
   __atomic_add_fetch(&e->submitted, 1, __ATOMIC_RELAXED);
+  if (e->journal && journal_replay(e, j)) return;
   farm_job *head = __atomic_load_n(&e->incoming, __ATOMIC_RELAXED);
   do j->next = head;
   while (!__atomic_compare_exchange_n(&e->incoming, &head, j, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
@@ -2360,6 +2422,10 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
       goto fail;
     }
   }
+  if (o->journal && farm__journal_open(&e->journal, o->journal, o->journal_id, err, errlen) < 0) {
+    rc = FARM_EINVAL;
+    goto fail;
+  }
   if (!o->keep_files && !(e->files_out = farm__files_new(e->term, o->dest))) {
     snprintf(err, errlen, "out of memory");
     rc = FARM_ENOMEM;
@@ -2429,6 +2495,7 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
   *out = e;
   return 0;
 fail:
+  if (e->journal) { farm__journal_close(e->journal); e->journal = NULL; }   /* (nothing to say) */
   farm__engine_close(e);
   farm__engine_free(e);
   return rc;
@@ -2483,6 +2550,7 @@ void farm__engine_close(farm_engine *e) {
     free(p);
   }
   e->npeers = 0;
+  if (e->journal) journal_end(e);
   farm__sockdir_remove(e->dir);
   atomic_store(&e->closed, 1);
   changed(e);

@@ -48,6 +48,9 @@ typedef struct farm_engine_opts {
   int keep_files;                  /* a node's: sent files are kept for farm__engine_take_files */
   int report_starts;               /* a node's: jobs' ext_ids as they begin, for
                                       farm__engine_take_started */
+  const char *journal;             /* farm run --journal: results kept there, and taken from
+                                      it at submit (journal.h); NULL: none */
+  const unsigned char *journal_id; /* ...and what names the run (FARM_JOURNAL_IDLEN bytes) */
 } farm_engine_opts;
 
 typedef struct farm_engine farm_engine;

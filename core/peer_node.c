@@ -53,15 +53,35 @@
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define TCP_LOOK 0.2               /* how often the link's TCP connection is looked at */
 #define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
+#define SLURM_WAIT 60.0            /* --slurm-wait's default: the step may wait to start */
+#define SLURM_SAY 1.0              /* when a step not started yet is asked about, and said */
+#define SLURM_ASK 2.0              /* ...and asked about again while it is not pending */
+#define SLURM_QUIET_FOR 5.0        /* a step that started but whose nodes have not called */
 
 /* The one srun that starts a node on every node of a Slurm allocation; its
-   nodes share it (the last one closed stops it). */
+   nodes share it (the last one closed stops it).
+
+   A step may wait to start (other steps hold the allocation's CPUs; or, with a
+   stale SLURM_JOB_NODELIST outside an allocation, srun's own job waits in the
+   queue). srun runs with --immediate=--slurm-wait: at that limit it gives up
+   and withdraws its request itself; its parent-death signal is SIGTERM, on
+   which srun withdraws a pending request too (SIGKILL would leave a job
+   PENDING) or ends a running step. From SLURM_SAY on, one connect thread asks
+   Slurm why (step_why: squeue for the job, scontrol for a step, which squeue
+   does not list while it waits) and says it in one line. */
 typedef struct srun_step {
   pid_t pid;
   int in_fd, err_fd;               /* its stdin (the key; open while we run), its stderr */
-  int refs;
+  int refs;                        /* (atomic: abandoned connect threads drop theirs) */
   int ended;
   char last[300];                  /* the last line it wrote on stderr */
+  double started, wait;            /* when srun started; --slurm-wait */
+  long job;                        /* its job: SLURM_JOB_ID, or the one srun asked for */
+  int nodes;                       /* how many nodes it starts */
+  double asked;                    /* when Slurm was last asked about it (0: never) */
+  int said;                        /* its wait was said */
+  int pending;                     /* Slurm said it waits to start (why: what for) */
+  char why[300];
   pthread_mutex_t mu;
 } srun_step;
 
@@ -190,6 +210,8 @@ static int step_alive(srun_step *st) {
     char *line = buf, *nl;
     while ((nl = strchr(line, '\n'))) {
       *nl = 0;
+      long job;
+      if (sscanf(line, "srun: job %ld queued", &job) == 1 && job > 0) st->job = job;   /* (its own job) */
       if (*line) snprintf(st->last, sizeof st->last, "%.299s", line);
       line = nl + 1;
     }
@@ -205,7 +227,7 @@ static int step_alive(srun_step *st) {
 }
 
 static void step_unref(srun_step *st) {
-  if (!st || --st->refs > 0) return;
+  if (!st || __atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   if (st->in_fd >= 0) close(st->in_fd);         /* the nodes see their stdin close */
   if (st->pid > 0) {
     kill(st->pid, SIGTERM);                       /* srun ends the step on every node */
@@ -219,6 +241,51 @@ static void step_unref(srun_step *st) {
   free(st);
 }
 
+/* What Slurm says of job's step that srun (pid) has not started: 1 when it
+   waits to start, with why in why; 0 when it does not (or Slurm does not say).
+   squeue gives a pending job's reason; a pending step only `scontrol show
+   step` lists (Slurm 22.05), with the srun that asked for it. (A connect
+   thread; a second or so when slurmctld answers.) */
+static int step_why(long job, pid_t pid, char *why, size_t n) {
+  char cmd[160], line[1024];
+  why[0] = 0;
+  if (job <= 0) return 0;
+  snprintf(cmd, sizeof cmd, "squeue -h -j %ld -o '%%T %%r' 2>/dev/null", job);
+  FILE *f = popen(cmd, "r");
+  if (!f) return 0;
+  char state[40] = "", reason[200] = "";
+  if (fgets(line, sizeof line, f)) sscanf(line, "%39s %199[^\n]", state, reason);
+  pclose(f);
+  if (!strcmp(state, "PENDING")) {
+    snprintf(why, n, "its job %ld is pending (squeue's reason: %s)", job, reason[0] ? reason : "none given");
+    return 1;
+  }
+  if (strcmp(state, "RUNNING")) return 0;
+  snprintf(cmd, sizeof cmd, "scontrol -o show step %ld 2>/dev/null", job);
+  if (!(f = popen(cmd, "r"))) return 0;
+  char mine[40], others[200] = "";
+  snprintf(mine, sizeof mine, ":%ld", (long)pid);
+  int pending = 0;
+  size_t k = 0;
+  while (fgets(line, sizeof line, f)) {
+    char *srun = strstr(line, "SrunHost:Pid="), *end = srun ? srun + strcspn(srun, " \n") : NULL;
+    size_t ml = strlen(mine);
+    if (srun && strstr(line, "State=PENDING") && (size_t)(end - srun) > ml && !strncmp(end - ml, mine, ml)) pending = 1;
+    else if (strstr(line, "State=RUNNING") && k + 60 < sizeof others) {
+      char id[40] = "", name[40] = "";
+      const char *s = strstr(line, "StepId="), *nm = strstr(line, " Name=");
+      if (s) sscanf(s, "StepId=%39s", id);
+      if (nm) sscanf(nm, " Name=%39s", name);
+      if (id[0] && !strstr(id, ".extern") && !strstr(id, ".batch"))
+        k += (size_t)snprintf(others + k, sizeof others - k, "%s%s (%s)", k ? ", " : "", id, name);
+    }
+  }
+  pclose(f);
+  if (!pending) return 0;
+  if (others[0]) snprintf(why, n, "job %ld's CPUs are taken by its step%s %s", job, strchr(others, ',') ? "s" : "", others);
+  else snprintf(why, n, "job %ld has no free CPUs for it (scontrol: step pending)", job);
+  return 1;
+}
 
 /* Start `farm node --launched --connect-back` on every node of the allocation,
    one task each, with srun; its stdin (given to every task: --input=all) says
@@ -238,13 +305,24 @@ static srun_step *start_srun(const farm_peer_host *h, node **ns, int *idx, int m
   char nn[32], exe[600];
   snprintf(nn, sizeof nn, "%d", m);
   snprintf(exe, sizeof exe, "%s", o->remote_farm && *o->remote_farm ? o->remote_farm : h->exe);
+  /* not --quiet: srun says "job N queued" when it has to ask for a job */
+  st->wait = o->slurm_wait > 0 ? o->slurm_wait : SLURM_WAIT;
+  char imm[40];
+  snprintf(imm, sizeof imm, "--immediate=%ld", (long)(st->wait + 0.999));
+  const char *jid = getenv("SLURM_JOB_ID");
+  if (!jid || !*jid) jid = getenv("SLURM_JOBID");
+  st->job = jid ? atol(jid) : 0;
+  st->nodes = m;
   char *argv[] = { "srun", "--nodes", nn, "--ntasks", nn, "--ntasks-per-node", "1", "--input", "all",
-                   "--kill-on-bad-exit=1", "--quiet", exe, "node", "--launched", "--connect-back", NULL };
+                   "--kill-on-bad-exit=1", imm, exe, "node", "--launched", "--connect-back", NULL };
   pid_t parent = getpid();
+  st->started = farm__now();
   pid_t pid = fork();
   if (pid < 0) { snprintf(err, errlen, "cannot start srun: %s", strerror(errno)); goto fail; }
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);            /* the step ends with its client */
+    /* the step ends with its client; SIGTERM, on which srun also withdraws a
+       request still pending (a SIGKILLed srun leaves its job in the queue) */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(127);
     sigset_t none;
     sigemptyset(&none);
@@ -287,16 +365,64 @@ fail:
   return NULL;
 }
 
+/* A step not started after SLURM_SAY: ask Slurm why (one thread for the
+   step at a time), and say it once. 1 when it has waited past --slurm-wait
+   (and srun, given --immediate, has not given up itself). */
+static int step_waits(node *n) {
+  srun_step *st = n->step;
+  double now = farm__now();
+  pthread_mutex_lock(&st->mu);
+  int ask = now - st->started >= SLURM_SAY && (!st->asked || (!st->said && now - st->asked >= SLURM_ASK) ||
+                                                (now - st->started > st->wait + 5 && now - st->asked >= SLURM_ASK));
+  if (ask) st->asked = now;                    /* the others wait for this one's answer */
+  long job = st->job;
+  pid_t pid = st->pid;
+  pthread_mutex_unlock(&st->mu);
+  if (!ask) return 0;
+  char why[300];
+  int pending = step_why(job, pid, why, sizeof why);
+  pthread_mutex_lock(&st->mu);
+  st->pending = pending;
+  if (pending) snprintf(st->why, sizeof st->why, "%s", why);
+  int say = !st->said && (pending || farm__now() - st->started >= SLURM_QUIET_FOR);
+  if (say) st->said = 1;
+  int over = pending && farm__now() - st->started > st->wait + 5;
+  pthread_mutex_unlock(&st->mu);
+  if (say && !n->quiet) {
+    if (pending)
+      fprintf(stderr, "farm: the Slurm step for %d node%s waits to start: %s; farm gives up at %g s (--slurm-wait S)\n",
+              st->nodes, st->nodes == 1 ? "" : "s", why, st->wait);
+    else
+      fprintf(stderr, "farm: waiting for the node%s srun started to connect back%s\n",
+              st->nodes == 1 ? "" : "s", job > 0 ? "" : " (Slurm did not say which job)");
+  }
+  return over;
+}
+
+/* Why a step that never started was given up: into n->err. */
+static void step_not_started(node *n, const char *srun_said) {
+  srun_step *st = n->step;
+  if (!strncmp(srun_said, "srun: ", 6)) srun_said += 6;
+  if (!strncmp(srun_said, "error: ", 7)) srun_said += 7;
+  pthread_mutex_lock(&st->mu);
+  snprintf(n->err, sizeof n->err, "the Slurm step did not start within %g s: %.200s%s%.150s; "
+           "give it longer with --slurm-wait S", st->wait, st->why,
+           srun_said[0] ? "; srun: " : "", srun_said);
+  pthread_mutex_unlock(&st->mu);
+}
+
 /* Until something is connected to n's link (sendable), srun's node or not. */
 static int await_connection(node *n, double until) {
   for (;;) {
     struct pollfd pfd = { .fd = farm__link_sndfd(n->link), .events = POLLIN };
     if (poll(&pfd, 1, 100) == 1) return 0;
     if (!step_alive(n->step)) {
+      if (n->step->pending) { step_not_started(n, n->step->last); return FARM_ETIMEDOUT; }
       snprintf(n->err, sizeof n->err, "srun ended before its node connected%s%s",
                n->step->last[0] ? ": " : "", n->step->last);
       return FARM_ESPAWN;
     }
+    if (step_waits(n)) { step_not_started(n, ""); return FARM_ETIMEDOUT; }
     if (farm__now() > until) {
       snprintf(n->err, sizeof n->err, "its node did not connect back within %g s (can the "
                "allocation's nodes reach this host? srun said: %s)", SRUN_TIMEOUT,
@@ -313,7 +439,7 @@ static int await_step_node(node *n) {
   /* a few KiB a message until the handshake is done: anyone may connect here */
   int rc = farm__link_open(&n->link, url, 1, FARM_LOBBY_MAXMSG, why, sizeof why);
   if (rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return rc; }
-  return await_connection(n, farm__now() + SRUN_TIMEOUT);
+  return await_connection(n, n->step->started + n->step->wait + SRUN_TIMEOUT);
 }
 
 /* An AUTHNO where a node's HELLO was due: its words, in err. */

@@ -22,6 +22,13 @@
  * per host to connect (SSH, TCP, the handshake) in parallel; after that its
  * ops run on the engine's loop thread with the engine's lock held (peer.h),
  * and it reaches the engine only through the farm_peer_host it is handed.
+ * The caller waits for the connect threads in ppoll with every signal blocked
+ * but SIGINT, SIGTERM, SIGHUP and SIGQUIT (the threads block them all): a host
+ * slow to answer is said after WAIT_SAY ("farm: waiting for node X (what
+ * for)"), and such a signal caught by a handler (Ctrl-C in `farm run`) ends
+ * the wait at once: the threads still connecting are left to finish on their
+ * own and then free their node (struct gate, shared with them), an srun is
+ * sent SIGTERM, and farm__nodes_open returns FARM_ECLOSED, "interrupted".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +56,7 @@
 #include "ssh.h"
 
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
+#define WAIT_SAY 1.0               /* a host not connected by then is said */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define TCP_LOOK 0.2               /* how often the link's TCP connection is looked at */
@@ -98,6 +106,9 @@ typedef struct node {
   srun_step *step;                 /* a node started by srun (it connects back to us) */
   int index;                       /* ...its task number there */
   /* while connecting (one thread per host) */
+  struct gate *gate;
+  int done, abandoned;             /* (under gate->mu) */
+  const char *phase;               /* what it waits for, for the caller's line (atomic) */
   const farm_engine_opts *o;
   size_t maxmsg;
   farm_link *link;
@@ -106,6 +117,33 @@ typedef struct node {
 } node;
 
 static node *N_(farm_peer *p) { return p->kind; }
+
+/* What the connect threads share with the caller that waits for them: a
+   thread that is done writes a byte; one the caller abandoned (a signal) frees
+   its node itself; the last one out frees the gate. The options are a copy:
+   the caller's may be gone by then. */
+typedef struct gate {
+  pthread_mutex_t mu;
+  int refs;
+  int fd[2];
+  farm_engine_opts o;
+  char remote_farm[600];
+  unsigned char key[FARM_KEYLEN];
+} gate;
+
+static void gate_unref(gate *g) {
+  pthread_mutex_lock(&g->mu);
+  int left = --g->refs;
+  pthread_mutex_unlock(&g->mu);
+  if (left > 0) return;
+  close(g->fd[0]);
+  close(g->fd[1]);
+  pthread_mutex_destroy(&g->mu);
+  sodium_memzero(g->key, sizeof g->key);
+  free(g);
+}
+
+static void set_phase(node *n, const char *what) { __atomic_store_n(&n->phase, what, __ATOMIC_RELEASE); }
 
 /* ---- connecting --------------------------------------------------------------- */
 
@@ -462,8 +500,10 @@ static void *connect_one(void *arg) {
     if (n->rc < 0) return NULL;
     goto handshake;
   }
+  set_phase(n, n->h.kind == FARM_HOST_SSH ? "the SSH login and its farm node" : "a TCP connection");
   n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
   if (n->rc < 0) return NULL;
+  set_phase(n, "its answer to our handshake");
   snprintf(url, sizeof url, "tcp://%s:%d", addr, port);
   /* hello at the node's lobby, then a link of our own (session.h) */
   n->rc = farm__lobby_client(url, n->key, CONNECT_TIMEOUT, n->maxmsg, &n->link, why, sizeof why);
@@ -485,6 +525,7 @@ hello:
     snprintf(why, sizeof why, "authentication failed: the node has a key and none was given here "
              "(pass --key-file F, or set FARM_KEY_FILE)");
   if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+  set_phase(n, "its HELLO");
   double until = farm__now() + CONNECT_TIMEOUT;
   for (;;) {
     void *m;
@@ -514,6 +555,75 @@ hello:
     }
     struct pollfd pfd = { .fd = farm__link_rcvfd(n->link), .events = POLLIN };
     poll(&pfd, 1, 50);
+  }
+}
+
+/* A node nobody will use: what it holds, and itself. */
+static void node_discard(node *n) {
+  farm__link_close(n->link);
+  farm__ssh_close(n->ssh);
+  step_unref(n->step);
+  free(n->hello);
+  sodium_memzero(n->key, sizeof n->key);
+  free(n);
+}
+
+/* A connect thread: connect_one, then tell the caller (or, when it has left,
+   free the node). */
+static void *connect_thread(void *arg) {
+  node *n = arg;
+  gate *g = n->gate;
+  connect_one(n);
+  pthread_mutex_lock(&g->mu);
+  n->done = 1;
+  int abandoned = n->abandoned;
+  char one = 1;
+  if (write(g->fd[1], &one, 1) < 0) { /* full: the caller is awake anyway */ }
+  pthread_mutex_unlock(&g->mu);
+  if (abandoned) node_discard(n);
+  gate_unref(g);
+  return NULL;
+}
+
+/* Wait for the connect threads (started[i]); say the hosts still connecting
+   after WAIT_SAY. 0 when all are done, -1 when a signal (Ctrl-C) came first. */
+static int await_threads(gate *g, node **ns, const int *started, int nh, int quiet) {
+  /* during ppoll only the signals that ask to stop are let in (as the caller
+     has them); any other waits until ppoll returns */
+  sigset_t mask;
+  pthread_sigmask(SIG_BLOCK, NULL, &mask);
+  static const int stop[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP };
+  for (int s = 1; s < NSIG; s++) {
+    int keep = 0;
+    for (size_t k = 0; k < sizeof stop / sizeof *stop; k++) keep |= stop[k] == s;
+    if (!keep) sigaddset(&mask, s);
+  }
+  double t0 = farm__now();
+  int said = 0;
+  for (;;) {
+    int left = 0;
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < nh; i++) left += started[i] && !ns[i]->done;
+    pthread_mutex_unlock(&g->mu);
+    if (!left) return 0;
+    double now = farm__now();
+    if (!said && now - t0 >= WAIT_SAY) {
+      said = 1;
+      pthread_mutex_lock(&g->mu);
+      for (int i = 0; i < nh; i++)     /* (a Slurm step says its own wait: step_waits) */
+        if (started[i] && !ns[i]->done && ns[i]->h.kind != FARM_HOST_SLURM && !quiet) {
+          const char *what = __atomic_load_n(&ns[i]->phase, __ATOMIC_ACQUIRE);
+          fprintf(stderr, "farm: waiting for node %s (%s; Ctrl-C stops)\n", ns[i]->name, what ? what : "its thread to start");
+        }
+      pthread_mutex_unlock(&g->mu);
+    }
+    double t = said ? 1.0 : t0 + WAIT_SAY - now;
+    struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
+    struct pollfd pfd = { .fd = g->fd[0], .events = POLLIN };
+    int pr = ppoll(&pfd, 1, &ts, &mask);
+    if (pr < 0 && errno == EINTR) return -1;
+    char buf[64];
+    if (pr > 0) while (read(g->fd[0], buf, sizeof buf) > 0) {}
   }
 }
 
@@ -714,10 +824,21 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
   node **ns = calloc((size_t)nh, sizeof *ns);
   pthread_t *th = calloc((size_t)nh, sizeof *th);
   int *started = calloc((size_t)nh, sizeof *started);
+  gate *g = calloc(1, sizeof *g);
   unsigned char runkey[FARM_KEYLEN];
   randombytes_buf(runkey, sizeof runkey);   /* for the nodes started for this run */
   int rc = 0, made = 0, first = 0;
-  if (!ns || !th || !started) { rc = FARM_ENOMEM; goto done; }
+  if (g && pipe2(g->fd, O_CLOEXEC | O_NONBLOCK) < 0) { free(g); g = NULL; }
+  if (!ns || !th || !started || !g) { rc = FARM_ENOMEM; goto done; }
+  pthread_mutex_init(&g->mu, NULL);
+  g->refs = 1;
+  g->o = *o;                         /* what the threads read of the options */
+  g->o.hosts = NULL;
+  g->o.nhosts = 0;
+  snprintf(g->remote_farm, sizeof g->remote_farm, "%s", o->remote_farm ? o->remote_farm : "");
+  g->o.remote_farm = o->remote_farm ? g->remote_farm : NULL;
+  if (o->key) memcpy(g->key, o->key, FARM_KEYLEN);
+  g->o.key = o->key ? g->key : NULL;
   for (int i = 0; i < nh; i++) {
     node *n = ns[i] = calloc(1, sizeof *n);
     if (!n) { rc = FARM_ENOMEM; goto done; }
@@ -729,7 +850,8 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
     n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
     if (n->beat < FARM_BEAT_MIN) n->beat = FARM_BEAT_MIN;   /* the fastest a node beats */
     n->quiet = o->quiet;
-    n->o = o;
+    n->o = &g->o;
+    n->gate = g;
     n->maxmsg = h->maxmsg + (1u << 16);
   }
   /* the allocation's nodes: one srun starts them all, each connects back */
@@ -754,12 +876,42 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
     }
     free(idx);
   }
+  /* the threads take no signal: the caller's wait hears Ctrl-C */
+  sigset_t all, old;
+  sigfillset(&all);
+  static const int sync_sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS };
+  for (size_t k = 0; k < sizeof sync_sigs / sizeof *sync_sigs; k++) sigdelset(&all, sync_sigs[k]);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   for (int i = 0; i < nh; i++) {
     if (ns[i]->rc < 0) continue;
-    started[i] = pthread_create(&th[i], NULL, connect_one, ns[i]) == 0;
-    if (!started[i]) connect_one(ns[i]);
+    pthread_mutex_lock(&g->mu);
+    g->refs++;
+    pthread_mutex_unlock(&g->mu);
+    started[i] = pthread_create(&th[i], NULL, connect_thread, ns[i]) == 0;
+    if (started[i]) pthread_detach(th[i]);
+    else { gate_unref(g); connect_one(ns[i]); }
   }
-  for (int i = 0; i < nh; i++) if (started[i]) pthread_join(th[i], NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (await_threads(g, ns, started, nh, o->quiet) < 0) {
+    /* interrupted: the threads still connecting finish on their own, and an
+       srun is told to stop now (SIGTERM: it withdraws a pending request) */
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < nh; i++)
+      if (started[i] && !ns[i]->done) {
+        ns[i]->abandoned = 1;
+        srun_step *st = ns[i]->step;
+        if (st) {
+          pthread_mutex_lock(&st->mu);
+          if (st->pid > 0 && !st->ended) kill(st->pid, SIGTERM);
+          pthread_mutex_unlock(&st->mu);
+        }
+        ns[i] = NULL;                /* its thread's now */
+      }
+    pthread_mutex_unlock(&g->mu);
+    snprintf(err, errlen, "interrupted while connecting to the nodes");
+    rc = FARM_ECLOSED;
+    goto done;
+  }
   err[0] = 0;
   int up = 0, told = 0;
   for (int i = 0; i < nh; i++) up += ns[i]->rc >= 0;
@@ -812,19 +964,14 @@ done:
   if (first) *first_rc = first;
   sodium_memzero(runkey, sizeof runkey);
   for (int i = 0; ns && i < nh; i++)
-    if (ns[i]) {
-      farm__link_close(ns[i]->link);
-      farm__ssh_close(ns[i]->ssh);
-      step_unref(ns[i]->step);
-      free(ns[i]->hello);
-      free(ns[i]);
-    }
+    if (ns[i]) node_discard(ns[i]);
   free(ns);
   free(th);
   free(started);
+  if (g) gate_unref(g);
   if (rc < 0) {
     for (int i = 0; i < made; i++) { node_close(out[i]); farm__buf_free(&out[i]->pend); free(out[i]); }
-    snprintf(err, errlen, "out of memory");
+    if (rc == FARM_ENOMEM) snprintf(err, errlen, "out of memory");
     return rc;
   }
   return made;

@@ -56,7 +56,8 @@
 #include "ssh.h"
 
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
-#define WAIT_SAY 1.0               /* a host not connected by then is said */
+#define WAIT_SAY 1.0               /* a host not connected by then is said... */
+#define WAIT_SAY_SSH 3.0           /* ...or, while its SSH login lasts (0.3-0.5 s, more when busy), by then */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define TCP_LOOK 0.2               /* how often the link's TCP connection is looked at */
@@ -107,7 +108,7 @@ typedef struct node {
   int index;                       /* ...its task number there */
   /* while connecting (one thread per host) */
   struct gate *gate;
-  int done, abandoned;             /* (under gate->mu) */
+  int done, abandoned, said;       /* (under gate->mu) */
   const char *phase;               /* what it waits for, for the caller's line (atomic) */
   const farm_engine_opts *o;
   size_t maxmsg;
@@ -144,6 +145,7 @@ static void gate_unref(gate *g) {
 }
 
 static void set_phase(node *n, const char *what) { __atomic_store_n(&n->phase, what, __ATOMIC_RELEASE); }
+static const char SSH_PHASE[] = "the SSH login and its farm node";
 
 /* ---- connecting --------------------------------------------------------------- */
 
@@ -500,7 +502,7 @@ static void *connect_one(void *arg) {
     if (n->rc < 0) return NULL;
     goto handshake;
   }
-  set_phase(n, n->h.kind == FARM_HOST_SSH ? "the SSH login and its farm node" : "a TCP connection");
+  set_phase(n, n->h.kind == FARM_HOST_SSH ? SSH_PHASE : "a TCP connection");
   n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
   if (n->rc < 0) return NULL;
   set_phase(n, "its answer to our handshake");
@@ -585,8 +587,9 @@ static void *connect_thread(void *arg) {
   return NULL;
 }
 
-/* Wait for the connect threads (started[i]); say the hosts still connecting
-   after WAIT_SAY. 0 when all are done, -1 when a signal (Ctrl-C) came first. */
+/* Wait for the connect threads (started[i]); say each host still connecting
+   after WAIT_SAY (WAIT_SAY_SSH while it logs in). 0 when all are done, -1 when
+   a signal (Ctrl-C) came first. */
 static int await_threads(gate *g, node **ns, const int *started, int nh, int quiet) {
   /* during ppoll only the signals that ask to stop are let in (as the caller
      has them); any other waits until ppoll returns */
@@ -599,25 +602,23 @@ static int await_threads(gate *g, node **ns, const int *started, int nh, int qui
     if (!keep) sigaddset(&mask, s);
   }
   double t0 = farm__now();
-  int said = 0;
   for (;;) {
     int left = 0;
+    double now = farm__now();
     pthread_mutex_lock(&g->mu);
-    for (int i = 0; i < nh; i++) left += started[i] && !ns[i]->done;
+    for (int i = 0; i < nh; i++) {
+      node *n = ns[i];
+      if (!started[i] || n->done) continue;
+      left++;
+      const char *what = __atomic_load_n(&n->phase, __ATOMIC_ACQUIRE);
+      /* (a Slurm step says its own wait: step_waits) */
+      if (n->said || quiet || n->h.kind == FARM_HOST_SLURM || now - t0 < (what == SSH_PHASE ? WAIT_SAY_SSH : WAIT_SAY)) continue;
+      n->said = 1;
+      fprintf(stderr, "farm: waiting for node %s (%s; Ctrl-C stops)\n", n->name, what ? what : "its thread to start");
+    }
     pthread_mutex_unlock(&g->mu);
     if (!left) return 0;
-    double now = farm__now();
-    if (!said && now - t0 >= WAIT_SAY) {
-      said = 1;
-      pthread_mutex_lock(&g->mu);
-      for (int i = 0; i < nh; i++)     /* (a Slurm step says its own wait: step_waits) */
-        if (started[i] && !ns[i]->done && ns[i]->h.kind != FARM_HOST_SLURM && !quiet) {
-          const char *what = __atomic_load_n(&ns[i]->phase, __ATOMIC_ACQUIRE);
-          fprintf(stderr, "farm: waiting for node %s (%s; Ctrl-C stops)\n", ns[i]->name, what ? what : "its thread to start");
-        }
-      pthread_mutex_unlock(&g->mu);
-    }
-    double t = said ? 1.0 : t0 + WAIT_SAY - now;
+    double t = now - t0 < WAIT_SAY ? t0 + WAIT_SAY - now : 0.25;
     struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
     struct pollfd pfd = { .fd = g->fd[0], .events = POLLIN };
     int pr = ppoll(&pfd, 1, &ts, &mask);

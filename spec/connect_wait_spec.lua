@@ -24,14 +24,8 @@ describe("a client waiting for a busy standing node", function()
 
   local function hosts() return ("--hosts node://127.0.0.1:%d --key-file %s"):format(bed.port, q(bed.key)) end
 
-  -- farm run in the background, as a shell runs it: its pid; what it wrote and
-  -- its exit status land in files under the bed's directory
   local function start_run(args)
-    local d = bed.dir
-    local script = H.tmp(SCRIPT)
-    H.bg(("sh -c %s"):format(q(("%s run %s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
-      :format(q(H.farm), q(script), args, q(d .. "/out"), q(d .. "/err"), q(d .. "/pid"), q(d .. "/rc")))))
-    local pid = H.wait_for(function() return tonumber(H.slurp(d .. "/pid"):match("%d+")) end, 10)
+    local pid = H.run_script_bg(bed.dir, SCRIPT, args)
     assert.is_truthy(pid, "farm run did not start")
     return pid
   end

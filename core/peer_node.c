@@ -889,16 +889,18 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
     g->refs++;
     pthread_mutex_unlock(&g->mu);
     started[i] = pthread_create(&th[i], NULL, connect_thread, ns[i]) == 0;
-    if (started[i]) pthread_detach(th[i]);
-    else { gate_unref(g); connect_one(ns[i]); }
+    if (!started[i]) { gate_unref(g); connect_one(ns[i]); }
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (await_threads(g, ns, started, nh, o->quiet) < 0) {
+  int stopped = await_threads(g, ns, started, nh, o->quiet) < 0;
+  if (stopped) {
     /* interrupted: the threads still connecting finish on their own, and an
        srun is told to stop now (SIGTERM: it withdraws a pending request) */
     pthread_mutex_lock(&g->mu);
     for (int i = 0; i < nh; i++)
       if (started[i] && !ns[i]->done) {
+        pthread_detach(th[i]);
+        started[i] = 2;
         ns[i]->abandoned = 1;
         srun_step *st = ns[i]->step;
         if (st) {
@@ -909,6 +911,11 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
         ns[i] = NULL;                /* its thread's now */
       }
     pthread_mutex_unlock(&g->mu);
+  }
+  /* the threads that are done are joined: a thread's own state (OpenSSL's, for
+     one) is gone once it has ended */
+  for (int i = 0; i < nh; i++) if (started[i] == 1) pthread_join(th[i], NULL);
+  if (stopped) {
     snprintf(err, errlen, "interrupted while connecting to the nodes");
     rc = FARM_ECLOSED;
     goto done;

@@ -457,7 +457,10 @@ static int await_connection(node *n, double until) {
     struct pollfd pfd = { .fd = farm__link_sndfd(n->link), .events = POLLIN };
     if (poll(&pfd, 1, 100) == 1) return 0;
     if (!step_alive(n->step)) {
-      if (n->step->pending) { step_not_started(n, n->step->last); return FARM_ETIMEDOUT; }
+      pthread_mutex_lock(&n->step->mu);
+      int pending = n->step->pending;
+      pthread_mutex_unlock(&n->step->mu);
+      if (pending) { step_not_started(n, n->step->last); return FARM_ETIMEDOUT; }
       snprintf(n->err, sizeof n->err, "srun ended before its node connected%s%s",
                n->step->last[0] ? ": " : "", n->step->last);
       return FARM_ESPAWN;

@@ -58,6 +58,8 @@ static const char usage[] =
   "  --remote-farm PATH  the farm executable on the SSH hosts (default: farm on their PATH)\n"
   "  --heartbeat S     seconds between heartbeats with nodes (default 1); a node silent\n"
   "                    for 5 heartbeats is lost and its jobs run elsewhere\n"
+  "  --slurm-wait S    --nodes slurm: how long srun's step may wait to start (default 60);\n"
+  "                    after 1 s farm says why it waits (squeue), at S it gives up\n"
   "  --dest DIR        where files that jobs send back (farm.send_file) go (default: the\n"
   "                    run's own farm-out/YYYYmmdd-HHMMSS-PID, made at the first file);\n"
   "                    a file from a node never replaces one that is there\n"

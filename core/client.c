@@ -137,6 +137,8 @@ static int l_new(lua_State *L) {
   o.remote_farm = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 1, "heartbeat");
   o.heartbeat = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 1, "slurm_wait");
+  o.slurm_wait = luaL_optnumber(L, -1, 0);
   lua_getfield(L, 1, "dest");
   o.dest = luaL_optstring(L, -1, NULL);
   lua_getfield(L, 1, "max_file");

@@ -48,12 +48,13 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
   if (strcmp(a, "--accept-new-hosts") == 0) { o->accept_new = 1; return 1; }
   if (strcmp(a, "--nodes") && strcmp(a, "--hosts") && strcmp(a, "--key-file") &&
       strcmp(a, "--remote-farm") && strcmp(a, "--heartbeat") && strcmp(a, "--dest") &&
-      strcmp(a, "--max-file"))
+      strcmp(a, "--max-file") && strcmp(a, "--slurm-wait"))
     return 0;
   if (*i + 1 >= argc || !*argv[*i + 1])
     return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
                 : !strcmp(a, "--hosts") ? "%s needs a list of hosts, e.g. --hosts h1,h2:2222,node://h3:7070"
                 : !strcmp(a, "--heartbeat") ? "%s needs a number of seconds, e.g. --heartbeat 1"
+                : !strcmp(a, "--slurm-wait") ? "%s needs a number of seconds, e.g. --slurm-wait 300"
                 : !strcmp(a, "--dest") ? "%s needs a directory, e.g. --dest results"
                 : !strcmp(a, "--max-file") ? "%s needs a size, e.g. --max-file 200M"
                 : "%s needs a path", a);
@@ -76,6 +77,11 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
     if (*end || end == v || !(x >= 1) || x * mul > 192.0 * 1048576)
       return fail("--max-file takes a size such as 1000000, 500k or 100M (at most 192M), not '%s'", v);
     o->max_file = (long long)(x * mul);
+  } else if (!strcmp(a, "--slurm-wait")) {
+    char *end;
+    o->slurm_wait = strtod(v, &end);
+    if (*end || !(o->slurm_wait >= 1 && o->slurm_wait <= 86400))
+      return fail("--slurm-wait takes seconds from 1 to 86400, not '%s'", v);
   } else {
     char *end;
     o->heartbeat = strtod(v, &end);
@@ -125,6 +131,7 @@ void farm__pool_config(lua_State *L, const farm_pool_opts *o) {
   set_str(L, "remote_farm", o->remote_farm);
   if (o->accept_new) { lua_pushboolean(L, 1); lua_setfield(L, -2, "accept_new_hosts"); }
   if (o->heartbeat > 0) { lua_pushnumber(L, o->heartbeat); lua_setfield(L, -2, "heartbeat"); }
+  if (o->slurm_wait > 0) { lua_pushnumber(L, o->slurm_wait); lua_setfield(L, -2, "slurm_wait"); }
   set_str(L, "dest", o->dest);
   if (o->max_file > 0) { lua_pushinteger(L, o->max_file); lua_setfield(L, -2, "max_file"); }
   lua_call(L, 1, 0);

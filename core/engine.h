@@ -39,6 +39,7 @@ typedef struct farm_engine_opts {
   int accept_new_hosts;            /* SSH: add unknown host keys to known_hosts */
   const char *remote_farm;         /* SSH: the farm executable there; NULL: "farm" */
   double heartbeat;                /* seconds between heartbeats on node links; 0: 1 s */
+  double slurm_wait;               /* --nodes slurm: seconds the step may wait to start; 0: 60 */
   int quiet;                       /* no "farm: node ... lost" lines on stderr */
   int restart_workers;             /* a fresh worker process for every job (ppserver -r) */
   const char *dest;                /* where farm.send_file's files go; NULL: the run's own

@@ -22,6 +22,13 @@
  * per host to connect (SSH, TCP, the handshake) in parallel; after that its
  * ops run on the engine's loop thread with the engine's lock held (peer.h),
  * and it reaches the engine only through the farm_peer_host it is handed.
+ * The caller waits for the connect threads in ppoll with every signal blocked
+ * but SIGINT, SIGTERM, SIGHUP and SIGQUIT (the threads block them all): a host
+ * slow to answer is said after WAIT_SAY ("farm: waiting for node X (what
+ * for)"), and such a signal caught by a handler (Ctrl-C in `farm run`) ends
+ * the wait at once: the threads still connecting are left to finish on their
+ * own and then free their node (struct gate, shared with them), an srun is
+ * sent SIGTERM, and farm__nodes_open returns FARM_ECLOSED, "interrupted".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,19 +56,41 @@
 #include "ssh.h"
 
 #define CONNECT_TIMEOUT 10.0       /* TCP, handshake and the node's HELLO */
+#define WAIT_SAY 1.0               /* a host not connected by then is said... */
+#define WAIT_SAY_SSH 3.0           /* ...or, while its SSH login lasts (0.3-0.5 s, more when busy), by then */
 #define SSH_TIMEOUT 30.0           /* login and the node's first line */
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define TCP_LOOK 0.2               /* how often the link's TCP connection is looked at */
 #define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
+#define SLURM_WAIT 60.0            /* --slurm-wait's default: the step may wait to start */
+#define SLURM_SAY 1.0              /* when a step not started yet is asked about, and said */
+#define SLURM_ASK 2.0              /* ...and asked about again while it is not pending */
+#define SLURM_QUIET_FOR 5.0        /* a step that started but whose nodes have not called */
 
 /* The one srun that starts a node on every node of a Slurm allocation; its
-   nodes share it (the last one closed stops it). */
+   nodes share it (the last one closed stops it).
+
+   A step may wait to start (other steps hold the allocation's CPUs; or, with a
+   stale SLURM_JOB_NODELIST outside an allocation, srun's own job waits in the
+   queue). srun runs with --immediate=--slurm-wait: at that limit it gives up
+   and withdraws its request itself; its parent-death signal is SIGTERM, on
+   which srun withdraws a pending request too (SIGKILL would leave a job
+   PENDING) or ends a running step. From SLURM_SAY on, one connect thread asks
+   Slurm why (step_why: squeue for the job, scontrol for a step, which squeue
+   does not list while it waits) and says it in one line. */
 typedef struct srun_step {
   pid_t pid;
   int in_fd, err_fd;               /* its stdin (the key; open while we run), its stderr */
-  int refs;
+  int refs;                        /* (atomic: abandoned connect threads drop theirs) */
   int ended;
   char last[300];                  /* the last line it wrote on stderr */
+  double started, wait;            /* when srun started; --slurm-wait */
+  long job;                        /* its job: SLURM_JOB_ID, or the one srun asked for */
+  int nodes;                       /* how many nodes it starts */
+  double asked;                    /* when Slurm was last asked about it (0: never) */
+  int said;                        /* its wait was said */
+  int pending;                     /* Slurm said it waits to start (why: what for) */
+  char why[300];
   pthread_mutex_t mu;
 } srun_step;
 
@@ -78,6 +107,9 @@ typedef struct node {
   srun_step *step;                 /* a node started by srun (it connects back to us) */
   int index;                       /* ...its task number there */
   /* while connecting (one thread per host) */
+  struct gate *gate;
+  int done, abandoned, said;       /* (under gate->mu) */
+  const char *phase;               /* what it waits for, for the caller's line (atomic) */
   const farm_engine_opts *o;
   size_t maxmsg;
   farm_link *link;
@@ -86,6 +118,34 @@ typedef struct node {
 } node;
 
 static node *N_(farm_peer *p) { return p->kind; }
+
+/* What the connect threads share with the caller that waits for them: a
+   thread that is done writes a byte; one the caller abandoned (a signal) frees
+   its node itself; the last one out frees the gate. The options are a copy:
+   the caller's may be gone by then. */
+typedef struct gate {
+  pthread_mutex_t mu;
+  int refs;
+  int fd[2];
+  farm_engine_opts o;
+  char remote_farm[600];
+  unsigned char key[FARM_KEYLEN];
+} gate;
+
+static void gate_unref(gate *g) {
+  pthread_mutex_lock(&g->mu);
+  int left = --g->refs;
+  pthread_mutex_unlock(&g->mu);
+  if (left > 0) return;
+  close(g->fd[0]);
+  close(g->fd[1]);
+  pthread_mutex_destroy(&g->mu);
+  sodium_memzero(g->key, sizeof g->key);
+  free(g);
+}
+
+static void set_phase(node *n, const char *what) { __atomic_store_n(&n->phase, what, __ATOMIC_RELEASE); }
+static const char SSH_PHASE[] = "the SSH login and its farm node";
 
 /* ---- connecting --------------------------------------------------------------- */
 
@@ -190,6 +250,8 @@ static int step_alive(srun_step *st) {
     char *line = buf, *nl;
     while ((nl = strchr(line, '\n'))) {
       *nl = 0;
+      long job;
+      if (sscanf(line, "srun: job %ld queued", &job) == 1 && job > 0) st->job = job;   /* (its own job) */
       if (*line) snprintf(st->last, sizeof st->last, "%.299s", line);
       line = nl + 1;
     }
@@ -205,7 +267,7 @@ static int step_alive(srun_step *st) {
 }
 
 static void step_unref(srun_step *st) {
-  if (!st || --st->refs > 0) return;
+  if (!st || __atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   if (st->in_fd >= 0) close(st->in_fd);         /* the nodes see their stdin close */
   if (st->pid > 0) {
     kill(st->pid, SIGTERM);                       /* srun ends the step on every node */
@@ -219,6 +281,51 @@ static void step_unref(srun_step *st) {
   free(st);
 }
 
+/* What Slurm says of job's step that srun (pid) has not started: 1 when it
+   waits to start, with why in why; 0 when it does not (or Slurm does not say).
+   squeue gives a pending job's reason; a pending step only `scontrol show
+   step` lists (Slurm 22.05), with the srun that asked for it. (A connect
+   thread; a second or so when slurmctld answers.) */
+static int step_why(long job, pid_t pid, char *why, size_t n) {
+  char cmd[160], line[1024];
+  why[0] = 0;
+  if (job <= 0) return 0;
+  snprintf(cmd, sizeof cmd, "squeue -h -j %ld -o '%%T %%r' 2>/dev/null", job);
+  FILE *f = popen(cmd, "r");
+  if (!f) return 0;
+  char state[40] = "", reason[200] = "";
+  if (fgets(line, sizeof line, f)) sscanf(line, "%39s %199[^\n]", state, reason);
+  pclose(f);
+  if (!strcmp(state, "PENDING")) {
+    snprintf(why, n, "its job %ld is pending (squeue's reason: %s)", job, reason[0] ? reason : "none given");
+    return 1;
+  }
+  if (strcmp(state, "RUNNING")) return 0;
+  snprintf(cmd, sizeof cmd, "scontrol -o show step %ld 2>/dev/null", job);
+  if (!(f = popen(cmd, "r"))) return 0;
+  char mine[40], others[200] = "";
+  snprintf(mine, sizeof mine, ":%ld", (long)pid);
+  int pending = 0;
+  size_t k = 0;
+  while (fgets(line, sizeof line, f)) {
+    char *srun = strstr(line, "SrunHost:Pid="), *end = srun ? srun + strcspn(srun, " \n") : NULL;
+    size_t ml = strlen(mine);
+    if (srun && strstr(line, "State=PENDING") && (size_t)(end - srun) > ml && !strncmp(end - ml, mine, ml)) pending = 1;
+    else if (strstr(line, "State=RUNNING") && k + 60 < sizeof others) {
+      char id[40] = "", name[40] = "";
+      const char *s = strstr(line, "StepId="), *nm = strstr(line, " Name=");
+      if (s) sscanf(s, "StepId=%39s", id);
+      if (nm) sscanf(nm, " Name=%39s", name);
+      if (id[0] && !strstr(id, ".extern") && !strstr(id, ".batch"))
+        k += (size_t)snprintf(others + k, sizeof others - k, "%s%s (%s)", k ? ", " : "", id, name);
+    }
+  }
+  pclose(f);
+  if (!pending) return 0;
+  if (others[0]) snprintf(why, n, "job %ld's CPUs are taken by its step%s %s", job, strchr(others, ',') ? "s" : "", others);
+  else snprintf(why, n, "job %ld has no free CPUs for it (scontrol: step pending)", job);
+  return 1;
+}
 
 /* Start `farm node --launched --connect-back` on every node of the allocation,
    one task each, with srun; its stdin (given to every task: --input=all) says
@@ -238,13 +345,24 @@ static srun_step *start_srun(const farm_peer_host *h, node **ns, int *idx, int m
   char nn[32], exe[600];
   snprintf(nn, sizeof nn, "%d", m);
   snprintf(exe, sizeof exe, "%s", o->remote_farm && *o->remote_farm ? o->remote_farm : h->exe);
+  /* not --quiet: srun says "job N queued" when it has to ask for a job */
+  st->wait = o->slurm_wait > 0 ? o->slurm_wait : SLURM_WAIT;
+  char imm[40];
+  snprintf(imm, sizeof imm, "--immediate=%ld", (long)(st->wait + 0.999));
+  const char *jid = getenv("SLURM_JOB_ID");
+  if (!jid || !*jid) jid = getenv("SLURM_JOBID");
+  st->job = jid ? atol(jid) : 0;
+  st->nodes = m;
   char *argv[] = { "srun", "--nodes", nn, "--ntasks", nn, "--ntasks-per-node", "1", "--input", "all",
-                   "--kill-on-bad-exit=1", "--quiet", exe, "node", "--launched", "--connect-back", NULL };
+                   "--kill-on-bad-exit=1", imm, exe, "node", "--launched", "--connect-back", NULL };
   pid_t parent = getpid();
+  st->started = farm__now();
   pid_t pid = fork();
   if (pid < 0) { snprintf(err, errlen, "cannot start srun: %s", strerror(errno)); goto fail; }
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);            /* the step ends with its client */
+    /* the step ends with its client; SIGTERM, on which srun also withdraws a
+       request still pending (a SIGKILLed srun leaves its job in the queue) */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(127);
     sigset_t none;
     sigemptyset(&none);
@@ -287,16 +405,67 @@ fail:
   return NULL;
 }
 
+/* A step not started after SLURM_SAY: ask Slurm why (one thread for the
+   step at a time), and say it once. 1 when it has waited past --slurm-wait
+   (and srun, given --immediate, has not given up itself). */
+static int step_waits(node *n) {
+  srun_step *st = n->step;
+  double now = farm__now();
+  pthread_mutex_lock(&st->mu);
+  int ask = now - st->started >= SLURM_SAY && (!st->asked || (!st->said && now - st->asked >= SLURM_ASK) ||
+                                                (now - st->started > st->wait + 5 && now - st->asked >= SLURM_ASK));
+  if (ask) st->asked = now;                    /* the others wait for this one's answer */
+  long job = st->job;
+  pid_t pid = st->pid;
+  pthread_mutex_unlock(&st->mu);
+  if (!ask) return 0;
+  char why[300];
+  int pending = step_why(job, pid, why, sizeof why);
+  pthread_mutex_lock(&st->mu);
+  st->pending = pending;
+  if (pending) snprintf(st->why, sizeof st->why, "%s", why);
+  int say = !st->said && (pending || farm__now() - st->started >= SLURM_QUIET_FOR);
+  if (say) st->said = 1;
+  int over = pending && farm__now() - st->started > st->wait + 5;
+  pthread_mutex_unlock(&st->mu);
+  if (say && !n->quiet) {
+    if (pending)
+      fprintf(stderr, "farm: the Slurm step for %d node%s waits to start: %s; farm gives up at %g s (--slurm-wait S)\n",
+              st->nodes, st->nodes == 1 ? "" : "s", why, st->wait);
+    else
+      fprintf(stderr, "farm: waiting for the node%s srun started to connect back%s\n",
+              st->nodes == 1 ? "" : "s", job > 0 ? "" : " (Slurm did not say which job)");
+  }
+  return over;
+}
+
+/* Why a step that never started was given up: into n->err. */
+static void step_not_started(node *n, const char *srun_said) {
+  srun_step *st = n->step;
+  if (!strncmp(srun_said, "srun: ", 6)) srun_said += 6;
+  if (!strncmp(srun_said, "error: ", 7)) srun_said += 7;
+  pthread_mutex_lock(&st->mu);
+  snprintf(n->err, sizeof n->err, "the Slurm step did not start within %g s: %.200s%s%.150s; "
+           "give it longer with --slurm-wait S", st->wait, st->why,
+           srun_said[0] ? "; srun: " : "", srun_said);
+  pthread_mutex_unlock(&st->mu);
+}
+
 /* Until something is connected to n's link (sendable), srun's node or not. */
 static int await_connection(node *n, double until) {
   for (;;) {
     struct pollfd pfd = { .fd = farm__link_sndfd(n->link), .events = POLLIN };
     if (poll(&pfd, 1, 100) == 1) return 0;
     if (!step_alive(n->step)) {
+      pthread_mutex_lock(&n->step->mu);
+      int pending = n->step->pending;
+      pthread_mutex_unlock(&n->step->mu);
+      if (pending) { step_not_started(n, n->step->last); return FARM_ETIMEDOUT; }
       snprintf(n->err, sizeof n->err, "srun ended before its node connected%s%s",
                n->step->last[0] ? ": " : "", n->step->last);
       return FARM_ESPAWN;
     }
+    if (step_waits(n)) { step_not_started(n, ""); return FARM_ETIMEDOUT; }
     if (farm__now() > until) {
       snprintf(n->err, sizeof n->err, "its node did not connect back within %g s (can the "
                "allocation's nodes reach this host? srun said: %s)", SRUN_TIMEOUT,
@@ -313,7 +482,7 @@ static int await_step_node(node *n) {
   /* a few KiB a message until the handshake is done: anyone may connect here */
   int rc = farm__link_open(&n->link, url, 1, FARM_LOBBY_MAXMSG, why, sizeof why);
   if (rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return rc; }
-  return await_connection(n, farm__now() + SRUN_TIMEOUT);
+  return await_connection(n, n->step->started + n->step->wait + SRUN_TIMEOUT);
 }
 
 /* An AUTHNO where a node's HELLO was due: its words, in err. */
@@ -336,8 +505,10 @@ static void *connect_one(void *arg) {
     if (n->rc < 0) return NULL;
     goto handshake;
   }
+  set_phase(n, n->h.kind == FARM_HOST_SSH ? SSH_PHASE : "a TCP connection");
   n->rc = n->h.kind == FARM_HOST_SSH ? launch(n, addr, sizeof addr, &port) : probe(n, addr, sizeof addr);
   if (n->rc < 0) return NULL;
+  set_phase(n, "its answer to our handshake");
   snprintf(url, sizeof url, "tcp://%s:%d", addr, port);
   /* hello at the node's lobby, then a link of our own (session.h) */
   n->rc = farm__lobby_client(url, n->key, CONNECT_TIMEOUT, n->maxmsg, &n->link, why, sizeof why);
@@ -359,6 +530,7 @@ hello:
     snprintf(why, sizeof why, "authentication failed: the node has a key and none was given here "
              "(pass --key-file F, or set FARM_KEY_FILE)");
   if (n->rc < 0) { snprintf(n->err, sizeof n->err, "%s", why); return NULL; }
+  set_phase(n, "its HELLO");
   double until = farm__now() + CONNECT_TIMEOUT;
   for (;;) {
     void *m;
@@ -388,6 +560,74 @@ hello:
     }
     struct pollfd pfd = { .fd = farm__link_rcvfd(n->link), .events = POLLIN };
     poll(&pfd, 1, 50);
+  }
+}
+
+/* A node nobody will use: what it holds, and itself. */
+static void node_discard(node *n) {
+  farm__link_close(n->link);
+  farm__ssh_close(n->ssh);
+  step_unref(n->step);
+  free(n->hello);
+  sodium_memzero(n->key, sizeof n->key);
+  free(n);
+}
+
+/* A connect thread: connect_one, then tell the caller (or, when it has left,
+   free the node). */
+static void *connect_thread(void *arg) {
+  node *n = arg;
+  gate *g = n->gate;
+  connect_one(n);
+  pthread_mutex_lock(&g->mu);
+  n->done = 1;
+  int abandoned = n->abandoned;
+  char one = 1;
+  if (write(g->fd[1], &one, 1) < 0) { /* full: the caller is awake anyway */ }
+  pthread_mutex_unlock(&g->mu);
+  if (abandoned) node_discard(n);
+  gate_unref(g);
+  return NULL;
+}
+
+/* Wait for the connect threads (started[i]); say each host still connecting
+   after WAIT_SAY (WAIT_SAY_SSH while it logs in). 0 when all are done, -1 when
+   a signal (Ctrl-C) came first. */
+static int await_threads(gate *g, node **ns, const int *started, int nh, int quiet) {
+  /* during ppoll only the signals that ask to stop are let in (as the caller
+     has them); any other waits until ppoll returns */
+  sigset_t mask;
+  pthread_sigmask(SIG_BLOCK, NULL, &mask);
+  static const int stop[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP };
+  for (int s = 1; s < NSIG; s++) {
+    int keep = 0;
+    for (size_t k = 0; k < sizeof stop / sizeof *stop; k++) keep |= stop[k] == s;
+    if (!keep) sigaddset(&mask, s);
+  }
+  double t0 = farm__now();
+  for (;;) {
+    int left = 0;
+    double now = farm__now();
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < nh; i++) {
+      node *n = ns[i];
+      if (!started[i] || n->done) continue;
+      left++;
+      const char *what = __atomic_load_n(&n->phase, __ATOMIC_ACQUIRE);
+      /* (a Slurm step says its own wait: step_waits) */
+      if (n->said || quiet || n->h.kind == FARM_HOST_SLURM || now - t0 < (what == SSH_PHASE ? WAIT_SAY_SSH : WAIT_SAY)) continue;
+      n->said = 1;
+      fprintf(stderr, "farm: waiting for node %s (%s; Ctrl-C stops)\n", n->name, what ? what : "its thread to start");
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (!left) return 0;
+    double t = now - t0 < WAIT_SAY ? t0 + WAIT_SAY - now : 0.25;
+    struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
+    struct pollfd pfd = { .fd = g->fd[0], .events = POLLIN };
+    int pr = ppoll(&pfd, 1, &ts, &mask);
+    if (pr < 0 && errno == EINTR) return -1;
+    char buf[64];
+    if (pr > 0) while (read(g->fd[0], buf, sizeof buf) > 0) {}
   }
 }
 
@@ -588,10 +828,21 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
   node **ns = calloc((size_t)nh, sizeof *ns);
   pthread_t *th = calloc((size_t)nh, sizeof *th);
   int *started = calloc((size_t)nh, sizeof *started);
+  gate *g = calloc(1, sizeof *g);
   unsigned char runkey[FARM_KEYLEN];
   randombytes_buf(runkey, sizeof runkey);   /* for the nodes started for this run */
   int rc = 0, made = 0, first = 0;
-  if (!ns || !th || !started) { rc = FARM_ENOMEM; goto done; }
+  if (g && pipe2(g->fd, O_CLOEXEC | O_NONBLOCK) < 0) { free(g); g = NULL; }
+  if (!ns || !th || !started || !g) { rc = FARM_ENOMEM; goto done; }
+  pthread_mutex_init(&g->mu, NULL);
+  g->refs = 1;
+  g->o = *o;                         /* what the threads read of the options */
+  g->o.hosts = NULL;
+  g->o.nhosts = 0;
+  snprintf(g->remote_farm, sizeof g->remote_farm, "%s", o->remote_farm ? o->remote_farm : "");
+  g->o.remote_farm = o->remote_farm ? g->remote_farm : NULL;
+  if (o->key) memcpy(g->key, o->key, FARM_KEYLEN);
+  g->o.key = o->key ? g->key : NULL;
   for (int i = 0; i < nh; i++) {
     node *n = ns[i] = calloc(1, sizeof *n);
     if (!n) { rc = FARM_ENOMEM; goto done; }
@@ -603,7 +854,8 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
     n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
     if (n->beat < FARM_BEAT_MIN) n->beat = FARM_BEAT_MIN;   /* the fastest a node beats */
     n->quiet = o->quiet;
-    n->o = o;
+    n->o = &g->o;
+    n->gate = g;
     n->maxmsg = h->maxmsg + (1u << 16);
   }
   /* the allocation's nodes: one srun starts them all, each connects back */
@@ -628,12 +880,49 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
     }
     free(idx);
   }
+  /* the threads take no signal: the caller's wait hears Ctrl-C */
+  sigset_t all, old;
+  sigfillset(&all);
+  static const int sync_sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS };
+  for (size_t k = 0; k < sizeof sync_sigs / sizeof *sync_sigs; k++) sigdelset(&all, sync_sigs[k]);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   for (int i = 0; i < nh; i++) {
     if (ns[i]->rc < 0) continue;
-    started[i] = pthread_create(&th[i], NULL, connect_one, ns[i]) == 0;
-    if (!started[i]) connect_one(ns[i]);
+    pthread_mutex_lock(&g->mu);
+    g->refs++;
+    pthread_mutex_unlock(&g->mu);
+    started[i] = pthread_create(&th[i], NULL, connect_thread, ns[i]) == 0;
+    if (!started[i]) { gate_unref(g); connect_one(ns[i]); }
   }
-  for (int i = 0; i < nh; i++) if (started[i]) pthread_join(th[i], NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int stopped = await_threads(g, ns, started, nh, o->quiet) < 0;
+  if (stopped) {
+    /* interrupted: the threads still connecting finish on their own, and an
+       srun is told to stop now (SIGTERM: it withdraws a pending request) */
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < nh; i++)
+      if (started[i] && !ns[i]->done) {
+        pthread_detach(th[i]);
+        started[i] = 2;
+        ns[i]->abandoned = 1;
+        srun_step *st = ns[i]->step;
+        if (st) {
+          pthread_mutex_lock(&st->mu);
+          if (st->pid > 0 && !st->ended) kill(st->pid, SIGTERM);
+          pthread_mutex_unlock(&st->mu);
+        }
+        ns[i] = NULL;                /* its thread's now */
+      }
+    pthread_mutex_unlock(&g->mu);
+  }
+  /* the threads that are done are joined: a thread's own state (OpenSSL's, for
+     one) is gone once it has ended */
+  for (int i = 0; i < nh; i++) if (started[i] == 1) pthread_join(th[i], NULL);
+  if (stopped) {
+    snprintf(err, errlen, "interrupted while connecting to the nodes");
+    rc = FARM_ECLOSED;
+    goto done;
+  }
   err[0] = 0;
   int up = 0, told = 0;
   for (int i = 0; i < nh; i++) up += ns[i]->rc >= 0;
@@ -686,19 +975,14 @@ done:
   if (first) *first_rc = first;
   sodium_memzero(runkey, sizeof runkey);
   for (int i = 0; ns && i < nh; i++)
-    if (ns[i]) {
-      farm__link_close(ns[i]->link);
-      farm__ssh_close(ns[i]->ssh);
-      step_unref(ns[i]->step);
-      free(ns[i]->hello);
-      free(ns[i]);
-    }
+    if (ns[i]) node_discard(ns[i]);
   free(ns);
   free(th);
   free(started);
+  if (g) gate_unref(g);
   if (rc < 0) {
     for (int i = 0; i < made; i++) { node_close(out[i]); farm__buf_free(&out[i]->pend); free(out[i]); }
-    snprintf(err, errlen, "out of memory");
+    if (rc == FARM_ENOMEM) snprintf(err, errlen, "out of memory");
     return rc;
   }
   return made;

@@ -105,7 +105,8 @@ static void edit_load(void) {
 
 static const char usage[] =
   "usage: farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
-  "                 [--accept-new-hosts] [--remote-farm PATH] [--heartbeat S] [--quiet-jobs]\n"
+  "                 [--accept-new-hosts] [--remote-farm PATH] [--heartbeat S] [--slurm-wait S]\n"
+  "                 [--quiet-jobs]\n"
   "\n"
   "  An interactive Lua prompt with `farm` loaded and the pool (and the nodes given)\n"
   "  running: farm.submit a function typed at the prompt, look at its future, wait\n"

@@ -37,7 +37,7 @@ Pool.__index = Pool
 local pool_of = setmetatable({}, { __mode = "k" })   -- ctx -> its pool
 
 local OPTIONS = "workers, echo, max_message, progress, nodes, hosts, key_file, local_workers, "
-  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file, journal"
+  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file, journal, slurm_wait"
 
 local function check_config(what, opts, level)
   if type(opts) ~= "table" then
@@ -68,6 +68,10 @@ local function check_config(what, opts, level)
     elseif k == "heartbeat" then
       if type(v) ~= "number" or not (v >= 0.05 and v <= 3600) then
         error(("%s: heartbeat must be a number of seconds from 0.05 to 3600"):format(what), level + 1)
+      end
+    elseif k == "slurm_wait" then
+      if type(v) ~= "number" or not (v >= 1 and v <= 86400) then
+        error(("%s: slurm_wait must be a number of seconds from 1 to 86400"):format(what), level + 1)
       end
     else
       error(("%s: unknown option '%s' (%s)"):format(what, tostring(k), OPTIONS), level + 1)

@@ -47,6 +47,21 @@ describe("farm run", function()
     assert.are.equal("3\ttrue\tx\ty z\tx\ty z\t2\n", r.out)
   end)
 
+  it("takes --slurm-wait from 1 to 86400 s, and says so in one line otherwise (also farm.config)", function()
+    for _, v in ipairs { "0", "-5", "1e9", "soon" } do
+      local r = H.farm_cmd("run x.lua --slurm-wait " .. v)
+      assert.are.equal(2, r.code, r.err)
+      assert.are.equal(1, H.lines(r.err), r.err)
+      assert.is_truthy(r.err:find("--slurm-wait takes seconds from 1 to 86400, not '" .. v .. "'", 1, true), r.err)
+    end
+    local r = H.run_script("farm.config{ slurm_wait = 0 }")
+    assert.are_not.equal(0, r.code)
+    assert.is_truthy(r.err:find("slurm_wait must be a number of seconds from 1 to 86400", 1, true), r.err)
+    r = H.run_script("farm.config{ slurm_wait = 5 } print(farm.submit(function() return 1 end):result())", "--slurm-wait 300")
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("1\n", r.out)
+  end)
+
   it("echoes what jobs print, unless --quiet-jobs", function()
     local text = [[
       local f = farm.submit(function(x) print("hello from", x); io.write("w\n") end, 7)

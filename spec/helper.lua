@@ -83,6 +83,17 @@ function H.bg(cmdline)
   return tonumber(H.sh(cmdline .. " >/dev/null 2>&1 & echo $!").out)
 end
 
+--- farm run on a script given as text, in the background as a shell runs it
+--- (SIGINT reaches it as Ctrl-C would): its pid. What it prints and its exit
+--- status land in dir/out, dir/err and dir/rc (empty until it ends).
+function H.run_script_bg(dir, text, extra, env)
+  local script = H.tmp(text)
+  H.bg(("sh -c %s"):format(quote(("%s %s run %s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
+    :format(env or "", quote(H.farm), quote(script), extra or "", quote(dir .. "/out"), quote(dir .. "/err"),
+            quote(dir .. "/pid"), quote(dir .. "/rc")))))
+  return H.wait_for(function() return tonumber(slurp(dir .. "/pid"):match("%d+")) end, 10)
+end
+
 --- farm ARGS (a string, already quoted as the shell needs)
 function H.farm_cmd(args, timeout, env)
   return H.sh((env or "") .. " " .. quote(H.farm) .. " " .. args, timeout)

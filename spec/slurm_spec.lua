@@ -3,7 +3,11 @@
 -- of its own, stopped by pid), `--nodes slurm` under salloc and sbatch, SIGKILL
 -- of the client ending the step; three Slurm nodes in network namespaces; and
 -- PBS/SGE host files (written here) that start nodes over SSH on port 22 of a
--- namespace host. Every client of a namespace address runs inside a namespace.
+-- namespace host; a step that cannot start (another step holds the allocation's
+-- CPU; or, with a stale SLURM_JOB_NODELIST, another job holds the node) said
+-- with Slurm's reason and given up at --slurm-wait, leaving nothing queued even
+-- when farm is SIGKILLed or interrupted meanwhile. Every client of a namespace
+-- address runs inside a namespace.
 local H = require "helper"
 
 local q = H.quote
@@ -141,6 +145,78 @@ for i = 1, 40 do fs[i]:result() end
     assert.are_not.equal(0, r.code)
     assert.are.equal(1, H.lines(r.err), r.err)
     assert.is_truthy(r.err:find("not inside a Slurm allocation", 1, true), r.err)
+  end)
+
+  -- salloc -N1 gives the job one CPU: a step of sleep holds it
+  it("says a step that cannot start, with Slurm's reason, and gives up at --slurm-wait", function()
+    local script = H.tmp(SCRIPT)
+    local holder = dir .. "/holder.sh"
+    H.write(holder, ([[
+srun -n1 sleep 120 &
+i=0; until squeue -h -s -j "$SLURM_JOB_ID" -o %%j | grep -qx sleep || [ $i -ge 200 ]; do sleep 0.1; i=$((i+1)); done
+%s run %s --nodes slurm -n 0 --slurm-wait 3 2>&1; echo "rc=$?"
+echo "--- with a local worker"
+%s run %s --nodes slurm -n 1 --slurm-wait 2 2>&1; echo "rc=$?"
+kill %%1
+]]):format(q(FARM), q(script), q(FARM), q(script)))
+    local r = sh(env .. "salloc -N1 sh " .. q(holder) .. " 2>&1", 120)
+    local alone, with_local = r.out:match("^(.-)%-%-%- with a local worker\n(.*)$")
+    assert.is_truthy(alone, r.out)
+    -- -n 0: one line that it waits and why, one that it gave up, a non-zero status
+    assert.is_truthy(alone:match("farm: the Slurm step for 1 node waits to start: job %d+'s CPUs are taken by its step %d+%.0 %(sleep%); farm gives up at 3 s"), alone)
+    assert.is_truthy(alone:match("farm: host slurm:%S+: the Slurm step did not start within 3 s: [^\n]*step %d+%.0 %(sleep%)[^\n]*Requested nodes are busy[^\n]*%-%-slurm%-wait S\n"), alone)
+    assert.is_truthy(alone:find("rc=1", 1, true), alone)
+    local lines = 0
+    for l in alone:gmatch("[^\n]+") do if l:match("^farm: ") then lines = lines + 1 end end
+    assert.are.equal(2, lines, alone)
+    -- a local worker: the run goes on without the step, as without any unreachable host
+    assert.is_truthy(with_local:match("did not start within 2 s[^\n]*; going on without it"), with_local)
+    assert.is_truthy(with_local:find(want, 1, true), with_local)
+    assert.is_truthy(with_local:find("rc=0", 1, true), with_local)
+  end)
+
+  describe("with a stale SLURM_JOB_NODELIST outside an allocation, the node held by another job", function()
+    local holder, node_name
+    before_each(function()
+      node_name = sh(env .. "sinfo -h -o %N").out:match("%S+")
+      assert.is_truthy(node_name)
+      local r = sh(env .. "sbatch --parsable -N1 --exclusive -o /dev/null --wrap 'sleep 300'")
+      holder = r.out:match("%d+")
+      assert.is_truthy(holder, r.err)
+      assert.is_true(settles(function() return sh(env .. "squeue -h -t R -o %i").out:match(holder) ~= nil end, 60),
+        "the job that holds the node did not start")
+    end)
+    after_each(function() sh(env .. "scancel " .. holder) end)
+
+    local function stale(args)
+      return ("env -u SLURM_JOB_ID -u SLURM_JOBID SLURM_JOB_NODELIST=%s %s run %s --nodes slurm -n 0 %s")
+        :format(q(node_name), q(FARM), q(H.tmp(SCRIPT)), args or "")
+    end
+    local function pending() return sh(env .. "squeue -h -t PD -o %i").out:match("%d+") end
+
+    it("says srun's job pending with squeue's reason, gives up, and leaves nothing queued", function()
+      local r = sh(env .. stale("--slurm-wait 3"), 60)
+      assert.are_not.equal(0, r.code)
+      assert.is_truthy(r.err:match("farm: the Slurm step for 1 node waits to start: its job %d+ is pending %(squeue's reason: Resources%)"), r.err)
+      assert.is_truthy(r.err:match("did not start within 3 s: its job %d+ is pending"), r.err)
+      assert.is_true(settles(function() return not pending() end, 20), "a job is still pending")
+    end)
+
+    for _, how in ipairs { "KILL", "INT" } do
+      it(("leaves nothing pending when farm gets SIG%s while srun's job waits"):format(how), function()
+        local out = dir .. "/stale.err"
+        local r = sh(env .. stale() .. " 2>" .. q(out) .. " >/dev/null & echo $!")
+        local pid = tonumber(r.out:match("%d+"))
+        assert.is_true(settles(function() return H.slurp(out):find("waits to start", 1, true) ~= nil end, 30), H.slurp(out))
+        assert.is_truthy(pending(), "srun's job is not in the queue")
+        local srun = sh("pgrep -P " .. pid .. " -x srun").out:match("%d+")
+        assert.is_truthy(srun, "farm's srun")
+        os.execute(("kill -%s %d"):format(how, pid))
+        assert.is_true(H.wait_gone({ pid, tonumber(srun) }, 15), "farm or its srun still runs")
+        assert.is_true(settles(function() return not pending() end, 30), "farm's job is still pending")
+        if how == "INT" then assert.is_truthy(H.slurp(out):find("farm: interrupted", 1, true), H.slurp(out)) end
+      end)
+    end
   end)
 
   it("--nodes auto inside salloc uses the allocation", function()

@@ -205,6 +205,27 @@ for i = 1, 50 do fs[i]:result() end
     assert.is_truthy(r.err:find("--remote-farm", 1, true), r.err)
   end)
 
+  -- sshd frozen (SIGSTOP): TCP connects, the SSH login gets no answer
+  it("says it waits for the SSH login of a host that does not answer, and stops at Ctrl-C", function()
+    local sshd = tonumber(H.slurp(DIR .. "/sshd.pid"):match("%d+"))
+    assert.is_truthy(sshd)
+    local d = H.sh("mktemp -d " .. q(DIR .. "/bg-XXXXXX")).out:gsub("%s+$", "")
+    os.execute("kill -STOP " .. sshd)
+    local pid = H.run_script_bg(d, "print(require('farm').submit(function() return 7 end):result())",
+      "--remote-farm " .. q(FARM) .. " -n 0 --hosts " .. q("127.0.0.1:" .. PORT), "HOME=" .. q(HOME) .. " SSH_AUTH_SOCK=")
+    local said = H.wait_for(function() return H.slurp(d .. "/err"):find("waiting for node", 1, true) end, 15)
+    local err = H.slurp(d .. "/err")
+    if pid then os.execute("kill -INT " .. pid) end
+    local ended = H.wait_for(function() return H.slurp(d .. "/rc"):match("%d+") end, 5)   -- (SSH's limit: 30 s)
+    os.execute("kill -CONT " .. sshd)
+    assert.is_truthy(said, err)
+    assert.is_truthy(err:find(("farm: waiting for node 127.0.0.1:%d (the SSH login"):format(PORT), 1, true), err)
+    assert.is_truthy(ended, "farm still runs after Ctrl-C: " .. H.slurp(d .. "/err"))
+    assert.are.equal("130", H.slurp(d .. "/rc"):match("%d+"), H.slurp(d .. "/err"))
+    assert.is_truthy(H.slurp(d .. "/err"):find("farm: interrupted", 1, true), H.slurp(d .. "/err"))
+    assert.is_true(H.wait_gone({ pid }, 5))
+  end)
+
   it("goes on with the local pool when a host cannot be reached, and says which", function()
     local r = run("print(require('farm').submit(function() return 5 end):result())",
       "-n 1 --hosts " .. q("127.0.0.1:" .. PORT .. ",127.0.0.1:1"))

@@ -33,7 +33,7 @@ static const char usage[] =
   "                [--status ADDR [--status-token]] [-- ARGS...]\n"
   "       farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]   (farm repl --help)\n"
   "       farm node [--listen ADDR] [-w N] [--key-file F] ...   (farm node --help)\n"
-  "       farm status ADDR [--key-file F]\n"
+  "       farm status ADDR [--key-file F] [--url]   (farm status --help)\n"
   "       farm keygen FILE\n"
   "       farm worker --connect URL [--slot N] [--parent PID]   (started by farm itself)\n"
   "       farm --version | farm --help\n"

@@ -428,15 +428,19 @@ static int status_fail(const char *fmt, const char *a) {
 }
 
 static const char status_usage[] =
-  "usage: farm status ADDR [--key-file F]\n"
+  "usage: farm status ADDR [--key-file F] [--url]\n"
   "  print the figures of a farm run or node started with --status ADDR, as a table\n"
-  "  ADDR        PORT or HOST:PORT (e.g. 127.0.0.1:8642)\n"
-  "  --key-file F  the farm key, when the page needs its token (default $FARM_KEY_FILE)\n";
+  "  ADDR          PORT or HOST:PORT (e.g. 127.0.0.1:8642)\n"
+  "  --key-file F  the farm key, when the page needs its token (default $FARM_KEY_FILE)\n"
+  "  --url         print the page's address for a browser instead, with the token (from\n"
+  "                the key) in its #fragment, which the browser never sends\n";
 
 int farm__status_main(int argc, char **argv) {
   const char *addr = NULL, *keyfile = NULL;
+  int url = 0;
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { fputs(status_usage, stdout); return 0; }
+    if (!strcmp(argv[i], "--url")) { url = 1; continue; }
     if (!strcmp(argv[i], "--key-file")) {
       if (i + 1 >= argc) return status_fail("%s needs a path", argv[i]);
       keyfile = argv[++i];
@@ -455,9 +459,15 @@ int farm__status_main(int argc, char **argv) {
     char tok[65];
     farm__status_token(key, tok);
     sodium_memzero(key, sizeof key);
+    if (url) {
+      printf("http://%s:%d/#token=%s\n", host, port, tok);
+      sodium_memzero(tok, sizeof tok);
+      return 0;
+    }
     snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", tok);
     sodium_memzero(tok, sizeof tok);
   }
+  if (url) { printf("http://%s:%d/\n", host, port); return 0; }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
   inet_pton(AF_INET, host, &sa.sin_addr);

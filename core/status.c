@@ -31,6 +31,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,6 +366,11 @@ int farm__status_start(farm_status_srv **out, const char *addr, const unsigned c
   st->fill = fill;
   st->arg = arg;
   if (key) { st->keyed = 1; farm__status_token(key, st->token); }
+  /* its thread takes no signal: they are the owner's (a node's signalfd, a
+     run's Ctrl-C), as the engine's loop thread takes none */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   st->d = mhd.MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, on_request, st,
                                MHD_OPTION_LISTEN_SOCKET, fd,
                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)STATUS_CONNS,
@@ -372,6 +378,7 @@ int farm__status_start(farm_status_srv **out, const char *addr, const unsigned c
                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)STATUS_TIMEOUT,
                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)STATUS_MEMORY,
                                MHD_OPTION_END);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!st->d) {
     close(fd);
     pthread_mutex_destroy(&st->mu);

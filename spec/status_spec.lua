@@ -217,7 +217,7 @@ describe("farm node --status", function()
 
   it("lists the clients it serves, with their workers and jobs", function()
     local sport = bed.port + 1
-    bed.start(("--status 127.0.0.1:%d"):format(sport))
+    local node = bed.start(("--status 127.0.0.1:%d"):format(sport))
     local hosts = ("-n 0 --hosts node://127.0.0.1:%d --key-file %s"):format(bed.port, q(bed.key))
     run_bg("c1", hosts)
     run_bg("c2", hosts)
@@ -245,5 +245,12 @@ describe("farm node --status", function()
       assert.is_true(finished(c))
       assert.are.equal("0", H.slurp(dir .. "/" .. c .. ".rc"):match("%d+"), H.slurp(dir .. "/" .. c .. ".err"))
     end
+    -- SIGTERM still reaches the lobby (the page's thread takes no signal): it
+    -- stops as it should, and its page with it
+    os.execute("kill " .. node)
+    assert.is_true(H.wait_gone({ node }, 20))
+    assert.is_truthy(H.slurp(bed.log):find("farm node[" .. node .. "] info: Terminated: stopping", 1, true),
+      H.slurp(bed.log))
+    assert.are_not.equal("200", curl(("-o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/"):format(sport)).out)
   end)
 end)

@@ -178,6 +178,27 @@ describe("farm run --status", function()
     assert.are.equal("0", H.slurp(dir .. "/b.rc"):match("%d+"), H.slurp(dir .. "/b.err"))
   end)
 
+  it("is not held by strangers' idle connections: they time out, and the run ends with them open", function()
+    local name = run_bg("d", ("-n 1 --status 127.0.0.1:%d"):format(port))
+    assert.is_truthy(wait_for(function() return num(json_of(port), "done") == 50 end, 60), H.slurp(dir .. "/d.err"))
+    -- 24 connections that say nothing, from this address: past the caps
+    local holder = H.bg(H.tool(("bash -c 'for i in $(seq 24); do exec {fd}<>/dev/tcp/127.0.0.1/%d || true; done; "
+      .. "echo held > %s; sleep 60'"):format(port, q(dir .. "/held"))))
+    started[#started + 1] = holder
+    assert.is_truthy(wait_for(function() return H.slurp(dir .. "/held") ~= "" end, 30))
+    -- they are dropped when idle too long: the page answers again, with the holder alive
+    assert.is_truthy(wait_for(function() return select(2, json_of(port)) == 200 end, 60))
+    assert.is_true(H.alive(holder))
+    local again = H.bg(H.tool(("bash -c 'for i in $(seq 24); do exec {fd}<>/dev/tcp/127.0.0.1/%d || true; done; "
+      .. "echo held > %s; sleep 60'"):format(port, q(dir .. "/held2"))))
+    started[#started + 1] = again
+    assert.is_truthy(wait_for(function() return H.slurp(dir .. "/held2") ~= "" end, 30))
+    open_gate(name, "g1")
+    open_gate(name, "g2")
+    assert.is_true(finished(name))
+    assert.are.equal("0", H.slurp(dir .. "/d.rc"):match("%d+"), H.slurp(dir .. "/d.err"))
+  end)
+
   it("refuses a non-loopback address without a key, and bad addresses, in one line", function()
     local script = H.write(dir .. "/x.lua", "print('ran')")
     for _, case in ipairs({

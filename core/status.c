@@ -16,7 +16,9 @@
  * BLAKE2b-256(key, "farm status") in hex, as ?token= or "Authorization: Bearer",
  * compared in constant time; without it they answer 401 and nothing else (the
  * page itself holds no figure and is served to anyone, so it can ask for the
- * token). Strangers cannot hold the run: at most STATUS_CONNS connections at
+ * token). A node's page (nodes/node.c) names its clients and counts their
+ * jobs but carries no error: the jobs of every client run on that host and can
+ * read a loopback page. Strangers cannot hold the run: at most STATUS_CONNS connections at
  * once, STATUS_PER_IP from one address, each dropped after STATUS_TIMEOUT
  * seconds idle, with a small memory limit; the engine's lock is held only
  * while the snapshot is copied (farm__engine_status_snap), never while a

@@ -26,7 +26,9 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -I$(B)/include -Iinclude -
 # libssh2 (ssh.c) and libedit (repl.c, `farm repl`, the executable alone) are not
 # linked: only their headers are used here, and each is loaded (dlopen) when first
 # needed: the processes that use neither (every worker, most clients) start without
-# them and OpenSSL's libcrypto and ncurses' libtinfo under them.
+# them and OpenSSL's libcrypto and ncurses' libtinfo under them. libmicrohttpd
+# (status.c, --status) likewise: only a process serving a status page maps it and
+# the GnuTLS libraries under it.
 LIBS_NOLUA = $(shell pkg-config --libs nanomsg libsodium 2>/dev/null) -lpthread -lm -ldl
 LIBS     = $(shell pkg-config --libs lua5.4 2>/dev/null) $(LIBS_NOLUA)
 
@@ -74,6 +76,12 @@ $(B)/version: FORCE
 
 $(B)/luasrc.c: $(LUA_SRC) scripts/embed.lua | $(B)/obj
 	lua5.4 scripts/embed.lua $@ $(LUA_SRC)
+
+# The status page (core/status.c serves it as /), compiled in from its HTML.
+$(B)/status_page.h: core/status_page.html scripts/embed_page.lua | $(B)/obj
+	lua5.4 scripts/embed_page.lua $@ farm_status_page core/status_page.html
+
+$(B)/obj/status.o: $(B)/status_page.h
 
 $(B)/obj/luasrc.o: $(B)/luasrc.c
 	$(CC) $(CFLAGS) -c $< -o $@

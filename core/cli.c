@@ -32,13 +32,15 @@
 #include "cliopts.h"
 #include "repl.h"
 #include "session.h"
+#include "status.h"
 
 static const char usage[] =
   "usage: farm run SCRIPT.lua [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
   "                [--quiet-jobs] [--progress | --no-progress] [--stats] [--traceback]\n"
-  "                [--journal FILE] [-- ARGS...]\n"
+  "                [--journal FILE] [--status ADDR [--status-token]] [-- ARGS...]\n"
   "       farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]   (farm repl --help)\n"
   "       farm node [--listen ADDR] [-w N] [--key-file F] ...   (farm node --help)\n"
+  "       farm status ADDR [--key-file F] [--url]   (farm status --help)\n"
   "       farm keygen FILE\n"
   "       farm worker --connect URL [--slot N] [--parent PID]   (started by farm itself)\n"
   "       farm --version | farm --help\n"
@@ -73,10 +75,17 @@ static const char usage[] =
   "  --journal FILE  keep each finished job's result in FILE; the same command run again\n"
   "                (after a crash, a kill) takes the jobs recorded there from it instead of\n"
   "                running them again\n"
+  "  --status ADDR serve a live, read-only status page while the run goes on, at\n"
+  "                http://ADDR/ (ADDR: PORT or HOST:PORT; /status.json, /status.txt),\n"
+  "                from the first job on. Loopback only, unless --key-file F is given:\n"
+  "                then every request needs the token BLAKE2b(key, \"farm status\")\n"
+  "                (the page asks for it; farm status --key-file F sends it)\n"
+  "  --status-token  the page needs the token on a loopback address too\n"
   "\n"
   "  farm's options go before or after SCRIPT; the script's own arguments follow `--`,\n"
   "  or begin at the first word after SCRIPT that is not one of farm's options.\n"
   "  repl      an interactive Lua prompt with `farm` loaded and the pool (and nodes) running\n"
+  "  status    print the figures of a run or node started with --status ADDR, as a table\n"
   "  keygen    write a new farm key to FILE (readable by you alone)\n";
 
 #define fail farm__cli_fail
@@ -376,6 +385,7 @@ int farm_main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "repl") == 0) return farm_repl_main(argc, argv);
+  if (strcmp(cmd, "status") == 0) return farm__status_main(argc, argv);
   if (strstr(cmd, ".lua")) return fail("to run a script, say 'farm run %s'", cmd);
-  return fail("unknown command '%s' (commands: run, repl, node, keygen; see farm --help)", cmd);
+  return fail("unknown command '%s' (commands: run, repl, node, status, keygen; see farm --help)", cmd);
 }

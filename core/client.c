@@ -24,6 +24,7 @@
 #include "hosts.h"
 #include "journal.h"
 #include "session.h"
+#include "status.h"
 #include "luafuncs.h"
 #include "exec.h"
 #include "worker.h"
@@ -36,6 +37,7 @@
 
 typedef struct ctx {
   farm_engine *e;                  /* a client's pool, or */
+  farm_status_srv *status;             /* ...its status page (status.h), stopped before e closes */
   worker *w;                       /* ...a job's own farm calls, through its worker */
   farm_buf enc;                    /* scratch for encoding, while not busy */
   int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
@@ -109,6 +111,16 @@ static int l_worker_ctx(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &wctx_key);
   return 1;
+}
+
+/* The status page's figures (on its server's thread; the server stops
+   before the engine closes). */
+static void status_fill(void *arg, farm_status_snap *s) {
+  farm__engine_status_snap(arg, s);
+  char host[64] = "";
+  gethostname(host, sizeof host - 1);
+  snprintf(s->kind, sizeof s->kind, "run");
+  snprintf(s->name, sizeof s->name, "%s pid %ld", host, (long)getpid());
 }
 
 /* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */
@@ -187,6 +199,13 @@ static int l_new(lua_State *L) {
   free(hl);
   sodium_memzero(key, sizeof key);
   if (rc < 0) return fail_lua(L, "farm: %s", err[0] ? err : farm_strerror(rc));
+  lua_getfield(L, 1, "status");
+  const char *status = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "status_token");
+  if (status && farm__status_open(&c->status, status, keyfile, lua_toboolean(L, -1), status_fill, c->e,
+                                  err, sizeof err) < 0)
+    return fail_lua(L, "farm: %s", err);
+  lua_pop(L, 2);                   /* the ctx on top */
   return 1;
 }
 
@@ -201,6 +220,8 @@ static int l_close(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
   if (c->w) return 0;              /* a job's farm calls end with the worker */
   farm_engine *e = c->e;
+  farm__status_stop(c->status);
+  c->status = NULL;
   c->e = NULL;
   farm__engine_free(e);
   unwatch_all(c);

@@ -18,6 +18,7 @@
 #include "cliopts.h"
 #include "hosts.h"
 #include "session.h"
+#include "status.h"
 
 int farm__cli_fail(const char *fmt, const char *a) {
   fputs("farm: ", stderr);
@@ -46,6 +47,12 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
   if (strcmp(a, "--no-local") == 0) { o->nworkers = 0; return 1; }
   if (strcmp(a, "--quiet-jobs") == 0) { o->echo = 0; return 1; }
   if (strcmp(a, "--accept-new-hosts") == 0) { o->accept_new = 1; return 1; }
+  if (strcmp(a, "--status-token") == 0) { o->status_token = 1; return 1; }
+  if (strcmp(a, "--status") == 0) {
+    if (*i + 1 >= argc || !*argv[*i + 1]) return fail("%s needs an address, e.g. --status 127.0.0.1:8642", a);
+    o->status = argv[++*i];
+    return 1;
+  }
   if (strcmp(a, "--nodes") && strcmp(a, "--hosts") && strcmp(a, "--key-file") &&
       strcmp(a, "--remote-farm") && strcmp(a, "--heartbeat") && strcmp(a, "--dest") &&
       strcmp(a, "--max-file") && strcmp(a, "--slurm-wait"))
@@ -94,11 +101,14 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
 int farm__pool_check(const farm_pool_opts *o) {
   if (o->nworkers == 0 && !o->nodes && !o->hosts)
     return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
+  char err[512];
+  if (o->status_token && !o->status) return fail("%s", "--status-token goes with --status ADDR");
+  if (o->status && farm__status_open(NULL, o->status, o->key_file, o->status_token, NULL, NULL, err, sizeof err) < 0)
+    return fail("%s", err);
   if (!o->nodes && !o->hosts) return 0;
   /* the hostfile (or allocation) and the key are read now, before the script
      runs: a mistake there is the command line's, not something the script's
      first submit should find after its own work */
-  char err[512];
   farm_host *hl = NULL;
   int n = o->nodes ? farm__hosts_named(o->nodes, &hl, err, sizeof err)
                    : farm__hosts_list(o->hosts, &hl, err, sizeof err);
@@ -134,5 +144,7 @@ void farm__pool_config(lua_State *L, const farm_pool_opts *o) {
   if (o->slurm_wait > 0) { lua_pushnumber(L, o->slurm_wait); lua_setfield(L, -2, "slurm_wait"); }
   set_str(L, "dest", o->dest);
   if (o->max_file > 0) { lua_pushinteger(L, o->max_file); lua_setfield(L, -2, "max_file"); }
+  set_str(L, "status", o->status);
+  if (o->status_token) { lua_pushboolean(L, 1); lua_setfield(L, -2, "status_token"); }
   lua_call(L, 1, 0);
 }

@@ -46,6 +46,7 @@
 #include "peer.h"
 #include "pool.h"
 #include "sockdir.h"
+#include "status.h"
 #include "term.h"
 
 #define CREDIT_MAX 2048
@@ -154,6 +155,9 @@ struct farm_engine {
   farm_peer_host host;             /* [open] what the kinds are handed (host_*, below) */
   farm_journal *journal;           /* [open] farm run --journal (journal.c), or NULL; what it
                                       holds is [mu]: see "the journal", below */
+  uint64_t failed;                 /* [mu] jobs that failed (the status page) */
+  farm_status_error *errs;         /* [mu] the last FARM_STATUS_ERRORS failures, a ring */
+  unsigned nerrs;                  /* [mu] failures put in it, ever */
 };
 
 /* The engine's lock. In debug builds it notes its holder, so that
@@ -321,6 +325,8 @@ int farm__engine_pin(farm_engine *e, const char *name, char *err, size_t errlen)
   return rc;
 }
 
+static void note_failure(farm_engine *e, farm_job *j);
+
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
 static void job_over(farm_engine *e, farm_job *j, int state) {
@@ -345,6 +351,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
     job_event(e, j, state == JOB_DONE ? FARM_EV_JOB_DONE : state == JOB_FAILED ? FARM_EV_JOB_FAILED
               : FARM_EV_JOB_CANCELLED, j->ran_to > 0 ? j->ran_to : j->ended);
   }
+  if (state == JOB_FAILED) note_failure(e, j);
   j->peer = NULL;
   echo_rest(e, j);
   if (j->owner) subdone(e, j, state);
@@ -2318,6 +2325,61 @@ void farm__engine_stats(farm_engine *e, farm_engine_stats *s) {
   engine_unlock(e);
 }
 
+/* ---- the status page (status.h) ------------------------------------------------ */
+
+/* A job failed: counted, and kept in the ring of the last ones (lock held). */
+static void note_failure(farm_engine *e, farm_job *j) {
+  e->failed++;
+  if (!e->errs && !(e->errs = calloc(FARM_STATUS_ERRORS, sizeof *e->errs))) return;
+  farm_status_error *r = &e->errs[e->nerrs++ % FARM_STATUS_ERRORS];
+  r->job = j->id;
+  snprintf(r->worker, sizeof r->worker, "%s", j->peer ? j->peer->name : "");
+  snprintf(r->msg, sizeof r->msg, "%.*s", (int)(j->nres < sizeof r->msg ? j->nres : sizeof r->msg - 1),
+           j->res ? j->res : "");
+  snprintf(r->tb, sizeof r->tb, "%.*s", (int)(j->ntb < sizeof r->tb ? j->ntb : sizeof r->tb - 1),
+           j->tb ? j->tb : "");
+}
+
+/* The figures of the status page: copied under the lock, at once. The local
+   workers are one row, each node one. */
+void farm__engine_status_snap(farm_engine *e, farm_status_snap *s) {
+  engine_lock(e);
+  s->rows = calloc((size_t)e->npeers + 1, sizeof *s->rows);
+  farm_status_row *local = NULL;
+  for (int i = 0; s->rows && i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];
+    int is_local = !p->ops->untrusted, live = !p->dead && !p->retired;
+    int busy = live ? (p->inflight < p->capacity ? p->inflight : p->capacity) : 0;
+    s->running += (uint64_t)busy;
+    farm_status_row *r = is_local && local ? local : &s->rows[s->nrows++];
+    if (is_local && !local) {
+      local = r;
+      snprintf(r->name, sizeof r->name, "local");
+      snprintf(r->state, sizeof r->state, "starting");
+    } else if (!is_local) {
+      snprintf(r->name, sizeof r->name, "%s", p->name);
+      snprintf(r->state, sizeof r->state, "%s", p->retired ? "retired" : p->dead ? (p->ready ? "lost" : "failed")
+               : p->ready ? "up" : "starting");
+      r->clients = p->clients;
+    }
+    if (is_local && live && p->ready) snprintf(r->state, sizeof r->state, "up");
+    snprintf(r->kind, sizeof r->kind, "%s", is_local ? "local" : "node");
+    r->workers += live ? p->capacity : 0;
+    r->busy += busy;
+    r->done += p->jobs;
+  }
+  s->total = __atomic_load_n(&e->submitted, __ATOMIC_RELAXED);
+  s->failed = e->failed;
+  uint64_t fin = __atomic_load_n(&e->finished, __ATOMIC_RELAXED);
+  s->done = fin > e->failed ? fin - e->failed : 0;
+  s->queued = e->nqueued + e->npinned;
+  s->elapsed = farm__now() - e->t0;
+  unsigned n = e->nerrs < FARM_STATUS_ERRORS ? e->nerrs : FARM_STATUS_ERRORS;
+  for (unsigned i = 0; e->errs && i < n; i++)
+    s->errors[s->nerrors++] = e->errs[(e->nerrs - n + i) % FARM_STATUS_ERRORS];
+  engine_unlock(e);
+}
+
 int farm__engine_pids(farm_engine *e, long *pids, int max) {
   engine_lock(e);
   int n = 0;
@@ -2570,6 +2632,7 @@ void farm__engine_free(farm_engine *e) {
   free(e->begun);
   free(e->pins);
   free(e->ev);
+  free(e->errs);
   for (farm_sent_file *f; (f = e->files); ) { e->files = f->next; free(f); }
   free(e->peers);
   free(e->pfd);

@@ -115,6 +115,11 @@ typedef struct farm_engine_stats {
   double elapsed;
 } farm_engine_stats;
 void farm__engine_stats(farm_engine *e, farm_engine_stats *s);
+/* The status page's figures (status.h): totals, one row for the local pool and
+   one per node, the last failures; s zeroed by the caller, rows malloc'd
+   (farm__status_snap_free). Takes the lock briefly; any thread. */
+struct farm_status_snap;
+void farm__engine_status_snap(farm_engine *e, struct farm_status_snap *s);
 int  farm__engine_workers(farm_engine *e);
 int  farm__engine_pids(farm_engine *e, long *pids, int max);
 /* Resize the LOCAL pool to n workers (1..256) while it runs (any thread but

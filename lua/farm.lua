@@ -37,7 +37,7 @@ Pool.__index = Pool
 local pool_of = setmetatable({}, { __mode = "k" })   -- ctx -> its pool
 
 local OPTIONS = "workers, echo, max_message, progress, nodes, hosts, key_file, local_workers, "
-  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file, journal, slurm_wait"
+  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file, journal, slurm_wait, status, status_token"
 
 local function check_config(what, opts, level)
   if type(opts) ~= "table" then
@@ -52,7 +52,8 @@ local function check_config(what, opts, level)
       if math.type(v) ~= "integer" or v < 65536 then
         error(("%s: max_message must be a number of bytes (at least 65536)"):format(what), level + 1)
       end
-    elseif k == "echo" or k == "progress" or k == "local_workers" or k == "accept_new_hosts" then
+    elseif k == "echo" or k == "progress" or k == "local_workers" or k == "accept_new_hosts"
+        or k == "status_token" then
       if type(v) ~= "boolean" then
         error(("%s: %s must be true or false (got %s)"):format(what, k, type(v)), level + 1)
       end
@@ -61,7 +62,7 @@ local function check_config(what, opts, level)
         error(("%s: max_file must be a number of bytes from 1 to 192 MiB"):format(what), level + 1)
       end
     elseif k == "nodes" or k == "hosts" or k == "key_file" or k == "remote_farm" or k == "dest"
-        or k == "journal" or k == "journal_id" then
+        or k == "journal" or k == "journal_id" or k == "status" then
       if type(v) ~= "string" or v == "" then
         error(("%s: %s must be a string (got %s)"):format(what, k, type(v)), level + 1)
       end

@@ -71,6 +71,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "session.h"
+#include "status.h"
 #include "transport.h"
 #include "cli.h"
 
@@ -136,7 +137,8 @@ typedef struct node {
   int ctl;                         /* a session's socket to its lobby (-1: none) */
   int total, clients;              /* the node's workers, and the clients it serves */
   int told_active;                 /* what the lobby last heard: has jobs, */
-  uint64_t told_done;              /* ...and jobs done */
+  uint64_t told_done;              /* ...and jobs done, */
+  double told_at;                  /* ...when (the counts go at most twice a second) */
   double idle_at;                  /* when it last had no jobs (0: it has some) */
   char stranger[96];               /* the last stranger on our own link, logged once */
   struct procfds *pf;              /* (for a look at who is connected) */
@@ -776,13 +778,15 @@ static void tell_lobby(node *n, double now) {
   if (active) n->idle_at = 0;
   else if (!n->idle_at) n->idle_at = now;
   if (!active && n->told_active && now - n->idle_at < 0.3) active = 1;
-  if (active == n->told_active && (n->jobs_done + n->jobs_failed == n->told_done || n->jobs.n)) return;
+  if (active == n->told_active && (n->jobs_done + n->jobs_failed == n->told_done ||
+                                    (n->jobs.n && now - n->told_at < 0.5))) return;
   char msg[96];
   int k = snprintf(msg, sizeof msg, "A %d %llu %llu", active, (unsigned long long)n->jobs_done,
                    (unsigned long long)n->jobs_failed);
   if (send(n->ctl, msg, (size_t)k, MSG_DONTWAIT | MSG_NOSIGNAL) == k) {
     n->told_active = active;
     n->told_done = n->jobs_done + n->jobs_failed;
+    n->told_at = now;
   }
 }
 
@@ -1046,6 +1050,8 @@ typedef struct lobby {
   procfds pf;                      /* (kept open: a flood may leave no descriptor free) */
   uint64_t sessions, auth_failed, dropped, dropped_conns, done, failed;
   uint64_t unanswered_told;
+  farm_status_srv *page;           /* --status: the page (status.h), fed by lobby_status */
+  double status_at;
 } lobby;
 
 /* Once per address per minute: a stranger who keeps at it fills no log. */
@@ -1376,6 +1382,35 @@ static void lobby_stats(lobby *L) {
         (unsigned long long)L->dropped_conns, farm__now() - L->t0, L->nkids ? who : "no client");
 }
 
+/* The status page's figures: the node, and the clients it serves now (the
+   page's server copies them; it never reads the lobby itself). */
+static void lobby_status(lobby *L, double now) {
+  if (!L->page || now - L->status_at < 0.2) return;
+  L->status_at = now;
+  farm_status_row row = { .workers = L->workers };
+  farm_status_client cl[MAX_KIDS];
+  farm_status_snap s = { .rows = &row, .nrows = 1, .clients = cl, .nclients = L->nkids,
+                         .done = L->done, .failed = L->failed, .elapsed = now - L->t0 };
+  snprintf(s.kind, sizeof s.kind, "node");
+  snprintf(s.name, sizeof s.name, "%.127s", L->listen);
+  snprintf(row.name, sizeof row.name, "%.63s", L->listen + (strncmp(L->listen, "tcp://", 6) ? 0 : 6));
+  snprintf(row.kind, sizeof row.kind, "node");
+  snprintf(row.state, sizeof row.state, "up");
+  for (int i = 0; i < L->nkids; i++) {
+    kid *k = &L->kids[i];
+    cl[i] = (farm_status_client){ .workers = k->share, .active = k->active, .done = k->done, .failed = k->failed };
+    snprintf(cl[i].name, sizeof cl[i].name, "%s", k->who);
+    s.done += k->done;
+    s.failed += k->failed;
+    row.busy += k->active ? k->share : 0;
+  }
+  if (row.busy > row.workers) row.busy = row.workers;
+  row.done = s.done;
+  s.running = (uint64_t)row.busy;
+  s.total = s.done + s.failed + s.running;
+  farm__status_publish(L->page, &s);
+}
+
 static void stop_kids(lobby *L) {
   if (L->spare.pid) {
     kill(L->spare.pid, SIGTERM);
@@ -1399,6 +1434,7 @@ static int lobby_main(lobby *L) {
     double now = farm__now();
     if (now - L->scanned >= LOBBY_SCAN) { watch_lobby(L, now); L->scanned = now; }
     keep_spare(L, now);
+    lobby_status(L, now);
     if (!L->nkids && L->idle_timeout > 0 && now - L->idle_since > L->idle_timeout) {
       logf_(&L->lg, LOG_INFO, "no client for %g s: exiting", L->idle_timeout);
       break;
@@ -1449,6 +1485,7 @@ static int lobby_main(lobby *L) {
 static const char node_usage[] =
   "usage: farm node [--listen ADDR] [-w N] [--key-file F] [--idle-timeout S] [--heartbeat S]\n"
   "                 [--restart-workers] [--pid-file F] [--log-file F] [--log-level L] [--daemon]\n"
+  "                 [--status ADDR [--status-token]]\n"
   "\n"
   "A standing node: runs the jobs of its clients on N local workers, shared evenly\n"
   "between the clients that have jobs; each client gets workers, a directory and a\n"
@@ -1468,6 +1505,11 @@ static const char node_usage[] =
   "  --log-file F      log there instead of stderr\n"
   "  --log-level L     error, warn, info (default) or debug\n"
   "  --daemon          detach from the terminal (with --log-file, or logs are lost)\n"
+  "  --status ADDR     serve a live, read-only status page at http://ADDR/ (PORT or\n"
+  "                    HOST:PORT): the clients served, their workers and jobs. Loopback\n"
+  "                    only, unless --key-file F is given: then every request needs the\n"
+  "                    token BLAKE2b(key, \"farm status\") (farm status ADDR --key-file F)\n"
+  "  --status-token    the page needs the token on a loopback address too\n"
   "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the clients' jobs and exits.\n"
   "A client reaches it with: farm run SCRIPT --hosts node://HOST:PORT --key-file F\n";
 
@@ -1594,8 +1636,8 @@ out:
 int farm_node_main(int argc, char **argv) {
   node N = { .beat = 1.0, .sigfd = -1, .ctl = -1, .lg.level = LOG_INFO };
   node *n = &N;
-  const char *keyfile = getenv("FARM_KEY_FILE"), *pidfile = NULL, *logfile = NULL;
-  int daemonize = 0, ok = 1, listen_given = 0;
+  const char *keyfile = getenv("FARM_KEY_FILE"), *pidfile = NULL, *logfile = NULL, *status = NULL;
+  int daemonize = 0, ok = 1, listen_given = 0, status_token = 0;
   snprintf(n->listen, sizeof n->listen, "%s", DEFAULT_LISTEN);
   if (argc == 3 && !strcmp(argv[2], "--session")) return session_main();
   for (int i = 2; i < argc; i++) {
@@ -1605,10 +1647,11 @@ int farm_node_main(int argc, char **argv) {
     if (!strcmp(a, "--launched")) { n->launched = 1; continue; }
     if (!strcmp(a, "--restart-workers")) { n->restart = 1; continue; }
     if (!strcmp(a, "--connect-back")) { n->connect = 1; continue; }
+    if (!strcmp(a, "--status-token")) { status_token = 1; continue; }
     if (a[0] != '-') return bad("unexpected argument '%s' (see farm node --help)", a);
     if (strcmp(a, "--listen") && strcmp(a, "-w") && strcmp(a, "--workers") && strcmp(a, "--key-file") &&
         strcmp(a, "--idle-timeout") && strcmp(a, "--heartbeat") && strcmp(a, "--pid-file") &&
-        strcmp(a, "--log-file") && strcmp(a, "--log-level"))
+        strcmp(a, "--log-file") && strcmp(a, "--log-level") && strcmp(a, "--status"))
       return bad("unknown option '%s' (see farm node --help)", a);
     if (i + 1 >= argc) return bad("%s needs a value (see farm node --help)", a);
     const char *v = argv[++i];
@@ -1630,6 +1673,7 @@ int farm_node_main(int argc, char **argv) {
     else if (!strcmp(a, "--heartbeat")) { n->beat = num(v, &ok); if (!ok) return bad("--heartbeat takes seconds, not '%s'", v); }
     else if (!strcmp(a, "--pid-file")) pidfile = v;
     else if (!strcmp(a, "--log-file")) logfile = v;
+    else if (!strcmp(a, "--status")) status = v;
     else {
       int l = -1;
       for (int k = 0; k < 4; k++) if (!strcmp(v, level_names[k])) l = k;
@@ -1700,6 +1744,9 @@ int farm_node_main(int argc, char **argv) {
             "run code here; pass --key-file F (make one with: farm keygen F)\n", n->listen);
     return 2;
   }
+  if (status_token && !status) return bad("%s", "--status-token goes with --status ADDR");
+  if (status && farm__status_open(NULL, status, keyfile, status_token, NULL, NULL, err, sizeof err) < 0)
+    return bad("%s", err);
   if (n->connect) return connect_main(n);
 
   static lobby L;                               /* (large: not on the stack; one per process) */
@@ -1762,6 +1809,12 @@ int farm_node_main(int argc, char **argv) {
     if (pidfd >= 0) rewrite_pid_file(pidfd);
     if (farm__lobby_link_open(&L.link, L.listen, 1, err, sizeof err) < 0) { logf_(&L.lg, LOG_ERROR, "%s", err); goto out; }
   }
+  /* the page's server thread: after daemon()'s fork, before the sessions */
+  if (status && farm__status_open(&L.page, status, keyfile, status_token, NULL, NULL, err, sizeof err) < 0) {
+    fprintf(stderr, "farm node: %s\n", err);
+    logf_(&L.lg, LOG_ERROR, "%s", err);
+    goto out;
+  }
   L.sigfd = block_signals();
   procfds_open(&L.pf);
   sweep_workdirs();
@@ -1774,6 +1827,7 @@ int farm_node_main(int argc, char **argv) {
   }
   rc = lobby_main(&L);
 out:
+  farm__status_stop(L.page);
   if (pidfd >= 0) {               /* ours (locked): removed while we still hold it */
     unlink(pidfile);
     close(pidfd);

@@ -4,7 +4,7 @@ set -eu
 pkgs="build-essential pkg-config lua5.4 liblua5.4-dev libnanomsg-dev nanomsg-utils
       libsodium-dev lua-busted perl procps clang libclang-rt-14-dev tmux bsdutils
       libssh2-1-dev openssh-server openssh-client iproute2 util-linux slurm-wlm libedit-dev luajit luarocks man-db
-      dpkg-dev lintian"
+      dpkg-dev lintian libmicrohttpd-dev chromium curl"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

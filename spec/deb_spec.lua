@@ -146,7 +146,8 @@ describe("the Debian package", function()
     end
     -- Depends: what the binaries link, and what farm loads with dlopen
     local depends = must("dpkg-query -W -f='${Depends}' farm")
-    for _, d in ipairs { "libc6", "liblua5.4%-0", "libnanomsg5", "libsodium23", "libssh2%-1", "libedit2" } do
+    for _, d in ipairs { "libc6", "liblua5.4%-0", "libnanomsg5", "libsodium23", "libssh2%-1", "libedit2",
+                         "libmicrohttpd12" } do
       assert.matches("%f[%w]" .. d .. "[%s,(]", depends .. ",")
     end
     -- the unit starts the packaged farm; the man page is farm's

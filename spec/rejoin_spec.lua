@@ -187,6 +187,31 @@ describe("farm.add_nodes", function()
   end)
 end)
 
+describe("a pool closed while a node it added still connects", function()
+  local bed = H.node_bed("addclose", 28600)
+  before_each(bed.setup)
+  after_each(bed.teardown)
+
+  -- the node is frozen: its port takes the connection, and nothing answers
+  it("closes at once, and the run goes on", function()
+    local pid = bed.start()
+    assert(os.execute(tree("STOP", pid)))
+    local r = H.run_script(([[
+      local farm = require "farm"
+      local p = farm.new { workers = 1, key_file = %q }
+      p:add_nodes { "node://127.0.0.1:%d" }
+      print("pool", p:submit(function() return 1 end):result(30))
+      print("state", p:nodes()[1].state)
+      p:close()
+      print("closed")
+      print("default pool", farm.submit(function() return 2 end):result(30))
+    ]]):format(bed.key, bed.port), "-n 1", 60)
+    os.execute(tree("CONT", pid))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("pool\t1\nstate\tstarting\nclosed\ndefault pool\t2\n", r.out, r.err)
+  end)
+end)
+
 describe("a node that was frozen", function()
   local bed = H.node_bed("resumed", 28800)
   before_each(bed.setup)

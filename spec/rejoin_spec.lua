@@ -138,6 +138,46 @@ describe("a standing node that comes back", function()
   end)
 end)
 
+describe("a node that broke the protocol", function()
+  local bed = H.node_bed("hostile-rejoin", 28200)
+  before_each(bed.setup)
+  after_each(bed.teardown)
+
+  -- spec/peers/fake_node sends SUBMIT, which only the client's own workers
+  -- may: it is dropped, and never tried again. Its lobby still takes TCP
+  -- connections (and answers nothing more), so a try would be a connection
+  -- to its port held for seconds: there is none.
+  it("is not tried again", function()
+    local fake = H.abs(H.build .. "/peers/fake_node")
+    local pidfile, out = bed.dir .. "/fake.pid", bed.dir .. "/fake.out"
+    os.execute(("%s --listen tcp://127.0.0.1:%d --key-file %s --attack submit --marker %s >%s 2>/dev/null </dev/null & echo $! >%s")
+      :format(q(fake), bed.port, q(bed.key), q(bed.dir .. "/marker"), q(out), q(pidfile)))
+    local pid = assert(tonumber(H.slurp(pidfile):match("%d+")))
+    bed.started[#bed.started + 1] = pid
+    assert(H.wait_for(function() return H.slurp(out):find("FAKE-NODE READY", 1, true) end, 10), "no fake node")
+    local r = H.run_script(([[
+      local farm = require "farm"
+      local port = %d
+      local fs = {}
+      for i = 1, 20 do fs[i] = farm.submit(function(x) return x end, i) end
+      for i = 1, 20 do fs[i]:result(30) end
+      local t0 = os.time()
+      while farm.nodes()[1].state ~= "lost" and os.time() - t0 < 30 do farm.wait(fs, { timeout = 0.05 }) end
+      print("state", farm.nodes()[1].state)
+      os.execute("sleep 3")                     -- a try would have begun after 0.5 s
+      local held = 0
+      for line in io.lines("/proc/net/tcp") do
+        local rport, st = line:match("^%%s*%%d+: %%x+:%%x+ %%x+:(%%x+) (%%x+)")
+        if rport and tonumber(rport, 16) == port and st == "01" then held = held + 1 end
+      end
+      print("connections to it", held)
+    ]]):format(bed.port), ("-n 1 --heartbeat 0.2 --hosts node://127.0.0.1:%d --key-file %s"):format(bed.port, q(bed.key)), 60)
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("state\tlost\n", 1, true), r.out)
+    assert.is_truthy(r.out:find("connections to it\t0\n", 1, true), r.out .. r.err)
+  end)
+end)
+
 describe("farm.add_nodes", function()
   local bed = H.node_bed("addnodes", 28400)
   before_each(bed.setup)

@@ -1535,8 +1535,10 @@ void farm__engine_peer_lost(farm_engine *e, farm_peer *p, uint64_t running, cons
 int farm__engine_workers(farm_engine *e) {
   engine_lock(e);
   int n = 0;
-  for (int i = 0; i < e->npeers; i++)
-    n += e->peers[i]->dead || e->peers[i]->retired ? 0 : e->peers[i]->capacity;
+  for (int i = 0; i < e->npeers; i++) {
+    farm_peer *p = e->peers[i];      /* (a node still connecting has said no number yet) */
+    n += p->dead || p->retired || (p->ops->remote && !p->ready) ? 0 : p->capacity;
+  }
   engine_unlock(e);
   return n;
 }

@@ -564,7 +564,6 @@ static void adopt(farm_peer *p) {
   free(n->hello);
   n->hello = NULL;
   n->last_beat = 0;                /* the first BEAT goes at once: it says our heartbeat */
-  n->tcp_looked = farm__now();
   if (p->link) farm__link_tcp_up(p->link);   /* finds its connection, while it is there */
 }
 

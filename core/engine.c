@@ -16,6 +16,13 @@
  * through an eventfd only when it sleeps; everything else is under e->mu. The
  * loop wakes a waiting caller through another eventfd (poll()able, so a signal
  * interrupts the caller's wait). The loop never calls Lua.
+ *
+ * Peers come and go while it runs: farm__engine_set_workers adds and retires
+ * local workers; farm__engine_add_hosts adds nodes, which their kind connects
+ * in the background and the loop takes in at their HELLO; a node lost and
+ * back again (peer_node.c) is the same peer with a fresh session (its jobs
+ * went back to the queue at the loss). With no peer left but lost nodes tried
+ * again, queued jobs wait REJOIN_WAIT seconds for one before they fail.
  */
 #include <errno.h>
 #include <math.h>

@@ -22,6 +22,7 @@
 #include "codec.h"
 #include "engine.h"
 #include "hosts.h"
+#include "join.h"
 #include "session.h"
 #include "luafuncs.h"
 #include "exec.h"
@@ -35,6 +36,7 @@
 
 typedef struct ctx {
   farm_engine *e;                  /* a client's pool, or */
+  farm_join *jn;                   /* ...with the nodes that join it (listen, discover; join.h) */
   worker *w;                       /* ...a job's own farm calls, through its worker */
   farm_buf enc;                    /* scratch for encoding, while not busy */
   int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
@@ -110,6 +112,20 @@ static int l_worker_ctx(lua_State *L) {
   return 1;
 }
 
+/* A node announced itself (join.h; on the join thread): the pool dials it. */
+static int join_add(void *arg, const char *ip, unsigned port, char *err, size_t errlen) {
+  farm_host h;
+  memset(&h, 0, sizeof h);
+  h.kind = FARM_HOST_NODE;
+  snprintf(h.host, sizeof h.host, "%s", ip);
+  h.port = (int)port;
+  h.port_given = 1;
+  snprintf(h.origin, sizeof h.origin, "announced itself");
+  (void)arg;
+  snprintf(err, errlen, "cannot add nodes to a running pool yet");   /* (farm__engine_add_hosts) */
+  return FARM_EINVAL;
+}
+
 /* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -148,6 +164,10 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "key_file");
   const char *keyfile = luaL_optstring(L, -1, NULL);
   if (!keyfile || !*keyfile) keyfile = getenv("FARM_KEY_FILE");
+  lua_getfield(L, 1, "listen");
+  const char *listen = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "discover");
+  const char *discover = luaL_optstring(L, -1, NULL);
   char err[1536];                  /* room for every unreachable host's reason */
   err[0] = 0;
   farm_host *hl = NULL;
@@ -156,12 +176,17 @@ static int l_new(lua_State *L) {
   if (nodes || hosts) {
     nh = nodes ? farm__hosts_named(nodes, &hl, err, sizeof err) : farm__hosts_list(hosts, &hl, err, sizeof err);
     if (nh < 0) return fail_lua(L, "farm: %s", err);
-    int standing = 0;
-    for (int i = 0; i < nh; i++) standing |= hl[i].kind == FARM_HOST_NODE;
-    if (standing && keyfile && *keyfile) {
-      if (farm__key_load(keyfile, key, err, sizeof err) < 0) { free(hl); return fail_lua(L, "farm: %s", err); }
-      o.key = key;
-    }
+  }
+  int standing = listen || discover;   /* nodes that join are standing ones */
+  for (int i = 0; i < nh; i++) standing |= hl[i].kind == FARM_HOST_NODE;
+  if ((listen || discover) && (!keyfile || !*keyfile)) {
+    free(hl);
+    return fail_lua(L, "farm: %s needs a key_file (or FARM_KEY_FILE): the key the nodes that join "
+                    "sign with and prove they know", listen ? "listen" : "discover");
+  }
+  if (standing && keyfile && *keyfile) {
+    if (farm__key_load(keyfile, key, err, sizeof err) < 0) { free(hl); return fail_lua(L, "farm: %s", err); }
+    o.key = key;
   }
   o.hosts = hl;
   o.nhosts = nh;
@@ -175,6 +200,14 @@ static int l_new(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   int rc = farm__engine_open(&c->e, &o, err, sizeof err);
   free(hl);
+  if (rc == 0 && (listen || discover)) {
+    farm_join_opts jo = { .listen = listen, .discover = discover, .key = key, .quiet = o.quiet,
+                          .add = join_add, .arg = c->e };
+    if ((rc = farm__join_open(&c->jn, &jo, err, sizeof err)) < 0) {
+      farm__engine_free(c->e);
+      c->e = NULL;
+    }
+  }
   sodium_memzero(key, sizeof key);
   if (rc < 0) return fail_lua(L, "farm: %s", err[0] ? err : farm_strerror(rc));
   return 1;
@@ -192,6 +225,8 @@ static int l_close(lua_State *L) {
   if (c->w) return 0;              /* a job's farm calls end with the worker */
   farm_engine *e = c->e;
   c->e = NULL;
+  farm__join_close(c->jn);         /* (before the engine it adds nodes to) */
+  c->jn = NULL;
   farm__engine_free(e);
   unwatch_all(c);
   return 0;

@@ -10,8 +10,10 @@ typedef struct farm_pool_opts {
   double heartbeat;
   const char *dest;                /* --dest: where farm.send_file's files go */
   long long max_file;              /* --max-file: the largest file that travels; 0: default */
+  const char *listen;              /* --listen: where nodes join (join.h) */
+  const char *discover;            /* --discover: the interface nodes announce themselves on */
 } farm_pool_opts;
-#define FARM_POOL_OPTS_INIT { -1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define FARM_POOL_OPTS_INIT { -1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 /* argv[*i] is one of those options: take it (and its value; *i moves on) and
    return 1; 0 when it is not one of them; 2 after saying in one line what is
    wrong with it (the command's exit status). */

@@ -151,9 +151,14 @@ int farm__iface_addr(const char *iface, struct in_addr *addr, struct in_addr *bc
     found = 1;
     if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
     v4 = 1;
-    if (!(i->ifa_flags & IFF_BROADCAST) || !i->ifa_broadaddr) continue;
+    if (!(i->ifa_flags & IFF_BROADCAST)) continue;
     *addr = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
-    *bcast = ((struct sockaddr_in *)i->ifa_broadaddr)->sin_addr;
+    /* an address added without `brd` has none set (0.0.0.0): the network's
+       own, from the netmask, is where its broadcasts go */
+    bcast->s_addr = i->ifa_broadaddr ? ((struct sockaddr_in *)i->ifa_broadaddr)->sin_addr.s_addr : 0;
+    if ((!bcast->s_addr || bcast->s_addr == addr->s_addr) && i->ifa_netmask)
+      bcast->s_addr = addr->s_addr | ~((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr;
+    if (!bcast->s_addr || bcast->s_addr == addr->s_addr) continue;   /* a /32: no one else there */
     rc = 0;
     break;
   }

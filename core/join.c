@@ -107,7 +107,11 @@ static void heard(farm_join *j, const void *msg, size_t n, const char *src) {
     say(j, "node://%s:%u announced itself (%s): adding it", ip, a.port, src);
   }
   k->at = now;
-  if (j->o.add(j->o.arg, ip, a.port, err, sizeof err) < 0) say(j, "node://%s:%u: %s", ip, a.port, err);
+  if (j->o.add(j->o.arg, ip, a.port, err, sizeof err) < 0) {
+    char who[48];
+    snprintf(who, sizeof who, "node://%s:%u", ip, a.port);
+    if (worth_saying(j, who, now)) say(j, "%s: %s", who, err);
+  }
 }
 
 static void read_pull(farm_join *j) {

@@ -149,7 +149,8 @@ end
 ---   local bed = H.node_bed("placement", 26000)
 ---   before_each(bed.setup); after_each(bed.teardown)
 ---   local pid = bed.start("extra args", "ENV=1 ")     -- waits until it listens
---- bed.dir, bed.key, bed.port, bed.log name what the tests need.
+--- bed.dir, bed.key, bed.port, bed.log name what the tests need; a second node
+--- is bed.start(extra, env, port, log) on a port and log of its own.
 function H.node_bed(name, base)
   local b = { started = {} }
   function b.setup()
@@ -164,12 +165,13 @@ function H.node_bed(name, base)
     assert(H.wait_gone(b.started, 15), "something the test started still runs")
     os.execute("rm -rf " .. quote(b.dir))
   end
-  function b.start(extra, env)
+  function b.start(extra, env, port, log)
+    log = log or b.log
     local pid = H.bg(("%sexec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2 %s")
-      :format(env or "", quote(H.farm), b.port, quote(b.key), quote(b.log), extra or ""))
+      :format(env or "", quote(H.farm), port or b.port, quote(b.key), quote(log), extra or ""))
     b.started[#b.started + 1] = pid
-    assert(H.wait_for(function() return H.slurp(b.log):find("listening on", 1, true) end, 20),
-      "the node did not start: " .. H.slurp(b.log))
+    assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20),
+      "the node did not start: " .. H.slurp(log))
     return pid
   end
   return b

@@ -988,6 +988,48 @@ static int l_set_workers(lua_State *L) {
   return 0;
 }
 
+/* core.add_nodes(ctx, {line...}, key_file): hostfile lines, added to the
+   running pool (farm.add_nodes); they connect in the background */
+static int l_add_nodes(lua_State *L) {
+  ctx *c = luaL_checkudata(L, 1, CTX_MT);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const char *keyfile = luaL_optstring(L, 3, NULL);
+  if (!keyfile || !*keyfile) keyfile = getenv("FARM_KEY_FILE");
+  if (c->w) return fail_lua(L, "farm.add_nodes: only the client can add nodes");
+  if (!c->e) return fail_lua(L, "farm.add_nodes: the pool is closed");
+  lua_Integer n = luaL_len(L, 2);
+  if (n > 4096) return fail_lua(L, "farm.add_nodes: at most 4096 hosts at once (got %d)", (int)n);
+  farm_host *hs = calloc((size_t)(n > 0 ? n : 1), sizeof *hs);
+  if (!hs) return fail_lua(L, "farm.add_nodes: out of memory");
+  int nh = 0, standing = 0;
+  char err[600];
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 2, i);
+    const char *line = lua_tostring(L, -1);
+    char origin[48];
+    snprintf(origin, sizeof origin, "farm.add_nodes item %d", (int)i);
+    int k = line && lua_type(L, -1) == LUA_TSTRING ? farm__hosts_line(line, origin, &hs[nh], err, sizeof err) : -2;
+    lua_pop(L, 1);
+    if (k == -2) {
+      free(hs);
+      return fail_lua(L, "farm.add_nodes: item %d is not a string; give hostfile lines, as "
+                      "'node://host:port [workers]'", (int)i);
+    }
+    if (k < 0) { free(hs); return fail_lua(L, "farm.add_nodes: %s", err); }
+    if (k == 1) standing |= hs[nh++].kind == FARM_HOST_NODE;
+  }
+  if (standing && keyfile && *keyfile && !farm__engine_has_key(c->e)) {
+    unsigned char key[FARM_KEYLEN];
+    if (farm__key_load(keyfile, key, err, sizeof err) < 0) { free(hs); return fail_lua(L, "farm.add_nodes: %s", err); }
+    farm__engine_set_key(c->e, key);
+    sodium_memzero(key, sizeof key);
+  }
+  int rc = farm__engine_add_hosts(c->e, hs, nh, err, sizeof err);
+  free(hs);
+  if (rc < 0) return fail_lua(L, "farm.add_nodes: %s", err);
+  return 0;
+}
+
 static int l_outstanding(lua_State *L) {
   ctx *c = luaL_checkudata(L, 1, CTX_MT);
   lua_pushinteger(L, c->e ? (lua_Integer)farm__engine_outstanding(c->e) : 0);
@@ -1130,6 +1172,7 @@ void farm__open_client(lua_State *L, int core) {
     { "split_done", l_split_done }, { "stats", l_stats }, { "workers", l_workers },
     { "outstanding", l_outstanding }, { "finished", l_finished },
     { "pids", l_pids }, { "set_workers", l_set_workers },
+    { "add_nodes", l_add_nodes },
     { "set_future_mt", l_set_future_mt }, { "is_future", l_is_future }, { "now", l_now },
     { "worker_ctx", l_worker_ctx }, { "unread", l_unread }, { "timed_out", l_timed_out },
     { "share", l_share }, { "file_key", l_file_key }, { "share_file", l_share_file },

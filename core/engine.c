@@ -36,6 +36,7 @@
 #include "engine.h"
 #include "files.h"
 #include "hash.h"
+#include "hosts.h"
 #include "peer.h"
 #include "pool.h"
 #include "sockdir.h"
@@ -145,6 +146,12 @@ struct farm_engine {
   int loop_skipped;                /* [atomic] the loop sleeps without polling the links */
   char err[512];                   /* [mu] why peers cannot run (the first reason) */
   farm_peer_host host;             /* [open] what the kinds are handed (host_*, below) */
+  /* nodes added while it runs (farm__engine_add_hosts) */
+  farm_engine_opts nodes_o;        /* [mu] what a node is made with (no hosts; key: key) */
+  unsigned char key[32];           /* [mu] the standing nodes' key (nodes_o.key points here) */
+  char remote_farm[256];           /* [open] (nodes_o.remote_farm points here) */
+  double orphaned;                 /* [mu] since when no peer but lost nodes tried again is
+                                      left (0: some peer is; REJOIN_WAIT) */
 };
 
 /* The engine's lock. In debug builds it notes its holder, so that
@@ -1284,6 +1291,7 @@ static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
     else
       snprintf(why, sizeof why, "it sent a message of unknown type %d (a protocol violation; not used again "
                "in this run)", type);
+    p->hostile = 1;                /* (never tried again: peer_node.c) */
     farm__peer_broken(p, why);
     return 0;
   }
@@ -1300,7 +1308,7 @@ static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
       e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
     if (p->ops->connected) p->ops->connected(p);
-    node_event(e, p, FARM_EV_NODE_UP, NULL);
+    node_event(e, p, FARM_EV_NODE_UP, p->rejoined ? "rejoined" : NULL);
     changed(e);
     return 0;
   }
@@ -1417,6 +1425,7 @@ int farm__peer_drain(farm_peer *p) {
     if (rc < 0) {                  /* a peer that talks nonsense is replaced */
       /* (a node is not: it is lost for the run, and its kind says so) */
       if (!p->ops->untrusted) farm__term_say(p->e->term, "farm: %s; restarting it", why);
+      else p->hostile = 1;         /* (a node that talks nonsense is not tried again) */
       farm__peer_broken(p, why);
       break;
     }
@@ -1538,6 +1547,25 @@ static int live_peers(farm_engine *e) {
   return n;
 }
 
+/* No peer is left to run the queue (live_peers is 0): whether the queue waits
+   for a lost node that is being tried again (p->rejoining), for REJOIN_WAIT
+   seconds from when the last peer went, said once on the terminal when jobs
+   wait. After that the queue fails, and so does what is submitted, until a
+   node is back. */
+#define REJOIN_WAIT 30.0
+static int awaits_rejoin(farm_engine *e, double now) {
+  int any = 0;
+  for (int i = 0; i < e->npeers && !any; i++)
+    any = e->peers[i]->rejoining && !e->peers[i]->retired && !e->peers[i]->hostile;
+  if (!any) return 0;
+  if (!e->orphaned) {
+    e->orphaned = now;
+    if ((e->nqueued || e->npinned || __atomic_load_n(&e->incoming, __ATOMIC_SEQ_CST)) && !e->nodes_o.quiet)
+      farm__term_say(e->term, "farm: no workers left; waiting up to %g s for a lost node to come back", REJOIN_WAIT);
+  }
+  return now - e->orphaned < REJOIN_WAIT;
+}
+
 /* ---- timers ------------------------------------------------------------------ */
 
 static farm_job *job_running_at(farm_peer *p, uint64_t id) {
@@ -1625,7 +1653,9 @@ static void tick(farm_engine *e, double now) {
   rebalance(e, now);
   /* (a node's queue waits for its client to take it back: the client hears
      of a setup failure from the node, and runs those jobs elsewhere) */
-  if (!live_peers(e) && !(e->keep_files && e->setup_err[0])) fail_queue(e, e->err[0] ? e->err : "no workers left");
+  if (live_peers(e)) e->orphaned = 0;
+  else if (!(e->keep_files && e->setup_err[0]) && !awaits_rejoin(e, now))
+    fail_queue(e, e->err[0] ? e->err : "no workers left");
   if (e->progress && now - e->last_progress >= PROGRESS_EVERY) {
     e->last_progress = now;
     draw_progress(e, now);
@@ -1831,7 +1861,7 @@ static void pool_steps(farm_engine *e) {
       p->ops->kill(p, p->retired_why, 0);    /* it did not go by itself */
     }
   }
-  if (last && !live_peers(e) && !(e->keep_files && e->setup_err[0])) {
+  if (last && !live_peers(e) && !(e->keep_files && e->setup_err[0]) && !awaits_rejoin(e, now)) {
     char why[sizeof e->err + 300];
     snprintf(why, sizeof why, "no workers left: %s was retired (%s)%s%s", last->name,
              last->retired_why, dead && e->err[0] ? "; " : "", dead ? e->err : "");
@@ -1938,6 +1968,86 @@ int farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen) {
     }
     if (farm__engine_wait(e, gen, 0.05) < 0) return 0;   /* a signal: they go on starting */
   }
+}
+
+/* ---- nodes added while it runs ---------------------------------------------------- */
+
+void farm__engine_set_key(farm_engine *e, const unsigned char key[32]) {
+  engine_lock(e);
+  memcpy(e->key, key, sizeof e->key);
+  e->nodes_o.key = e->key;
+  engine_unlock(e);
+}
+
+int farm__engine_has_key(farm_engine *e) {
+  engine_lock(e);
+  int has = e->nodes_o.key != NULL;
+  engine_unlock(e);
+  return has;
+}
+
+/* The node peer named name (as farm.nodes() names it), or NULL. */
+static farm_peer *node_named(farm_engine *e, const char *name) {
+  for (int i = 0; i < e->npeers; i++)
+    if (e->peers[i]->ops->remote && !strcmp(e->peers[i]->name, name)) return e->peers[i];
+  return NULL;
+}
+
+int farm__engine_add_hosts(farm_engine *e, const farm_host *hosts, int n, char *err, size_t errlen) {
+  if (errlen) err[0] = 0;
+  if (n < 0 || (n > 0 && !hosts)) { snprintf(err, errlen, "no hosts given"); return FARM_EINVAL; }
+  engine_lock(e);
+  int rc = 0;
+  if (atomic_load(&e->closed) || e->stop) {
+    snprintf(err, errlen, "the pool is closed");
+    rc = FARM_ECLOSED;
+  }
+  /* every host is looked at before any is taken: one that cannot be is said */
+  for (int i = 0; !rc && i < n; i++) {
+    char name[400], short_name[sizeof e->peers[0]->name];
+    farm__host_name(&hosts[i], name, sizeof name);
+    snprintf(short_name, sizeof short_name, "%.47s", name);
+    farm_peer *p = node_named(e, short_name);
+    if (hosts[i].kind != FARM_HOST_NODE && hosts[i].kind != FARM_HOST_SSH) {
+      snprintf(err, errlen, "host %s: only a standing node (node://host:port) or an SSH host can be "
+               "added to a running pool", name);
+      rc = FARM_EINVAL;
+    } else if (p && p->hostile) {
+      snprintf(err, errlen, "host %s: it broke the protocol earlier in this run, and is not taken back", name);
+      rc = FARM_EINVAL;
+    }
+  }
+  int grown = 0;
+  if (!rc && n > 0) {
+    farm_peer **v = realloc(e->peers, (size_t)(e->npeers + n) * sizeof *v);
+    if (!v) { snprintf(err, errlen, "out of memory"); rc = FARM_ENOMEM; }
+    else e->peers = v;
+  }
+  for (int i = 0; !rc && i < n; i++) {
+    char name[400], short_name[sizeof e->peers[0]->name];
+    farm__host_name(&hosts[i], name, sizeof name);
+    snprintf(short_name, sizeof short_name, "%.47s", name);
+    farm_peer *p = node_named(e, short_name);
+    if (p && (!p->dead || p->rejoining || p->retired)) continue;   /* live, tried again already, or out */
+    if (p) {                       /* lost, or never reached: its kind tries it again now */
+      p->rejoining = 1;
+      grown++;
+      continue;
+    }
+    if (!(p = farm__node_new(&e->host, &e->nodes_o, &hosts[i]))) {
+      snprintf(err, errlen, "out of memory");
+      rc = FARM_ENOMEM;
+      break;
+    }
+    p->start_pending = 1;
+    e->peers[e->npeers++] = p;
+    grown++;
+  }
+  if (grown) changed(e);
+  engine_unlock(e);
+  uint64_t one = 1;
+  if (grown && write(e->wake_fd, &one, sizeof one) < 0) { /* counter full: it wakes anyway */ }
+  return rc;
 }
 
 /* ---- the caller's side ------------------------------------------------------------ */
@@ -2281,7 +2391,7 @@ static const char *engine_sockdir(farm_engine *e, char *err, size_t errlen) {
 
 static void engine_sockdir_done(farm_engine *e) {
   for (int i = 0; i < e->npeers; i++)
-    if (!e->peers[i]->dead && !e->peers[i]->ready &&
+    if (e->peers[i]->ops->local_pool && !e->peers[i]->dead && !e->peers[i]->ready &&
         !(e->peers[i]->retired && !e->peers[i]->link)) return;   /* retired and gone: not waited for */
   farm__sockdir_remove(e->dir);
 }
@@ -2376,6 +2486,13 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
     goto fail;
   }
   host_init(e);                          /* (exe and maxmsg are known) */
+  e->nodes_o = (farm_engine_opts){ .heartbeat = o->heartbeat, .quiet = o->quiet,
+                                   .accept_new_hosts = o->accept_new_hosts, .no_local = o->no_local };
+  if (o->key) { memcpy(e->key, o->key, sizeof e->key); e->nodes_o.key = e->key; }
+  if (o->remote_farm) {
+    snprintf(e->remote_farm, sizeof e->remote_farm, "%s", o->remote_farm);
+    e->nodes_o.remote_farm = e->remote_farm;
+  }
   e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   e->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (e->wake_fd < 0 || e->done_fd < 0) { snprintf(err, errlen, "eventfd: %s", strerror(errno)); goto fail; }
@@ -2506,6 +2623,7 @@ void farm__engine_free(farm_engine *e) {
   free(e->peers);
   free(e->pfd);
   farm__buf_free(&e->msg);
+  sodium_memzero(e->key, sizeof e->key);
   if (e->wake_fd >= 0) close(e->wake_fd);
   if (e->done_fd >= 0) close(e->done_fd);
   farm__files_free(e->files_out);

@@ -121,6 +121,25 @@ int  farm__engine_pids(farm_engine *e, long *pids, int max);
    0, or a negative code with err saying why (a new worker would not start). */
 int  farm__engine_set_workers(farm_engine *e, int n, char *err, size_t errlen);
 
+/* Add nodes to the running pool (any thread but the loop's; farm.add_nodes,
+   farm_add_nodes, a node that joins). Returns at once: each host connects in
+   the background (the probe, the lobby's handshake, HELLO: as a host given at
+   open), and the loop takes it in as a new peer when it said HELLO (a
+   FARM_EV_NODE_UP event; jobs flow to it), or says on stderr why it could not
+   (unless quiet) and goes on. A host whose name (farm.nodes()'s) is a peer of
+   the pool already is left as it is, unless that peer is lost or never
+   answered: then it is tried again now (so an announcement repeated is
+   harmless). Standing nodes use the key of the pool (farm__engine_set_key).
+   0, or a negative code with one line in err naming a host that cannot be
+   taken (not node:// or SSH; one that broke the protocol in this run): then
+   none of them is taken. */
+struct farm_host;
+int  farm__engine_add_hosts(farm_engine *e, const struct farm_host *hosts, int n, char *err, size_t errlen);
+/* The standing nodes' key, for nodes added later (the one given at open
+   otherwise), and whether the pool has one. Any thread. */
+void farm__engine_set_key(farm_engine *e, const unsigned char key[32]);
+int  farm__engine_has_key(farm_engine *e);
+
 /* What every job of the pool may use (proto.h, SHARE): appended in order and
    sent once to each peer before its next jobs (any thread). block is copied. */
 int  farm__engine_share(farm_engine *e, int kind, const char *name, size_t nname,

@@ -256,6 +256,18 @@ int farm__hosts_file(const char *path, farm_host **out, char *err, size_t errlen
   return done(&l, rc, out);
 }
 
+int farm__hosts_line(const char *line, const char *origin, farm_host *out, char *err, size_t errlen) {
+  list l = {0};
+  ctx c = {origin, LINE_FORM, err, errlen};
+  char *copy = strdup(line ? line : "");
+  if (!copy) return fail(err, errlen, "%s: out of memory", origin);
+  int rc = file_line(&l, &c, copy, strlen(copy));
+  free(copy);
+  if (rc == 0 && l.n == 1) *out = l.v[0];
+  free(l.v);
+  return rc < 0 ? -1 : l.n;
+}
+
 int farm__hosts_list(const char *hosts, farm_host **out, char *err, size_t errlen) {
   list l = {0};
   char origin[32];

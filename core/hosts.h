@@ -45,6 +45,9 @@ typedef struct farm_host {
    caller frees it; NULL when 0), or -1 with one line in err, e.g.
    "hosts:3: bad worker count 'x'; a line is 'host [workers]'". */
 int farm__hosts_file(const char *path, farm_host **out, char *err, size_t errlen);
+/* One hostfile line given alone (farm.add_nodes): 1 with *out filled, 0 for a
+   blank or comment line, or -1 with one line in err, which origin begins. */
+int farm__hosts_line(const char *line, const char *origin, farm_host *out, char *err, size_t errlen);
 /* Parse a --hosts list the same way. */
 int farm__hosts_list(const char *list, farm_host **out, char *err, size_t errlen);
 /* "user@host:port" as given (for messages): the host with what was set; a

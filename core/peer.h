@@ -137,6 +137,14 @@ struct farm_peer {
   int setup_failed;                /* [mu] said SETUPFAIL: taken out of the run */
   uint64_t bytes_out, bytes_in;    /* [mu] on its link, whole messages */
   int clients;                     /* [mu] a node: the clients it serves (from its BEATs; 0: unknown) */
+  /* lost and back again (a standing node, peer_node.c) */
+  int hostile;                     /* [mu] it broke the protocol (a malformed message, or one
+                                      not its to send): lost for good, never tried again */
+  int rejoining;                   /* [mu] dead, and its kind tries it again in the background
+                                      (set by the kind at the loss; by farm__engine_add_hosts
+                                      for a host announced again): a queue with no other peer
+                                      waits for it a while (engine.c, REJOIN_WAIT) */
+  int rejoined;                    /* [mu] times it came back (its NODE_UP says "rejoined") */
 };
 
 /* ---- the engine's own, over peers (engine.c; the kinds reach them through
@@ -172,6 +180,13 @@ void farm__peer_retire(farm_peer *p, const char *why);
 struct farm_host;
 int  farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_peer **out,
                       char *err, size_t errlen, int *first_rc);
+
+/* A node added to a running engine (farm__engine_add_hosts), for host (o: the
+   engine's options, of which it copies what it needs). Not connected: its
+   start (loop thread) connects in the background, and its tick adopts it once
+   its HELLO came, or says why not on the terminal and it is dead. NULL when
+   out of memory. */
+farm_peer *farm__node_new(const farm_peer_host *h, const farm_engine_opts *o, const struct farm_host *host);
 
 /* The local kind (peer_local.c): worker process number index+1 of this host. */
 farm_peer *farm__local_new(const farm_peer_host *h, int index, char *err, size_t errlen);

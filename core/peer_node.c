@@ -15,11 +15,29 @@
  * connection, so both sides send a BEAT when they have sent nothing for a
  * heartbeat, and a link silent for LOST_BEATS heartbeats is given up: the
  * node's jobs go back to the queue and run elsewhere; a late result from it is
- * dropped (its jobs are no longer listed as there). A node that is lost is not
- * used again in this run.
+ * dropped (its jobs are no longer listed as there).
+ *
+ * Rejoining. A standing node (node://) that is lost for any reason but a
+ * protocol violation (p->hostile) is tried again in the background, with a
+ * backoff of REJOIN_FIRST seconds doubling to REJOIN_MAX, for the rest of the
+ * run (p->rejoining says so to the engine); when it answers (resumed after a
+ * SIGSTOP, restarted at the same address), a fresh handshake gives a fresh
+ * session (a new link to a new session process of the node's), and the same
+ * peer is up again: its jobs were re-queued at the loss and its old link is
+ * closed, so nothing from before the loss can arrive. SSH-launched and srun's
+ * nodes are not tried again. A node added to a running pool
+ * (farm__node_new, farm__engine_add_hosts) connects the same way.
+ *
+ * Background connects (an `attempt`): connect_one runs on a detached thread
+ * over a copy of the node's settings (its own key, options and link, nothing
+ * of the engine's), and hands back its link and HELLO under the attempt's own
+ * mutex; the loop thread's tick adopts them. The engine's lock is never held
+ * by the connecting thread. An engine that closes meanwhile abandons the
+ * attempt: the thread frees it when its connect ends (within its timeouts).
  *
  * Threads: farm__nodes_open runs on the caller's thread, with one thread
- * per host to connect (SSH, TCP, the handshake) in parallel; after that its
+ * per host to connect (SSH, TCP, the handshake) in parallel (and attempts,
+ * above, on threads of their own); after that its
  * ops run on the engine's loop thread with the engine's lock held (peer.h),
  * and it reaches the engine only through the farm_peer_host it is handed.
  */
@@ -53,6 +71,8 @@
 #define LOST_BEATS 5.0             /* heartbeats of silence before a node is lost */
 #define TCP_LOOK 0.2               /* how often the link's TCP connection is looked at */
 #define SRUN_TIMEOUT 120.0         /* srun's nodes to start and connect back */
+#define REJOIN_FIRST 0.5           /* a lost standing node is tried again after this long, */
+#define REJOIN_MAX 5.0             /* ...doubling up to this */
 
 /* The one srun that starts a node on every node of a Slurm allocation; its
    nodes share it (the last one closed stops it). */
@@ -64,6 +84,8 @@ typedef struct srun_step {
   char last[300];                  /* the last line it wrote on stderr */
   pthread_mutex_t mu;
 } srun_step;
+
+typedef struct attempt attempt;
 
 typedef struct node {
   farm_host h;
@@ -78,12 +100,27 @@ typedef struct node {
   srun_step *step;                 /* a node started by srun (it connects back to us) */
   int index;                       /* ...its task number there */
   /* while connecting (one thread per host) */
-  const farm_engine_opts *o;
+  const farm_engine_opts *o;       /* &oc: what connecting needs of the engine's options, */
+  farm_engine_opts oc;             /* ...copied (an attempt outlives the caller's), */
+  char remote_farm[256];           /* ...with oc.remote_farm's text */
   size_t maxmsg;
   farm_link *link;
   char err[512];
   int rc;
+  /* background connects (the loop thread's) */
+  attempt *att;                    /* the one under way (NULL: none) */
+  int was_up;                      /* it said HELLO once in this run */
+  double retry_at, retry_wait;     /* a lost node: when it is tried next, and the backoff */
 } node;
+
+/* One background connect: a copy of the node, for connect_one on a thread of
+   its own. done and abandoned are under mu; the rest is the thread's until done,
+   then the loop thread's (or, abandoned, the thread frees it). */
+struct attempt {
+  pthread_mutex_t mu;
+  int done, abandoned;
+  node n;
+};
 
 static node *N_(farm_peer *p) { return p->kind; }
 
@@ -391,6 +428,90 @@ hello:
   }
 }
 
+/* ---- settings, and connecting in the background ------------------------------------ */
+
+/* n's settings for host hs, from the engine's options o (copied: they outlive o). */
+static void node_init(node *n, const farm_host *hs, const farm_engine_opts *o, const farm_peer_host *h,
+                      const unsigned char *runkey) {
+  n->h = *hs;
+  if (n->h.kind == FARM_HOST_SLURM) snprintf(n->name, sizeof n->name, "slurm:%s", n->h.host);
+  else farm__host_name(&n->h, n->name, sizeof n->name);
+  if (n->h.kind == FARM_HOST_SSH) memcpy(n->key, runkey, FARM_KEYLEN);
+  else if (o->key) memcpy(n->key, o->key, FARM_KEYLEN);
+  n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
+  if (n->beat < FARM_BEAT_MIN) n->beat = FARM_BEAT_MIN;   /* the fastest a node beats */
+  n->quiet = o->quiet;
+  snprintf(n->remote_farm, sizeof n->remote_farm, "%s", o->remote_farm ? o->remote_farm : "");
+  n->oc = (farm_engine_opts){ .key = o->key ? n->key : NULL, .accept_new_hosts = o->accept_new_hosts,
+                              .remote_farm = o->remote_farm ? n->remote_farm : NULL,
+                              .heartbeat = o->heartbeat, .quiet = o->quiet };
+  n->o = &n->oc;
+  n->maxmsg = h->maxmsg + (1u << 16);
+}
+
+static void attempt_free(attempt *a) {
+  farm__link_close(a->n.link);
+  farm__ssh_close(a->n.ssh);
+  free(a->n.hello);
+  sodium_memzero(a->n.key, sizeof a->n.key);
+  pthread_mutex_destroy(&a->mu);
+  free(a);
+}
+
+static void *attempt_main(void *arg) {
+  attempt *a = arg;
+  connect_one(&a->n);
+  pthread_mutex_lock(&a->mu);
+  a->done = 1;
+  int abandoned = a->abandoned;
+  pthread_mutex_unlock(&a->mu);
+  if (abandoned) attempt_free(a);
+  return NULL;
+}
+
+/* Connect n again in the background (loop thread): a copy of its settings goes
+   to a detached thread. One that cannot start is an attempt that failed. */
+static void attempt_start(node *n) {
+  attempt *a = calloc(1, sizeof *a);
+  if (!a) return;                  /* tried again at the next turn */
+  pthread_mutex_init(&a->mu, NULL);
+  a->n = *n;
+  a->n.ssh = NULL;
+  a->n.step = NULL;
+  a->n.link = NULL;
+  a->n.hello = NULL;
+  a->n.att = NULL;
+  a->n.err[0] = 0;
+  a->n.rc = 0;
+  a->n.oc.key = n->oc.key ? a->n.key : NULL;
+  a->n.oc.remote_farm = n->oc.remote_farm ? a->n.remote_farm : NULL;
+  a->n.o = &a->n.oc;
+  pthread_attr_t at;
+  pthread_t t;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &at, attempt_main, a) != 0) {
+    a->done = 1;
+    a->n.rc = FARM_ENOMEM;
+    snprintf(a->n.err, sizeof a->n.err, "cannot start a thread to connect");
+  }
+  pthread_attr_destroy(&at);
+  n->att = a;
+}
+
+/* Give up n's attempt (the engine closes): freed now if it is over, else by
+   its thread when it is. */
+static void attempt_abandon(node *n) {
+  attempt *a = n->att;
+  if (!a) return;
+  n->att = NULL;
+  pthread_mutex_lock(&a->mu);
+  int done = a->done;
+  a->abandoned = 1;
+  pthread_mutex_unlock(&a->mu);
+  if (done) attempt_free(a);
+}
+
 /* ---- the kind ---------------------------------------------------------------------- */
 
 static void drop(farm_peer *p) {
@@ -403,7 +524,8 @@ static void drop(farm_peer *p) {
   n->step = NULL;
 }
 
-/* The node is gone for this run: its jobs go back to the queue. */
+/* The node is gone: its jobs go back to the queue. A standing node that was
+   up, and did not break the protocol, is tried again in the background. */
 static void lose(farm_peer *p, const char *why) {
   node *n = N_(p);
   char msg[600];
@@ -415,16 +537,21 @@ static void lose(farm_peer *p, const char *why) {
   p->host->lost(p, 0, why);
   drop(p);
   p->dead = 1;
+  p->rejoining = n->h.kind == FARM_HOST_NODE && n->was_up && !p->hostile && !p->retired && !p->setup_failed;
+  n->retry_wait = REJOIN_FIRST;
+  n->retry_at = farm__now() + n->retry_wait;
 }
 
-static int node_start(farm_peer *p) {
+/* Its link is up and its HELLO came (n->hello): it is ready. */
+static void adopt(farm_peer *p) {
   node *n = N_(p);
-  if (n->started || p->dead) return 0;      /* a node lost stays lost in this run */
-  n->started = 1;
   p->host->reset(p);
   char why[200] = "";
   if (p->host->message(p, n->hello, n->nhello, why, sizeof why) < 0 || !p->ready) {
+    p->hostile = 1;
     lose(p, why[0] ? why : "its hello was malformed");
+  } else {
+    n->was_up = 1;
   }
   /* HELLO ends with the node's heartbeat (it takes ours for this session) and clients */
   farm_rd r;
@@ -437,8 +564,50 @@ static int node_start(farm_peer *p) {
   free(n->hello);
   n->hello = NULL;
   n->last_beat = 0;                /* the first BEAT goes at once: it says our heartbeat */
+  n->tcp_looked = farm__now();
   if (p->link) farm__link_tcp_up(p->link);   /* finds its connection, while it is there */
+}
+
+static int node_start(farm_peer *p) {
+  node *n = N_(p);
+  if (n->started || p->dead) return 0;      /* (a node lost comes back by its tick) */
+  n->started = 1;
+  if (!n->hello) attempt_start(n);          /* added to a running pool: connects now */
+  else adopt(p);
   return 0;
+}
+
+/* Its background connect ended (loop thread): up again, or why not. */
+static void attempt_end(farm_peer *p, attempt *a) {
+  node *n = N_(p);
+  n->att = NULL;
+  if (a->n.rc == 0 && !p->retired) {
+    p->link = a->n.link;
+    a->n.link = NULL;
+    n->hello = a->n.hello;
+    n->nhello = a->n.nhello;
+    a->n.hello = NULL;
+    int back = p->dead;
+    p->dead = 0;
+    p->rejoining = 0;
+    if (back) p->rejoined++;
+    adopt(p);
+    if (back && p->ready && !n->quiet)
+      farm__term_say(p->host->term, "farm: node %s is back; jobs run there again", n->name);
+  } else if (!n->was_up && a->n.rc < 0) {   /* an added host that did not answer */
+    char msg[900];
+    if (strncmp(a->n.err, "host ", 5) == 0) snprintf(msg, sizeof msg, "%s", a->n.err);   /* ssh.c names it */
+    else snprintf(msg, sizeof msg, "host %s: %s", n->name, a->n.err);
+    if (!n->quiet) farm__term_say(p->host->term, "farm: %s; going on without it", msg);
+    p->host->error(p, msg);
+    p->dead = 1;
+    p->rejoining = 0;
+    p->capacity = 0;
+  } else {                         /* a lost node still away: later */
+    n->retry_wait = n->retry_wait * 2 > REJOIN_MAX ? REJOIN_MAX : n->retry_wait * 2;
+    n->retry_at = farm__now() + n->retry_wait;
+  }
+  attempt_free(a);
 }
 
 static void node_kill(farm_peer *p, const char *why, uint64_t blame) {
@@ -462,6 +631,17 @@ static void ssh_log(void *ud, const char *line) {
 
 static void node_tick(farm_peer *p, double now) {
   node *n = N_(p);
+  if (n->att) {                    /* connecting in the background */
+    pthread_mutex_lock(&n->att->mu);
+    int done = n->att->done;
+    pthread_mutex_unlock(&n->att->mu);
+    if (done) attempt_end(p, n->att);
+    return;
+  }
+  if (p->dead && p->rejoining && !p->retired && !p->hostile && now >= n->retry_at) {
+    attempt_start(n);              /* a lost node (or one announced again): try it */
+    return;
+  }
   if (!p->link) return;
   if (n->ssh) {
     char why[300];
@@ -515,6 +695,7 @@ static long node_pid(farm_peer *p) { (void)p; return 0; }
 
 static void node_close(farm_peer *p) {
   node *n = N_(p);
+  attempt_abandon(n);
   drop(p);
   free(n->hello);
   sodium_memzero(n->key, sizeof n->key);
@@ -533,6 +714,35 @@ static const farm_peer_ops node_ops = {
   .running = node_running,
   .pid = node_pid,
 };
+
+/* The peer for node n (which it owns from now on); NULL when out of memory. */
+static farm_peer *peer_of(const farm_peer_host *h, node *n) {
+  farm_peer *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->ops = &node_ops;
+  p->host = h;
+  p->e = h->engine;
+  p->kind = n;
+  p->capacity = n->h.workers > 0 ? n->h.workers : 1;
+  /* `node://host:port N`: a standing node has workers of its own (for other
+     clients too); N is how many of them this client may use */
+  p->cap_limit = n->h.workers > 0 ? n->h.workers : 0;
+  snprintf(p->name, sizeof p->name, "%.47s", n->name);
+  farm__buf_init(&p->pend);
+  return p;
+}
+
+farm_peer *farm__node_new(const farm_peer_host *h, const farm_engine_opts *o, const farm_host *host) {
+  node *n = calloc(1, sizeof *n);
+  if (!n) return NULL;
+  unsigned char runkey[FARM_KEYLEN];
+  randombytes_buf(runkey, sizeof runkey);   /* an SSH host's node is started for this run */
+  node_init(n, host, o, h, runkey);
+  sodium_memzero(runkey, sizeof runkey);
+  farm_peer *p = peer_of(h, n);
+  if (!p) { sodium_memzero(n->key, sizeof n->key); free(n); }
+  return p;
+}
 
 /* Where the hosts were given, for a message: "hosts" (a hostfile, from its
    lines' "hosts:3"), "--hosts", "SLURM_JOB_NODELIST"; "" when they differ. */
@@ -595,16 +805,7 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
   for (int i = 0; i < nh; i++) {
     node *n = ns[i] = calloc(1, sizeof *n);
     if (!n) { rc = FARM_ENOMEM; goto done; }
-    n->h = o->hosts[i];
-    if (n->h.kind == FARM_HOST_SLURM) snprintf(n->name, sizeof n->name, "slurm:%s", n->h.host);
-    else farm__host_name(&n->h, n->name, sizeof n->name);
-    if (n->h.kind == FARM_HOST_SSH) memcpy(n->key, runkey, FARM_KEYLEN);
-    else if (o->key) memcpy(n->key, o->key, FARM_KEYLEN);
-    n->beat = o->heartbeat > 0 ? o->heartbeat : 1.0;
-    if (n->beat < FARM_BEAT_MIN) n->beat = FARM_BEAT_MIN;   /* the fastest a node beats */
-    n->quiet = o->quiet;
-    n->o = o;
-    n->maxmsg = h->maxmsg + (1u << 16);
+    node_init(n, &o->hosts[i], o, h, runkey);
   }
   /* the allocation's nodes: one srun starts them all, each connects back */
   int m = 0;
@@ -643,18 +844,8 @@ int farm__nodes_open(const farm_peer_host *h, const farm_engine_opts *o, farm_pe
   }
   for (int i = 0; i < nh; i++) {
     node *n = ns[i];
-    farm_peer *p = calloc(1, sizeof *p);
+    farm_peer *p = peer_of(h, n);
     if (!p) { rc = FARM_ENOMEM; goto done; }
-    p->ops = &node_ops;
-    p->host = h;
-    p->e = h->engine;
-    p->kind = n;
-    p->capacity = n->h.workers > 0 ? n->h.workers : 1;
-    /* `node://host:port N`: a standing node has workers of its own (for other
-       clients too); N is how many of them this client may use */
-    p->cap_limit = n->h.workers > 0 ? n->h.workers : 0;
-    snprintf(p->name, sizeof p->name, "%.47s", n->name);
-    farm__buf_init(&p->pend);
     if (n->rc < 0) {
       char msg[900];
       if (strncmp(n->err, "host ", 5) == 0) snprintf(msg, sizeof msg, "%s", n->err);   /* ssh.c names it */

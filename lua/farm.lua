@@ -1188,6 +1188,22 @@ function Pool:set_workers(n)
   self.config.workers, self.config.local_workers = n, nil   -- and when it starts again
 end
 
+--- pool:add_nodes{line, ...}: nodes added to the running pool (it starts if it
+--- has not), each a hostfile line ("node://host:port [workers]", "user@host 4"):
+--- they connect in the background and get jobs once up; one that cannot be
+--- reached is said on stderr and the pool goes on. A node the pool has already
+--- (up, or being tried again) is left as it is. Standing nodes use the pool's
+--- key_file (or FARM_KEY_FILE). Only the client can add nodes.
+function Pool:add_nodes(lines)
+  if on_worker then error("farm.add_nodes: only the client can add nodes", 2) end
+  if type(lines) == "string" then lines = { lines } end
+  if type(lines) ~= "table" then
+    error(("farm.add_nodes: a list of hostfile lines expected, as {\"node://host:7070\"} (got %s)")
+      :format(type(lines)), 2)
+  end
+  core.add_nodes(self:_ctx(), lines, self.config.key_file)
+end
+
 --- pool:stats() -> { workers = {{name, pid, jobs, busy}...}, jobs, busy, elapsed, ... }
 function Pool:stats()
   if not self.ctx then
@@ -1452,6 +1468,7 @@ function farm.map_reduce(fn, reducer, ...) return default:map_reduce(fn, reducer
 function farm.exec(spec) return default:exec(spec) end
 function farm.workers() return default:workers() end
 function farm.set_workers(n) return default:set_workers(n) end
+function farm.add_nodes(lines) return default:add_nodes(lines) end
 function farm.stats() return default:stats() end
 function farm.nodes() return default:nodes() end
 function farm.print_stats(out) return default:print_stats(out) end

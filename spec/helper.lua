@@ -149,8 +149,9 @@ end
 ---   local bed = H.node_bed("placement", 26000)
 ---   before_each(bed.setup); after_each(bed.teardown)
 ---   local pid = bed.start("extra args", "ENV=1 ")     -- waits until it listens
---- bed.dir, bed.key, bed.port, bed.log name what the tests need; a second node
---- is bed.start(extra, env, port, log) on a port and log of its own.
+--- bed.dir, bed.key, bed.port, bed.log name what the tests need. bed.start(extra,
+--- env, port) starts one on another port (its log: bed.dir/node-PORT.log); a
+--- node started again on a port waits for its own "listening on".
 function H.node_bed(name, base)
   local b = { started = {} }
   function b.setup()
@@ -165,12 +166,18 @@ function H.node_bed(name, base)
     assert(H.wait_gone(b.started, 15), "something the test started still runs")
     os.execute("rm -rf " .. quote(b.dir))
   end
-  function b.start(extra, env, port, log)
-    log = log or b.log
+  local function listening(log)
+    local _, n = H.slurp(log):gsub("listening on", "")
+    return n
+  end
+  function b.start(extra, env, port)
+    port = port or b.port
+    local log = port == b.port and b.log or ("%s/node-%d.log"):format(b.dir, port)
+    local before = listening(log)
     local pid = H.bg(("%sexec %s node --listen tcp://127.0.0.1:%d --key-file %s --log-file %s -w 2 %s")
-      :format(env or "", quote(H.farm), port or b.port, quote(b.key), quote(log), extra or ""))
+      :format(env or "", quote(H.farm), port, quote(b.key), quote(log), extra or ""))
     b.started[#b.started + 1] = pid
-    assert(H.wait_for(function() return H.slurp(log):find("listening on", 1, true) end, 20),
+    assert(H.wait_for(function() return listening(log) > before end, 20),
       "the node did not start: " .. H.slurp(log))
     return pid
   end

@@ -121,9 +121,7 @@ static int join_add(void *arg, const char *ip, unsigned port, char *err, size_t 
   h.port = (int)port;
   h.port_given = 1;
   snprintf(h.origin, sizeof h.origin, "announced itself");
-  (void)arg;
-  snprintf(err, errlen, "cannot add nodes to a running pool yet");   /* (farm__engine_add_hosts) */
-  return FARM_EINVAL;
+  return farm__engine_add_hosts(arg, &h, 1, err, errlen);
 }
 
 /* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */

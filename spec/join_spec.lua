@@ -80,9 +80,9 @@ describe("farm node --join, farm run --listen", function()
     local badkey = bed.dir .. "/badkey"
     assert.are.equal(0, H.farm_cmd("keygen " .. q(badkey)).code)
     local c = start_client(6)
-    local badlog = bed.dir .. "/bad.log"
+    local badlog = ("%s/node-%d.log"):format(bed.dir, bed.port + 1)
     bed.start(("--join 127.0.0.1:%d --key-file %s"):format(client_port(), q(badkey)),
-      "FARM_JOIN_MARK=stranger ", bed.port + 1, badlog)
+      "FARM_JOIN_MARK=stranger ", bed.port + 1)
     assert(H.wait_for(function() return H.slurp(c.err):find("ignored an announcement", 1, true) end, 20),
       "the client did not say it ignored the node: " .. H.slurp(c.err))
     -- the right node joins after it: by the time it has run jobs, the wrong one

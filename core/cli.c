@@ -28,7 +28,8 @@
 
 static const char usage[] =
   "usage: farm run SCRIPT.lua [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
-  "                [--quiet-jobs] [--progress | --no-progress] [--stats] [--traceback] [-- ARGS...]\n"
+  "                [--listen ADDR] [--discover IFACE] [--quiet-jobs] [--progress | --no-progress]\n"
+  "                [--stats] [--traceback] [-- ARGS...]\n"
   "       farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]   (farm repl --help)\n"
   "       farm node [--listen ADDR] [-w N] [--key-file F] ...   (farm node --help)\n"
   "       farm keygen FILE\n"
@@ -50,6 +51,12 @@ static const char usage[] =
   "  --remote-farm PATH  the farm executable on the SSH hosts (default: farm on their PATH)\n"
   "  --heartbeat S     seconds between heartbeats with nodes (default 1); a node silent\n"
   "                    for 5 heartbeats is lost and its jobs run elsewhere\n"
+  "  --listen ADDR     let standing nodes join while the run runs (farm node --join ADDR):\n"
+  "                    ADDR is HOST:PORT, tcp://HOST:PORT or a PORT on 127.0.0.1; each\n"
+  "                    node's address, signed with the key (--key-file), is dialled\n"
+  "                    with the key handshake; another key's is ignored, said once\n"
+  "  --discover IFACE[:PORT]  the same for nodes that announce themselves on network\n"
+  "                    interface IFACE (farm node --announce IFACE), UDP port PORT (7079)\n"
   "  --dest DIR        where files that jobs send back (farm.send_file) go (default: the\n"
   "                    run's own farm-out/YYYYmmdd-HHMMSS-PID, made at the first file);\n"
   "                    a file from a node never replaces one that is there\n"

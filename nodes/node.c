@@ -30,6 +30,14 @@
  *   between the sessions (each session with jobs gets an even share; one with
  *   none keeps one worker) and tells each how many clients the node serves.
  *
+ * A standing node may also make itself known (announce.h): with --join
+ * HOST:PORT its lobby sends its signed address to a run listening there
+ * (`farm run --listen`), with --announce IFACE it broadcasts it on that
+ * interface (`farm run --discover`); the run then says hello at the lobby as
+ * any client does. The lobby's loop sends them when due (farm_announcer,
+ * non-blocking sends), between its looks at connections and kids, so the
+ * lobby's deadlines and caps are as they were.
+ *
  * A node started by srun dials its client (--connect-back) and serves it in
  * one process, with the PAIR handshake (session.h): its client listens, and
  * holds that listener against strangers itself (peer_node.c).

@@ -6,6 +6,9 @@
 -- with the key handshake and runs jobs there (they say so: FARM_JOIN_MARK is
 -- set in that node's environment only). The node on H3 announces with another
 -- key: the client says so in one line, never dials it, and nothing runs there.
+-- A node on the client's own host announcing on another interface (x0, a veth
+-- pair inside H1) with the right key is never heard: discovery listens on eth0
+-- alone.
 --
 -- Rules (TESTBEDS.md): nothing in the root namespace connects to a namespace
 -- address; names carry this process's pid; everything started is stopped by
@@ -41,15 +44,18 @@ local function bg(cmd, name, status)
   return pid
 end
 
---- `farm node` on host i announcing on eth0 with keyfile k; waits until it listens
-local function start_node(i, k, mark)
-  local log = ("%s/node%d.log"):format(dir, i)
+--- `farm node` on host i announcing on iface (eth0) with keyfile k, listening
+--- on at (addr(i)); waits until it announces
+local function start_node(i, k, mark, iface, at)
+  iface, at = iface or "eth0", at or addr(i)
+  local name = ("node%d-%s"):format(i, iface)
+  local log = ("%s/%s.log"):format(dir, name)
   -- (ip netns exec and env exec farm: the pid is the node's)
   bg(("exec ip netns exec %s env FARM_EXE=%s FARM_JOIN_MARK=%s %s node --listen tcp://%s:%d --key-file %s"
-    .. " -w 1 --log-file %s --announce eth0"):format(ns(i), q(FARM_EXE), mark, q(FARM), addr(i), PORT, q(k), q(log)),
-    "node" .. i)
-  assert(H.wait_for(function() return H.slurp(log):find("announcing this node on eth0", 1, true) end, 20),
-    "node " .. i .. " did not start: " .. H.slurp(log) .. H.slurp(dir .. "/node" .. i .. ".err"))
+    .. " -w 1 --log-file %s --announce %s"):format(ns(i), q(FARM_EXE), mark, q(FARM), at, PORT, q(k), q(log), iface),
+    name)
+  assert(H.wait_for(function() return H.slurp(log):find("announcing this node on " .. iface, 1, true) end, 20),
+    name .. " did not start: " .. H.slurp(log) .. H.slurp(dir .. "/" .. name .. ".err"))
   return log
 end
 
@@ -59,6 +65,13 @@ describe("discovery between network namespaces", function()
     assert(dir:match("^/tmp/farm%-discover%."), dir)
     local r = H.sh(H.tool(("%s up %s 3"):format(q(TESTBED), TAG)), 30)
     assert(r.code == 0, "netns-testbed up (this spec runs as root): " .. r.err)
+    -- a second network inside H1 (a veth pair, x0 and x1): a node there announces
+    -- on x0, which the client's eth0 must not hear
+    for _, c in ipairs({ "link add x0 type veth peer name x1", "addr add 10.205.0.1/24 dev x0",
+                         "addr add 10.205.0.2/24 dev x1", "link set x0 up", "link set x1 up" }) do
+      r = H.sh(H.tool(("ip -n %s %s"):format(ns(1), c)), 10)
+      assert(r.code == 0, c .. ": " .. r.err)
+    end
     key, badkey = dir .. "/key", dir .. "/badkey"
     for _, k in ipairs({ key, badkey }) do assert.are.equal(0, H.farm_cmd("keygen " .. q(k)).code) end
   end)
@@ -77,8 +90,10 @@ describe("discovery between network namespaces", function()
   end)
 
   it("finds a node in another namespace and runs jobs there; ignores one with another key", function()
-    -- the stranger first: its broadcasts are there before the run starts
+    -- the stranger first, and the right key on another interface of the client's
+    -- host: their broadcasts are there before the run starts
     local badlog = start_node(3, badkey, "stranger")
+    local x0log = start_node(1, key, "x0", "x0", "10.205.0.1")
     local stop, ready = dir .. "/stop", dir .. "/ready"
     local client = bg(("timeout -k 3 100 ip netns exec %s env FARM_EXE=%s %s run %s -n 1 --no-progress"
       .. " --discover eth0 --key-file %s -- %s %s 12")
@@ -107,5 +122,9 @@ describe("discovery between network namespaces", function()
     assert.is_nil(out:find("stranger", 1, true), out)
     assert.is_nil((out .. e):find("node://" .. addr(3), 1, true), out .. e)
     assert.is_nil(H.slurp(badlog):find("authenticat", 1, true), H.slurp(badlog))
+    -- the node on x0: never heard, never dialled
+    assert.is_nil((out .. e):find("10.205.0.1", 1, true), out .. e)
+    assert.is_nil(out:find("elsewhere x0", 1, true), out)
+    assert.is_nil(H.slurp(x0log):find("authenticat", 1, true), H.slurp(x0log))
   end)
 end)

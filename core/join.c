@@ -25,6 +25,7 @@
 #include <sodium.h>
 #include "farm.h"
 #include "announce.h"
+#include "clock.h"
 #include "join.h"
 #include "session.h"
 #include "transport.h"
@@ -32,6 +33,7 @@
 #define JOIN_AGAIN 10.0            /* seconds before a node's record is acted on again */
 #define LOG_EVERY 60.0             /* a source's bad records are said once a minute */
 #define NLOGGED 32
+#define LINES_A_MINUTE 10          /* ...and no more than this many lines of them in all */
 #define READS 64                   /* messages read from a socket per wake-up */
 
 typedef struct joined { struct in_addr addr; unsigned port; double at; } joined;
@@ -49,10 +51,16 @@ struct farm_join {
   joined nodes[FARM_JOIN_MAX];
   int nnodes, full_told;
   logged said[NLOGGED];
+  double minute;                   /* the minute lines are counted in (farm__now), */
+  int lines;                       /* ...and the lines said in it */
 };
 
-/* Once per source per minute: a stranger who keeps at it fills no terminal. */
+/* Once per source per minute, and LINES_A_MINUTE in all (datagrams' sources
+   are easy to forge): a stranger who keeps at it fills no terminal. now is
+   farm__now()'s (a clock set back changes nothing). */
 static int worth_saying(farm_join *j, const char *src, double now) {
+  if (now - j->minute >= LOG_EVERY) { j->minute = now; j->lines = 0; }
+  if (j->lines > LINES_A_MINUTE) return 0;
   logged *old = &j->said[0];
   for (int i = 0; i < NLOGGED; i++) {
     if (!strcmp(j->said[i].src, src)) {
@@ -64,6 +72,10 @@ static int worth_saying(farm_join *j, const char *src, double now) {
   }
   snprintf(old->src, sizeof old->src, "%s", src);
   old->at = now;
+  if (++j->lines > LINES_A_MINUTE) {
+    if (!j->o.quiet) fprintf(stderr, "farm: more announcements were ignored; no more are said this minute\n");
+    return 0;
+  }
   return 1;
 }
 
@@ -80,10 +92,10 @@ static void say(farm_join *j, const char *fmt, ...) {
 
 /* One message from src (where it came from, in words): act on it. */
 static void heard(farm_join *j, const void *msg, size_t n, const char *src) {
-  double now = farm__announce_clock();
+  double now = farm__now();        /* (the wall clock is only for the record's age) */
   farm_announce a;
   char err[300];
-  if (farm__announce_check(msg, n, j->key, now, &a, err, sizeof err) < 0) {
+  if (farm__announce_check(msg, n, j->key, farm__announce_clock(), &a, err, sizeof err) < 0) {
     if (worth_saying(j, src, now))
       say(j, "ignored an announcement from %s: %s (said once a minute)", src, err);
     return;

@@ -56,7 +56,9 @@ describe("farm node --join, farm run --listen", function()
 
   it("a node started mid-run with --join gets jobs", function()
     local c = start_client(12)
-    local node = bed.start(("--join 127.0.0.1:%d"):format(client_port()), "FARM_JOIN_MARK=node ")
+    -- (two --join: a run that is not there takes nothing from the one that is)
+    local node = bed.start(("--join 127.0.0.1:%d --join 127.0.0.1:%d"):format(client_port() + 1, client_port()),
+      "FARM_JOIN_MARK=node ")
     local r = finish(c)
     assert.are.equal(0, r.code, r.err)
     local jobs, here, there = r.out:match("^jobs (%d+) local (%d+) node (%d+)\n")

@@ -57,6 +57,8 @@ struct farm {
   int cache;                       /* registry ref: "s" source | "k" name -> fn userdata */
   farm_buf enc;                    /* argument blocks are encoded here */
   char err[1024];                  /* farm_last_error */
+  char *key_file;                  /* the options' key_file (or FARM_KEY_FILE's), for
+                                      farm_add_nodes; NULL: none */
 };
 
 struct farm_future {
@@ -193,6 +195,7 @@ static void farm_unref(farm *f) {
   /* the last reference: nobody else can reach f now */
   if (f->L) lua_close(f->L);       /* the cached packages' __gc drops them */
   farm__buf_free(&f->enc);
+  free(f->key_file);
   pthread_cond_destroy(&f->idle);
   pthread_mutex_destroy(&f->mu);
   free(f);
@@ -436,6 +439,7 @@ static int open_farm(farm **out, const farm_options *o) {
   pthread_cond_init(&f->idle, NULL);
   f->refs = 1;
   farm__buf_init(&f->enc);
+  if (keyfile && *keyfile && !(f->key_file = strdup(keyfile))) { snprintf(err, errlen, "out of memory"); goto fail; }
   if ((rc = open_state(f, err, errlen)) < 0) goto fail;
   if ((rc = farm__engine_open(&f->e, &eo, err, errlen)) < 0) {
     if (!err[0]) snprintf(err, errlen, "%s", farm_strerror(rc));
@@ -488,6 +492,49 @@ int farm_set_workers(farm *f, int n) {
   if (rc < 0) {
     pthread_mutex_lock(&f->mu);
     set_err(f, "farm_set_workers: %s", why[0] ? why : farm_strerror(rc));
+    pthread_mutex_unlock(&f->mu);
+  }
+  return rc < 0 ? rc : FARM_OK;
+}
+
+int farm_add_nodes(farm *f, const char *const *lines, int n) {
+  if (!f) return FARM_EINVAL;
+  char why[600] = "";
+  int rc = FARM_OK, nh = 0, standing = 0;
+  farm_host *hs = NULL;
+  if (n < 0 || n > 4096 || (n > 0 && !lines)) {
+    snprintf(why, sizeof why, "give from 0 to 4096 hostfile lines (got %d%s)", n, n > 0 && !lines ? ", and no array" : "");
+    rc = FARM_EINVAL;
+  } else if (!(hs = calloc((size_t)(n > 0 ? n : 1), sizeof *hs))) {
+    snprintf(why, sizeof why, "out of memory");
+    rc = FARM_ENOMEM;
+  }
+  for (int i = 0; rc == FARM_OK && i < n; i++) {
+    char origin[48];
+    snprintf(origin, sizeof origin, "line %d", i + 1);
+    int k = lines[i] ? farm__hosts_line(lines[i], origin, &hs[nh], why, sizeof why) : -1;
+    if (!lines[i]) snprintf(why, sizeof why, "line %d is NULL; give hostfile lines, as 'node://host:port [workers]'", i + 1);
+    if (k < 0) rc = FARM_EHOSTS;
+    else if (k == 1) standing |= hs[nh++].kind == FARM_HOST_NODE;
+  }
+  farm_engine *e = rc == FARM_OK ? enter(f) : NULL;
+  if (rc == FARM_OK && !e) { snprintf(why, sizeof why, "the farm is closed"); rc = FARM_ECLOSED; }
+  if (e) {
+    if (standing && !farm__engine_has_key(e)) {
+      const char *kf = f->key_file ? f->key_file : getenv("FARM_KEY_FILE");
+      unsigned char key[FARM_KEYLEN];
+      if (kf && *kf) {
+        if ((rc = farm__key_load(kf, key, why, sizeof why)) == 0) farm__engine_set_key(e, key);
+        sodium_memzero(key, sizeof key);
+      }
+    }
+    if (rc == FARM_OK) rc = farm__engine_add_hosts(e, hs, nh, why, sizeof why);
+    leave(f);
+  }
+  free(hs);
+  if (rc < 0) {
+    pthread_mutex_lock(&f->mu);
+    set_err(f, "farm_add_nodes: %s", why[0] ? why : farm_strerror(rc));
     pthread_mutex_unlock(&f->mu);
   }
   return rc < 0 ? rc : FARM_OK;

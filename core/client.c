@@ -1003,10 +1003,10 @@ static int l_add_nodes(lua_State *L) {
   char err[600];
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, 2, i);
-    const char *line = lua_tostring(L, -1);
+    const char *line = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     char origin[48];
     snprintf(origin, sizeof origin, "farm.add_nodes item %d", (int)i);
-    int k = line && lua_type(L, -1) == LUA_TSTRING ? farm__hosts_line(line, origin, &hs[nh], err, sizeof err) : -2;
+    int k = line ? farm__hosts_line(line, origin, &hs[nh], err, sizeof err) : -2;
     lua_pop(L, 1);
     if (k == -2) {
       free(hs);
@@ -1063,7 +1063,8 @@ static int l_events_on(lua_State *L) {
 
 /* core.events(ctx) -> a list of the events kept since the last call, oldest
    first: { event = "job_done", job = id, time = os.time()-like, node = name
-   ("local" for the local pool), worker = "local:N", error | reason | count } */
+   ("local" for the local pool), worker = "local:N", error | reason | count,
+   rejoined = true (node_up: a lost node is back) } */
 static int l_events(lua_State *L) {
   static const char *const names[] = { "", "node_up", "node_lost", "job_started", "job_done",
                                        "job_failed", "job_cancelled", "dropped", "job_partial" };
@@ -1090,6 +1091,8 @@ static int l_events(lua_State *L) {
     if (ev[i].type == FARM_EV_DROPPED) {
       lua_pushinteger(L, (lua_Integer)strtoll(ev[i].text, NULL, 10));
       lua_setfield(L, -2, "count");
+    } else if (ev[i].type == FARM_EV_NODE_UP) {   /* text "rejoined": a lost node is back */
+      if (ev[i].text[0]) { lua_pushboolean(L, 1); lua_setfield(L, -2, "rejoined"); }
     } else if (ev[i].text[0]) {
       lua_pushstring(L, ev[i].text);
       lua_setfield(L, -2, ev[i].type == FARM_EV_JOB_FAILED ? "error" : "reason");

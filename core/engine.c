@@ -150,8 +150,8 @@ struct farm_engine {
   farm_engine_opts nodes_o;        /* [mu] what a node is made with (no hosts; key: key) */
   unsigned char key[32];           /* [mu] the standing nodes' key (nodes_o.key points here) */
   char remote_farm[256];           /* [open] (nodes_o.remote_farm points here) */
-  double orphaned;                 /* [mu] since when no peer but lost nodes tried again is
-                                      left (0: some peer is; REJOIN_WAIT) */
+  double orphaned;                 /* [mu] since when jobs wait with no peer left but lost
+                                      nodes tried again (0: not; awaits_rejoin) */
 };
 
 /* The engine's lock. In debug builds it notes its holder, so that
@@ -1549,18 +1549,21 @@ static int live_peers(farm_engine *e) {
 
 /* No peer is left to run the queue (live_peers is 0): whether the queue waits
    for a lost node that is being tried again (p->rejoining), for REJOIN_WAIT
-   seconds from when the last peer went, said once on the terminal when jobs
-   wait. After that the queue fails, and so does what is submitted, until a
-   node is back. */
+   seconds from when jobs began to wait (said once on the terminal). After
+   that the queue fails; jobs submitted later wait as long again. */
 #define REJOIN_WAIT 30.0
 static int awaits_rejoin(farm_engine *e, double now) {
   int any = 0;
   for (int i = 0; i < e->npeers && !any; i++)
     any = e->peers[i]->rejoining && !e->peers[i]->retired && !e->peers[i]->hostile;
   if (!any) return 0;
+  if (!e->nqueued && !e->npinned && !__atomic_load_n(&e->incoming, __ATOMIC_SEQ_CST)) {
+    e->orphaned = 0;               /* nothing waits */
+    return 1;
+  }
   if (!e->orphaned) {
     e->orphaned = now;
-    if ((e->nqueued || e->npinned || __atomic_load_n(&e->incoming, __ATOMIC_SEQ_CST)) && !e->nodes_o.quiet)
+    if (!e->nodes_o.quiet)
       farm__term_say(e->term, "farm: no workers left; waiting up to %g s for a lost node to come back", REJOIN_WAIT);
   }
   return now - e->orphaned < REJOIN_WAIT;

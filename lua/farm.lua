@@ -276,7 +276,7 @@ end
 --- dropped, when more than 65536 waited). event = { event =, time =, node =
 --- (a node's name, or "local": what submit_with{node =} takes), worker =
 --- ("local:N"), job =, future =, error = (job_failed), reason = (node_lost),
---- count = (dropped) }.
+--- rejoined = true (node_up of a lost node that is back), count = (dropped) }.
 function Pool:on_event(fn)
   if fn ~= nil and type(fn) ~= "function" then
     error(("farm.on_event: argument must be a function, or nil to stop (got %s)"):format(type(fn)), 2)

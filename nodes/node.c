@@ -985,7 +985,14 @@ static int session_main(void) {
   for (;;) {                       /* then the client, or the end of the lobby */
     struct pollfd p[2] = { { .fd = CTL_FD, .events = POLLIN }, { .fd = n->sigfd, .events = POLLIN } };
     if (poll(p, 2, -1) < 0 && errno != EINTR) goto out;
-    if (p[1].revents) { rc = 0; goto out; }     /* told to stop while waiting */
+    if (p[1].revents) {            /* told to stop while waiting; a SIGCHLD is its workers' (one
+                                      stopped, continued with a SIGSTOPped node, or replaced) */
+      struct signalfd_siginfo si;
+      int stop = 0;
+      while (read(n->sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+        stop |= si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP;
+      if (stop) { rc = 0; goto out; }
+    }
     if (!p[0].revents) continue;
     k = recv(CTL_FD, &c, sizeof c, 0);
     if (k == (ssize_t)sizeof c) break;
@@ -1168,21 +1175,40 @@ static int spawn_session(lobby *L, const farm_lobby_client *acc, char *why, size
   }
   kid k = L->spare;
   L->spare.pid = 0;
-  if (!k.pid && start_process(L, &k, why, whylen) < 0) return -1;
-  session_client c = { .acc = *acc, .clients = L->nkids + 1 };
-  snprintf(c.host, sizeof c.host, "%s", L->host);
-  int sent = send(k.ctl, &c, sizeof c, MSG_NOSIGNAL) == (ssize_t)sizeof c, port = -1;
-  sodium_memzero(&c, sizeof c);
-  /* the port it bound: a moment (its workers are up: it only binds); a
-     session that says nothing in time is given up */
-  for (double until = farm__now() + 3; sent && port < 0 && farm__now() < until; ) {
-    struct pollfd p = { .fd = k.ctl, .events = POLLIN };
-    char said[32];
-    if (poll(&p, 1, 100) <= 0) continue;
-    ssize_t len = recv(k.ctl, said, sizeof said - 1, MSG_DONTWAIT);
-    if (len <= 0) break;
-    said[len] = 0;
-    if (sscanf(said, "P %d", &port) != 1 || port < 1 || port > 65535) port = -1;
+  int sent = 0, port = -1;
+  /* the spare, or a process started now; a spare that ended unseen (its end
+     not reaped yet: the node was just resumed, or it failed) gives way to a
+     fresh one, once */
+  for (int fresh = !k.pid; ; fresh = 1) {
+    if (!k.pid && start_process(L, &k, why, whylen) < 0) return -1;
+    session_client c = { .acc = *acc, .clients = L->nkids + 1 };
+    snprintf(c.host, sizeof c.host, "%s", L->host);
+    sent = send(k.ctl, &c, sizeof c, MSG_NOSIGNAL) == (ssize_t)sizeof c;
+    sodium_memzero(&c, sizeof c);
+    /* the port it bound: a moment (its workers are up: it only binds); a
+       session that says nothing in time is given up */
+    int ended = !sent;
+    for (double until = farm__now() + 3; sent && port < 0 && farm__now() < until; ) {
+      struct pollfd p = { .fd = k.ctl, .events = POLLIN };
+      char said[32];
+      if (poll(&p, 1, 100) <= 0) continue;
+      ssize_t len = recv(k.ctl, said, sizeof said - 1, MSG_DONTWAIT);
+      if (len <= 0) { ended = 1; break; }
+      said[len] = 0;
+      if (sscanf(said, "P %d", &port) != 1 || port < 1 || port > 65535) port = -1;
+    }
+    if (port > 0 || fresh || !ended) break;
+    logf_(&L->lg, LOG_DEBUG, "the session started ahead of its client (pid %ld) had ended; starting another",
+          (long)k.pid);
+    kill(k.pid, SIGKILL);
+    close(k.ctl);
+    k.ctl = -1;
+    L->kids[L->nkids++] = k;       /* reaped, and forgotten, as any */
+    k = (kid){ 0 };
+    if (L->nkids >= MAX_KIDS) {
+      snprintf(why, whylen, "the node serves %d clients, as many as it takes; try again later", MAX_KIDS);
+      return -1;
+    }
   }
   if (!sent || port < 0) {         /* (it died, or hangs: reap() will see it go) */
     snprintf(why, whylen, "the node cannot start a session now (%s); try again later",

@@ -470,6 +470,46 @@ static void test_set_workers(void) {
   farm_close(f);
 }
 
+/* farm_add_nodes: a standing node (no key: on 127.0.0.1) added to a running
+   farm gets jobs; a bad line is one error and nothing is added */
+static void test_add_nodes(void) {
+  const char *exe = getenv("FARM_EXE");
+  if (!exe || !*exe) { ok(1, "farm_add_nodes # SKIP no FARM_EXE", NULL); return; }
+  int port = 29000 + (int)(getpid() * 7 % 20000);
+  char listen[64], line[64];
+  snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+  snprintf(line, sizeof line, "node://127.0.0.1:%d", port);
+  pid_t node = fork();
+  if (node == 0) {
+    execl(exe, "farm", "node", "--listen", listen, "-w", "2", "--log-level", "error", (char *)NULL);
+    _exit(127);
+  }
+  farm *f = open_farm(1);
+  ok(f != NULL, "a farm of 1 worker for add_nodes", NULL);
+  if (!f) { kill(node, SIGTERM); waitpid(node, NULL, 0); return; }
+  const char *bad[] = { line, "node://127.0.0.1:99999" };
+  is_int(farm_add_nodes(f, bad, 2), FARM_EHOSTS, "farm_add_nodes with a bad line: FARM_EHOSTS");
+  has_str(farm_last_error(f), "line 2: bad port '99999'", "...naming the line and what is wrong");
+  is_int(farm_workers(f), 1, "...and nothing was added");
+  is_int(farm_add_nodes(f, NULL, -1), FARM_EINVAL, "farm_add_nodes(-1): FARM_EINVAL");
+  /* the node may not listen yet: added again until it is up (harmless while it is) */
+  int workers = 0;
+  for (double until = now() + 30; now() < until && (workers = farm_workers(f)) != 3; usleep(100000)) {
+    const char *one[] = { line };
+    farm_add_nodes(f, one, 1);
+  }
+  is_int(workers, 3, "farm_add_nodes: the node's 2 workers join the farm's 1");
+  int sum = 0;
+  for (int i = 0; i < 20; i++) sum += (int)int_of(f, "function(x) return x end", i);
+  is_int(sum, 190, "...and the farm runs jobs");
+  const char *again[] = { line, "# a comment", "" };
+  is_int(farm_add_nodes(f, again, 3), FARM_OK, "farm_add_nodes of a node it has: FARM_OK");
+  is_int(farm_workers(f), 3, "...and nothing more");
+  farm_close(f);
+  kill(node, SIGTERM);
+  waitpid(node, NULL, 0);
+}
+
 static void *thread_open(void *p) {
   *(farm **)p = open_farm(1);
   return NULL;
@@ -675,6 +715,7 @@ int main(void) {
   }
   test_two_farms();
   test_set_workers();
+  test_add_nodes();
   test_threads();
   test_open_errors();
   test_open_codes();

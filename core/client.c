@@ -124,6 +124,8 @@ static int join_add(void *arg, const char *ip, unsigned port, char *err, size_t 
   return farm__engine_add_hosts(arg, &h, 1, err, errlen);
 }
 
+static void join_clear(void *arg) { farm__engine_term_clear(arg); }
+
 /* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -200,7 +202,7 @@ static int l_new(lua_State *L) {
   free(hl);
   if (rc == 0 && (listen || discover)) {
     farm_join_opts jo = { .listen = listen, .discover = discover, .key = key, .quiet = o.quiet,
-                          .add = join_add, .arg = c->e };
+                          .add = join_add, .clear = join_clear, .arg = c->e };
     if ((rc = farm__join_open(&c->jn, &jo, err, sizeof err)) < 0) {
       farm__engine_free(c->e);
       c->e = NULL;

@@ -55,6 +55,8 @@ struct farm_join {
   int lines;                       /* ...and the lines said in it */
 };
 
+static void say(farm_join *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Once per source per minute, and LINES_A_MINUTE in all (datagrams' sources
    are easy to forge): a stranger who keeps at it fills no terminal. now is
    farm__now()'s (a clock set back changes nothing). */
@@ -73,13 +75,12 @@ static int worth_saying(farm_join *j, const char *src, double now) {
   snprintf(old->src, sizeof old->src, "%s", src);
   old->at = now;
   if (++j->lines > LINES_A_MINUTE) {
-    if (!j->o.quiet) fprintf(stderr, "farm: more announcements were ignored; no more are said this minute\n");
+    say(j, "more announcements were ignored; no more are said this minute");
     return 0;
   }
   return 1;
 }
 
-static void say(farm_join *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(farm_join *j, const char *fmt, ...) {
   if (j->o.quiet) return;
   char line[600];
@@ -87,6 +88,7 @@ static void say(farm_join *j, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
+  if (j->o.clear) j->o.clear(j->o.arg);
   fprintf(stderr, "farm: %s\n", line);
 }
 

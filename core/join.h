@@ -38,6 +38,7 @@ typedef struct farm_join_opts {
   /* A node announced itself with a good record: add it (on the join thread).
      0, or a negative code with err saying why (said on stderr). */
   int (*add)(void *arg, const char *ip, unsigned port, char *err, size_t errlen);
+  void (*clear)(void *arg);        /* before a line on stderr: clear a progress line (NULL: none) */
   void *arg;
 } farm_join_opts;
 

@@ -99,6 +99,9 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
 }
 
 int farm__pool_check(const farm_pool_opts *o) {
+  if (o->nworkers == 0 && !o->nodes && !o->hosts && (o->listen || o->discover))
+    return fail("%s", "-n 0 with nodes that join only: a run starts with a worker or a node; keep a "
+                "local worker (-n 1) or name a node with --hosts as well");
   if (o->nworkers == 0 && !o->nodes && !o->hosts)
     return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
   const char *keyfile = o->key_file && *o->key_file ? o->key_file : getenv("FARM_KEY_FILE");

@@ -110,6 +110,7 @@ describe("farm node --join, farm run --listen", function()
       { "run " .. q(script) .. " --listen nowhere --key-file " .. q(bed.key), "--listen takes HOST:PORT" },
       { "run " .. q(script) .. " --listen 127.0.0.1:0 --key-file " .. q(bed.key), "--listen takes HOST:PORT" },
       { "run " .. q(script) .. " --discover", "--discover needs a network interface" },
+      { "run " .. q(script) .. " -n 0 --listen 7078 --key-file " .. q(bed.key), "keep a local worker (-n 1)" },
       { "run " .. q(script) .. " --discover eth0:x --key-file " .. q(bed.key), "--discover takes" },
       { "node --join 127.0.0.1:7078", "--join and --announce need --key-file F" },
       { "node --join 127.0.0.1 --key-file " .. q(bed.key), "--join takes HOST:PORT" },

@@ -209,8 +209,9 @@ fail:
 #define MAX_JOINS 16
 
 typedef struct join_to {
-  char url[300], host[256];        /* where the client listens (its PULL) */
+  char url[300], host[256];        /* where the client listens (its PULL), */
   unsigned port;
+  struct sockaddr_in to;           /* ...found once, at the start (no DNS in the lobby's loop) */
   farm_link *push;
   char said[700];                  /* the last failure said (said once until it changes) */
 } join_to;
@@ -230,27 +231,34 @@ struct farm_announcer {
 
 static int is_loopback(struct in_addr a) { return (ntohl(a.s_addr) >> 24) == 127; }
 
-/* The address this host reaches host:port from (a UDP socket connected there
-   says which, sending nothing). 0, or -1 with err. */
-static int route_to(const char *host, unsigned port, struct in_addr *src, char *err, size_t errlen) {
+/* host:port's IPv4 address (a name is looked up: at the start only). 0, or -1 with err. */
+static int find_host(const char *host, unsigned port, struct sockaddr_in *to, char *err, size_t errlen) {
   struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_DGRAM }, *res = NULL;
   int g = getaddrinfo(host, NULL, &hints, &res);
   if (g != 0 || !res) {
     snprintf(err, errlen, "cannot find host '%.200s': %s", host, gai_strerror(g));
     return -1;
   }
-  struct sockaddr_in to = *(struct sockaddr_in *)res->ai_addr;
+  *to = *(struct sockaddr_in *)res->ai_addr;
   freeaddrinfo(res);
-  to.sin_port = htons((uint16_t)port);
+  to->sin_port = htons((uint16_t)port);
+  return 0;
+}
+
+/* The address this host reaches to from (a UDP socket connected there says
+   which, sending nothing and asking no one). 0, or -1 with err. */
+static int route_to(const struct sockaddr_in *to, struct in_addr *src, char *err, size_t errlen) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rc = -1;
   struct sockaddr_in me;
   socklen_t ml = sizeof me;
-  if (s >= 0 && connect(s, (struct sockaddr *)&to, sizeof to) == 0 &&
+  if (s >= 0 && connect(s, (const struct sockaddr *)to, sizeof *to) == 0 &&
       getsockname(s, (struct sockaddr *)&me, &ml) == 0) {
     *src = me.sin_addr;
     rc = 0;
   } else {
-    snprintf(err, errlen, "no route to %.200s: %s", host, strerror(errno));
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &to->sin_addr, ip, sizeof ip);
+    snprintf(err, errlen, "no route to %s: %s", ip, strerror(errno));
   }
   if (s >= 0) close(s);
   return rc;
@@ -298,12 +306,17 @@ int farm__announcer_open(farm_announcer **out, const unsigned char *key, const c
       snprintf(err, errlen, "--join '%.200s' is not tcp://HOST:PORT", joins[i]);
       goto fail;
     }
-    snprintf(t->url, sizeof t->url, "%s", joins[i]);
     snprintf(t->host, sizeof t->host, "%s", jh);
     t->port = (unsigned)jp;
     struct in_addr via;
-    char why[300];
-    if (is_loopback(a->lobby) && route_to(jh, t->port, &via, why, sizeof why) == 0 && !is_loopback(via)) {
+    char why[300], ip[INET_ADDRSTRLEN];
+    if (find_host(jh, t->port, &t->to, why, sizeof why) < 0) {
+      snprintf(err, errlen, "--join %s:%u: %s", jh, t->port, why);
+      goto fail;
+    }
+    inet_ntop(AF_INET, &t->to.sin_addr, ip, sizeof ip);
+    snprintf(t->url, sizeof t->url, "tcp://%s:%u", ip, t->port);
+    if (is_loopback(a->lobby) && route_to(&t->to, &via, why, sizeof why) == 0 && !is_loopback(via)) {
       snprintf(err, errlen, "--join %s:%u: the node listens on %s, which that client cannot reach; "
                "--listen on an address it can (tcp://0.0.0.0:%u)", jh, t->port, host, a->lobby_port);
       goto fail;
@@ -356,7 +369,7 @@ double farm__announcer_tick(farm_announcer *a, double now, char *note, size_t n)
       join_to *t = &a->joins[i];
       struct in_addr me = a->lobby;
       char why[300] = "", line[700] = "";
-      if (!any || route_to(t->host, t->port, &me, why, sizeof why) == 0) {
+      if (!any || route_to(&t->to, &me, why, sizeof why) == 0) {
         farm__announce_make(rec, a->key, me, a->lobby_port, farm__announce_clock());
         /* nobody there yet (or any more): it goes nowhere, and is sent again */
         farm__link_send(t->push, rec, sizeof rec, 1);

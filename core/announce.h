@@ -101,8 +101,9 @@ typedef struct farm_announcer farm_announcer;
    FARM_JOIN_EVERY s over a nanomsg PUSH; iface (NULL: none): broadcast it
    there every FARM_ANNOUNCE_EVERY s to UDP port uport. The address in the
    record is the lobby's when it listens on one address, else the interface's
-   (--announce) or the one this host reaches that client from (--join). 0, or
-   -1 with one line in err (no such interface; a lobby on loopback that
+   (--announce) or the one this host reaches that client from (--join). A
+   client's name is looked up here, once (never in the lobby's loop). 0, or
+   -1 with one line in err (no such interface or host; a lobby on loopback that
    another host could not reach; a lobby on another address than the
    interface's). key is copied. */
 int  farm__announcer_open(farm_announcer **out, const unsigned char *key, const char *listen,

@@ -114,6 +114,7 @@ describe("farm node --join, farm run --listen", function()
       { "run " .. q(script) .. " --discover eth0:x --key-file " .. q(bed.key), "--discover takes" },
       { "node --join 127.0.0.1:7078", "--join and --announce need --key-file F" },
       { "node --join 127.0.0.1 --key-file " .. q(bed.key), "--join takes HOST:PORT" },
+      { "node --join nosuch.invalid:7078 --key-file " .. q(bed.key), "--join nosuch.invalid:7078: cannot find host" },
       { "node --announce nosuch0 --key-file " .. q(bed.key), "--announce nosuch0: no network interface 'nosuch0'" },
       { "node --announce lo --key-file " .. q(bed.key), "--announce lo: network interface 'lo' has no broadcast" },
     }

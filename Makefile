@@ -13,7 +13,8 @@
 #                   survived for each, and the score (not part of make test: ~15 minutes)
 #   make fuzz       build the fuzzers (value decoder, what a worker sends the engine, the
 #                   JOBS and TAKE messages a worker reads, the node's side of the
-#                   handshake, every message's reader and writer) with libFuzzer (clang)
+#                   handshake, every message's reader and writer, a node's announcement)
+#                   with libFuzzer (clang)
 
 MAKEFLAGS += --no-print-directory
 CC      ?= cc
@@ -212,7 +213,7 @@ mutate: all
 # Each fuzzer for FUZZ_SECONDS (a finding stops the run and fails the target).
 FUZZ_SECONDS ?= 15
 fuzz-smoke: fuzz
-	@for f in decode results worker session proto; do \
+	@for f in decode results worker session proto announce; do \
 	  build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -seed=1 >build-fuzz/fuzz_$$f.log 2>&1 \
 	    || { tail -40 build-fuzz/fuzz_$$f.log; echo "fuzz_$$f: FINDING (see build-fuzz/)"; exit 1; }; \
 	  echo "fuzz_$$f: $$(grep -o 'Done [0-9]* runs' build-fuzz/fuzz_$$f.log | head -1), no findings"; \
@@ -248,7 +249,7 @@ tsan: deps
 
 fuzz: deps
 	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" all
-	for f in decode results worker session proto; do \
+	for f in decode results worker session proto announce; do \
 	  clang -O1 -g -fsanitize=fuzzer,address,undefined -Ibuild-fuzz/include -Iinclude -Icore \
 	    $$(pkg-config --cflags lua5.4) -o build-fuzz/fuzz_$$f spec/fuzz/fuzz_$$f.c \
 	    $(filter-out %/luasrc.o,$(CORE_OBJ:$(B)/%=build-fuzz/%)) build-fuzz/obj/luasrc.o $(LIBS) || exit 1; \

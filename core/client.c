@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "hosts.h"
 #include "journal.h"
+#include "join.h"
 #include "session.h"
 #include "status.h"
 #include "luafuncs.h"
@@ -38,6 +39,7 @@
 typedef struct ctx {
   farm_engine *e;                  /* a client's pool, or */
   farm_status_srv *status;             /* ...its status page (status.h), stopped before e closes */
+  farm_join *jn;                   /* ...with the nodes that join it (listen, discover; join.h) */
   worker *w;                       /* ...a job's own farm calls, through its worker */
   farm_buf enc;                    /* scratch for encoding, while not busy */
   int enc_busy;                    /* a submit is encoding (a finalizer may submit meanwhile) */
@@ -123,6 +125,20 @@ static void status_fill(void *arg, farm_status_snap *s) {
   snprintf(s->name, sizeof s->name, "%s pid %ld", host, (long)getpid());
 }
 
+/* A node announced itself (join.h; on the join thread): the pool dials it. */
+static int join_add(void *arg, const char *ip, unsigned port, char *err, size_t errlen) {
+  farm_host h;
+  memset(&h, 0, sizeof h);
+  h.kind = FARM_HOST_NODE;
+  snprintf(h.host, sizeof h.host, "%s", ip);
+  h.port = (int)port;
+  h.port_given = 1;
+  snprintf(h.origin, sizeof h.origin, "announced itself");
+  return farm__engine_add_hosts(arg, &h, 1, err, errlen);
+}
+
+static void join_clear(void *arg) { farm__engine_term_clear(arg); }
+
 /* core.new{workers=, exe=, echo=, max_message=, progress=} -> ctx */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -170,6 +186,10 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "key_file");
   const char *keyfile = luaL_optstring(L, -1, NULL);
   if (!keyfile || !*keyfile) keyfile = getenv("FARM_KEY_FILE");
+  lua_getfield(L, 1, "listen");
+  const char *listen = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "discover");
+  const char *discover = luaL_optstring(L, -1, NULL);
   char err[1536];                  /* room for every unreachable host's reason */
   err[0] = 0;
   farm_host *hl = NULL;
@@ -178,12 +198,17 @@ static int l_new(lua_State *L) {
   if (nodes || hosts) {
     nh = nodes ? farm__hosts_named(nodes, &hl, err, sizeof err) : farm__hosts_list(hosts, &hl, err, sizeof err);
     if (nh < 0) return fail_lua(L, "farm: %s", err);
-    int standing = 0;
-    for (int i = 0; i < nh; i++) standing |= hl[i].kind == FARM_HOST_NODE;
-    if (standing && keyfile && *keyfile) {
-      if (farm__key_load(keyfile, key, err, sizeof err) < 0) { free(hl); return fail_lua(L, "farm: %s", err); }
-      o.key = key;
-    }
+  }
+  int standing = listen || discover;   /* nodes that join are standing ones */
+  for (int i = 0; i < nh; i++) standing |= hl[i].kind == FARM_HOST_NODE;
+  if ((listen || discover) && (!keyfile || !*keyfile)) {
+    free(hl);
+    return fail_lua(L, "farm: %s needs a key_file (or FARM_KEY_FILE): the key the nodes that join "
+                    "sign with and prove they know", listen ? "listen" : "discover");
+  }
+  if (standing && keyfile && *keyfile) {
+    if (farm__key_load(keyfile, key, err, sizeof err) < 0) { free(hl); return fail_lua(L, "farm: %s", err); }
+    o.key = key;
   }
   o.hosts = hl;
   o.nhosts = nh;
@@ -197,6 +222,14 @@ static int l_new(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   int rc = farm__engine_open(&c->e, &o, err, sizeof err);
   free(hl);
+  if (rc == 0 && (listen || discover)) {
+    farm_join_opts jo = { .listen = listen, .discover = discover, .key = key, .quiet = o.quiet,
+                          .add = join_add, .clear = join_clear, .arg = c->e };
+    if ((rc = farm__join_open(&c->jn, &jo, err, sizeof err)) < 0) {
+      farm__engine_free(c->e);
+      c->e = NULL;
+    }
+  }
   sodium_memzero(key, sizeof key);
   if (rc < 0) return fail_lua(L, "farm: %s", err[0] ? err : farm_strerror(rc));
   lua_getfield(L, 1, "status");
@@ -223,6 +256,8 @@ static int l_close(lua_State *L) {
   farm__status_stop(c->status);
   c->status = NULL;
   c->e = NULL;
+  farm__join_close(c->jn);         /* (before the engine it adds nodes to) */
+  c->jn = NULL;
   farm__engine_free(e);
   unwatch_all(c);
   return 0;

@@ -10,13 +10,16 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <net/if.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <lua.h>
 #include <sodium.h>
 #include "farm.h"
 #include "cliopts.h"
+#include "announce.h"
 #include "hosts.h"
+#include "join.h"
 #include "session.h"
 #include "status.h"
 
@@ -55,7 +58,7 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
   }
   if (strcmp(a, "--nodes") && strcmp(a, "--hosts") && strcmp(a, "--key-file") &&
       strcmp(a, "--remote-farm") && strcmp(a, "--heartbeat") && strcmp(a, "--dest") &&
-      strcmp(a, "--max-file") && strcmp(a, "--slurm-wait"))
+      strcmp(a, "--max-file") && strcmp(a, "--slurm-wait") && strcmp(a, "--listen") && strcmp(a, "--discover"))
     return 0;
   if (*i + 1 >= argc || !*argv[*i + 1])
     return fail(!strcmp(a, "--nodes") ? "%s needs a hostfile, e.g. --nodes hosts"
@@ -64,12 +67,22 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
                 : !strcmp(a, "--slurm-wait") ? "%s needs a number of seconds, e.g. --slurm-wait 300"
                 : !strcmp(a, "--dest") ? "%s needs a directory, e.g. --dest results"
                 : !strcmp(a, "--max-file") ? "%s needs a size, e.g. --max-file 200M"
+                : !strcmp(a, "--listen") ? "%s needs an address for nodes to join at, e.g. --listen 127.0.0.1:7078"
+                : !strcmp(a, "--discover") ? "%s needs a network interface, e.g. --discover eth0"
                 : "%s needs a path", a);
   const char *v = argv[++*i];
   if (!strcmp(a, "--nodes")) { if (o->hosts) return fail("%s", "give --nodes or --hosts, not both"); o->nodes = v; }
   else if (!strcmp(a, "--hosts")) { if (o->nodes) return fail("%s", "give --nodes or --hosts, not both"); o->hosts = v; }
   else if (!strcmp(a, "--key-file")) o->key_file = v;
   else if (!strcmp(a, "--remote-farm")) o->remote_farm = v;
+  else if (!strcmp(a, "--listen") || !strcmp(a, "--discover")) {
+    char url[300], iface[IFNAMSIZ], err[400];
+    unsigned port;
+    int bad = !strcmp(a, "--listen") ? farm__join_url(a, v, url, sizeof url, err, sizeof err)
+                                     : farm__iface_parse(a, v, iface, &port, err, sizeof err);
+    if (bad) return fail("%s", err);
+    if (!strcmp(a, "--listen")) o->listen = v; else o->discover = v;
+  }
   else if (!strcmp(a, "--dest")) {
     struct stat st;
     if (stat(v, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -99,9 +112,23 @@ int farm__pool_option(int argc, char **argv, int *i, farm_pool_opts *o) {
 }
 
 int farm__pool_check(const farm_pool_opts *o) {
+  if (o->nworkers == 0 && !o->nodes && !o->hosts && (o->listen || o->discover))
+    return fail("%s", "-n 0 with nodes that join only: a run starts with a worker or a node; keep a "
+                "local worker (-n 1) or name a node with --hosts as well");
   if (o->nworkers == 0 && !o->nodes && !o->hosts)
     return fail("%s", "-n 0 runs every job on nodes: give them with --nodes HOSTFILE or --hosts LIST");
+  const char *keyfile = o->key_file && *o->key_file ? o->key_file : getenv("FARM_KEY_FILE");
   char err[512];
+  if (o->listen || o->discover) {
+    /* nodes that join sign their address with the key: no key, nothing to check */
+    unsigned char key[FARM_KEYLEN];
+    if (!keyfile || !*keyfile)
+      return fail("%s needs --key-file F (or FARM_KEY_FILE): the key the nodes that join sign with "
+                  "and prove they know", o->listen ? "--listen" : "--discover");
+    int rc = farm__key_load(keyfile, key, err, sizeof err);
+    sodium_memzero(key, sizeof key);
+    if (rc < 0) return fail("%s", err);
+  }
   if (o->status_token && !o->status) return fail("%s", "--status-token goes with --status ADDR");
   if (o->status && farm__status_open(NULL, o->status, o->key_file, o->status_token, NULL, NULL, err, sizeof err) < 0)
     return fail("%s", err);
@@ -116,7 +143,6 @@ int farm__pool_check(const farm_pool_opts *o) {
   int standing = 0;
   for (int i = 0; i < n; i++) standing |= hl[i].kind == FARM_HOST_NODE;
   free(hl);
-  const char *keyfile = o->key_file && *o->key_file ? o->key_file : getenv("FARM_KEY_FILE");
   if (standing && keyfile && *keyfile) {
     unsigned char key[FARM_KEYLEN];
     int rc = farm__key_load(keyfile, key, err, sizeof err);
@@ -146,5 +172,7 @@ void farm__pool_config(lua_State *L, const farm_pool_opts *o) {
   if (o->max_file > 0) { lua_pushinteger(L, o->max_file); lua_setfield(L, -2, "max_file"); }
   set_str(L, "status", o->status);
   if (o->status_token) { lua_pushboolean(L, 1); lua_setfield(L, -2, "status_token"); }
+  set_str(L, "listen", o->listen);
+  set_str(L, "discover", o->discover);
   lua_call(L, 1, 0);
 }

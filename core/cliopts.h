@@ -13,8 +13,10 @@ typedef struct farm_pool_opts {
   double slurm_wait;               /* --slurm-wait: seconds a Slurm step may wait; 0: default */
   const char *status;              /* --status ADDR: the live status page (status.h) */
   int status_token;                /* --status-token: the page needs its token on loopback too */
+  const char *listen;              /* --listen: where nodes join (join.h) */
+  const char *discover;            /* --discover: the interface nodes announce themselves on */
 } farm_pool_opts;
-#define FARM_POOL_OPTS_INIT { -1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define FARM_POOL_OPTS_INIT { -1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 /* argv[*i] is one of those options: take it (and its value; *i moves on) and
    return 1; 0 when it is not one of them; 2 after saying in one line what is
    wrong with it (the command's exit status). */

@@ -106,7 +106,7 @@ static void edit_load(void) {
 static const char usage[] =
   "usage: farm repl [-n N] [--nodes HOSTFILE | --hosts LIST] [--key-file F]\n"
   "                 [--accept-new-hosts] [--remote-farm PATH] [--heartbeat S] [--slurm-wait S]\n"
-  "                 [--quiet-jobs]\n"
+  "                 [--quiet-jobs] [--listen ADDR] [--discover IFACE]\n"
   "\n"
   "  An interactive Lua prompt with `farm` loaded and the pool (and the nodes given)\n"
   "  running: farm.submit a function typed at the prompt, look at its future, wait\n"

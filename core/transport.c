@@ -21,6 +21,7 @@
 #include <nanomsg/nn.h>
 #include <nanomsg/pair.h>
 #include <nanomsg/reqrep.h>
+#include <nanomsg/pipeline.h>
 #include <sodium.h>
 #include "farm.h"
 #include "clock.h"
@@ -163,9 +164,10 @@ static int open_as(farm_link **out, int proto, const char *url, int bind, size_t
   l->bound = bind;
   if ((l->ep = bind ? nn_bind(l->sock, url) : nn_connect(l->sock, url)) < 0) goto fail;
   size_t sz = sizeof l->rcvfd;
-  if (nn_getsockopt(l->sock, NN_SOL_SOCKET, NN_RCVFD, &l->rcvfd, &sz) < 0) goto fail;
+  l->rcvfd = l->sndfd = -1;        /* (a PUSH only sends, a PULL only receives) */
+  if (proto != NN_PUSH && nn_getsockopt(l->sock, NN_SOL_SOCKET, NN_RCVFD, &l->rcvfd, &sz) < 0) goto fail;
   sz = sizeof l->sndfd;
-  if (nn_getsockopt(l->sock, NN_SOL_SOCKET, NN_SNDFD, &l->sndfd, &sz) < 0) goto fail;
+  if (proto != NN_PULL && nn_getsockopt(l->sock, NN_SOL_SOCKET, NN_SNDFD, &l->sndfd, &sz) < 0) goto fail;
   *out = l;
   return 0;
 fail:
@@ -183,6 +185,10 @@ int farm__link_open(farm_link **out, const char *url, int bind, size_t maxmsg,
 
 int farm__lobby_link_open(farm_link **out, const char *url, int bind, char *err, size_t errlen) {
   return open_as(out, bind ? NN_REP : NN_REQ, url, bind, FARM_LOBBY_MAXMSG, err, errlen);
+}
+
+int farm__join_link_open(farm_link **out, const char *url, int bind, char *err, size_t errlen) {
+  return open_as(out, bind ? NN_PULL : NN_PUSH, url, bind, FARM_LOBBY_MAXMSG, err, errlen);
 }
 
 int farm__link_maxmsg(farm_link *l, size_t maxmsg) {

@@ -3,7 +3,9 @@
  *
  * This is the only file pair that knows nanomsg. A link is one NN_PAIR socket
  * to one peer (never REQ/REP, which re-sends after 60 s, nor PUSH/PULL, which
- * deals work round-robin). Sends never block the caller when asked not to: the
+ * deals work round-robin, for jobs: a node's lobby is REQ/REP, for the handshake
+ * alone, and a node's announcements to a client are PUSH/PULL, one-way and
+ * never a job). Sends never block the caller when asked not to: the
  * scheduler keeps what could not go yet and polls the link's send fd. To move
  * to nng, rewrite transport.c.
  */
@@ -38,6 +40,13 @@ int  farm__link_rebind(farm_link *l);
    a hello, which the lobby answers the same way. */
 #define FARM_LOBBY_MAXMSG 4096
 int  farm__lobby_link_open(farm_link **out, const char *url, int bind, char *err, size_t errlen);
+
+/* Where nodes announce themselves to a client that listens for them
+   (announce.h: `farm run --listen`, `farm node --join`): bind, the client's
+   side, a nanomsg PULL that only receives; else the node's, a PUSH that only
+   sends (one-way: the node learns nothing from it, and needs nothing). At
+   most FARM_LOBBY_MAXMSG bytes a message, as a lobby's. */
+int  farm__join_link_open(farm_link **out, const char *url, int bind, char *err, size_t errlen);
 
 /* Send n bytes (copied). nowait: return FARM_EAGAIN instead of blocking. */
 int  farm__link_send(farm_link *l, const void *p, size_t n, int nowait);

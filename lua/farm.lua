@@ -37,7 +37,8 @@ Pool.__index = Pool
 local pool_of = setmetatable({}, { __mode = "k" })   -- ctx -> its pool
 
 local OPTIONS = "workers, echo, max_message, progress, nodes, hosts, key_file, local_workers, "
-  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file, journal, slurm_wait, status, status_token"
+  .. "accept_new_hosts, remote_farm, heartbeat, dest, max_file, journal, slurm_wait, status, status_token, "
+  .. "listen, discover"
 
 local function check_config(what, opts, level)
   if type(opts) ~= "table" then
@@ -62,7 +63,7 @@ local function check_config(what, opts, level)
         error(("%s: max_file must be a number of bytes from 1 to 192 MiB"):format(what), level + 1)
       end
     elseif k == "nodes" or k == "hosts" or k == "key_file" or k == "remote_farm" or k == "dest"
-        or k == "journal" or k == "journal_id" or k == "status" then
+        or k == "journal" or k == "journal_id" or k == "status" or k == "listen" or k == "discover" then
       if type(v) ~= "string" or v == "" then
         error(("%s: %s must be a string (got %s)"):format(what, k, type(v)), level + 1)
       end

@@ -30,6 +30,14 @@
  *   between the sessions (each session with jobs gets an even share; one with
  *   none keeps one worker) and tells each how many clients the node serves.
  *
+ * A standing node may also make itself known (announce.h): with --join
+ * HOST:PORT its lobby sends its signed address to a run listening there
+ * (`farm run --listen`), with --announce IFACE it broadcasts it on that
+ * interface (`farm run --discover`); the run then says hello at the lobby as
+ * any client does. The lobby's loop sends them when due (farm_announcer,
+ * non-blocking sends), between its looks at connections and kids, so the
+ * lobby's deadlines and caps are as they were.
+ *
  * A node started by srun dials its client (--connect-back) and serves it in
  * one process, with the PAIR handshake (session.h): its client listens, and
  * holds that listener against strangers itself (peer_node.c).
@@ -53,6 +61,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -64,10 +73,12 @@
 #include <sys/wait.h>
 #include <sodium.h>
 #include "farm.h"
+#include "announce.h"
 #include "clock.h"
 #include "engine.h"
 #include "files.h"
 #include "hash.h"
+#include "join.h"
 #include "pool.h"
 #include "proto.h"
 #include "session.h"
@@ -1055,6 +1066,8 @@ typedef struct lobby {
   told logged[32];                 /* addresses logged in the last minute */
   int sigfd, stop, status, served;
   procfds pf;                      /* (kept open: a flood may leave no descriptor free) */
+  farm_announcer *ann;             /* --join, --announce (NULL: neither) */
+  double next_ann;                 /* when it is next due */
   uint64_t sessions, auth_failed, dropped, dropped_conns, done, failed;
   uint64_t unanswered_told;
   farm_status_srv *page;           /* --status: the page (status.h), fed by lobby_status */
@@ -1461,6 +1474,11 @@ static int lobby_main(lobby *L) {
     if (now - L->scanned >= LOBBY_SCAN) { watch_lobby(L, now); L->scanned = now; }
     keep_spare(L, now);
     lobby_status(L, now);
+    if (L->ann && now >= L->next_ann) {
+      char note[700];
+      L->next_ann = now + farm__announcer_tick(L->ann, now, note, sizeof note);
+      if (note[0]) logf_(&L->lg, LOG_WARN, "%s", note);
+    }
     if (!L->nkids && L->idle_timeout > 0 && now - L->idle_since > L->idle_timeout) {
       logf_(&L->lg, LOG_INFO, "no client for %g s: exiting", L->idle_timeout);
       break;
@@ -1512,6 +1530,7 @@ static const char node_usage[] =
   "usage: farm node [--listen ADDR] [-w N] [--key-file F] [--idle-timeout S] [--heartbeat S]\n"
   "                 [--restart-workers] [--pid-file F] [--log-file F] [--log-level L] [--daemon]\n"
   "                 [--status ADDR [--status-token]]\n"
+  "                 [--join HOST:PORT]... [--announce IFACE[:PORT]]\n"
   "\n"
   "A standing node: runs the jobs of its clients on N local workers, shared evenly\n"
   "between the clients that have jobs; each client gets workers, a directory and a\n"
@@ -1536,6 +1555,12 @@ static const char node_usage[] =
   "                    only, unless --key-file F is given: then every request needs the\n"
   "                    token BLAKE2b(key, \"farm status\") (farm status ADDR --key-file F)\n"
   "  --status-token    the page needs the token on a loopback address too\n"
+  "  --join HOST:PORT  offer this node to the run listening there (farm run --listen):\n"
+  "                    every 2 s it is sent this node's address, signed with the key;\n"
+  "                    the client then connects with the key handshake (repeatable)\n"
+  "  --announce IFACE[:PORT]  broadcast the same every second on network interface\n"
+  "                    IFACE only, to UDP port PORT (default 7079), for runs started\n"
+  "                    with farm run --discover IFACE; both need --key-file\n"
   "Signals: SIGUSR1 logs statistics; SIGTERM or SIGINT cancels the clients' jobs and exits.\n"
   "A client reaches it with: farm run SCRIPT --hosts node://HOST:PORT --key-file F\n";
 
@@ -1663,7 +1688,11 @@ int farm_node_main(int argc, char **argv) {
   node N = { .beat = 1.0, .sigfd = -1, .ctl = -1, .lg.level = LOG_INFO };
   node *n = &N;
   const char *keyfile = getenv("FARM_KEY_FILE"), *pidfile = NULL, *logfile = NULL, *status = NULL;
-  int daemonize = 0, ok = 1, listen_given = 0, status_token = 0;
+  int daemonize = 0, ok = 1, listen_given = 0, status_token = 0, njoins = 0;
+  char joins[16][300];             /* --join, as tcp://HOST:PORT */
+  const char *joinp[16];
+  char ann_iface[IFNAMSIZ] = "";   /* --announce */
+  unsigned ann_port = 0;
   snprintf(n->listen, sizeof n->listen, "%s", DEFAULT_LISTEN);
   if (argc == 3 && !strcmp(argv[2], "--session")) return session_main();
   for (int i = 2; i < argc; i++) {
@@ -1677,7 +1706,8 @@ int farm_node_main(int argc, char **argv) {
     if (a[0] != '-') return bad("unexpected argument '%s' (see farm node --help)", a);
     if (strcmp(a, "--listen") && strcmp(a, "-w") && strcmp(a, "--workers") && strcmp(a, "--key-file") &&
         strcmp(a, "--idle-timeout") && strcmp(a, "--heartbeat") && strcmp(a, "--pid-file") &&
-        strcmp(a, "--log-file") && strcmp(a, "--log-level") && strcmp(a, "--status"))
+        strcmp(a, "--log-file") && strcmp(a, "--log-level") && strcmp(a, "--status") && strcmp(a, "--join") &&
+        strcmp(a, "--announce"))
       return bad("unknown option '%s' (see farm node --help)", a);
     if (i + 1 >= argc) return bad("%s needs a value (see farm node --help)", a);
     const char *v = argv[++i];
@@ -1698,6 +1728,16 @@ int farm_node_main(int argc, char **argv) {
     else if (!strcmp(a, "--idle-timeout")) { N.t0 = num(v, &ok); if (!ok) return bad("--idle-timeout takes seconds, not '%s'", v); }
     else if (!strcmp(a, "--heartbeat")) { n->beat = num(v, &ok); if (!ok) return bad("--heartbeat takes seconds, not '%s'", v); }
     else if (!strcmp(a, "--pid-file")) pidfile = v;
+    else if (!strcmp(a, "--join")) {
+      char why[400];
+      if (njoins == 16) return bad("%s", "--join: at most 16 clients");
+      if (farm__join_url("--join", v, joins[njoins], sizeof joins[njoins], why, sizeof why) < 0) return bad("%s", why);
+      joinp[njoins] = joins[njoins];
+      njoins++;
+    } else if (!strcmp(a, "--announce")) {
+      char why[400];
+      if (farm__iface_parse("--announce", v, ann_iface, &ann_port, why, sizeof why) < 0) return bad("%s", why);
+    }
     else if (!strcmp(a, "--log-file")) logfile = v;
     else if (!strcmp(a, "--status")) status = v;
     else {
@@ -1773,6 +1813,11 @@ int farm_node_main(int argc, char **argv) {
   if (status_token && !status) return bad("%s", "--status-token goes with --status ADDR");
   if (status && farm__status_open(NULL, status, keyfile, status_token, NULL, NULL, err, sizeof err) < 0)
     return bad("%s", err);
+  if ((njoins || ann_iface[0]) && (n->launched || n->connect))
+    return bad("%s", "--join and --announce are for a standing node, not one a client started");
+  if ((njoins || ann_iface[0]) && !n->keyed)
+    return bad("%s", "--join and --announce need --key-file F: the node signs its address with the "
+               "key, and a client takes only what the key signed (make one with: farm keygen F)");
   if (n->connect) return connect_main(n);
 
   static lobby L;                               /* (large: not on the stack; one per process) */
@@ -1841,6 +1886,13 @@ int farm_node_main(int argc, char **argv) {
     logf_(&L.lg, LOG_ERROR, "%s", err);
     goto out;
   }
+  if ((njoins || ann_iface[0]) &&
+      farm__announcer_open(&L.ann, L.key, L.listen, joinp, njoins, ann_iface[0] ? ann_iface : NULL,
+                           ann_port, err, sizeof err) < 0) {
+    if (daemonize) logf_(&L.lg, LOG_ERROR, "%s", err);
+    else fprintf(stderr, "farm node: %s\n", err);
+    goto out;
+  }
   L.sigfd = block_signals();
   procfds_open(&L.pf);
   sweep_workdirs();
@@ -1850,6 +1902,11 @@ int farm_node_main(int argc, char **argv) {
   } else {
     logf_(&L.lg, LOG_INFO, "listening on %s with %d workers%s", L.listen, L.workers,
           n->keyed ? "" : " (no key: any local user can connect)");
+    for (int i = 0; i < njoins; i++)
+      logf_(&L.lg, LOG_INFO, "offering this node to the run at %s every %.0f s (--join)", joins[i], FARM_JOIN_EVERY);
+    if (ann_iface[0])
+      logf_(&L.lg, LOG_INFO, "announcing this node on %s, UDP port %u, every %.0f s (--announce)",
+            ann_iface, ann_port, FARM_ANNOUNCE_EVERY);
   }
   rc = lobby_main(&L);
 out:
@@ -1858,6 +1915,7 @@ out:
     unlink(pidfile);
     close(pidfd);
   }
+  farm__announcer_close(L.ann);
   farm__link_close(L.link);
   procfds_close(&L.pf);
   if (L.sigfd > 0) close(L.sigfd);

@@ -1,5 +1,5 @@
 -- netns_spec.lua -- standing nodes on other "hosts": three network namespaces on a
--- bridge (scripts/netns-testbed), `farm node` on H2 and H3, the client on H1.
+-- bridge (scripts/netns-testbed), `farm node` on H2 and H3 (and H4), the client on H1.
 --
 -- Rules (see /work/shared/TESTBEDS.md): nothing in the root namespace ever connects
 -- to a namespace address (every client runs under `ip netns exec fH1...`); the
@@ -30,7 +30,7 @@ local NET = os.getenv("FARM_NETNS_NET") or "10.203.0"
 local PORT = 7070
 local MYPID = H.pid
 local TAG = "n" .. MYPID                      -- fH3n4194304: 11 characters at most
-local NHOSTS = 3
+local NHOSTS = 4
 local q = H.quote
 
 local function ns(i) return "fH" .. i .. TAG end
@@ -89,8 +89,8 @@ local function start_node(i)
   return n
 end
 
-local function ensure_nodes()
-  for _, i in ipairs({ 2, 3 }) do
+local function ensure_nodes(list)
+  for _, i in ipairs(list or { 2, 3 }) do
     if not (nodes[i] and H.alive(nodes[i].pid)) then start_node(i) end
   end
 end
@@ -379,5 +379,124 @@ describe("standing nodes in network namespaces", function()
     assert.are.equal(40, n2.jobs + n3.jobs, r.out)
     assert.is_truthy(r.out:find("\nstats 40 40\n", 1, true), r.out)
     assert.is_true(H.alive(nodes[3].pid))
+  end)
+
+  -- Issue 20's run: 10,000 jobs over 2 local workers and nodes on H2, H3 and H4;
+  -- mid-run the node on H2 and two local workers are SIGKILLed, and the node on
+  -- H3 is SIGSTOPped for 10 s (lost at the client's 0.5 s heartbeat) and then
+  -- SIGCONTed: it rejoins and runs jobs again before the end (the script holds
+  -- its last 1,000 jobs back until it has seen the node come back, 60 s at most).
+  it("resolves 10,000 futures once through node and worker kills and a node frozen for 10 s", function()
+    for _, i in ipairs({ 2, 3, 4 }) do
+      if nodes[i] and H.alive(nodes[i].pid) then stop_pid(nodes[i].pid) end
+      assert.is_true(ns_settles(i, 0, 10))
+    end
+    ensure_nodes({ 2, 3, 4 })
+    local progress, pidfile = dir .. "/chaos.progress", dir .. "/chaos.pids"
+    os.remove(progress)
+    os.remove(pidfile)
+    local script = H.tmp([[
+      local total, progress, pidfile, frozen = tonumber(arg[1]), arg[2], arg[3], arg[4]
+      local held = 1000
+      local seen, dup, lost, back, after = {}, 0, false, false, 0
+      farm.on_event(function(ev)
+        local on_frozen = ev.node and ev.node:find(frozen, 1, true) ~= nil
+        if ev.event == "job_done" then
+          if seen[ev.job] then dup = dup + 1 end
+          seen[ev.job] = true
+          if back and on_frozen then after = after + 1 end
+        elseif ev.event == "node_lost" and on_frozen then lost = true
+        elseif ev.event == "node_up" and on_frozen and lost then back = true
+        end
+      end)
+      local function work(i)
+        local t = os.clock() + 0.002
+        while os.clock() < t do end
+        return i
+      end
+      local fs, sum, resolved = {}, 0, 0
+      local function collect(from, to)
+        for i = from, to do
+          sum = sum + fs[i]:result(120)
+          resolved = resolved + 1
+          if i % 100 == 0 then
+            local p = assert(io.open(progress, "a"))
+            p:write(i, "\n")
+            p:close()
+          end
+        end
+      end
+      for i = 1, total - held do fs[i] = farm.submit(work, i) end
+      local f = assert(io.open(pidfile, "w"))     -- the local workers (the pool is up now)
+      f:write(table.concat(farm._pids(), " "), "\n")
+      f:close()
+      collect(1, total - held)
+      local deadline = os.time() + 60
+      while not back and os.time() < deadline do
+        farm.submit(work, 0):result(10)
+        os.execute("sleep 0.1")
+      end
+      print(("lost %s back %s"):format(lost, back))
+      for i = total - held + 1, total do fs[i] = farm.submit(work, i) end
+      collect(total - held + 1, total)
+      for _, g in ipairs(fs) do assert(g:status() == "done", g:status()) end
+      print(("resolved %d sum %d dup %d after %d"):format(resolved, sum, dup, after))
+    ]] .. report)
+
+    local out, err, rcfile = dir .. "/c.out", dir .. "/c.err", dir .. "/c.rc"
+    local cmd = ("ip netns exec %s env FARM_EXE=%s %s run %s -n 2 --no-progress --heartbeat 0.5"
+      .. " --hosts %s --key-file %s -- 10000 %s %s %s")
+      :format(ns(1), q(FARM_EXE), q(FARM), q(script), hosts(2, 3, 4), q(key), q(progress), q(pidfile),
+              addr(3))
+    local wrapper = assert(tonumber(read_cmd(("(timeout -k 3 240 %s </dev/null >%s 2>%s; echo $? >%s) >/dev/null 2>&1 & echo $!")
+      :format(cmd, q(out), q(err), q(rcfile))):match("%d+")))
+    started[#started + 1] = wrapper
+    finally(function()             -- a failed assertion leaves no client behind on H1
+      if H.slurp(rcfile) == "" then
+        for _, p in ipairs(ns_pids(1)) do os.execute("kill -KILL " .. p) end
+      end
+      for _, p in ipairs(ns_pids(3)) do os.execute("kill -CONT " .. p) end
+    end)
+    local function upto(n)
+      return wait_for(function() return H.lines(H.slurp(progress)) >= n or H.slurp(rcfile) ~= "" end, 120)
+    end
+    -- 1,500 results in: SIGKILL the node on H2 (every process there) and two local workers
+    assert(upto(15), "no progress: " .. H.slurp(err))
+    assert.are.equal("", H.slurp(rcfile), "the run ended early: " .. H.slurp(err))
+    local workers = {}
+    for p in H.slurp(pidfile):gmatch("%d+") do   -- (the nodes' entries are 0)
+      if tonumber(p) > 0 then workers[#workers + 1] = tonumber(p) end
+    end
+    assert.are.equal(2, #workers, H.slurp(pidfile))
+    local h2 = ns_pids(2)
+    for _, p in ipairs(h2) do os.execute("kill -KILL " .. p) end
+    for _, p in ipairs(workers) do os.execute("kill -KILL " .. p) end
+    assert.is_true(H.wait_gone(workers, 10))
+    assert.is_true(ns_settles(2, 0, 10))
+    -- 3,000: freeze the node on H3, every process of it, for 10 s
+    assert(upto(30), "no progress after the kills: " .. H.slurp(err))
+    local h3 = ns_pids(3)
+    assert(#h3 >= 2, "node 3 has no processes")
+    for _, p in ipairs(h3) do os.execute("kill -STOP " .. p) end
+    H.sleep(10)
+    for _, p in ipairs(h3) do os.execute("kill -CONT " .. p) end
+
+    assert(wait_for(function() return H.slurp(rcfile) ~= "" end, 180), "the client did not finish: " .. H.slurp(err))
+    assert.is_true(H.wait_gone({ wrapper }, 5))
+    local r = { code = tonumber(H.slurp(rcfile)), out = H.slurp(out), err = H.slurp(err) }
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("lost true back true\n", 1, true), r.out .. r.err)
+    local resolved, sum, dup, after = r.out:match("resolved (%d+) sum (%d+) dup (%d+) after (%d+)")
+    assert(resolved, r.out .. r.err)
+    assert.are.equal(10000, tonumber(resolved))
+    assert.are.equal(50005000, tonumber(sum))
+    assert.are.equal(0, tonumber(dup))
+    assert(tonumber(after) > 0, "the resumed node ran no job after it came back:\n" .. r.out .. r.err)
+    assert.is_truthy(r.err:find("node " .. node_url(2) .. " lost", 1, true), r.err)
+    assert.is_truthy(r.err:find("node " .. node_url(3) .. " lost", 1, true), r.err)
+    local seen = nodes_of("\n" .. r.out)
+    assert.are.equal("up", seen[node_url(3)].state, r.out)
+    assert.are.equal("up", seen[node_url(4)].state, r.out)
+    assert.is_true(H.alive(nodes[3].pid) and H.alive(nodes[4].pid))
   end)
 end)

@@ -252,8 +252,8 @@ describe("farm node --status", function()
       local n = 0
       for _ in body:gmatch('"name":"[^"]*pid %d+","workers":%d+,"active":%a+,"done":50,"failed":2}') do n = n + 1 end
       return n == 2 and body
-    end, 90)
-    assert.is_truthy(j, json_of(sport) .. H.slurp(bed.log))
+    end, 45)                       -- (under run-test's 60 s: a failure says what it saw)
+    assert.is_truthy(j, json_of(sport) .. H.slurp(bed.log) .. H.slurp(dir .. "/c1.err") .. H.slurp(dir .. "/c2.err"))
     assert.is_truthy(j:find('"kind":"node"', 1, true), j)
     assert.is_truthy(j:find('"nodes":[{"name":"127.0.0.1:' .. bed.port .. '","kind":"node","state":"up","workers":2,',
                             1, true), j)

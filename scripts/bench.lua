@@ -1,5 +1,7 @@
 -- bench.lua WHAT -- one benchmark figure, printed as "name value unit (detail)".
 --   submit: 100,000 trivial jobs submitted one by one, then every result()
+--   submit_inline: the same with the function written in the call (a new
+--           closure of one expression for each job)
 --   map:    one farm.map over 1,000,000 items
 --   pi:     parallel efficiency of the pi workload against the same Lua run serially
 --   pi_lua: points/s of the pi workload in pure Lua (examples/pi.lua's throw)
@@ -45,6 +47,17 @@ if what == "submit" then
   local dt = now() - t0
   assert(sum == n * (n + 1) // 2 + n)
   print(("submit_one_by_one %.0f jobs/s (%d jobs in %.3f s)"):format(n / dt, n, dt))
+elseif what == "submit_inline" then
+  local n = 100000
+  local t0 = now()
+  local fs = {}
+  for i = 1, n do fs[i] = farm.submit(function(x) return x + 1 end, i) end
+  local sum = 0
+  for i = 1, n do sum = sum + fs[i]:result() end
+  local dt = now() - t0
+  assert(sum == n * (n + 1) // 2 + n)
+  print(("submit_one_by_one_inline %.0f jobs/s (%d jobs, the function written in the call, in %.3f s)")
+    :format(n / dt, n, dt))
 elseif what == "map" then
   local n = 1000000
   local list = {}
@@ -145,5 +158,5 @@ elseif what == "startup" then
   io.stdout:flush()                 -- the timer in bench.sh reads this line at once
 else
   error("bench.lua: unknown benchmark '" .. tostring(what)
-    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, results, roundtrip, shared, startup)")
+    .. "' (submit, submit_inline, map, pi, pi_lua, pi_kernel, bytes, results, roundtrip, shared, startup)")
 end

@@ -19,7 +19,7 @@ median() {
 }
 
 echo "farm benchmarks: local pool of 2 workers, median of $runs runs ($(nproc) CPUs)"
-for what in submit map pi pi_lua pi_kernel bytes results roundtrip shared; do
+for what in submit submit_inline map pi pi_lua pi_kernel bytes results roundtrip shared; do
   i=0
   : > "$tmp"
   while [ $i -lt "$runs" ]; do

@@ -47,6 +47,7 @@
 #define BATCH_MIN 32               /* fewer jobs wait for a busy worker's results */
 #define TICK 0.01                  /* timers: deaths, output, timeouts, take-back */
 #define IDLE_TICK 0.1              /* ...when no job is outstanding (a death still shows) */
+#define SHARED_WAIT_MS 2           /* a caller's poll while other threads wait too */
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
 #define TAKE_DEADLINE 3.0          /* a worker (not a node) that does not answer a TAKE this long
                                       is frozen (SIGSTOP, swapped out): it is replaced */
@@ -2003,7 +2004,10 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     }
     if (nf - 1 == e->npeers) __atomic_store_n(&e->caller_polls, 1, __ATOMIC_SEQ_CST);
     else caller_stops_polling(e);           /* it could not poll them all */
-    e->signal_waiters = 0;                  /* the only waiter is us, and we are awake */
+    /* We are awake; another thread waiting (C API: several may) is not, and
+       what we just took may be its job's end: it must hear it. */
+    if (__atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 1) wake_waiters(e);
+    else e->signal_waiters = 0;             /* the only waiter is us */
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
   engine_unlock(e);
@@ -2025,12 +2029,19 @@ int farm__engine_wait_fds(farm_engine *e, uint64_t gen, double timeout,
     double left = until - farm__now();
     if (left <= 0) break;
     int ms = left > 1 ? 1000 : (int)ceil(left * 1e3);
+    /* Several threads waiting (a C host's): done_fd is one counter, and one of
+       them may read the write meant for another between that one's look at
+       gen and its poll. A short poll bounds what such a lost wakeup costs. */
+    if (ms > SHARED_WAIT_MS && __atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 1) ms = SHARED_WAIT_MS;
     for (int i = 0; i < nextra; i++) fds[nf + i] = extra[i];
     int pr = poll(fds, (nfds_t)(nf + nextra), ms);
     if (pr < 0 && errno == EINTR) { rc = -1; break; }
     if (pr > 0 && fds[0].revents) {
       uint64_t v;
-      if (read(e->done_fd, &v, sizeof v) < 0) { /* raced with another read: fine */ }
+      /* (a wakeup this caller ends its wait on is passed on to the others) */
+      if (read(e->done_fd, &v, sizeof v) == sizeof v && farm__engine_gen(e) != gen &&
+          __atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 1 &&
+          write(e->done_fd, &v, sizeof v) < 0) { /* full counter: they are awake anyway */ }
     }
     int mine = 0;
     for (int i = 0; i < nextra; i++) mine |= (extra[i].revents = fds[nf + i].revents) != 0;

@@ -841,6 +841,13 @@ static void where(farm_peer *p, char *out, size_t n) {
   else snprintf(out, n, "%s", p->name);
 }
 
+/* j ran (or was lost) at p: its own copy of where (a queued job has none). */
+static void set_where(farm_peer *p, farm_job *j) {
+  char w[WHERE_MAX + 1];
+  where(p, w, sizeof w);
+  farm__job_set_where(j, w, strlen(w));
+}
+
 /* The times after count RESULTS entries at r (proto.h), on our clock, into
    times[2 * count]: 1 when they are there and sound, else 0 (a peer that does
    not send them: its jobs' times come from what we saw). Read before the
@@ -897,7 +904,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
       j->busy = busy;
       if (times) { j->ran_from = times[2 * i]; j->ran_to = times[2 * i + 1]; }
       j->untrusted = p->ops->untrusted;
-      where(p, j->where, sizeof j->where);
+      set_where(p, j);
       farm__job_drop_results(j);
       size_t kept = m.nblock + m.ntb + m.nval;
       if (rx && kept >= KEEP_MIN && kept >= rx->n / KEEP_PART) {
@@ -1075,14 +1082,15 @@ static void subdone(farm_engine *e, farm_job *j, int state) {
   farm_peer *p = j->owner;
   if (p->gen != j->owner_gen || !p->link) return;
   farm_buf *b = &p->subdone;
-  size_t size = j->out.n + j->nres + j->ntb + j->nval + sizeof j->where + 48;
+  const char *w = farm__job_where(j);
+  size_t size = j->out.n + j->nres + j->ntb + j->nval + strlen(w) + 48;
   if (p->nsubdone && b->n + size > e->batch_limit) flush_subdone_of(e, p);   /* the receiver drops a message over its limit */
   if (!p->nsubdone) farm__proto_put_list(b, FARM_MSG_SUBDONE);
   int status = state == JOB_DONE ? 0 : state == JOB_FAILED ? 1 : 2;
   farm_msg_subdone m = { .subid = j->subid, .status = status, .out = j->out.p, .nout = j->out.n,
                          .block = j->res, .nblock = status == 2 ? 0 : j->nres,
                          .tb = j->tb, .ntb = j->ntb, .val = j->val, .nval = j->nval,
-                         .where = j->where, .nwhere = strlen(j->where) };
+                         .where = w, .nwhere = strlen(w) };
   farm__proto_put_subdone(b, &m);
   p->nsubdone++;
 }
@@ -1464,7 +1472,7 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
   j->peer = NULL;
   j->taking = 0;
   if (j->state != JOB_SENT) { farm__job_unref(j); return; }
-  where(p, j->where, sizeof j->where);
+  set_where(p, j);
   j->untrusted = p->ops->untrusted;        /* future.node names the node that held it too */
   if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
     job_over(e, j, JOB_CANCELLED);

@@ -205,8 +205,12 @@ demo: deps
 	$(B)/farm run examples/pi.lua
 
 bench: deps
-	$(MAKE) all
+	$(MAKE) all $(B)/bench_capi
 	scripts/bench.sh $(B)
+
+# bench.sh's C API figure (2 threads against 1), linked as a host links libfarm.
+$(B)/bench_capi: scripts/bench_capi.c $(B)/include/farm.h $(B)/libfarm.so
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lfarm -lpthread -Wl,-rpath,'$$ORIGIN'
 
 # The specs load build-asan/farm.so into Debian's (uninstrumented) lua5.4, so
 # everything uses the shared ASan runtime, preloaded into lua5.4.

@@ -76,7 +76,7 @@ for _, r in ipairs(rows) do
   end
   out[#out + 1] = ("%-" .. wide .. "s  %12s %-7s %-46s %s"):format(name, shown(v), unit, target, met)
   json[#json + 1] = ('  {"name": %q, "median": %s, "unit": %q, "target": %q, "met": %q}')
-    :format(name, v and ("%.17g"):format(v) or "null", unit, target, met)
+    :format(name, v and ("%.6g"):format(v) or "null", unit, target, met)
 end
 print(table.concat(out, "\n"))
 print(("%d of %d targets measured here met (the rest need luaproc in the same run)"):format(nmet, nknown))

@@ -15,7 +15,11 @@
  * Threads: the caller pushes jobs onto a lock-free list and wakes the loop
  * through an eventfd only when it sleeps; everything else is under e->mu. The
  * loop wakes a waiting caller through another eventfd (poll()able, so a signal
- * interrupts the caller's wait). The loop never calls Lua.
+ * interrupts the caller's wait). Several callers may wait at once (the C API's
+ * threads): that eventfd is one counter, so a caller that ends its wait on it
+ * writes it again for the others, and while others wait a caller's poll lasts
+ * at most SHARED_WAIT_MS (a wakeup one of them read too early costs no more).
+ * The loop never calls Lua.
  */
 #include <errno.h>
 #include <math.h>

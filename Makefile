@@ -4,7 +4,9 @@
 #   make test       install what is missing, build, and run every test (TAP through prove),
 #                   plainly, then the fuzzers briefly, then every test under the sanitizers
 #   make demo       install what is missing, build, and run examples/pi.lua on the local pool
-#   make bench      print the benchmark figures
+#   make bench      print the benchmark figures, and issue 19's targets against
+#                   them (also as build/bench.json)
+#   make bench-peers  farm against luaproc and Lua Lanes, where the peers are built
 #   make asan       build and test under AddressSanitizer and UBSan (build-asan/)
 #   make tsan       build under ThreadSanitizer (build-tsan/) and run the C engine test and
 #                   the C API test: the first race reported fails the run
@@ -224,8 +226,17 @@ demo: deps
 	$(B)/farm run examples/pi.lua
 
 bench: deps
-	$(MAKE) all
+	$(MAKE) all $(B)/bench_capi
 	scripts/bench.sh $(B)
+
+# farm against luaproc and Lua Lanes in one run (scripts/bench-peers.sh): only
+# where the peers are built (LUAPEERS, the kit's README); never part of `make test`.
+bench-peers: all
+	scripts/bench-peers.sh $(B)
+
+# bench.sh's C API figure (2 threads against 1), linked as a host links libfarm.
+$(B)/bench_capi: scripts/bench_capi.c $(B)/include/farm.h $(B)/libfarm.so
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(B) -lfarm -lpthread -Wl,-rpath,'$$ORIGIN'
 
 # The specs load build-asan/farm.so into Debian's (uninstrumented) lua5.4, so
 # everything uses the shared ASan runtime, preloaded into lua5.4.
@@ -260,4 +271,4 @@ clean:
 
 FORCE:
 
-.PHONY: all deps test demo bench asan tsan fuzz fuzz-smoke mutate clean install uninstall rock rock-install deb
+.PHONY: all deps test demo bench bench-peers asan tsan fuzz fuzz-smoke mutate clean install uninstall rock rock-install deb

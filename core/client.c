@@ -749,13 +749,14 @@ static int l_meta(lua_State *L) {
   lua_setfield(L, -2, "finished");
   lua_pushinteger(L, 1 + j->attempt + j->requeues);
   lua_setfield(L, -2, "attempts");
-  if (j->where[0]) {
-    lua_pushstring(L, j->where);
+  const char *w = farm__job_where(j);
+  if (w[0]) {
+    lua_pushstring(L, w);
     lua_setfield(L, -2, "worker");
-    lua_pushstring(L, j->untrusted ? j->where : "local");
+    lua_pushstring(L, j->untrusted ? w : "local");
     if (j->untrusted) {                  /* a node's name: up to " (" */
-      const char *sp = strstr(j->where, " (");
-      lua_pushlstring(L, j->where, sp ? (size_t)(sp - j->where) : strlen(j->where));
+      const char *sp = strstr(w, " (");
+      lua_pushlstring(L, w, sp ? (size_t)(sp - w) : strlen(w));
       lua_remove(L, -2);
     }
     lua_setfield(L, -2, "node");
@@ -893,7 +894,7 @@ static int l_result(lua_State *L) {
   else if (st == JOB_FAILED) lua_pushlstring(L, j->res ? j->res : "", j->nres);
   else lua_pushliteral(L, "the job has not finished");
   lua_pushlstring(L, j->tb ? j->tb : "", j->ntb);
-  lua_pushstring(L, st == JOB_FAILED ? j->where : "");
+  lua_pushstring(L, st == JOB_FAILED ? farm__job_where(j) : "");
   if (st != JOB_FAILED || !j->val) return 4;
   /* the raised value, as it was (one value in its block) */
   farm_decoder d = result_decoder(L, j);
@@ -915,7 +916,7 @@ static int l_stdout(lua_State *L) {
 static int l_where(lua_State *L) {
   farm_job *j = check_job(L, 1);
   if (farm__job_over(j)) {
-    if (j->where[0]) lua_pushstring(L, j->where); else lua_pushnil(L);
+    if (farm__job_where(j)[0]) lua_pushstring(L, farm__job_where(j)); else lua_pushnil(L);
     return 1;
   }
   /* out at a peer: where it is, and since when it runs there (nil: not started) */

@@ -26,6 +26,20 @@
  *       probe, isconst[j] says whether NAME is such a constant there (the probe
  *       then reads no variable: it has no upvalue) and values[j] is its value.
  *       Returns values, isconst; or nil when no function holds the marker.
+ *   core.protoid(f)  the identity of f's prototype, as a light userdata: every
+ *       closure one `function` expression makes has the same one, and no two
+ *       prototypes alive at once share it (lua/ship.lua and lua/farm.lua key
+ *       their caches of a function's description and package on it, so that a
+ *       function written in the call costs what a named one does). nil for a C
+ *       function, and always nil unless the layout check below passed. The
+ *       prototype is not in Lua's public API: it is read where lobject.h of
+ *       5.4 puts it (LClosure.p), and only after farm__open_dump checked, on
+ *       closures made for the purpose, that the bytes there are what that
+ *       layout says (the tags, the upvalue count, the lines and parameters
+ *       lua_getinfo gives, one prototype for two closures of one expression,
+ *       another for another); each call checks the tags again. An id names a
+ *       prototype only while a closure of it is alive: whoever keeps one keeps
+ *       that closure too (weakly, dropping the id with it).
  *
  * Both parse the Lua 5.4 binary chunk format (ldump.c / lundump.c of 5.4.4)
  * here, with every read bounds-checked: the bytes come from lua_dump in this very
@@ -587,6 +601,81 @@ static int l_probe(lua_State *L) {
   return 2;
 }
 
+/* ---- a closure's prototype ---- */
+
+/* Lua 5.4's LClosure and Proto, their first fields as lobject.h lays them out
+   (CommonHeader: next, tt, marked). */
+typedef struct LClosure54 {
+  void *next;
+  unsigned char tt, marked, nupvalues;
+  void *gclist;
+  const void *p;
+} LClosure54;
+typedef struct Proto54 {
+  void *next;
+  unsigned char tt, marked, numparams, is_vararg, maxstacksize;
+  int sizeupvalues, sizek, sizecode, sizelineinfo, sizep, sizelocvars, sizeabslineinfo;
+  int linedefined, lastlinedefined;
+} Proto54;
+#define VLCL 6       /* LUA_VLCL: makevariant(LUA_TFUNCTION, 0) */
+#define VPROTO 10    /* LUA_VPROTO: makevariant(LUA_NUMTYPES + 1, 0) */
+
+/* The prototype of the Lua function at idx, or NULL (a C function, or tags
+   that are not what they must be). */
+static const Proto54 *proto_of(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx)) return NULL;
+  const LClosure54 *cl = lua_topointer(L, idx);
+  if (!cl || cl->tt != VLCL || !cl->p) return NULL;
+  const Proto54 *p = cl->p;
+  return p->tt == VPROTO ? p : NULL;
+}
+
+/* Does the Lua function at idx have the prototype proto_of reads, by all that
+   lua_getinfo says of it? */
+static int proto_agrees(lua_State *L, int idx) {
+  const Proto54 *p = proto_of(L, idx);
+  lua_Debug ar;
+  lua_pushvalue(L, idx);
+  if (!p || !lua_getinfo(L, ">Su", &ar)) return 0;
+  const LClosure54 *cl = lua_topointer(L, idx);
+  return cl->nupvalues == ar.nups && p->sizeupvalues == ar.nups
+         && p->numparams == ar.nparams && p->is_vararg == ar.isvararg
+         && p->linedefined == ar.linedefined && p->lastlinedefined == ar.lastlinedefined;
+}
+
+/* The layout check: closures made for it (two of one expression, with an
+   upvalue, and one of another) must agree with lua_getinfo, and share their
+   prototype exactly when they share their expression. */
+static int proto_layout_ok(lua_State *L) {
+  static const char probe[] =
+    "local u = ...\n"
+    "local function mk(k)\n"
+    "  return function(a, b, c)\n"
+    "    return u, a, b, c, k\n"
+    "  end\n"
+    "end\n"
+    "return mk(1), mk(2), function(...) return u end\n";
+  int top = lua_gettop(L), ok = 0;
+  if (luaL_loadbufferx(L, probe, sizeof probe - 1, "=farm.protoid", "t") == LUA_OK) {
+    lua_pushinteger(L, 7);
+    if (lua_pcall(L, 1, 3, 0) == LUA_OK) {
+      int a = top + 1, b = top + 2, c = top + 3;
+      ok = proto_agrees(L, a) && proto_agrees(L, b) && proto_agrees(L, c)
+           && proto_of(L, a) == proto_of(L, b) && proto_of(L, a) != proto_of(L, c)
+           && proto_of(L, a)->linedefined == 3 && proto_of(L, c)->linedefined == 7
+           && proto_of(L, a)->numparams == 3 && proto_of(L, c)->is_vararg == 1;
+    }
+  }
+  lua_settop(L, top);
+  return ok;
+}
+
+static int l_protoid(lua_State *L) {
+  const Proto54 *p = lua_toboolean(L, lua_upvalueindex(1)) ? proto_of(L, 1) : NULL;
+  if (p) lua_pushlightuserdata(L, (void *)p); else lua_pushnil(L);
+  return 1;
+}
+
 static const luaL_Reg dump_funcs[] = {
   {"fnsig", l_fnsig},
   {"globals", l_globals},
@@ -601,4 +690,7 @@ void farm__open_dump(lua_State *L, int core) {
     lua_pushcfunction(L, f->func);
     lua_setfield(L, core, f->name);
   }
+  lua_pushboolean(L, proto_layout_ok(L));
+  lua_pushcclosure(L, l_protoid, 1);
+  lua_setfield(L, core, "protoid");
 }

@@ -15,7 +15,11 @@
  * Threads: the caller pushes jobs onto a lock-free list and wakes the loop
  * through an eventfd only when it sleeps; everything else is under e->mu. The
  * loop wakes a waiting caller through another eventfd (poll()able, so a signal
- * interrupts the caller's wait). The loop never calls Lua.
+ * interrupts the caller's wait). Several callers may wait at once (the C API's
+ * threads): that eventfd is one counter, so a caller that ends its wait on it
+ * writes it again for the others, and while others wait a caller's poll lasts
+ * at most SHARED_WAIT_MS (a wakeup one of them read too early costs no more).
+ * The loop never calls Lua.
  *
  * With a journal (farm run --journal, journal.c; the hooks under "the
  * journal"), a job's final result from a worker finishes the job only once its
@@ -63,6 +67,7 @@
 #define BATCH_MIN 32               /* fewer jobs wait for a busy worker's results */
 #define TICK 0.01                  /* timers: deaths, output, timeouts, take-back */
 #define IDLE_TICK 0.1              /* ...when no job is outstanding (a death still shows) */
+#define SHARED_WAIT_MS 2           /* a caller's poll while other threads wait too */
 #define IDLE_BEFORE_TAKE 0.01      /* a peer idle this long takes back waiting jobs */
 #define TAKE_DEADLINE 3.0          /* a worker (not a node) that does not answer a TAKE this long
                                       is frozen (SIGSTOP, swapped out): it is replaced */
@@ -870,6 +875,13 @@ static void where(farm_peer *p, char *out, size_t n) {
   else snprintf(out, n, "%s", p->name);
 }
 
+/* j ran (or was lost) at p: its own copy of where (a queued job has none). */
+static void set_where(farm_peer *p, farm_job *j) {
+  char w[WHERE_MAX + 1];
+  where(p, w, sizeof w);
+  farm__job_set_where(j, w, strlen(w));
+}
+
 /* The times after count RESULTS entries at r (proto.h), on our clock, into
    times[2 * count]: 1 when they are there and sound, else 0 (a peer that does
    not send them: its jobs' times come from what we saw). Read before the
@@ -976,7 +988,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
       j->busy = busy;
       if (times) { j->ran_from = times[2 * i]; j->ran_to = times[2 * i + 1]; }
       j->untrusted = p->ops->untrusted;
-      where(p, j->where, sizeof j->where);
+      set_where(p, j);
       farm__job_drop_results(j);
       size_t kept = m.nblock + m.ntb + m.nval;
       if (rx && kept >= KEEP_MIN && kept >= rx->n / KEEP_PART) {
@@ -1156,14 +1168,15 @@ static void subdone(farm_engine *e, farm_job *j, int state) {
   farm_peer *p = j->owner;
   if (p->gen != j->owner_gen || !p->link) return;
   farm_buf *b = &p->subdone;
-  size_t size = j->out.n + j->nres + j->ntb + j->nval + sizeof j->where + 48;
+  const char *w = farm__job_where(j);
+  size_t size = j->out.n + j->nres + j->ntb + j->nval + strlen(w) + 48;
   if (p->nsubdone && b->n + size > e->batch_limit) flush_subdone_of(e, p);   /* the receiver drops a message over its limit */
   if (!p->nsubdone) farm__proto_put_list(b, FARM_MSG_SUBDONE);
   int status = state == JOB_DONE ? 0 : state == JOB_FAILED ? 1 : 2;
   farm_msg_subdone m = { .subid = j->subid, .status = status, .out = j->out.p, .nout = j->out.n,
                          .block = j->res, .nblock = status == 2 ? 0 : j->nres,
                          .tb = j->tb, .ntb = j->ntb, .val = j->val, .nval = j->nval,
-                         .where = j->where, .nwhere = strlen(j->where) };
+                         .where = w, .nwhere = strlen(w) };
   farm__proto_put_subdone(b, &m);
   p->nsubdone++;
 }
@@ -1547,7 +1560,7 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
   j->peer = NULL;
   j->taking = 0;
   if (j->state != JOB_SENT) { farm__job_unref(j); return; }
-  where(p, j->where, sizeof j->where);
+  set_where(p, j);
   j->untrusted = p->ops->untrusted;        /* future.node names the node that held it too */
   if ((blamed && j->cancel_req) || j->cancel_req == CANCEL_FORCE) {
     job_over(e, j, JOB_CANCELLED);
@@ -2194,7 +2207,10 @@ static int help(farm_engine *e, struct pollfd *fds, int max) {
     }
     if (nf - 1 == e->npeers) __atomic_store_n(&e->caller_polls, 1, __ATOMIC_SEQ_CST);
     else caller_stops_polling(e);           /* it could not poll them all */
-    e->signal_waiters = 0;                  /* the only waiter is us, and we are awake */
+    /* We are awake; another thread waiting (C API: several may) is not, and
+       what we just took may be its job's end: it must hear it. */
+    if (__atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 1) wake_waiters(e);
+    else e->signal_waiters = 0;             /* the only waiter is us */
     if (kick) { uint64_t one = 1; if (write(e->wake_fd, &one, sizeof one) < 0) { /* awake anyway */ } }
   }
   engine_unlock(e);
@@ -2216,12 +2232,19 @@ int farm__engine_wait_fds(farm_engine *e, uint64_t gen, double timeout,
     double left = until - farm__now();
     if (left <= 0) break;
     int ms = left > 1 ? 1000 : (int)ceil(left * 1e3);
+    /* Several threads waiting (a C host's): done_fd is one counter, and one of
+       them may read the write meant for another between that one's look at
+       gen and its poll. A short poll bounds what such a lost wakeup costs. */
+    if (ms > SHARED_WAIT_MS && __atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 1) ms = SHARED_WAIT_MS;
     for (int i = 0; i < nextra; i++) fds[nf + i] = extra[i];
     int pr = poll(fds, (nfds_t)(nf + nextra), ms);
     if (pr < 0 && errno == EINTR) { rc = -1; break; }
     if (pr > 0 && fds[0].revents) {
       uint64_t v;
-      if (read(e->done_fd, &v, sizeof v) < 0) { /* raced with another read: fine */ }
+      /* (a wakeup this caller ends its wait on is passed on to the others) */
+      if (read(e->done_fd, &v, sizeof v) == sizeof v && farm__engine_gen(e) != gen &&
+          __atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) > 1 &&
+          write(e->done_fd, &v, sizeof v) < 0) { /* full counter: they are awake anyway */ }
     }
     int mine = 0;
     for (int i = 0; i < nextra; i++) mine |= (extra[i].revents = fds[nf + i].revents) != 0;

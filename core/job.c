@@ -51,7 +51,15 @@ void farm__job_unref(farm_job *j) {
   free(j->part);
   farm__job_drop_results(j);
   farm__buf_free(&j->out);
+  free(j->where);
   free(j);
+}
+
+void farm__job_set_where(farm_job *j, const char *s, size_t n) {
+  char *w = malloc(n + 1);
+  if (w) { memcpy(w, s, n); w[n] = 0; }
+  free(j->where);
+  j->where = w;
 }
 
 char *farm__dupmem(const void *p, size_t n) {

@@ -37,6 +37,7 @@ typedef struct farm_rxmsg {
   int refs;                        /* atomic: the receiver's while it reads, and a job's each */
 } farm_rxmsg;
 
+#define WHERE_MAX 95               /* bytes of a job's where, at most */
 enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
 #define FARM_DEFAULT_RETRIES 2     /* a job that killed its worker is tried this often more */
 
@@ -80,7 +81,7 @@ typedef struct farm_job {
      times in proto.h): one clock for both, so jobs one worker ran in turn have
      them in turn */
   double ran_from, ran_to;
-  char where[96];                  /* where it ran */
+  char *where;                     /* where it ran (NULL: not yet; read farm__job_where) */
   uint64_t ext_id;                 /* on a node: the id and attempt the client gave it */
   uint16_t ext_attempt;
   struct farm_job *next;           /* queue, in-flight or finished list */
@@ -101,6 +102,9 @@ void farm__job_drop_results(farm_job *j);
    place a function package is hashed (client, C API, a worker's sub-job). */
 void farm__fn_hash(farm_fn *f);
 char *farm__dupmem(const void *p, size_t n);
+/* j->where becomes the n bytes at s (a copy; out of memory: unknown, ""). */
+void farm__job_set_where(farm_job *j, const char *s, size_t n);
+static inline const char *farm__job_where(const farm_job *j) { return j->where ? j->where : ""; }
 static inline int farm__job_state(const farm_job *j) {
   return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
 }

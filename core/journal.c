@@ -366,8 +366,10 @@ int farm__journal_replay(farm_journal *jn, farm_job *j) {
   j->out.n = 0;
   farm__buf_put(&j->out, x->out, x->nout);
   j->untrusted = x->untrusted;
-  snprintf(j->where, sizeof j->where, "%.*s, as the journal recorded", (int)(x->nwhere < 60 ? x->nwhere : 60),
-           x->where ? x->where : "");
+  char where[96];
+  int nw = snprintf(where, sizeof where, "%.*s, as the journal recorded", (int)(x->nwhere < 60 ? x->nwhere : 60),
+                    x->where ? x->where : "");
+  farm__job_set_where(j, where, nw > 0 ? ((size_t)nw < sizeof where ? (size_t)nw : sizeof where - 1) : 0);
   x->used = 1;
   jn->nused++;
   return x->status ? JOB_FAILED : JOB_DONE;
@@ -395,7 +397,7 @@ int farm__journal_add(farm_journal *jn, farm_job *j, int state) {
   rc |= farm__buf_str(b, j->tb, j->ntb);
   rc |= farm__buf_str(b, j->val, j->nval);
   rc |= farm__buf_str(b, j->out.p, j->out.n);
-  rc |= farm__buf_str(b, j->where, strnlen(j->where, sizeof j->where));
+  rc |= farm__buf_str(b, farm__job_where(j), strlen(farm__job_where(j)));
   size_t len = b->n - at - 4;
   if (!rc && len <= RECORD_MAX) rc = farm__buf_reserve(b, SUMLEN);
   if (rc || len > RECORD_MAX) { b->n = at; return -1; }   /* it is not recorded, and runs again */

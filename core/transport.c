@@ -14,7 +14,9 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +41,7 @@ struct farm_link {
   uint64_t ntx, nrx;               /* frames sealed / opened so far: the nonces */
   double last_recv;
   unsigned long tcp_inode;         /* its TCP connection's socket (farm__link_tcp_up); 0: none found */
+  int tcp_fd;                      /* ...the descriptor nanomsg holds it by, when found (-1: not) */
   int tcp_looked;                  /* ...looked for once */
   void *held;                      /* a sealed frame nanomsg could not take yet */
   unsigned char rejected[256];     /* the start of the last frame that did not open */
@@ -79,28 +82,30 @@ double farm__link_last_recv(const farm_link *l) { return l->last_recv; }
 
 /* ---- the connection under a link -------------------------------------------------- */
 
-/* Is socket inode among this process's descriptors? */
+/* The descriptor of this process that holds socket inode, or -1. */
 static int own_socket(unsigned long inode) {
   DIR *d = opendir("/proc/self/fd");
   struct dirent *de;
-  int found = 0;
-  while (d && !found && (de = readdir(d))) {
+  int found = -1;
+  while (d && found < 0 && (de = readdir(d))) {
     char path[300], link[64];
     snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
     ssize_t k = readlink(path, link, sizeof link - 1);
     unsigned long i;
     if (k <= 0) continue;
     link[k] = 0;
-    found = sscanf(link, "socket:[%lu]", &i) == 1 && i == inode;
+    if (sscanf(link, "socket:[%lu]", &i) == 1 && i == inode) found = atoi(de->d_name);
   }
   if (d) closedir(d);
   return found;
 }
 
 /* The kernel's IPv4 TCP table, line by line: with inode 0 the socket connected
-   to addr:port (network order, host order) that is ours; else that inode's
-   state. Returns its state (1: established), or 0 when none matched. */
-static int tcp_lookup(uint32_t addr, unsigned port, unsigned long *inode) {
+   to addr:port (network order, host order) that is ours (then *fd is the
+   descriptor that holds it); else that inode's state. Returns its state (1:
+   established), or 0 when none matched. The table holds every connection of
+   the network namespace: read once per link, not at each look (below). */
+static int tcp_lookup(uint32_t addr, unsigned port, unsigned long *inode, int *fd) {
   FILE *f = fopen("/proc/self/net/tcp", "re");
   char line[512];
   int state = 0;
@@ -109,7 +114,9 @@ static int tcp_lookup(uint32_t addr, unsigned port, unsigned long *inode) {
     unsigned long ino;
     if (sscanf(line, " %*d: %*8X:%*4X %8X:%4X %2X %*s %*s %*s %*s %*s %lu", &raddr, &rport, &st, &ino) != 4 || !ino)
       continue;
-    if (*inode ? ino == *inode : raddr == addr && rport == port && st == 1 && own_socket(ino)) {
+    if (*inode) {
+      if (ino == *inode) state = (int)st;
+    } else if (raddr == addr && rport == port && st == 1 && (*fd = own_socket(ino)) >= 0) {
       *inode = ino;
       state = (int)st;
     }
@@ -125,10 +132,22 @@ int farm__link_tcp_up(farm_link *l) {
     int port;
     struct in_addr a;
     if (!l->bound && sscanf(l->url, "tcp://%63[0-9.]:%d", host, &port) == 2 && inet_pton(AF_INET, host, &a) == 1)
-      tcp_lookup(a.s_addr, (unsigned)port, &l->tcp_inode);
+      tcp_lookup(a.s_addr, (unsigned)port, &l->tcp_inode, &l->tcp_fd);
   }
   if (!l->tcp_inode) return -1;
-  return tcp_lookup(0, 0, &l->tcp_inode) == 1;
+  /* The socket's own state, through the descriptor nanomsg holds it by, while
+     that descriptor is still that socket (fstat names its inode; once nanomsg
+     closed it, the number may hold another file); no descriptor: the table. */
+  struct stat st;
+  struct tcp_info ti;
+  socklen_t n = sizeof ti;
+  if (l->tcp_fd >= 0) {
+    if (fstat(l->tcp_fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (unsigned long)st.st_ino != l->tcp_inode)
+      return 0;                    /* closed: that socket is gone */
+    if (getsockopt(l->tcp_fd, IPPROTO_TCP, TCP_INFO, &ti, &n) == 0 && n >= sizeof ti.tcpi_state)
+      return ti.tcpi_state == 1;   /* TCP_ESTABLISHED */
+  }
+  return tcp_lookup(0, 0, &l->tcp_inode, &l->tcp_fd) == 1;
 }
 
 int farm__seal_best(void) {
@@ -143,6 +162,7 @@ static int open_as(farm_link **out, int proto, const char *url, int bind, size_t
   if (!l) return FARM_ENOMEM;
   l->sock = nn_socket(AF_SP, proto);
   l->ep = -1;
+  l->tcp_fd = -1;
   if (l->sock < 0) goto fail;
   if (farm__link_maxmsg(l, maxmsg) < 0) goto fail;
   int linger = 0;   /* close() does not wait for unsent messages to a dead peer */

@@ -422,7 +422,7 @@ static int on_subdone(worker *w, farm_rd *r) {
       if (m.val && m.nval) { j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
       farm__buf_put(&j->out, m.out, m.nout);
       size_t nw = m.nwhere;
-      snprintf(j->where, sizeof j->where, "%.*s", (int)(nw < sizeof j->where - 1 ? nw : sizeof j->where - 1), m.where);
+      farm__job_set_where(j, m.where, nw < WHERE_MAX ? nw : WHERE_MAX);
       __atomic_store_n(&j->state, (uint8_t)(m.status == 0 ? JOB_DONE : m.status == 1 ? JOB_FAILED : JOB_CANCELLED),
                        __ATOMIC_RELEASE);
       farm__job_unref(j);

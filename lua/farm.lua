@@ -346,26 +346,47 @@ local function upvalues_of(f)
   end
 end
 
-local function still_constant(f, kept)
+-- (g: the closure kept was made from, or another of the same prototype: with
+-- the same upvalue values, describe says the same of both)
+local function still_constant(f, kept, g)
   local ups = kept.ups
   for i = 1, huge do
     local name, v = getupvalue(f, i)
     if name == nil then break end
     if not rawequal(v, ups[i]) then return false end
   end
-  return kept.named or #describe(f).globals == 0
+  return kept.named or #describe(g or f).globals == 0
 end
+
+-- A closure kept in `constant` for each function expression (prototype id,
+-- ship.protoid): a new closure of it with the same upvalue values (rawequal)
+-- is the same package (a function written in the call), unless that one
+-- travels by name. (f itself is not looked up in names(), which costs more
+-- than the rest: if f were a module's field, its text, compiled there with
+-- the same upvalues, is the same function.)
+local protoid = ship.protoid
+local same_code = setmetatable({}, { __mode = "v" })  -- prototype id -> closure
 
 local function package(c, f)
   local byctx = constant[f]
   local kept = byctx and byctx[c]
   if kept and still_constant(f, kept) then return kept.p end
+  local id = not byctx and protoid(f)
+  if id then
+    local same = same_code[id]
+    local other = same and constant[same]
+    kept = other and other[c]
+    if kept and not kept.named and still_constant(f, kept, same) then
+      return kept.p
+    end
+  end
   local const = is_constant(f)
   local p = core.package(c, describe, names, f, not const)
   if const then
     byctx = byctx or setmetatable({}, { __mode = "k" })
     byctx[c] = { p = p, ups = upvalues_of(f), named = names()[f] ~= nil }
     constant[f] = byctx
+    if id then same_code[id] = f end
   elseif byctx then
     byctx[c] = nil
   end

@@ -8,6 +8,7 @@
 -- cut verifies, describe() raises and says why; it never guesses.
 --
 --   ship.describe(f)   -> { chunk, line, text, name, where, globals }
+--   ship.protoid(f)    -> the identity of f's prototype (core.protoid), or nil
 --   ship.remember(chunkname, text), ship.hook(G)   -- the text of loaded chunks
 --                      (farm.remember and farm_remember in farm.h are this)
 --   ship.names()       -> { [value] = "qualified.name" } over package.loaded
@@ -659,6 +660,14 @@ end
 
 local byfunc = setmetatable({}, { __mode = "k" })  -- closure -> description
 local byproto = {}  -- source -> fnsig(f, true) -> { desc =, bare = }
+-- A new closure of a function expression already described (a function
+-- written in the call: `farm.submit(function(x) ... end, i)` in a loop) finds
+-- its entry by its prototype (core.protoid, exact and cheap), not by fnsig
+-- (a lua_dump): what describe() says of f is its prototype's entry, with
+-- only env_is_global and the extras read from f's own upvalues.
+local protoid = core.protoid
+local byid = setmetatable({}, { __mode = "v" })      -- prototype id -> a closure of it
+local entry_of = setmetatable({}, { __mode = "k" })  -- that closure -> its entry
 
 -- Distinct reasons, the first few of them: one per text tried.
 local function summary(reasons)
@@ -738,6 +747,8 @@ local function analyse(f, info, sig)
   return entry
 end
 
+ship.protoid = protoid
+
 --- ship.describe(f) -> { chunk, line, text, name, where, globals }; raises when
 --- f's text cannot be found or does not verify. globals include the library
 --- fields ("string.trim") and `_G` globals f needs as things stand now.
@@ -750,21 +761,30 @@ function ship.describe(f)
   if type(f) ~= "function" then
     error(format("ship.describe: function expected, got %s", type(f)), 2)
   end
-  local info = getinfo(f, "S")
-  if info.what == "C" then
-    error("cannot ship a C function by source: only functions of loaded modules "
-      .. "travel (by name)", 2)
-  end
-  local sig = fnsig(f, true)
-  local per = byproto[info.source]
-  local entry = per and per[sig]
+  local id = protoid(f)
+  local same = id and byid[id]   -- (alive: so id is still its prototype's)
+  local entry = same and entry_of[same]
   if not entry then
-    entry = analyse(f, info, sig)
-    if not per then
-      per = {}
-      byproto[info.source] = per
+    local info = getinfo(f, "S")
+    if info.what == "C" then
+      error("cannot ship a C function by source: only functions of loaded modules "
+        .. "travel (by name)", 2)
     end
-    per[sig] = entry
+    local sig = fnsig(f, true)
+    local per = byproto[info.source]
+    entry = per and per[sig]
+    if not entry then
+      entry = analyse(f, info, sig)
+      if not per then
+        per = {}
+        byproto[info.source] = per
+      end
+      per[sig] = entry
+    end
+    if id then
+      byid[id] = f
+      entry_of[f] = entry
+    end
   end
   d = entry.desc
   if entry.bare and not env_is_global(f) then d = entry.bare end

@@ -1,5 +1,7 @@
 -- bench.lua WHAT -- one benchmark figure, printed as "name value unit (detail)".
 --   submit: 100,000 trivial jobs submitted one by one, then every result()
+--   submit_inline: the same with the function written in the call (a new
+--           closure of one expression for each job)
 --   map:    one farm.map over 1,000,000 items
 --   pi:     parallel efficiency of the pi workload against the same Lua run serially
 --   pi_lua: points/s of the pi workload in pure Lua (examples/pi.lua's throw)
@@ -14,6 +16,10 @@
 --           unmeasured ones) of one trivial job to an idle pool, in microseconds
 --   shared: 1,000 jobs that each read a 10 MB table through farm.shared (sent once
 --           to each worker), against 20 jobs that get it as their argument
+--   queued: client memory per job queued (run it with -n 1): 1,000,000 trivial
+--           jobs submitted behind the one worker, kept busy by a job that waits
+--           on a FIFO; the client's RSS growth over them / 1,000,000 (each job's
+--           argument is one small integer: a few bytes). Jobs are then cancelled.
 --   startup: no figure; prints the result of one trivial job (bench.sh times the
 --           whole `farm run` process that does this)
 local farm = require "farm"
@@ -35,6 +41,19 @@ end
 
 local first = farm.submit(inc, 0):result()   -- the pool is up and the function cached
 
+-- bench.lua WHAT WORKERS: wait (at most 30 s) until that many workers are up
+-- (nodes join as their links come up), so that all of them are measured
+local want = tonumber(arg[2])
+if want then
+  local until_t = now() + 30
+  while farm.workers() < want do
+    if now() > until_t then
+      error(("bench.lua: only %d of %d workers came up in 30 s"):format(farm.workers(), want))
+    end
+    os.execute("sleep 0.1")
+  end
+end
+
 if what == "submit" then
   local n = 100000
   local t0 = now()
@@ -45,6 +64,17 @@ if what == "submit" then
   local dt = now() - t0
   assert(sum == n * (n + 1) // 2 + n)
   print(("submit_one_by_one %.0f jobs/s (%d jobs in %.3f s)"):format(n / dt, n, dt))
+elseif what == "submit_inline" then
+  local n = 100000
+  local t0 = now()
+  local fs = {}
+  for i = 1, n do fs[i] = farm.submit(function(x) return x + 1 end, i) end
+  local sum = 0
+  for i = 1, n do sum = sum + fs[i]:result() end
+  local dt = now() - t0
+  assert(sum == n * (n + 1) // 2 + n)
+  print(("submit_one_by_one_inline %.0f jobs/s (%d jobs, the function written in the call, in %.3f s)")
+    :format(n / dt, n, dt))
 elseif what == "map" then
   local n = 1000000
   local list = {}
@@ -140,10 +170,45 @@ elseif what == "shared" then
   print(("shared_10MB %.0f jobs/s (1,000 jobs reading a 10 MB farm.shared table in %.3f s, "
     .. "%.1f MB sent in all; as each job's argument instead: %.0f jobs/s)")
     :format(1000 / dt, dt, sent / 1e6, n / da))
+elseif what == "queued" then
+  local function rss()
+    local f = assert(io.open("/proc/self/statm"))
+    local _, pages = f:read("n", "n")
+    f:close()
+    return pages * 4096
+  end
+  local fifo = os.tmpname()
+  os.remove(fifo)
+  assert(os.execute("mkfifo " .. fifo), "bench.lua: mkfifo failed")
+  local hold = farm.submit(function(path)
+    local f = assert(io.open(path, "r"))
+    f:read("a")
+    f:close()
+    return true
+  end, fifo)
+  local n = 1000000
+  local fs = {}
+  collectgarbage()
+  collectgarbage()
+  local r0 = rss()
+  local t0 = now()
+  for i = 1, n do fs[i] = farm.submit(inc, i) end
+  local dt = now() - t0
+  collectgarbage()
+  collectgarbage()
+  local grown = rss() - r0
+  local w = assert(io.open(fifo, "w"))       -- the worker's job reads its end of file
+  w:close()
+  os.remove(fifo)
+  assert(hold:result())
+  farm.close { cancel = true }
+  print(("queued_job_memory %.0f bytes (client RSS growth over %d trivial jobs queued behind "
+    .. "a busy worker, per job, the script's table of futures included; submitted in %.2f s)")
+    :format(grown / n, n, dt))
 elseif what == "startup" then
   print(first)
   io.stdout:flush()                 -- the timer in bench.sh reads this line at once
 else
   error("bench.lua: unknown benchmark '" .. tostring(what)
-    .. "' (submit, map, pi, pi_lua, pi_kernel, bytes, results, roundtrip, shared, startup)")
+    .. "' (submit, submit_inline, map, pi, pi_lua, pi_kernel, bytes, results, roundtrip, shared, queued, startup)")
 end

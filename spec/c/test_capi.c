@@ -527,6 +527,15 @@ static void *thread_run(void *p) {
   return NULL;
 }
 
+/* r: the farm, then how many round trips are right of r[2] made; r[3] the first value */
+static void *thread_trips(void *p) {
+  long long *r = p;
+  farm *f = (farm *)(intptr_t)r[0];
+  for (long long k = 0; k < r[2]; k++)
+    r[1] += int_of(f, "function(x) return x + 1 end", r[3] + k) == r[3] + k + 1;
+  return NULL;
+}
+
 static void test_threads(void) {
   pthread_t t;
   farm *f = NULL;
@@ -556,6 +565,18 @@ static void test_threads(void) {
     good &= r[i][1] == 2 * (i + 1);
   }
   ok(good, "four threads submit and wait on one farm at once", NULL);
+  /* two threads each doing round trips, waiting side by side many times (a
+     wakeup meant for one must reach it, whichever thread takes it in) */
+  long long tr[2][4];
+  for (int i = 0; i < 2; i++) {
+    tr[i][0] = (long long)(intptr_t)f;
+    tr[i][1] = 0;
+    tr[i][2] = 400;
+    tr[i][3] = 1000000 * (i + 1);
+    pthread_create(&ts[i], NULL, thread_trips, tr[i]);
+  }
+  for (int i = 0; i < 2; i++) pthread_join(ts[i], NULL);
+  ok(tr[0][1] == 400 && tr[1][1] == 400, "two threads doing 400 round trips each at once: every result right", NULL);
   /* a thread waits while another closes the farm */
   farm_value arg = farm_number(30);
   farm_future *fu = NULL;

@@ -76,8 +76,9 @@ int farm__shm_put_args(farm_shm *s, uint64_t id, const void *p, size_t n, uint64
   uint64_t pos = s->head;
   size_t at = (size_t)(pos % s->nargs);
   if (at + n > s->nargs) { pos += s->nargs - at; at = 0; }   /* the end is skipped: contiguous */
-  if (pos + n - s->tail > s->nargs) return -1;               /* full: the socket takes it */
+  if (s->nspan && pos + n - s->tail > s->nargs) return -1;   /* full: the socket takes it */
   memcpy(s->args + FARM_SHM_HEAD + at, p, n);
+  if (!s->nspan) s->tail = pos;                              /* (empty: it starts here) */
   unsigned k = (s->first + s->nspan++) % FARM_SHM_SPANS;
   s->span[k].id = id;
   s->span[k].pos = pos;
@@ -173,7 +174,7 @@ int farm__shm_put_result(farm_shm_w *w, const void *p, size_t n, uint64_t *pos) 
   if (released > w->head || w->head - released > w->nres) { w->broken = 1; return -1; }
   uint64_t at = w->head % w->nres, start = w->head;
   if (at + n > w->nres) { start += w->nres - at; at = 0; }
-  if (start + n - released > w->nres) return -1;   /* full: the socket takes it */
+  if (released != w->head && start + n - released > w->nres) return -1;   /* full: the socket takes it */
   memcpy(w->res + at, p, n);
   w->head = start + n;
   *pos = start;

@@ -74,8 +74,10 @@ describe("shared memory with local workers", function()
     assert.is_truthy(sent, r.out)
     sent, got = tonumber(sent), tonumber(got)
     if os.getenv("SHM_DEBUG") then print(sent, got) end
-    -- some went over the socket (the region was full), not all of them
-    assert.is_true(sent > 150000 and sent < 23 * 150000, "sent " .. sent)
+    -- some went over the socket (the region was full), not all of them: a
+    -- worker holds two jobs at a time, one of them in the region (about half go
+    -- by the socket; all but two would if the spans were not given back)
+    assert.is_true(sent > 150000 and sent < 18 * 150000, "sent " .. sent)
     assert.is_true(got < 23 * 150000, "received " .. got)
   end)
 

@@ -58,13 +58,13 @@ int main(void) {
   OK(a2 && !memcmp(a2, blk + 2, q), "the worker reads a span as the client wrote it");
   OK(!farm__shm_args(&w, REGION, 1) && !farm__shm_args(&w, REGION - 10, 11) && !farm__shm_args(&w, 5, UINT64_MAX) &&
      !farm__shm_args(&w, UINT64_MAX, 2), "a span out of the region is refused by the worker");
-  farm__shm_args_done(s, 12);           /* out of order: nothing frees yet */
+  farm__shm_args_done(s, 13);           /* out of order (the newest): nothing frees yet */
   OK(farm__shm_put_args(s, 21, blk, FARM_SHM_MIN, &off[5]) < 0, "a span freed out of order waits for the older ones");
   farm__shm_args_done(s, 10);
-  farm__shm_args_done(s, 11);           /* 10, 11, 12 done: the first three quarters are free */
+  farm__shm_args_done(s, 11);           /* 10, 11 done: the first half is free */
   OK(farm__shm_put_args(s, 22, blk, 2 * q, &off[5]) == 0 && off[5] == 0, "the ring wraps to the start");
   OK(farm__shm_put_args(s, 23, blk, q + 1, &off[6]) < 0, "...and holds no more than is free");
-  farm__shm_args_done(s, 13);
+  farm__shm_args_done(s, 12);
   farm__shm_args_done(s, 22);
   farm__shm_args_done(s, 999);          /* not there: nothing happens */
   OK(farm__shm_put_args(s, 24, blk, REGION, &off[7]) == 0, "all freed: a block as big as the region fits");

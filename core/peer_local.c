@@ -233,12 +233,14 @@ static void local_connected(farm_peer *p) {
   p->host->sockdir_done(p);
 }
 
+/* (shm.h; no regions, or the peer closed: every block goes by the socket) */
 static int local_args_put(farm_peer *p, uint64_t id, const char *args, size_t n, uint64_t *off) {
-  return farm__shm_put_args(L_(p)->shm, id, args, n, off);
+  return L_(p) ? farm__shm_put_args(L_(p)->shm, id, args, n, off) : -1;
 }
-static void local_args_done(farm_peer *p, uint64_t id) { farm__shm_args_done(L_(p)->shm, id); }
+static void local_args_done(farm_peer *p, uint64_t id) { if (L_(p)) farm__shm_args_done(L_(p)->shm, id); }
 static int local_result_take(farm_peer *p, uint64_t pos, size_t n, char **out) {
-  return farm__shm_take_result(L_(p)->shm, pos, n, out);
+  if (out) *out = NULL;
+  return L_(p) ? farm__shm_take_result(L_(p)->shm, pos, n, out) : -1;
 }
 
 static const farm_peer_ops local_ops = {

@@ -135,9 +135,10 @@ static size_t sealed_size(int fd) {
   return (size_t)st.st_size;
 }
 
-void farm__shm_attach(farm_shm_w *w) {
+int farm__shm_attach(farm_shm_w *w) {
   memset(w, 0, sizeof *w);
   size_t na = sealed_size(FARM_SHM_ARGS_FD), nr = sealed_size(FARM_SHM_RES_FD);
+  int rc = 0;
   if (na > FARM_SHM_HEAD && nr) {
     void *a = mmap(NULL, na, PROT_READ, MAP_SHARED, FARM_SHM_ARGS_FD, 0);
     void *r = mmap(NULL, nr, PROT_READ | PROT_WRITE, MAP_SHARED, FARM_SHM_RES_FD, 0);
@@ -150,11 +151,13 @@ void farm__shm_attach(farm_shm_w *w) {
     } else {
       if (a != MAP_FAILED) munmap(a, na);
       if (r != MAP_FAILED) munmap(r, nr);
+      rc = -1;
     }
   }
   /* the mappings stay; the descriptors go (a job's children never get them) */
   if (na) close(FARM_SHM_ARGS_FD);
   if (nr) close(FARM_SHM_RES_FD);
+  return rc;
 }
 
 void farm__shm_detach(farm_shm_w *w) {

@@ -87,8 +87,8 @@ int  farm__shm_put_args(farm_shm *s, uint64_t id, const void *p, size_t n, uint6
 void farm__shm_args_done(farm_shm *s, uint64_t id);
 /* A result block at (pos, n) in the results region: copied into *out
    (malloc'd; out NULL: only let go of) and the span given back to the worker.
-   0, or -1 when the span is out of the region's bounds (a malformed message)
-   or memory ran out (*out NULL, with 0... see shm.c). */
+   0, or -1 when the span is out of the region's bounds (a malformed message);
+   0 with *out NULL when memory ran out (the span is given back all the same). */
 int  farm__shm_take_result(farm_shm *s, uint64_t pos, size_t n, char **out);
 
 /* ---- the worker's side ---- */
@@ -103,8 +103,10 @@ typedef struct farm_shm_w {
 } farm_shm_w;
 
 /* Map the regions at FARM_SHM_ARGS_FD and FARM_SHM_RES_FD if the client gave
-   them (and close those descriptors); w is zeroed otherwise. */
-void farm__shm_attach(farm_shm_w *w);
+   them (and close those descriptors); w is zeroed otherwise. -1 when they were
+   given but cannot be mapped (the client will put blocks there: the worker
+   must not start). */
+int  farm__shm_attach(farm_shm_w *w);
 void farm__shm_detach(farm_shm_w *w);
 /* The args block at (off, n), or NULL when it is not inside the region. */
 const char *farm__shm_args(const farm_shm_w *w, uint64_t off, uint64_t n);

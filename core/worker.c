@@ -1572,7 +1572,10 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   children_moved(&w, &w.children_sig);
   int rc = 2;
   char err[256];
-  farm__shm_attach(&w.shm);
+  if (farm__shm_attach(&w.shm) < 0) {
+    fprintf(stderr, "farm worker: cannot map the memory its client shares with it: %s\n", strerror(errno));
+    goto out;
+  }
   if (!(w.q = farm__wjobs_new())) { fprintf(stderr, "farm worker: out of memory\n"); goto out; }
   if (w.shm.args) w.q->shm = &w.shm;
   if (farm__link_open(&w.link, url, 0, maxmsg + (1u << 16), err, sizeof err) < 0) {

@@ -705,6 +705,8 @@ static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, far
                        .retries = j->attempt < j->max_retries ? j->max_retries - j->attempt : 0,
                        .mode = j->mode, .hash = j->fn->hash,
                        .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
+    /* a big argument block goes through the memory it shares with a local worker */
+    if (p->ops->args_put && p->ops->args_put(p, j->id, j->args, j->nargs, &m.args_off) == 0) m.shm = 1;
     if (j->fn->fresh) {
       m.fn = FARM_FN_FRESH;
     } else if (known_check_add(p, j->fn->hash)) {
@@ -859,6 +861,7 @@ static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
     if (j->prev) j->prev->next = j->next; else p->head = j->next;
     if (j->next) j->next->prev = j->prev; else p->tail = j->prev;
     idx_del(p, j);
+    if (p->ops->args_done) p->ops->args_done(p, id);   /* its shared args span, if any */
     j->prev = NULL;
     p->inflight--;
     if (j->timeout > 0) p->ntimed--;
@@ -982,7 +985,17 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
     if (farm__proto_get_result(r, &m, NULL, 0) < 0) break;
     int status = m.status;
     double busy = m.busy;
+    char *shared = NULL;           /* a block in the memory it shares with us: copied out at once */
+    if (m.shm && (!p->ops->result_take || p->ops->result_take(p, m.pos, m.nblock, &shared) < 0)) {
+      r->err = 1;
+      break;
+    }
     farm_job *j = take_inflight(p, m.id, (int)(unsigned)m.attempt);
+    if (m.shm && (!shared || !j || j->state != JOB_SENT)) {
+      free(shared);                /* (no memory: the job fails, saying so) */
+      m.block = shared = NULL;
+      if (j && j->state == JOB_SENT) { status = FARM_JOB_ERROR; m.block = "farm: out of memory"; m.nblock = 19; }
+    }
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     if (j->state == JOB_SENT) {
       j->busy = busy;
@@ -991,7 +1004,9 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
       set_where(p, j);
       farm__job_drop_results(j);
       size_t kept = m.nblock + m.ntb + m.nval;
-      if (rx && kept >= KEEP_MIN && kept >= rx->n / KEEP_PART) {
+      if (shared) {
+        j->res = shared; j->nres = m.nblock;
+      } else if (rx && kept >= KEEP_MIN && kept >= rx->n / KEEP_PART) {
         __atomic_add_fetch(&rx->refs, 1, __ATOMIC_RELAXED);
         j->rx = rx;
         j->res = (char *)m.block; j->nres = m.nblock;

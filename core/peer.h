@@ -50,6 +50,17 @@ typedef struct farm_peer_ops {
   long (*pid)(farm_peer *p);
   /* It said HELLO (optional). */
   void (*connected)(farm_peer *p);
+  /* Shared memory with the peer (shm.h; optional, a local worker's): put job
+     id's argument block where the peer reads it, 0 and *off when it did (JOBS
+     then carries the offset), -1 when it goes in the message; args_done: the
+     peer no longer holds job id (its result came, it was given back); and a
+     result block at (pos, n) copied out into *out (malloc'd) and given back,
+     <0 when the span is not the peer's to name (a malformed message). A kind
+     without them has every block travel in its messages, and a RESULTS that
+     names a span from it is malformed. */
+  int  (*args_put)(farm_peer *p, uint64_t id, const char *args, size_t n, uint64_t *off);
+  void (*args_done)(farm_peer *p, uint64_t id);
+  int  (*result_take)(farm_peer *p, uint64_t pos, size_t n, char **out);
 } farm_peer_ops;
 
 /* What the engine hands a kind when its peers are made, and all a kind may

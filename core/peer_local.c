@@ -19,6 +19,10 @@
  * The worker leads a process group with those processes in it; the group dies
  * with the worker (pool.c).
  *
+ * Big argument and result blocks go through two memfd regions made for each
+ * worker process when it is started (shm.h): the kind owns the client's side
+ * of them (the args ring, the results' bounds) and drops them with the process.
+ *
  * Threads: its ops run on the engine's loop thread with the engine's lock
  * held (peer.h); it reaches the engine only through the farm_peer_host it
  * is handed.
@@ -36,6 +40,7 @@
 #include "clock.h"
 #include "peer.h"
 #include "pool.h"
+#include "shm.h"
 #include "wstate.h"
 
 typedef struct local {
@@ -47,6 +52,7 @@ typedef struct local {
   int outsock;                     /* where the worker sends a memfd that replaces it */
   uint64_t sseq;                   /* the stretch of output being streamed... */
   size_t soff;                     /* ...and how much of it was read */
+  farm_shm *shm;                   /* the regions shared with this process, or NULL */
 } local;
 
 static local *L_(farm_peer *p) { return p->kind; }
@@ -119,6 +125,8 @@ static void release(local *l) {
   l->outfd = -1;
   if (l->outsock >= 0) close(l->outsock);
   l->outsock = -1;
+  farm__shm_free(l->shm);           /* (the process is gone: nobody reads its spans) */
+  l->shm = NULL;
 }
 
 static int local_start(farm_peer *p) {
@@ -138,8 +146,11 @@ static int local_start(farm_peer *p) {
   int pair[2] = { -1, -1 };              /* without it, the worker keeps one memfd */
   if (l->outfd >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0)
     l->outsock = pair[0];
+  int shmfd[2];                          /* without them, every block goes by the socket */
+  l->shm = farm__shm_new(&shmfd[0], &shmfd[1]);
   pid_t pid = farm__spawn_worker(h->exe, l->url, l->slot, maxmsg, statefd,
-                                 l->outfd, pair[1], err, sizeof err);
+                                 l->outfd, pair[1], shmfd, err, sizeof err);
+  for (int i = 0; i < 2; i++) if (shmfd[i] >= 0) close(shmfd[i]);
   if (statefd >= 0) close(statefd);
   if (pair[1] >= 0) close(pair[1]);
   if (pid < 0) {
@@ -222,6 +233,16 @@ static void local_connected(farm_peer *p) {
   p->host->sockdir_done(p);
 }
 
+/* (shm.h; no regions, or the peer closed: every block goes by the socket) */
+static int local_args_put(farm_peer *p, uint64_t id, const char *args, size_t n, uint64_t *off) {
+  return L_(p) ? farm__shm_put_args(L_(p)->shm, id, args, n, off) : -1;
+}
+static void local_args_done(farm_peer *p, uint64_t id) { if (L_(p)) farm__shm_args_done(L_(p)->shm, id); }
+static int local_result_take(farm_peer *p, uint64_t pos, size_t n, char **out) {
+  if (out) *out = NULL;
+  return L_(p) ? farm__shm_take_result(L_(p)->shm, pos, n, out) : -1;
+}
+
 static const farm_peer_ops local_ops = {
   .kind = "local",
   .local_pool = 1,
@@ -234,6 +255,9 @@ static const farm_peer_ops local_ops = {
   .running = local_running,
   .pid = local_pid,
   .connected = local_connected,
+  .args_put = local_args_put,
+  .args_done = local_args_done,
+  .result_take = local_result_take,
 };
 
 farm_peer *farm__local_new(const farm_peer_host *h, int index, char *err, size_t errlen) {

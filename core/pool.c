@@ -64,7 +64,10 @@ void farm__wstate_free(farm_wstate *s) {
 }
 
 pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxmsg,
-                         int statefd, int outfd, int outsock, char *err, size_t errlen) {
+                         int statefd, int outfd, int outsock, const int *shmfd,
+                         char *err, size_t errlen) {
+  int argsfd = shmfd && shmfd[0] >= 0 && shmfd[1] >= 0 ? shmfd[0] : -1;
+  int resfd = argsfd >= 0 ? shmfd[1] : -1;
   char sslot[16], sparent[24], smax[24];
   snprintf(smax, sizeof smax, "%zu", maxmsg);
   snprintf(sslot, sizeof sslot, "%d", slot);
@@ -95,18 +98,20 @@ pid_t farm__spawn_worker(const char *exe, const char *url, int slot, size_t maxm
     sigprocmask(SIG_SETMASK, &none, NULL);
     /* move what it keeps above the numbers it gets, then into place (dup2
        drops close-on-exec; the copies above keep it) */
-    int high[3] = { outfd, statefd, outsock }, want[3] = { 1, FARM_WSTATE_FD, FARM_OUTSOCK_FD };
-    for (int i = 0; i < 3; i++)
+    int high[5] = { outfd, statefd, outsock, argsfd, resfd },
+        want[5] = { 1, FARM_WSTATE_FD, FARM_OUTSOCK_FD, FARM_SHM_ARGS_FD, FARM_SHM_RES_FD };
+    for (int i = 0; i < 5; i++)
       if (high[i] >= 0 && (high[i] = fcntl(high[i], F_DUPFD_CLOEXEC, 10)) < 0) _exit(127);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
       if (high[i] >= 0 && dup2(high[i], want[i]) < 0) _exit(127);
     int null = open("/dev/null", O_RDONLY);
     if (null >= 0 && null != 0) { dup2(null, 0); close(null); }
 #ifdef SYS_close_range
-    syscall(SYS_close_range, FARM_OUTSOCK_FD + 1, ~0U, 0);
+    syscall(SYS_close_range, FARM_SHM_RES_FD + 1, ~0U, 0);
 #endif
     if (statefd < 0) close(FARM_WSTATE_FD);
     if (outsock < 0) close(FARM_OUTSOCK_FD);
+    if (argsfd < 0) { close(FARM_SHM_ARGS_FD); close(FARM_SHM_RES_FD); }
     execv(exe, argv);
     fprintf(stderr, "farm: cannot run worker %s: %s\n", exe, strerror(errno));
     _exit(127);

@@ -129,8 +129,10 @@ int farm__proto_put_jobs(farm_buf *b, int forget, uint64_t pool) {
 
 int farm__proto_put_job(farm_buf *b, const farm_msg_job *m) {
   if (farm__buf_uvar(b, m->id) || farm__buf_uvar(b, m->attempt) || farm__buf_uvar(b, m->retries) ||
-      farm__buf_u8(b, (uint8_t)m->mode) || farm__buf_put(b, m->hash, FARM_HASHLEN) || farm__buf_u8(b, (uint8_t)m->fn)) return FARM_ENOMEM;
+      farm__buf_u8(b, (uint8_t)m->mode) || farm__buf_put(b, m->hash, FARM_HASHLEN) ||
+      farm__buf_u8(b, (uint8_t)(m->fn | (m->shm ? FARM_FN_SHM : 0)))) return FARM_ENOMEM;
   if (m->fn != FARM_FN_CACHED && farm__buf_str(b, m->fnb, m->nfn)) return FARM_ENOMEM;
+  if (m->shm) return farm__buf_uvar(b, m->args_off) || farm__buf_uvar(b, m->nargs) ? FARM_ENOMEM : 0;
   return farm__buf_str(b, m->args, m->nargs);
 }
 
@@ -148,10 +150,21 @@ int farm__proto_get_job(farm_rd *r, farm_msg_job *m, char *err, size_t errlen) {
   m->mode = farm__rd_u8(r);
   m->hash = farm__rd_bytes(r, FARM_HASHLEN);
   m->fn = farm__rd_u8(r);
+  m->shm = (m->fn & FARM_FN_SHM) != 0;
+  m->fn &= ~FARM_FN_SHM;
   m->fnb = NULL;
   m->nfn = 0;
+  m->args_off = 0;
   if (m->fn != FARM_FN_CACHED) m->fnb = farm__rd_str(r, &m->nfn);
-  m->args = farm__rd_str(r, &m->nargs);
+  if (m->shm) {                    /* (offset, length) in the region: its reader checks them */
+    m->args = NULL;
+    m->args_off = farm__rd_uvar(r);
+    uint64_t n = farm__rd_uvar(r);
+    m->nargs = (size_t)n;
+    if (n != (uint64_t)m->nargs) r->err = 1;
+  } else {
+    m->args = farm__rd_str(r, &m->nargs);
+  }
   if (r->err) return bad(r, err, errlen, "a job of JOBS cut short");
   if (m->mode > FARM_MODE_MAP) return bad(r, err, errlen, "a job of JOBS in mode %d", m->mode);
   if (m->fn > FARM_FN_FRESH) return bad(r, err, errlen, "a job of JOBS with function kind %d", m->fn);
@@ -163,9 +176,12 @@ int farm__proto_get_job(farm_rd *r, farm_msg_job *m, char *err, size_t errlen) {
 /* ---- RESULTS ----------------------------------------------------------------- */
 
 int farm__proto_put_result(farm_buf *b, const farm_msg_result *m) {
-  if (farm__buf_uvar(b, m->id) || farm__buf_uvar(b, m->attempt) || farm__buf_u8(b, (uint8_t)m->status) ||
-      farm__buf_uvar(b, (uint64_t)(m->busy * 1e9)) || farm__buf_str(b, m->out, m->nout) ||
-      farm__buf_str(b, m->block, m->nblock)) return FARM_ENOMEM;
+  int shm = m->shm && m->status == FARM_JOB_OK;
+  if (farm__buf_uvar(b, m->id) || farm__buf_uvar(b, m->attempt) ||
+      farm__buf_u8(b, (uint8_t)(shm ? FARM_JOB_OK_SHM : m->status)) ||
+      farm__buf_uvar(b, (uint64_t)(m->busy * 1e9)) || farm__buf_str(b, m->out, m->nout)) return FARM_ENOMEM;
+  if (shm) return farm__buf_uvar(b, m->pos) || farm__buf_uvar(b, m->nblock) ? FARM_ENOMEM : 0;
+  if (farm__buf_str(b, m->block, m->nblock)) return FARM_ENOMEM;
   if (m->status == FARM_JOB_ERROR && (farm__buf_str(b, m->tb, m->ntb) || farm__buf_str(b, m->val, m->nval)))
     return FARM_ENOMEM;
   return 0;
@@ -196,8 +212,20 @@ int farm__proto_get_result(farm_rd *r, farm_msg_result *m, char *err, size_t err
   m->out = farm__rd_str(r, &m->nout);
   m->tb = m->val = NULL;
   m->ntb = m->nval = 0;
-  if (m->status > FARM_JOB_ERROR) return bad(r, err, errlen, "a result of status %d", m->status);
-  m->block = farm__rd_str(r, &m->nblock);
+  m->shm = 0;
+  m->pos = 0;
+  if (m->status > FARM_JOB_OK_SHM) return bad(r, err, errlen, "a result of status %d", m->status);
+  if (m->status == FARM_JOB_OK_SHM) {   /* (position, length) in the region: its reader checks them */
+    m->status = FARM_JOB_OK;
+    m->shm = 1;
+    m->block = NULL;
+    m->pos = farm__rd_uvar(r);
+    uint64_t n = farm__rd_uvar(r);
+    m->nblock = (size_t)n;
+    if (n != (uint64_t)m->nblock) r->err = 1;
+  } else {
+    m->block = farm__rd_str(r, &m->nblock);
+  }
   if (m->status == FARM_JOB_ERROR) {
     m->tb = farm__rd_str(r, &m->ntb);
     m->val = farm__rd_str(r, &m->nval);

@@ -8,10 +8,13 @@
  *   HELLO    w->c  uvar(pid) uvar(slot) uvar(capacity) [uvar(heartbeat ms) uvar(clients): a node's]
  *   JOBS     c->w  u8(flags: 1 = forget cached functions) uvar(the pool's capacity) u32le(count)
  *                  count * { uvar(id) uvar(attempt) uvar(retries) u8(mode) hash[16]
- *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH)
- *                            [str(fn block)] str(args block) }
+ *                            u8(fn: FN_CACHED | FN_KEEP | FN_FRESH, + FN_SHM)
+ *                            [str(fn block)] (str(args block)
+ *                                             | FN_SHM: uvar(offset) uvar(length)) }
  *   RESULTS  w->c  u32le(count) count * { uvar(id) uvar(attempt) u8(status)
  *                  uvar(busy ns) str(stdout) (status 0: str(block)
+ *                                             | status 2 (OK, in shared memory):
+ *                                               uvar(position) uvar(length)
  *                                             | status 1: str(message) str(traceback)
  *                                                         str(raised value block, or empty)) }
  *                  [uvar(now ns) count * { uvar(began ns) uvar(ended ns) }]: the times,
@@ -95,8 +98,9 @@ enum { FARM_MSG_HELLO = 1, FARM_MSG_JOBS, FARM_MSG_RESULTS, FARM_MSG_QUIT, FARM_
 enum { FARM_MODE_CALL = 0, FARM_MODE_MAP = 1 };
 enum { FARM_SHARE_VALUE = 1, FARM_SHARE_SETUP, FARM_SHARE_FILE, FARM_SHARE_LIMIT, FARM_SHARE_XFILE };
 #define FARM_MAX_FILE_DEFAULT (64u << 20)   /* files travel up to this size unless configured */
-enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1 };
+enum { FARM_JOB_OK = 0, FARM_JOB_ERROR = 1, FARM_JOB_OK_SHM = 2 /* on the wire only */ };
 enum { FARM_FN_CACHED = 0, FARM_FN_KEEP = 1, FARM_FN_FRESH = 2 };
+#define FARM_FN_SHM 0x80           /* JOBS' fn byte: the args block is in shared memory (shm.h) */
 #define FARM_HASHLEN 16
 #define FARM_BEAT_MIN 0.05         /* seconds: the heartbeats a node adopts from its client */
 #define FARM_BEAT_MAX 60.0
@@ -187,6 +191,9 @@ typedef struct farm_msg_job {
   int fn;                          /* FARM_FN_*: fnb is there unless FARM_FN_CACHED */
   const char *fnb; size_t nfn;
   const char *args; size_t nargs;
+  int shm;                         /* the args block is at args_off in the worker's args region
+                                      (shm.h; a local worker only): args is NULL when read */
+  uint64_t args_off;
 } farm_msg_job;
 int farm__proto_put_jobs(farm_buf *b, int forget, uint64_t pool);
 int farm__proto_put_job(farm_buf *b, const farm_msg_job *m);
@@ -205,6 +212,10 @@ typedef struct farm_msg_result {
   const char *block; size_t nblock;   /* OK: the values' block; ERROR: the message */
   const char *tb; size_t ntb;      /* ERROR: the traceback (NULL when OK) */
   const char *val; size_t nval;    /* ERROR: the raised value's block, or empty */
+  int shm;                         /* OK: the block (nblock bytes) is at pos in the worker's
+                                      results region (shm.h; a local worker only): block is
+                                      NULL when read */
+  uint64_t pos;
 } farm_msg_result;
 int farm__proto_put_result(farm_buf *b, const farm_msg_result *m);
 int farm__proto_put_time(farm_buf *times, double began, double ended);

@@ -30,6 +30,11 @@
  * the jobs after it, or leave an io.popen open, as a plain Lua script may: they
  * live as long as the worker, whose process group they are in, pool.c.)
  *
+ * Big argument and result blocks come and go through two regions the client
+ * shares with this process (shm.h): a job's arguments are decoded straight
+ * from the client's region (checked against its bounds when JOBS is parsed),
+ * and a big result is copied into ours, RESULTS naming where.
+ *
  * Signals: the worker leads a session of its own (pool.c), so a Ctrl-C at the
  * terminal reaches the client alone; SIGINT sent to the worker itself is
  * ignored all the same. SIGTERM -- what it is sent when its client dies --
@@ -62,6 +67,7 @@
 #include "job.h"
 #include "pool.h"
 #include "proto.h"
+#include "shm.h"
 #include "transport.h"
 #include "worker.h"
 #include "wstate.h"
@@ -110,6 +116,7 @@ struct farm_wjobs {
   int pool;                      /* the client's pool size, as its last JOBS said */
   int forget;                    /* the job to forget before was taken back: the next does */
   farm_hash kept;                /* by the first 8 bytes of their hash (hash.h) */
+  const farm_shm_w *shm;         /* the regions shared with the client (shm.h), or NULL */
 };
 
 static void msg_unref(wmsg *m) {
@@ -207,6 +214,10 @@ static int parse_jobs(farm_wjobs *q, farm_rd *r, wmsg *m, char *err, size_t errl
     j->npkg = m.nfn;
     j->args = m.args;
     j->nargs = m.nargs;
+    /* in the region the client shares with us: only inside its bounds (it is
+       not read before the job starts, and the client leaves it be until our
+       result, or TAKEN, says we are done with it) */
+    if (m.shm && !(j->args = q->shm ? farm__shm_args(q->shm, m.args_off, m.nargs) : NULL)) goto drop_bad;
     memcpy(j->hash, m.hash, FARM_HASHLEN);
   }
   if (farm__proto_end(r, "JOBS", NULL, 0) < 0) goto drop_bad;
@@ -371,6 +382,7 @@ struct worker {
   int freeco_ref[8], nfreeco;
   size_t result_limit;           /* a RESULTS message stays under this */
   farm_wstate *state;            /* shared with the client, or NULL */
+  farm_shm_w shm;                /* the regions for big blocks shared with the client (shm.h) */
   int outfd;                     /* the memfd on descriptor 1, or -1 */
   int outsock;                   /* where a fresh memfd for it goes to the client, or -1 */
   int renew;                     /* 1 when descriptor 1 may be replaced */
@@ -828,6 +840,8 @@ static void finish(worker *w, uint64_t id, uint64_t att, double busy, double beg
   if (ok) {
     farm_msg_result m = { .id = id, .attempt = att, .status = FARM_JOB_OK, .busy = busy,
                           .block = w->enc.p, .nblock = w->enc.n };
+    /* a big block goes through the region we share with the client (shm.h) */
+    if (farm__shm_put_result(&w->shm, w->enc.p, w->enc.n, &m.pos) == 0) m.shm = 1;
     put_result(w, &m, began);
     return;
   }
@@ -1558,7 +1572,12 @@ int farm__worker_main(const char *url, int slot, long parent, size_t maxmsg, int
   children_moved(&w, &w.children_sig);
   int rc = 2;
   char err[256];
+  if (farm__shm_attach(&w.shm) < 0) {
+    fprintf(stderr, "farm worker: cannot map the memory its client shares with it: %s\n", strerror(errno));
+    goto out;
+  }
   if (!(w.q = farm__wjobs_new())) { fprintf(stderr, "farm worker: out of memory\n"); goto out; }
+  if (w.shm.args) w.q->shm = &w.shm;
   if (farm__link_open(&w.link, url, 0, maxmsg + (1u << 16), err, sizeof err) < 0) {
     fprintf(stderr, "farm worker: %s\n", err);
     goto out;
@@ -1610,6 +1629,7 @@ out:
   farm__wjobs_free(w.q);
   farm__wstate_free(w.state);
   if (w.L) lua_close(w.L);
+  farm__shm_detach(&w.shm);              /* (after the jobs that point into it) */
   farm__link_close(w.link);
   farm__buf_free(&w.res);
   farm__buf_free(&w.times);

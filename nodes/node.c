@@ -625,6 +625,10 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
     if (farm__proto_get_job(r, &m, err, errlen) < 0) return FARM_EPROTO;
     if (m.attempt > 65535) { snprintf(err, errlen, "malformed message: a job tried %llu times",
                                       (unsigned long long)m.attempt); return FARM_EPROTO; }
+    if (m.shm) {                             /* shared memory is for a client's own workers */
+      snprintf(err, errlen, "malformed message: a job whose arguments are in shared memory");
+      return FARM_EPROTO;
+    }
     uint64_t id = m.id, attempt = m.attempt;
     int mode = m.mode, kind = m.fn;
     const unsigned char *hash = m.hash;

@@ -184,6 +184,19 @@ describe("a hostile node", function()
     end)
   end
 
+  it("shm: RESULTS that name a shared-memory span are malformed; the node is dropped and its jobs rerun here", function()
+    local key, marker = keygen(), dir .. "/marker"
+    local f = start_fake("shm", key, marker)
+    local r = run(f, key)
+    assert.are.equal(0, r.code, r.err)
+    assert.is_truthy(r.out:find("done\n", 1, true), r.out)
+    assert.are.equal(0, local_jobs_right(r), "a job's result came from the node:\n" .. r.out)
+    assert.are.equal(1, H.lines(r.err), r.err)
+    assert.is_truthy(r.err:find("lost: malformed message from", 1, true), r.err)
+    assert.is_true(fake_gone(f), "the fake node did not end once dropped")
+    assert.is_truthy(H.slurp(f.log):find("sent RESULTS (shm)", 1, true), H.slurp(f.log))
+  end)
+
   for _, case in ipairs {
     { attack = "gc", how = "a table whose metatable travels by value, with a __gc that writes a file" },
     { attack = "loop", how = "a function whose surrounding text never ends" },

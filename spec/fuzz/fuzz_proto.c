@@ -47,7 +47,8 @@ static void one_job(farm_rd *r) {
   reread(0);
   if (farm__proto_get_job(&back, &m2, NULL, 0) < 0 || farm__rd_left(&back) || m2.id != m.id ||
       m2.attempt != m.attempt || m2.retries != m.retries || m2.mode != m.mode || m2.fn != m.fn || memcmp(m2.hash, m.hash, FARM_HASHLEN) ||
-      !SAME(m2.fnb, m2.nfn, m.fnb, m.nfn) || !SAME(m2.args, m2.nargs, m.args, m.nargs)) abort();
+      !SAME(m2.fnb, m2.nfn, m.fnb, m.nfn) || (!m.shm && !SAME(m2.args, m2.nargs, m.args, m.nargs)) ||
+      m2.shm != m.shm || m2.args_off != m.args_off || m2.nargs != m.nargs) abort();
 }
 
 static void one_result(farm_rd *r) {
@@ -60,8 +61,9 @@ static void one_result(farm_rd *r) {
   reread(0);
   if (farm__proto_get_result(&back, &m2, NULL, 0) < 0 || farm__rd_left(&back) || m2.id != m.id ||
       m2.attempt != m.attempt || m2.status != m.status || !NEAR(m2.busy, m.busy, 1e-9) ||
-      !SAME(m2.out, m2.nout, m.out, m.nout) || !SAME(m2.block, m2.nblock, m.block, m.nblock) ||
-      !SAME(m2.tb, m2.ntb, m.tb, m.ntb) || !SAME(m2.val, m2.nval, m.val, m.nval)) abort();
+      !SAME(m2.out, m2.nout, m.out, m.nout) || (!m.shm && !SAME(m2.block, m2.nblock, m.block, m.nblock)) ||
+      !SAME(m2.tb, m2.ntb, m.tb, m.ntb) || !SAME(m2.val, m2.nval, m.val, m.nval) ||
+      m2.shm != m.shm || m2.pos != m.pos || m2.nblock != m.nblock) abort();
 }
 
 static void one_submit(farm_rd *r) {

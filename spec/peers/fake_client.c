@@ -13,6 +13,11 @@
  *
  *   fake_client --connect tcp://127.0.0.1:PORT --key-file F --abs /path
  *
+ * With --shm-job 1 in place of --abs, it sends instead one JOBS whose job says
+ * its arguments are in shared memory (FN_SHM: offset 0, 100000 bytes), which
+ * only a client's own local workers may be told (spec/shm_spec.lua): the node
+ * must end the session, saying why, and read nothing.
+ *
  * The messages are written with proto.c's writers, which check nothing about
  * what they carry, and not through the client (client.c), so that nothing
  * here depends on the client's own checks.
@@ -39,13 +44,15 @@ static void share_file(farm_buf *b, const char *name, size_t n) {
 
 int main(int argc, char **argv) {
   const char *url = NULL, *keyfile = NULL, *abs = NULL;
+  int shm = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--connect")) url = argv[i + 1];
     else if (!strcmp(argv[i], "--key-file")) keyfile = argv[i + 1];
     else if (!strcmp(argv[i], "--abs")) abs = argv[i + 1];
+    else if (!strcmp(argv[i], "--shm-job")) shm = atoi(argv[i + 1]);
   }
-  if (!url || !keyfile || !abs || abs[0] != '/') {
-    fprintf(stderr, "usage: fake_client --connect URL --key-file F --abs /PATH\n");
+  if (!url || !keyfile || (!shm && (!abs || abs[0] != '/'))) {
+    fprintf(stderr, "usage: fake_client --connect URL --key-file F (--abs /PATH | --shm-job 1)\n");
     return 2;
   }
   unsigned char key[FARM_KEYLEN];
@@ -82,6 +89,23 @@ int main(int argc, char **argv) {
   }
   farm_buf b;
   farm__buf_init(&b);
+  if (shm) {
+    static const unsigned char hash[FARM_HASHLEN];
+    static const char fnb[] = "not a function block";
+    farm_msg_job j = { .id = 1, .mode = FARM_MODE_CALL, .hash = hash, .fn = FARM_FN_FRESH,
+                       .fnb = fnb, .nfn = sizeof fnb - 1, .shm = 1, .args_off = 0, .nargs = 100000 };
+    farm__proto_put_jobs(&b, 0, 1);
+    farm__proto_put_job(&b, &j);
+    farm__proto_count(&b, 1);
+    int rc = farm__link_send(l, b.p, b.n, 0);
+    for (int i = 0; i < 50 && farm__link_held(l); i++) { farm__link_flush(l); usleep(20000); }
+    usleep(300000);
+    farm__buf_free(&b);
+    farm__link_close(l);
+    if (rc < 0) { fprintf(stderr, "fake_client: cannot send: %s\n", farm__link_error()); return 1; }
+    fprintf(stderr, "fake_client: sent a job in shared memory\n");
+    return 0;
+  }
   farm__proto_put_list(&b, FARM_MSG_SHARE);
   for (int i = 0; i < count; i++) share_file(&b, names[i], strlen(names[i]));
   farm__proto_count(&b, (uint32_t)count);

@@ -22,6 +22,9 @@
  *   file        FILE util.lua (text: creates the marker) for the first job of the
  *               first JOBS, then RESULTS 42 for every job
  *   honest-ish  RESULTS 42 for every job (checks the harness itself)
+ *   shm         RESULTS whose every entry says its block is in shared memory (status
+ *               OK_SHM, position 0, 100000 bytes), which only a client's own local
+ *               workers may say (core/shm.h)
  *   partial     PARTIAL for each job: a table whose metatable travels by value with
  *               a __gc that creates the marker (as gc), and one PARTIAL for a job it
  *               was never sent; then RESULTS 42
@@ -61,8 +64,9 @@
 #define LOST_BEATS 5.0
 #define MAX_MESSAGE (256u << 20)
 
-enum { A_SUBMIT, A_SUSPENDED, A_GC, A_LOOP, A_ALLOC, A_FILE, A_HONEST, A_PARTIAL };
-static const char *attacks[] = { "submit", "suspended", "gc", "loop", "alloc", "file", "honest-ish", "partial", NULL };
+enum { A_SUBMIT, A_SUSPENDED, A_GC, A_LOOP, A_ALLOC, A_FILE, A_HONEST, A_PARTIAL, A_SHM };
+static const char *attacks[] = { "submit", "suspended", "gc", "loop", "alloc", "file", "honest-ish", "partial", "shm",
+                                 NULL };
 
 static volatile sig_atomic_t stop;
 static void on_signal(int s) { (void)s; stop = 1; }
@@ -286,6 +290,7 @@ static int on_jobs(fake *f, farm_rd *r) {
     farm_msg_result m = { .id = js[i].id, .attempt = js[i].attempt, .status = FARM_JOB_OK,
                           .busy = 0.001, .out = "", .nout = 0,   /* 1 ms busy, printed nothing */
                           .block = blk.p, .nblock = blk.n };
+    if (f->attack == A_SHM) { m.shm = 1; m.pos = 0; m.nblock = 100000; }
     farm__proto_put_result(&f->out, &m);
   }
   farm__proto_count(&f->out, count);
@@ -337,7 +342,7 @@ static int usage(const char *why, const char *a) {
   fputs("fake_node: ", stderr);
   fprintf(stderr, why, a);
   fputs("\nusage: fake_node --listen tcp://127.0.0.1:PORT --key-file F --attack NAME [--marker PATH]\n"
-        "  attacks: submit suspended gc loop alloc file honest-ish\n", stderr);
+        "  attacks: submit suspended gc loop alloc file honest-ish partial shm\n", stderr);
   return 2;
 }
 

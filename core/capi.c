@@ -907,7 +907,7 @@ static int p_results(lua_State *L) {
   memset(&d, 0, sizeof d);
   d.resolve = 2;                   /* (env 0: globals a result brings stay its own) */
   d.untrusted = 1;                 /* a C host takes no functions: none runs while made */
-  int n = farm__codec_decode(L, j->res, j->nres, &d);
+  int n = farm__codec_decode(L, farm__jx(j)->res, farm__jx(j)->nres, &d);
   luaL_checkstack(L, n + LUA_MINSTACK, "too many results");
   for (int i = 0; i < n; i++) {
     int idx = 4 + 2 * i;
@@ -1024,7 +1024,7 @@ const char *farm_error_message(farm_future *fu) {
   int st = farm__job_state(fu->j);
   if (st == JOB_CANCELLED) return "the job was cancelled";
   if (st != JOB_FAILED) return NULL;
-  if (!fu->msg) fu->msg = cstr(fu->j->res ? fu->j->res : "", fu->j->res ? fu->j->nres : 0);
+  if (!fu->msg) fu->msg = cstr(farm__jx(fu->j)->res ? farm__jx(fu->j)->res : "", farm__jx(fu->j)->res ? farm__jx(fu->j)->nres : 0);
   return fu->msg ? fu->msg : "(out of memory)";
 }
 
@@ -1033,7 +1033,7 @@ const char *farm_error_traceback(farm_future *fu) {
   int st = farm__job_state(fu->j);
   if (st == JOB_CANCELLED) return "";
   if (st != JOB_FAILED) return NULL;
-  if (!fu->tb) fu->tb = cstr(fu->j->tb ? fu->j->tb : "", fu->j->tb ? fu->j->ntb : 0);
+  if (!fu->tb) fu->tb = cstr(farm__jx(fu->j)->tb ? farm__jx(fu->j)->tb : "", farm__jx(fu->j)->tb ? farm__jx(fu->j)->ntb : 0);
   return fu->tb ? fu->tb : "";
 }
 
@@ -1041,8 +1041,8 @@ const char *farm_output(farm_future *fu, size_t *len) {
   if (len) *len = 0;
   if (!fu || !farm__job_over(fu->j)) return "";
   if (!fu->out) {
-    fu->out = cstr(fu->j->out.p ? fu->j->out.p : "", fu->j->out.n);
-    fu->nout = fu->out ? fu->j->out.n : 0;
+    fu->out = cstr(farm__jx(fu->j)->out.p ? farm__jx(fu->j)->out.p : "", farm__jx(fu->j)->out.n);
+    fu->nout = fu->out ? farm__jx(fu->j)->out.n : 0;
   }
   if (len) *len = fu->nout;
   return fu->out ? fu->out : "";

@@ -488,7 +488,7 @@ static int l_unread(lua_State *L) {
   lua_pushinteger(L, n);
   if (!first) return 1;
   lua_pushinteger(L, (lua_Integer)first->id);
-  lua_pushlstring(L, first->res ? first->res : "", first->nres);
+  lua_pushlstring(L, farm__jx(first)->res ? farm__jx(first)->res : "", farm__jx(first)->nres);
   return 3;
 }
 
@@ -499,8 +499,8 @@ static int l_timed_out(lua_State *L) {
   int yes = farm__job_over(j) && farm__job_state(j) == JOB_FAILED && j->timeout > 0;
   if (yes && !j->timed_out) {
     static const char words[] = "the job timed out after ";
-    yes = j->untrusted && j->res && j->nres > sizeof words - 1 &&
-          memcmp(j->res, words, sizeof words - 1) == 0;
+    yes = j->untrusted && farm__jx(j)->res && farm__jx(j)->nres > sizeof words - 1 &&
+          memcmp(farm__jx(j)->res, words, sizeof words - 1) == 0;
   }
   lua_pushboolean(L, yes);
   return 1;
@@ -727,6 +727,7 @@ static int l_meta(lua_State *L) {
   farm_job *j = check_job(L, 1);
   farm_engine *e = job_engine(L, 1);
   if (!farm__job_over(j) || !e) { lua_pushnil(L); return 1; }
+  farm_jobx *jx = farm__jx(j);     /* (over: it has its block) */
   double wall = farm__engine_wall(e);
   lua_createtable(L, 0, 6);
   lua_pushnumber(L, j->submitted + wall);
@@ -734,13 +735,13 @@ static int l_meta(lua_State *L) {
   /* When it ran, as its worker told (one clock for both ends, so the jobs a
      worker ran in turn have them in turn); else the earliest sign we saw: when
      it was seen running, or its end less what it ran. */
-  double started, ended = j->ended;
-  if (j->ran_to > 0) {
-    started = j->ran_from;
-    ended = j->ran_to;
+  double started, ended = jx->ended;
+  if (jx->ran_to > 0) {
+    started = jx->ran_from;
+    ended = jx->ran_to;
   } else {
-    started = j->busy > 0 ? j->ended - j->busy : 0;
-    if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+    started = jx->busy > 0 ? jx->ended - jx->busy : 0;
+    if (jx->started > 0 && (started <= 0 || jx->started < started)) started = jx->started;
   }
   if (started > 0 && started < j->submitted) started = j->submitted;
   if (ended < started) ended = started;
@@ -885,20 +886,21 @@ static int l_result(lua_State *L) {
   if (st == JOB_DONE) {
     farm_decoder d = result_decoder(L, j);
     lua_pushboolean(L, 1);
-    int n = farm__codec_decode(L, j->res, j->nres, &d);
+    int n = farm__codec_decode(L, farm__jx(j)->res, farm__jx(j)->nres, &d);
     return n + 1;
   }
   lua_pushboolean(L, 0);
   if (st == JOB_FAILED) j->read = 1;
   if (st == JOB_CANCELLED) lua_pushliteral(L, "the job was cancelled");
-  else if (st == JOB_FAILED) lua_pushlstring(L, j->res ? j->res : "", j->nres);
+  else if (st == JOB_FAILED) lua_pushlstring(L, farm__jx(j)->res ? farm__jx(j)->res : "", farm__jx(j)->nres);
   else lua_pushliteral(L, "the job has not finished");
-  lua_pushlstring(L, j->tb ? j->tb : "", j->ntb);
+  if (st >= JOB_DONE && farm__jx(j)->tb) lua_pushlstring(L, farm__jx(j)->tb, farm__jx(j)->ntb);
+  else lua_pushliteral(L, "");   /* (a job not over has no block of its own to read yet) */
   lua_pushstring(L, st == JOB_FAILED ? farm__job_where(j) : "");
-  if (st != JOB_FAILED || !j->val) return 4;
+  if (st != JOB_FAILED || !farm__jx(j)->val) return 4;
   /* the raised value, as it was (one value in its block) */
   farm_decoder d = result_decoder(L, j);
-  int n = farm__codec_decode(L, j->val, j->nval, &d);
+  int n = farm__codec_decode(L, farm__jx(j)->val, farm__jx(j)->nval, &d);
   if (n != 1) { lua_pop(L, n + 1); return 4; }
   lua_remove(L, -2);
   return 5;
@@ -907,7 +909,7 @@ static int l_result(lua_State *L) {
 /* core.stdout(job) -> what it printed (nil while it runs and before) */
 static int l_stdout(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  if (farm__job_over(j) && j->out.n) lua_pushlstring(L, j->out.p, j->out.n);
+  if (farm__job_over(j) && farm__jx(j)->out.n) lua_pushlstring(L, farm__jx(j)->out.p, farm__jx(j)->out.n);
   else lua_pushnil(L);
   return 1;
 }

@@ -778,9 +778,7 @@ static int submit(farm *f, const char *what, int kernel, const farm_value *args,
   }
   rc = FARM_ENOMEM;
   set_err(f, "out of memory");
-  if (!(fu = calloc(1, sizeof *fu)) || !(j = farm__job_new())) goto done;
-  if (!(j->args = farm__dupmem(f->enc.p, f->enc.n))) goto done;
-  j->nargs = f->enc.n;
+  if (!(fu = calloc(1, sizeof *fu)) || !(j = farm__job_new_args(f->enc.p, f->enc.n))) goto done;
   j->id = farm__engine_nextid(f->e);
   j->mode = FARM_MODE_CALL;
   j->refs = 1;                     /* the future's; the engine takes its own */

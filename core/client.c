@@ -412,10 +412,10 @@ static farm_job *new_job(lua_State *L, ctx *c, farm_fn *f, int mode, farm_buf *b
   luaL_setmetatable(L, JOB_MT);
   lua_pushvalue(L, 1);             /* the future keeps its pool alive */
   lua_setiuservalue(L, -2, 1);
-  farm_job *j = farm__job_new();
+  farm_job *j;
+  if (b->n <= JOB_INLINE_ARGS) j = farm__job_new_args(b->p, b->n);   /* (in the record) */
+  else if ((j = farm__job_new()) && !(j->args = enc_take(b, &j->nargs))) { free(j); j = NULL; }
   if (!j) { luaL_error(L, "farm: out of memory"); return NULL; }
-  j->args = enc_take(b, &j->nargs);
-  if (!j->args) { free(j); luaL_error(L, "farm: out of memory"); return NULL; }
   j->id = c->e ? farm__engine_nextid(c->e) : 0;    /* a worker numbers its own */
   j->mode = (uint8_t)mode;
   j->refs = 1;                     /* the future's; the engine takes its own */

@@ -363,7 +363,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
      waiter twice. (A mutant without it survived the whole suite: issue 22.) */
   if (farm__job_over(j)) return;
   if (jx->stop_at > 0) { jx->stop_at = 0; e->nstopping--; }
-  free(j->args); j->args = NULL; j->nargs = 0;
+  farm__job_drop_args(j);
   jx->ended = farm__now();
   if (e->events_on) {
     if (!j->begun && state != JOB_CANCELLED)   /* too short to be seen running: begun now */

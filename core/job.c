@@ -46,10 +46,32 @@ farm_job *farm__job_new(void) {
   return j;
 }
 
+farm_job *farm__job_new_args(const void *p, size_t n) {
+  if (n > JOB_INLINE_ARGS) {
+    farm_job *j = farm__job_new();
+    if (j && !(j->args = farm__dupmem(p, n))) { free(j); return NULL; }
+    if (j) j->nargs = n;
+    return j;
+  }
+  farm_job *j = calloc(1, sizeof *j + (n ? n : 1));
+  if (!j) return NULL;
+  j->max_retries = FARM_DEFAULT_RETRIES;
+  if (n) memcpy(j->inl, p, n);
+  j->args = j->inl;
+  j->nargs = n;
+  return j;
+}
+
+void farm__job_drop_args(farm_job *j) {
+  if (j->args != j->inl) free(j->args);
+  j->args = NULL;
+  j->nargs = 0;
+}
+
 void farm__job_unref(farm_job *j) {
   if (!j || __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   farm__fn_unref(j->fn);
-  free(j->args);
+  farm__job_drop_args(j);
   if (j->x) {
     free(j->x->part);
     farm__job_drop_results(j);

@@ -93,16 +93,23 @@ typedef struct farm_job {
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
   farm_peer *peer;                 /* where it is while sent, else NULL */
   farm_fn *fn;
-  char *args; size_t nargs;        /* args block (freed once over) */
+  char *args; size_t nargs;        /* args block (dropped once over: farm__job_drop_args) */
   double timeout;                  /* seconds it may run, 0: no limit */
   double submitted;                /* when it was handed to the engine */
   farm_jobx *x;                    /* the rest, once needed (farm__jx), else NULL */
   struct farm_job *next;           /* queue, in-flight or finished list */
   struct farm_job *prev;           /* in-flight list */
+  char inl[];                      /* small args live here, in the record (farm__job_new_args) */
 } farm_job;
+#define JOB_INLINE_ARGS 64         /* args blocks this long or shorter are made part of the record */
 
 /* ---- jobs and function packages (refcounted, any thread) ---- */
 farm_job *farm__job_new(void);
+/* a job with a copy of the n bytes at p as its args block (in the record when
+   n <= JOB_INLINE_ARGS), or NULL when out of memory */
+farm_job *farm__job_new_args(const void *p, size_t n);
+/* its args block is freed (whether its own or in the record): NULL, 0 */
+void farm__job_drop_args(farm_job *j);
 void farm__job_unref(farm_job *j);
 void farm__fn_unref(farm_fn *f);
 /* a message kept with one reference (the caller's), or NULL when out of memory */

@@ -1353,9 +1353,7 @@ int farm__worker_submit(worker *w, farm_job *j) {
                         .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
   farm__proto_put_submit(&w->submit, &m);
   w->nsubmit++;
-  free(j->args);
-  j->args = NULL;
-  j->nargs = 0;
+  farm__job_drop_args(j);
   return 0;
 }
 

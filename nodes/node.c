@@ -654,9 +654,8 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
         if (farm__hash_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
       }
     }
-    farm_job *j = farm__job_new();
-    if (!j || !(j->args = farm__dupmem(args, nargs))) { farm__fn_unref(fn); free(j); return FARM_ENOMEM; }
-    j->nargs = nargs;
+    farm_job *j = farm__job_new_args(args, nargs);
+    if (!j) { farm__fn_unref(fn); return FARM_ENOMEM; }
     j->fn = fn;
     j->id = farm__engine_nextid(n->e);
     farm__jx(j)->ext_id = id;

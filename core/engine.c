@@ -257,7 +257,8 @@ static void event(farm_engine *e, int type, uint64_t job, double t, const char *
 static void job_event(farm_engine *e, farm_job *j, int type, double t) {
   if (!e->events_on || (j->x && j->x->owner)) return;
   const char *text = type == FARM_EV_JOB_FAILED ? farm__jx(j)->res : NULL;
-  event(e, type, j->id, t, j->peer ? j->peer->name : "", text, text ? farm__jx(j)->nres : 0);
+  farm_peer *p = farm__job_peer(j);
+  event(e, type, j->id, t, p ? p->name : "", text, text ? farm__jx(j)->nres : 0);
 }
 
 /* A node came up or was lost (local workers come and go unseen). */
@@ -372,7 +373,7 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
               : FARM_EV_JOB_CANCELLED, jx->ran_to > 0 ? jx->ran_to : jx->ended);
   }
   if (state == JOB_FAILED) note_failure(e, j);
-  j->peer = NULL;
+  jx->peer = NULL;
   echo_rest(e, j);
   if (jx->owner) subdone(e, j, state);
   if (j->notify) {
@@ -527,7 +528,7 @@ static void unqueue(farm_engine *e, farm_job *j) {
 /* Put a job back at the front of the queue (it keeps its place in line). */
 static void requeue_front(farm_engine *e, farm_job *j) {
   __atomic_store_n(&j->state, (uint8_t)JOB_QUEUED, __ATOMIC_RELAXED);
-  j->peer = NULL;
+  if (j->x) j->x->peer = NULL;
   j->taking = 0;
   j->inqueue = 1;
   if (j->pin) {
@@ -641,9 +642,10 @@ static void hold(farm_peer *p, farm_job *j) {
   farm__engine_assert_locked(p->e);
   __atomic_store_n(&j->state, (uint8_t)JOB_SENT, __ATOMIC_RELAXED);
   if (j->timeout > 0) p->ntimed++;
-  j->peer = p;
+  farm_jobx *jx = farm__jx(j);     /* (a job is given its block when it is first sent) */
+  jx->peer = p;
   j->next = NULL;
-  j->prev = p->tail;
+  jx->prev = p->tail;
   if (p->tail) p->tail->next = j; else p->head = j;
   p->tail = j;
   if (idx_put(p, j) < 0) peer_broken(p->e, p, "out of memory");   /* it is lost: its jobs go back */
@@ -863,11 +865,11 @@ static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
   farm__engine_assert_locked(p->e);
   farm_job *j = find_inflight(p, id);
   if (j && (attempt < 0 || j->attempt == (unsigned)attempt)) {
-    if (j->prev) j->prev->next = j->next; else p->head = j->next;
-    if (j->next) j->next->prev = j->prev; else p->tail = j->prev;
+    if (j->x->prev) j->x->prev->next = j->next; else p->head = j->next;
+    if (j->next) j->next->x->prev = j->x->prev; else p->tail = j->x->prev;
     idx_del(p, j);
     if (p->ops->args_done) p->ops->args_done(p, id);   /* its shared args span, if any */
-    j->prev = NULL;
+    j->x->prev = NULL;
     p->inflight--;
     if (j->timeout > 0) p->ntimed--;
     j->next = NULL;
@@ -1579,7 +1581,7 @@ static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
 
 /* j (taken off p's list) is lost with p: back to the queue, or over. */
 static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, const char *why) {
-  j->peer = NULL;
+  if (j->x) j->x->peer = NULL;
   j->taking = 0;
   if (j->state != JOB_SENT) { farm__job_unref(j); return; }
   set_where(p, j);
@@ -2296,7 +2298,7 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
     job_over(e, j, JOB_CANCELLED);
     return 1;
   }
-  farm_peer *p = j->peer;
+  farm_peer *p = farm__job_peer(j);
   if (!p) return 0;
   if (j->cancel_req == CANCEL_FORCE) return -1;   /* the loop is stopping it: wait */
   uint64_t running = p->ops->running ? p->ops->running(p) : 0;
@@ -2324,18 +2326,18 @@ int farm__engine_stop(farm_engine *e, farm_job *j, double grace) {
   int rc = 0, st = farm__job_state(j);
   if (st == JOB_QUEUED) {
     rc = cancel_step(e, j, 1);               /* not started: cancelled now */
-  } else if (st == JOB_SENT && j->peer && !farm__jx(j)->stop_at && j->cancel_req != CANCEL_FORCE) {
+  } else if (st == JOB_SENT && farm__job_peer(j) && !j->x->stop_at && j->cancel_req != CANCEL_FORCE) {
     farm_buf b;
     farm__buf_init(&b);
-    if (farm__proto_put_stop(&b, j->id) == 0 && farm__peer_send(j->peer, b.p, b.n) == 0) {
+    if (farm__proto_put_stop(&b, j->id) == 0 && farm__peer_send(j->x->peer, b.p, b.n) == 0) {
       if (grace >= 0) {              /* (a loss meanwhile ends it cancelled too) */
-        farm__jx(j)->stop_at = farm__now() + (grace > 0 ? grace : 1e-3);
+        j->x->stop_at = farm__now() + (grace > 0 ? grace : 1e-3);
         j->cancel_req = CANCEL_FORCE;
         e->nstopping++;
       }
       rc = -1;
     } else {
-      peer_broken(e, j->peer, "cannot send a stop");
+      peer_broken(e, j->x->peer, "cannot send a stop");
     }
     farm__buf_free(&b);
   } else if (st == JOB_SENT) {
@@ -2432,7 +2434,7 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
   if (st != JOB_SENT) return names[st];
   engine_lock(e);
   int running = 0;
-  farm_peer *p = j->peer;
+  farm_peer *p = farm__job_peer(j);
   if (j->state == JOB_SENT && p) {
     int seen = p->ops->running && p->ops->running(p) == j->id;
     if (seen) job_begun(e, j, farm__now());     /* (before the loop's next look) */
@@ -2445,8 +2447,8 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
 int farm__engine_where(farm_engine *e, farm_job *j, char *out, size_t n, double *since) {
   int found = 0;
   engine_lock(e);
-  if (j->state == JOB_SENT && j->peer) {
-    where(j->peer, out, n);
+  if (j->state == JOB_SENT && farm__job_peer(j)) {
+    where(farm__job_peer(j), out, n);
     if (since) *since = farm__jx(j)->started;
     found = 1;
   }
@@ -2504,7 +2506,7 @@ static void note_failure(farm_engine *e, farm_job *j) {
   if (!e->errs && !(e->errs = calloc(FARM_STATUS_ERRORS, sizeof *e->errs))) return;
   farm_status_error *r = &e->errs[e->nerrs++ % FARM_STATUS_ERRORS];
   r->job = j->id;
-  snprintf(r->worker, sizeof r->worker, "%s", j->peer ? j->peer->name : "");
+  snprintf(r->worker, sizeof r->worker, "%s", farm__job_peer(j) ? farm__job_peer(j)->name : "");
   snprintf(r->msg, sizeof r->msg, "%.*s", (int)(farm__jx(j)->nres < sizeof r->msg ? farm__jx(j)->nres : sizeof r->msg - 1),
            farm__jx(j)->res ? farm__jx(j)->res : "");
   snprintf(r->tb, sizeof r->tb, "%.*s", (int)(farm__jx(j)->ntb < sizeof r->tb ? farm__jx(j)->ntb : sizeof r->tb - 1),

@@ -49,6 +49,8 @@ enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
    job is given its block before its end is published (job_over, a worker's
    SUBDONE), so a reader of an over job never makes one. */
 typedef struct farm_jobx {
+  farm_peer *peer;                 /* where it is while sent, else NULL (farm__job_peer) */
+  struct farm_job *prev;           /* in-flight list (with the record's next) */
   farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
   uint64_t owner_gen, subid;       /* ...that peer's generation, and its id there */
   char *res; size_t nres;          /* result block, or the error message */
@@ -91,14 +93,12 @@ typedef struct farm_job {
   uint8_t read;                    /* the caller's thread only: its error was read (client.c) */
   uint16_t pin;                    /* runs only where placement pin says (farm__engine_pin); 0: anywhere */
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
-  farm_peer *peer;                 /* where it is while sent, else NULL */
   farm_fn *fn;
   char *args; size_t nargs;        /* args block (dropped once over: farm__job_drop_args) */
   double timeout;                  /* seconds it may run, 0: no limit */
   double submitted;                /* when it was handed to the engine */
   farm_jobx *x;                    /* the rest, once needed (farm__jx), else NULL */
   struct farm_job *next;           /* queue, in-flight or finished list */
-  struct farm_job *prev;           /* in-flight list */
   char inl[];                      /* small args live here, in the record (farm__job_new_args) */
 } farm_job;
 #define JOB_INLINE_ARGS 64         /* args blocks this long or shorter are made part of the record */
@@ -127,6 +127,7 @@ void farm__job_set_where(farm_job *j, const char *s, size_t n);
    with one line (a job's record cannot go on without it). */
 farm_jobx *farm__job_grow(farm_job *j);
 static inline farm_jobx *farm__jx(farm_job *j) { return j->x ? j->x : farm__job_grow(j); }
+static inline farm_peer *farm__job_peer(const farm_job *j) { return j->x ? j->x->peer : NULL; }
 static inline const char *farm__job_where(const farm_job *j) {
   return j->x && j->x->where ? j->x->where : "";
 }

@@ -50,6 +50,10 @@ typedef struct ctx {
      was read, leave it; so it holds the jobs out plus the failures unread. */
   farm_job **watched;
   size_t nwatched, capwatched, sweep_at;
+  /* Its futures keep it alive: while it has any (nfutures), the registry holds
+     it (ref); a future holds only a pointer to it (job_ud). */
+  size_t nfutures;
+  int ref;
 } ctx;
 
 typedef struct {
@@ -58,7 +62,7 @@ typedef struct {
                           user value keeps them, value -> number: the argument
                           blocks of its jobs continue that numbering, codec.h) */
 } fn_ud;
-typedef struct { farm_job *job; } job_ud;
+typedef struct { farm_job *job; ctx *c; } job_ud;   /* a future: no user value (16 bytes less each) */
 typedef struct { ctx *c; } guard_ud;
 typedef struct { farm_buf b; } box_ud;
 
@@ -83,12 +87,11 @@ static farm_job *check_job(lua_State *L, int i) {
   return j;
 }
 
-/* The pool a future belongs to (its user value). */
+/* The pool a future belongs to (kept alive by the registry while it has futures). */
 static ctx *job_ctx(lua_State *L, int i) {
-  lua_getiuservalue(L, i, 1);
-  ctx *c = luaL_checkudata(L, -1, CTX_MT);
-  lua_pop(L, 1);
-  return c;
+  job_ud *u = luaL_checkudata(L, i, JOB_MT);
+  if (!u->c) fail_lua(L, "farm: this future was already collected");   /* resurrected by a __gc */
+  return u->c;
 }
 
 /* Its engine; NULL when it is closed, or a job's future on a worker. */
@@ -407,11 +410,16 @@ static void check_size(lua_State *L, ctx *c, size_t n, const char *what) {
 
 /* Make the future for a job of f, with args from b; pushes it. */
 static farm_job *new_job(lua_State *L, ctx *c, farm_fn *f, int mode, farm_buf *b) {
-  job_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  job_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->job = NULL;
+  u->c = NULL;
   luaL_setmetatable(L, JOB_MT);
-  lua_pushvalue(L, 1);             /* the future keeps its pool alive */
-  lua_setiuservalue(L, -2, 1);
+  if (c->nfutures == 0) {          /* the future keeps its pool alive */
+    lua_pushvalue(L, 1);
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  c->nfutures++;
+  u->c = c;
   farm_job *j;
   if (b->n <= JOB_INLINE_ARGS) j = farm__job_new_args(b->p, b->n);   /* (in the record) */
   else if ((j = farm__job_new()) && !(j->args = enc_take(b, &j->nargs))) { free(j); j = NULL; }
@@ -769,6 +777,8 @@ static int l_job_gc(lua_State *L) {
   job_ud *u = luaL_checkudata(L, 1, JOB_MT);
   if (u->job) farm__job_unref(u->job);
   u->job = NULL;
+  if (u->c && --u->c->nfutures == 0) luaL_unref(L, LUA_REGISTRYINDEX, u->c->ref);
+  u->c = NULL;
   return 0;
 }
 
@@ -828,7 +838,7 @@ static int l_pump(lua_State *L) {
 /* core.ctx_of(future) -> its pool's ctx */
 static int l_ctx_of(lua_State *L) {
   check_job(L, 1);
-  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job_ctx(L, 1)->ref);
   return 1;
 }
 

@@ -444,7 +444,7 @@ static void hand_over(lua_State *L, ctx *c, farm_job *j) {
 static void job_options(lua_State *L, int o, farm_job *j) {
   if (!o) return;
   lua_getfield(L, o, "timeout");
-  if (!lua_isnil(L, -1)) j->timeout = lua_tonumber(L, -1);
+  if (!lua_isnil(L, -1)) farm__jx(j)->timeout = lua_tonumber(L, -1);   /* (a job with a timeout has its block at once) */
   lua_getfield(L, o, "retries");
   if (!lua_isnil(L, -1)) j->max_retries = (uint16_t)lua_tointeger(L, -1);
   lua_getfield(L, o, "notify");
@@ -504,7 +504,7 @@ static int l_unread(lua_State *L) {
    (submit_with{timeout =}): here, or on a node, which says so in its words */
 static int l_timed_out(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  int yes = farm__job_over(j) && farm__job_state(j) == JOB_FAILED && j->timeout > 0;
+  int yes = farm__job_over(j) && farm__job_state(j) == JOB_FAILED && farm__job_timeout(j) > 0;
   if (yes && !j->timed_out) {
     static const char words[] = "the job timed out after ";
     yes = j->untrusted && farm__jx(j)->res && farm__jx(j)->nres > sizeof words - 1 &&

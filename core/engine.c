@@ -641,7 +641,7 @@ static void fix_broken(farm_engine *e) {
 static void hold(farm_peer *p, farm_job *j) {
   farm__engine_assert_locked(p->e);
   __atomic_store_n(&j->state, (uint8_t)JOB_SENT, __ATOMIC_RELAXED);
-  if (j->timeout > 0) p->ntimed++;
+  if (farm__job_timeout(j) > 0) p->ntimed++;
   farm_jobx *jx = farm__jx(j);     /* (a job is given its block when it is first sent) */
   jx->peer = p;
   j->next = NULL;
@@ -871,7 +871,7 @@ static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
     if (p->ops->args_done) p->ops->args_done(p, id);   /* its shared args span, if any */
     j->x->prev = NULL;
     p->inflight--;
-    if (j->timeout > 0) p->ntimed--;
+    if (farm__job_timeout(j) > 0) p->ntimed--;
     j->next = NULL;
     if (p->inflight <= p->suspended && !p->idle_since) p->idle_since = farm__now();
     return j;
@@ -1160,7 +1160,7 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
     j->fn = f;
     j->nargs = na;
     j->mode = (uint8_t)m.mode;
-    j->timeout = m.timeout;
+    farm__jx(j)->timeout = m.timeout;
     j->max_retries = (uint16_t)(m.retries < 0 ? FARM_DEFAULT_RETRIES : m.retries);
     j->id = farm__engine_nextid(e);
     farm__jx(j)->owner = p;
@@ -1590,7 +1590,7 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
     job_over(e, j, JOB_CANCELLED);
   } else if (blamed && j->timed_out) {
     char msg[160];
-    snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", j->timeout);
+    snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", farm__job_timeout(j));
     job_fail(e, j, msg);
   } else if (blamed ? j->attempt >= j->max_retries : j->requeues >= REQUEUE_MAX) {
     job_fail(e, j, why);
@@ -1711,10 +1711,10 @@ static void check_timeouts(farm_engine *e, double now) {
         stop_for(p, j->id, "a job cancelled with a grace did not end within it");
         break;
       }
-      if (j->timeout <= 0 || !jx || !jx->started || j->timed_out || now - jx->started <= j->timeout) continue;
+      if (!jx || jx->timeout <= 0 || !jx->started || j->timed_out || now - jx->started <= jx->timeout) continue;
       char why[160];
       j->timed_out = 1;
-      snprintf(why, sizeof why, "job %llu timed out after %g s", (unsigned long long)j->id, j->timeout);
+      snprintf(why, sizeof why, "job %llu timed out after %g s", (unsigned long long)j->id, jx->timeout);
       p->ops->kill(p, why, j->id);
       break;                                 /* p is a fresh process now */
     }

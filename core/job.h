@@ -9,6 +9,12 @@
  * and its state is published with a release store once its results are in, so
  * a reader that loads the state with acquire (farm__job_state) sees them.
  * References are counted atomically: any thread may drop one.
+ *
+ * Memory: a million jobs may wait in the queue, so a queued job is its record
+ * (farm_job: 80 bytes, its args block inside when small) and nothing else; what
+ * a job needs once it is sent or ends is its farm_jobx, made by the holder
+ * (farm__jx) at the latest before the end is published, so that x pointer is
+ * published with the state: a reader of an over job finds it made.
  */
 #ifndef FARM_JOB_H
 #define FARM_JOB_H
@@ -43,14 +49,14 @@ enum { JOB_QUEUED, JOB_SENT, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
 
 /* What a job needs only once it is sent, ends, or is more than a plain queued
    job (a sub-job, a node's job, one with partial results or a stop grace): made
-   by the first farm__jx, freed with the job. A queued job's own record stays
-   small (a million queued cost about 100 bytes each plus their arguments).
+   by the first farm__jx (hold gives it to a job first sent), freed with the job.
    Written and read by whoever holds the job, as the record's other fields; a
    job is given its block before its end is published (job_over, a worker's
    SUBDONE), so a reader of an over job never makes one. */
 typedef struct farm_jobx {
   farm_peer *peer;                 /* where it is while sent, else NULL (farm__job_peer) */
   struct farm_job *prev;           /* in-flight list (with the record's next) */
+  double timeout;                  /* seconds it may run, 0: no limit (farm__job_timeout) */
   farm_peer *owner;                /* a sub-job: the peer whose job submitted it, */
   uint64_t owner_gen, subid;       /* ...that peer's generation, and its id there */
   char *res; size_t nres;          /* result block, or the error message */
@@ -95,7 +101,6 @@ typedef struct farm_job {
   int refs;                        /* atomic: the future's, and the engine's while it holds it */
   farm_fn *fn;
   char *args; size_t nargs;        /* args block (dropped once over: farm__job_drop_args) */
-  double timeout;                  /* seconds it may run, 0: no limit */
   double submitted;                /* when it was handed to the engine */
   farm_jobx *x;                    /* the rest, once needed (farm__jx), else NULL */
   struct farm_job *next;           /* queue, in-flight or finished list */
@@ -127,6 +132,7 @@ void farm__job_set_where(farm_job *j, const char *s, size_t n);
    with one line (a job's record cannot go on without it). */
 farm_jobx *farm__job_grow(farm_job *j);
 static inline farm_jobx *farm__jx(farm_job *j) { return j->x ? j->x : farm__job_grow(j); }
+static inline double farm__job_timeout(const farm_job *j) { return j->x ? j->x->timeout : 0; }
 static inline farm_peer *farm__job_peer(const farm_job *j) { return j->x ? j->x->peer : NULL; }
 static inline const char *farm__job_where(const farm_job *j) {
   return j->x && j->x->where ? j->x->where : "";

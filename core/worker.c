@@ -1348,7 +1348,7 @@ int farm__worker_submit(worker *w, farm_job *j) {
   w->subs[w->nsubs++] = j;
   pthread_mutex_unlock(&w->mu);
   if (w->nsubmit && w->submit.n + j->nargs + j->fn->n + 64 > w->result_limit) flush_submits(w);
-  farm_msg_submit m = { .subid = j->id, .mode = j->mode, .fresh = j->fn->fresh, .timeout = j->timeout,
+  farm_msg_submit m = { .subid = j->id, .mode = j->mode, .fresh = j->fn->fresh, .timeout = farm__job_timeout(j),
                         .retries = j->max_retries != FARM_DEFAULT_RETRIES ? j->max_retries : -1,
                         .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
   farm__proto_put_submit(&w->submit, &m);

@@ -96,7 +96,7 @@ static farm_job *job_with(farm_engine *e, farm_fn *f, int arg, double timeout, i
   __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
   j->refs = 1;
   j->args = block(NULL, 1, &arg, &j->nargs);
-  j->timeout = timeout;
+  if (timeout > 0) farm__jx(j)->timeout = timeout;
   j->max_retries = (uint16_t)retries;
   farm__engine_submit(e, j);
   return j;
@@ -123,7 +123,7 @@ static farm_job *held(farm_engine *e, int max_retries, double timeout) {
   j->args = strdup("a");
   j->nargs = 1;
   j->max_retries = (uint16_t)max_retries;
-  j->timeout = timeout;
+  if (timeout > 0) farm__jx(j)->timeout = timeout;
   farm__engine_test_add(e, j);
   return j;
 }

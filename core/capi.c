@@ -1022,7 +1022,8 @@ const char *farm_error_message(farm_future *fu) {
   int st = farm__job_state(fu->j);
   if (st == JOB_CANCELLED) return "the job was cancelled";
   if (st != JOB_FAILED) return NULL;
-  if (!fu->msg) fu->msg = cstr(farm__jx(fu->j)->res ? farm__jx(fu->j)->res : "", farm__jx(fu->j)->res ? farm__jx(fu->j)->nres : 0);
+  farm_jobx *x = farm__jx(fu->j);  /* (over: it has its block) */
+  if (!fu->msg) fu->msg = cstr(x->res ? x->res : "", x->res ? x->nres : 0);
   return fu->msg ? fu->msg : "(out of memory)";
 }
 
@@ -1031,7 +1032,8 @@ const char *farm_error_traceback(farm_future *fu) {
   int st = farm__job_state(fu->j);
   if (st == JOB_CANCELLED) return "";
   if (st != JOB_FAILED) return NULL;
-  if (!fu->tb) fu->tb = cstr(farm__jx(fu->j)->tb ? farm__jx(fu->j)->tb : "", farm__jx(fu->j)->tb ? farm__jx(fu->j)->ntb : 0);
+  farm_jobx *x = farm__jx(fu->j);  /* (over: it has its block) */
+  if (!fu->tb) fu->tb = cstr(x->tb ? x->tb : "", x->tb ? x->ntb : 0);
   return fu->tb ? fu->tb : "";
 }
 
@@ -1039,8 +1041,9 @@ const char *farm_output(farm_future *fu, size_t *len) {
   if (len) *len = 0;
   if (!fu || !farm__job_over(fu->j)) return "";
   if (!fu->out) {
-    fu->out = cstr(farm__jx(fu->j)->out.p ? farm__jx(fu->j)->out.p : "", farm__jx(fu->j)->out.n);
-    fu->nout = fu->out ? farm__jx(fu->j)->out.n : 0;
+    farm_jobx *x = farm__jx(fu->j);  /* (over: it has its block) */
+    fu->out = cstr(x->out.p ? x->out.p : "", x->out.n);
+    fu->nout = fu->out ? x->out.n : 0;
   }
   if (len) *len = fu->nout;
   return fu->out ? fu->out : "";

@@ -778,9 +778,7 @@ static int submit(farm *f, const char *what, int kernel, const farm_value *args,
   }
   rc = FARM_ENOMEM;
   set_err(f, "out of memory");
-  if (!(fu = calloc(1, sizeof *fu)) || !(j = farm__job_new())) goto done;
-  if (!(j->args = farm__dupmem(f->enc.p, f->enc.n))) goto done;
-  j->nargs = f->enc.n;
+  if (!(fu = calloc(1, sizeof *fu)) || !(j = farm__job_new_args(f->enc.p, f->enc.n))) goto done;
   j->id = farm__engine_nextid(f->e);
   j->mode = FARM_MODE_CALL;
   j->refs = 1;                     /* the future's; the engine takes its own */
@@ -907,7 +905,7 @@ static int p_results(lua_State *L) {
   memset(&d, 0, sizeof d);
   d.resolve = 2;                   /* (env 0: globals a result brings stay its own) */
   d.untrusted = 1;                 /* a C host takes no functions: none runs while made */
-  int n = farm__codec_decode(L, j->res, j->nres, &d);
+  int n = farm__codec_decode(L, farm__jx(j)->res, farm__jx(j)->nres, &d);
   luaL_checkstack(L, n + LUA_MINSTACK, "too many results");
   for (int i = 0; i < n; i++) {
     int idx = 4 + 2 * i;
@@ -1024,7 +1022,8 @@ const char *farm_error_message(farm_future *fu) {
   int st = farm__job_state(fu->j);
   if (st == JOB_CANCELLED) return "the job was cancelled";
   if (st != JOB_FAILED) return NULL;
-  if (!fu->msg) fu->msg = cstr(fu->j->res ? fu->j->res : "", fu->j->res ? fu->j->nres : 0);
+  farm_jobx *x = farm__jx(fu->j);  /* (over: it has its block) */
+  if (!fu->msg) fu->msg = cstr(x->res ? x->res : "", x->res ? x->nres : 0);
   return fu->msg ? fu->msg : "(out of memory)";
 }
 
@@ -1033,7 +1032,8 @@ const char *farm_error_traceback(farm_future *fu) {
   int st = farm__job_state(fu->j);
   if (st == JOB_CANCELLED) return "";
   if (st != JOB_FAILED) return NULL;
-  if (!fu->tb) fu->tb = cstr(fu->j->tb ? fu->j->tb : "", fu->j->tb ? fu->j->ntb : 0);
+  farm_jobx *x = farm__jx(fu->j);  /* (over: it has its block) */
+  if (!fu->tb) fu->tb = cstr(x->tb ? x->tb : "", x->tb ? x->ntb : 0);
   return fu->tb ? fu->tb : "";
 }
 
@@ -1041,8 +1041,9 @@ const char *farm_output(farm_future *fu, size_t *len) {
   if (len) *len = 0;
   if (!fu || !farm__job_over(fu->j)) return "";
   if (!fu->out) {
-    fu->out = cstr(fu->j->out.p ? fu->j->out.p : "", fu->j->out.n);
-    fu->nout = fu->out ? fu->j->out.n : 0;
+    farm_jobx *x = farm__jx(fu->j);  /* (over: it has its block) */
+    fu->out = cstr(x->out.p ? x->out.p : "", x->out.n);
+    fu->nout = fu->out ? x->out.n : 0;
   }
   if (len) *len = fu->nout;
   return fu->out ? fu->out : "";

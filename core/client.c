@@ -50,6 +50,10 @@ typedef struct ctx {
      was read, leave it; so it holds the jobs out plus the failures unread. */
   farm_job **watched;
   size_t nwatched, capwatched, sweep_at;
+  /* Its futures keep it alive: while it has any (nfutures), the registry holds
+     it (ref); a future holds only a pointer to it (job_ud). */
+  size_t nfutures;
+  int ref;
 } ctx;
 
 typedef struct {
@@ -58,7 +62,7 @@ typedef struct {
                           user value keeps them, value -> number: the argument
                           blocks of its jobs continue that numbering, codec.h) */
 } fn_ud;
-typedef struct { farm_job *job; } job_ud;
+typedef struct { farm_job *job; ctx *c; } job_ud;   /* a future: no user value (16 bytes less each) */
 typedef struct { ctx *c; } guard_ud;
 typedef struct { farm_buf b; } box_ud;
 
@@ -83,12 +87,11 @@ static farm_job *check_job(lua_State *L, int i) {
   return j;
 }
 
-/* The pool a future belongs to (its user value). */
+/* The pool a future belongs to (kept alive by the registry while it has futures). */
 static ctx *job_ctx(lua_State *L, int i) {
-  lua_getiuservalue(L, i, 1);
-  ctx *c = luaL_checkudata(L, -1, CTX_MT);
-  lua_pop(L, 1);
-  return c;
+  job_ud *u = luaL_checkudata(L, i, JOB_MT);
+  if (!u->c) fail_lua(L, "farm: this future was already collected");   /* resurrected by a __gc */
+  return u->c;
 }
 
 /* Its engine; NULL when it is closed, or a job's future on a worker. */
@@ -407,15 +410,20 @@ static void check_size(lua_State *L, ctx *c, size_t n, const char *what) {
 
 /* Make the future for a job of f, with args from b; pushes it. */
 static farm_job *new_job(lua_State *L, ctx *c, farm_fn *f, int mode, farm_buf *b) {
-  job_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  job_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->job = NULL;
+  u->c = NULL;
   luaL_setmetatable(L, JOB_MT);
-  lua_pushvalue(L, 1);             /* the future keeps its pool alive */
-  lua_setiuservalue(L, -2, 1);
-  farm_job *j = farm__job_new();
+  if (c->nfutures == 0) {          /* the future keeps its pool alive */
+    lua_pushvalue(L, 1);
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  c->nfutures++;
+  u->c = c;
+  farm_job *j;
+  if (b->n <= JOB_INLINE_ARGS) j = farm__job_new_args(b->p, b->n);   /* (in the record) */
+  else if ((j = farm__job_new()) && !(j->args = enc_take(b, &j->nargs))) { free(j); j = NULL; }
   if (!j) { luaL_error(L, "farm: out of memory"); return NULL; }
-  j->args = enc_take(b, &j->nargs);
-  if (!j->args) { free(j); luaL_error(L, "farm: out of memory"); return NULL; }
   j->id = c->e ? farm__engine_nextid(c->e) : 0;    /* a worker numbers its own */
   j->mode = (uint8_t)mode;
   j->refs = 1;                     /* the future's; the engine takes its own */
@@ -436,7 +444,7 @@ static void hand_over(lua_State *L, ctx *c, farm_job *j) {
 static void job_options(lua_State *L, int o, farm_job *j) {
   if (!o) return;
   lua_getfield(L, o, "timeout");
-  if (!lua_isnil(L, -1)) j->timeout = lua_tonumber(L, -1);
+  if (!lua_isnil(L, -1)) farm__jx(j)->timeout = lua_tonumber(L, -1);   /* (a job with a timeout has its block at once) */
   lua_getfield(L, o, "retries");
   if (!lua_isnil(L, -1)) j->max_retries = (uint16_t)lua_tointeger(L, -1);
   lua_getfield(L, o, "notify");
@@ -488,7 +496,7 @@ static int l_unread(lua_State *L) {
   lua_pushinteger(L, n);
   if (!first) return 1;
   lua_pushinteger(L, (lua_Integer)first->id);
-  lua_pushlstring(L, first->res ? first->res : "", first->nres);
+  lua_pushlstring(L, farm__jx(first)->res ? farm__jx(first)->res : "", farm__jx(first)->nres);
   return 3;
 }
 
@@ -496,11 +504,11 @@ static int l_unread(lua_State *L) {
    (submit_with{timeout =}): here, or on a node, which says so in its words */
 static int l_timed_out(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  int yes = farm__job_over(j) && farm__job_state(j) == JOB_FAILED && j->timeout > 0;
+  int yes = farm__job_over(j) && farm__job_state(j) == JOB_FAILED && farm__job_timeout(j) > 0;
   if (yes && !j->timed_out) {
     static const char words[] = "the job timed out after ";
-    yes = j->untrusted && j->res && j->nres > sizeof words - 1 &&
-          memcmp(j->res, words, sizeof words - 1) == 0;
+    yes = j->untrusted && farm__jx(j)->res && farm__jx(j)->nres > sizeof words - 1 &&
+          memcmp(farm__jx(j)->res, words, sizeof words - 1) == 0;
   }
   lua_pushboolean(L, yes);
   return 1;
@@ -727,6 +735,7 @@ static int l_meta(lua_State *L) {
   farm_job *j = check_job(L, 1);
   farm_engine *e = job_engine(L, 1);
   if (!farm__job_over(j) || !e) { lua_pushnil(L); return 1; }
+  farm_jobx *jx = farm__jx(j);     /* (over: it has its block) */
   double wall = farm__engine_wall(e);
   lua_createtable(L, 0, 6);
   lua_pushnumber(L, j->submitted + wall);
@@ -734,13 +743,13 @@ static int l_meta(lua_State *L) {
   /* When it ran, as its worker told (one clock for both ends, so the jobs a
      worker ran in turn have them in turn); else the earliest sign we saw: when
      it was seen running, or its end less what it ran. */
-  double started, ended = j->ended;
-  if (j->ran_to > 0) {
-    started = j->ran_from;
-    ended = j->ran_to;
+  double started, ended = jx->ended;
+  if (jx->ran_to > 0) {
+    started = jx->ran_from;
+    ended = jx->ran_to;
   } else {
-    started = j->busy > 0 ? j->ended - j->busy : 0;
-    if (j->started > 0 && (started <= 0 || j->started < started)) started = j->started;
+    started = jx->busy > 0 ? jx->ended - jx->busy : 0;
+    if (jx->started > 0 && (started <= 0 || jx->started < started)) started = jx->started;
   }
   if (started > 0 && started < j->submitted) started = j->submitted;
   if (ended < started) ended = started;
@@ -768,6 +777,8 @@ static int l_job_gc(lua_State *L) {
   job_ud *u = luaL_checkudata(L, 1, JOB_MT);
   if (u->job) farm__job_unref(u->job);
   u->job = NULL;
+  if (u->c && --u->c->nfutures == 0) luaL_unref(L, LUA_REGISTRYINDEX, u->c->ref);
+  u->c = NULL;
   return 0;
 }
 
@@ -827,7 +838,7 @@ static int l_pump(lua_State *L) {
 /* core.ctx_of(future) -> its pool's ctx */
 static int l_ctx_of(lua_State *L) {
   check_job(L, 1);
-  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job_ctx(L, 1)->ref);
   return 1;
 }
 
@@ -885,20 +896,21 @@ static int l_result(lua_State *L) {
   if (st == JOB_DONE) {
     farm_decoder d = result_decoder(L, j);
     lua_pushboolean(L, 1);
-    int n = farm__codec_decode(L, j->res, j->nres, &d);
+    int n = farm__codec_decode(L, farm__jx(j)->res, farm__jx(j)->nres, &d);
     return n + 1;
   }
   lua_pushboolean(L, 0);
   if (st == JOB_FAILED) j->read = 1;
   if (st == JOB_CANCELLED) lua_pushliteral(L, "the job was cancelled");
-  else if (st == JOB_FAILED) lua_pushlstring(L, j->res ? j->res : "", j->nres);
+  else if (st == JOB_FAILED) lua_pushlstring(L, farm__jx(j)->res ? farm__jx(j)->res : "", farm__jx(j)->nres);
   else lua_pushliteral(L, "the job has not finished");
-  lua_pushlstring(L, j->tb ? j->tb : "", j->ntb);
+  if (st >= JOB_DONE && farm__jx(j)->tb) lua_pushlstring(L, farm__jx(j)->tb, farm__jx(j)->ntb);
+  else lua_pushliteral(L, "");   /* (a job not over has no block of its own to read yet) */
   lua_pushstring(L, st == JOB_FAILED ? farm__job_where(j) : "");
-  if (st != JOB_FAILED || !j->val) return 4;
+  if (st != JOB_FAILED || !farm__jx(j)->val) return 4;
   /* the raised value, as it was (one value in its block) */
   farm_decoder d = result_decoder(L, j);
-  int n = farm__codec_decode(L, j->val, j->nval, &d);
+  int n = farm__codec_decode(L, farm__jx(j)->val, farm__jx(j)->nval, &d);
   if (n != 1) { lua_pop(L, n + 1); return 4; }
   lua_remove(L, -2);
   return 5;
@@ -907,7 +919,7 @@ static int l_result(lua_State *L) {
 /* core.stdout(job) -> what it printed (nil while it runs and before) */
 static int l_stdout(lua_State *L) {
   farm_job *j = check_job(L, 1);
-  if (farm__job_over(j) && j->out.n) lua_pushlstring(L, j->out.p, j->out.n);
+  if (farm__job_over(j) && farm__jx(j)->out.n) lua_pushlstring(L, farm__jx(j)->out.p, farm__jx(j)->out.n);
   else lua_pushnil(L);
   return 1;
 }

@@ -255,9 +255,10 @@ static void event(farm_engine *e, int type, uint64_t job, double t, const char *
 
 /* A job of the caller's (not a job's sub-job) has begun or ended at p. */
 static void job_event(farm_engine *e, farm_job *j, int type, double t) {
-  if (!e->events_on || j->owner) return;
-  const char *text = type == FARM_EV_JOB_FAILED ? j->res : NULL;
-  event(e, type, j->id, t, j->peer ? j->peer->name : "", text, text ? j->nres : 0);
+  if (!e->events_on || (j->x && j->x->owner)) return;
+  const char *text = type == FARM_EV_JOB_FAILED ? farm__jx(j)->res : NULL;
+  farm_peer *p = farm__job_peer(j);
+  event(e, type, j->id, t, p ? p->name : "", text, text ? farm__jx(j)->nres : 0);
 }
 
 /* A node came up or was lost (local workers come and go unseen). */
@@ -349,6 +350,7 @@ static void note_failure(farm_engine *e, farm_job *j);
 /* A job is over: publish its state (after its results), count it, tell whoever
    waits. The engine's reference goes with the caller (the lists it was on). */
 static void job_over(farm_engine *e, farm_job *j, int state) {
+  farm_jobx *jx = farm__jx(j);
   farm__engine_assert_locked(e);
   /* Nothing outside reaches this with a job already over: every caller holds a
      job it has just taken out of the one place a live job is -- the queue
@@ -361,23 +363,23 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
      (outstanding would wrap and a wait would never end) and hand it to its
      waiter twice. (A mutant without it survived the whole suite: issue 22.) */
   if (farm__job_over(j)) return;
-  if (j->stop_at > 0) { j->stop_at = 0; e->nstopping--; }
-  free(j->args); j->args = NULL; j->nargs = 0;
-  j->ended = farm__now();
+  if (jx->stop_at > 0) { jx->stop_at = 0; e->nstopping--; }
+  farm__job_drop_args(j);
+  jx->ended = farm__now();
   if (e->events_on) {
     if (!j->begun && state != JOB_CANCELLED)   /* too short to be seen running: begun now */
-      job_event(e, j, FARM_EV_JOB_STARTED, j->ran_from > 0 ? j->ran_from : j->ended);
+      job_event(e, j, FARM_EV_JOB_STARTED, jx->ran_from > 0 ? jx->ran_from : jx->ended);
     job_event(e, j, state == JOB_DONE ? FARM_EV_JOB_DONE : state == JOB_FAILED ? FARM_EV_JOB_FAILED
-              : FARM_EV_JOB_CANCELLED, j->ran_to > 0 ? j->ran_to : j->ended);
+              : FARM_EV_JOB_CANCELLED, jx->ran_to > 0 ? jx->ran_to : jx->ended);
   }
   if (state == JOB_FAILED) note_failure(e, j);
-  j->peer = NULL;
+  jx->peer = NULL;
   echo_rest(e, j);
-  if (j->owner) subdone(e, j, state);
+  if (jx->owner) subdone(e, j, state);
   if (j->notify) {
     __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);
-    j->fnext = NULL;
-    if (e->ftail) e->ftail->fnext = j; else __atomic_store_n(&e->fhead, j, __ATOMIC_RELEASE);
+    jx->fnext = NULL;
+    if (e->ftail) farm__jx(e->ftail)->fnext = j; else __atomic_store_n(&e->fhead, j, __ATOMIC_RELEASE);
     e->ftail = j;
   }
   __atomic_store_n(&j->state, (uint8_t)state, __ATOMIC_RELEASE);
@@ -389,8 +391,9 @@ static void job_over(farm_engine *e, farm_job *j, int state) {
 
 /* End a job with an error of the engine's own making. */
 static void job_fail(farm_engine *e, farm_job *j, const char *msg) {
-  if (j->rx) farm__job_drop_results(j);    /* (res is not its own to free) */
-  set_text(&j->res, &j->nres, msg);
+  farm_jobx *jx = farm__jx(j);
+  if (jx->rx) farm__job_drop_results(j);    /* (res is not its own to free) */
+  set_text(&jx->res, &jx->nres, msg);
   job_over(e, j, JOB_FAILED);
 }
 
@@ -417,24 +420,27 @@ static void progress_clear(farm_engine *e) {
 
 /* (queued for the terminal: written with the lock released, term.h) */
 static void echo_upto(farm_engine *e, farm_job *j, size_t upto) {
-  if (!e->echo || upto <= j->echoed) return;
-  farm__term_out(e->term, j->out.p + j->echoed, upto - j->echoed);
-  j->echoed = upto;
+  farm_jobx *jx = farm__jx(j);
+  if (!e->echo || upto <= jx->echoed) return;
+  farm__term_out(e->term, jx->out.p + jx->echoed, upto - jx->echoed);
+  jx->echoed = upto;
 }
 
 /* Echo the complete lines not echoed yet (and a very long partial one). */
 static void echo_lines(farm_engine *e, farm_job *j) {
-  size_t n = j->out.n;
-  while (n > j->echoed && j->out.p[n - 1] != '\n') n--;
-  if (n == j->echoed && j->out.n - j->echoed > ECHO_LINE_MAX) n = j->out.n;
+  farm_jobx *jx = farm__jx(j);
+  size_t n = jx->out.n;
+  while (n > jx->echoed && jx->out.p[n - 1] != '\n') n--;
+  if (n == jx->echoed && jx->out.n - jx->echoed > ECHO_LINE_MAX) n = jx->out.n;
   echo_upto(e, j, n);
 }
 
 /* The job ended: the rest goes out, ending with a newline of its own. */
 static void echo_rest(farm_engine *e, farm_job *j) {
-  if (!e->echo || j->out.n <= j->echoed) return;
-  echo_upto(e, j, j->out.n);
-  if (j->out.p[j->out.n - 1] != '\n') farm__term_out(e->term, "\n", 1);
+  farm_jobx *jx = farm__jx(j);
+  if (!e->echo || jx->out.n <= jx->echoed) return;
+  echo_upto(e, j, jx->out.n);
+  if (jx->out.p[jx->out.n - 1] != '\n') farm__term_out(e->term, "\n", 1);
 }
 
 /* A peer's jobs in flight by id (p->idx, hash.h): results come back in any
@@ -454,7 +460,7 @@ static void idx_clear(farm_peer *p) { farm__hash_clear(&p->idx); }
 void farm__engine_output(farm_engine *e, farm_peer *p, uint64_t id, const char *s, size_t n) {
   farm_job *j = find_inflight(p, id);
   if (!j || !n) return;
-  if (farm__buf_put(&j->out, s, n) < 0) return;
+  if (farm__buf_put(&farm__jx(j)->out, s, n) < 0) return;
   echo_lines(e, j);
 }
 
@@ -522,7 +528,7 @@ static void unqueue(farm_engine *e, farm_job *j) {
 /* Put a job back at the front of the queue (it keeps its place in line). */
 static void requeue_front(farm_engine *e, farm_job *j) {
   __atomic_store_n(&j->state, (uint8_t)JOB_QUEUED, __ATOMIC_RELAXED);
-  j->peer = NULL;
+  if (j->x) j->x->peer = NULL;
   j->taking = 0;
   j->inqueue = 1;
   if (j->pin) {
@@ -635,10 +641,11 @@ static void fix_broken(farm_engine *e) {
 static void hold(farm_peer *p, farm_job *j) {
   farm__engine_assert_locked(p->e);
   __atomic_store_n(&j->state, (uint8_t)JOB_SENT, __ATOMIC_RELAXED);
-  if (j->timeout > 0) p->ntimed++;
-  j->peer = p;
+  if (farm__job_timeout(j) > 0) p->ntimed++;
+  farm_jobx *jx = farm__jx(j);     /* (a job is given its block when it is first sent) */
+  jx->peer = p;
   j->next = NULL;
-  j->prev = p->tail;
+  jx->prev = p->tail;
   if (p->tail) p->tail->next = j; else p->head = j;
   p->tail = j;
   if (idx_put(p, j) < 0) peer_broken(p->e, p, "out of memory");   /* it is lost: its jobs go back */
@@ -858,13 +865,13 @@ static farm_job *take_inflight(farm_peer *p, uint64_t id, int attempt) {
   farm__engine_assert_locked(p->e);
   farm_job *j = find_inflight(p, id);
   if (j && (attempt < 0 || j->attempt == (unsigned)attempt)) {
-    if (j->prev) j->prev->next = j->next; else p->head = j->next;
-    if (j->next) j->next->prev = j->prev; else p->tail = j->prev;
+    if (j->x->prev) j->x->prev->next = j->next; else p->head = j->next;
+    if (j->next) j->next->x->prev = j->x->prev; else p->tail = j->x->prev;
     idx_del(p, j);
     if (p->ops->args_done) p->ops->args_done(p, id);   /* its shared args span, if any */
-    j->prev = NULL;
+    j->x->prev = NULL;
     p->inflight--;
-    if (j->timeout > 0) p->ntimed--;
+    if (farm__job_timeout(j) > 0) p->ntimed--;
     j->next = NULL;
     if (p->inflight <= p->suspended && !p->idle_since) p->idle_since = farm__now();
     return j;
@@ -998,44 +1005,45 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
     }
     if (!j) continue;              /* not ours (any more): a result arrives at most once */
     if (j->state == JOB_SENT) {
-      j->busy = busy;
-      if (times) { j->ran_from = times[2 * i]; j->ran_to = times[2 * i + 1]; }
+      farm_jobx *jx = farm__jx(j);
+      jx->busy = busy;
+      if (times) { jx->ran_from = times[2 * i]; jx->ran_to = times[2 * i + 1]; }
       j->untrusted = p->ops->untrusted;
       set_where(p, j);
       farm__job_drop_results(j);
       size_t kept = m.nblock + m.ntb + m.nval;
       if (shared) {
-        j->res = shared; j->nres = m.nblock;
+        jx->res = shared; jx->nres = m.nblock;
       } else if (rx && kept >= KEEP_MIN && kept >= rx->n / KEEP_PART) {
         __atomic_add_fetch(&rx->refs, 1, __ATOMIC_RELAXED);
-        j->rx = rx;
-        j->res = (char *)m.block; j->nres = m.nblock;
-        if (m.tb) { j->tb = (char *)m.tb; j->ntb = m.ntb; }
-        if (m.val && m.nval) { j->val = (char *)m.val; j->nval = m.nval; }
+        jx->rx = rx;
+        jx->res = (char *)m.block; jx->nres = m.nblock;
+        if (m.tb) { jx->tb = (char *)m.tb; jx->ntb = m.ntb; }
+        if (m.val && m.nval) { jx->val = (char *)m.val; jx->nval = m.nval; }
       } else {
-        j->res = farm__dupmem(m.block, m.nblock); j->nres = m.nblock;
-        if (m.tb) { j->tb = farm__dupmem(m.tb, m.ntb); j->ntb = m.ntb; }
-        if (m.val && m.nval) { j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
+        jx->res = farm__dupmem(m.block, m.nblock); jx->nres = m.nblock;
+        if (m.tb) { jx->tb = farm__dupmem(m.tb, m.ntb); jx->ntb = m.ntb; }
+        if (m.val && m.nval) { jx->val = farm__dupmem(m.val, m.nval); jx->nval = m.nval; }
       }
       /* out carries all the job printed; streaming may have echoed a prefix */
-      size_t echoed = j->echoed < m.nout ? j->echoed : m.nout;
-      j->out.n = 0;
-      farm__buf_put(&j->out, m.out, m.nout);
-      j->echoed = echoed;
+      size_t echoed = jx->echoed < m.nout ? jx->echoed : m.nout;
+      jx->out.n = 0;
+      farm__buf_put(&jx->out, m.out, m.nout);
+      jx->echoed = echoed;
       int st = status == FARM_JOB_OK ? JOB_DONE : JOB_FAILED;
-      if (j->stop_at > 0) {          /* cancelled with a grace: it ended in time */
+      if (jx->stop_at > 0) {          /* cancelled with a grace: it ended in time */
         st = JOB_CANCELLED;
         j->cancel_req = CANCEL_FORCE;
-        char *word = status == FARM_JOB_OK ? farm__dupmem(j->res, j->nres) : NULL;
+        char *word = status == FARM_JOB_OK ? farm__dupmem(jx->res, jx->nres) : NULL;
         if (word) {                  /* what it returned is its last word */
-          free(j->part);
-          j->part = word;
-          j->npart = j->nres;
-          j->nparts++;
-          j->part_untrusted = p->ops->untrusted;
+          free(jx->part);
+          jx->part = word;
+          jx->npart = jx->nres;
+          jx->nparts++;
+          jx->part_untrusted = p->ops->untrusted;
         }
       }
-      if (e->journal && !j->owner && st != JOB_CANCELLED) journal_hold(e, j, st);
+      if (e->journal && !jx->owner && st != JOB_CANCELLED) journal_hold(e, j, st);
       else job_over(e, j, st);
     }
     p->jobs++;
@@ -1065,7 +1073,7 @@ static int on_results(farm_engine *e, farm_peer *p, farm_rd *r, farm_rxmsg *rx) 
    keeps its client's id, for the node to tell its client (STARTED), so that a
    job on a node says "running" there too. Once per job. */
 static void job_begun(farm_engine *e, farm_job *j, double now) {
-  if (!j->started) j->started = now;
+  if (!farm__jx(j)->started) farm__jx(j)->started = now;
   if (j->begun) return;
   j->begun = 1;
   if (e->events_on) job_event(e, j, FARM_EV_JOB_STARTED, now);
@@ -1077,7 +1085,7 @@ static void job_begun(farm_engine *e, farm_job *j, double now) {
     e->begun = b;
     e->capbegun = cap;
   }
-  e->begun[e->nbegun++] = j->ext_id;
+  e->begun[e->nbegun++] = farm__jx(j)->ext_id;
   changed(e);
 }
 
@@ -1152,12 +1160,12 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
     j->fn = f;
     j->nargs = na;
     j->mode = (uint8_t)m.mode;
-    j->timeout = m.timeout;
+    farm__jx(j)->timeout = m.timeout;
     j->max_retries = (uint16_t)(m.retries < 0 ? FARM_DEFAULT_RETRIES : m.retries);
     j->id = farm__engine_nextid(e);
-    j->owner = p;
-    j->owner_gen = p->gen;
-    j->subid = m.subid;
+    farm__jx(j)->owner = p;
+    farm__jx(j)->owner_gen = p->gen;
+    farm__jx(j)->subid = m.subid;
     j->refs = 1;                               /* the engine's: nobody here holds a future */
     j->state = JOB_QUEUED;
     j->inqueue = 1;
@@ -1180,17 +1188,18 @@ static int on_submit(farm_engine *e, farm_peer *p, farm_rd *r) {
 /* A sub-job ended: its result goes back to the peer whose job submitted it
    (in the next SUBDONE message to it), unless that process is gone. */
 static void subdone(farm_engine *e, farm_job *j, int state) {
-  farm_peer *p = j->owner;
-  if (p->gen != j->owner_gen || !p->link) return;
+  farm_jobx *jx = farm__jx(j);
+  farm_peer *p = jx->owner;
+  if (p->gen != jx->owner_gen || !p->link) return;
   farm_buf *b = &p->subdone;
   const char *w = farm__job_where(j);
-  size_t size = j->out.n + j->nres + j->ntb + j->nval + strlen(w) + 48;
+  size_t size = jx->out.n + jx->nres + jx->ntb + jx->nval + strlen(w) + 48;
   if (p->nsubdone && b->n + size > e->batch_limit) flush_subdone_of(e, p);   /* the receiver drops a message over its limit */
   if (!p->nsubdone) farm__proto_put_list(b, FARM_MSG_SUBDONE);
   int status = state == JOB_DONE ? 0 : state == JOB_FAILED ? 1 : 2;
-  farm_msg_subdone m = { .subid = j->subid, .status = status, .out = j->out.p, .nout = j->out.n,
-                         .block = j->res, .nblock = status == 2 ? 0 : j->nres,
-                         .tb = j->tb, .ntb = j->ntb, .val = j->val, .nval = j->nval,
+  farm_msg_subdone m = { .subid = jx->subid, .status = status, .out = jx->out.p, .nout = jx->out.n,
+                         .block = jx->res, .nblock = status == 2 ? 0 : jx->nres,
+                         .tb = jx->tb, .ntb = jx->ntb, .val = jx->val, .nval = jx->nval,
                          .where = w, .nwhere = strlen(w) };
   farm__proto_put_subdone(b, &m);
   p->nsubdone++;
@@ -1224,8 +1233,8 @@ static int on_partial(farm_engine *e, farm_peer *p, farm_rd *r) {
     farm_sent_file *f = malloc(sizeof *f + n + 1);
     if (!f) return FARM_ENOMEM;
     memset(f, 0, sizeof *f);
-    f->ext_id = j->ext_id;
-    f->ext_attempt = j->ext_attempt;
+    f->ext_id = farm__jx(j)->ext_id;
+    f->ext_attempt = farm__jx(j)->ext_attempt;
     f->partial = 1;
     f->path = f->data = (char *)(f + 1);
     memcpy(f->data, block, n);
@@ -1237,11 +1246,11 @@ static int on_partial(farm_engine *e, farm_peer *p, farm_rd *r) {
   }
   char *copy = farm__dupmem(block, n);
   if (!copy) return FARM_ENOMEM;
-  free(j->part);
-  j->part = copy;
-  j->npart = n;
-  j->nparts++;
-  j->part_untrusted = p->ops->untrusted;
+  free(farm__jx(j)->part);
+  farm__jx(j)->part = copy;
+  farm__jx(j)->npart = n;
+  farm__jx(j)->nparts++;
+  farm__jx(j)->part_untrusted = p->ops->untrusted;
   if (e->events_on) job_event(e, j, FARM_EV_JOB_PARTIAL, farm__now());
   changed(e);
   return 0;
@@ -1272,8 +1281,8 @@ static int on_file(farm_engine *e, farm_peer *p, farm_rd *r, char *err, size_t e
     farm_sent_file *f = malloc(sizeof *f + npath + ndata + 1);
     if (!f) return FARM_ENOMEM;
     memset(f, 0, sizeof *f);
-    f->ext_id = j->ext_id;
-    f->ext_attempt = j->ext_attempt;
+    f->ext_id = farm__jx(j)->ext_id;
+    f->ext_attempt = farm__jx(j)->ext_attempt;
     f->dev = dev;
     f->ino = ino;
     f->path = (char *)(f + 1);
@@ -1544,7 +1553,7 @@ int farm__peer_drain(farm_peer *p) {
    taken back, or stopped with their worker when they have begun. */
 static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
   for (farm_job *j = e->qhead; j; j = j->next)
-    if (j->owner == p && j->owner_gen == gen && j->state == JOB_QUEUED) {
+    if (j->x && j->x->owner == p && j->x->owner_gen == gen && j->state == JOB_QUEUED) {
       j->inqueue = 0;
       e->nqueued--;
       j->cancel_req = CANCEL_TAKE;
@@ -1554,7 +1563,7 @@ static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
     farm_peer *q = e->peers[i];
     int take = 0;
     for (farm_job *j = q->head; j; j = j->next) {
-      if (j->owner != p || j->owner_gen != gen || j->state != JOB_SENT || j->cancel_req) continue;
+      if (!j->x || j->x->owner != p || j->x->owner_gen != gen || j->state != JOB_SENT || j->cancel_req) continue;
       uint64_t r = q->ops->running ? q->ops->running(q) : 0;
       if (r == j->id) {
         j->cancel_req = CANCEL_FORCE;
@@ -1572,7 +1581,7 @@ static void cancel_orphans(farm_engine *e, farm_peer *p, uint64_t gen) {
 
 /* j (taken off p's list) is lost with p: back to the queue, or over. */
 static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, const char *why) {
-  j->peer = NULL;
+  if (j->x) j->x->peer = NULL;
   j->taking = 0;
   if (j->state != JOB_SENT) { farm__job_unref(j); return; }
   set_where(p, j);
@@ -1581,7 +1590,7 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
     job_over(e, j, JOB_CANCELLED);
   } else if (blamed && j->timed_out) {
     char msg[160];
-    snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", j->timeout);
+    snprintf(msg, sizeof msg, "the job timed out after %g s and was stopped", farm__job_timeout(j));
     job_fail(e, j, msg);
   } else if (blamed ? j->attempt >= j->max_retries : j->requeues >= REQUEUE_MAX) {
     job_fail(e, j, why);
@@ -1589,10 +1598,12 @@ static void lose_job(farm_engine *e, farm_peer *p, farm_job *j, int blamed, cons
     if (blamed) j->attempt++; else j->requeues++;
     j->cancel_req = 0;
     j->timed_out = 0;
-    j->started = 0;
     j->begun = 0;
-    j->out.n = 0;                  /* what this try printed was echoed; the next starts afresh */
-    j->echoed = 0;
+    if (j->x) {                    /* what this try printed was echoed; the next starts afresh */
+      j->x->started = 0;
+      j->x->out.n = 0;
+      j->x->echoed = 0;
+    }
     requeue_front(e, j);
     return;
   }
@@ -1694,15 +1705,16 @@ static void check_timeouts(farm_engine *e, double now) {
     }
     if ((!p->ntimed && !e->nstopping) || p->broken) continue;
     for (farm_job *j = p->head; j; j = j->next) {
-      if (j->stop_at > 0 && now > j->stop_at && j->state == JOB_SENT) {
+      farm_jobx *jx = j->x;          /* (none yet: not begun, no stop asked) */
+      if (jx && jx->stop_at > 0 && now > jx->stop_at && j->state == JOB_SENT) {
         /* cancelled with a grace, and the grace is over: stopped as a forced cancel */
         stop_for(p, j->id, "a job cancelled with a grace did not end within it");
         break;
       }
-      if (j->timeout <= 0 || !j->started || j->timed_out || now - j->started <= j->timeout) continue;
+      if (!jx || jx->timeout <= 0 || !jx->started || j->timed_out || now - jx->started <= jx->timeout) continue;
       char why[160];
       j->timed_out = 1;
-      snprintf(why, sizeof why, "job %llu timed out after %g s", (unsigned long long)j->id, j->timeout);
+      snprintf(why, sizeof why, "job %llu timed out after %g s", (unsigned long long)j->id, jx->timeout);
       p->ops->kill(p, why, j->id);
       break;                                 /* p is a fresh process now */
     }
@@ -2286,7 +2298,7 @@ static int cancel_step(farm_engine *e, farm_job *j, int force) {
     job_over(e, j, JOB_CANCELLED);
     return 1;
   }
-  farm_peer *p = j->peer;
+  farm_peer *p = farm__job_peer(j);
   if (!p) return 0;
   if (j->cancel_req == CANCEL_FORCE) return -1;   /* the loop is stopping it: wait */
   uint64_t running = p->ops->running ? p->ops->running(p) : 0;
@@ -2314,18 +2326,18 @@ int farm__engine_stop(farm_engine *e, farm_job *j, double grace) {
   int rc = 0, st = farm__job_state(j);
   if (st == JOB_QUEUED) {
     rc = cancel_step(e, j, 1);               /* not started: cancelled now */
-  } else if (st == JOB_SENT && j->peer && !j->stop_at && j->cancel_req != CANCEL_FORCE) {
+  } else if (st == JOB_SENT && farm__job_peer(j) && !j->x->stop_at && j->cancel_req != CANCEL_FORCE) {
     farm_buf b;
     farm__buf_init(&b);
-    if (farm__proto_put_stop(&b, j->id) == 0 && farm__peer_send(j->peer, b.p, b.n) == 0) {
+    if (farm__proto_put_stop(&b, j->id) == 0 && farm__peer_send(j->x->peer, b.p, b.n) == 0) {
       if (grace >= 0) {              /* (a loss meanwhile ends it cancelled too) */
-        j->stop_at = farm__now() + (grace > 0 ? grace : 1e-3);
+        j->x->stop_at = farm__now() + (grace > 0 ? grace : 1e-3);
         j->cancel_req = CANCEL_FORCE;
         e->nstopping++;
       }
       rc = -1;
     } else {
-      peer_broken(e, j->peer, "cannot send a stop");
+      peer_broken(e, j->x->peer, "cannot send a stop");
     }
     farm__buf_free(&b);
   } else if (st == JOB_SENT) {
@@ -2341,11 +2353,12 @@ uint32_t farm__engine_partial(farm_engine *e, farm_job *j, char **out, size_t *n
   *out = NULL;
   *n = 0;
   engine_lock(e);
-  uint32_t k = j->nparts;
-  if (k && j->part) {
-    *out = farm__dupmem(j->part, j->npart);
-    *n = j->npart;
-    *untrusted = j->part_untrusted;
+  farm_jobx *x = j->x;             /* (none yet: nothing provided) */
+  uint32_t k = x ? x->nparts : 0;
+  if (k && x->part) {
+    *out = farm__dupmem(x->part, x->npart);
+    *n = x->npart;
+    *untrusted = x->part_untrusted;
     if (!*out) k = 0;
   }
   engine_unlock(e);
@@ -2421,7 +2434,7 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
   if (st != JOB_SENT) return names[st];
   engine_lock(e);
   int running = 0;
-  farm_peer *p = j->peer;
+  farm_peer *p = farm__job_peer(j);
   if (j->state == JOB_SENT && p) {
     int seen = p->ops->running && p->ops->running(p) == j->id;
     if (seen) job_begun(e, j, farm__now());     /* (before the loop's next look) */
@@ -2434,9 +2447,9 @@ const char *farm__engine_status(farm_engine *e, farm_job *j) {
 int farm__engine_where(farm_engine *e, farm_job *j, char *out, size_t n, double *since) {
   int found = 0;
   engine_lock(e);
-  if (j->state == JOB_SENT && j->peer) {
-    where(j->peer, out, n);
-    if (since) *since = j->started;
+  if (j->state == JOB_SENT && farm__job_peer(j)) {
+    where(farm__job_peer(j), out, n);
+    if (since) *since = farm__jx(j)->started;
     found = 1;
   }
   engine_unlock(e);
@@ -2448,7 +2461,7 @@ farm_job *farm__engine_finished(farm_engine *e) {
   engine_lock(e);
   farm_job *j = e->fhead;
   if (j) {
-    e->fhead = j->fnext;
+    e->fhead = farm__jx(j)->fnext;
     if (!e->fhead) e->ftail = NULL;
   }
   engine_unlock(e);
@@ -2493,11 +2506,11 @@ static void note_failure(farm_engine *e, farm_job *j) {
   if (!e->errs && !(e->errs = calloc(FARM_STATUS_ERRORS, sizeof *e->errs))) return;
   farm_status_error *r = &e->errs[e->nerrs++ % FARM_STATUS_ERRORS];
   r->job = j->id;
-  snprintf(r->worker, sizeof r->worker, "%s", j->peer ? j->peer->name : "");
-  snprintf(r->msg, sizeof r->msg, "%.*s", (int)(j->nres < sizeof r->msg ? j->nres : sizeof r->msg - 1),
-           j->res ? j->res : "");
-  snprintf(r->tb, sizeof r->tb, "%.*s", (int)(j->ntb < sizeof r->tb ? j->ntb : sizeof r->tb - 1),
-           j->tb ? j->tb : "");
+  snprintf(r->worker, sizeof r->worker, "%s", farm__job_peer(j) ? farm__job_peer(j)->name : "");
+  snprintf(r->msg, sizeof r->msg, "%.*s", (int)(farm__jx(j)->nres < sizeof r->msg ? farm__jx(j)->nres : sizeof r->msg - 1),
+           farm__jx(j)->res ? farm__jx(j)->res : "");
+  snprintf(r->tb, sizeof r->tb, "%.*s", (int)(farm__jx(j)->ntb < sizeof r->tb ? farm__jx(j)->ntb : sizeof r->tb - 1),
+           farm__jx(j)->tb ? farm__jx(j)->tb : "");
 }
 
 /* The figures of the status page: copied under the lock, at once. The local
@@ -2793,7 +2806,7 @@ void farm__engine_term_clear(farm_engine *e) { farm__term_clear(e->term); }
 void farm__engine_free(farm_engine *e) {
   if (!e) return;
   farm__engine_close(e);
-  for (farm_job *j; (j = e->fhead); ) { e->fhead = j->fnext; farm__job_unref(j); }
+  for (farm_job *j; (j = e->fhead); ) { e->fhead = farm__jx(j)->fnext; farm__job_unref(j); }
   for (int i = 0; i < e->nshares; i++) { free(e->shares[i].name); free(e->shares[i].p); }
   free(e->shares);
   free(e->begun);

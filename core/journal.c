@@ -355,16 +355,17 @@ int farm__journal_replay(farm_journal *jn, farm_job *j) {
   while (x && (x->used || memcmp(x->call, call, SUMLEN) != 0)) x = x->same;
   if (!x) return 0;
   farm__job_drop_results(j);
-  j->res = farm__dupmem(x->res, x->nres);
-  j->nres = x->nres;
-  if (x->flags & 1) { j->tb = farm__dupmem(x->tb, x->ntb); j->ntb = x->ntb; }
-  if (x->flags & 2) { j->val = farm__dupmem(x->val, x->nval); j->nval = x->nval; }
-  if (!j->res || ((x->flags & 1) && !j->tb) || ((x->flags & 2) && !j->val)) {
+  farm_jobx *jx = farm__jx(j);
+  jx->res = farm__dupmem(x->res, x->nres);
+  jx->nres = x->nres;
+  if (x->flags & 1) { jx->tb = farm__dupmem(x->tb, x->ntb); jx->ntb = x->ntb; }
+  if (x->flags & 2) { jx->val = farm__dupmem(x->val, x->nval); jx->nval = x->nval; }
+  if (!jx->res || ((x->flags & 1) && !jx->tb) || ((x->flags & 2) && !jx->val)) {
     farm__job_drop_results(j);
     return 0;                                    /* out of memory: it runs */
   }
-  j->out.n = 0;
-  farm__buf_put(&j->out, x->out, x->nout);
+  jx->out.n = 0;
+  farm__buf_put(&jx->out, x->out, x->nout);
   j->untrusted = x->untrusted;
   char where[96];
   int nw = snprintf(where, sizeof where, "%.*s, as the journal recorded", (int)(x->nwhere < 60 ? x->nwhere : 60),
@@ -376,6 +377,7 @@ int farm__journal_replay(farm_journal *jn, farm_job *j) {
 }
 
 int farm__journal_add(farm_journal *jn, farm_job *j, int state) {
+  farm_jobx *jx = farm__jx(j);
   if (jn->stopped) return -1;
   if (jn->nheld == jn->capheld) {
     size_t cap = jn->capheld ? 2 * jn->capheld : 64;
@@ -392,11 +394,11 @@ int farm__journal_add(farm_journal *jn, farm_job *j, int state) {
   rc |= farm__buf_put(b, call, SUMLEN);
   rc |= farm__buf_u8(b, state == JOB_DONE ? 0 : 1);
   rc |= farm__buf_u8(b, j->untrusted);
-  rc |= farm__buf_u8(b, (uint8_t)((j->tb ? 1 : 0) | (j->val ? 2 : 0)));
-  rc |= farm__buf_str(b, j->res, j->nres);
-  rc |= farm__buf_str(b, j->tb, j->ntb);
-  rc |= farm__buf_str(b, j->val, j->nval);
-  rc |= farm__buf_str(b, j->out.p, j->out.n);
+  rc |= farm__buf_u8(b, (uint8_t)((jx->tb ? 1 : 0) | (jx->val ? 2 : 0)));
+  rc |= farm__buf_str(b, jx->res, jx->nres);
+  rc |= farm__buf_str(b, jx->tb, jx->ntb);
+  rc |= farm__buf_str(b, jx->val, jx->nval);
+  rc |= farm__buf_str(b, jx->out.p, jx->out.n);
   rc |= farm__buf_str(b, farm__job_where(j), strlen(farm__job_where(j)));
   size_t len = b->n - at - 4;
   if (!rc && len <= RECORD_MAX) rc = farm__buf_reserve(b, SUMLEN);

@@ -923,7 +923,7 @@ static void node_tick(farm_peer *p, double now) {
      when each job starts */
   if (p->ntimed)
     for (farm_job *j = p->head; j; j = j->next)
-      if (j->timeout > 0 && !j->started) { j->started = now; j->begun = 1; }
+      if (farm__job_timeout(j) > 0 && !farm__jx(j)->started) { farm__jx(j)->started = now; j->begun = 1; }
 }
 
 static uint64_t node_running(farm_peer *p) { (void)p; return 0; }

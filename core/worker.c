@@ -429,10 +429,10 @@ static int on_subdone(worker *w, farm_rd *r) {
       farm_job *j = w->subs[k];
       if (j->id != m.subid) continue;
       w->subs[k] = w->subs[--w->nsubs];
-      j->res = farm__dupmem(m.block, m.nblock); j->nres = m.nblock;
-      if (m.tb) { j->tb = farm__dupmem(m.tb, m.ntb); j->ntb = m.ntb; }
-      if (m.val && m.nval) { j->val = farm__dupmem(m.val, m.nval); j->nval = m.nval; }
-      farm__buf_put(&j->out, m.out, m.nout);
+      farm__jx(j)->res = farm__dupmem(m.block, m.nblock); farm__jx(j)->nres = m.nblock;
+      if (m.tb) { farm__jx(j)->tb = farm__dupmem(m.tb, m.ntb); farm__jx(j)->ntb = m.ntb; }
+      if (m.val && m.nval) { farm__jx(j)->val = farm__dupmem(m.val, m.nval); farm__jx(j)->nval = m.nval; }
+      farm__buf_put(&farm__jx(j)->out, m.out, m.nout);
       size_t nw = m.nwhere;
       farm__job_set_where(j, m.where, nw < WHERE_MAX ? nw : WHERE_MAX);
       __atomic_store_n(&j->state, (uint8_t)(m.status == 0 ? JOB_DONE : m.status == 1 ? JOB_FAILED : JOB_CANCELLED),
@@ -1348,14 +1348,12 @@ int farm__worker_submit(worker *w, farm_job *j) {
   w->subs[w->nsubs++] = j;
   pthread_mutex_unlock(&w->mu);
   if (w->nsubmit && w->submit.n + j->nargs + j->fn->n + 64 > w->result_limit) flush_submits(w);
-  farm_msg_submit m = { .subid = j->id, .mode = j->mode, .fresh = j->fn->fresh, .timeout = j->timeout,
+  farm_msg_submit m = { .subid = j->id, .mode = j->mode, .fresh = j->fn->fresh, .timeout = farm__job_timeout(j),
                         .retries = j->max_retries != FARM_DEFAULT_RETRIES ? j->max_retries : -1,
                         .fnb = j->fn->p, .nfn = j->fn->n, .args = j->args, .nargs = j->nargs };
   farm__proto_put_submit(&w->submit, &m);
   w->nsubmit++;
-  free(j->args);
-  j->args = NULL;
-  j->nargs = 0;
+  farm__job_drop_args(j);
   return 0;
 }
 

@@ -243,9 +243,10 @@ static void send_results(node *n) {
   while ((j = farm__engine_finished(n->e))) {
     forward_files(n);              /* what it sent came before it finished: it goes first */
     int st = farm__job_state(j);
-    farm_job *mine = farm__hash_get(&n->jobs, j->ext_id);
+    farm_jobx *jx = farm__jx(j);   /* (over: it has its block) */
+    farm_job *mine = farm__hash_get(&n->jobs, jx->ext_id);
     if (mine == j) {                           /* (not a newer try of that id) */
-      farm__hash_del(&n->jobs, j->ext_id);
+      farm__hash_del(&n->jobs, jx->ext_id);
       farm__job_unref(mine);                   /* the map's reference */
     }
     if (!n->sealed || st == JOB_CANCELLED) { farm__job_unref(j); continue; }   /* nobody wants it */
@@ -255,13 +256,13 @@ static void send_results(node *n) {
     }
     farm_buf *b = &n->res;
     /* when it ran, on our clock (as our worker told; else as we saw it) */
-    double to = j->ran_to > 0 ? j->ran_to : j->ended;
-    double from = j->ran_to > 0 ? j->ran_from : j->ended - j->busy;
+    double to = jx->ran_to > 0 ? jx->ran_to : jx->ended;
+    double from = jx->ran_to > 0 ? jx->ran_from : jx->ended - jx->busy;
     farm__proto_put_time(&n->times, from > 0 ? from : 0, to > from ? to : from > 0 ? from : 0);
-    farm_msg_result m = { .id = j->ext_id, .attempt = j->ext_attempt,
-                          .status = st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR, .busy = j->busy,
-                          .out = j->out.p, .nout = j->out.n, .block = j->res, .nblock = j->nres,
-                          .tb = j->tb, .ntb = j->ntb, .val = j->val, .nval = j->val ? j->nval : 0 };
+    farm_msg_result m = { .id = jx->ext_id, .attempt = jx->ext_attempt,
+                          .status = st == JOB_DONE ? FARM_JOB_OK : FARM_JOB_ERROR, .busy = jx->busy,
+                          .out = jx->out.p, .nout = jx->out.n, .block = jx->res, .nblock = jx->nres,
+                          .tb = jx->tb, .ntb = jx->ntb, .val = jx->val, .nval = jx->val ? jx->nval : 0 };
     farm__proto_put_result(b, &m);
     if (st != JOB_DONE) n->jobs_failed++;
     else n->jobs_done++;
@@ -653,13 +654,12 @@ static int on_jobs(node *n, farm_rd *r, char *err, size_t errlen) {
         if (farm__hash_put(&n->fns, hkey(hash), fn) < 0) { farm__fn_unref(fn); farm__fn_unref(fn); return FARM_ENOMEM; }
       }
     }
-    farm_job *j = farm__job_new();
-    if (!j || !(j->args = farm__dupmem(args, nargs))) { farm__fn_unref(fn); free(j); return FARM_ENOMEM; }
-    j->nargs = nargs;
+    farm_job *j = farm__job_new_args(args, nargs);
+    if (!j) { farm__fn_unref(fn); return FARM_ENOMEM; }
     j->fn = fn;
     j->id = farm__engine_nextid(n->e);
-    j->ext_id = id;
-    j->ext_attempt = (uint16_t)attempt;
+    farm__jx(j)->ext_id = id;
+    farm__jx(j)->ext_attempt = (uint16_t)attempt;
     j->max_retries = (uint16_t)m.retries;   /* the client's, not our default */
     j->mode = (uint8_t)mode;
     j->notify = 1;

@@ -96,7 +96,7 @@ static farm_job *job_with(farm_engine *e, farm_fn *f, int arg, double timeout, i
   __atomic_add_fetch(&f->refs, 1, __ATOMIC_RELAXED);
   j->refs = 1;
   j->args = block(NULL, 1, &arg, &j->nargs);
-  j->timeout = timeout;
+  if (timeout > 0) farm__jx(j)->timeout = timeout;
   j->max_retries = (uint16_t)retries;
   farm__engine_submit(e, j);
   return j;
@@ -123,7 +123,7 @@ static farm_job *held(farm_engine *e, int max_retries, double timeout) {
   j->args = strdup("a");
   j->nargs = 1;
   j->max_retries = (uint16_t)max_retries;
-  j->timeout = timeout;
+  if (timeout > 0) farm__jx(j)->timeout = timeout;
   farm__engine_test_add(e, j);
   return j;
 }
@@ -157,8 +157,8 @@ static int taken(farm_engine *e, farm_peer *p, uint64_t id) {
   return rc;
 }
 
-static int res_has(const farm_job *j, const char *text) {
-  return j->res && j->nres && memmem(j->res, j->nres, text, strlen(text)) != NULL;
+static int res_has(farm_job *j, const char *text) {
+  return farm__jx(j)->res && farm__jx(j)->nres && memmem(farm__jx(j)->res, farm__jx(j)->nres, text, strlen(text)) != NULL;
 }
 
 static int released;
@@ -278,13 +278,13 @@ static void test_rules(void) {
   ok(farm__engine_take(e, p, msg, b2.n, count_release, err, sizeof err) == 0 &&
      farm__job_state(big1) == JOB_DONE && farm__job_state(big2) == JOB_FAILED && farm__job_state(small) == JOB_DONE,
      "rules: RESULTS taken whole end their jobs");
-  ok(big1->rx && big1->res >= msg && big1->res < msg + b2.n && big1->nres == 100000 &&
-     memcmp(big1->res, block, 100000) == 0 && big1->out.n == 1,
+  ok(farm__jx(big1)->rx && farm__jx(big1)->res >= msg && farm__jx(big1)->res < msg + b2.n && farm__jx(big1)->nres == 100000 &&
+     memcmp(farm__jx(big1)->res, block, 100000) == 0 && farm__jx(big1)->out.n == 1,
      "rules: a large result points into its message, not copied out");
-  ok(big2->rx == big1->rx && big2->nres == 50000 && big2->ntb == 2 && memcmp(big2->tb, "tb", 2) == 0 &&
-     big2->nval == 20000 && memcmp(big2->val, block, 20000) == 0,
+  ok(farm__jx(big2)->rx == farm__jx(big1)->rx && farm__jx(big2)->nres == 50000 && farm__jx(big2)->ntb == 2 && memcmp(farm__jx(big2)->tb, "tb", 2) == 0 &&
+     farm__jx(big2)->nval == 20000 && memcmp(farm__jx(big2)->val, block, 20000) == 0,
      "rules: ...an error's message, traceback and value too");
-  ok(!small->rx && small->nres == 1 && small->res[0] == 's' && !released,
+  ok(!farm__jx(small)->rx && farm__jx(small)->nres == 1 && farm__jx(small)->res[0] == 's' && !released,
      "rules: a small result is copied out, and the message is kept while a job points into it");
   farm__engine_free(e);
   farm__job_unref(big1);
@@ -355,8 +355,8 @@ int main(void) {
   farm_job *late = job_with(e, forever, 0, 0.3, 2);
   double t1 = farm__now();
   while (!farm__job_over(late) && farm__now() - t1 < 20) farm__engine_wait(e, farm__engine_gen(e), 10.0);
-  ok(farm__job_state(late) == JOB_FAILED && late->attempt == 0 && late->res &&
-     memmem(late->res, late->nres, "timed out", 9), "a job past its timeout fails as timed out, not tried again");
+  ok(farm__job_state(late) == JOB_FAILED && late->attempt == 0 && farm__jx(late)->res &&
+     memmem(farm__jx(late)->res, farm__jx(late)->nres, "timed out", 9), "a job past its timeout fails as timed out, not tried again");
   ok(farm__now() - t1 < 5, "...within seconds of its limit");
   /* a job that kills its worker each time: tried again up to its retries,
      then failed with the cause; the pool is whole after */
@@ -365,7 +365,7 @@ int main(void) {
   while (!farm__job_over(dying)) farm__engine_wait(e, farm__engine_gen(e), 10.0);
   ok(farm__job_state(dying) == JOB_FAILED && dying->attempt == 2,
      "a job that kills its worker runs 1 + its 2 retries, then fails");
-  ok(dying->res && memmem(dying->res, dying->nres, "exit", 4), "...saying how its worker ended");
+  ok(farm__jx(dying)->res && memmem(farm__jx(dying)->res, farm__jx(dying)->nres, "exit", 4), "...saying how its worker ended");
   /* a worker lost under its job (killed from outside): the job runs again */
   /* a second of the worker's own CPU time: os.time() + 1 could end within a
      millisecond (the next whole second), before the kill lands */

@@ -38,7 +38,7 @@ int main(void) {
   farm__engine_wait(e, farm__engine_gen(e), 0);   /* the caller dispatches: the send fails */
   OK(p->broken, "the failed send marks the peer broken");
   OK(strstr(p->broken_why, "cannot send jobs") != NULL, "with the reason");
-  OK(farm__job_state(j) == JOB_SENT && j->peer == p, "its job is held where it went, to come back when the peer is replaced");
+  OK(farm__job_state(j) == JOB_SENT && farm__job_peer(j) == p, "its job is held where it went, to come back when the peer is replaced");
   farm__engine_peer_lost(e, p, 0, p->broken_why);   /* what the loop's kill does */
   OK(farm__job_state(j) == JOB_QUEUED, "losing the peer puts the job back in the queue");
   farm__link_close(p->link);

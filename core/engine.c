@@ -680,8 +680,6 @@ static void send_shares(farm_engine *e, farm_peer *p) {
   }
 }
 
-static void recount_capacity(farm_engine *e);
-
 /* Build one JOBS message of up to k jobs from a queue (head, tail, count) for
    p, and send it. */
 static void send_from(farm_engine *e, farm_peer *p, int k, farm_job **qhead, farm_job **qtail,
@@ -1408,7 +1406,9 @@ static int engine_message(farm_engine *e, farm_peer *p, const void *msg, size_t 
     p->capped = p->cap_limit > 0 && cap > (uint64_t)p->cap_limit;
     p->capacity = p->capped ? p->cap_limit : (int)cap;
     p->ready = 1;
-    recount_capacity(e);
+    e->capacity = 0;
+    for (int i = 0; i < e->npeers; i++)
+      e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
     p->idle_since = farm__now();
     if (p->ops->connected) p->ops->connected(p);
     node_event(e, p, FARM_EV_NODE_UP, p->rejoined ? "rejoined" : NULL);
@@ -1904,16 +1904,10 @@ static void wake_loop(farm_engine *e) {
 
 static int is_local(farm_peer *p) { return p->ops->local_pool; }
 
-/* The pool's size that farm.workers() in a job says: the peers that said HELLO,
-   and the local workers still starting (a job may reach the first worker up
-   before the second said HELLO: farm__engine_open), as farm__engine_workers
-   counts them. */
 static void recount_capacity(farm_engine *e) {
   e->capacity = 0;
-  for (int i = 0; i < e->npeers; i++) {
-    farm_peer *p = e->peers[i];
-    e->capacity += !p->retired && (p->ready || (!p->dead && !p->ops->remote)) ? p->capacity : 0;
-  }
+  for (int i = 0; i < e->npeers; i++)
+    e->capacity += e->peers[i]->ready && !e->peers[i]->retired ? e->peers[i]->capacity : 0;
 }
 
 /* Ask a retired peer for its jobs not begun yet (one TAKE at a time; what it
@@ -2706,28 +2700,20 @@ int farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, s
     snprintf(err, errlen, "cannot start the engine's thread");
     goto fail;
   }
-  /* Wait for the nodes and the first local worker to say hello: start-up
-     errors show here. The other local workers go on starting while the caller
-     goes on (its first job goes to the first worker up, not after the last:
-     on a busy machine the last can be many milliseconds behind); one that
-     fails to start is lost as one that dies, and the socket directory goes
-     when the last connected (or at close). */
+  /* Wait for every worker to say hello: start-up errors show here, and the
+     socket directory is gone before the caller goes on. */
   double until = farm__now() + START_TIMEOUT;
   for (;;) {
     uint64_t gen = farm__engine_gen(e);
     engine_lock(e);
-    int waiting = 0, waiting_remote = 0, up = 0;
-    for (int i = 0; i < e->npeers; i++) {
-      farm_peer *p = e->peers[i];
-      if (p->dead || p->retired) continue;
-      if (p->ready) up++;
-      else { waiting++; waiting_remote += p->ops->remote; }
-    }
+    int waiting = 0;
+    for (int i = 0; i < e->npeers; i++)
+      waiting += !e->peers[i]->ready && !e->peers[i]->dead && !e->peers[i]->retired;
     int live = live_peers(e), failed = e->start_failed;
     if (failed || (!live && e->err[0])) snprintf(err, errlen, "%s", e->err);
     engine_unlock(e);
     if (failed || !live) { if (!err[0]) snprintf(err, errlen, "no worker started"); goto fail; }
-    if (!waiting || (up && !waiting_remote)) break;
+    if (!waiting) break;
     if (farm__now() > until) {
       snprintf(err, errlen, "%d of %d workers (%.300s) did not start within %g s",
                waiting, e->npeers, e->exe, START_TIMEOUT);

@@ -57,9 +57,7 @@ typedef struct farm_engine_opts {
 typedef struct farm_engine farm_engine;
 
 /* Open an engine with its local workers and start its loop thread; waits until
-   the nodes and the first local worker are connected (the other local workers
-   go on starting: jobs go to them once they said HELLO). On failure returns a
-   negative code and err says why. */
+   the workers are connected. On failure returns a negative code and err says why. */
 int  farm__engine_open(farm_engine **out, const farm_engine_opts *o, char *err, size_t errlen);
 /* Stop the loop and every peer; jobs not finished fail ("the farm was closed").
    Safe to call twice. farm__engine_free after it frees the engine. */

@@ -119,8 +119,10 @@ local function start(body, opts)
   return pids, log
 end
 
+-- (the shell's own line, "exit N" alone on its line: a script's output may say
+-- "exit 0" inside a line of its own, as os.execute's results do)
 local function exit_line(log)
-  wait_until(function() return H.slurp(log):find("exit %d+") ~= nil end, 30)
+  wait_until(function() return ("\n" .. H.slurp(log)):find("\nexit %d+\n") ~= nil end, 30)
   return H.slurp(log)
 end
 

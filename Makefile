@@ -78,7 +78,7 @@ $(B)/version: FORCE
 	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
 
 $(B)/luasrc.c: $(LUA_SRC) scripts/embed.lua | $(B)/obj
-	lua5.4 scripts/embed.lua $@ $(LUA_SRC)
+	lua5.4 scripts/embed.lua $@ "$$(lua5.4 -v | cut -d' ' -f1,2)" $(LUA_SRC)
 
 # The status page (core/status.c serves it as /), compiled in from its HTML.
 $(B)/status_page.h: core/status_page.html scripts/embed_page.lua | $(B)/obj

@@ -33,7 +33,7 @@
  *       function written in the call costs what a named one does). nil for a C
  *       function, and always nil unless the layout check below passed. The
  *       prototype is not in Lua's public API: it is read where lobject.h of
- *       5.4 puts it (LClosure.p), and only after farm__open_dump checked, on
+ *       5.4 puts it (LClosure.p), and only after its first call checked, on
  *       closures made for the purpose, that the bytes there are what that
  *       layout says (the tags, the upvalue count, the lines and parameters
  *       lua_getinfo gives, one prototype for two closures of one expression,
@@ -670,7 +670,19 @@ static int proto_layout_ok(lua_State *L) {
   return ok;
 }
 
+/* Upvalue 1: nil until the first call ran the layout check, then its verdict
+   (lazily: a worker that is never given a function to key on, and every state's
+   start, do without it). The check runs without the caller's hook (a job's
+   count hook, debug.sethook's), as it did when the state opened. */
 static int l_protoid(lua_State *L) {
+  if (lua_isnil(L, lua_upvalueindex(1))) {
+    lua_Hook hook = lua_gethook(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    lua_sethook(L, NULL, 0, 0);
+    lua_pushboolean(L, proto_layout_ok(L));
+    lua_sethook(L, hook, mask, count);
+    lua_replace(L, lua_upvalueindex(1));
+  }
   const Proto54 *p = lua_toboolean(L, lua_upvalueindex(1)) ? proto_of(L, 1) : NULL;
   if (p) lua_pushlightuserdata(L, (void *)p); else lua_pushnil(L);
   return 1;
@@ -690,7 +702,7 @@ void farm__open_dump(lua_State *L, int core) {
     lua_pushcfunction(L, f->func);
     lua_setfield(L, core, f->name);
   }
-  lua_pushboolean(L, proto_layout_ok(L));
+  lua_pushnil(L);                        /* the layout check: at the first call */
   lua_pushcclosure(L, l_protoid, 1);
   lua_setfield(L, core, "protoid");
 }

@@ -1839,6 +1839,7 @@ static void *loop_main(void *arg) {
       break;
     }
   }
+  if (e->dir[0]) farm__sockdir_sweep();     /* (while they start: sockdir.h) */
   changed(e);
   while (!e->stop) {
     fix_broken(e);

@@ -7,6 +7,9 @@ typedef struct farm_luasrc {
   const char *chunk;   /* chunk name for load: "@lua/farm.lua" */
   const char *text;
   size_t len;
+  const char *code;    /* the text compiled (string.dump, debug information kept) */
+  size_t codelen;      /* ...by Lua farm__luasrc_release */
 } farm_luasrc;
 extern const farm_luasrc farm__luasrc[];
+extern const char farm__luasrc_release[];   /* "Lua 5.4.4" (LUA_RELEASE): what compiled code */
 #endif

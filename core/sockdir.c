@@ -41,11 +41,16 @@ static void sweep(const char *tmp) {
   closedir(d);
 }
 
+static const char *tmpdir(void) {
+  const char *tmp = getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
+void farm__sockdir_sweep(void) { sweep(tmpdir()); }
+
 const char *farm__sockdir_make(char *dir, char *err, size_t errlen) {
   if (dir[0]) return dir;
-  const char *tmp = getenv("TMPDIR");
-  if (!tmp || !*tmp) tmp = "/tmp";
-  sweep(tmp);
+  const char *tmp = tmpdir();
   snprintf(dir, PATH_MAX, "%s/farm-%ld-XXXXXX", tmp, (long)getpid());
   if (mkdtemp(dir)) return dir;
   snprintf(err, errlen, "cannot make a directory for worker sockets in %s: %s", tmp, strerror(errno));
